@@ -1,0 +1,73 @@
+//! Session limits. Every limit has a safe default; each doc comment says what it bounds.
+
+use std::time::Duration;
+
+/// The receive window every stream starts with, fixed by the protocol so that a new
+/// stream can carry data in its very first frame. A larger configured window is
+/// announced as extra credit on the opening (SYN / ACK) frame.
+pub const PROTOCOL_INITIAL_WINDOW: u32 = 256 * 1024;
+
+/// The largest data frame this implementation ever sends.
+pub const MAX_SEND_FRAME: usize = 128 * 1024;
+
+/// Payloads up to this size are copied next to their header so that many small frames
+/// leave in one contiguous write; larger payloads are written from their own `Bytes`.
+pub const SMALL_PAYLOAD: usize = 1024;
+
+/// Limits and timers of one mux session.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Maximum concurrently open streams (both directions). Stops a peer from
+    /// exhausting memory by opening streams; opens beyond it are reset.
+    pub max_streams: usize,
+    /// Incoming streams waiting for `accept`. Stops a peer from queueing streams the
+    /// application never takes; opens beyond it are reset.
+    pub accept_backlog: usize,
+    /// Largest data payload accepted from the peer. Bounds how much one frame can make
+    /// the receiver buffer before it is validated; larger frames end the session with
+    /// a `FRAME_TOO_LARGE` go-away. Must be at least [`MAX_SEND_FRAME`].
+    pub max_frame_size: u32,
+    /// Receive window of a new stream (at least [`PROTOCOL_INITIAL_WINDOW`]).
+    pub initial_stream_window: u32,
+    /// Largest receive window one stream may grow to by auto-tuning. Bounds the
+    /// memory one stalled stream can hold.
+    pub max_stream_window: u32,
+    /// Sum of all streams' receive windows above which no window grows. Bounds the
+    /// memory of the whole session (together with `max_streams × initial_stream_window`).
+    pub max_session_window: u64,
+    /// Bytes queued for the connection before writers see `Pending`. Bounds send-side
+    /// memory and keeps backpressure honest.
+    pub max_send_buffer: usize,
+    /// Interval between keepalive pings (each one measures RTT); `None` disables them.
+    pub keepalive_interval: Option<Duration>,
+    /// How long a ping may stay unanswered before the peer is declared dead.
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_streams: 8192,
+            accept_backlog: 1024,
+            max_frame_size: 1024 * 1024,
+            initial_stream_window: PROTOCOL_INITIAL_WINDOW,
+            max_stream_window: 16 * 1024 * 1024,
+            max_session_window: 256 * 1024 * 1024,
+            max_send_buffer: 1024 * 1024,
+            keepalive_interval: Some(Duration::from_secs(10)),
+            keepalive_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl Config {
+    /// Clamps values that would break the protocol to the nearest legal value.
+    pub fn normalized(mut self) -> Self {
+        self.max_frame_size = self.max_frame_size.max(MAX_SEND_FRAME as u32);
+        self.initial_stream_window = self.initial_stream_window.max(PROTOCOL_INITIAL_WINDOW);
+        self.max_stream_window = self.max_stream_window.max(self.initial_stream_window);
+        self.max_streams = self.max_streams.max(1);
+        self.max_send_buffer = self.max_send_buffer.max(MAX_SEND_FRAME);
+        self
+    }
+}

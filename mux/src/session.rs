@@ -1,0 +1,712 @@
+//! The sans-IO mux session: bytes and `now` in, frames to send and events out.
+//!
+//! No tokio and no sockets live here. The API is grouped the quinn way: getters,
+//! `handle_*` inputs, commands (`open_stream`, `write`, `read`, `finish`, `reset`,
+//! `release`, `close`) and `poll_*` outputs.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::config::{Config, MAX_SEND_FRAME, PROTOCOL_INITIAL_WINDOW, SMALL_PAYLOAD};
+use crate::error::{SessionError, StreamError};
+use crate::frame::{
+    Flags, Frame, FrameDecoder, FrameType, GoAwayCode, HEADER_LEN, Header, StreamId,
+};
+use crate::stream_state::StreamState;
+
+/// Which end of the session this is; decides the parity of the stream ids it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The end that dialed the connection; opens odd stream ids.
+    Client,
+    /// The end that accepted the connection; opens even stream ids.
+    Server,
+}
+
+/// Something the driver must react to (usually by waking a task).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A new incoming stream waits in the accept queue.
+    IncomingStream,
+    /// A stream has data, a FIN or a reset to deliver.
+    Readable(StreamId),
+    /// A stream that could not write may write again (credit or buffer space).
+    Writable(StreamId),
+    /// The peer announced it is going away.
+    GoAway(GoAwayCode),
+}
+
+/// What a read of a stream produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// The next chunk of the stream, in order.
+    Data(Bytes),
+    /// The peer half-closed: no more data will come.
+    Fin,
+    /// Nothing yet; a [`Event::Readable`] follows when something arrives.
+    Blocked,
+}
+
+/// Lifecycle of the whole session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Streams open and data flows.
+    Open,
+    /// A go-away was queued; the driver flushes it and then closes the connection.
+    Closing,
+    /// The connection is gone.
+    Closed,
+}
+
+/// Counters describing a session's memory and streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Streams currently tracked (open, half-closed, or waiting for release).
+    pub streams: usize,
+    /// Received bytes buffered for streams the application has not read yet.
+    pub buffered_bytes: usize,
+    /// Bytes queued for the connection and not yet handed to the driver.
+    pub queued_bytes: usize,
+    /// Sum of all streams' receive windows.
+    pub window_total: u64,
+}
+
+/// The sans-IO state machine of one mux session.
+#[derive(Debug)]
+pub struct Session {
+    config: Config,
+    role: Role,
+    state: State,
+    next_stream_id: u32,
+    max_inbound_id: u32,
+    streams: HashMap<StreamId, StreamState>,
+    accept_queue: VecDeque<StreamId>,
+    decoder: FrameDecoder,
+    /// Frames ready for the connection, in order. `tail` collects headers and small
+    /// payloads contiguously until a large payload forces it out.
+    out: VecDeque<Bytes>,
+    tail: BytesMut,
+    queued_bytes: usize,
+    /// Streams whose last write found the send buffer full.
+    blocked_on_buffer: Vec<StreamId>,
+    events: VecDeque<Event>,
+    remote_go_away: Option<GoAwayCode>,
+    error: Option<SessionError>,
+    window_total: u64,
+    buffered_total: usize,
+    ping_opaque: u32,
+    ping_sent_at: Option<Instant>,
+    next_ping_at: Option<Instant>,
+    rtt: Option<Duration>,
+}
+
+impl Session {
+    /// A new session. The first keepalive ping is due immediately so RTT is known early.
+    pub fn new(role: Role, config: Config, now: Instant) -> Self {
+        let config = config.normalized();
+        let next_ping_at = config.keepalive_interval.map(|_| now);
+        Session {
+            decoder: FrameDecoder::new(config.max_frame_size),
+            role,
+            state: State::Open,
+            next_stream_id: match role {
+                Role::Client => 1,
+                Role::Server => 2,
+            },
+            max_inbound_id: 0,
+            streams: HashMap::new(),
+            accept_queue: VecDeque::new(),
+            out: VecDeque::new(),
+            tail: BytesMut::with_capacity(16 * 1024),
+            queued_bytes: 0,
+            blocked_on_buffer: Vec::new(),
+            events: VecDeque::new(),
+            remote_go_away: None,
+            error: None,
+            window_total: 0,
+            buffered_total: 0,
+            ping_opaque: 0,
+            ping_sent_at: None,
+            next_ping_at,
+            rtt: None,
+            config,
+        }
+    }
+
+    // ----- getters -----
+
+    /// The configuration in force (after normalisation).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The latest round-trip time measured by a keepalive ping.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt
+    }
+
+    /// Why the session failed or closed, once it has.
+    pub fn error(&self) -> Option<&SessionError> {
+        self.error.as_ref()
+    }
+
+    /// True once a go-away was queued or the connection is gone: no new streams.
+    pub fn is_closing(&self) -> bool {
+        self.state != State::Open
+    }
+
+    /// True once the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The go-away code the peer sent, if any.
+    pub fn remote_go_away(&self) -> Option<GoAwayCode> {
+        self.remote_go_away
+    }
+
+    /// False while too much output is queued: the driver then stops reading so a peer
+    /// that never reads cannot make us queue replies without bound.
+    pub fn wants_input(&self) -> bool {
+        self.state != State::Closed && self.queued_bytes < 2 * self.config.max_send_buffer
+    }
+
+    /// Memory and stream counters.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            streams: self.streams.len(),
+            buffered_bytes: self.buffered_total,
+            queued_bytes: self.queued_bytes,
+            window_total: self.window_total,
+        }
+    }
+
+    // ----- inputs -----
+
+    /// Decodes and handles every complete frame at the front of `buf`. A protocol
+    /// violation queues a go-away, moves the session to closing and is returned.
+    pub fn handle_input(&mut self, buf: &mut BytesMut, now: Instant) -> Result<(), SessionError> {
+        if self.state == State::Closed {
+            return Err(SessionError::Closed);
+        }
+        loop {
+            let frame = match self.decoder.decode(buf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.fail(SessionError::Frame(e))),
+            };
+            if let Err(e) = self.handle_frame(frame, now) {
+                return Err(self.fail(e));
+            }
+        }
+    }
+
+    /// How many more bytes the decoder needs before its next frame can complete.
+    pub fn input_wanted(&self, buffered: usize) -> usize {
+        self.decoder.bytes_wanted(buffered)
+    }
+
+    /// Handles one decoded frame.
+    pub fn handle_frame(&mut self, frame: Frame, now: Instant) -> Result<(), SessionError> {
+        match frame {
+            Frame::Data {
+                stream,
+                flags,
+                payload,
+            } => self.handle_stream_frame(stream, flags, Some(payload), 0),
+            Frame::WindowUpdate {
+                stream,
+                flags,
+                increment,
+            } => self.handle_stream_frame(stream, flags, None, increment),
+            Frame::Ping { flags, opaque } => {
+                if flags.contains(Flags::ACK) {
+                    if let Some(sent) = self.ping_sent_at
+                        && opaque == self.ping_opaque
+                    {
+                        self.rtt = Some(now.saturating_duration_since(sent));
+                        self.ping_sent_at = None;
+                        self.next_ping_at = self.config.keepalive_interval.map(|i| now + i);
+                    }
+                } else if self.state == State::Open {
+                    self.push_control(FrameType::Ping, Flags::ACK, StreamId::SESSION, opaque);
+                }
+                Ok(())
+            }
+            Frame::GoAway { code } => {
+                self.remote_go_away = Some(code);
+                self.events.push_back(Event::GoAway(code));
+                Ok(())
+            }
+        }
+    }
+
+    /// Fires due timers: sends a keepalive ping or declares the peer dead.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state != State::Open {
+            return;
+        }
+        if let Some(sent) = self.ping_sent_at {
+            if now.saturating_duration_since(sent) >= self.config.keepalive_timeout {
+                self.fail(SessionError::KeepaliveTimeout(
+                    self.config.keepalive_timeout,
+                ));
+            }
+            return;
+        }
+        if let Some(at) = self.next_ping_at
+            && now >= at
+        {
+            self.ping_opaque = self.ping_opaque.wrapping_add(1);
+            self.ping_sent_at = Some(now);
+            self.push_control(
+                FrameType::Ping,
+                Flags::empty(),
+                StreamId::SESSION,
+                self.ping_opaque,
+            );
+        }
+    }
+
+    /// The connection ended (EOF or I/O error). Every stream sees the session gone.
+    pub fn handle_connection_lost(&mut self, error: SessionError) {
+        if self.error.is_none() {
+            let error = match (error, self.remote_go_away) {
+                (SessionError::ConnectionClosed, Some(code)) if code != GoAwayCode::NORMAL => {
+                    SessionError::GoAway(code)
+                }
+                (e, _) => e,
+            };
+            self.error = Some(error);
+        }
+        self.state = State::Closed;
+        self.out.clear();
+        self.tail.clear();
+        self.queued_bytes = 0;
+        for id in self.streams.keys() {
+            self.events.push_back(Event::Readable(*id));
+            self.events.push_back(Event::Writable(*id));
+        }
+    }
+
+    // ----- commands -----
+
+    /// Opens a stream towards the peer; its SYN is queued at once.
+    pub fn open_stream(&mut self) -> Result<StreamId, SessionError> {
+        if self.state != State::Open {
+            return Err(self.error.clone().unwrap_or(SessionError::Closed));
+        }
+        if let Some(code) = self.remote_go_away {
+            return Err(SessionError::GoAway(code));
+        }
+        if self.streams.len() >= self.config.max_streams {
+            return Err(SessionError::TooManyStreams(self.config.max_streams));
+        }
+        let id = StreamId(self.next_stream_id);
+        self.next_stream_id = self
+            .next_stream_id
+            .checked_add(2)
+            .ok_or(SessionError::StreamIdsExhausted)?;
+        self.insert_stream(id);
+        let extra = self.config.initial_stream_window - PROTOCOL_INITIAL_WINDOW;
+        self.push_control(FrameType::WindowUpdate, Flags::SYN, id, extra);
+        Ok(id)
+    }
+
+    /// Takes the next incoming stream, if one waits.
+    pub fn accept_stream(&mut self) -> Option<StreamId> {
+        self.accept_queue.pop_front()
+    }
+
+    /// Queues up to `data.len()` bytes (copied) for `id`; returns how many were taken.
+    /// `Ok(0)` means blocked: a [`Event::Writable`] follows.
+    pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, StreamError> {
+        let n = self.writable_len(id, data.len())?;
+        if n == 0 {
+            return Ok(0);
+        }
+        if n <= SMALL_PAYLOAD {
+            self.push_small_data(id, &data[..n]);
+        } else {
+            self.push_large_data(id, Bytes::copy_from_slice(&data[..n]));
+        }
+        Ok(n)
+    }
+
+    /// Like [`Session::write`] but takes ownership of a `Bytes` prefix without copying.
+    pub fn write_bytes(&mut self, id: StreamId, data: &Bytes) -> Result<usize, StreamError> {
+        let n = self.writable_len(id, data.len())?;
+        if n == 0 {
+            return Ok(0);
+        }
+        if n <= SMALL_PAYLOAD {
+            self.push_small_data(id, &data[..n]);
+        } else {
+            self.push_large_data(id, data.slice(..n));
+        }
+        Ok(n)
+    }
+
+    /// Takes the next received chunk of `id`, crediting the peer as data is consumed.
+    pub fn read(&mut self, id: StreamId, now: Instant) -> Result<ReadOutcome, StreamError> {
+        let closed = self.state == State::Closed;
+        let s = self.streams.get_mut(&id).ok_or(StreamError::Unknown(id))?;
+        if s.reset {
+            return Err(StreamError::Reset);
+        }
+        if let Some(chunk) = s.recv.pop_front() {
+            s.recv_buffered -= chunk.len();
+            self.buffered_total -= chunk.len();
+            // Chunks are bounded by max_frame_size, which fits in u32.
+            s.recv_consumed += chunk.len() as u32;
+            self.maybe_credit(id, now);
+            return Ok(ReadOutcome::Data(chunk));
+        }
+        if s.recv_fin {
+            return Ok(ReadOutcome::Fin);
+        }
+        if closed {
+            return Err(StreamError::SessionClosed(
+                self.error.clone().unwrap_or(SessionError::Closed),
+            ));
+        }
+        Ok(ReadOutcome::Blocked)
+    }
+
+    /// Half-closes the sending side of `id` (queues a FIN).
+    pub fn finish(&mut self, id: StreamId) -> Result<(), StreamError> {
+        let s = self.streams.get_mut(&id).ok_or(StreamError::Unknown(id))?;
+        if s.reset {
+            return Err(StreamError::Reset);
+        }
+        if s.send_fin || self.state == State::Closed {
+            return Ok(());
+        }
+        s.send_fin = true;
+        self.push_control(FrameType::Data, Flags::FIN, id, 0);
+        self.maybe_remove(id);
+        Ok(())
+    }
+
+    /// Aborts `id` in both directions (queues a RST).
+    pub fn reset(&mut self, id: StreamId) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if s.reset {
+            return;
+        }
+        s.reset = true;
+        let dropped = s.clear_recv();
+        self.buffered_total -= dropped;
+        if self.state == State::Open {
+            self.push_control(FrameType::WindowUpdate, Flags::RST, id, 0);
+        }
+        self.maybe_remove(id);
+    }
+
+    /// The application dropped its handle to `id`. A stream not closed both ways is
+    /// reset; its state is freed as soon as nothing more is owed to the peer.
+    pub fn release(&mut self, id: StreamId) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        s.released = true;
+        if !(s.send_fin && s.recv_fin) {
+            self.reset(id);
+        }
+        self.maybe_remove(id);
+    }
+
+    /// Queues a go-away with `code`; the driver flushes it and closes the connection.
+    pub fn close(&mut self, code: GoAwayCode) {
+        if self.state != State::Open {
+            return;
+        }
+        if self.error.is_none() {
+            self.error = Some(SessionError::LocalClose(code));
+        }
+        self.push_control(FrameType::GoAway, Flags::empty(), StreamId::SESSION, code.0);
+        self.state = State::Closing;
+    }
+
+    // ----- outputs -----
+
+    /// Moves every queued chunk into `dst`, in wire order.
+    pub fn poll_transmit(&mut self, dst: &mut VecDeque<Bytes>) {
+        self.seal_tail();
+        let was_full = self.queued_bytes >= self.config.max_send_buffer;
+        dst.extend(self.out.drain(..));
+        self.queued_bytes = 0;
+        if was_full || !self.blocked_on_buffer.is_empty() {
+            for id in self.blocked_on_buffer.drain(..) {
+                self.events.push_back(Event::Writable(id));
+            }
+        }
+    }
+
+    /// True when chunks wait to be transmitted.
+    pub fn has_transmit(&self) -> bool {
+        self.queued_bytes > 0
+    }
+
+    /// The next event for the driver.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Session::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state != State::Open {
+            return None;
+        }
+        match self.ping_sent_at {
+            Some(sent) => Some(sent + self.config.keepalive_timeout),
+            None => self.next_ping_at,
+        }
+    }
+
+    // ----- internals -----
+
+    fn fail(&mut self, error: SessionError) -> SessionError {
+        tracing::debug!(%error, "mux session failed");
+        let code = error.go_away_code();
+        if self.state == State::Open {
+            self.push_control(FrameType::GoAway, Flags::empty(), StreamId::SESSION, code.0);
+            self.state = State::Closing;
+        }
+        self.error = Some(error.clone());
+        for id in self.streams.keys() {
+            self.events.push_back(Event::Readable(*id));
+            self.events.push_back(Event::Writable(*id));
+        }
+        error
+    }
+
+    fn handle_stream_frame(
+        &mut self,
+        id: StreamId,
+        flags: Flags,
+        payload: Option<Bytes>,
+        increment: u32,
+    ) -> Result<(), SessionError> {
+        if flags.contains(Flags::SYN) && !self.handle_syn(id)? {
+            return Ok(());
+        }
+        let Some(s) = self.streams.get_mut(&id) else {
+            // A frame for a stream already freed (e.g. in flight after our RST).
+            return Ok(());
+        };
+        if flags.contains(Flags::RST) {
+            if !s.reset {
+                s.reset = true;
+                let dropped = s.clear_recv();
+                self.buffered_total -= dropped;
+                self.events.push_back(Event::Readable(id));
+                self.events.push_back(Event::Writable(id));
+            }
+            self.maybe_remove(id);
+            return Ok(());
+        }
+        if s.reset {
+            return Ok(());
+        }
+        if let Some(payload) = payload
+            && !payload.is_empty()
+        {
+            let len = payload.len() as u32;
+            if len > s.recv_credit {
+                return Err(SessionError::FlowControl {
+                    stream: id,
+                    len,
+                    credit: s.recv_credit,
+                });
+            }
+            s.recv_credit -= len;
+            if !s.recv_fin {
+                let was_empty = s.recv.is_empty();
+                s.recv_buffered += payload.len();
+                self.buffered_total += payload.len();
+                s.recv.push_back(payload);
+                if was_empty {
+                    self.events.push_back(Event::Readable(id));
+                }
+            }
+        }
+        if increment > 0 {
+            s.send_credit = s.send_credit.saturating_add(increment);
+            if s.send_blocked {
+                s.send_blocked = false;
+                self.events.push_back(Event::Writable(id));
+            }
+        }
+        if flags.contains(Flags::FIN) && !s.recv_fin {
+            s.recv_fin = true;
+            self.events.push_back(Event::Readable(id));
+            self.maybe_remove(id);
+        }
+        Ok(())
+    }
+
+    /// Registers a stream the peer opens. Returns false when the open was refused
+    /// (answered with RST) and the frame's other contents must be ignored.
+    fn handle_syn(&mut self, id: StreamId) -> Result<bool, SessionError> {
+        let peer_parity = match self.role {
+            Role::Client => 0,
+            Role::Server => 1,
+        };
+        if id.0 % 2 != peer_parity || id.0 <= self.max_inbound_id {
+            return Err(SessionError::BadStreamOpen(id));
+        }
+        self.max_inbound_id = id.0;
+        let refuse = self.state != State::Open
+            || self.streams.len() >= self.config.max_streams
+            || self.accept_queue.len() >= self.config.accept_backlog;
+        if refuse {
+            self.push_control(FrameType::WindowUpdate, Flags::RST, id, 0);
+            return Ok(false);
+        }
+        self.insert_stream(id);
+        let extra = self.config.initial_stream_window - PROTOCOL_INITIAL_WINDOW;
+        self.push_control(FrameType::WindowUpdate, Flags::ACK, id, extra);
+        self.accept_queue.push_back(id);
+        self.events.push_back(Event::IncomingStream);
+        Ok(true)
+    }
+
+    fn insert_stream(&mut self, id: StreamId) {
+        let window = self.config.initial_stream_window;
+        self.streams
+            .insert(id, StreamState::new(window, PROTOCOL_INITIAL_WINDOW));
+        self.window_total += u64::from(window);
+    }
+
+    fn writable_len(&mut self, id: StreamId, want: usize) -> Result<usize, StreamError> {
+        let closed = self.state != State::Open;
+        let s = self.streams.get_mut(&id).ok_or(StreamError::Unknown(id))?;
+        if s.reset {
+            return Err(StreamError::Reset);
+        }
+        if s.send_fin {
+            return Err(StreamError::Finished);
+        }
+        if closed {
+            return Err(StreamError::SessionClosed(
+                self.error.clone().unwrap_or(SessionError::Closed),
+            ));
+        }
+        if want == 0 {
+            return Ok(0);
+        }
+        if s.send_credit == 0 {
+            s.send_blocked = true;
+            return Ok(0);
+        }
+        let room = self
+            .config
+            .max_send_buffer
+            .saturating_sub(self.queued_bytes);
+        if room == 0 {
+            self.blocked_on_buffer.push(id);
+            return Ok(0);
+        }
+        let n = want
+            .min(s.send_credit as usize)
+            .min(MAX_SEND_FRAME)
+            .min(room);
+        s.send_credit -= n as u32;
+        Ok(n)
+    }
+
+    /// Credits the peer once half the window has been consumed, growing the window
+    /// when updates come faster than twice the RTT (the window limits throughput).
+    fn maybe_credit(&mut self, id: StreamId, now: Instant) {
+        let rtt = self.rtt;
+        let room = (self.config.max_session_window).saturating_sub(self.window_total);
+        let max_window = self.config.max_stream_window;
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if s.recv_fin || s.reset || s.recv_consumed < s.recv_window / 2 {
+            return;
+        }
+        let mut growth = 0u32;
+        if let (Some(rtt), Some(last)) = (rtt, s.last_credit_at)
+            && now.saturating_duration_since(last) < rtt * 2
+        {
+            growth = s.recv_window.min(max_window - s.recv_window);
+            growth = growth.min(u32::try_from(room).unwrap_or(u32::MAX));
+        }
+        s.last_credit_at = Some(now);
+        s.recv_window += growth;
+        let increment = s.recv_consumed + growth;
+        s.recv_credit += increment;
+        s.recv_consumed = 0;
+        self.window_total += u64::from(growth);
+        self.push_control(FrameType::WindowUpdate, Flags::empty(), id, increment);
+    }
+
+    fn maybe_remove(&mut self, id: StreamId) {
+        let Some(s) = self.streams.get(&id) else {
+            return;
+        };
+        if s.released && (s.reset || (s.send_fin && s.recv_fin)) {
+            let s = self.streams.remove(&id).expect("stream present");
+            self.window_total -= u64::from(s.recv_window);
+            self.buffered_total -= s.recv_buffered;
+        }
+    }
+
+    fn push_control(&mut self, ty: FrameType, flags: Flags, stream: StreamId, length: u32) {
+        let header = Header {
+            ty,
+            flags,
+            stream,
+            length,
+        };
+        self.reserve_tail(HEADER_LEN);
+        header.encode(&mut self.tail);
+        self.queued_bytes += HEADER_LEN;
+    }
+
+    fn push_small_data(&mut self, id: StreamId, data: &[u8]) {
+        let header = Header {
+            ty: FrameType::Data,
+            flags: Flags::empty(),
+            stream: id,
+            length: data.len() as u32,
+        };
+        self.reserve_tail(HEADER_LEN + data.len());
+        header.encode(&mut self.tail);
+        self.tail.extend_from_slice(data);
+        self.queued_bytes += HEADER_LEN + data.len();
+    }
+
+    fn push_large_data(&mut self, id: StreamId, data: Bytes) {
+        let header = Header {
+            ty: FrameType::Data,
+            flags: Flags::empty(),
+            stream: id,
+            length: data.len() as u32,
+        };
+        self.reserve_tail(HEADER_LEN);
+        header.encode(&mut self.tail);
+        self.seal_tail();
+        self.queued_bytes += HEADER_LEN + data.len();
+        self.out.push_back(data);
+    }
+
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            self.out.push_back(self.tail.split().freeze());
+        }
+    }
+
+    fn reserve_tail(&mut self, n: usize) {
+        if self.tail.capacity() - self.tail.len() < n {
+            self.tail.reserve(n.max(16 * 1024));
+        }
+    }
+}

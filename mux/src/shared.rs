@@ -1,0 +1,105 @@
+//! State shared between the driver task, the [`crate::Mux`] handles and the streams:
+//! the sans-IO session behind one lock, plus the wakers of everyone waiting on it.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::task::Waker;
+
+use crate::frame::StreamId;
+use crate::session::{Event, Session};
+
+/// Wakers of the tasks using one stream.
+#[derive(Debug, Default)]
+pub(crate) struct StreamWakers {
+    pub(crate) read: Option<Waker>,
+    pub(crate) write: Option<Waker>,
+}
+
+/// Everything behind the session lock.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) session: Session,
+    pub(crate) wakers: HashMap<StreamId, StreamWakers>,
+    pub(crate) accept_waker: Option<Waker>,
+    pub(crate) driver_waker: Option<Waker>,
+    /// Live [`crate::Mux`] handles; the session closes when the last one drops.
+    pub(crate) handles: usize,
+}
+
+impl Inner {
+    /// Wakes whoever each pending session event concerns.
+    pub(crate) fn dispatch_events(&mut self) {
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                Event::IncomingStream | Event::GoAway(_) => wake(&mut self.accept_waker),
+                Event::Readable(id) => {
+                    if let Some(w) = self.wakers.get_mut(&id) {
+                        wake(&mut w.read);
+                    }
+                }
+                Event::Writable(id) => {
+                    if let Some(w) = self.wakers.get_mut(&id) {
+                        wake(&mut w.write);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Wakes the driver when the session has something for it to do.
+    pub(crate) fn wake_driver_if_needed(&mut self) {
+        if self.session.has_transmit() || self.session.is_closing() {
+            wake(&mut self.driver_waker);
+        }
+    }
+
+    /// Wakes every waiting task (the session ended).
+    pub(crate) fn wake_all(&mut self) {
+        wake(&mut self.accept_waker);
+        for w in self.wakers.values_mut() {
+            wake(&mut w.read);
+            wake(&mut w.write);
+        }
+    }
+}
+
+/// The lock around [`Inner`].
+#[derive(Debug)]
+pub(crate) struct Shared {
+    inner: Mutex<Inner>,
+}
+
+impl Shared {
+    pub(crate) fn new(session: Session) -> Self {
+        Shared {
+            inner: Mutex::new(Inner {
+                session,
+                wakers: HashMap::new(),
+                accept_waker: None,
+                driver_waker: None,
+                handles: 1,
+            }),
+        }
+    }
+
+    /// Locks the session. A panic while locked cannot leave the session half-updated
+    /// in a way that matters more than the panic itself, so poisoning is ignored.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Wakes and clears a waker slot.
+pub(crate) fn wake(slot: &mut Option<Waker>) {
+    if let Some(w) = slot.take() {
+        w.wake();
+    }
+}
+
+/// Stores `waker` in `slot` unless an equivalent one is already there.
+pub(crate) fn register(slot: &mut Option<Waker>, waker: &Waker) {
+    match slot {
+        Some(w) if w.will_wake(waker) => {}
+        _ => *slot = Some(waker.clone()),
+    }
+}

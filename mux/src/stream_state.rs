@@ -1,0 +1,63 @@
+//! Per-stream bookkeeping of the sans-IO session: receive buffer, flow-control
+//! credit in both directions, and half-close / reset flags.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+/// State of one stream inside a [`crate::Session`].
+#[derive(Debug)]
+pub(crate) struct StreamState {
+    /// Received chunks not yet read, in order.
+    pub(crate) recv: VecDeque<Bytes>,
+    /// Sum of the lengths in `recv`.
+    pub(crate) recv_buffered: usize,
+    /// Current receive window (grows by auto-tuning).
+    pub(crate) recv_window: u32,
+    /// Bytes the peer may still send before it must wait for credit.
+    pub(crate) recv_credit: u32,
+    /// Bytes read by the application and not yet credited back.
+    pub(crate) recv_consumed: u32,
+    /// When credit was last sent (drives window auto-tuning).
+    pub(crate) last_credit_at: Option<Instant>,
+    /// The peer half-closed.
+    pub(crate) recv_fin: bool,
+    /// Bytes we may still send.
+    pub(crate) send_credit: u32,
+    /// A write found no credit; the next window update must wake the writer.
+    pub(crate) send_blocked: bool,
+    /// We half-closed.
+    pub(crate) send_fin: bool,
+    /// Aborted by either side.
+    pub(crate) reset: bool,
+    /// The application dropped its handle.
+    pub(crate) released: bool,
+}
+
+impl StreamState {
+    pub(crate) fn new(recv_window: u32, send_credit: u32) -> Self {
+        StreamState {
+            recv: VecDeque::new(),
+            recv_buffered: 0,
+            recv_window,
+            recv_credit: recv_window,
+            recv_consumed: 0,
+            last_credit_at: None,
+            recv_fin: false,
+            send_credit,
+            send_blocked: false,
+            send_fin: false,
+            reset: false,
+            released: false,
+        }
+    }
+
+    /// Drops buffered data (on reset); returns how many bytes were dropped.
+    pub(crate) fn clear_recv(&mut self) -> usize {
+        let n = self.recv_buffered;
+        self.recv.clear();
+        self.recv_buffered = 0;
+        n
+    }
+}
