@@ -1,1 +1,116 @@
-fn main() {}
+//! `netbore`: one binary for every role. This crate is wiring only: flags, output,
+//! and starting the library parts.
+
+mod agent_cmd;
+mod demo;
+mod output;
+mod server;
+
+use clap::{Parser, Subcommand};
+
+use crate::output::Printer;
+
+/// Expose a local service to the internet from behind NAT.
+#[derive(Debug, Parser)]
+#[command(name = "netbore", version, about)]
+struct Cli {
+    /// Print one JSON object per line on stdout and nothing else there.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the Edge and the Control plane together.
+    Server(server::ServerArgs),
+    /// Expose a local TCP service (PORT or HOST:PORT) and print its public address.
+    Tcp(agent_cmd::TcpArgs),
+    /// Run a server and an agent in one process and expose a hello service.
+    Demo(demo::DemoArgs),
+}
+
+/// Mux limits shared by every command that holds a session.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct MuxArgs {
+    /// Most concurrent streams (viewer connections) per session.
+    #[arg(long, default_value_t = 8192)]
+    pub(crate) max_streams: usize,
+    /// Largest mux frame payload accepted from the peer, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub(crate) max_frame_size: u32,
+    /// Largest receive window one stream may grow to, in bytes.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub(crate) max_stream_window: u32,
+    /// Sum of all receive windows of a session, in bytes.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    pub(crate) max_session_window: u64,
+    /// Seconds between keepalive pings.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) keepalive: u64,
+}
+
+impl Default for MuxArgs {
+    fn default() -> Self {
+        let d = netbore_mux::Config::default();
+        MuxArgs {
+            max_streams: d.max_streams,
+            max_frame_size: d.max_frame_size,
+            max_stream_window: d.max_stream_window,
+            max_session_window: d.max_session_window,
+            keepalive: 10,
+        }
+    }
+}
+
+impl MuxArgs {
+    /// The mux configuration these flags describe.
+    pub(crate) fn config(&self) -> netbore_mux::Config {
+        let keepalive = std::time::Duration::from_secs(self.keepalive.max(1));
+        netbore_mux::Config {
+            max_streams: self.max_streams,
+            max_frame_size: self.max_frame_size,
+            max_stream_window: self.max_stream_window,
+            max_session_window: self.max_session_window,
+            keepalive_interval: Some(keepalive),
+            keepalive_timeout: keepalive * 2,
+            ..netbore_mux::Config::default()
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let printer = Printer { json: cli.json };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,netbore=info,netbore_edge=info,netbore_agent=info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            printer.error(
+                "internal",
+                &format!("could not start the async runtime: {e}"),
+            );
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => server::run(args, printer).await,
+            Command::Tcp(args) => agent_cmd::run(args, printer).await,
+            Command::Demo(args) => demo::run(args, printer).await,
+        }
+    });
+    if let Err(e) = result {
+        let message = format!("{e:#}");
+        printer.error("startup_failed", &message);
+        std::process::exit(1);
+    }
+}

@@ -1,1 +1,32 @@
-//! placeholder
+//! Netbore's transports: how an Agent and an Edge hold one long-lived session that
+//! carries many bidirectional streams.
+//!
+//! A transport connects (agent side) or accepts (edge side) and yields a [`Session`];
+//! a session opens and accepts [`Stream`]s. [`Session`] and [`Stream`] are enums over
+//! the implementations (static dispatch, no `Box<dyn>` on the data path): today `tcp`
+//! (the Netbore mux over a TCP connection); `wss` and `quic` join as variants without
+//! changing callers. The wire types both ends share (handshake, stream header, error
+//! codes) live in [`proto`]; [`pipe`] is the bidirectional copy both ends use.
+//! This crate knows nothing of tokens, routing or the control plane.
+
+pub mod pipe;
+pub mod proto;
+mod session;
+pub mod tcp;
+
+pub use session::{Session, Stream, TransportKind};
+
+/// Why a transport operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// Connecting or accepting failed at the socket level.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The session ended or refused the operation.
+    #[error(transparent)]
+    Session(#[from] netbore_mux::SessionError),
+    /// The peer did not finish the handshake in time.
+    #[error("the peer did not complete the handshake within {0:?}")]
+    Timeout(std::time::Duration),
+}

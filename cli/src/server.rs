@@ -1,0 +1,152 @@
+//! `netbore server`: Control and Edge in one process.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use netbore_control::api::EdgeCandidate;
+use netbore_control::tokens::TokenSigner;
+use netbore_control::{Control, ControlConfig};
+use netbore_edge::{Edge, EdgeConfig, PortPool, PortRange};
+use serde_json::json;
+
+use crate::output::Printer;
+
+/// Flags of `netbore server`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ServerArgs {
+    /// Address of the control API.
+    #[arg(long, default_value = "0.0.0.0:7834")]
+    pub(crate) control_addr: SocketAddr,
+    /// Address agents connect to.
+    #[arg(long, default_value = "0.0.0.0:7835")]
+    pub(crate) agent_addr: SocketAddr,
+    /// Public ports for TCP tunnels: LO-HI, or 0 for any free port.
+    #[arg(long, default_value = "20000-29999")]
+    pub(crate) tcp_ports: PortRange,
+    /// Address public TCP ports are opened on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub(crate) tcp_bind_ip: IpAddr,
+    /// Where the server keeps its signing key and state.
+    #[arg(long, env = "NETBORE_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Public host name of this server (used in public URLs and handed to agents).
+    #[arg(long, default_value = "localhost")]
+    pub(crate) domain: String,
+    /// `HOST:PORT` agents should dial (default: DOMAIN and the agent port).
+    #[arg(long)]
+    pub(crate) edge_addr: Option<String>,
+    /// Let agents without an API key create tunnels.
+    #[arg(long)]
+    pub(crate) allow_anonymous: bool,
+    /// Lifetime of the tokens agents present to the Edge, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) token_ttl: u64,
+    /// Seconds a new agent connection may take to send its hello.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) hello_timeout: u64,
+    #[command(flatten)]
+    pub(crate) mux: crate::MuxArgs,
+}
+
+/// The default data directory: `$XDG_DATA_HOME/netbore`, `~/.local/share/netbore`,
+/// or `./netbore-data`.
+pub(crate) fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(x).join("netbore");
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        return PathBuf::from(home).join(".local/share/netbore");
+    }
+    PathBuf::from("netbore-data")
+}
+
+/// The addresses a started server is bound to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bound {
+    /// Control API.
+    pub(crate) control: SocketAddr,
+    /// Agent listener.
+    pub(crate) agent: SocketAddr,
+}
+
+/// Binds every listener and spawns Control and Edge; returns once they accept.
+pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let signer = TokenSigner::load_or_create(&data_dir.join("control-ed25519.pk8"))?;
+    let mux_config = args.mux.config();
+    let agent_listener = netbore_transport::tcp::Listener::bind(args.agent_addr, mux_config)
+        .await
+        .with_context(|| {
+            format!(
+                "could not listen for agents on {}; pass another --agent-addr",
+                args.agent_addr
+            )
+        })?;
+    let control_listener = tokio::net::TcpListener::bind(args.control_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "could not listen for the control API on {}; pass another --control-addr",
+                args.control_addr
+            )
+        })?;
+    let bound = Bound {
+        control: control_listener.local_addr()?,
+        agent: agent_listener.local_addr()?,
+    };
+    let ports = PortPool::new(args.tcp_bind_ip, args.tcp_ports);
+    let edge_addr = args
+        .edge_addr
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", args.domain, bound.agent.port()));
+    let control_config = ControlConfig {
+        allow_anonymous: args.allow_anonymous,
+        domain: args.domain.clone(),
+        edges: vec![EdgeCandidate {
+            addr: edge_addr,
+            transports: vec!["tcp".into()],
+        }],
+        token_ttl: Duration::from_secs(args.token_ttl.max(1)),
+    };
+    let edge_config = EdgeConfig {
+        domain: args.domain.clone(),
+        hello_timeout: Duration::from_secs(args.hello_timeout.max(1)),
+    };
+    let edge = Edge::new(edge_config, signer.verifier(), ports.clone());
+    let control = std::sync::Arc::new(Control::new(control_config, signer, Box::new(ports)));
+    let app =
+        netbore_control::api::router(control).into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(control_listener, app).await {
+            tracing::error!(error = %e, "the control API stopped");
+        }
+    });
+    tokio::spawn(edge.serve(agent_listener));
+    Ok(bound)
+}
+
+/// Runs `netbore server` until interrupted.
+pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()> {
+    let bound = start(&args).await?;
+    printer.event(
+        "listening",
+        json!({
+            "control": bound.control.to_string(),
+            "agent": bound.agent.to_string(),
+            "tcp_ports": args.tcp_ports.to_string(),
+            "domain": args.domain,
+        }),
+        &format!(
+            "Netbore server is up\n  control API   http://{}\n  agents        {} (tcp)\n  TCP tunnels   ports {} on {}\n  anonymous     {}",
+            bound.control,
+            bound.agent,
+            args.tcp_ports,
+            args.tcp_bind_ip,
+            if args.allow_anonymous { "allowed" } else { "refused (pass --allow-anonymous to allow)" }
+        ),
+    );
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}

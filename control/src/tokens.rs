@@ -1,0 +1,356 @@
+//! Ephemeral tokens: EdDSA (Ed25519) JWTs minted by Control and verified by Edges.
+//! Edges hold only the public key, so an Edge can verify but never mint.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation, errors::ErrorKind};
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde::{Deserialize, Serialize};
+
+/// `iss` of every token.
+pub const ISSUER: &str = "netbore-control";
+/// `aud` of every token.
+pub const AUDIENCE: &str = "netbore-edge";
+/// Default lifetime of an ephemeral token.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+/// Clock skew tolerated when checking `exp`.
+const LEEWAY_SECS: u64 = 2;
+/// Most token ids remembered for replay detection. Stops a flood of valid tokens from
+/// growing the cache without bound; ids leave it when their token expires.
+const MAX_SEEN_TOKENS: usize = 1_000_000;
+
+/// The claims of an ephemeral token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer ([`ISSUER`]).
+    pub iss: String,
+    /// Audience ([`AUDIENCE`]).
+    pub aud: String,
+    /// Owner of the tunnel (`anonymous:<ip>` for anonymous agents).
+    pub sub: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Issue time, seconds since the epoch.
+    pub iat: u64,
+    /// Unique token id, refused when seen twice.
+    pub jti: String,
+    /// Tunnel id.
+    pub tid: String,
+    /// Tunnel protocol (`tcp`).
+    pub proto: String,
+    /// Public port of a TCP tunnel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Name of an HTTP tunnel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Why a key could not be loaded or a token minted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// Reading or writing the key file failed.
+    #[error("cannot use the signing key file {path}: {source}")]
+    Io {
+        /// The key file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The key file does not hold an Ed25519 PKCS#8 key.
+    #[error("the signing key file {0} is not an Ed25519 PKCS#8 key; delete it to make a new one")]
+    Invalid(String),
+    /// Signing failed.
+    #[error("signing a token failed: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+}
+
+/// Mints ephemeral tokens.
+pub struct TokenSigner {
+    encoding: EncodingKey,
+    public_key: Vec<u8>,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSigner").finish_non_exhaustive()
+    }
+}
+
+impl TokenSigner {
+    /// A signer with a fresh key that lives only in memory.
+    pub fn generate() -> Self {
+        let rng = SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("the system RNG works");
+        Self::from_pkcs8(pkcs8.as_ref()).expect("a freshly generated key is valid")
+    }
+
+    /// Loads the key at `path`, creating it (mode 0600) on first run.
+    pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
+        let io_err = |source| KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        match std::fs::read(path) {
+            Ok(der) => {
+                Self::from_pkcs8(&der).ok_or_else(|| KeyError::Invalid(path.display().to_string()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let rng = SystemRandom::new();
+                let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("the system RNG works");
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(io_err)?;
+                }
+                write_private(path, pkcs8.as_ref()).map_err(io_err)?;
+                Ok(Self::from_pkcs8(pkcs8.as_ref()).expect("a freshly generated key is valid"))
+            }
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    fn from_pkcs8(der: &[u8]) -> Option<Self> {
+        let pair = Ed25519KeyPair::from_pkcs8(der).ok()?;
+        Some(TokenSigner {
+            encoding: EncodingKey::from_ed_der(der),
+            public_key: pair.public_key().as_ref().to_vec(),
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// The raw Ed25519 public key, for Edges.
+    pub fn public_key(&self) -> &[u8] {
+        &self.public_key
+    }
+
+    /// A verifier for tokens of this signer.
+    pub fn verifier(&self) -> TokenVerifier {
+        TokenVerifier::new(&self.public_key)
+    }
+
+    /// `n` random bytes as lowercase hex.
+    pub fn random_hex(&self, n: usize) -> String {
+        let mut bytes = vec![0u8; n];
+        self.rng.fill(&mut bytes).expect("the system RNG works");
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Signs a token for a tunnel that lives `ttl`.
+    pub fn mint(
+        &self,
+        sub: &str,
+        tunnel_id: &str,
+        proto: &str,
+        port: Option<u16>,
+        ttl: Duration,
+    ) -> Result<(String, Claims), KeyError> {
+        let now = unix_now();
+        let claims = Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: sub.into(),
+            iat: now,
+            exp: now + ttl.as_secs(),
+            jti: self.random_hex(16),
+            tid: tunnel_id.into(),
+            proto: proto.into(),
+            port,
+            name: None,
+        };
+        self.sign(&claims).map(|t| (t, claims))
+    }
+
+    /// Signs arbitrary claims (tests use it to make expired tokens).
+    pub fn sign(&self, claims: &Claims) -> Result<String, KeyError> {
+        let header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+        Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The token's lifetime has passed.
+    #[error("the tunnel token has expired; request a new tunnel from the control plane")]
+    Expired,
+    /// The token was presented before.
+    #[error("the tunnel token was already used; request a new tunnel from the control plane")]
+    Reused,
+    /// Malformed, forged, wrong algorithm, audience or issuer.
+    #[error("the tunnel token is not valid ({0}); request a new tunnel from the control plane")]
+    Invalid(String),
+}
+
+/// Verifies tokens: algorithm pinned to EdDSA, signature, expiry, issuer, audience,
+/// and single use.
+pub struct TokenVerifier {
+    key: DecodingKey,
+    validation: Validation,
+    seen: Mutex<HashMap<String, u64>>,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier").finish_non_exhaustive()
+    }
+}
+
+impl TokenVerifier {
+    /// A verifier for the raw Ed25519 `public_key`.
+    pub fn new(public_key: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = LEEWAY_SECS;
+        TokenVerifier {
+            key: DecodingKey::from_ed_der(public_key),
+            validation,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Checks `token` and consumes it; a second call with the same token fails.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid(e.to_string()),
+            },
+        )?;
+        let claims = data.claims;
+        let now = unix_now();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= MAX_SEEN_TOKENS / 2 {
+            seen.retain(|_, exp| *exp + LEEWAY_SECS >= now);
+        }
+        if seen.len() >= MAX_SEEN_TOKENS {
+            return Err(TokenError::Invalid("too many live tokens".into()));
+        }
+        if seen.insert(claims.jti.clone(), claims.exp).is_some() {
+            return Err(TokenError::Reused);
+        }
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_token_verifies_once() {
+        let signer = TokenSigner::generate();
+        let verifier = signer.verifier();
+        let (token, claims) = signer
+            .mint("anonymous:127.0.0.1", "t1", "tcp", Some(9000), DEFAULT_TTL)
+            .unwrap();
+        assert_eq!(verifier.verify(&token).unwrap(), claims);
+        assert_eq!(verifier.verify(&token), Err(TokenError::Reused));
+    }
+
+    #[test]
+    fn expired_forged_and_foreign_tokens_are_refused() {
+        let signer = TokenSigner::generate();
+        let verifier = signer.verifier();
+        let (_, mut claims) = signer.mint("s", "t", "tcp", None, DEFAULT_TTL).unwrap();
+        claims.exp = unix_now() - 60;
+        claims.jti = "old".into();
+        assert_eq!(
+            verifier.verify(&signer.sign(&claims).unwrap()),
+            Err(TokenError::Expired)
+        );
+
+        let forger = TokenSigner::generate();
+        let (forged, _) = forger.mint("s", "t", "tcp", None, DEFAULT_TTL).unwrap();
+        assert!(matches!(
+            verifier.verify(&forged),
+            Err(TokenError::Invalid(_))
+        ));
+
+        let (_, mut claims) = signer.mint("s", "t", "tcp", None, DEFAULT_TTL).unwrap();
+        claims.aud = "someone-else".into();
+        assert!(matches!(
+            verifier.verify(&signer.sign(&claims).unwrap()),
+            Err(TokenError::Invalid(_))
+        ));
+
+        // alg=none and HS256 tokens never pass: the algorithm is pinned.
+        let none = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none","typ":"JWT"}"#),
+            b64(&serde_json::to_string(&claims).unwrap())
+        );
+        assert!(matches!(
+            verifier.verify(&none),
+            Err(TokenError::Invalid(_))
+        ));
+        let hs = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(signer.public_key()),
+        )
+        .unwrap();
+        assert!(matches!(verifier.verify(&hs), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            verifier.verify("garbage"),
+            Err(TokenError::Invalid(_))
+        ));
+    }
+
+    fn b64(s: &str) -> String {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let b = s.as_bytes();
+        let mut out = String::new();
+        for c in b.chunks(3) {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            for i in 0..=c.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn keys_persist_across_loads() {
+        let dir = std::env::temp_dir().join(format!("netbore-key-test-{}", std::process::id()));
+        let path = dir.join("key.pk8");
+        let a = TokenSigner::load_or_create(&path).unwrap();
+        let b = TokenSigner::load_or_create(&path).unwrap();
+        assert_eq!(a.public_key(), b.public_key());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,212 @@
+//! Public TCP ports: reserved for a tunnel at create time, claimed by its agent at the
+//! hello, released when the agent goes (the listener is dropped) or never comes.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use netbore_control::{Placement, PlacementError};
+
+/// Which public ports TCP tunnels may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortRange {
+    /// Any port: allocation asks the OS for a free one (`--tcp-ports 0`).
+    Any,
+    /// An inclusive range (`--tcp-ports LO-HI`).
+    Range(u16, u16),
+}
+
+impl std::str::FromStr for PortRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "0" {
+            return Ok(PortRange::Any);
+        }
+        let bad = || {
+            format!(
+                "{s:?} is not a port range; write LO-HI (e.g. 20000-29999) or 0 for any free port"
+            )
+        };
+        let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+        let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+        let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+        if lo == 0 || lo > hi {
+            return Err(bad());
+        }
+        Ok(PortRange::Range(lo, hi))
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortRange::Any => f.write_str("0"),
+            PortRange::Range(lo, hi) => write!(f, "{lo}-{hi}"),
+        }
+    }
+}
+
+/// The public ports of one Edge and their reservations. Clones share the reservations.
+#[derive(Debug, Clone)]
+pub struct PortPool {
+    bind_ip: IpAddr,
+    range: PortRange,
+    reserved: Arc<Mutex<HashMap<String, TcpListener>>>,
+}
+
+impl PortPool {
+    /// A pool binding public ports on `bind_ip`.
+    pub fn new(bind_ip: IpAddr, range: PortRange) -> Self {
+        PortPool {
+            bind_ip,
+            range,
+            reserved: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Takes the listener reserved for `tunnel_id`, if it is still held.
+    pub fn claim(&self, tunnel_id: &str) -> Option<TcpListener> {
+        self.reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(tunnel_id)
+    }
+
+    fn bind(&self, port: u16) -> std::io::Result<TcpListener> {
+        let listener = TcpListener::bind(SocketAddr::new(self.bind_ip, port))?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    }
+
+    fn bind_requested(&self, port: u16) -> Result<TcpListener, PlacementError> {
+        if let PortRange::Range(lo, hi) = self.range
+            && !(lo..=hi).contains(&port)
+        {
+            return Err(PlacementError {
+                code: "port_not_allowed",
+                message: format!(
+                    "port {port} is outside this server's public range {lo}-{hi}; pick a port in it or leave --remote-port out"
+                ),
+            });
+        }
+        self.bind(port).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => PlacementError {
+                code: "port_in_use",
+                message: format!("port {port} is already in use on the server; pick another --remote-port or leave it out"),
+            },
+            _ => PlacementError {
+                code: "port_not_allowed",
+                message: format!("the server cannot listen on port {port} ({e}); pick another --remote-port or leave it out"),
+            },
+        })
+    }
+
+    fn bind_any(&self, tunnel_id: &str) -> Result<TcpListener, PlacementError> {
+        let (lo, hi) = match self.range {
+            PortRange::Any => {
+                return self.bind(0).map_err(|e| PlacementError {
+                    code: "no_port_available",
+                    message: format!(
+                        "the server could not open a public port ({e}); try again later"
+                    ),
+                });
+            }
+            PortRange::Range(lo, hi) => (lo, hi),
+        };
+        let span = u32::from(hi - lo) + 1;
+        // Start at a point derived from the tunnel id so concurrent creates spread out.
+        let start = tunnel_id
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+            % span;
+        for i in 0..span.min(4096) {
+            let port = lo + ((start + i) % span) as u16;
+            if let Ok(l) = self.bind(port) {
+                return Ok(l);
+            }
+        }
+        Err(PlacementError {
+            code: "no_port_available",
+            message: format!(
+                "no public port is free in {lo}-{hi}; try again later or ask the operator to widen --tcp-ports"
+            ),
+        })
+    }
+}
+
+impl Placement for PortPool {
+    fn reserve_tcp_port(
+        &self,
+        tunnel_id: &str,
+        requested: Option<u16>,
+        hold: Duration,
+    ) -> Result<u16, PlacementError> {
+        let listener = match requested {
+            Some(port) if port != 0 => self.bind_requested(port)?,
+            _ => self.bind_any(tunnel_id)?,
+        };
+        let port = listener
+            .local_addr()
+            .map_err(|e| PlacementError {
+                code: "internal",
+                message: format!("the server could not read its public port ({e}); try again"),
+            })?
+            .port();
+        self.reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tunnel_id.to_string(), listener);
+        // Release the port if the agent never claims it.
+        let pool = self.clone();
+        let id = tunnel_id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            if pool.claim(&id).is_some() {
+                tracing::info!(tunnel_id = %id, port, "released an unclaimed public port");
+            }
+        });
+        Ok(port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_and_refuse_nonsense() {
+        assert_eq!("0".parse::<PortRange>(), Ok(PortRange::Any));
+        assert_eq!(
+            "2000-3000".parse::<PortRange>(),
+            Ok(PortRange::Range(2000, 3000))
+        );
+        for bad in ["", "3000-2000", "0-10", "a-b", "70000-70001", "5"] {
+            assert!(bad.parse::<PortRange>().is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_is_one_clear_sentence() {
+        let pool = PortPool::new("127.0.0.1".parse().unwrap(), PortRange::Any);
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = held.local_addr().unwrap().port();
+        let err = pool
+            .reserve_tcp_port("t", Some(port), Duration::from_secs(1))
+            .unwrap_err();
+        assert_eq!(err.code, "port_in_use");
+        assert!(err.message.contains(&port.to_string()), "{}", err.message);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unclaimed_port_is_released_after_its_hold() {
+        let pool = PortPool::new("127.0.0.1".parse().unwrap(), PortRange::Any);
+        let port = pool
+            .reserve_tcp_port("t", None, Duration::from_secs(5))
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(pool.claim("t").is_none());
+        std::net::TcpListener::bind(("127.0.0.1", port)).expect("port released");
+    }
+}

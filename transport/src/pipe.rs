@@ -1,0 +1,149 @@
+//! The bidirectional copy between a viewer or origin socket and a transport stream.
+//!
+//! Each direction runs on its own: when one side ends its writes, the other side's
+//! write half is shut down and the opposite direction keeps flowing (half-close).
+//! Data leaving a stream is written to the socket straight from the received `Bytes`;
+//! data entering a stream is read into a buffer that is frozen and handed over whole,
+//! so the pipe adds no copy of its own.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::Stream;
+
+/// Bytes read from a socket per read call.
+const READ_SIZE: usize = 128 * 1024;
+
+/// Bytes moved each way by a finished pipe.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Transferred {
+    /// Socket → stream.
+    pub to_stream: u64,
+    /// Stream → socket.
+    pub from_stream: u64,
+}
+
+/// One direction of the pipe: a chunk in flight, whether its source ended, and
+/// whether its sink was shut down.
+#[derive(Default)]
+struct Direction {
+    pending: Option<Bytes>,
+    eof: bool,
+    done: bool,
+    total: u64,
+}
+
+/// Copies between `socket` and `stream` until both directions have ended. An error
+/// in either direction resets the stream and ends both.
+pub async fn join<S>(mut socket: S, mut stream: Stream) -> io::Result<Transferred>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut up = Direction::default();
+    let mut down = Direction::default();
+    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    let result = poll_fn(|cx| {
+        if !up.done
+            && let Poll::Ready(Err(e)) = poll_up(cx, &mut socket, &mut stream, &mut up, &mut buf)
+        {
+            return Poll::Ready(Err(e));
+        }
+        if !down.done
+            && let Poll::Ready(Err(e)) = poll_down(cx, &mut socket, &mut stream, &mut down)
+        {
+            return Poll::Ready(Err(e));
+        }
+        if up.done && down.done {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    match result {
+        Ok(()) => Ok(Transferred {
+            to_stream: up.total,
+            from_stream: down.total,
+        }),
+        Err(e) => {
+            stream.reset();
+            Err(e)
+        }
+    }
+}
+
+/// Socket → stream.
+fn poll_up<S: AsyncRead + Unpin>(
+    cx: &mut Context<'_>,
+    socket: &mut S,
+    stream: &mut Stream,
+    dir: &mut Direction,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<()>> {
+    loop {
+        if let Some(data) = &mut dir.pending {
+            let n = ready!(stream.poll_write_bytes(cx, data))?;
+            data.advance(n);
+            if data.is_empty() {
+                dir.pending = None;
+            }
+            continue;
+        }
+        if dir.eof {
+            ready!(Pin::new(&mut *stream).poll_shutdown(cx))?;
+            dir.done = true;
+            return Poll::Ready(Ok(()));
+        }
+        if buf.capacity() < READ_SIZE / 4 {
+            buf.reserve(READ_SIZE);
+        }
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut *socket),
+            cx,
+            buf
+        ))?;
+        if n == 0 {
+            dir.eof = true;
+        } else {
+            dir.total += n as u64;
+            dir.pending = Some(buf.split().freeze());
+        }
+    }
+}
+
+/// Stream → socket.
+fn poll_down<S: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    socket: &mut S,
+    stream: &mut Stream,
+    dir: &mut Direction,
+) -> Poll<io::Result<()>> {
+    loop {
+        if let Some(data) = &mut dir.pending {
+            let n = ready!(Pin::new(&mut *socket).poll_write(cx, data))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            dir.total += n as u64;
+            data.advance(n);
+            if data.is_empty() {
+                dir.pending = None;
+            }
+            continue;
+        }
+        if dir.eof {
+            ready!(Pin::new(&mut *socket).poll_shutdown(cx))?;
+            dir.done = true;
+            return Poll::Ready(Ok(()));
+        }
+        match ready!(stream.poll_read_chunk(cx))? {
+            Some(chunk) => dir.pending = Some(chunk),
+            None => dir.eof = true,
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Wire types shared by Agent and Edge, written down in `docs/protocols/handshake.md`:
+//! the hello exchange on the first stream and the header that opens every viewer stream.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Version of the hello and stream-header formats.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest handshake message accepted (bytes of JSON). Stops a peer from making the
+/// other end buffer an unbounded first message.
+pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
+
+/// The agent's first message: which tunnels it wants to bring online.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the agent.
+    pub version: u32,
+    /// One ephemeral token per tunnel, as issued by the control plane.
+    pub tokens: Vec<String>,
+    /// Agent software name and version, for logs.
+    pub agent: String,
+}
+
+/// The Edge's answer to a [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HelloReply {
+    /// Every tunnel is online; `tunnels[i]` answers `tokens[i]`.
+    Ok {
+        /// The bound tunnels, in token order.
+        tunnels: Vec<BoundTunnel>,
+    },
+    /// The hello was refused; the session closes after this message.
+    Error(ErrorBody),
+}
+
+/// A tunnel the Edge bound to this session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoundTunnel {
+    /// Control-plane id of the tunnel.
+    pub tunnel_id: String,
+    /// Where viewers reach it, e.g. `tcp://example.com:5432`.
+    pub public_url: String,
+    /// The number the Edge writes in each [`StreamHeader`] of this tunnel.
+    pub slot: u32,
+}
+
+/// A typed error with a stable code and one human sentence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code.
+    pub code: ErrorCode,
+    /// One sentence saying what happened and what to do.
+    pub message: String,
+}
+
+/// Stable error codes shared by the control API, the hello and the CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The token is malformed, forged, for another audience, or signed with another algorithm.
+    BadToken,
+    /// The token's lifetime has passed.
+    TokenExpired,
+    /// The token was already used once.
+    TokenReused,
+    /// The requested public port is taken.
+    PortInUse,
+    /// The requested public port is outside the server's range.
+    PortNotAllowed,
+    /// No public port is free.
+    NoPortAvailable,
+    /// The tunnel named by the token is not reserved on this Edge (it expired).
+    UnknownTunnel,
+    /// The request is malformed.
+    BadRequest,
+    /// Credentials are required.
+    Unauthorized,
+    /// The peer speaks another protocol version or sent a malformed handshake.
+    ProtocolError,
+    /// Something failed inside the server.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadToken => "bad_token",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::TokenReused => "token_reused",
+            ErrorCode::PortInUse => "port_in_use",
+            ErrorCode::PortNotAllowed => "port_not_allowed",
+            ErrorCode::NoPortAvailable => "no_port_available",
+            ErrorCode::UnknownTunnel => "unknown_tunnel",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::ProtocolError => "protocol_error",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// True when retrying the same request later may succeed.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::PortInUse
+                | ErrorCode::NoPortAvailable
+                | ErrorCode::Internal
+                | ErrorCode::UnknownTunnel
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a handshake message could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// The stream failed or ended early.
+    #[error("the handshake stream failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The length prefix exceeds [`MAX_MESSAGE_LEN`].
+    #[error("handshake message of {0} bytes exceeds the {MAX_MESSAGE_LEN}-byte limit")]
+    TooLarge(usize),
+    /// The bytes are not the expected JSON.
+    #[error("malformed handshake message: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Writes `msg` as a 4-byte big-endian length followed by its JSON.
+pub async fn write_message<T: Serialize>(
+    io: &mut (impl AsyncWrite + Unpin),
+    msg: &T,
+) -> std::io::Result<()> {
+    let json = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+    let mut frame = Vec::with_capacity(4 + json.len());
+    frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&json);
+    io.write_all(&frame).await?;
+    io.flush().await
+}
+
+/// Reads one length-prefixed JSON message, refusing anything above [`MAX_MESSAGE_LEN`]
+/// before allocating for it.
+pub async fn read_message<T: DeserializeOwned>(
+    io: &mut (impl AsyncRead + Unpin),
+) -> Result<T, MessageError> {
+    let len = io.read_u32().await? as usize;
+    if len > MAX_MESSAGE_LEN {
+        return Err(MessageError::TooLarge(len));
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await?;
+    Ok(serde_json::from_slice(&buf)?)
+}
+
+/// Opens every stream the Edge starts for a viewer: which tunnel, and who the viewer is.
+///
+/// Layout (big-endian): version `u8` (=1), slot `u32`, family `u8` (4 or 6),
+/// address (4 or 16 bytes), port `u16`. 12 or 24 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamHeader {
+    /// The tunnel's slot from [`BoundTunnel::slot`].
+    pub slot: u32,
+    /// The viewer's address as the Edge saw it.
+    pub viewer: SocketAddr,
+}
+
+/// Version byte of [`StreamHeader`].
+pub const STREAM_HEADER_VERSION: u8 = 1;
+
+impl StreamHeader {
+    /// Encodes the header.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(24);
+        out.push(STREAM_HEADER_VERSION);
+        out.extend_from_slice(&self.slot.to_be_bytes());
+        match self.viewer.ip() {
+            IpAddr::V4(ip) => {
+                out.push(4);
+                out.extend_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                out.push(6);
+                out.extend_from_slice(&ip.octets());
+            }
+        }
+        out.extend_from_slice(&self.viewer.port().to_be_bytes());
+        out
+    }
+
+    /// Reads a header from the front of a stream.
+    pub async fn read(io: &mut (impl AsyncRead + Unpin)) -> std::io::Result<StreamHeader> {
+        let invalid =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        let mut head = [0u8; 6];
+        io.read_exact(&mut head).await?;
+        if head[0] != STREAM_HEADER_VERSION {
+            return Err(invalid("unsupported stream header version"));
+        }
+        let slot = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+        let ip = match head[5] {
+            4 => {
+                let mut b = [0u8; 4];
+                io.read_exact(&mut b).await?;
+                IpAddr::V4(Ipv4Addr::from(b))
+            }
+            6 => {
+                let mut b = [0u8; 16];
+                io.read_exact(&mut b).await?;
+                IpAddr::V6(Ipv6Addr::from(b))
+            }
+            _ => return Err(invalid("unknown address family in stream header")),
+        };
+        let port = io.read_u16().await?;
+        Ok(StreamHeader {
+            slot,
+            viewer: SocketAddr::new(ip, port),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn stream_header_round_trips(slot in any::<u32>(), v6 in any::<bool>(), bits in any::<u128>(), port in any::<u16>()) {
+            let ip = if v6 { IpAddr::V6(Ipv6Addr::from(bits)) } else { IpAddr::V4(Ipv4Addr::from(bits as u32)) };
+            let h = StreamHeader { slot, viewer: SocketAddr::new(ip, port) };
+            let bytes = h.encode();
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let back = rt.block_on(StreamHeader::read(&mut &bytes[..])).unwrap();
+            prop_assert_eq!(back, h);
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_message_is_refused_before_allocation() {
+        let bytes = (u32::MAX).to_be_bytes();
+        let err = read_message::<Hello>(&mut &bytes[..]).await.unwrap_err();
+        assert!(matches!(err, MessageError::TooLarge(_)));
+    }
+
+    #[tokio::test]
+    async fn hello_round_trips() {
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            tokens: vec!["t".into()],
+            agent: "x".into(),
+        };
+        let mut buf = Vec::new();
+        write_message(&mut buf, &hello).await.unwrap();
+        let back: Hello = read_message(&mut &buf[..]).await.unwrap();
+        assert_eq!(back, hello);
+        let reply = HelloReply::Error(ErrorBody {
+            code: ErrorCode::TokenExpired,
+            message: "m".into(),
+        });
+        let json = serde_json::to_string(&reply).unwrap();
+        assert_eq!(json, r#"{"error":{"code":"token_expired","message":"m"}}"#);
+    }
+}
