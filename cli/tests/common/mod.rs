@@ -1,0 +1,264 @@
+//! Test tooling: runs the real `netbore` binary as server and agent on loopback
+//! (port 0 everywhere) and reads their `--json` events.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_netbore")
+}
+
+/// A fresh temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("netbore-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `netbore` process: its stdout events arrive on a channel, its stderr is
+/// kept in a file. Killed on drop.
+pub struct Proc {
+    pub child: Child,
+    events: mpsc::Receiver<Value>,
+    stderr_path: PathBuf,
+    _dir: TempDir,
+}
+
+impl Proc {
+    pub fn spawn(args: &[&str]) -> Proc {
+        let dir = TempDir::new("proc");
+        let stderr_path = dir.0.join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut child = Command::new(bin())
+            .args(args)
+            .arg("--json")
+            .env("RUST_LOG", "warn,netbore=info,netbore_edge=info,netbore_agent=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("netbore binary runs");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, events, stderr_path, _dir: dir }
+    }
+
+    /// The next event, waiting up to `timeout`.
+    pub fn next_event(&self, timeout: Duration) -> Option<Value> {
+        self.events.recv_timeout(timeout).ok()
+    }
+
+    /// Waits for an event named `name`, failing the test after `timeout`.
+    pub fn expect_event(&self, name: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(v) if v["event"] == name => return v,
+                Ok(_) => continue,
+                Err(_) => panic!("no {name:?} event within {timeout:?}; stderr:\n{}", self.stderr()),
+            }
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc status")
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit and returns its code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `netbore server` on loopback with every port chosen by the OS.
+pub struct Server {
+    pub proc: Proc,
+    pub control: SocketAddr,
+    pub agent: SocketAddr,
+    pub data_dir: TempDir,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Server {
+        let data_dir = TempDir::new("data");
+        Self::start_in(data_dir, "127.0.0.1:0", "127.0.0.1:0", extra)
+    }
+
+    /// Starts a server on the given addresses with `data_dir`.
+    pub fn start_in(data_dir: TempDir, control: &str, agent: &str, extra: &[&str]) -> Server {
+        let dd = data_dir.0.to_str().unwrap().to_string();
+        let mut args = vec![
+            "server",
+            "--control-addr",
+            control,
+            "--agent-addr",
+            agent,
+            "--tcp-ports",
+            "0",
+            "--tcp-bind-ip",
+            "127.0.0.1",
+            "--domain",
+            "127.0.0.1",
+            "--data-dir",
+            &dd,
+            "--allow-anonymous",
+        ];
+        args.extend_from_slice(extra);
+        let proc = Proc::spawn(&args);
+        let ev = proc.expect_event("listening", Duration::from_secs(20));
+        Server {
+            control: ev["control"].as_str().unwrap().parse().unwrap(),
+            agent: ev["agent"].as_str().unwrap().parse().unwrap(),
+            proc,
+            data_dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.control)
+    }
+}
+
+/// A `netbore tcp` agent.
+pub struct Agent {
+    pub proc: Proc,
+    pub public: SocketAddr,
+    pub online: Value,
+}
+
+impl Agent {
+    pub fn start(server: &Server, local: &str, extra: &[&str]) -> Agent {
+        let url = server.url();
+        let mut args = vec!["tcp", local, "--server", &url];
+        args.extend_from_slice(extra);
+        let proc = Proc::spawn(&args);
+        let online = proc.expect_event("online", Duration::from_secs(20));
+        let public = public_addr(&online);
+        Agent { proc, public, online }
+    }
+}
+
+/// `tcp://127.0.0.1:PORT` from an online event.
+pub fn public_addr(online: &Value) -> SocketAddr {
+    let url = online["public_url"].as_str().unwrap();
+    url.strip_prefix("tcp://").unwrap().parse().unwrap()
+}
+
+/// A deterministic byte pattern (xorshift) so ends can check what they got.
+pub struct Pattern(u64);
+
+impl Pattern {
+    pub fn new(seed: u64) -> Self {
+        Pattern(seed | 1)
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            let b = self.0.to_le_bytes();
+            chunk.copy_from_slice(&b[..chunk.len()]);
+        }
+    }
+}
+
+/// FNV-1a over a stream of chunks (independent of how the bytes were split).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checksum {
+    pub hash: u64,
+    pub len: u64,
+}
+
+impl Default for Checksum {
+    fn default() -> Self {
+        Checksum { hash: 0xcbf29ce484222325, len: 0 }
+    }
+}
+
+impl Checksum {
+    pub fn update(&mut self, data: &[u8]) {
+        let mut h = self.hash;
+        for b in data {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        self.hash = h;
+        self.len += data.len() as u64;
+    }
+}
+
+/// Finds a loopback port nobody listens on.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}

@@ -1,0 +1,221 @@
+//! TCP tunnels end to end through the real binary: integrity, concurrency, half-close
+//! and flow control under a stalled viewer.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Agent, Checksum, Pattern, Server};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const MIB: usize = 1024 * 1024;
+
+async fn send_pattern(w: &mut (impl AsyncWrite + Unpin), seed: u64, total: usize) -> Checksum {
+    let mut pattern = Pattern::new(seed);
+    let mut sum = Checksum::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(buf.len());
+        pattern.fill(&mut buf[..n]);
+        sum.update(&buf[..n]);
+        w.write_all(&buf[..n]).await.unwrap();
+        left -= n;
+    }
+    w.shutdown().await.unwrap();
+    sum
+}
+
+async fn read_all(r: &mut (impl AsyncReadExt + Unpin)) -> Checksum {
+    let mut sum = Checksum::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut buf).await.unwrap();
+        if n == 0 {
+            return sum;
+        }
+        sum.update(&buf[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_64_mib_each_way_intact() {
+    let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin_addr = origin.local_addr().unwrap().to_string();
+    let server = Server::start();
+    let agent = Agent::start(&server, &origin_addr, &[]);
+
+    let origin_task = tokio::spawn(async move {
+        let (s, _) = origin.accept().await.unwrap();
+        let (mut r, mut w) = s.into_split();
+        let send = tokio::spawn(async move { send_pattern(&mut w, 2, 64 * MIB).await });
+        let got = read_all(&mut r).await;
+        (got, send.await.unwrap())
+    });
+    let viewer = TcpStream::connect(agent.public).await.unwrap();
+    let (mut r, mut w) = viewer.into_split();
+    let send = tokio::spawn(async move { send_pattern(&mut w, 1, 64 * MIB).await });
+    let viewer_got = read_all(&mut r).await;
+    let viewer_sent = send.await.unwrap();
+    let (origin_got, origin_sent) = origin_task.await.unwrap();
+
+    assert_eq!(viewer_sent.len, (64 * MIB) as u64);
+    assert_eq!(origin_got, viewer_sent, "viewer → origin bytes differ");
+    assert_eq!(viewer_got, origin_sent, "origin → viewer bytes differ");
+}
+
+async fn echo_origin() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_concurrent_viewers_echo_intact() {
+    let (origin, _task) = echo_origin().await;
+    let server = Server::start();
+    let agent = Agent::start(&server, &origin, &[]);
+    let public = agent.public;
+
+    let mut viewers = Vec::new();
+    for i in 0..500u64 {
+        viewers.push(tokio::spawn(async move {
+            let s = TcpStream::connect(public).await.unwrap();
+            let (mut r, mut w) = s.into_split();
+            let len = 16 * 1024 + (i as usize * 97) % 16384;
+            let send = tokio::spawn(async move { send_pattern(&mut w, i + 10, len).await });
+            let got = read_all(&mut r).await;
+            let sent = send.await.unwrap();
+            assert_eq!(got, sent, "viewer {i} got other bytes than it sent");
+            got.len
+        }));
+    }
+    let deadline = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut total = 0;
+        for v in viewers {
+            total += v.await.unwrap();
+        }
+        total
+    });
+    let total = deadline.await.expect("500 viewers finish within 60 s");
+    assert!(total > 500 * 16 * 1024);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_half_closes_still_gets_the_whole_response() {
+    // The origin answers only after the viewer's request has ended (EOF).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        s.read_to_end(&mut request).await.unwrap();
+        assert_eq!(request, b"the whole request");
+        send_pattern(&mut s, 7, 3 * MIB).await;
+    });
+    let server = Server::start();
+    let agent = Agent::start(&server, &origin, &[]);
+
+    let mut viewer = TcpStream::connect(agent.public).await.unwrap();
+    viewer.write_all(b"the whole request").await.unwrap();
+    viewer.shutdown().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), read_all(&mut viewer))
+        .await
+        .expect("response arrives");
+    let mut expected = Checksum::default();
+    let mut p = Pattern::new(7);
+    let mut buf = vec![0u8; 64 * 1024];
+    for _ in 0..(3 * MIB / buf.len()) {
+        p.fill(&mut buf);
+        expected.update(&buf);
+    }
+    assert_eq!(got, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_viewer_does_not_slow_the_others_and_memory_stays_bounded() {
+    // Connections that send 'S' get an endless stream; 'F' gets 64 MiB and EOF.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap().to_string();
+    let pushed_to_stalled = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let pushed = pushed_to_stalled.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let pushed = pushed.clone();
+            tokio::spawn(async move {
+                let mut kind = [0u8; 1];
+                s.read_exact(&mut kind).await.unwrap();
+                let buf = vec![b'x'; 64 * 1024];
+                if kind[0] == b'S' {
+                    while s.write_all(&buf).await.is_ok() {
+                        pushed.fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                } else {
+                    for _ in 0..(64 * MIB / buf.len()) {
+                        s.write_all(&buf).await.unwrap();
+                    }
+                    s.shutdown().await.unwrap();
+                }
+            });
+        }
+    });
+    let server = Server::start();
+    let agent = Agent::start(&server, &origin, &[]);
+    let rss_before = (server.proc.rss_kib(), agent.proc.rss_kib());
+
+    let mut stalled = TcpStream::connect(agent.public).await.unwrap();
+    stalled.write_all(b"S").await.unwrap();
+    // Let the stalled stream fill every buffer on its path.
+    let mut last = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = pushed_to_stalled.load(std::sync::atomic::Ordering::Relaxed);
+        if now == last && now > 0 {
+            break;
+        }
+        last = now;
+    }
+
+    // Meanwhile, another viewer of the same session moves 64 MiB at full speed.
+    let started = Instant::now();
+    let mut fast = TcpStream::connect(agent.public).await.unwrap();
+    fast.write_all(b"F").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(30), read_all(&mut fast))
+        .await
+        .expect("the fast viewer is not blocked by the stalled one");
+    let took = started.elapsed();
+    assert_eq!(got.len, (64 * MIB) as u64);
+
+    // The origin was held back (backpressure reached it) instead of the tunnel
+    // buffering without bound; and neither process grew by more than the windows.
+    let pushed = pushed_to_stalled.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        pushed < 96 * MIB as u64,
+        "the stalled stream absorbed {} MiB: flow control is not holding the origin back",
+        pushed / MIB as u64
+    );
+    let rss_after = (server.proc.rss_kib(), agent.proc.rss_kib());
+    for (name, before, after) in [("server", rss_before.0, rss_after.0), ("agent", rss_before.1, rss_after.1)] {
+        assert!(
+            after < before + 64 * 1024,
+            "{name} grew from {before} KiB to {after} KiB while a viewer stalled"
+        );
+    }
+    eprintln!(
+        "fast viewer: 64 MiB in {took:?} beside a stalled one; origin pushed {} MiB into the stall; rss server {rss_after:?} KiB",
+        pushed / MIB as u64
+    );
+    drop(stalled);
+}
