@@ -207,7 +207,10 @@ async fn a_stalled_viewer_does_not_slow_the_others_and_memory_stays_bounded() {
         pushed / MIB as u64
     );
     let rss_after = (server.proc.rss_kib(), agent.proc.rss_kib());
-    for (name, before, after) in [("server", rss_before.0, rss_after.0), ("agent", rss_before.1, rss_after.1)] {
+    for (name, before, after) in [
+        ("server", rss_before.0, rss_after.0),
+        ("agent", rss_before.1, rss_after.1),
+    ] {
         assert!(
             after < before + 64 * 1024,
             "{name} grew from {before} KiB to {after} KiB while a viewer stalled"

@@ -9,6 +9,7 @@ use netbore_transport::proto::{
     self, BoundTunnel, ErrorBody, ErrorCode, Hello, HelloReply, PROTOCOL_VERSION,
 };
 use netbore_transport::{Session, Stream};
+use tokio::io::AsyncWriteExt;
 
 use crate::Edge;
 
@@ -88,6 +89,7 @@ pub async fn accept_hello(edge: &Edge, session: &Session) -> Result<Bound, Error
 
 async fn reply_error(stream: &mut Stream, body: ErrorBody) -> ErrorBody {
     let _ = proto::write_message(stream, &HelloReply::Error(body.clone())).await;
+    let _ = stream.shutdown().await;
     body
 }
 

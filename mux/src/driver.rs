@@ -139,7 +139,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                     // A protocol error queues a go-away; the next pass flushes it.
                     let _ = inner
                         .session
-                        .handle_input(&mut self.read_buf, Instant::now());
+                        .handle_input(&mut self.read_buf, crate::shared::now());
                     inner.dispatch_events();
                 }
                 Poll::Ready(Err(e)) => return Step::Done(SessionError::Io(e.to_string())),
@@ -155,7 +155,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             if self.sleep.as_mut().poll(cx).is_ready() {
                 self.deadline = None;
                 let mut inner = self.shared.lock();
-                inner.session.handle_timeout(Instant::now());
+                inner.session.handle_timeout(crate::shared::now());
                 progress = true;
             }
         }

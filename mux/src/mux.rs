@@ -3,7 +3,7 @@
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
@@ -31,7 +31,7 @@ impl Mux {
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {
-        let session = Session::new(role, config, Instant::now());
+        let session = Session::new(role, config, crate::shared::now());
         let shared = Arc::new(Shared::new(session));
         let (closed_tx, closed_rx) = watch::channel(None);
         let driver = Driver::new(io, shared.clone(), closed_tx);

@@ -353,7 +353,7 @@ impl Session {
     pub fn read(&mut self, id: StreamId, now: Instant) -> Result<ReadOutcome, StreamError> {
         let closed = self.state == State::Closed;
         let s = self.streams.get_mut(&id).ok_or(StreamError::Unknown(id))?;
-        if s.reset {
+        if s.reset && !s.recv_fin {
             return Err(StreamError::Reset);
         }
         if let Some(chunk) = s.recv.pop_front() {
@@ -407,15 +407,24 @@ impl Session {
         self.maybe_remove(id);
     }
 
-    /// The application dropped its handle to `id`. A stream not closed both ways is
-    /// reset; its state is freed as soon as nothing more is owed to the peer.
+    /// The application dropped its handle to `id`. Like closing a socket: with
+    /// unread data the stream is reset; otherwise a FIN is sent (if not yet) and the
+    /// state is freed once the peer's FIN arrives. Data arriving after the release
+    /// resets the stream.
     pub fn release(&mut self, id: StreamId) {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
         s.released = true;
-        if !(s.send_fin && s.recv_fin) {
+        if !s.reset && s.recv_buffered > 0 {
             self.reset(id);
+            return;
+        }
+        if !s.reset && !s.send_fin {
+            s.send_fin = true;
+            if self.state == State::Open {
+                self.push_control(FrameType::Data, Flags::FIN, id, 0);
+            }
         }
         self.maybe_remove(id);
     }
@@ -502,8 +511,12 @@ impl Session {
         if flags.contains(Flags::RST) {
             if !s.reset {
                 s.reset = true;
-                let dropped = s.clear_recv();
-                self.buffered_total -= dropped;
+                // Data the peer finished sending (FIN seen) stays readable: its RST
+                // only says it will read no more. Otherwise the stream is aborted.
+                if !s.recv_fin {
+                    let dropped = s.clear_recv();
+                    self.buffered_total -= dropped;
+                }
                 self.events.push_back(Event::Readable(id));
                 self.events.push_back(Event::Writable(id));
             }
@@ -525,6 +538,11 @@ impl Session {
                 });
             }
             s.recv_credit -= len;
+            if s.released {
+                // Nobody will read it: tell the peer to stop sending.
+                self.reset(id);
+                return Ok(());
+            }
             if !s.recv_fin {
                 let was_empty = s.recv.is_empty();
                 s.recv_buffered += payload.len();

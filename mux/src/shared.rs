@@ -103,3 +103,9 @@ pub(crate) fn register(slot: &mut Option<Waker>, waker: &Waker) {
         _ => *slot = Some(waker.clone()),
     }
 }
+
+/// The current time on tokio's clock, so tests with a paused clock drive the
+/// session's timers too.
+pub(crate) fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}

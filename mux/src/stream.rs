@@ -5,7 +5,6 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -43,7 +42,7 @@ impl MuxStream {
             return Poll::Ready(Ok(Some(std::mem::take(&mut self.chunk))));
         }
         let mut inner = self.shared.lock();
-        let outcome = inner.session.read(self.id, Instant::now());
+        let outcome = inner.session.read(self.id, crate::shared::now());
         match outcome {
             Ok(ReadOutcome::Data(bytes)) => {
                 inner.wake_driver_if_needed();

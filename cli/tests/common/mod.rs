@@ -54,7 +54,10 @@ impl Proc {
         let mut child = Command::new(bin())
             .args(args)
             .arg("--json")
-            .env("RUST_LOG", "warn,netbore=info,netbore_edge=info,netbore_agent=info")
+            .env(
+                "RUST_LOG",
+                "warn,netbore=info,netbore_edge=info,netbore_agent=info",
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -72,7 +75,12 @@ impl Proc {
                 }
             }
         });
-        Proc { child, events, stderr_path, _dir: dir }
+        Proc {
+            child,
+            events,
+            stderr_path,
+            _dir: dir,
+        }
     }
 
     /// The next event, waiting up to `timeout`.
@@ -88,7 +96,10 @@ impl Proc {
             match self.events.recv_timeout(left) {
                 Ok(v) if v["event"] == name => return v,
                 Ok(_) => continue,
-                Err(_) => panic!("no {name:?} event within {timeout:?}; stderr:\n{}", self.stderr()),
+                Err(_) => panic!(
+                    "no {name:?} event within {timeout:?}; stderr:\n{}",
+                    self.stderr()
+                ),
             }
         }
     }
@@ -203,7 +214,11 @@ impl Agent {
         let proc = Proc::spawn(&args);
         let online = proc.expect_event("online", Duration::from_secs(20));
         let public = public_addr(&online);
-        Agent { proc, public, online }
+        Agent {
+            proc,
+            public,
+            online,
+        }
     }
 }
 
@@ -241,7 +256,10 @@ pub struct Checksum {
 
 impl Default for Checksum {
     fn default() -> Self {
-        Checksum { hash: 0xcbf29ce484222325, len: 0 }
+        Checksum {
+            hash: 0xcbf29ce484222325,
+            len: 0,
+        }
     }
 }
 
