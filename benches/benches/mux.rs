@@ -38,6 +38,7 @@ fn codec(c: &mut Criterion) {
             n
         })
     });
+    g.throughput(Throughput::Elements(64));
     g.bench_function("encode_headers_64", |b| {
         let mut out = BytesMut::with_capacity(64 * 12);
         b.iter(|| {

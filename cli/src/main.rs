@@ -10,6 +10,12 @@ use clap::{Parser, Subcommand};
 
 use crate::output::Printer;
 
+/// mimalloc keeps freed buffers hot per thread; with the system allocator the
+/// forwarding path spent a fifth of its time faulting in fresh pages (see
+/// docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Expose a local service to the internet from behind NAT.
 #[derive(Debug, Parser)]
 #[command(name = "netbore", version, about)]
@@ -44,7 +50,7 @@ pub(crate) struct MuxArgs {
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub(crate) max_stream_window: u32,
     /// Sum of all receive windows of a session, in bytes.
-    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
     pub(crate) max_session_window: u64,
     /// Seconds between keepalive pings.
     #[arg(long, default_value_t = 10)]

@@ -52,7 +52,7 @@ impl Default for Config {
             max_frame_size: 1024 * 1024,
             initial_stream_window: PROTOCOL_INITIAL_WINDOW,
             max_stream_window: 16 * 1024 * 1024,
-            max_session_window: 256 * 1024 * 1024,
+            max_session_window: 64 * 1024 * 1024,
             max_send_buffer: 1024 * 1024,
             keepalive_interval: Some(Duration::from_secs(10)),
             keepalive_timeout: Duration::from_secs(20),

@@ -16,6 +16,9 @@ use crate::frame::{
 };
 use crate::stream_state::StreamState;
 
+/// The smallest RTT window auto-tuning assumes (see `maybe_credit`).
+const MIN_TUNING_RTT: Duration = Duration::from_millis(1);
+
 /// Which end of the session this is; decides the parity of the stream ids it opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -651,7 +654,10 @@ impl Session {
             return;
         }
         let mut growth = 0u32;
-        if let (Some(rtt), Some(last)) = (rtt, s.last_credit_at)
+        // Below a millisecond the measured RTT is mostly scheduling noise (loopback,
+        // LAN); the floor lets fast local streams grow their windows too.
+        let rtt = rtt.unwrap_or(MIN_TUNING_RTT).max(MIN_TUNING_RTT);
+        if let Some(last) = s.last_credit_at
             && now.saturating_duration_since(last) < rtt * 2
         {
             growth = s.recv_window.min(max_window - s.recv_window);

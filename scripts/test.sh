@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, every test (release build,
+# the same one the benchmarks use), then a short end-to-end throughput run.
+# Needs only a Rust toolchain; installs nothing else.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# 500-viewer tests hold ~2,000 sockets across processes.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --locked --release --workspace --all-targets -- -D warnings
+
+echo "== tests"
+cargo test --locked --release --workspace
+
+echo "== end-to-end throughput (short run; full figures: docs/benchmarks.md)"
+cargo build --locked --release -p netbore -p netbore-benches
+target/release/e2e --seconds 1 --rounds 1
