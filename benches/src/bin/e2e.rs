@@ -107,7 +107,10 @@ impl Proc {
 
     fn wait_for(&self, event: &str) -> serde_json::Value {
         loop {
-            let v = self.1.recv_timeout(Duration::from_secs(20)).expect("event arrives");
+            let v = self
+                .1
+                .recv_timeout(Duration::from_secs(20))
+                .expect("event arrives");
             if v["event"] == event {
                 return v;
             }
@@ -134,30 +137,68 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--seconds" => secs = args.next().and_then(|v| v.parse().ok()).expect("--seconds N"),
-            "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
+            "--seconds" => {
+                secs = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--seconds N")
+            }
+            "--rounds" => {
+                rounds = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--rounds N")
+            }
             other => panic!("unknown flag {other}; use --seconds S --rounds N"),
         }
     }
     let bin = std::env::current_exe().unwrap().with_file_name("netbore");
-    assert!(bin.exists(), "build the binary first: cargo build --release -p netbore");
+    assert!(
+        bin.exists(),
+        "build the binary first: cargo build --release -p netbore"
+    );
     let origin = origin().await;
     let data = std::env::temp_dir().join(format!("netbore-e2e-{}", std::process::id()));
     let dd = data.to_str().unwrap().to_string();
     let server = Proc::spawn(
         &bin,
-        &["server", "--control-addr", "127.0.0.1:0", "--agent-addr", "127.0.0.1:0", "--tcp-ports", "0",
-          "--tcp-bind-ip", "127.0.0.1", "--domain", "127.0.0.1", "--allow-anonymous", "--data-dir", &dd],
+        &[
+            "server",
+            "--control-addr",
+            "127.0.0.1:0",
+            "--agent-addr",
+            "127.0.0.1:0",
+            "--tcp-ports",
+            "0",
+            "--tcp-bind-ip",
+            "127.0.0.1",
+            "--domain",
+            "127.0.0.1",
+            "--allow-anonymous",
+            "--data-dir",
+            &dd,
+        ],
     );
-    let control = server.wait_for("listening")["control"].as_str().unwrap().to_string();
+    let control = server.wait_for("listening")["control"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let url = format!("http://{control}");
     let agent = Proc::spawn(&bin, &["tcp", &origin.to_string(), "--server", &url]);
     let online = agent.wait_for("online");
-    let public: SocketAddr = online["public_url"].as_str().unwrap().trim_start_matches("tcp://").parse().unwrap();
+    let public: SocketAddr = online["public_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("tcp://")
+        .parse()
+        .unwrap();
 
     println!("| figure | direct | netbore tcp | ratio | netbore CPU s/GB (server+agent) |");
     println!("|---|---|---|---|---|");
-    for (name, upload) in [("bulk upload, 1 conn (viewer→origin)", true), ("bulk download, 1 conn (origin→viewer)", false)] {
+    for (name, upload) in [
+        ("bulk upload, 1 conn (viewer→origin)", true),
+        ("bulk download, 1 conn (origin→viewer)", false),
+    ] {
         let (mut direct, mut tunnel, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             direct.push(measure(origin, upload, secs).await);
@@ -168,7 +209,13 @@ async fn main() {
             cpu.push(used / (rate * secs / 1e9));
         }
         let (d, t, c) = (median(direct), median(tunnel), median(cpu));
-        println!("| {name} | {:.2} Gbit/s | {:.2} Gbit/s | {:.2}× | {:.2} |", d * 8e-9, t * 8e-9, t / d, c);
+        println!(
+            "| {name} | {:.2} Gbit/s | {:.2} Gbit/s | {:.2}× | {:.2} |",
+            d * 8e-9,
+            t * 8e-9,
+            t / d,
+            c
+        );
         eprintln!(
             "{}",
             serde_json::json!({"figure": name, "direct_gbit": d * 8e-9, "netbore_tcp_gbit": t * 8e-9, "ratio": t / d, "cpu_s_per_gb": c})
