@@ -75,7 +75,7 @@ pub(crate) struct Bound {
 pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let signer = TokenSigner::load_or_create(&data_dir.join("control-ed25519.pk8"))?;
-    let mux_config = args.mux.config();
+    let mux_config = netbore_edge::agent_session_config(args.mux.config());
     let agent_listener = netbore_transport::tcp::Listener::bind(args.agent_addr, mux_config)
         .await
         .with_context(|| {

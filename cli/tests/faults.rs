@@ -333,3 +333,40 @@ async fn a_listen_address_in_use_is_one_clear_sentence() {
     );
     assert_eq!(server.wait_exit(Duration::from_secs(5)), Some(1));
 }
+
+#[tokio::test]
+async fn streams_an_agent_opens_after_its_hello_are_refused() {
+    let server = Server::start();
+    let url = server.url().parse().unwrap();
+    let request = netbore_control::api::CreateTunnelRequest {
+        protocol: "tcp".into(),
+        remote_port: None,
+    };
+    let created = netbore_agent::control_client::create_tunnel(&url, &request)
+        .await
+        .unwrap();
+    let session = netbore_transport::tcp::connect(server.agent, Default::default())
+        .await
+        .unwrap();
+    let mut hello_stream = session.open().await.unwrap();
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        tokens: vec![created.ephemeral_token],
+        agent: "test".into(),
+    };
+    proto::write_message(&mut hello_stream, &hello)
+        .await
+        .unwrap();
+    let reply: HelloReply = proto::read_message(&mut hello_stream).await.unwrap();
+    assert!(matches!(reply, HelloReply::Ok { .. }));
+
+    let mut extra = session.open().await.unwrap();
+    extra.write_all(b"unexpected").await.unwrap();
+    let mut buf = [0u8; 8];
+    let err = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    assert!(!session.is_closed(), "the session itself stays up");
+}

@@ -18,6 +18,19 @@ use netbore_transport::Session;
 
 pub use ports::{PortPool, PortRange};
 
+/// Streams an agent may open that the Edge has not accepted yet. The Edge expects one
+/// (the hello); a small backlog stops an agent from making the Edge buffer a window of
+/// data for each of many streams nobody will read.
+pub const AGENT_ACCEPT_BACKLOG: usize = 4;
+
+/// The mux settings of agent sessions at the Edge: `base` with the Edge's backlog.
+pub fn agent_session_config(base: netbore_mux::Config) -> netbore_mux::Config {
+    netbore_mux::Config {
+        accept_backlog: AGENT_ACCEPT_BACKLOG,
+        ..base
+    }
+}
+
 /// Settings of an Edge.
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
@@ -83,6 +96,13 @@ impl Edge {
             }
         };
         let mut tunnels = tokio::task::JoinSet::new();
+        // The agent has no reason to open more streams after its hello: refuse them.
+        let extra = session.clone();
+        tunnels.spawn(async move {
+            while let Some(mut stream) = extra.accept().await {
+                stream.reset();
+            }
+        });
         for t in bound.tunnels {
             tracing::info!(tunnel_id = %t.tunnel_id, public_url = %t.public_url, agent = %peer, "tunnel online");
             tunnels.spawn(tcp_tunnel::run(

@@ -199,6 +199,37 @@ mod tests {
         assert!(err.message.contains(&port.to_string()), "{}", err.message);
     }
 
+    #[tokio::test]
+    async fn ports_come_from_the_range_and_outside_requests_are_refused() {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let lo = probe.local_addr().unwrap().port();
+        drop(probe);
+        let pool = PortPool::new(
+            "127.0.0.1".parse().unwrap(),
+            PortRange::Range(lo, lo.saturating_add(20)),
+        );
+        let hold = Duration::from_secs(60);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..5 {
+            let port = pool.reserve_tcp_port(&format!("t{i}"), None, hold).unwrap();
+            assert!(
+                (lo..=lo + 20).contains(&port),
+                "{port} outside {lo}-{}",
+                lo + 20
+            );
+            assert!(seen.insert(port), "port {port} handed out twice");
+        }
+        let err = pool.reserve_tcp_port("x", Some(lo - 1), hold).unwrap_err();
+        assert_eq!(err.code, "port_not_allowed");
+        // A full range is one clear sentence too.
+        let tiny = PortPool::new(
+            "127.0.0.1".parse().unwrap(),
+            PortRange::Range(*seen.iter().next().unwrap(), *seen.iter().next().unwrap()),
+        );
+        let err = tiny.reserve_tcp_port("y", None, hold).unwrap_err();
+        assert_eq!(err.code, "no_port_available");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_unclaimed_port_is_released_after_its_hold() {
         let pool = PortPool::new("127.0.0.1".parse().unwrap(), PortRange::Any);

@@ -1,4 +1,5 @@
-//! The transport-neutral session and stream types (enums over the implementations).
+//! The transport-neutral session and stream types: enums over the implementations of
+//! [`TransportSession`] and [`TransportStream`], so callers never name a transport.
 
 use std::io;
 use std::net::SocketAddr;
@@ -7,10 +8,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use netbore_mux::{GoAwayCode, Mux, MuxStream};
+use netbore_mux::{GoAwayCode, MuxStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::TransportError;
+use crate::mux_session::MuxSession;
+use crate::traits::{TransportSession, TransportStream};
 
 /// Which transport a session runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -33,68 +36,63 @@ impl TransportKind {
 #[derive(Debug, Clone)]
 pub enum Session {
     /// Mux over TCP.
-    Tcp {
-        /// The mux handle.
-        mux: Mux,
-        /// The other end's address.
-        peer: SocketAddr,
-    },
+    Tcp(MuxSession),
 }
 
 impl Session {
     /// Opens a stream to the peer.
     pub async fn open(&self) -> Result<Stream, TransportError> {
         match self {
-            Session::Tcp { mux, .. } => Ok(Stream::Mux(mux.open().await?)),
+            Session::Tcp(s) => Ok(Stream::Mux(s.open().await?)),
         }
     }
 
     /// Waits for the next stream the peer opens; `None` once the session is ending.
     pub async fn accept(&self) -> Option<Stream> {
         match self {
-            Session::Tcp { mux, .. } => mux.accept().await.map(Stream::Mux),
+            Session::Tcp(s) => s.accept().await.map(Stream::Mux),
         }
     }
 
     /// The other end's address.
     pub fn peer_addr(&self) -> SocketAddr {
         match self {
-            Session::Tcp { peer, .. } => *peer,
+            Session::Tcp(s) => s.peer_addr(),
         }
     }
 
     /// The transport this session runs on.
     pub fn kind(&self) -> TransportKind {
         match self {
-            Session::Tcp { .. } => TransportKind::Tcp,
+            Session::Tcp(_) => TransportKind::Tcp,
         }
     }
 
     /// The latest measured round-trip time.
     pub fn rtt(&self) -> Option<Duration> {
         match self {
-            Session::Tcp { mux, .. } => mux.rtt(),
+            Session::Tcp(s) => s.rtt(),
         }
     }
 
     /// Closes the session, telling the peer why.
     pub fn close(&self, code: GoAwayCode) {
         match self {
-            Session::Tcp { mux, .. } => mux.close(code),
+            Session::Tcp(s) => s.close(code),
         }
     }
 
     /// Waits until the session has ended and says why.
     pub async fn closed(&self) -> TransportError {
         match self {
-            Session::Tcp { mux, .. } => TransportError::Session(mux.closed().await),
+            Session::Tcp(s) => s.closed().await,
         }
     }
 
     /// True once the session has ended.
     pub fn is_closed(&self) -> bool {
         match self {
-            Session::Tcp { mux, .. } => mux.is_closed(),
+            Session::Tcp(s) => s.is_closed(),
         }
     }
 }
@@ -110,7 +108,7 @@ impl Stream {
     /// Reads the next chunk without copying; `None` at end of stream.
     pub fn poll_read_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
         match self {
-            Stream::Mux(s) => s.poll_read_chunk(cx),
+            Stream::Mux(s) => TransportStream::poll_read_chunk(s, cx),
         }
     }
 
@@ -121,14 +119,14 @@ impl Stream {
         data: &Bytes,
     ) -> Poll<io::Result<usize>> {
         match self {
-            Stream::Mux(s) => s.poll_write_bytes(cx, data),
+            Stream::Mux(s) => TransportStream::poll_write_bytes(s, cx, data),
         }
     }
 
     /// Aborts the stream in both directions.
     pub fn reset(&mut self) {
         match self {
-            Stream::Mux(s) => s.reset(),
+            Stream::Mux(s) => TransportStream::reset(s),
         }
     }
 }

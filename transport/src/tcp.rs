@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use netbore_mux::{Config, Mux, Role};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
+use crate::mux_session::MuxSession;
 use crate::{Session, TransportError};
 
 /// Dials `addr` and starts a client-side session.
@@ -17,10 +18,10 @@ pub async fn connect(addr: impl ToSocketAddrs, config: Config) -> Result<Session
 pub fn session(stream: TcpStream, role: Role, config: Config) -> std::io::Result<Session> {
     stream.set_nodelay(true)?;
     let peer = stream.peer_addr()?;
-    Ok(Session::Tcp {
+    Ok(Session::Tcp(MuxSession {
         mux: Mux::spawn(stream, role, config),
         peer,
-    })
+    }))
 }
 
 /// The Edge side of the tcp transport: accepts agent connections.
