@@ -199,34 +199,58 @@ impl StreamHeader {
         out
     }
 
-    /// Reads a header from the front of a stream.
-    pub async fn read(io: &mut (impl AsyncRead + Unpin)) -> std::io::Result<StreamHeader> {
+    /// Decodes a header from the front of `bytes`; returns it and its length, or
+    /// `Ok(None)` when more bytes are needed.
+    pub fn decode(bytes: &[u8]) -> std::io::Result<Option<(StreamHeader, usize)>> {
         let invalid =
             |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-        let mut head = [0u8; 6];
-        io.read_exact(&mut head).await?;
+        let Some(head) = bytes.get(..6) else {
+            return Ok(None);
+        };
         if head[0] != STREAM_HEADER_VERSION {
             return Err(invalid("unsupported stream header version"));
         }
         let slot = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
-        let ip = match head[5] {
-            4 => {
-                let mut b = [0u8; 4];
-                io.read_exact(&mut b).await?;
-                IpAddr::V4(Ipv4Addr::from(b))
-            }
-            6 => {
-                let mut b = [0u8; 16];
-                io.read_exact(&mut b).await?;
-                IpAddr::V6(Ipv6Addr::from(b))
-            }
+        let ip_len = match head[5] {
+            4 => 4,
+            6 => 16,
             _ => return Err(invalid("unknown address family in stream header")),
         };
-        let port = io.read_u16().await?;
-        Ok(StreamHeader {
-            slot,
-            viewer: SocketAddr::new(ip, port),
-        })
+        let total = 6 + ip_len + 2;
+        let Some(rest) = bytes.get(6..total) else {
+            return Ok(None);
+        };
+        let ip = if ip_len == 4 {
+            IpAddr::V4(Ipv4Addr::new(rest[0], rest[1], rest[2], rest[3]))
+        } else {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&rest[..16]);
+            IpAddr::V6(Ipv6Addr::from(b))
+        };
+        let port = u16::from_be_bytes([rest[ip_len], rest[ip_len + 1]]);
+        Ok(Some((
+            StreamHeader {
+                slot,
+                viewer: SocketAddr::new(ip, port),
+            },
+            total,
+        )))
+    }
+
+    /// Reads a header from the front of a stream (exactly its bytes, nothing more).
+    pub async fn read(io: &mut (impl AsyncRead + Unpin)) -> std::io::Result<StreamHeader> {
+        let mut buf = [0u8; 24];
+        io.read_exact(&mut buf[..6]).await?;
+        // Validates version and family, and learns the full length.
+        let total = match StreamHeader::decode(&buf[..6])? {
+            Some((h, _)) => return Ok(h),
+            None => 6 + if buf[5] == 4 { 4 } else { 16 } + 2,
+        };
+        io.read_exact(&mut buf[6..total]).await?;
+        match StreamHeader::decode(&buf[..total])? {
+            Some((h, _)) => Ok(h),
+            None => Err(std::io::ErrorKind::UnexpectedEof.into()),
+        }
     }
 }
 
