@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, every test (release build,
-# the same one the benchmarks use), then a short end-to-end throughput run.
-# Needs only a Rust toolchain; installs nothing else.
+# the same one the benchmarks use), a short end-to-end throughput run, and every
+# fuzz target for 30 s.
+# Needs only a Rust toolchain; installs cargo-fuzz when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,3 +21,6 @@ cargo test --locked --release --workspace
 echo "== end-to-end throughput (short run; full figures: docs/benchmarks.md)"
 cargo build --locked --release -p netbore -p netbore-benches
 target/release/e2e --seconds 1 --rounds 1
+
+echo "== fuzzing (30 s per target; crashes fail the run)"
+bash scripts/fuzz.sh 30

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
+use crate::buffer::RecycledBuffer;
 use crate::error::SessionError;
 use crate::shared::{Shared, register};
 
@@ -30,7 +31,7 @@ const POLL_BUDGET: usize = 32;
 pub struct Driver<T> {
     io: T,
     shared: Arc<Shared>,
-    read_buf: BytesMut,
+    read_buf: RecycledBuffer,
     write_queue: VecDeque<Bytes>,
     sleep: Pin<Box<Sleep>>,
     deadline: Option<Instant>,
@@ -52,7 +53,7 @@ impl<T> Driver<T> {
         Driver {
             io,
             shared,
-            read_buf: BytesMut::with_capacity(READ_CHUNK),
+            read_buf: RecycledBuffer::new(READ_CHUNK),
             write_queue: VecDeque::new(),
             sleep: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
             deadline: None,
@@ -126,12 +127,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         }
 
         if wants_input {
-            let spare = self.read_buf.capacity() - self.read_buf.len();
-            let wanted = self.shared.lock().session.input_wanted(self.read_buf.len());
-            if spare < READ_CHUNK / 4 || spare < wanted {
-                self.read_buf.reserve(READ_CHUNK.max(wanted));
-            }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf) {
+            let buffered = self.read_buf.get_mut().len();
+            let wanted = self.shared.lock().session.input_wanted(buffered);
+            let buf = self.read_buf.prepare(wanted.max(READ_CHUNK / 4));
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf) {
                 Poll::Ready(Ok(0)) => return Step::Done(SessionError::ConnectionClosed),
                 Poll::Ready(Ok(_)) => {
                     progress = true;
@@ -139,7 +138,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                     // A protocol error queues a go-away; the next pass flushes it.
                     let _ = inner
                         .session
-                        .handle_input(&mut self.read_buf, crate::shared::now());
+                        .handle_input(self.read_buf.get_mut(), crate::shared::now());
                     inner.dispatch_events();
                 }
                 Poll::Ready(Err(e)) => return Step::Done(SessionError::Io(e.to_string())),

@@ -139,6 +139,14 @@ pub enum FrameError {
         /// The receiver's limit.
         max: u32,
     },
+    /// Flags this frame type does not take (PING takes only ACK, GO_AWAY none).
+    #[error("frame type {ty:?} does not take flags {flags:#06x}")]
+    FlagsNotAllowed {
+        /// The frame type.
+        ty: FrameType,
+        /// The flags sent.
+        flags: u16,
+    },
     /// A stream frame on id 0, or a session frame on a stream id.
     #[error("frame type {ty:?} is not allowed on stream {stream}")]
     BadStreamId {
@@ -190,6 +198,15 @@ impl Header {
         let flags = b.get_u16();
         if flags & !Flags::ALL.0 != 0 {
             return Err(FrameError::ReservedFlags(flags));
+        }
+        // Session frames carry no stream flags: PING only ACK, GO_AWAY none.
+        let allowed = match ty {
+            FrameType::Ping => Flags::ACK.0,
+            FrameType::GoAway => 0,
+            FrameType::Data | FrameType::WindowUpdate => Flags::ALL.0,
+        };
+        if flags & !allowed != 0 {
+            return Err(FrameError::FlagsNotAllowed { ty, flags });
         }
         let stream = StreamId(b.get_u32());
         let length = b.get_u32();
@@ -466,6 +483,27 @@ mod tests {
             }
         );
         assert_eq!(err.go_away_code(), GoAwayCode::FRAME_TOO_LARGE);
+    }
+
+    #[test]
+    fn session_frames_refuse_stream_flags() {
+        // Found by the frame_decoder fuzz target: a GO_AWAY with SYN decoded and lost
+        // its flags, so it did not re-encode to the same bytes.
+        let raw = [0, 3, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(
+            Header::decode(&raw, 1024),
+            Err(FrameError::FlagsNotAllowed {
+                ty: FrameType::GoAway,
+                flags: 1
+            })
+        );
+        let raw = [0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 9];
+        assert!(matches!(
+            Header::decode(&raw, 1024),
+            Err(FrameError::FlagsNotAllowed { .. })
+        ));
+        let ping_ack = [0, 2, 0, 2, 0, 0, 0, 0, 0, 0, 0, 9];
+        assert!(Header::decode(&ping_ack, 1024).is_ok());
     }
 
     #[test]

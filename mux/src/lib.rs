@@ -7,6 +7,7 @@
 //! It knows nothing of tunnels, tokens or what the streams carry; QUIC does not use it
 //! (QUIC streams are native).
 
+pub mod buffer;
 pub mod config;
 mod driver;
 pub mod error;

@@ -17,7 +17,7 @@ use crate::frame::{
 use crate::stream_state::StreamState;
 
 /// The smallest RTT window auto-tuning assumes (see `maybe_credit`).
-const MIN_TUNING_RTT: Duration = Duration::from_millis(1);
+const MIN_TUNING_RTT: Duration = Duration::from_micros(250);
 
 /// Which end of the session this is; decides the parity of the stream ids it opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -654,7 +654,7 @@ impl Session {
             return;
         }
         let mut growth = 0u32;
-        // Below a millisecond the measured RTT is mostly scheduling noise (loopback,
+        // Below a quarter millisecond the measured RTT is mostly scheduling noise (loopback,
         // LAN); the floor lets fast local streams grow their windows too.
         let rtt = rtt.unwrap_or(MIN_TUNING_RTT).max(MIN_TUNING_RTT);
         if let Some(last) = s.last_credit_at

@@ -11,7 +11,8 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
+use netbore_mux::buffer::RecycledBuffer;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Stream;
@@ -46,7 +47,7 @@ where
 {
     let mut up = Direction::default();
     let mut down = Direction::default();
-    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    let mut buf = RecycledBuffer::new(READ_SIZE);
     let result = poll_fn(|cx| {
         if !up.done
             && let Poll::Ready(Err(e)) = poll_up(cx, &mut socket, &mut stream, &mut up, &mut buf)
@@ -83,7 +84,7 @@ fn poll_up<S: AsyncRead + Unpin>(
     socket: &mut S,
     stream: &mut Stream,
     dir: &mut Direction,
-    buf: &mut BytesMut,
+    buf: &mut RecycledBuffer,
 ) -> Poll<io::Result<()>> {
     loop {
         if let Some(data) = &mut dir.pending {
@@ -99,19 +100,16 @@ fn poll_up<S: AsyncRead + Unpin>(
             dir.done = true;
             return Poll::Ready(Ok(()));
         }
-        if buf.capacity() < READ_SIZE / 4 {
-            buf.reserve(READ_SIZE);
-        }
         let n = ready!(tokio_util::io::poll_read_buf(
             Pin::new(&mut *socket),
             cx,
-            buf
+            buf.prepare(READ_SIZE / 4)
         ))?;
         if n == 0 {
             dir.eof = true;
         } else {
             dir.total += n as u64;
-            dir.pending = Some(buf.split().freeze());
+            dir.pending = Some(buf.get_mut().split().freeze());
         }
     }
 }

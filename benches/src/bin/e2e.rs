@@ -2,7 +2,9 @@
 //! through a Netbore TCP tunnel (real `netbore server` and `netbore tcp` processes),
 //! interleaved in one run so the ratio is fair on a noisy machine.
 //!
-//! Usage: `cargo build --release -p netbore -p netbore-benches && target/release/e2e [--seconds S] [--rounds N]`
+//! Usage: `cargo build --release -p netbore -p netbore-benches && target/release/e2e [--seconds S] [--rounds N] [--peers] [--baseline OTHER_NETBORE]`
+//! (`--peers` adds bore and rathole (tcp, websocket) when they are on the PATH.)
+//! (`--baseline` runs a second netbore binary, e.g. one built from an older commit, in the same run).
 //! Prints a Markdown table and one JSON line per figure.
 
 use std::io::{BufRead, BufReader};
@@ -130,10 +132,171 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// One relay under test: its processes and the public address viewers use.
+struct Contender {
+    name: String,
+    procs: Vec<Proc>,
+    public: SocketAddr,
+}
+
+impl Contender {
+    fn cpu(&self) -> f64 {
+        self.procs.iter().map(|p| cpu_seconds(p.0.id())).sum()
+    }
+}
+
+/// Starts `netbore server` and `netbore tcp` from `bin` in front of `origin`.
+fn netbore(name: &str, bin: &std::path::Path, origin: SocketAddr, data: &str) -> Contender {
+    let server = Proc::spawn(
+        bin,
+        &[
+            "server",
+            "--control-addr",
+            "127.0.0.1:0",
+            "--agent-addr",
+            "127.0.0.1:0",
+            "--tcp-ports",
+            "0",
+            "--tcp-bind-ip",
+            "127.0.0.1",
+            "--domain",
+            "127.0.0.1",
+            "--allow-anonymous",
+            "--data-dir",
+            data,
+        ],
+    );
+    let control = server.wait_for("listening")["control"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("http://{control}");
+    let agent = Proc::spawn(bin, &["tcp", &origin.to_string(), "--server", &url]);
+    let online = agent.wait_for("online");
+    let public = online["public_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("tcp://")
+        .parse()
+        .unwrap();
+    Contender {
+        name: name.into(),
+        procs: vec![server, agent],
+        public,
+    }
+}
+
+/// A free loopback port (bound and released; fine for a benchmark on one machine).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Spawns a peer's process with its output discarded.
+fn spawn_quiet(bin: &str, args: &[&str]) -> Option<Proc> {
+    let child = Command::new(bin)
+        .args(args)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let (_tx, rx) = std::sync::mpsc::channel();
+    Some(Proc(child, rx))
+}
+
+/// Waits until a transfer through `public` reaches the origin (the peer is ready).
+async fn wait_ready(public: SocketAddr) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Ok(mut s)) =
+            tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(public)).await
+            && s.write_all(b"U").await.is_ok()
+            && s.write_all(b"ready").await.is_ok()
+            && s.shutdown().await.is_ok()
+        {
+            let mut b = [0u8; 1];
+            // The origin closes after reading; a relay without a client resets or hangs.
+            if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_secs(1), s.read(&mut b)).await {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// bore (`bore server` + `bore local`), when `bore` is on the PATH.
+async fn bore(origin: SocketAddr) -> Option<Contender> {
+    let port = free_port();
+    let server = spawn_quiet(
+        "bore",
+        &["server", "--bind-addr", "127.0.0.1", "--min-port", "1024"],
+    )?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = spawn_quiet(
+        "bore",
+        &[
+            "local",
+            &origin.port().to_string(),
+            "--local-host",
+            "127.0.0.1",
+            "--to",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ],
+    )?;
+    let public: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_ready(public).await.then(|| Contender {
+        name: "bore".into(),
+        procs: vec![server, client],
+        public,
+    })
+}
+
+/// rathole with the given transport (`tcp` or `websocket`), when `rathole` is on the PATH.
+async fn rathole(origin: SocketAddr, transport: &str, dir: &std::path::Path) -> Option<Contender> {
+    let (ctrl, port) = (free_port(), free_port());
+    let ws = if transport == "websocket" {
+        "\n[server.transport.websocket]\ntls = false\n"
+    } else {
+        ""
+    };
+    let server = format!(
+        "[server]\nbind_addr = \"127.0.0.1:{ctrl}\"\n[server.transport]\ntype = \"{transport}\"\n{ws}\n[server.services.bench]\ntoken = \"bench\"\nbind_addr = \"127.0.0.1:{port}\"\n"
+    );
+    let ws = ws.replace("server.", "client.");
+    let client = format!(
+        "[client]\nremote_addr = \"127.0.0.1:{ctrl}\"\n[client.transport]\ntype = \"{transport}\"\n{ws}\n[client.services.bench]\ntoken = \"bench\"\nlocal_addr = \"{origin}\"\n"
+    );
+    std::fs::create_dir_all(dir).ok()?;
+    let (sp, cp) = (
+        dir.join(format!("server-{transport}.toml")),
+        dir.join(format!("client-{transport}.toml")),
+    );
+    std::fs::write(&sp, server).ok()?;
+    std::fs::write(&cp, client).ok()?;
+    let server = spawn_quiet("rathole", &["--server", sp.to_str()?])?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = spawn_quiet("rathole", &["--client", cp.to_str()?])?;
+    let public: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_ready(public).await.then(|| Contender {
+        name: format!("rathole {transport}"),
+        procs: vec![server, client],
+        public,
+    })
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut secs = 3.0;
     let mut rounds = 3;
+    let mut baseline: Option<std::path::PathBuf> = None;
+    let mut peers = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -149,7 +312,17 @@ async fn main() {
                     .and_then(|v| v.parse().ok())
                     .expect("--rounds N")
             }
-            other => panic!("unknown flag {other}; use --seconds S --rounds N"),
+            "--peers" => peers = true,
+            "--baseline" => {
+                baseline = Some(
+                    args.next()
+                        .expect("--baseline PATH_TO_OTHER_NETBORE")
+                        .into(),
+                )
+            }
+            other => panic!(
+                "unknown flag {other}; use --seconds S --rounds N [--peers] [--baseline OTHER_NETBORE_BINARY]"
+            ),
         }
     }
     let bin = std::env::current_exe().unwrap().with_file_name("netbore");
@@ -160,68 +333,67 @@ async fn main() {
     let origin = origin().await;
     let data = std::env::temp_dir().join(format!("netbore-e2e-{}", std::process::id()));
     let dd = data.to_str().unwrap().to_string();
-    let server = Proc::spawn(
-        &bin,
-        &[
-            "server",
-            "--control-addr",
-            "127.0.0.1:0",
-            "--agent-addr",
-            "127.0.0.1:0",
-            "--tcp-ports",
-            "0",
-            "--tcp-bind-ip",
-            "127.0.0.1",
-            "--domain",
-            "127.0.0.1",
-            "--allow-anonymous",
-            "--data-dir",
-            &dd,
-        ],
-    );
-    let control = server.wait_for("listening")["control"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let url = format!("http://{control}");
-    let agent = Proc::spawn(&bin, &["tcp", &origin.to_string(), "--server", &url]);
-    let online = agent.wait_for("online");
-    let public: SocketAddr = online["public_url"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("tcp://")
-        .parse()
-        .unwrap();
+    let mut contenders = vec![netbore("netbore tcp", &bin, origin, &dd)];
+    if let Some(path) = &baseline {
+        contenders.push(netbore(
+            "baseline netbore tcp",
+            path,
+            origin,
+            &format!("{dd}-baseline"),
+        ));
+    }
+    if peers {
+        match bore(origin).await {
+            Some(c) => contenders.push(c),
+            None => eprintln!("bore is not installed or did not start: cargo install bore-cli"),
+        }
+        for transport in ["tcp", "websocket"] {
+            match rathole(origin, transport, &data).await {
+                Some(c) => contenders.push(c),
+                None => eprintln!(
+                    "rathole ({transport}) is not installed or did not start: cargo install rathole"
+                ),
+            }
+        }
+    }
 
-    println!("| figure | direct | netbore tcp | ratio | netbore CPU s/GB (server+agent) |");
-    println!("|---|---|---|---|---|");
+    let mut header = String::from("| figure | direct |");
+    let mut rule = String::from("|---|---|");
+    for c in &contenders {
+        header += &format!(" {} | ratio | CPU s/GB |", c.name);
+        rule += "---|---|---|";
+    }
+    println!("{header}\n{rule}");
     for (name, upload) in [
         ("bulk upload, 1 conn (viewer→origin)", true),
         ("bulk download, 1 conn (origin→viewer)", false),
     ] {
-        let (mut direct, mut tunnel, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+        let mut direct = Vec::new();
+        let mut rates = vec![Vec::new(); contenders.len()];
+        let mut cpus = vec![Vec::new(); contenders.len()];
         for _ in 0..rounds {
             direct.push(measure(origin, upload, secs).await);
-            let before = cpu_seconds(server.0.id()) + cpu_seconds(agent.0.id());
-            let rate = measure(public, upload, secs).await;
-            let used = cpu_seconds(server.0.id()) + cpu_seconds(agent.0.id()) - before;
-            tunnel.push(rate);
-            cpu.push(used / (rate * secs / 1e9));
+            for (i, c) in contenders.iter().enumerate() {
+                let before = c.cpu();
+                let rate = measure(c.public, upload, secs).await;
+                rates[i].push(rate);
+                cpus[i].push((c.cpu() - before) / (rate * secs / 1e9));
+            }
         }
-        let (d, t, c) = (median(direct), median(tunnel), median(cpu));
-        println!(
-            "| {name} | {:.2} Gbit/s | {:.2} Gbit/s | {:.2}× | {:.2} |",
-            d * 8e-9,
-            t * 8e-9,
-            t / d,
-            c
-        );
-        eprintln!(
-            "{}",
-            serde_json::json!({"figure": name, "direct_gbit": d * 8e-9, "netbore_tcp_gbit": t * 8e-9, "ratio": t / d, "cpu_s_per_gb": c})
-        );
+        let d = median(direct);
+        let mut row = format!("| {name} | {:.2} Gbit/s |", d * 8e-9);
+        for (i, c) in contenders.iter().enumerate() {
+            let (t, cpu) = (median(rates[i].clone()), median(cpus[i].clone()));
+            row += &format!(" {:.2} Gbit/s | {:.2}× | {:.2} |", t * 8e-9, t / d, cpu);
+            eprintln!(
+                "{}",
+                serde_json::json!({"figure": name, "contender": c.name, "direct_gbit": d * 8e-9,
+                    "gbit": t * 8e-9, "ratio_to_direct": t / d, "cpu_s_per_gb": cpu})
+            );
+        }
+        println!("{row}");
     }
-    drop(agent);
-    drop(server);
-    let _ = std::fs::remove_dir_all(data);
+    drop(contenders);
+    let _ = std::fs::remove_dir_all(&data);
+    let _ = std::fs::remove_dir_all(format!("{dd}-baseline"));
 }

@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""Writes the committed seed inputs of every fuzz target into fuzz/seeds/<target>/.
+
+Run from anywhere: `python3 fuzz/seeds/generate.py`. It rewrites every seed file it
+knows (deterministically) and leaves other files alone. The input layouts are
+documented at the top of each fuzz_targets/<target>.rs.
+"""
+
+import json
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# ----- mux frames (docs/protocols/mux.md) -----
+
+DATA, WINDOW_UPDATE, PING, GO_AWAY = 0, 1, 2, 3
+SYN, ACK, FIN, RST = 0x1, 0x2, 0x4, 0x8
+HEADER = struct.Struct(">BBHII")  # version, type, flags, stream, length
+
+
+def header(ty, flags, stream, length, version=0):
+    return HEADER.pack(version, ty, flags, stream, length)
+
+
+def data(stream, payload, flags=0):
+    return header(DATA, flags, stream, len(payload)) + payload
+
+
+def window(stream, increment, flags=0):
+    return header(WINDOW_UPDATE, flags, stream, increment)
+
+
+def ping(opaque, flags=0):
+    return header(PING, flags, 0, opaque)
+
+
+def go_away(code):
+    return header(GO_AWAY, 0, 0, code)
+
+
+def write(target, name, blob):
+    d = os.path.join(HERE, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(blob)
+
+
+# ----- frame_decoder: [limit selector, pattern len, pattern..., wire...] -----
+
+LIMIT_128K = 2  # selector & 3 == 2: MAX_SEND_FRAME
+LIMIT_UNBOUNDED = 3
+
+
+def tiny_limit(n):  # selector & 3 == 0: limit = selector >> 2 (0..=63)
+    return n << 2
+
+
+def frame_decoder():
+    frames = {
+        "data_syn": data(1, b"hello, netbore", SYN),
+        "data_empty_fin": data(3, b"", FIN),
+        "data_rst": data(5, b"", RST),
+        "window_syn": window(1, 64 * 1024, SYN),
+        "window_ack": window(2, 0, ACK),
+        "window_rst": window(7, 0, RST),
+        "window_fin": window(9, 12345, FIN),
+        "ping": ping(1),
+        "ping_ack": ping(0xDEADBEEF, ACK),
+        "go_away_normal": go_away(0),
+        "go_away_protocol_error": go_away(1),
+        "go_away_unknown": go_away(77),
+    }
+    for name, wire in frames.items():
+        write("frame_decoder", name, bytes([LIMIT_128K, 0]) + wire)
+    stream = b"".join(frames.values())
+    write("frame_decoder", "all_types_whole", bytes([LIMIT_128K, 0]) + stream)
+    write("frame_decoder", "all_types_split", bytes([LIMIT_128K, 3, 3, 5, 7]) + stream)
+    write("frame_decoder", "truncated_data",
+          bytes([LIMIT_128K, 1, 4]) + data(1, b"x" * 100)[:60])
+    write("frame_decoder", "partial_header", bytes([LIMIT_128K, 0]) + ping(5)[:7])
+    write("frame_decoder", "bad_version", bytes([LIMIT_128K, 0]) + header(PING, 0, 0, 1, version=1))
+    write("frame_decoder", "unknown_type", bytes([LIMIT_128K, 0]) + header(9, 0, 0, 1))
+    write("frame_decoder", "reserved_flags", bytes([LIMIT_128K, 0]) + header(DATA, 0x40, 1, 0))
+    write("frame_decoder", "data_on_stream_0", bytes([LIMIT_128K, 0]) + header(DATA, 0, 0, 0))
+    write("frame_decoder", "ping_on_stream_1", bytes([LIMIT_128K, 0]) + header(PING, 0, 1, 0))
+    write("frame_decoder", "too_large",
+          bytes([tiny_limit(10), 0]) + data(1, b"y" * 11))
+    write("frame_decoder", "at_limit_then_bad",
+          bytes([tiny_limit(10), 2, 1, 12]) + data(1, b"z" * 10) + header(7, 0, 1, 0))
+    write("frame_decoder", "huge_length_unbounded",
+          bytes([LIMIT_UNBOUNDED, 0]) + header(DATA, 0, 1, 0xFFFFFFFF) + b"abc")
+
+
+# ----- session_frames: [role, (opcode, args...)*] -----
+
+CLIENT, SERVER = 0, 1
+(OP_FEED, OP_OPEN, OP_ACCEPT, OP_WRITE, OP_READ, OP_FINISH, OP_RESET, OP_RELEASE,
+ OP_POLL, OP_TIMEOUT, OP_CLOSE, OP_LOST, OP_PEER_SYN, OP_PEER_DATA, OP_PEER_WINDOW,
+ OP_READ_ALL) = range(16)
+
+
+def feed(wire):
+    return bytes([OP_FEED]) + struct.pack(">H", len(wire)) + wire
+
+
+def op(code, *args):
+    return bytes([code, *args])
+
+
+def op_write(idx, n):
+    return bytes([OP_WRITE, idx]) + struct.pack(">H", n)
+
+
+def op_peer_data(idx, flags, n):
+    return bytes([OP_PEER_DATA, idx, flags]) + struct.pack(">H", n)
+
+
+def op_peer_syn(flags, inc):
+    return bytes([OP_PEER_SYN, flags]) + struct.pack(">H", inc)
+
+
+def op_peer_window(idx, flags, inc):
+    return bytes([OP_PEER_WINDOW, idx, flags]) + struct.pack(">I", inc)
+
+
+def session_frames():
+    # Client opens stream 1, sends, the server acks, answers, both half-close.
+    write("session_frames", "client_round_trip", bytes([CLIENT]) + b"".join([
+        op(OP_OPEN), op_write(0, 100), op(OP_POLL),
+        feed(window(1, 0, ACK)),
+        feed(data(1, b"response bytes")),
+        op(OP_READ, 0), op(OP_FINISH, 0),
+        feed(data(1, b"", FIN)),
+        op(OP_READ, 0), op(OP_RELEASE, 0), op(OP_POLL),
+    ]))
+    # Server accepts a peer stream, reads its data, answers and closes.
+    write("session_frames", "server_accept", bytes([SERVER]) + b"".join([
+        feed(window(1, 0, SYN)), op(OP_ACCEPT),
+        feed(data(1, b"GET / HTTP/1.1\r\n\r\n")),
+        op(OP_READ_ALL), op_write(0, 2000), op(OP_FINISH, 0), op(OP_POLL),
+        feed(data(1, b"", FIN)), op(OP_RELEASE, 0), op(OP_POLL),
+    ]))
+    # Synthesized peer streams up to and past the stream and backlog limits.
+    write("session_frames", "server_many_streams", bytes([SERVER]) + b"".join([
+        op_peer_syn(0, 0), op_peer_syn(0, 100), op_peer_syn(0, 0),
+        op(OP_ACCEPT), op_peer_syn(4, 0), op_peer_syn(0, 0), op_peer_syn(0, 0),
+        op(OP_POLL), op(OP_OPEN), op_write(1, 500), op(OP_POLL),
+    ]))
+    # Flow control: the peer overruns a stream's 256 KiB window.
+    write("session_frames", "flow_control_violation", bytes([SERVER]) + b"".join([
+        op_peer_syn(0, 0), op(OP_ACCEPT),
+        op_peer_data(0, 0, 0xFFFF), op_peer_data(0, 0, 0xFFFF), op(OP_READ, 0),
+        op_peer_data(0, 0, 0xFFFF), op_peer_data(0, 0, 0xFFFF),
+        op_peer_data(0, 0, 0xFFFF), op_peer_data(0, 0, 0xFFFF),
+        op(OP_POLL), op(OP_OPEN), op(OP_POLL),
+    ]))
+    # Window credit, writes blocked on credit and on the send buffer.
+    write("session_frames", "client_credit", bytes([CLIENT]) + b"".join([
+        op(OP_OPEN), feed(window(1, 1 << 20, ACK)),
+        op_write(0, 0xFFFF), op_write(0, 0xFFFF), op_write(0, 0xFFFF),
+        op(OP_POLL), op_peer_window(0, 0, 0xFFFFFFFF), op_write(0, 0xFFFF),
+        op(OP_RESET, 0), op(OP_POLL),
+    ]))
+    # Pings, go-away, timers.
+    write("session_frames", "ping_go_away", bytes([CLIENT]) + b"".join([
+        feed(ping(7)), op(OP_POLL), feed(ping(7, ACK)), op(OP_TIMEOUT, 200),
+        feed(go_away(0)), op(OP_OPEN), op(OP_POLL),
+    ]))
+    # Protocol errors: a SYN of the wrong parity, a malformed header.
+    write("session_frames", "bad_syn_parity", bytes([CLIENT]) + b"".join([
+        feed(window(1, 0, SYN)), op(OP_POLL), op(OP_OPEN),
+    ]))
+    write("session_frames", "bad_header", bytes([SERVER]) + b"".join([
+        op(OP_OPEN), feed(header(9, 0, 1, 0)), op(OP_POLL), op(OP_OPEN),
+    ]))
+    # Local close and connection loss with streams open.
+    write("session_frames", "close_and_lose", bytes([CLIENT]) + b"".join([
+        op(OP_OPEN), op_write(0, 10), feed(window(1, 0, ACK)), op(OP_CLOSE, 5),
+        op(OP_FINISH, 0), op(OP_POLL), op(OP_LOST), op(OP_READ, 0), op(OP_POLL),
+    ]))
+    # Release with unread data (resets), data after release, RST from the peer.
+    write("session_frames", "release_and_reset", bytes([SERVER]) + b"".join([
+        op_peer_syn(0, 0), op(OP_ACCEPT), op_peer_data(0, 0, 300), op(OP_RELEASE, 0),
+        op_peer_syn(0, 0), op(OP_ACCEPT), op_peer_data(1, FIN, 10), op(OP_RELEASE, 1),
+        op_peer_data(1, 0, 10), op_peer_window(1, RST, 0), op(OP_POLL),
+    ]))
+
+
+# ----- handshake: 4-byte BE length + JSON -----
+
+def message(obj):
+    body = json.dumps(obj, separators=(",", ":")).encode()
+    return struct.pack(">I", len(body)) + body
+
+
+def handshake():
+    write("handshake", "hello", message(
+        {"version": 1, "tokens": ["eyJhbGciOiJFZERTQSJ9.e30.sig"], "agent": "netbore/0.1.0"}))
+    write("handshake", "hello_many_tokens", message(
+        {"version": 1, "tokens": ["a", "b\u00e9", "c\\n"], "agent": "x", "extra": [1, 2]}))
+    write("handshake", "reply_ok", message(
+        {"ok": {"tunnels": [{"tunnel_id": "tun_3f1c", "public_url": "tcp://example.com:25432",
+                             "slot": 0}]}}))
+    write("handshake", "reply_error", message(
+        {"error": {"code": "token_expired", "message": "the tunnel token has expired"}}))
+    write("handshake", "oversized_length", struct.pack(">I", 64 * 1024 + 1) + b"{}")
+    write("handshake", "truncated", message({"version": 1, "tokens": [], "agent": ""})[:-3])
+    body = b'{ "version" : 1 , "tokens" : [ "\\u00e9\\n" ], "agent":"\\ud83d\\ude00" }'
+    write("handshake", "escaped", struct.pack(">I", len(body)) + body)
+
+
+# ----- stream_header: version 1, slot u32, family, address, port -----
+
+def stream_header():
+    v4 = bytes([1]) + struct.pack(">I", 7) + bytes([4, 203, 0, 113, 9]) + struct.pack(">H", 54321)
+    v6 = (bytes([1]) + struct.pack(">I", 0xFFFFFFFF) + bytes([6]) +
+          bytes.fromhex("20010db8000000000000000000000001") + struct.pack(">H", 443))
+    write("stream_header", "v4", v4)
+    write("stream_header", "v6", v6)
+    write("stream_header", "v4_with_payload", v4 + b"viewer bytes")
+    write("stream_header", "v6_truncated", v6[:17])
+    write("stream_header", "bad_version", bytes([2]) + v4[1:])
+    write("stream_header", "bad_family", v4[:5] + bytes([5]) + v4[6:])
+
+
+# ----- session_pair: Vec<Op> in the `arbitrary` 1.x format -----
+# Each element: a continuation byte (odd = another op follows), the variant as a
+# little-endian u32 scaled into the variant count, then the fields in order
+# (bool = one byte, u8 = one byte, u16 = two bytes little-endian).
+
+PAIR_VARIANTS = ["Open", "Write", "WriteBig", "Read", "Finish", "Reset", "Release",
+                 "Deliver", "DeliverAll", "Tick"]
+
+
+def pair_op(name, *fields):
+    k = PAIR_VARIANTS.index(name)
+    n = len(PAIR_VARIANTS)
+    disc = -(-k * (1 << 32) // n)  # smallest u32 with (disc * n) >> 32 == k
+    out = bytes([1]) + struct.pack("<I", disc)
+    for size, value in fields:
+        out += value.to_bytes(size, "little")
+    return out
+
+
+def b(v):
+    return (1, int(v))
+
+
+def u8(v):
+    return (1, v)
+
+
+def u16(v):
+    return (2, v)
+
+
+A, B = False, True
+
+
+def session_pair():
+    write("session_pair", "echo", b"".join([
+        pair_op("Open", b(A)), pair_op("Write", b(A), u8(0), u16(1000)),
+        pair_op("DeliverAll", b(A)), pair_op("Read", b(B), u8(0)),
+        pair_op("Write", b(B), u8(0), u16(500)), pair_op("DeliverAll", b(B)),
+        pair_op("Read", b(A), u8(0)), pair_op("Finish", b(A), u8(0)),
+        pair_op("Finish", b(B), u8(0)),
+    ]))
+    write("session_pair", "bulk_partial_delivery", b"".join([
+        pair_op("Open", b(A)), pair_op("Open", b(B)),
+        pair_op("WriteBig", b(A), u8(0), u8(255)), pair_op("WriteBig", b(A), u8(0), u8(200)),
+        pair_op("Deliver", b(A), u16(3000)), pair_op("Tick", u8(5)),
+        pair_op("Deliver", b(A), u16(60000)), pair_op("Read", b(B), u8(0)),
+        pair_op("Read", b(B), u8(0)), pair_op("DeliverAll", b(B)),
+        pair_op("WriteBig", b(A), u8(0), u8(128)), pair_op("Write", b(B), u8(1), u16(65535)),
+        pair_op("DeliverAll", b(A)), pair_op("DeliverAll", b(B)),
+        pair_op("Read", b(A), u8(1)), pair_op("Read", b(B), u8(1)),
+    ]))
+    write("session_pair", "reset_and_release", b"".join([
+        pair_op("Open", b(A)), pair_op("Open", b(A)), pair_op("Open", b(B)),
+        pair_op("Write", b(A), u8(0), u16(700)), pair_op("Write", b(A), u8(1), u16(800)),
+        pair_op("DeliverAll", b(A)), pair_op("Reset", b(B), u8(0)),
+        pair_op("Release", b(B), u8(1)), pair_op("Write", b(B), u8(2), u16(90)),
+        pair_op("DeliverAll", b(B)), pair_op("Release", b(A), u8(2)),
+        pair_op("DeliverAll", b(A)), pair_op("DeliverAll", b(B)),
+    ]))
+    write("session_pair", "many_streams_ticks", b"".join(
+        [pair_op("Open", b(i % 2)) for i in range(8)] +
+        [pair_op("Write", b(i % 2), u8(i), u16(3000 + i)) for i in range(8)] +
+        [pair_op("Tick", u8(1)), pair_op("Deliver", b(A), u16(10000)),
+         pair_op("Deliver", b(B), u16(10000)), pair_op("Tick", u8(200))] +
+        [pair_op("Finish", b(i % 2), u8(i)) for i in range(4)]
+    ))
+
+
+if __name__ == "__main__":
+    frame_decoder()
+    session_frames()
+    handshake()
+    stream_header()
+    session_pair()
