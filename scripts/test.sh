@@ -20,7 +20,7 @@ cargo test --locked --release --workspace
 
 echo "== end-to-end throughput (short run; full figures: docs/benchmarks.md)"
 cargo build --locked --release -p netbore -p netbore-benches
-target/release/e2e --seconds 1 --rounds 1
+target/release/e2e --seconds 1 --rounds 1 --quick
 
 echo "== fuzzing (30 s per target; crashes fail the run)"
 bash scripts/fuzz.sh 30

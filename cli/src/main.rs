@@ -18,7 +18,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Expose a local service to the internet from behind NAT.
 #[derive(Debug, Parser)]
-#[command(name = "netbore", version, about)]
+#[command(
+    name = "netbore",
+    version,
+    about = "Expose a local service to the internet from behind NAT, through an Edge you host."
+)]
 struct Cli {
     /// Print one JSON object per line on stdout and nothing else there.
     #[arg(long, global = true)]

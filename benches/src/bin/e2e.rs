@@ -3,7 +3,8 @@
 //! interleaved in one run so the ratio is fair on a noisy machine.
 //!
 //! Usage: `cargo build --release -p netbore -p netbore-benches && target/release/e2e [--seconds S] [--rounds N] [--peers] [--baseline OTHER_NETBORE]`
-//! (`--peers` adds bore and rathole (tcp, websocket) when they are on the PATH.)
+//! (`--peers` adds bore and rathole (tcp, websocket) when they are on the PATH;
+//! `--quick` measures only the two single-connection bulk figures.)
 //! (`--baseline` runs a second netbore binary, e.g. one built from an older commit, in the same run).
 //! Prints a Markdown table and one JSON line per figure.
 
@@ -17,7 +18,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 const BUF: usize = 256 * 1024;
 
-/// Origin: 'U' = read and discard until EOF; 'D' = write until the peer goes.
+/// Origin: 'U' = read and discard until EOF; 'D' = write until the peer goes;
+/// 'G' = an HTTP/1.1 server answering `GET /1k` and `GET /1m` (keep-alive unless the
+/// request says `Connection: close`).
 async fn origin() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -27,6 +30,10 @@ async fn origin() -> SocketAddr {
             tokio::spawn(async move {
                 let mut kind = [0u8; 1];
                 if s.read_exact(&mut kind).await.is_err() {
+                    return;
+                }
+                if kind[0] == b'G' {
+                    http_origin(s).await;
                     return;
                 }
                 let mut buf = vec![0u8; BUF];
@@ -44,6 +51,124 @@ async fn origin() -> SocketAddr {
         }
     });
     addr
+}
+
+/// Serves HTTP/1.1 requests on `s`, whose first byte ('G') was already read.
+async fn http_origin(mut s: TcpStream) {
+    let small = vec![b'x'; 1024];
+    let large = vec![b'y'; 1024 * 1024];
+    let mut buf = Vec::with_capacity(4096);
+    buf.push(b'G');
+    let mut chunk = [0u8; 4096];
+    loop {
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        buf.drain(..end);
+        let body = if head.starts_with("GET /1m") {
+            &large
+        } else {
+            &small
+        };
+        let close = head.to_ascii_lowercase().contains("connection: close");
+        let header = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+        if s.write_all(header.as_bytes()).await.is_err() || s.write_all(body).await.is_err() {
+            return;
+        }
+        if close {
+            let _ = s.shutdown().await;
+            return;
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body from `s`.
+async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut chunk = vec![0u8; 64 * 1024];
+    let (end, len) = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            break (i + 4, len);
+        }
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    while buf.len() < end + len {
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    buf.drain(..end + len);
+    Ok(())
+}
+
+/// Runs `conns` clients issuing `GET path` for `secs`; returns requests/s and the
+/// latencies (seconds) of every request.
+async fn http_load(
+    addr: SocketAddr,
+    conns: usize,
+    path: &'static str,
+    keep_alive: bool,
+    secs: f64,
+) -> (f64, Vec<f64>) {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut conn: Option<TcpStream> = None;
+            let mut buf = Vec::new();
+            let request = if keep_alive {
+                format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n")
+            } else {
+                format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            };
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                if conn.is_none() {
+                    let Ok(s) = TcpStream::connect(addr).await else {
+                        continue;
+                    };
+                    let _ = s.set_nodelay(true);
+                    buf.clear();
+                    conn = Some(s);
+                }
+                let s = conn.as_mut().expect("connected above");
+                let ok = s.write_all(request.as_bytes()).await.is_ok()
+                    && read_response(s, &mut buf).await.is_ok();
+                if ok {
+                    lat.push(t.elapsed().as_secs_f64());
+                }
+                if !ok || !keep_alive {
+                    conn = None;
+                }
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    (all.len() as f64 / started.elapsed().as_secs_f64(), all)
 }
 
 /// Bytes per second moved in one direction for `secs`.
@@ -71,6 +196,114 @@ async fn measure(addr: SocketAddr, upload: bool, secs: f64) -> f64 {
         }
     }
     total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Bytes per second moved in one direction over `conns` parallel connections.
+async fn measure_parallel(addr: SocketAddr, upload: bool, conns: usize, secs: f64) -> f64 {
+    let tasks: Vec<_> = (0..conns)
+        .map(|_| tokio::spawn(measure(addr, upload, secs)))
+        .collect();
+    let mut total = 0.0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total
+}
+
+/// One row of the results table.
+#[derive(Clone, Copy)]
+enum Figure {
+    /// Bulk transfer over `conns` connections, upload or download.
+    Bulk { upload: bool, conns: usize },
+    /// HTTP requests for `path` from `conns` clients.
+    Http {
+        conns: usize,
+        path: &'static str,
+        keep_alive: bool,
+    },
+}
+
+impl Figure {
+    fn name(self) -> String {
+        match self {
+            Figure::Bulk { upload, conns } => format!(
+                "bulk {}, {conns} conn{}",
+                if upload {
+                    "upload (viewer→origin)"
+                } else {
+                    "download (origin→viewer)"
+                },
+                if conns > 1 { "s" } else { "" }
+            ),
+            Figure::Http {
+                conns,
+                path,
+                keep_alive,
+            } => format!(
+                "HTTP GET {path}, {conns} conns, {}",
+                if keep_alive {
+                    "keep-alive"
+                } else {
+                    "new connection per request"
+                }
+            ),
+        }
+    }
+}
+
+/// What one figure measured: the rate, how much work that was (GB or thousands of
+/// requests, for CPU per unit), and latency percentiles for HTTP.
+struct Sample {
+    rate: f64,
+    units: f64,
+    p50: f64,
+    p99: f64,
+}
+
+async fn run_figure(f: Figure, addr: SocketAddr, secs: f64) -> Sample {
+    match f {
+        Figure::Bulk { upload, conns } => {
+            let rate = measure_parallel(addr, upload, conns, secs).await;
+            Sample {
+                rate,
+                units: rate * secs / 1e9,
+                p50: 0.0,
+                p99: 0.0,
+            }
+        }
+        Figure::Http {
+            conns,
+            path,
+            keep_alive,
+        } => {
+            let (rate, mut lat) = http_load(addr, conns, path, keep_alive, secs).await;
+            lat.sort_by(|a, b| a.total_cmp(b));
+            let pct = |p: f64| {
+                lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            Sample {
+                rate,
+                units: rate * secs / 1e3,
+                p50: pct(0.5),
+                p99: pct(0.99),
+            }
+        }
+    }
+}
+
+/// Formats a rate for the table.
+fn show(f: Figure, s: &Sample) -> String {
+    match f {
+        Figure::Bulk { .. } => format!("{:.2} Gbit/s", s.rate * 8e-9),
+        Figure::Http { .. } => format!(
+            "{:.1} k req/s (p50 {:.2} ms, p99 {:.2} ms)",
+            s.rate / 1e3,
+            s.p50 * 1e3,
+            s.p99 * 1e3
+        ),
+    }
 }
 
 /// CPU seconds (user + system) a process has used so far.
@@ -297,6 +530,7 @@ async fn main() {
     let mut rounds = 3;
     let mut baseline: Option<std::path::PathBuf> = None;
     let mut peers = false;
+    let mut quick = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -313,6 +547,7 @@ async fn main() {
                     .expect("--rounds N")
             }
             "--peers" => peers = true,
+            "--quick" => quick = true,
             "--baseline" => {
                 baseline = Some(
                     args.next()
@@ -321,7 +556,7 @@ async fn main() {
                 )
             }
             other => panic!(
-                "unknown flag {other}; use --seconds S --rounds N [--peers] [--baseline OTHER_NETBORE_BINARY]"
+                "unknown flag {other}; use --seconds S --rounds N [--quick] [--peers] [--baseline OTHER_NETBORE_BINARY]"
             ),
         }
     }
@@ -360,35 +595,80 @@ async fn main() {
     let mut header = String::from("| figure | direct |");
     let mut rule = String::from("|---|---|");
     for c in &contenders {
-        header += &format!(" {} | ratio | CPU s/GB |", c.name);
+        header += &format!(" {} | ratio | CPU (s/GB, s/1k req) |", c.name);
         rule += "---|---|---|";
     }
     println!("{header}\n{rule}");
-    for (name, upload) in [
-        ("bulk upload, 1 conn (viewer→origin)", true),
-        ("bulk download, 1 conn (origin→viewer)", false),
-    ] {
+    let mut figures = vec![
+        Figure::Bulk {
+            upload: true,
+            conns: 1,
+        },
+        Figure::Bulk {
+            upload: false,
+            conns: 1,
+        },
+    ];
+    if !quick {
+        figures.extend([
+            Figure::Bulk {
+                upload: true,
+                conns: 8,
+            },
+            Figure::Bulk {
+                upload: false,
+                conns: 8,
+            },
+            Figure::Http {
+                conns: 64,
+                path: "/1k",
+                keep_alive: true,
+            },
+            Figure::Http {
+                conns: 16,
+                path: "/1k",
+                keep_alive: false,
+            },
+            Figure::Http {
+                conns: 16,
+                path: "/1m",
+                keep_alive: true,
+            },
+        ]);
+    }
+    for figure in figures {
+        let name = figure.name();
         let mut direct = Vec::new();
-        let mut rates = vec![Vec::new(); contenders.len()];
+        let mut samples: Vec<Vec<Sample>> = (0..contenders.len()).map(|_| Vec::new()).collect();
         let mut cpus = vec![Vec::new(); contenders.len()];
         for _ in 0..rounds {
-            direct.push(measure(origin, upload, secs).await);
+            direct.push(run_figure(figure, origin, secs).await);
             for (i, c) in contenders.iter().enumerate() {
                 let before = c.cpu();
-                let rate = measure(c.public, upload, secs).await;
-                rates[i].push(rate);
-                cpus[i].push((c.cpu() - before) / (rate * secs / 1e9));
+                let sample = run_figure(figure, c.public, secs).await;
+                cpus[i].push((c.cpu() - before) / sample.units.max(1e-9));
+                samples[i].push(sample);
             }
         }
-        let d = median(direct);
-        let mut row = format!("| {name} | {:.2} Gbit/s |", d * 8e-9);
+        let pick = |mut v: Vec<Sample>| {
+            v.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+            v.swap_remove(v.len() / 2)
+        };
+        let d = pick(direct);
+        let mut row = format!("| {name} | {} |", show(figure, &d));
         for (i, c) in contenders.iter().enumerate() {
-            let (t, cpu) = (median(rates[i].clone()), median(cpus[i].clone()));
-            row += &format!(" {:.2} Gbit/s | {:.2}× | {:.2} |", t * 8e-9, t / d, cpu);
+            let s = pick(std::mem::take(&mut samples[i]));
+            let cpu = median(cpus[i].clone());
+            row += &format!(
+                " {} | {:.2}× | {:.2} |",
+                show(figure, &s),
+                s.rate / d.rate,
+                cpu
+            );
             eprintln!(
                 "{}",
-                serde_json::json!({"figure": name, "contender": c.name, "direct_gbit": d * 8e-9,
-                    "gbit": t * 8e-9, "ratio_to_direct": t / d, "cpu_s_per_gb": cpu})
+                serde_json::json!({"figure": name, "contender": c.name, "direct": d.rate, "rate": s.rate,
+                    "ratio_to_direct": s.rate / d.rate, "cpu_per_unit": cpu, "p50_s": s.p50, "p99_s": s.p99})
             );
         }
         println!("{row}");
