@@ -10,12 +10,6 @@ use clap::{Parser, Subcommand};
 
 use crate::output::Printer;
 
-/// mimalloc keeps freed buffers hot per thread; with the system allocator the
-/// forwarding path spent a fifth of its time faulting in fresh pages (see
-/// docs/benchmarks.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Expose a local service to the internet from behind NAT.
 #[derive(Debug, Parser)]
 #[command(

@@ -376,6 +376,34 @@ impl Contender {
     fn cpu(&self) -> f64 {
         self.procs.iter().map(|p| cpu_seconds(p.0.id())).sum()
     }
+
+    /// Resident memory of (server, agent) in KiB.
+    fn rss_kib(&self) -> (u64, u64) {
+        let rss = |p: &Proc| {
+            std::fs::read_to_string(format!("/proc/{}/status", p.0.id()))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                })
+                .unwrap_or(0)
+        };
+        (rss(&self.procs[0]), rss(&self.procs[1]))
+    }
+}
+
+/// Opens `n` connections through `public` that stay idle (the origin waits for data).
+async fn idle_viewers(public: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = TcpStream::connect(public).await.unwrap();
+        s.write_all(b"U").await.unwrap();
+        out.push(s);
+    }
+    // Let every stream reach the origin.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    out
 }
 
 /// Starts `netbore server` and `netbore tcp` from `bin` in front of `origin`.
@@ -592,6 +620,38 @@ async fn main() {
         }
     }
 
+    // Memory: idle, then with idle viewer connections open through each relay.
+    let idle_conns = if quick { 0 } else { 1000 };
+    let mut mem_rows = Vec::new();
+    for c in &contenders {
+        let (s0, a0) = c.rss_kib();
+        let mut row = format!(
+            "| {} | {:.1} MiB | {:.1} MiB |",
+            c.name,
+            s0 as f64 / 1024.0,
+            a0 as f64 / 1024.0
+        );
+        if idle_conns > 0 {
+            let viewers = idle_viewers(c.public, idle_conns).await;
+            let (s1, a1) = c.rss_kib();
+            let per =
+                |after: u64, before: u64| after.saturating_sub(before) as f64 / idle_conns as f64;
+            row += &format!(" {:.1} KiB | {:.1} KiB |", per(s1, s0), per(a1, a0));
+            drop(viewers);
+        }
+        eprintln!(
+            "{}",
+            serde_json::json!({"memory": c.name, "server_idle_kib": s0, "agent_idle_kib": a0})
+        );
+        mem_rows.push(row);
+    }
+    println!(
+        "\n| relay | server RSS idle | agent RSS idle | server per idle connection | agent per idle connection |\n|---|---|---|---|---|"
+    );
+    for r in mem_rows {
+        println!("{r}");
+    }
+    println!();
     let mut header = String::from("| figure | direct |");
     let mut rule = String::from("|---|---|");
     for c in &contenders {
