@@ -20,7 +20,8 @@ cargo test --locked --release --workspace
 
 echo "== end-to-end throughput (short run; full figures: docs/benchmarks.md)"
 cargo build --locked --release -p netbore -p netbore-benches
-target/release/e2e --seconds 1 --rounds 1 --quick
+# Fails only on a gross regression: netbore below 3 % of direct (it runs near 30 %).
+target/release/e2e --seconds 1 --rounds 1 --quick --floor 0.03
 
 echo "== fuzzing (30 s per target; crashes fail the run)"
 bash scripts/fuzz.sh 30

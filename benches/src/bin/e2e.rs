@@ -4,7 +4,9 @@
 //!
 //! Usage: `cargo build --release -p netbore -p netbore-benches && target/release/e2e [--seconds S] [--rounds N] [--peers] [--baseline OTHER_NETBORE]`
 //! (`--peers` adds bore and rathole (tcp, websocket) when they are on the PATH;
-//! `--quick` measures only the two single-connection bulk figures.)
+//! `--quick` measures only the two single-connection bulk figures; `--floor R` exits
+//! non-zero when netbore's rate falls below R × direct in any figure, a gross-regression
+//! guard far below the real ratios so noise never trips it.)
 //! (`--baseline` runs a second netbore binary, e.g. one built from an older commit, in the same run).
 //! Prints a Markdown table and one JSON line per figure.
 
@@ -559,6 +561,7 @@ async fn main() {
     let mut baseline: Option<std::path::PathBuf> = None;
     let mut peers = false;
     let mut quick = false;
+    let mut floor: Option<f64> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -576,6 +579,13 @@ async fn main() {
             }
             "--peers" => peers = true,
             "--quick" => quick = true,
+            "--floor" => {
+                floor = Some(
+                    args.next()
+                        .and_then(|v| v.parse().ok())
+                        .expect("--floor RATIO"),
+                )
+            }
             "--baseline" => {
                 baseline = Some(
                     args.next()
@@ -584,7 +594,7 @@ async fn main() {
                 )
             }
             other => panic!(
-                "unknown flag {other}; use --seconds S --rounds N [--quick] [--peers] [--baseline OTHER_NETBORE_BINARY]"
+                "unknown flag {other}; use --seconds S --rounds N [--quick] [--peers] [--floor RATIO] [--baseline OTHER_NETBORE_BINARY]"
             ),
         }
     }
@@ -645,9 +655,13 @@ async fn main() {
         );
         mem_rows.push(row);
     }
-    println!(
-        "\n| relay | server RSS idle | agent RSS idle | server per idle connection | agent per idle connection |\n|---|---|---|---|---|"
-    );
+    if idle_conns > 0 {
+        println!(
+            "\n| relay | server RSS idle | agent RSS idle | server per idle connection | agent per idle connection |\n|---|---|---|---|---|"
+        );
+    } else {
+        println!("\n| relay | server RSS idle | agent RSS idle |\n|---|---|---|");
+    }
     for r in mem_rows {
         println!("{r}");
     }
@@ -696,6 +710,7 @@ async fn main() {
             },
         ]);
     }
+    let mut below_floor = Vec::new();
     for figure in figures {
         let name = figure.name();
         let mut direct = Vec::new();
@@ -725,6 +740,15 @@ async fn main() {
                 s.rate / d.rate,
                 cpu
             );
+            if i == 0
+                && let Some(f) = floor
+                && s.rate / d.rate < f
+            {
+                below_floor.push(format!(
+                    "{name}: {:.3}× direct is below the floor of {f}×",
+                    s.rate / d.rate
+                ));
+            }
             eprintln!(
                 "{}",
                 serde_json::json!({"figure": name, "contender": c.name, "direct": d.rate, "rate": s.rate,
@@ -736,4 +760,10 @@ async fn main() {
     drop(contenders);
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_dir_all(format!("{dd}-baseline"));
+    if !below_floor.is_empty() {
+        for line in &below_floor {
+            eprintln!("regression: {line}");
+        }
+        std::process::exit(1);
+    }
 }
