@@ -30,7 +30,4 @@ pub enum TransportError {
     /// The session ended or refused the operation.
     #[error(transparent)]
     Session(#[from] netbore_mux::SessionError),
-    /// The peer did not finish the handshake in time.
-    #[error("the peer did not complete the handshake within {0:?}")]
-    Timeout(std::time::Duration),
 }

@@ -103,17 +103,6 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
         }
     }
-
-    /// True when retrying the same request later may succeed.
-    pub fn is_transient(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::PortInUse
-                | ErrorCode::NoPortAvailable
-                | ErrorCode::Internal
-                | ErrorCode::UnknownTunnel
-        )
-    }
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -241,11 +230,9 @@ impl StreamHeader {
     pub async fn read(io: &mut (impl AsyncRead + Unpin)) -> std::io::Result<StreamHeader> {
         let mut buf = [0u8; 24];
         io.read_exact(&mut buf[..6]).await?;
-        // Validates version and family, and learns the full length.
-        let total = match StreamHeader::decode(&buf[..6])? {
-            Some((h, _)) => return Ok(h),
-            None => 6 + if buf[5] == 4 { 4 } else { 16 } + 2,
-        };
+        // Six bytes never complete a header, but they validate version and family.
+        StreamHeader::decode(&buf[..6])?;
+        let total = 6 + if buf[5] == 4 { 4 } else { 16 } + 2;
         io.read_exact(&mut buf[6..total]).await?;
         match StreamHeader::decode(&buf[..total])? {
             Some((h, _)) => Ok(h),
