@@ -372,6 +372,8 @@ struct Contender {
     name: String,
     procs: Vec<Proc>,
     public: SocketAddr,
+    /// The control API, for netbore contenders.
+    control: Option<String>,
 }
 
 impl Contender {
@@ -446,7 +448,52 @@ fn netbore(name: &str, bin: &std::path::Path, origin: SocketAddr, data: &str) ->
         name: name.into(),
         procs: vec![server, agent],
         public,
+        control: Some(url),
     }
+}
+
+/// Brings `n` TCP tunnels online on a netbore server through sessions of up to 60
+/// tunnels each, and returns the sessions and their hello streams (the tunnels stay
+/// up while they live).
+async fn open_tunnels(
+    control: &str,
+    n: usize,
+) -> Vec<(netbore_transport::Session, netbore_transport::Stream)> {
+    use netbore_transport::proto::{self, Hello, HelloReply, PROTOCOL_VERSION};
+    let url: netbore_agent::ControlUrl = control.parse().unwrap();
+    let request = netbore_control::api::CreateTunnelRequest {
+        protocol: "tcp".into(),
+        remote_port: None,
+    };
+    let mut sessions = Vec::new();
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(60);
+        let mut tokens = Vec::with_capacity(batch);
+        let mut edge = String::new();
+        for _ in 0..batch {
+            let created = netbore_agent::control_client::create_tunnel(&url, &request)
+                .await
+                .unwrap();
+            edge = created.edges[0].addr.clone();
+            tokens.push(created.ephemeral_token);
+        }
+        let session = netbore_transport::tcp::connect(edge.as_str(), Default::default())
+            .await
+            .unwrap();
+        let mut stream = session.open().await.unwrap();
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            tokens,
+            agent: "e2e".into(),
+        };
+        proto::write_message(&mut stream, &hello).await.unwrap();
+        let reply: HelloReply = proto::read_message(&mut stream).await.unwrap();
+        assert!(matches!(reply, HelloReply::Ok { .. }), "{reply:?}");
+        sessions.push((session, stream));
+        left -= batch;
+    }
+    sessions
 }
 
 /// A free loopback port (bound and released; fine for a benchmark on one machine).
@@ -518,6 +565,7 @@ async fn bore(origin: SocketAddr) -> Option<Contender> {
         name: "bore".into(),
         procs: vec![server, client],
         public,
+        control: None,
     })
 }
 
@@ -551,6 +599,7 @@ async fn rathole(origin: SocketAddr, transport: &str, dir: &std::path::Path) -> 
         name: format!("rathole {transport}"),
         procs: vec![server, client],
         public,
+        control: None,
     })
 }
 
@@ -642,12 +691,29 @@ async fn main() {
             a0 as f64 / 1024.0
         );
         if idle_conns > 0 {
+            // Tunnels first, then connections, both kept open until both are measured,
+            // so memory freed by one is never reused by the other.
+            let tunnels = match &c.control {
+                Some(control) => Some(open_tunnels(control, 1000).await),
+                None => None,
+            };
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let (s1, _) = c.rss_kib();
             let viewers = idle_viewers(c.public, idle_conns).await;
-            let (s1, a1) = c.rss_kib();
+            let (s2, a2) = c.rss_kib();
             let per =
-                |after: u64, before: u64| after.saturating_sub(before) as f64 / idle_conns as f64;
-            row += &format!(" {:.1} KiB | {:.1} KiB |", per(s1, s0), per(a1, a0));
+                |after: u64, before: u64, n: usize| after.saturating_sub(before) as f64 / n as f64;
+            let per_tunnel = match tunnels {
+                Some(_) => format!("{:.1} KiB", per(s1, s0, 1000)),
+                None => "—".into(),
+            };
+            row += &format!(
+                " {:.1} KiB | {:.1} KiB | {per_tunnel} |",
+                per(s2, s1, idle_conns),
+                per(a2, a0, idle_conns)
+            );
             drop(viewers);
+            drop(tunnels);
         }
         eprintln!(
             "{}",
@@ -657,7 +723,7 @@ async fn main() {
     }
     if idle_conns > 0 {
         println!(
-            "\n| relay | server RSS idle | agent RSS idle | server per idle connection | agent per idle connection |\n|---|---|---|---|---|"
+            "\n| relay | server RSS idle | agent RSS idle | server per idle connection | agent per idle connection | server per idle tunnel (1,000 tunnels) |\n|---|---|---|---|---|---|"
         );
     } else {
         println!("\n| relay | server RSS idle | agent RSS idle |\n|---|---|---|");
