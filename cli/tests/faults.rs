@@ -164,8 +164,29 @@ async fn a_connection_that_never_says_hello_is_closed_after_the_hello_timeout() 
     assert!(started.elapsed() >= Duration::from_millis(900));
 }
 
-/// Says hello with `tokens` and returns the Edge's answer.
-async fn hello(server: &Server, tokens: Vec<String>) -> HelloReply {
+/// Creates a tunnel through the control API and returns its ephemeral token.
+async fn create_token(server: &Server) -> String {
+    let url = server.url().parse().unwrap();
+    let request = netbore_control::api::CreateTunnelRequest {
+        protocol: "tcp".into(),
+        remote_port: None,
+    };
+    netbore_agent::control_client::create_tunnel(&url, &request)
+        .await
+        .unwrap()
+        .ephemeral_token
+}
+
+/// Opens a session, says hello with `tokens`, and returns the session, the hello
+/// stream and the Edge's answer.
+async fn open_hello(
+    server: &Server,
+    tokens: Vec<String>,
+) -> (
+    netbore_transport::Session,
+    netbore_transport::Stream,
+    HelloReply,
+) {
     let session = netbore_transport::tcp::connect(server.agent, Default::default())
         .await
         .unwrap();
@@ -180,8 +201,14 @@ async fn hello(server: &Server, tokens: Vec<String>) -> HelloReply {
         .await
         .expect("the Edge answers the hello")
         .expect("the answer is a hello reply");
+    (session, stream, reply)
+}
+
+/// Says hello with `tokens` and returns the Edge's answer; a refusal must also close
+/// the session.
+async fn hello(server: &Server, tokens: Vec<String>) -> HelloReply {
+    let (session, _stream, reply) = open_hello(server, tokens).await;
     if matches!(reply, HelloReply::Error(_)) {
-        // A refused session is closed by the Edge.
         tokio::time::timeout(Duration::from_secs(2), session.closed())
             .await
             .expect("session closed after refusal");
@@ -245,21 +272,14 @@ async fn expired_forged_and_reused_tokens_get_typed_errors() {
     );
 
     // A real token works once, and only once.
-    let url = server.url().parse().unwrap();
-    let request = netbore_control::api::CreateTunnelRequest {
-        protocol: "tcp".into(),
-        remote_port: None,
-    };
-    let created = netbore_agent::control_client::create_tunnel(&url, &request)
-        .await
-        .unwrap();
-    let first = hello(&server, vec![created.ephemeral_token.clone()]).await;
+    let token = create_token(&server).await;
+    let first = hello(&server, vec![token.clone()]).await;
     assert!(
         matches!(first, HelloReply::Ok { ref tunnels } if tunnels.len() == 1),
         "{first:?}"
     );
     assert_eq!(
-        error_code(&hello(&server, vec![created.ephemeral_token]).await),
+        error_code(&hello(&server, vec![token]).await),
         ErrorCode::TokenReused
     );
 }
@@ -337,27 +357,8 @@ async fn a_listen_address_in_use_is_one_clear_sentence() {
 #[tokio::test]
 async fn streams_an_agent_opens_after_its_hello_are_refused() {
     let server = Server::start();
-    let url = server.url().parse().unwrap();
-    let request = netbore_control::api::CreateTunnelRequest {
-        protocol: "tcp".into(),
-        remote_port: None,
-    };
-    let created = netbore_agent::control_client::create_tunnel(&url, &request)
-        .await
-        .unwrap();
-    let session = netbore_transport::tcp::connect(server.agent, Default::default())
-        .await
-        .unwrap();
-    let mut hello_stream = session.open().await.unwrap();
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        tokens: vec![created.ephemeral_token],
-        agent: "test".into(),
-    };
-    proto::write_message(&mut hello_stream, &hello)
-        .await
-        .unwrap();
-    let reply: HelloReply = proto::read_message(&mut hello_stream).await.unwrap();
+    let token = create_token(&server).await;
+    let (session, _hello_stream, reply) = open_hello(&server, vec![token]).await;
     assert!(matches!(reply, HelloReply::Ok { .. }));
 
     let mut extra = session.open().await.unwrap();
