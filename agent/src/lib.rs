@@ -178,10 +178,7 @@ async fn connect(
 ) -> Result<(Session, Vec<CreateTunnelResponse>, Stream), AgentError> {
     let mut created = Vec::with_capacity(ports.len());
     for port in ports {
-        let request = CreateTunnelRequest {
-            protocol: "tcp".into(),
-            remote_port: *port,
-        };
+        let request = CreateTunnelRequest::tcp(*port);
         created.push(control_client::create_tunnel(&config.server, &request).await?);
     }
     let edge = created[0]

@@ -75,6 +75,7 @@ pub(crate) async fn run(args: DemoArgs, printer: Printer) -> anyhow::Result<()> 
     let server_args = ServerArgs {
         control_addr: "127.0.0.1:0".parse()?,
         agent_addr: "127.0.0.1:0".parse()?,
+        http_addr: "127.0.0.1:0".parse()?,
         tcp_ports: netbore_edge::PortRange::Any,
         tcp_bind_ip: "127.0.0.1".parse()?,
         data_dir: None,
@@ -83,6 +84,11 @@ pub(crate) async fn run(args: DemoArgs, printer: Printer) -> anyhow::Result<()> 
         allow_anonymous: true,
         token_ttl: 60,
         hello_timeout: 10,
+        mask_agent_ip: false,
+        audit_log: None,
+        response_timeout: 60,
+        max_idle_upstream: 64,
+        max_viewer_connections: 10_000,
         mux: crate::MuxArgs::default(),
     };
     let bound = server::start(&server_args).await?;

@@ -8,7 +8,9 @@ use anyhow::Context;
 use netbore_control::api::EdgeCandidate;
 use netbore_control::tokens::TokenSigner;
 use netbore_control::{Control, ControlConfig};
-use netbore_edge::{Edge, EdgeConfig, PortPool, PortRange};
+use netbore_edge::http::IngressConfig;
+use netbore_edge::http::upstream::UpstreamConfig;
+use netbore_edge::{AuditLog, Edge, EdgeConfig, PortPool, PortRange, Registry, RegistryConfig};
 use serde_json::json;
 
 use crate::output::Printer;
@@ -22,6 +24,9 @@ pub(crate) struct ServerArgs {
     /// Address agents connect to.
     #[arg(long, default_value = "0.0.0.0:7835")]
     pub(crate) agent_addr: SocketAddr,
+    /// Address viewers reach HTTP tunnels on.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub(crate) http_addr: SocketAddr,
     /// Public ports for TCP tunnels: LO-HI, or 0 for any free port.
     #[arg(long, default_value = "20000-29999")]
     pub(crate) tcp_ports: PortRange,
@@ -46,6 +51,22 @@ pub(crate) struct ServerArgs {
     /// Seconds a new agent connection may take to send its hello.
     #[arg(long, default_value_t = 10)]
     pub(crate) hello_timeout: u64,
+    /// Keep agents' addresses out of headers and public logs (the audit log keeps them).
+    #[arg(long)]
+    pub(crate) mask_agent_ip: bool,
+    /// The audit log file (default: DATA_DIR/audit.log).
+    #[arg(long)]
+    pub(crate) audit_log: Option<PathBuf>,
+    /// Seconds an origin may take to start answering an HTTP request before the viewer
+    /// gets a 504.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) response_timeout: u64,
+    /// Idle keep-alive connections the Edge keeps per HTTP tunnel.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) max_idle_upstream: usize,
+    /// Viewer connections HTTP ingress serves at once.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) max_viewer_connections: usize,
     #[command(flatten)]
     pub(crate) mux: crate::MuxArgs,
 }
@@ -69,6 +90,8 @@ pub(crate) struct Bound {
     pub(crate) control: SocketAddr,
     /// Agent listener.
     pub(crate) agent: SocketAddr,
+    /// HTTP ingress.
+    pub(crate) http: SocketAddr,
 }
 
 /// Binds every listener and spawns Control and Edge; returns once they accept.
@@ -92,11 +115,41 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
                 args.control_addr
             )
         })?;
+    let http_listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "could not listen for HTTP viewers on {}; pass another --http-addr",
+                args.http_addr
+            )
+        })?;
     let bound = Bound {
         control: control_listener.local_addr()?,
         agent: agent_listener.local_addr()?,
+        http: http_listener.local_addr()?,
     };
     let ports = PortPool::new(args.tcp_bind_ip, args.tcp_ports);
+    let registry = Registry::new(
+        RegistryConfig {
+            domain: args.domain.clone(),
+            http_port: Some(bound.http.port()),
+            upstream: UpstreamConfig {
+                max_idle: args.max_idle_upstream,
+                response_timeout: Duration::from_secs(args.response_timeout.max(1)),
+            },
+        },
+        ports,
+    );
+    let audit_path = args
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| data_dir.join("audit.log"));
+    let audit = AuditLog::open(&audit_path).with_context(|| {
+        format!(
+            "could not open the audit log {}; pass another --audit-log",
+            audit_path.display()
+        )
+    })?;
     let edge_addr = args
         .edge_addr
         .clone()
@@ -113,9 +166,20 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
     let edge_config = EdgeConfig {
         domain: args.domain.clone(),
         hello_timeout: Duration::from_secs(args.hello_timeout.max(1)),
+        mask_agent_ip: args.mask_agent_ip,
     };
-    let edge = Edge::new(edge_config, signer.verifier(), ports.clone());
-    let control = std::sync::Arc::new(Control::new(control_config, signer, Box::new(ports)));
+    let edge = Edge::new(edge_config, signer.verifier(), registry.clone(), audit);
+    let ingress = IngressConfig {
+        mask_agent_ip: args.mask_agent_ip,
+        max_connections: args.max_viewer_connections.max(1),
+        ..IngressConfig::default()
+    };
+    tokio::spawn(netbore_edge::http::serve(
+        http_listener,
+        registry.clone(),
+        ingress,
+    ));
+    let control = std::sync::Arc::new(Control::new(control_config, signer, Box::new(registry)));
     let app =
         netbore_control::api::router(control).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
@@ -135,13 +199,16 @@ pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()
         json!({
             "control": bound.control.to_string(),
             "agent": bound.agent.to_string(),
+            "http": bound.http.to_string(),
             "tcp_ports": args.tcp_ports.to_string(),
             "domain": args.domain,
         }),
         &format!(
-            "Netbore server is up\n  control API   http://{}\n  agents        {} (tcp)\n  TCP tunnels   ports {} on {}\n  anonymous     {}",
+            "Netbore server is up\n  control API   http://{}\n  agents        {} (tcp)\n  HTTP tunnels  http://*.{}:{}\n  TCP tunnels   ports {} on {}\n  anonymous     {}",
             bound.control,
             bound.agent,
+            args.domain,
+            bound.http.port(),
             args.tcp_ports,
             args.tcp_bind_ip,
             if args.allow_anonymous { "allowed" } else { "refused (pass --allow-anonymous to allow)" }

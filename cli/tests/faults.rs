@@ -167,10 +167,7 @@ async fn a_connection_that_never_says_hello_is_closed_after_the_hello_timeout() 
 /// Creates a tunnel through the control API and returns its ephemeral token.
 async fn create_token(server: &Server) -> String {
     let url = server.url().parse().unwrap();
-    let request = netbore_control::api::CreateTunnelRequest {
-        protocol: "tcp".into(),
-        remote_port: None,
-    };
+    let request = netbore_control::api::CreateTunnelRequest::tcp(None);
     netbore_agent::control_client::create_tunnel(&url, &request)
         .await
         .unwrap()
@@ -242,6 +239,7 @@ async fn expired_forged_and_reused_tokens_get_typed_errors() {
             "tun_x",
             "tcp",
             Some(1),
+            None,
             Duration::from_secs(60),
         )
         .unwrap();
@@ -259,6 +257,7 @@ async fn expired_forged_and_reused_tokens_get_typed_errors() {
             "tun_x",
             "tcp",
             Some(1),
+            None,
             Duration::from_secs(60),
         )
         .unwrap();

@@ -14,14 +14,68 @@ use serde::{Deserialize, Serialize};
 
 use crate::Control;
 
+/// The protocol of a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Raw TCP on a public port.
+    Tcp,
+    /// HTTP routed by host name (`NAME.DOMAIN`).
+    Http,
+}
+
+impl Protocol {
+    /// The protocol as it appears in JSON and tokens.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Http => "http",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Body of `POST /tunnels/create`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateTunnelRequest {
-    /// `tcp` (HTTP tunnels arrive later).
-    pub protocol: String,
+    /// `tcp` or `http`.
+    pub protocol: Protocol,
+    /// The name of an HTTP tunnel (`NAME.DOMAIN`); random if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// A specific public port for a TCP tunnel; allocated from the server's range if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_port: Option<u16>,
+    /// The secret returned by an earlier create: reclaims that tunnel's id and URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recreate_token: Option<String>,
+}
+
+impl CreateTunnelRequest {
+    /// A TCP tunnel on `remote_port` (or any port from the server's range).
+    pub fn tcp(remote_port: Option<u16>) -> Self {
+        CreateTunnelRequest {
+            protocol: Protocol::Tcp,
+            name: None,
+            remote_port,
+            recreate_token: None,
+        }
+    }
+
+    /// An HTTP tunnel named `name` (or a random name).
+    pub fn http(name: Option<String>) -> Self {
+        CreateTunnelRequest {
+            protocol: Protocol::Http,
+            name,
+            remote_port: None,
+            recreate_token: None,
+        }
+    }
 }
 
 /// One Edge an agent may connect to, in preference order.
@@ -38,9 +92,13 @@ pub struct EdgeCandidate {
 pub struct CreateTunnelResponse {
     /// The tunnel's id.
     pub tunnel_id: String,
-    /// `tcp`.
-    pub protocol: String,
-    /// Where viewers reach the tunnel, e.g. `tcp://example.com:5432`.
+    /// `tcp` or `http`.
+    pub protocol: Protocol,
+    /// The name of an HTTP tunnel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Where viewers reach the tunnel, e.g. `tcp://example.com:5432` or
+    /// `http://name.example.com`.
     pub public_url: String,
     /// Edges to connect to, most preferred first.
     pub edges: Vec<EdgeCandidate>,
@@ -48,6 +106,9 @@ pub struct CreateTunnelResponse {
     pub ephemeral_token: String,
     /// Seconds until the token expires.
     pub expires_in: u64,
+    /// Secret that reclaims this tunnel later; returned once, on the first create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recreate_token: Option<String>,
 }
 
 /// The one error shape of the API.

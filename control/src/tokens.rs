@@ -40,7 +40,7 @@ pub struct Claims {
     pub jti: String,
     /// Tunnel id.
     pub tid: String,
-    /// Tunnel protocol (`tcp`).
+    /// Tunnel protocol (`tcp` or `http`).
     pub proto: String,
     /// Public port of a TCP tunnel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,6 +147,7 @@ impl TokenSigner {
         tunnel_id: &str,
         proto: &str,
         port: Option<u16>,
+        name: Option<&str>,
         ttl: Duration,
     ) -> Result<(String, Claims), KeyError> {
         let now = unix_now();
@@ -160,7 +161,7 @@ impl TokenSigner {
             tid: tunnel_id.into(),
             proto: proto.into(),
             port,
-            name: None,
+            name: name.map(str::to_string),
         };
         self.sign(&claims).map(|t| (t, claims))
     }
@@ -274,7 +275,14 @@ mod tests {
         let signer = TokenSigner::generate();
         let verifier = signer.verifier();
         let (token, claims) = signer
-            .mint("anonymous:127.0.0.1", "t1", "tcp", Some(9000), DEFAULT_TTL)
+            .mint(
+                "anonymous:127.0.0.1",
+                "t1",
+                "tcp",
+                Some(9000),
+                None,
+                DEFAULT_TTL,
+            )
             .unwrap();
         assert_eq!(verifier.verify(&token).unwrap(), claims);
         assert_eq!(verifier.verify(&token), Err(TokenError::Reused));
@@ -284,7 +292,9 @@ mod tests {
     fn expired_forged_and_foreign_tokens_are_refused() {
         let signer = TokenSigner::generate();
         let verifier = signer.verifier();
-        let (_, mut claims) = signer.mint("s", "t", "tcp", None, DEFAULT_TTL).unwrap();
+        let (_, mut claims) = signer
+            .mint("s", "t", "tcp", None, None, DEFAULT_TTL)
+            .unwrap();
         claims.exp = unix_now() - 60;
         claims.jti = "old".into();
         assert_eq!(
@@ -293,13 +303,17 @@ mod tests {
         );
 
         let forger = TokenSigner::generate();
-        let (forged, _) = forger.mint("s", "t", "tcp", None, DEFAULT_TTL).unwrap();
+        let (forged, _) = forger
+            .mint("s", "t", "tcp", None, None, DEFAULT_TTL)
+            .unwrap();
         assert!(matches!(
             verifier.verify(&forged),
             Err(TokenError::Invalid(_))
         ));
 
-        let (_, mut claims) = signer.mint("s", "t", "tcp", None, DEFAULT_TTL).unwrap();
+        let (_, mut claims) = signer
+            .mint("s", "t", "tcp", None, None, DEFAULT_TTL)
+            .unwrap();
         claims.aud = "someone-else".into();
         assert!(matches!(
             verifier.verify(&signer.sign(&claims).unwrap()),

@@ -2,8 +2,6 @@
 //! token, claim each tunnel's reserved port, answer with the bound tunnels or a typed
 //! error.
 
-use std::net::TcpListener;
-
 use netbore_control::tokens::TokenError;
 use netbore_transport::proto::{
     self, BoundTunnel, ErrorBody, ErrorCode, Hello, HelloReply, PROTOCOL_VERSION,
@@ -12,8 +10,9 @@ use netbore_transport::{Session, Stream};
 use tokio::io::AsyncWriteExt;
 
 use crate::Edge;
+use crate::registry::{Claimed, SessionHandle};
 
-/// A tunnel the hello bound: its public listener and routing slot.
+/// A tunnel the hello bound.
 #[derive(Debug)]
 pub struct ClaimedTunnel {
     /// Control-plane id.
@@ -22,8 +21,10 @@ pub struct ClaimedTunnel {
     pub public_url: String,
     /// Slot written in each stream header.
     pub slot: u32,
-    /// The public port's listener.
-    pub listener: TcpListener,
+    /// What the session serves for it.
+    pub claimed: Claimed,
+    /// The registry generation to release when the session ends.
+    pub generation: u64,
 }
 
 /// The result of a successful hello.
@@ -37,7 +38,11 @@ pub struct Bound {
 
 /// Waits for the agent's hello and answers it. On error the reply has been sent (when
 /// the stream still worked) and the caller closes the session.
-pub async fn accept_hello(edge: &Edge, session: &Session) -> Result<Bound, ErrorBody> {
+pub async fn accept_hello(
+    edge: &Edge,
+    session: &Session,
+    handle: &SessionHandle,
+) -> Result<Bound, ErrorBody> {
     let timeout = edge.config.hello_timeout;
     let protocol_error = |message: String| ErrorBody {
         code: ErrorCode::ProtocolError,
@@ -63,7 +68,7 @@ pub async fn accept_hello(edge: &Edge, session: &Session) -> Result<Bound, Error
             )));
         }
     };
-    match check_hello(edge, &hello) {
+    match check_hello(edge, &hello, handle) {
         Ok(tunnels) => {
             let reply = HelloReply::Ok {
                 tunnels: tunnels
@@ -93,7 +98,11 @@ async fn reply_error(stream: &mut Stream, body: ErrorBody) -> ErrorBody {
     body
 }
 
-fn check_hello(edge: &Edge, hello: &Hello) -> Result<Vec<ClaimedTunnel>, ErrorBody> {
+fn check_hello(
+    edge: &Edge,
+    hello: &Hello,
+    handle: &SessionHandle,
+) -> Result<Vec<ClaimedTunnel>, ErrorBody> {
     if hello.version != PROTOCOL_VERSION {
         return Err(ErrorBody {
             code: ErrorCode::ProtocolError,
@@ -109,8 +118,9 @@ fn check_hello(edge: &Edge, hello: &Hello) -> Result<Vec<ClaimedTunnel>, ErrorBo
             message: "a hello must carry between 1 and 64 tunnel tokens".into(),
         });
     }
-    let mut tunnels = Vec::with_capacity(hello.tokens.len());
-    for (slot, token) in hello.tokens.iter().enumerate() {
+    // Verify every token before claiming anything, so a bad one claims nothing.
+    let mut verified = Vec::with_capacity(hello.tokens.len());
+    for token in &hello.tokens {
         let claims = edge.verifier.verify(token).map_err(|e| ErrorBody {
             code: match e {
                 TokenError::Expired => ErrorCode::TokenExpired,
@@ -119,28 +129,25 @@ fn check_hello(edge: &Edge, hello: &Hello) -> Result<Vec<ClaimedTunnel>, ErrorBo
             },
             message: e.to_string(),
         })?;
-        let (Some(port), "tcp") = (claims.port, claims.proto.as_str()) else {
-            return Err(ErrorBody {
-                code: ErrorCode::BadToken,
-                message: format!(
-                    "this Edge cannot serve {} tunnels yet; use a tcp tunnel",
-                    claims.proto
-                ),
-            });
-        };
-        let listener = edge.ports.claim(&claims.tid).ok_or_else(|| ErrorBody {
-            code: ErrorCode::UnknownTunnel,
-            message: format!(
-                "tunnel {} is no longer reserved on this Edge (its agent came too late); reconnect to get a new one",
-                claims.tid
-            ),
-        })?;
-        tunnels.push(ClaimedTunnel {
-            public_url: format!("tcp://{}:{port}", edge.config.domain),
-            tunnel_id: claims.tid,
-            slot: slot as u32,
-            listener,
-        });
+        verified.push(claims);
+    }
+    let mut tunnels: Vec<ClaimedTunnel> = Vec::with_capacity(verified.len());
+    for (slot, claims) in verified.iter().enumerate() {
+        match edge.registry.claim(claims, slot as u32, handle) {
+            Ok((claimed, public_url, generation)) => tunnels.push(ClaimedTunnel {
+                tunnel_id: claims.tid.clone(),
+                public_url,
+                slot: slot as u32,
+                claimed,
+                generation,
+            }),
+            Err(e) => {
+                for t in &tunnels {
+                    edge.registry.release(&t.tunnel_id, t.generation);
+                }
+                return Err(e);
+            }
+        }
     }
     Ok(tunnels)
 }

@@ -1,22 +1,31 @@
 //! The Netbore Edge: accepts agent sessions, checks their hello (token verification),
-//! and turns every viewer connection on a tunnel's public TCP port into a stream to the
-//! agent.
+//! turns every viewer connection on a TCP tunnel's public port into a stream to the
+//! agent, and routes viewers' HTTP requests by host name to HTTP tunnels ([`http`]).
 //!
-//! It does not mint tokens (it holds only the control plane's public key) and does not
-//! parse what viewers send on TCP tunnels; HTTP ingress arrives as its own module.
+//! It does not mint tokens (it holds only the control plane's public key). The
+//! [`Registry`] is the table of tunnels the control plane places and agents claim.
 
+pub mod audit;
 pub mod handshake;
+pub mod http;
 pub mod ports;
+pub mod registry;
 mod tcp_tunnel;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use netbore_control::DisconnectReason;
 use netbore_control::tokens::TokenVerifier;
 use netbore_mux::GoAwayCode;
 use netbore_transport::Session;
+use netbore_transport::proto::{self, EdgeNotice, ErrorCode};
+use tokio::sync::mpsc;
 
+pub use audit::AuditLog;
 pub use ports::{PortPool, PortRange};
+pub use registry::{Registry, RegistryConfig};
 
 /// Streams an agent may open that the Edge has not accepted yet. The Edge expects one
 /// (the hello); a small backlog stops an agent from making the Edge buffer a window of
@@ -39,6 +48,8 @@ pub struct EdgeConfig {
     /// How long a new agent connection may take to send its hello. Stops idle or
     /// garbage connections from holding a session open.
     pub hello_timeout: Duration,
+    /// Keep agents' addresses out of public logs (the audit log still has them).
+    pub mask_agent_ip: bool,
 }
 
 impl Default for EdgeConfig {
@@ -46,26 +57,43 @@ impl Default for EdgeConfig {
         EdgeConfig {
             domain: "localhost".into(),
             hello_timeout: Duration::from_secs(10),
+            mask_agent_ip: false,
         }
     }
 }
 
-/// An Edge: verifier, public ports and settings.
+/// An Edge: verifier, tunnel table, audit log and settings.
 #[derive(Debug)]
 pub struct Edge {
     config: EdgeConfig,
     verifier: TokenVerifier,
-    ports: PortPool,
+    registry: Registry,
+    audit: AuditLog,
 }
 
 impl Edge {
-    /// An Edge verifying tokens with `verifier` and serving tunnels on `ports`.
-    pub fn new(config: EdgeConfig, verifier: TokenVerifier, ports: PortPool) -> Arc<Self> {
+    /// An Edge verifying tokens with `verifier`, serving the tunnels of `registry`.
+    pub fn new(
+        config: EdgeConfig,
+        verifier: TokenVerifier,
+        registry: Registry,
+        audit: AuditLog,
+    ) -> Arc<Self> {
         Arc::new(Edge {
             config,
             verifier,
-            ports,
+            registry,
+            audit,
         })
+    }
+
+    /// The agent's address as public logs show it.
+    fn public_agent(&self, peer: std::net::SocketAddr) -> String {
+        if self.config.mask_agent_ip {
+            "masked".into()
+        } else {
+            peer.to_string()
+        }
     }
 
     /// Accepts agent sessions from `listener` forever.
@@ -87,36 +115,78 @@ impl Edge {
     /// Runs one agent session: hello, then its tunnels until the session ends.
     pub async fn run_session(self: Arc<Self>, session: Session) {
         let peer = session.peer_addr();
-        let bound = match handshake::accept_hello(&self, &session).await {
+        let agent = self.public_agent(peer);
+        let (closing_tx, mut closing) = mpsc::unbounded_channel();
+        let handle = registry::SessionHandle {
+            session: session.clone(),
+            agent: peer,
+            closing: closing_tx,
+        };
+        let bound = match handshake::accept_hello(&self, &session, &handle).await {
             Ok(bound) => bound,
             Err(e) => {
-                tracing::info!(agent = %peer, code = %e.code, "agent refused: {}", e.message);
+                tracing::info!(%agent, code = %e.code, "agent refused: {}", e.message);
                 session.close(GoAwayCode::CLOSED_BY_APPLICATION);
                 return;
             }
         };
-        let mut tunnels = tokio::task::JoinSet::new();
+        let mut hello_stream = bound.hello_stream;
+        let mut tasks = tokio::task::JoinSet::new();
         // The agent has no reason to open more streams after its hello: refuse them.
         let extra = session.clone();
-        tunnels.spawn(async move {
+        tasks.spawn(async move {
             while let Some(mut stream) = extra.accept().await {
                 stream.reset();
             }
         });
+        // Tunnels this session serves: id → (generation, the TCP tunnel's task).
+        let mut live = HashMap::new();
         for t in bound.tunnels {
-            tracing::info!(tunnel_id = %t.tunnel_id, public_url = %t.public_url, agent = %peer, "tunnel online");
-            tunnels.spawn(tcp_tunnel::run(
-                session.clone(),
-                t.slot,
-                t.listener,
-                t.tunnel_id,
-            ));
+            tracing::info!(tunnel_id = %t.tunnel_id, public_url = %t.public_url, %agent, "tunnel online");
+            self.audit
+                .record("tunnel_online", &t.tunnel_id, &t.public_url, peer);
+            let task = match t.claimed {
+                registry::Claimed::Tcp { listener } => Some(tasks.spawn(tcp_tunnel::run(
+                    session.clone(),
+                    t.slot,
+                    listener,
+                    t.tunnel_id.clone(),
+                ))),
+                registry::Claimed::Http => None,
+            };
+            live.insert(t.tunnel_id, (t.generation, t.public_url, task));
         }
-        let reason = session.closed().await;
+        let reason = loop {
+            tokio::select! {
+                reason = session.closed() => break reason.to_string(),
+                Some(c) = closing.recv() => {
+                    let Some((_, url, task)) = live.remove(&c.tunnel_id) else { continue };
+                    if let Some(task) = task {
+                        task.abort();
+                    }
+                    let (code, message) = match c.reason {
+                        DisconnectReason::Deleted => (ErrorCode::TunnelDeleted, format!("tunnel {} ({url}) was deleted through the control API", c.tunnel_id)),
+                        DisconnectReason::Replaced => (ErrorCode::Replaced, format!("tunnel {} ({url}) was taken over by another agent with its recreate token", c.tunnel_id)),
+                    };
+                    tracing::info!(tunnel_id = %c.tunnel_id, %agent, %code, "tunnel taken offline");
+                    self.audit.record(code.as_str(), &c.tunnel_id, &url, peer);
+                    let notice = EdgeNotice::TunnelClosed { tunnel_id: c.tunnel_id, code, message };
+                    let _ = proto::write_message(&mut hello_stream, &notice).await;
+                    if live.is_empty() {
+                        session.close(GoAwayCode::CLOSED_BY_APPLICATION);
+                        break "it serves no tunnel any more".to_string();
+                    }
+                }
+            }
+        };
         // Dropping the set aborts every tunnel task: public ports close and viewers
         // are disconnected at once.
-        drop(tunnels);
-        drop(bound.hello_stream);
-        tracing::info!(agent = %peer, %reason, "agent session ended; its tunnels are offline");
+        drop(tasks);
+        for (tunnel_id, (generation, url, _)) in live {
+            self.registry.release(&tunnel_id, generation);
+            self.audit.record("tunnel_offline", &tunnel_id, &url, peer);
+        }
+        drop(hello_stream);
+        tracing::info!(%agent, %reason, "agent session ended; its tunnels are offline");
     }
 }

@@ -1,12 +1,10 @@
-//! Public TCP ports: reserved for a tunnel at create time, claimed by its agent at the
-//! hello, released when the agent goes (the listener is dropped) or never comes.
+//! Public TCP ports: which ports TCP tunnels may use, and binding one for a tunnel.
+//! The [`Registry`](crate::registry::Registry) holds the bound listener while the
+//! tunnel is pending or online.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use netbore_control::{Placement, PlacementError};
+use netbore_control::PlacementError;
 
 /// Which public ports TCP tunnels may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,30 +46,17 @@ impl std::fmt::Display for PortRange {
     }
 }
 
-/// The public ports of one Edge and their reservations. Clones share the reservations.
+/// The public ports of one Edge.
 #[derive(Debug, Clone)]
 pub struct PortPool {
     bind_ip: IpAddr,
     range: PortRange,
-    reserved: Arc<Mutex<HashMap<String, TcpListener>>>,
 }
 
 impl PortPool {
     /// A pool binding public ports on `bind_ip`.
     pub fn new(bind_ip: IpAddr, range: PortRange) -> Self {
-        PortPool {
-            bind_ip,
-            range,
-            reserved: Arc::new(Mutex::new(HashMap::new())),
-        }
-    }
-
-    /// Takes the listener reserved for `tunnel_id`, if it is still held.
-    pub fn claim(&self, tunnel_id: &str) -> Option<TcpListener> {
-        self.reserved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(tunnel_id)
+        PortPool { bind_ip, range }
     }
 
     fn bind(&self, port: u16) -> std::io::Result<TcpListener> {
@@ -136,38 +121,18 @@ impl PortPool {
     }
 }
 
-impl Placement for PortPool {
-    fn reserve_tcp_port(
+impl PortPool {
+    /// Binds a public port for `tunnel_id`: the `requested` one, or a free one from the
+    /// range.
+    pub fn bind_for(
         &self,
         tunnel_id: &str,
         requested: Option<u16>,
-        hold: Duration,
-    ) -> Result<u16, PlacementError> {
-        let listener = match requested {
-            Some(port) if port != 0 => self.bind_requested(port)?,
-            _ => self.bind_any(tunnel_id)?,
-        };
-        let port = listener
-            .local_addr()
-            .map_err(|e| PlacementError {
-                code: "internal",
-                message: format!("the server could not read its public port ({e}); try again"),
-            })?
-            .port();
-        self.reserved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(tunnel_id.to_string(), listener);
-        // Release the port if the agent never claims it.
-        let pool = self.clone();
-        let id = tunnel_id.to_string();
-        tokio::spawn(async move {
-            tokio::time::sleep(hold).await;
-            if pool.claim(&id).is_some() {
-                tracing::info!(tunnel_id = %id, port, "released an unclaimed public port");
-            }
-        });
-        Ok(port)
+    ) -> Result<TcpListener, PlacementError> {
+        match requested {
+            Some(port) if port != 0 => self.bind_requested(port),
+            _ => self.bind_any(tunnel_id),
+        }
     }
 }
 
@@ -187,20 +152,18 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_taken_port_is_one_clear_sentence() {
+    #[test]
+    fn a_taken_port_is_one_clear_sentence() {
         let pool = PortPool::new("127.0.0.1".parse().unwrap(), PortRange::Any);
         let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = held.local_addr().unwrap().port();
-        let err = pool
-            .reserve_tcp_port("t", Some(port), Duration::from_secs(1))
-            .unwrap_err();
+        let err = pool.bind_for("t", Some(port)).unwrap_err();
         assert_eq!(err.code, "port_in_use");
         assert!(err.message.contains(&port.to_string()), "{}", err.message);
     }
 
-    #[tokio::test]
-    async fn ports_come_from_the_range_and_outside_requests_are_refused() {
+    #[test]
+    fn ports_come_from_the_range_and_outside_requests_are_refused() {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let lo = probe.local_addr().unwrap().port();
         drop(probe);
@@ -208,10 +171,12 @@ mod tests {
             "127.0.0.1".parse().unwrap(),
             PortRange::Range(lo, lo.saturating_add(20)),
         );
-        let hold = Duration::from_secs(60);
         let mut seen = std::collections::HashSet::new();
+        let mut held = Vec::new();
         for i in 0..5 {
-            let port = pool.reserve_tcp_port(&format!("t{i}"), None, hold).unwrap();
+            let listener = pool.bind_for(&format!("t{i}"), None).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            held.push(listener);
             assert!(
                 (lo..=lo + 20).contains(&port),
                 "{port} outside {lo}-{}",
@@ -219,25 +184,14 @@ mod tests {
             );
             assert!(seen.insert(port), "port {port} handed out twice");
         }
-        let err = pool.reserve_tcp_port("x", Some(lo - 1), hold).unwrap_err();
+        let err = pool.bind_for("x", Some(lo - 1)).unwrap_err();
         assert_eq!(err.code, "port_not_allowed");
         // A full range is one clear sentence too.
         let tiny = PortPool::new(
             "127.0.0.1".parse().unwrap(),
             PortRange::Range(*seen.iter().next().unwrap(), *seen.iter().next().unwrap()),
         );
-        let err = tiny.reserve_tcp_port("y", None, hold).unwrap_err();
+        let err = tiny.bind_for("y", None).unwrap_err();
         assert_eq!(err.code, "no_port_available");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_unclaimed_port_is_released_after_its_hold() {
-        let pool = PortPool::new("127.0.0.1".parse().unwrap(), PortRange::Any);
-        let port = pool
-            .reserve_tcp_port("t", None, Duration::from_secs(5))
-            .unwrap();
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        assert!(pool.claim("t").is_none());
-        std::net::TcpListener::bind(("127.0.0.1", port)).expect("port released");
     }
 }

@@ -37,6 +37,22 @@ pub enum HelloReply {
     Error(ErrorBody),
 }
 
+/// A message the Edge sends on the hello stream after [`HelloReply::Ok`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EdgeNotice {
+    /// The Edge took a tunnel offline for good; the agent must not bring it back.
+    TunnelClosed {
+        /// The tunnel.
+        tunnel_id: String,
+        /// Why ([`ErrorCode::TunnelDeleted`] or [`ErrorCode::Replaced`]).
+        code: ErrorCode,
+        /// One sentence for a person.
+        message: String,
+    },
+}
+
 /// A tunnel the Edge bound to this session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BoundTunnel {
@@ -82,6 +98,18 @@ pub enum ErrorCode {
     Unauthorized,
     /// The peer speaks another protocol version or sent a malformed handshake.
     ProtocolError,
+    /// The requested name is online or reserved by someone else.
+    NameTaken,
+    /// A limit on tunnels (per key or per anonymous address) is reached.
+    LimitReached,
+    /// Too many control API requests in a short time.
+    RateLimited,
+    /// The tunnel or resource does not exist.
+    NotFound,
+    /// The tunnel was deleted through the API.
+    TunnelDeleted,
+    /// Another agent reclaimed the tunnel with its recreate token.
+    Replaced,
     /// Something failed inside the server.
     Internal,
 }
@@ -100,6 +128,12 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::ProtocolError => "protocol_error",
+            ErrorCode::NameTaken => "name_taken",
+            ErrorCode::LimitReached => "limit_reached",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::TunnelDeleted => "tunnel_deleted",
+            ErrorCode::Replaced => "replaced",
             ErrorCode::Internal => "internal",
         }
     }

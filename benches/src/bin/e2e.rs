@@ -420,6 +420,8 @@ fn netbore(name: &str, bin: &std::path::Path, origin: SocketAddr, data: &str) ->
             "127.0.0.1:0",
             "--agent-addr",
             "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
             "--tcp-ports",
             "0",
             "--tcp-bind-ip",
@@ -461,10 +463,7 @@ async fn open_tunnels(
 ) -> Vec<(netbore_transport::Session, netbore_transport::Stream)> {
     use netbore_transport::proto::{self, Hello, HelloReply, PROTOCOL_VERSION};
     let url: netbore_agent::ControlUrl = control.parse().unwrap();
-    let request = netbore_control::api::CreateTunnelRequest {
-        protocol: "tcp".into(),
-        remote_port: None,
-    };
+    let request = netbore_control::api::CreateTunnelRequest::tcp(None);
     let mut sessions = Vec::new();
     let mut left = n;
     while left > 0 {

@@ -151,6 +151,7 @@ pub struct Server {
     pub proc: Proc,
     pub control: SocketAddr,
     pub agent: SocketAddr,
+    pub http: SocketAddr,
     pub data_dir: TempDir,
 }
 
@@ -173,6 +174,8 @@ impl Server {
             control,
             "--agent-addr",
             agent,
+            "--http-addr",
+            "127.0.0.1:0",
             "--tcp-ports",
             "0",
             "--tcp-bind-ip",
@@ -189,6 +192,7 @@ impl Server {
         Server {
             control: ev["control"].as_str().unwrap().parse().unwrap(),
             agent: ev["agent"].as_str().unwrap().parse().unwrap(),
+            http: ev["http"].as_str().unwrap().parse().unwrap(),
             proc,
             data_dir,
         }

@@ -1,0 +1,427 @@
+//! The Edge's table of tunnels: what the control plane placed, which agent session
+//! serves each tunnel now, and the HTTP routes by host name.
+//!
+//! A tunnel moves `Pending` (placed, waiting for its agent) → `Online` (an agent said
+//! hello with its token) → `Offline` (the session ended or the hold lapsed). Placing an
+//! id that is already online replaces the old agent (a recreate). Every change bumps
+//! the entry's generation, so a late event from an old session never touches a newer
+//! one.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use netbore_control::api::Protocol;
+use netbore_control::tokens::{Claims, unix_now};
+use netbore_control::{
+    DisconnectReason, PlaceRequest, Placed, Placement, PlacementError, TunnelStatus,
+};
+use netbore_transport::Session;
+use netbore_transport::proto::{ErrorBody, ErrorCode};
+use tokio::sync::mpsc;
+
+use crate::PortPool;
+use crate::http::upstream::HttpTunnel;
+
+/// A message from the registry to the session that serves a tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closing {
+    /// The tunnel to take offline.
+    pub tunnel_id: String,
+    /// Why.
+    pub reason: DisconnectReason,
+}
+
+/// What the session serving a tunnel gives the registry at the hello.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    /// The agent session.
+    pub session: Session,
+    /// The agent's address.
+    pub agent: SocketAddr,
+    /// Where [`Closing`] messages for the session's tunnels go.
+    pub closing: mpsc::UnboundedSender<Closing>,
+}
+
+/// A tunnel claimed by a hello.
+#[derive(Debug)]
+pub enum Claimed {
+    /// A TCP tunnel and its public port's listener (a duplicate of the one the
+    /// registry holds, so a replacing agent takes over without the port ever closing).
+    Tcp {
+        /// The public listener.
+        listener: TcpListener,
+    },
+    /// An HTTP tunnel, routed from now on.
+    Http,
+}
+
+/// The route of one host name.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// An agent serves the name.
+    Online(Arc<HttpTunnel>),
+    /// The name's tunnel exists but no agent serves it now.
+    Offline,
+}
+
+/// How long an offline tunnel's name keeps answering "agent offline" (502) rather
+/// than "no tunnel" (404).
+pub const OFFLINE_RETENTION: Duration = Duration::from_secs(3600);
+
+#[derive(Debug)]
+enum Phase {
+    Pending,
+    Online {
+        agent: SocketAddr,
+        since: u64,
+        closing: mpsc::UnboundedSender<Closing>,
+    },
+    Offline {
+        since: Instant,
+    },
+}
+
+#[derive(Debug)]
+struct Entry {
+    protocol: Protocol,
+    name: Option<String>,
+    listener: Option<Arc<TcpListener>>,
+    generation: u64,
+    phase: Phase,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    tunnels: HashMap<String, Entry>,
+    /// Host name → tunnel id, for names whose tunnel is pending, online or recently
+    /// offline.
+    names: HashMap<String, String>,
+    next_generation: u64,
+}
+
+/// Settings the registry needs to build public URLs.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Public host name of the Edge.
+    pub domain: String,
+    /// The public port of HTTP ingress (left out of URLs when 80); `None` when this
+    /// Edge serves no HTTP tunnels.
+    pub http_port: Option<u16>,
+    /// Settings of the upstream HTTP connections to agents.
+    pub upstream: crate::http::upstream::UpstreamConfig,
+}
+
+/// The tunnel table. Clones share it.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    config: Arc<RegistryConfig>,
+    ports: PortPool,
+    tables: Arc<Mutex<Tables>>,
+    /// The hot path of HTTP ingress reads only this map.
+    routes: Arc<RwLock<HashMap<String, Route>>>,
+}
+
+impl Registry {
+    /// An empty table binding TCP tunnels' ports from `ports`.
+    pub fn new(config: RegistryConfig, ports: PortPool) -> Self {
+        Registry {
+            config: Arc::new(config),
+            ports,
+            tables: Arc::default(),
+            routes: Arc::default(),
+        }
+    }
+
+    /// The public host name.
+    pub fn domain(&self) -> &str {
+        &self.config.domain
+    }
+
+    /// The route of host-name label `name`.
+    pub fn route(&self, name: &str) -> Option<Route> {
+        self.routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_route(&self, name: &str, route: Option<Route>) {
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        match route {
+            Some(r) => routes.insert(name.to_string(), r),
+            None => routes.remove(name),
+        };
+    }
+
+    /// The public URL of a tunnel.
+    fn public_url(&self, protocol: Protocol, name: Option<&str>, port: Option<u16>) -> String {
+        let domain = &self.config.domain;
+        match protocol {
+            Protocol::Tcp => format!("tcp://{domain}:{}", port.unwrap_or(0)),
+            Protocol::Http => {
+                let name = name.unwrap_or("");
+                match self.config.http_port {
+                    Some(80) | None => format!("http://{name}.{domain}"),
+                    Some(p) => format!("http://{name}.{domain}:{p}"),
+                }
+            }
+        }
+    }
+
+    /// Claims the tunnel a verified token names for the session in `handle`; `slot`
+    /// is the number its streams carry.
+    pub fn claim(
+        &self,
+        claims: &Claims,
+        slot: u32,
+        handle: &SessionHandle,
+    ) -> Result<(Claimed, String, u64), ErrorBody> {
+        let gone = || ErrorBody {
+            code: ErrorCode::UnknownTunnel,
+            message: format!(
+                "tunnel {} is no longer reserved on this Edge (its agent came too late); reconnect to get it again",
+                claims.tid
+            ),
+        };
+        let mut tables = self.tables();
+        let entry = tables.tunnels.get_mut(&claims.tid).ok_or_else(gone)?;
+        if !matches!(entry.phase, Phase::Pending) || entry.protocol.as_str() != claims.proto {
+            return Err(gone());
+        }
+        let generation = entry.generation;
+        let claimed = match entry.protocol {
+            Protocol::Tcp => {
+                let listener = entry
+                    .listener
+                    .as_ref()
+                    .and_then(|l| l.try_clone().ok())
+                    .ok_or_else(gone)?;
+                Claimed::Tcp { listener }
+            }
+            Protocol::Http => {
+                let name = entry.name.clone().ok_or_else(gone)?;
+                let tunnel = HttpTunnel::new(
+                    claims.tid.clone(),
+                    name.clone(),
+                    handle.session.clone(),
+                    slot,
+                    handle.agent,
+                    self.config.upstream.clone(),
+                );
+                self.set_route(&name, Some(Route::Online(Arc::new(tunnel))));
+                Claimed::Http
+            }
+        };
+        let port = entry
+            .listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port());
+        let url = self.public_url(entry.protocol, entry.name.as_deref(), port);
+        entry.phase = Phase::Online {
+            agent: handle.agent,
+            since: unix_now(),
+            closing: handle.closing.clone(),
+        };
+        Ok((claimed, url, generation))
+    }
+
+    /// The session serving `tunnel_id` (at `generation`) ended: the tunnel goes offline
+    /// and its public port closes. Does nothing if a newer placement replaced it.
+    pub fn release(&self, tunnel_id: &str, generation: u64) {
+        let mut tables = self.tables();
+        let Some(entry) = tables.tunnels.get_mut(tunnel_id) else {
+            return;
+        };
+        if entry.generation != generation {
+            return;
+        }
+        entry.phase = Phase::Offline {
+            since: Instant::now(),
+        };
+        entry.listener = None;
+        if let Some(name) = entry.name.clone() {
+            self.set_route(&name, Some(Route::Offline));
+        }
+    }
+
+    /// Forgets offline tunnels older than [`OFFLINE_RETENTION`].
+    fn prune(&self, tables: &mut Tables) {
+        let now = Instant::now();
+        let stale: Vec<String> = tables
+            .tunnels
+            .iter()
+            .filter(|(_, e)| {
+                matches!(e.phase, Phase::Offline { since } if now.duration_since(since) > OFFLINE_RETENTION)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            self.forget(tables, &id);
+        }
+    }
+
+    /// Removes a tunnel and, if it still owns it, its name's route.
+    fn forget(&self, tables: &mut Tables, tunnel_id: &str) {
+        let Some(entry) = tables.tunnels.remove(tunnel_id) else {
+            return;
+        };
+        if let Some(name) = entry.name
+            && tables.names.get(&name).map(String::as_str) == Some(tunnel_id)
+        {
+            tables.names.remove(&name);
+            self.set_route(&name, None);
+        }
+    }
+
+    /// Releases a pending tunnel whose agent did not arrive within its hold.
+    fn expire_pending(&self, tunnel_id: &str, generation: u64) {
+        let tables = self.tables();
+        let pending = tables
+            .tunnels
+            .get(tunnel_id)
+            .is_some_and(|e| e.generation == generation && matches!(e.phase, Phase::Pending));
+        drop(tables);
+        if pending {
+            tracing::info!(%tunnel_id, "released a tunnel whose agent never came");
+            self.release(tunnel_id, generation);
+        }
+    }
+}
+
+impl Placement for Registry {
+    fn place(&self, request: &PlaceRequest) -> Result<Placed, PlacementError> {
+        let mut tables = self.tables();
+        self.prune(&mut tables);
+        let id = request.tunnel_id.as_str();
+        let name = match request.protocol {
+            Protocol::Http => {
+                if self.config.http_port.is_none() {
+                    return Err(PlacementError {
+                        code: "protocol_not_served",
+                        message: "this server serves no HTTP tunnels; ask its operator to start it with --http-addr".into(),
+                    });
+                }
+                let Some(name) = request.name.clone() else {
+                    return Err(PlacementError {
+                        code: "internal",
+                        message: "an HTTP tunnel was placed without a name; try again".into(),
+                    });
+                };
+                if let Some(holder) = tables.names.get(&name)
+                    && holder != id
+                    && tables
+                        .tunnels
+                        .get(holder)
+                        .is_some_and(|e| !matches!(e.phase, Phase::Offline { .. }))
+                {
+                    return Err(PlacementError {
+                        code: "name_taken",
+                        message: format!(
+                            "the name {name} is in use by another tunnel; pick another --name"
+                        ),
+                    });
+                }
+                Some(name)
+            }
+            Protocol::Tcp => None,
+        };
+        // A recreate replaces whoever serves the tunnel now; a TCP tunnel keeps its
+        // listener so the port never closes in between.
+        let mut listener = None;
+        if let Some(old) = tables.tunnels.get_mut(id) {
+            if let Phase::Online { closing, .. } = &old.phase {
+                let _ = closing.send(Closing {
+                    tunnel_id: id.to_string(),
+                    reason: DisconnectReason::Replaced,
+                });
+            }
+            let old_port = old
+                .listener
+                .as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .map(|a| a.port());
+            if request.protocol == Protocol::Tcp
+                && old_port.is_some()
+                && (request.port.is_none() || request.port == old_port)
+            {
+                listener = old.listener.take();
+            }
+            let old_name = old.name.clone();
+            if let Some(old_name) = old_name
+                && Some(&old_name) != name.as_ref()
+            {
+                self.forget(&mut tables, id);
+            }
+        }
+        if request.protocol == Protocol::Tcp && listener.is_none() {
+            listener = Some(Arc::new(self.ports.bind_for(id, request.port)?));
+        }
+        let port = listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port());
+        tables.next_generation += 1;
+        let generation = tables.next_generation;
+        tables.tunnels.insert(
+            id.to_string(),
+            Entry {
+                protocol: request.protocol,
+                name: name.clone(),
+                listener,
+                generation,
+                phase: Phase::Pending,
+            },
+        );
+        if let Some(name) = &name {
+            tables.names.insert(name.clone(), id.to_string());
+            // Viewers of a pending name see "agent offline" until the hello arrives.
+            self.set_route(name, Some(Route::Offline));
+        }
+        drop(tables);
+        let registry = self.clone();
+        let tunnel_id = id.to_string();
+        let hold = request.hold;
+        tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            registry.expire_pending(&tunnel_id, generation);
+        });
+        Ok(Placed {
+            public_url: self.public_url(request.protocol, name.as_deref(), port),
+            port,
+        })
+    }
+
+    fn status(&self, tunnel_id: &str) -> TunnelStatus {
+        match self.tables().tunnels.get(tunnel_id).map(|e| &e.phase) {
+            Some(Phase::Pending) => TunnelStatus::Pending,
+            Some(Phase::Online { agent, since, .. }) => TunnelStatus::Online {
+                agent: *agent,
+                since: *since,
+            },
+            Some(Phase::Offline { .. }) | None => TunnelStatus::Offline,
+        }
+    }
+
+    fn disconnect(&self, tunnel_id: &str, reason: DisconnectReason) -> bool {
+        let mut tables = self.tables();
+        let Some(entry) = tables.tunnels.get(tunnel_id) else {
+            return false;
+        };
+        if let Phase::Online { closing, .. } = &entry.phase {
+            let _ = closing.send(Closing {
+                tunnel_id: tunnel_id.to_string(),
+                reason,
+            });
+        }
+        self.forget(&mut tables, tunnel_id);
+        true
+    }
+}
