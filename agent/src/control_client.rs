@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::Request;
-use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper_util::rt::TokioIo;
 use netbore_control::api::{CreateTunnelRequest, CreateTunnelResponse, ErrorResponse};
 use tokio::net::TcpStream;
@@ -65,9 +65,10 @@ impl std::fmt::Display for ControlUrl {
     }
 }
 
-/// Asks the control plane for a tunnel.
+/// Asks the control plane for a tunnel, with an API key or anonymously.
 pub async fn create_tunnel(
     url: &ControlUrl,
+    api_key: Option<&str>,
     request: &CreateTunnelRequest,
 ) -> Result<CreateTunnelResponse, AgentError> {
     let unreachable = |e: &dyn std::fmt::Display| AgentError::ControlUnreachable {
@@ -83,11 +84,18 @@ pub async fn create_tunnel(
         .map_err(|e| unreachable(&e))?;
     tokio::spawn(conn);
     let body = serde_json::to_vec(request).expect("request serializes");
-    let req = Request::post("/tunnels/create")
+    let mut req = Request::post("/tunnels/create")
         .header(HOST, format!("{}:{}", url.host, url.port))
-        .header(CONTENT_TYPE, "application/json")
+        .header(CONTENT_TYPE, "application/json");
+    if let Some(key) = api_key {
+        req = req.header(AUTHORIZATION, format!("Bearer {key}"));
+    }
+    let req = req
         .body(Full::new(Bytes::from(body)))
-        .expect("static request parts are valid");
+        .map_err(|_| AgentError::Refused {
+            code: "bad_request".into(),
+            message: "the API key contains characters a header cannot carry; check --key".into(),
+        })?;
     let response = sender
         .send_request(req)
         .await

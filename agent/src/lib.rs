@@ -7,12 +7,14 @@
 pub mod backoff;
 pub mod control_client;
 mod origin;
+pub mod state;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use netbore_control::api::{CreateTunnelRequest, CreateTunnelResponse};
+use netbore_control::api::{CreateTunnelRequest, CreateTunnelResponse, Protocol};
 use netbore_mux::Config as MuxConfig;
-use netbore_transport::proto::{self, Hello, HelloReply, PROTOCOL_VERSION};
+use netbore_transport::proto::{self, EdgeNotice, Hello, HelloReply, PROTOCOL_VERSION};
 use netbore_transport::{Session, Stream, TransportKind, tcp};
 
 pub use control_client::ControlUrl;
@@ -22,8 +24,35 @@ pub use control_client::ControlUrl;
 pub struct TunnelSpec {
     /// The origin, `HOST:PORT`.
     pub local: String,
-    /// The public port asked for (`--remote-port`); allocated by the server if absent.
+    /// `tcp` or `http`.
+    pub protocol: Protocol,
+    /// The name asked for by an HTTP tunnel (`--name`); random if absent.
+    pub name: Option<String>,
+    /// The public port asked for by a TCP tunnel (`--remote-port`); allocated by the
+    /// server if absent.
     pub remote_port: Option<u16>,
+}
+
+impl TunnelSpec {
+    /// A TCP tunnel to `local`.
+    pub fn tcp(local: String, remote_port: Option<u16>) -> Self {
+        TunnelSpec {
+            local,
+            protocol: Protocol::Tcp,
+            name: None,
+            remote_port,
+        }
+    }
+
+    /// An HTTP tunnel to `local`.
+    pub fn http(local: String, name: Option<String>) -> Self {
+        TunnelSpec {
+            local,
+            protocol: Protocol::Http,
+            name,
+            remote_port: None,
+        }
+    }
 }
 
 /// Settings of an agent.
@@ -39,6 +68,11 @@ pub struct AgentConfig {
     pub connect_timeout: Duration,
     /// Longest wait between reconnect attempts.
     pub max_backoff: Duration,
+    /// The API key (`--key`); anonymous when absent.
+    pub api_key: Option<String>,
+    /// Where recreate tokens are kept between runs, so a restarted agent gets the same
+    /// URL back; `None` keeps them in memory only.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -50,6 +84,8 @@ impl AgentConfig {
             mux: MuxConfig::default(),
             connect_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(30),
+            api_key: None,
+            state_dir: None,
         }
     }
 }
@@ -67,6 +103,16 @@ pub enum AgentEvent {
         local: String,
         /// Transport of the session.
         transport: TransportKind,
+    },
+    /// The Edge took one tunnel away for good (deleted, or reclaimed by another agent);
+    /// the others stay online.
+    TunnelClosed {
+        /// Tunnel id.
+        tunnel_id: String,
+        /// `tunnel_deleted` or `replaced`.
+        code: String,
+        /// One sentence for a person.
+        message: String,
     },
     /// The session ended or could not be made; another attempt follows.
     Reconnecting {
@@ -124,24 +170,46 @@ impl AgentError {
     /// True when retrying cannot help (bad request, credentials, a port outside the range).
     pub fn is_permanent(&self) -> bool {
         matches!(self, AgentError::Refused { code, .. }
-            if matches!(code.as_str(), "bad_request" | "unauthorized" | "port_not_allowed" | "port_in_use" | "protocol_error"))
+            if matches!(code.as_str(), "bad_request" | "unauthorized" | "port_not_allowed" | "port_in_use" | "protocol_error" | "name_taken" | "protocol_not_served" | "tunnel_deleted" | "replaced"))
     }
 }
 
+/// What the agent remembers of a tunnel between connections.
+#[derive(Debug, Clone, Default)]
+struct Held {
+    /// The secret that reclaims the tunnel.
+    recreate_token: Option<String>,
+    /// The public port it had (asked for again if the server forgot the tunnel).
+    port: Option<u16>,
+    /// The name it had.
+    name: Option<String>,
+}
+
 /// Runs the agent until a permanent error: creates the tunnels, keeps the session up,
-/// and reconnects with backoff (asking for the same public ports) when it drops.
-/// `on_event` hears every state change.
+/// and reconnects with backoff (reclaiming the same tunnels with their recreate tokens)
+/// when it drops. `on_event` hears every state change.
 pub async fn run(config: AgentConfig, on_event: impl Fn(AgentEvent)) -> AgentError {
-    let mut ports: Vec<Option<u16>> = config.tunnels.iter().map(|t| t.remote_port).collect();
+    let store = config
+        .state_dir
+        .as_ref()
+        .map(|dir| state::StateDir::new(dir.clone(), &config.server.to_string()));
+    let mut held: Vec<Held> = config
+        .tunnels
+        .iter()
+        .map(|t| Held {
+            recreate_token: store.as_ref().and_then(|s| s.load(t)),
+            port: t.remote_port,
+            name: t.name.clone(),
+        })
+        .collect();
     let mut attempt = 0u32;
     let mut ever_online = false;
     loop {
-        let reason = match connect(&config, &ports).await {
+        let reason = match connect(&config, &mut held, store.as_ref()).await {
             Ok((session, created, hello_stream)) => {
                 ever_online = true;
                 attempt = 0;
                 for (i, c) in created.iter().enumerate() {
-                    ports[i] = public_port(&c.public_url);
                     on_event(AgentEvent::Online {
                         tunnel_id: c.tunnel_id.clone(),
                         public_url: c.public_url.clone(),
@@ -149,15 +217,34 @@ pub async fn run(config: AgentConfig, on_event: impl Fn(AgentEvent)) -> AgentErr
                         transport: session.kind(),
                     });
                 }
-                let origins: Vec<String> = config.tunnels.iter().map(|t| t.local.clone()).collect();
-                origin::serve(&session, origins, config.connect_timeout).await;
-                // The hello stream stays open for the life of the session.
-                drop(hello_stream);
+                let origins: Vec<origin::Origin> = config
+                    .tunnels
+                    .iter()
+                    .map(|t| origin::Origin {
+                        addr: t.local.clone(),
+                        protocol: t.protocol,
+                    })
+                    .collect();
+                let ids: Vec<String> = created.iter().map(|c| c.tunnel_id.clone()).collect();
+                tokio::select! {
+                    _ = origin::serve(&session, origins, config.connect_timeout) => {}
+                    closed = watch_notices(hello_stream, ids, &on_event) => {
+                        session.close(netbore_mux::GoAwayCode::NORMAL);
+                        for (i, t) in config.tunnels.iter().enumerate() {
+                            if let Some(s) = &store {
+                                s.forget(t);
+                            }
+                            held[i] = Held::default();
+                        }
+                        return closed;
+                    }
+                }
                 format!("the session to the Edge ended ({})", session.closed().await)
             }
             // A permanent refusal on the first attempt is the user's to fix. Once the
             // tunnel has been online, keep trying: the condition may pass.
             Err(e) if e.is_permanent() && !ever_online => return e,
+            Err(e) if matches!(e.code(), "tunnel_deleted" | "replaced") => return e,
             Err(e) => e.to_string(),
         };
         attempt += 1;
@@ -171,15 +258,96 @@ pub async fn run(config: AgentConfig, on_event: impl Fn(AgentEvent)) -> AgentErr
     }
 }
 
+/// Reads the Edge's notices until every tunnel of the session is closed for good (and
+/// returns why), or the stream ends (and waits forever: the session's end is reported
+/// elsewhere).
+async fn watch_notices(
+    mut hello_stream: Stream,
+    mut open: Vec<String>,
+    on_event: &impl Fn(AgentEvent),
+) -> AgentError {
+    loop {
+        match proto::read_message::<EdgeNotice>(&mut hello_stream).await {
+            Ok(EdgeNotice::TunnelClosed {
+                tunnel_id,
+                code,
+                message,
+            }) => {
+                open.retain(|id| *id != tunnel_id);
+                if open.is_empty() {
+                    return AgentError::Refused {
+                        code: code.as_str().into(),
+                        message,
+                    };
+                }
+                on_event(AgentEvent::TunnelClosed {
+                    tunnel_id,
+                    code: code.as_str().into(),
+                    message,
+                });
+            }
+            Ok(other) => tracing::debug!(?other, "ignored a notice this agent does not know"),
+            Err(e) => {
+                tracing::debug!(error = %e, "the Edge's notice stream ended");
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// Creates (or reclaims) one tunnel: with its recreate token when it has one, falling
+/// back to a fresh create when the server no longer knows the token.
+async fn create_one(
+    config: &AgentConfig,
+    spec: &TunnelSpec,
+    held: &mut Held,
+    store: Option<&state::StateDir>,
+) -> Result<CreateTunnelResponse, AgentError> {
+    let key = config.api_key.as_deref();
+    let fresh = CreateTunnelRequest {
+        protocol: spec.protocol,
+        name: held.name.clone().or_else(|| spec.name.clone()),
+        remote_port: held.port,
+        recreate_token: None,
+    };
+    if let Some(token) = held.recreate_token.clone() {
+        let reclaim = CreateTunnelRequest {
+            recreate_token: Some(token),
+            ..fresh.clone()
+        };
+        match control_client::create_tunnel(&config.server, key, &reclaim).await {
+            Err(AgentError::Refused { code, .. }) if code == "not_found" => {
+                tracing::info!("the server no longer knows this tunnel; creating a new one");
+                held.recreate_token = None;
+                if let Some(s) = store {
+                    s.forget(spec);
+                }
+            }
+            other => return other,
+        }
+    }
+    let created = control_client::create_tunnel(&config.server, key, &fresh).await?;
+    if let Some(token) = &created.recreate_token {
+        held.recreate_token = Some(token.clone());
+        if let Some(s) = store {
+            s.save(spec, token);
+        }
+    }
+    Ok(created)
+}
+
 /// One connection attempt: create every tunnel, dial the Edge, say hello.
 async fn connect(
     config: &AgentConfig,
-    ports: &[Option<u16>],
+    held: &mut [Held],
+    store: Option<&state::StateDir>,
 ) -> Result<(Session, Vec<CreateTunnelResponse>, Stream), AgentError> {
-    let mut created = Vec::with_capacity(ports.len());
-    for port in ports {
-        let request = CreateTunnelRequest::tcp(*port);
-        created.push(control_client::create_tunnel(&config.server, &request).await?);
+    let mut created = Vec::with_capacity(held.len());
+    for (spec, h) in config.tunnels.iter().zip(held.iter_mut()) {
+        let c = create_one(config, spec, h, store).await?;
+        h.port = public_port(&c.public_url).filter(|_| spec.protocol == Protocol::Tcp);
+        h.name = c.name.clone();
+        created.push(c);
     }
     let edge = created[0]
         .edges

@@ -1,23 +1,106 @@
-//! `netbore tcp`: expose a local TCP service.
+//! `netbore tcp` and `netbore http`: expose a local service.
+
+use std::path::PathBuf;
 
 use netbore_agent::{AgentConfig, AgentEvent, ControlUrl, TunnelSpec};
 use serde_json::json;
 
 use crate::output::Printer;
 
+/// Flags every agent command shares.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct AgentArgs {
+    /// The control plane, e.g. http://tunnel.example.com:7834.
+    #[arg(long, env = "NETBORE_SERVER", default_value = "http://localhost:7834")]
+    pub(crate) server: ControlUrl,
+    /// API key (omit to connect anonymously where the server allows it).
+    #[arg(long, env = "NETBORE_KEY", hide_env_values = true)]
+    pub(crate) key: Option<String>,
+    /// Where recreate tokens are kept so a restarted agent gets the same URL back
+    /// (default: $XDG_STATE_HOME/netbore or ~/.local/state/netbore).
+    #[arg(long, env = "NETBORE_STATE_DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+    /// Start with a new tunnel instead of reclaiming the one from the last run.
+    #[arg(long)]
+    pub(crate) fresh: bool,
+    #[command(flatten)]
+    pub(crate) mux: crate::MuxArgs,
+}
+
+impl AgentArgs {
+    /// The agent configuration for `tunnels`.
+    fn config(&self, tunnels: Vec<TunnelSpec>) -> AgentConfig {
+        let mut config = AgentConfig::new(self.server.clone(), tunnels);
+        config.mux = self.mux.config();
+        config.api_key = self.key.clone().filter(|k| !k.is_empty());
+        config.state_dir = Some(self.state_dir.clone().unwrap_or_else(default_state_dir));
+        if self.fresh
+            && let Some(dir) = &config.state_dir
+        {
+            let state = netbore_agent::state::StateDir::new(dir.clone(), &self.server.to_string());
+            for t in &config.tunnels {
+                state.forget(t);
+            }
+        }
+        config
+    }
+}
+
+/// `$XDG_STATE_HOME/netbore`, `~/.local/state/netbore`, or `./netbore-state`.
+fn default_state_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(x).join("netbore");
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        return PathBuf::from(home).join(".local/state/netbore");
+    }
+    PathBuf::from("netbore-state")
+}
+
 /// Flags of `netbore tcp`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct TcpArgs {
     /// The local service: PORT or HOST:PORT.
     pub(crate) local: String,
-    /// The control plane, e.g. http://tunnel.example.com:7834.
-    #[arg(long, env = "NETBORE_SERVER", default_value = "http://localhost:7834")]
-    pub(crate) server: ControlUrl,
     /// Ask for this public port.
     #[arg(long)]
     pub(crate) remote_port: Option<u16>,
     #[command(flatten)]
-    pub(crate) mux: crate::MuxArgs,
+    pub(crate) agent: AgentArgs,
+}
+
+/// Flags of `netbore http`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct HttpArgs {
+    /// The local web service: PORT, HOST:PORT or http://HOST[:PORT].
+    pub(crate) local: String,
+    /// Ask for this name: the URL becomes http://NAME.DOMAIN.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    #[command(flatten)]
+    pub(crate) agent: AgentArgs,
+}
+
+/// `http://HOST[:PORT][/...]` → `HOST:PORT` (80 by default); anything else as
+/// [`local_addr`].
+pub(crate) fn local_http_addr(local: &str) -> anyhow::Result<String> {
+    if local.starts_with("https://") {
+        anyhow::bail!(
+            "{local} is an https origin, which netbore http cannot reach yet; point it at the plain-HTTP port"
+        );
+    }
+    let Some(rest) = local.strip_prefix("http://") else {
+        return local_addr(local);
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        anyhow::bail!("{local:?} names no host; write http://HOST:PORT");
+    }
+    if authority.contains(':') {
+        local_addr(authority)
+    } else {
+        Ok(format!("{authority}:80"))
+    }
 }
 
 /// `PORT` → `127.0.0.1:PORT`; `HOST:PORT` unchanged.
@@ -48,6 +131,11 @@ pub(crate) fn print_event(printer: Printer, event: AgentEvent) {
             json!({ "tunnel_id": tunnel_id, "public_url": public_url, "local": local, "transport": transport.as_str() }),
             &format!("Tunnel online: {public_url} -> {local} (over {})", transport.as_str()),
         ),
+        AgentEvent::TunnelClosed { tunnel_id, code, message } => printer.event(
+            "tunnel_closed",
+            json!({ "tunnel_id": tunnel_id, "code": code, "message": message }),
+            &message,
+        ),
         AgentEvent::Reconnecting { attempt, delay, reason } => printer.event(
             "reconnecting",
             json!({ "attempt": attempt, "delay_ms": delay.as_millis() as u64, "reason": reason }),
@@ -57,17 +145,44 @@ pub(crate) fn print_event(printer: Printer, event: AgentEvent) {
 }
 
 /// Runs `netbore tcp` until a permanent error.
-pub(crate) async fn run(args: TcpArgs, printer: Printer) -> anyhow::Result<()> {
+pub(crate) async fn run_tcp(args: TcpArgs, printer: Printer) -> anyhow::Result<()> {
     let local = local_addr(&args.local)?;
-    let mut config = AgentConfig::new(
-        args.server,
-        vec![TunnelSpec {
-            local,
-            remote_port: args.remote_port,
-        }],
-    );
-    config.mux = args.mux.config();
+    let config = args
+        .agent
+        .config(vec![TunnelSpec::tcp(local, args.remote_port)]);
+    run(config, printer).await
+}
+
+/// Runs `netbore http` until a permanent error.
+pub(crate) async fn run_http(args: HttpArgs, printer: Printer) -> anyhow::Result<()> {
+    let local = local_http_addr(&args.local)?;
+    let name = args.name.map(|n| n.to_ascii_lowercase());
+    let config = args.agent.config(vec![TunnelSpec::http(local, name)]);
+    run(config, printer).await
+}
+
+async fn run(config: AgentConfig, printer: Printer) -> anyhow::Result<()> {
     let error = netbore_agent::run(config, |e| print_event(printer, e)).await;
     printer.error(error.code(), &error.to_string());
     std::process::exit(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_services_parse() {
+        assert_eq!(local_addr("8080").unwrap(), "127.0.0.1:8080");
+        assert_eq!(local_addr("db:5432").unwrap(), "db:5432");
+        assert!(local_addr("db").is_err());
+        assert_eq!(local_http_addr("3000").unwrap(), "127.0.0.1:3000");
+        assert_eq!(
+            local_http_addr("http://localhost:3000/app").unwrap(),
+            "localhost:3000"
+        );
+        assert_eq!(local_http_addr("http://web.local").unwrap(), "web.local:80");
+        assert!(local_http_addr("https://x:443").is_err());
+        assert!(local_http_addr("http:///").is_err());
+    }
 }

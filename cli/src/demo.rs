@@ -104,10 +104,7 @@ pub(crate) async fn run(args: DemoArgs, printer: Printer) -> anyhow::Result<()> 
         format!("http://{}", bound.control)
             .parse()
             .map_err(anyhow::Error::msg)?,
-        vec![TunnelSpec {
-            local: local.clone(),
-            remote_port: None,
-        }],
+        vec![TunnelSpec::tcp(local.clone(), None)],
     );
     let with_hello = args.port.is_none();
     let agent = netbore_agent::run(config, move |event| {

@@ -29,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run the Edge and the Control plane together.
     Server(server::ServerArgs),
+    /// Expose a local web service and print its public URL (http://NAME.DOMAIN).
+    Http(agent_cmd::HttpArgs),
     /// Expose a local TCP service (PORT or HOST:PORT) and print its public address.
     Tcp(agent_cmd::TcpArgs),
     /// Run a server and an agent in one process and expose a hello service.
@@ -108,7 +110,8 @@ fn main() {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => server::run(args, printer).await,
-            Command::Tcp(args) => agent_cmd::run(args, printer).await,
+            Command::Http(args) => agent_cmd::run_http(args, printer).await,
+            Command::Tcp(args) => agent_cmd::run_tcp(args, printer).await,
             Command::Demo(args) => demo::run(args, printer).await,
         }
     });

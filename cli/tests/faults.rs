@@ -168,7 +168,7 @@ async fn a_connection_that_never_says_hello_is_closed_after_the_hello_timeout() 
 async fn create_token(server: &Server) -> String {
     let url = server.url().parse().unwrap();
     let request = netbore_control::api::CreateTunnelRequest::tcp(None);
-    netbore_agent::control_client::create_tunnel(&url, &request)
+    netbore_agent::control_client::create_tunnel(&url, None, &request)
         .await
         .unwrap()
         .ephemeral_token

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod web;
+
 /// The binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_netbore")
@@ -54,6 +56,7 @@ impl Proc {
         let mut child = Command::new(bin())
             .args(args)
             .arg("--json")
+            .env("NETBORE_STATE_DIR", dir.0.join("state"))
             .env(
                 "RUST_LOG",
                 "warn,netbore=info,netbore_edge=info,netbore_agent=info",
@@ -180,13 +183,16 @@ impl Server {
             "0",
             "--tcp-bind-ip",
             "127.0.0.1",
-            "--domain",
-            "127.0.0.1",
             "--data-dir",
             &dd,
-            "--allow-anonymous",
         ];
-        args.extend_from_slice(extra);
+        if !extra.contains(&"--domain") {
+            args.extend_from_slice(&["--domain", "127.0.0.1"]);
+        }
+        if !extra.contains(&"--no-anonymous") {
+            args.push("--allow-anonymous");
+        }
+        args.extend(extra.iter().filter(|a| **a != "--no-anonymous"));
         let proc = Proc::spawn(&args);
         let ev = proc.expect_event("listening", Duration::from_secs(20));
         Server {
@@ -223,6 +229,37 @@ impl Agent {
             public,
             online,
         }
+    }
+}
+
+/// A `netbore http` agent.
+pub struct HttpAgent {
+    pub proc: Proc,
+    /// `NAME.localhost:PORT`, for the Host header.
+    pub host: String,
+    pub online: Value,
+}
+
+impl HttpAgent {
+    /// Starts `netbore http LOCAL` against a server started with `--domain localhost`.
+    pub fn start(server: &Server, local: &str, extra: &[&str]) -> HttpAgent {
+        let proc = Self::spawn(server, local, extra);
+        let online = proc.expect_event("online", Duration::from_secs(20));
+        let host = online["public_url"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("http://")
+            .unwrap()
+            .to_string();
+        HttpAgent { proc, host, online }
+    }
+
+    /// Spawns `netbore http LOCAL` without waiting.
+    pub fn spawn(server: &Server, local: &str, extra: &[&str]) -> Proc {
+        let url = server.url();
+        let mut args = vec!["http", local, "--server", &url];
+        args.extend_from_slice(extra);
+        Proc::spawn(&args)
     }
 }
 

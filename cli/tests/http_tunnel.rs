@@ -1,0 +1,379 @@
+//! HTTP tunnels end to end: the real `netbore server` and `netbore http` binaries, a
+//! real hyper origin, and real clients (hyper, curl, a WebSocket client).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::web::{self, get, request};
+use common::{HttpAgent, Server};
+use futures_util::{SinkExt, StreamExt};
+
+fn http_server(extra: &[&str]) -> Server {
+    let mut args = vec!["--domain", "localhost"];
+    args.extend_from_slice(extra);
+    Server::start_with(&args)
+}
+
+#[tokio::test]
+async fn get_and_post_pass_with_their_bodies_over_pooled_connections() {
+    let origin = web::start_origin().await;
+    let server = http_server(&[]);
+    let agent = HttpAgent::start(&server, &origin.addr.to_string(), &["--name", "app"]);
+    assert_eq!(agent.host, format!("app.localhost:{}", server.http.port()));
+
+    let r = get(server.http, &agent.host, "/hello?x=1").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "hello /hello");
+
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let r = request(server.http, "POST", &agent.host, "/echo", &[], body.clone()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), body.len());
+    assert!(r.body == body, "echoed body differs");
+
+    // Sequential requests reuse the Edge's upstream connection instead of dialing the
+    // origin each time.
+    let before: u64 = get(server.http, &agent.host, "/connections")
+        .await
+        .text()
+        .parse()
+        .unwrap();
+    for _ in 0..20 {
+        assert_eq!(get(server.http, &agent.host, "/x").await.status, 200);
+    }
+    let after: u64 = get(server.http, &agent.host, "/connections")
+        .await
+        .text()
+        .parse()
+        .unwrap();
+    assert!(
+        after - before <= 1,
+        "20 requests opened {} origin connections",
+        after - before
+    );
+}
+
+#[tokio::test]
+async fn h2c_viewers_are_served() {
+    let origin = web::start_origin().await;
+    let server = http_server(&[]);
+    let agent = HttpAgent::start(&server, &origin.addr.to_string(), &[]);
+    let stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for i in 0..10 {
+        let req = hyper::Request::get(format!("http://{}/h2/{i}", agent.host))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(req).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.version(), hyper::Version::HTTP_2);
+        use http_body_util::BodyExt;
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], format!("hello /h2/{i}").as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn forwarding_headers_are_set_and_spoofed_ones_removed() {
+    let origin = web::start_origin().await;
+    let server = http_server(&[]);
+    let agent = HttpAgent::start(&server, &origin.addr.to_string(), &[]);
+    let r = request(
+        server.http,
+        "GET",
+        &agent.host,
+        "/headers",
+        &[
+            ("x-forwarded-for", "198.51.100.9"),
+            ("x-netbore-agent-ip", "6.6.6.6"),
+            ("x-netbore-client-ip", "6.6.6.6"),
+            ("x-netbore-whatever", "spoof"),
+        ],
+        Bytes::new(),
+    )
+    .await;
+    let h = r.json();
+    assert_eq!(h["x-forwarded-for"], "198.51.100.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], agent.host.as_str());
+    assert_eq!(h["x-netbore-client-ip"], "127.0.0.1");
+    assert_eq!(h["x-netbore-agent-ip"], "127.0.0.1");
+    assert!(h.get("x-netbore-whatever").is_none(), "{h}");
+    assert_eq!(h["host"], agent.host.as_str());
+}
+
+#[tokio::test]
+async fn a_masked_agent_address_appears_only_in_the_audit_log() {
+    let origin = web::start_origin().await;
+    let server = http_server(&["--mask-agent-ip"]);
+    let agent = HttpAgent::start(&server, &origin.addr.to_string(), &[]);
+    let r = request(
+        server.http,
+        "GET",
+        &agent.host,
+        "/headers",
+        &[("x-netbore-agent-ip", "6.6.6.6")],
+        Bytes::new(),
+    )
+    .await;
+    let h = r.json();
+    assert!(h.get("x-netbore-agent-ip").is_none(), "{h}");
+    assert_eq!(h["x-netbore-client-ip"], "127.0.0.1");
+    let audit = std::fs::read_to_string(server.data_dir.0.join("audit.log")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
+    assert_eq!(line["event"], "tunnel_online");
+    let agent_addr = line["agent"].as_str().unwrap().to_string();
+    assert!(agent_addr.starts_with("127.0.0.1:"), "{line}");
+    let logs = server.proc.stderr();
+    assert!(logs.contains("tunnel online"), "{logs}");
+    assert!(
+        !logs.contains(&agent_addr),
+        "public log names the agent: {logs}"
+    );
+}
+
+#[tokio::test]
+async fn failures_are_pages_with_the_right_status() {
+    let origin = web::start_origin().await;
+    let server = http_server(&["--response-timeout", "1"]);
+
+    // Unknown name: 404, HTML by default and JSON on request.
+    let r = get(
+        server.http,
+        &format!("nobody.localhost:{}", server.http.port()),
+        "/",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert!(
+        r.text().contains("no tunnel is online at nobody.localhost"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        r.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let r = request(
+        server.http,
+        "GET",
+        &format!("nobody.localhost:{}", server.http.port()),
+        "/",
+        &[("accept", "application/json")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "tunnel_not_found");
+
+    // Origin too slow: 504 after --response-timeout.
+    let agent = HttpAgent::start(&server, &origin.addr.to_string(), &["--name", "slow"]);
+    let started = Instant::now();
+    let r = get(server.http, &agent.host, "/slow/5000").await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(r.headers["x-netbore-error"], "origin_timeout");
+
+    // Origin refused: 502 naming the address the agent tried.
+    let closed = common::free_port();
+    let refused = HttpAgent::start(&server, &closed.to_string(), &["--name", "refused"]);
+    let r = get(server.http, &refused.host, "/").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.headers["x-netbore-error"], "origin_unreachable");
+    assert!(
+        r.text().contains(&format!("127.0.0.1:{closed}")),
+        "{}",
+        r.text()
+    );
+
+    // Agent gone: 502 "offline", within a moment, never a hang.
+    let mut agent = agent;
+    agent.proc.kill();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = tokio::time::timeout(Duration::from_secs(3), get(server.http, &agent.host, "/"))
+            .await
+            .expect("a viewer of an offline tunnel must not hang");
+        if r.status == 502 {
+            assert_eq!(r.headers["x-netbore-error"], "agent_offline");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {} after the agent died",
+            r.status
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn server_sent_events_arrive_as_they_are_produced() {
+    let origin = web::start_origin().await;
+    let server = http_server(&[]);
+    let agent = HttpAgent::start(&server, &origin.addr.to_string(), &[]);
+    let stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("/sse")
+        .header("host", &agent.host)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let started = Instant::now();
+    let mut body = sender.send_request(req).await.unwrap().into_body();
+    use http_body_util::BodyExt;
+    let mut arrivals = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            let text = String::from_utf8_lossy(&data).into_owned();
+            for _ in text.matches("data: event") {
+                arrivals.push(started.elapsed());
+            }
+        }
+    }
+    assert_eq!(arrivals.len(), 5, "{arrivals:?}");
+    // The origin spaces events 300 ms apart: each must arrive on its own schedule,
+    // not all at the end.
+    assert!(arrivals[0] < Duration::from_millis(250), "{arrivals:?}");
+    assert!(
+        arrivals[4] - arrivals[0] > Duration::from_millis(1000),
+        "{arrivals:?}"
+    );
+    for pair in arrivals.windows(2) {
+        assert!(
+            pair[1] - pair[0] > Duration::from_millis(150),
+            "{arrivals:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn websocket_upgrades_pass_through() {
+    let origin = web::start_origin().await;
+    let server = http_server(&[]);
+    let agent = HttpAgent::start(&server, &origin.addr.to_string(), &[]);
+    let stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    let url = format!("ws://{}/ws", agent.host);
+    let (mut ws, response) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    assert_eq!(response.status(), 101);
+    use tokio_tungstenite::tungstenite::Message;
+    for i in 0..50 {
+        ws.send(Message::text(format!("ping {i}"))).await.unwrap();
+        let back = ws.next().await.unwrap().unwrap();
+        assert_eq!(back, Message::text(format!("ping {i}")));
+    }
+    let big = vec![7u8; 1 << 20];
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn curl_expect_100_continue_and_chunked_uploads_pass() {
+    let origin = web::start_origin().await;
+    let server = http_server(&[]);
+    let agent = HttpAgent::start(&server, &origin.addr.to_string(), &[]);
+    let dir = common::TempDir::new("curl");
+    let file = dir.0.join("upload.bin");
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let url = format!("http://{}/echo", agent.host);
+    let resolve = format!("{}:127.0.0.1", agent.host);
+    for extra in [
+        vec!["-H", "Expect: 100-continue"],
+        vec!["-H", "Transfer-Encoding: chunked"],
+    ] {
+        let mut args = vec![
+            "-sS",
+            "--fail",
+            "--connect-to",
+            &resolve,
+            "-T",
+            file.to_str().unwrap(),
+            "-X",
+            "POST",
+            "-o",
+            "-",
+            "-w",
+            "",
+            "-v",
+        ];
+        args.extend_from_slice(&extra);
+        args.push(&url);
+        let out = tokio::process::Command::new("curl")
+            .args(&args)
+            .output()
+            .await
+            .expect("curl is installed (scripts/test.sh installs it)");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "curl failed: {stderr}");
+        assert!(
+            out.stdout == data,
+            "echo differs ({} bytes back)",
+            out.stdout.len()
+        );
+        if extra[1].starts_with("Expect") {
+            assert!(stderr.contains("HTTP/1.1 100 Continue"), "{stderr}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_second_agent_asking_a_taken_name_gets_one_clear_sentence() {
+    let origin = web::start_origin().await;
+    let server = http_server(&[]);
+    let _first = HttpAgent::start(&server, &origin.addr.to_string(), &["--name", "taken"]);
+    let mut second = HttpAgent::spawn(&server, &origin.addr.to_string(), &["--name", "taken"]);
+    let error = second.expect_event("error", Duration::from_secs(10));
+    assert_eq!(error["code"], "name_taken", "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("taken"),
+        "{error}"
+    );
+    assert_eq!(second.wait_exit(Duration::from_secs(5)), Some(1));
+}
+
+#[tokio::test]
+async fn a_restarted_agent_gets_its_url_back() {
+    let origin = web::start_origin().await;
+    let server = http_server(&[]);
+    let state = common::TempDir::new("state");
+    let state_dir = state.0.to_str().unwrap();
+    let mut first = HttpAgent::start(
+        &server,
+        &origin.addr.to_string(),
+        &["--state-dir", state_dir],
+    );
+    first.proc.kill();
+    let second = HttpAgent::start(
+        &server,
+        &origin.addr.to_string(),
+        &["--state-dir", state_dir],
+    );
+    assert_eq!(second.online["public_url"], first.online["public_url"]);
+    assert_eq!(second.online["tunnel_id"], first.online["tunnel_id"]);
+    assert_eq!(
+        get(server.http, &second.host, "/back").await.text(),
+        "hello /back"
+    );
+    // --fresh starts over with a new tunnel.
+    let third = HttpAgent::start(
+        &server,
+        &origin.addr.to_string(),
+        &["--state-dir", state_dir, "--fresh"],
+    );
+    assert_ne!(third.online["tunnel_id"], first.online["tunnel_id"]);
+}
