@@ -2,9 +2,24 @@
 # The whole test suite, as CI runs it: formatting, lints, every test (release build,
 # the same one the benchmarks use), a short end-to-end throughput run, and every
 # fuzz target for 30 s.
-# Needs only a Rust toolchain; installs cargo-fuzz when it is missing.
+# Needs a Rust toolchain; installs what the tests use when it is missing (curl from
+# apt, cargo-fuzz with cargo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Debian packages the tests drive: curl (HTTP tunnel tests).
+missing=()
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [[ ${#missing[@]} -gt 0 ]]; then
+    if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "== apt-get install ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    else
+        echo "the tests need: ${missing[*]}; install them (as root: apt-get install ${missing[*]}) and run again" >&2
+        exit 1
+    fi
+fi
 
 # 500-viewer tests hold ~2,000 sockets across processes.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

@@ -46,11 +46,12 @@ async fn hello_origin() -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// Fetches `/` through the public port and returns the body and the time it took.
-async fn self_check(port: u16) -> std::io::Result<(String, Duration)> {
+/// Fetches `/` through HTTP ingress at `ingress` with `Host: host` and returns the
+/// body and the time it took.
+async fn self_check(ingress: SocketAddr, host: &str) -> std::io::Result<(String, Duration)> {
     let started = Instant::now();
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")
+    let mut s = TcpStream::connect(ingress).await?;
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
         .await?;
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
@@ -72,14 +73,15 @@ pub(crate) async fn run(args: DemoArgs, printer: Printer) -> anyhow::Result<()> 
         Some(p) => format!("127.0.0.1:{p}"),
         None => hello_origin().await?.to_string(),
     };
+    let data_dir = std::env::temp_dir().join(format!("netbore-demo-{}", std::process::id()));
     let server_args = ServerArgs {
         control_addr: "127.0.0.1:0".parse()?,
         agent_addr: "127.0.0.1:0".parse()?,
         http_addr: "127.0.0.1:0".parse()?,
         tcp_ports: netbore_edge::PortRange::Any,
         tcp_bind_ip: "127.0.0.1".parse()?,
-        data_dir: None,
-        domain: "127.0.0.1".into(),
+        data_dir: Some(data_dir.clone()),
+        domain: "localhost".into(),
         edge_addr: None,
         allow_anonymous: true,
         token_ttl: 60,
@@ -94,45 +96,39 @@ pub(crate) async fn run(args: DemoArgs, printer: Printer) -> anyhow::Result<()> 
     let bound = server::start(&server_args).await?;
     printer.event(
         "listening",
-        json!({ "control": bound.control.to_string(), "agent": bound.agent.to_string() }),
+        json!({ "control": bound.control.to_string(), "agent": bound.agent.to_string(), "http": bound.http.to_string() }),
         &format!(
-            "Netbore demo: server on http://{} (agents on {})",
-            bound.control, bound.agent
+            "Netbore demo: server on http://{} (agents on {}, viewers on {})",
+            bound.control, bound.agent, bound.http
         ),
     );
     let config = AgentConfig::new(
         format!("http://{}", bound.control)
             .parse()
             .map_err(anyhow::Error::msg)?,
-        vec![TunnelSpec::tcp(local.clone(), None)],
+        vec![TunnelSpec::http(local.clone(), None)],
     );
     let with_hello = args.port.is_none();
+    let ingress = bound.http;
     let agent = netbore_agent::run(config, move |event| {
-        if let AgentEvent::Online { public_url, .. } = &event
-            && let Some(port) = public_url
-                .rsplit_once(':')
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-        {
-            let url = public_url.clone();
+        if let AgentEvent::Online { public_url, .. } = &event {
+            let host = public_url.trim_start_matches("http://").to_string();
             crate::agent_cmd::print_event(printer, event);
-            let hint = if with_hello {
-                format!("Try it: curl http://127.0.0.1:{port}/   (or: nc 127.0.0.1 {port})")
-            } else {
-                format!("Try it: connect to 127.0.0.1:{port} as you would to {url}")
-            };
+            let curl = format!("curl http://{host}/");
             printer.event(
                 "hint",
-                json!({ "try": format!("curl http://127.0.0.1:{port}/") }),
-                &hint,
+                json!({ "try": curl }),
+                &format!("Try it: {curl}   (*.localhost resolves to this machine; or: curl -H 'Host: {host}' http://{ingress}/)"),
             );
             if with_hello {
                 tokio::spawn(async move {
-                    match self_check(port).await {
-                        Ok((body, took)) => printer.event(
+                    match self_check(ingress, &host).await {
+                        Ok((body, took)) if body == HELLO.trim() => printer.event(
                             "self_check",
                             json!({ "ok": true, "body": body, "ms": took.as_secs_f64() * 1e3 }),
                             &format!("Self-check: fetched {body:?} through the tunnel in {:.1} ms. Press Ctrl-C to stop.", took.as_secs_f64() * 1e3),
                         ),
+                        Ok((body, _)) => printer.error("self_check_failed", &format!("the demo fetched {body:?} through its own tunnel instead of the hello page; please report this")),
                         Err(e) => printer.error("self_check_failed", &format!("the demo could not fetch through its own tunnel: {e}")),
                     }
                 });
@@ -141,12 +137,15 @@ pub(crate) async fn run(args: DemoArgs, printer: Printer) -> anyhow::Result<()> 
         }
         crate::agent_cmd::print_event(printer, event);
     });
-    tokio::select! {
+    let result = tokio::select! {
         error = agent => {
             printer.error(error.code(), &error.to_string());
+            let _ = std::fs::remove_dir_all(&data_dir);
             std::process::exit(1);
         }
-        r = tokio::signal::ctrl_c() => r?,
-    }
+        r = tokio::signal::ctrl_c() => r,
+    };
+    let _ = std::fs::remove_dir_all(&data_dir);
+    result?;
     Ok(())
 }

@@ -377,3 +377,101 @@ async fn a_restarted_agent_gets_its_url_back() {
     );
     assert_ne!(third.online["tunnel_id"], first.online["tunnel_id"]);
 }
+
+/// Samples the RSS (KiB) of `pids` every 100 ms until `stop` is set; returns the peaks.
+fn sample_rss(pids: Vec<u32>, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<Vec<u64>> {
+    std::thread::spawn(move || {
+        let mut peaks = vec![0u64; pids.len()];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for (i, pid) in pids.iter().enumerate() {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let rss = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                    .unwrap_or(0);
+                peaks[i] = peaks[i].max(rss);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        peaks
+    })
+}
+
+#[tokio::test]
+async fn a_gibibyte_streams_each_way_with_flat_memory() {
+    use http_body_util::BodyExt;
+    const GIB: u64 = 1 << 30;
+    let origin = web::start_origin().await;
+    let server = http_server(&[]);
+    let agent = HttpAgent::start(&server, &origin.addr.to_string(), &[]);
+    // Warm up so idle buffers and pools are in the baseline.
+    for _ in 0..3 {
+        request(server.http, "POST", &agent.host, "/sink", &[], vec![1u8; 1 << 20]).await;
+    }
+    let base = (server.proc.rss_kib(), agent.proc.rss_kib());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_rss(vec![server.proc.pid(), agent.proc.pid()], stop.clone());
+
+    // Upload.
+    let stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let started = Instant::now();
+    let req = hyper::Request::post("/sink")
+        .header("host", &agent.host)
+        .header("content-length", GIB.to_string())
+        .body(web::PatternBody::new(GIB))
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer = response.into_body().collect().await.unwrap().to_bytes();
+    let expected = web::PatternBody::checksum(GIB);
+    assert_eq!(
+        String::from_utf8_lossy(&answer),
+        format!("{} {:x}", expected.len, expected.hash)
+    );
+    let upload = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let up_peaks = sampler.join().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_rss(vec![server.proc.pid(), agent.proc.pid()], stop.clone());
+
+    // Download.
+    let started = Instant::now();
+    let stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get(format!("/bytes/{GIB}"))
+        .header("host", &agent.host)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let mut body = sender.send_request(req).await.unwrap().into_body();
+    let mut sum = common::Checksum::default();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            sum.update(&data);
+        }
+    }
+    assert_eq!(sum, expected);
+    let download = started.elapsed();
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let down_peaks = sampler.join().unwrap();
+    let peaks = [up_peaks[0].max(down_peaks[0]), up_peaks[1].max(down_peaks[1])];
+    eprintln!("peaks upload {up_peaks:?} download {down_peaks:?}");
+    let growth = (peaks[0].saturating_sub(base.0), peaks[1].saturating_sub(base.1));
+    eprintln!(
+        "1 GiB up {upload:?}, down {download:?}; RSS base server {} KiB agent {} KiB, growth server {} KiB agent {} KiB",
+        base.0, base.1, growth.0, growth.1
+    );
+    // Flat: a bounded window's worth of buffers, never the body.
+    assert!(growth.0 < 64 * 1024, "server grew {} KiB", growth.0);
+    assert!(growth.1 < 64 * 1024, "agent grew {} KiB", growth.1);
+}

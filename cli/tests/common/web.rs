@@ -2,6 +2,7 @@
 //!
 //! Origin routes:
 //! - `/echo`: streams the request body back as the response body;
+//! - `/sink`: reads the body and answers `LEN HASH` ([`super::Checksum`]);
 //! - `/headers`: the request headers as a JSON object (values joined by `\n`);
 //! - `/bytes/N`: N bytes of [`chunk_pattern`] repeated, streamed in 64 KiB chunks;
 //! - `/sse`: five server-sent events, 300 ms apart;
@@ -93,6 +94,22 @@ async fn route(mut req: Request<Incoming>, count: Arc<AtomicU64>) -> Response<Or
     if path == "/echo" {
         return Response::new(Either::Left(req.into_body()));
     }
+    if path == "/sink" {
+        // Reads the whole body; answers its length and checksum.
+        let mut sum = super::Checksum::default();
+        let mut body = req.into_body();
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Ok(data) = f.into_data() {
+                        sum.update(&data);
+                    }
+                }
+                Err(_) => return full(StatusCode::BAD_REQUEST, "body broke"),
+            }
+        }
+        return full(StatusCode::OK, format!("{} {:x}", sum.len, sum.hash));
+    }
     if path == "/headers" {
         let mut map = serde_json::Map::new();
         for name in req.headers().keys() {
@@ -179,6 +196,29 @@ async fn route(mut req: Request<Incoming>, count: Arc<AtomicU64>) -> Response<Or
 pub struct PatternBody {
     left: u64,
     chunk: Bytes,
+}
+
+impl PatternBody {
+    /// `len` bytes of [`chunk_pattern`] repeated.
+    pub fn new(len: u64) -> Self {
+        PatternBody {
+            left: len,
+            chunk: chunk_pattern(),
+        }
+    }
+
+    /// The checksum of `len` bytes of the pattern.
+    pub fn checksum(len: u64) -> super::Checksum {
+        let chunk = chunk_pattern();
+        let mut sum = super::Checksum::default();
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            sum.update(&chunk[..n]);
+            left -= n as u64;
+        }
+        sum
+    }
 }
 
 impl Body for PatternBody {

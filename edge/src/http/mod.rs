@@ -207,7 +207,10 @@ async fn forward(
     }
     response
         .headers_mut()
-        .insert("via", HeaderValue::from_static("1.1 netbore"));
+        .append("via", HeaderValue::from_static("1.1 netbore"));
+    // The viewer's connection has its own version; an HTTP/1.0 origin must not turn
+    // it into a 1.0 reply.
+    *response.version_mut() = hyper::Version::HTTP_11;
     response.map(Either::Left)
 }
 
