@@ -125,6 +125,7 @@ async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<
 /// latencies (seconds) of every request.
 async fn http_load(
     addr: SocketAddr,
+    host: &str,
     conns: usize,
     path: &'static str,
     keep_alive: bool,
@@ -134,15 +135,15 @@ async fn http_load(
     let deadline = started + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for _ in 0..conns {
+        let request = if keep_alive {
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")
+        } else {
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+        };
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut conn: Option<TcpStream> = None;
             let mut buf = Vec::new();
-            let request = if keep_alive {
-                format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n")
-            } else {
-                format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-            };
             while Instant::now() < deadline {
                 let t = Instant::now();
                 if conn.is_none() {
@@ -262,7 +263,7 @@ struct Sample {
     p99: f64,
 }
 
-async fn run_figure(f: Figure, addr: SocketAddr, secs: f64) -> Sample {
+async fn run_figure(f: Figure, addr: SocketAddr, host: &str, secs: f64) -> Sample {
     match f {
         Figure::Bulk { upload, conns } => {
             let rate = measure_parallel(addr, upload, conns, secs).await;
@@ -278,7 +279,7 @@ async fn run_figure(f: Figure, addr: SocketAddr, secs: f64) -> Sample {
             path,
             keep_alive,
         } => {
-            let (rate, mut lat) = http_load(addr, conns, path, keep_alive, secs).await;
+            let (rate, mut lat) = http_load(addr, host, conns, path, keep_alive, secs).await;
             lat.sort_by(|a, b| a.total_cmp(b));
             let pct = |p: f64| {
                 lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
@@ -374,9 +375,20 @@ struct Contender {
     public: SocketAddr,
     /// The control API, for netbore contenders.
     control: Option<String>,
+    /// The `Host` an HTTP tunnel answers to; `None` for TCP tunnels.
+    http_host: Option<String>,
 }
 
 impl Contender {
+    /// HTTP tunnels carry only the HTTP figures.
+    fn serves(&self, f: Figure) -> bool {
+        self.http_host.is_none() || matches!(f, Figure::Http { .. })
+    }
+
+    fn host(&self) -> &str {
+        self.http_host.as_deref().unwrap_or("bench")
+    }
+
     fn cpu(&self) -> f64 {
         self.procs.iter().map(|p| cpu_seconds(p.0.id())).sum()
     }
@@ -451,6 +463,51 @@ fn netbore(name: &str, bin: &std::path::Path, origin: SocketAddr, data: &str) ->
         procs: vec![server, agent],
         public,
         control: Some(url),
+        http_host: None,
+    }
+}
+
+/// Starts `netbore server` and `netbore http` from `bin` in front of `origin`: the
+/// Edge parses every request and routes it by host name.
+fn netbore_http(bin: &std::path::Path, origin: SocketAddr, data: &str) -> Contender {
+    let server = Proc::spawn(
+        bin,
+        &[
+            "server",
+            "--control-addr",
+            "127.0.0.1:0",
+            "--agent-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--domain",
+            "localhost",
+            "--allow-anonymous",
+            "--data-dir",
+            data,
+        ],
+    );
+    let listening = server.wait_for("listening");
+    let control = listening["control"].as_str().unwrap().to_string();
+    let public = listening["http"].as_str().unwrap().parse().unwrap();
+    let url = format!("http://{control}");
+    let state = format!("{data}/agent-state");
+    let agent = Proc::spawn(
+        bin,
+        &["http", &origin.to_string(), "--server", &url, "--state-dir", &state],
+    );
+    let online = agent.wait_for("online");
+    let host = online["public_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    Contender {
+        name: "netbore http".into(),
+        procs: vec![server, agent],
+        public,
+        control: None,
+        http_host: Some(host),
     }
 }
 
@@ -565,6 +622,7 @@ async fn bore(origin: SocketAddr) -> Option<Contender> {
         procs: vec![server, client],
         public,
         control: None,
+        http_host: None,
     })
 }
 
@@ -599,6 +657,7 @@ async fn rathole(origin: SocketAddr, transport: &str, dir: &std::path::Path) -> 
         procs: vec![server, client],
         public,
         control: None,
+        http_host: None,
     })
 }
 
@@ -655,6 +714,9 @@ async fn main() {
     let data = std::env::temp_dir().join(format!("netbore-e2e-{}", std::process::id()));
     let dd = data.to_str().unwrap().to_string();
     let mut contenders = vec![netbore("netbore tcp", &bin, origin, &dd)];
+    if !quick {
+        contenders.push(netbore_http(&bin, origin, &format!("{dd}-http")));
+    }
     if let Some(path) = &baseline {
         contenders.push(netbore(
             "baseline netbore tcp",
@@ -689,7 +751,9 @@ async fn main() {
             s0 as f64 / 1024.0,
             a0 as f64 / 1024.0
         );
-        if idle_conns > 0 {
+        if idle_conns > 0 && c.http_host.is_some() {
+            row += " — | — | — |";
+        } else if idle_conns > 0 {
             // Tunnels first, then connections, both kept open until both are measured,
             // so memory freed by one is never reused by the other.
             let tunnels = match &c.control {
@@ -782,10 +846,13 @@ async fn main() {
         let mut samples: Vec<Vec<Sample>> = (0..contenders.len()).map(|_| Vec::new()).collect();
         let mut cpus = vec![Vec::new(); contenders.len()];
         for _ in 0..rounds {
-            direct.push(run_figure(figure, origin, secs).await);
+            direct.push(run_figure(figure, origin, "bench", secs).await);
             for (i, c) in contenders.iter().enumerate() {
+                if !c.serves(figure) {
+                    continue;
+                }
                 let before = c.cpu();
-                let sample = run_figure(figure, c.public, secs).await;
+                let sample = run_figure(figure, c.public, c.host(), secs).await;
                 cpus[i].push((c.cpu() - before) / sample.units.max(1e-9));
                 samples[i].push(sample);
             }
@@ -797,6 +864,10 @@ async fn main() {
         let d = pick(direct);
         let mut row = format!("| {name} | {} |", show(figure, &d));
         for (i, c) in contenders.iter().enumerate() {
+            if !c.serves(figure) {
+                row += " — | — | — |";
+                continue;
+            }
             let s = pick(std::mem::take(&mut samples[i]));
             let cpu = median(cpus[i].clone());
             row += &format!(
@@ -825,6 +896,7 @@ async fn main() {
     drop(contenders);
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_dir_all(format!("{dd}-baseline"));
+    let _ = std::fs::remove_dir_all(format!("{dd}-http"));
     if !below_floor.is_empty() {
         for line in &below_floor {
             eprintln!("regression: {line}");
