@@ -1,18 +1,6 @@
-//! The control API (axum): `POST /tunnels/create`. Errors share one JSON shape,
-//! `{"error": {"code": "...", "message": "..."}}`, with stable codes.
+//! The JSON bodies of the control API, as `docs/openapi.yaml` describes them.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-
-use crate::Control;
 
 /// The protocol of a tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -111,94 +99,69 @@ pub struct CreateTunnelResponse {
     pub recreate_token: Option<String>,
 }
 
-/// The one error shape of the API.
+/// Where a tunnel is at its Edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelState {
+    /// No agent serves it.
+    Offline,
+    /// Created; its agent has not connected yet.
+    Pending,
+    /// An agent serves it.
+    Online,
+}
+
+/// A tunnel as `GET /tunnels` and `GET /tunnels/{id}` show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorResponse {
-    /// The error.
-    pub error: ApiErrorBody,
+pub struct TunnelInfo {
+    /// The tunnel's id.
+    pub tunnel_id: String,
+    /// `tcp` or `http`.
+    pub protocol: Protocol,
+    /// The name of an HTTP tunnel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Where viewers reach the tunnel.
+    pub public_url: String,
+    /// `online`, `pending` or `offline`.
+    pub status: TunnelState,
+    /// The agent's address as the Edge sees it (online tunnels, unless the server
+    /// masks agent addresses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_addr: Option<String>,
+    /// When the agent came online, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online_since: Option<u64>,
+    /// When the tunnel was first created, seconds since the epoch.
+    pub created_at: u64,
 }
 
-/// Code and sentence of an API error.
+/// Answer to `GET /tunnels`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApiErrorBody {
-    /// Stable code (`bad_request`, `unauthorized`, `port_in_use`, ...).
-    pub code: String,
-    /// One sentence: what happened and what to do.
-    pub message: String,
+pub struct TunnelList {
+    /// The caller's tunnels, oldest first.
+    pub tunnels: Vec<TunnelInfo>,
 }
 
-/// An API error with its HTTP status.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+/// Body of `POST /names`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameRequest {
+    /// The DNS label to reserve.
+    pub name: String,
 }
 
-impl ApiError {
-    /// Builds an error.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
+/// A reserved name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameInfo {
+    /// The DNS label, lowercase.
+    pub name: String,
+    /// When it was reserved, seconds since the epoch.
+    pub created_at: u64,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorResponse {
-            error: ApiErrorBody {
-                code: self.code.into(),
-                message: self.message,
-            },
-        };
-        (self.status, Json(body)).into_response()
-    }
-}
-
-/// The API's routes.
-pub fn router(control: Arc<Control>) -> Router {
-    Router::new()
-        .route("/tunnels/create", post(create_tunnel))
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such API endpoint; see docs/openapi.yaml",
-            )
-        })
-        .with_state(control)
-}
-
-async fn create_tunnel(
-    State(control): State<Arc<Control>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Result<Json<CreateTunnelRequest>, JsonRejection>,
-) -> Result<Json<CreateTunnelResponse>, ApiError> {
-    let owner = if headers.contains_key(header::AUTHORIZATION) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this server does not issue API keys yet; connect without one to a server started with --allow-anonymous",
-        ));
-    } else if control.config.allow_anonymous {
-        format!("anonymous:{}", client.ip())
-    } else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this server does not accept anonymous tunnels; ask its operator to start it with --allow-anonymous",
-        ));
-    };
-    let Json(request) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("the request body is not valid: {}", e.body_text()),
-        )
-    })?;
-    control.create_tunnel(&owner, &request).map(Json)
+/// Answer to `GET /names`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameList {
+    /// The caller's names, alphabetically.
+    pub names: Vec<NameInfo>,
 }
