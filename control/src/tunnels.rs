@@ -257,20 +257,28 @@ impl Control {
                 "this recreate token belongs to a tunnel created with an API key; send the same key with it",
             ));
         }
+        // The request contradicts the tunnel the token reclaims: a conflict with
+        // stored state, not a malformed request.
+        let mismatch =
+            |message: String| ApiError::new(StatusCode::CONFLICT, "recreate_mismatch", message);
         if record.protocol != protocol {
-            return Err(bad_request(format!(
-                "this recreate token belongs to a {} tunnel; ask for protocol {}",
+            let article = match record.protocol {
+                Protocol::Http => "an",
+                Protocol::Tcp => "a",
+            };
+            return Err(mismatch(format!(
+                "this recreate token belongs to {article} {} tunnel; ask for protocol {}",
                 record.protocol, record.protocol
             )));
         }
         if checked.name.is_some() && checked.name != record.name {
-            return Err(bad_request(
-                "a recreated tunnel keeps its name; drop the name from the request",
+            return Err(mismatch(
+                "a recreated tunnel keeps its name; drop the name from the request".into(),
             ));
         }
         if checked.port.is_some() && checked.port != record.remote_port {
-            return Err(bad_request(
-                "a recreated tunnel keeps its port; drop remote_port from the request",
+            return Err(mismatch(
+                "a recreated tunnel keeps its port; drop remote_port from the request".into(),
             ));
         }
         if let Some(name) = &record.name {

@@ -37,7 +37,11 @@ pub struct CreateTunnelRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// A specific public port for a TCP tunnel; allocated from the server's range if absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "port::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub remote_port: Option<u16>,
     /// The secret returned by an earlier create: reclaims that tunnel's id and URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -164,4 +168,91 @@ pub struct NameInfo {
 pub struct NameList {
     /// The caller's names, alphabetically.
     pub names: Vec<NameInfo>,
+}
+
+/// A port number as JSON Schema sees an integer: `597` and `597.0` alike.
+mod port {
+    use serde::Deserializer;
+    use serde::de::{Error, Unexpected, Visitor};
+
+    struct PortVisitor;
+
+    impl<'de> Visitor<'de> for PortVisitor {
+        type Value = Option<u16>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a port number (an integer from 0 to 65535) or null")
+        }
+
+        fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(PortVisitor)
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Self::Value, E> {
+            u16::try_from(v)
+                .map(Some)
+                .map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Self::Value, E> {
+            u16::try_from(v)
+                .map(Some)
+                .map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Self::Value, E> {
+            if v.fract() == 0.0 && (0.0..=65535.0).contains(&v) {
+                // Exact: an integral value in range.
+                Ok(Some(v as u16))
+            } else {
+                Err(E::invalid_value(Unexpected::Float(v), &self))
+            }
+        }
+    }
+
+    /// Deserializes an optional port.
+    pub(super) fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+        d.deserialize_option(PortVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_port_takes_integral_numbers_only() {
+        let parse = |s: &str| serde_json::from_str::<CreateTunnelRequest>(s);
+        assert_eq!(
+            parse(r#"{"protocol":"tcp","remote_port":597}"#)
+                .unwrap()
+                .remote_port,
+            Some(597)
+        );
+        assert_eq!(
+            parse(r#"{"protocol":"tcp","remote_port":597.0}"#)
+                .unwrap()
+                .remote_port,
+            Some(597)
+        );
+        assert_eq!(
+            parse(r#"{"protocol":"tcp","remote_port":null}"#)
+                .unwrap()
+                .remote_port,
+            None
+        );
+        assert_eq!(parse(r#"{"protocol":"tcp"}"#).unwrap().remote_port, None);
+        for bad in ["597.5", "65536", "-1", "\"80\"", "1e10"] {
+            let body = format!(r#"{{"protocol":"tcp","remote_port":{bad}}}"#);
+            assert!(parse(&body).is_err(), "{bad}");
+        }
+    }
 }
