@@ -65,7 +65,7 @@ impl Control {
                 Ok(Caller::Anonymous { ip })
             } else {
                 Err(unauthorized(
-                    "this server does not accept anonymous requests; pass an API key as 'Authorization: Bearer KEY' (the server's operator creates keys with 'netbore key create')",
+                    "this server does not accept anonymous requests; pass an API key as 'Authorization: Bearer KEY' (its operator creates one with 'netbore key create') or ask the operator to start it with --allow-anonymous",
                 ))
             };
         };
