@@ -56,7 +56,7 @@ pub(crate) async fn run(args: KeyArgs, printer: Printer) -> anyhow::Result<()> {
                     "key": key.secret,
                 }),
                 &format!(
-                    "Created API key {}{}\n\n  {}\n\nStore it now: it is shown only this once. Agents pass it as --api-key or 'Authorization: Bearer KEY'.",
+                    "Created API key {}{}\n\n  {}\n\nStore it now: it is shown only this once. Agents send it as 'Authorization: Bearer KEY'.",
                     key.record.id,
                     if label.is_empty() { String::new() } else { format!(" ({label})") },
                     key.secret

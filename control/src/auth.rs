@@ -7,7 +7,21 @@ use axum::http::StatusCode;
 
 use crate::Control;
 use crate::api::ApiError;
+use crate::rate::client_key;
 use crate::secrets::hash_secret;
+
+/// How owner strings of anonymous callers start.
+pub(crate) const ANONYMOUS_PREFIX: &str = "anonymous:";
+
+/// The owner as logs may show it: anonymous owners are IP addresses, which stay out of
+/// logs when agent addresses are masked.
+pub(crate) fn loggable_owner(owner: &str, mask: bool) -> &str {
+    if mask && owner.starts_with(ANONYMOUS_PREFIX) {
+        "anonymous"
+    } else {
+        owner
+    }
+}
 
 /// The authenticated caller of an API request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,7 +33,8 @@ pub enum Caller {
     },
     /// A caller without a key (only on servers that allow anonymous tunnels).
     Anonymous {
-        /// The client's address.
+        /// The client's address as [`client_key`] files it (an IPv6 client by its /64,
+        /// so rotating addresses inside one's own prefix gains nothing).
         ip: IpAddr,
     },
 }
@@ -30,7 +45,7 @@ impl Caller {
     pub fn owner(&self) -> String {
         match self {
             Caller::Key { id } => id.clone(),
-            Caller::Anonymous { ip } => format!("anonymous:{ip}"),
+            Caller::Anonymous { ip } => format!("{ANONYMOUS_PREFIX}{ip}"),
         }
     }
 
@@ -62,7 +77,7 @@ impl Control {
     ) -> Result<Caller, ApiError> {
         let Some(value) = authorization else {
             return if self.config.allow_anonymous {
-                Ok(Caller::Anonymous { ip })
+                Ok(Caller::Anonymous { ip: client_key(ip) })
             } else {
                 Err(unauthorized(
                     "this server does not accept anonymous requests; pass an API key as 'Authorization: Bearer KEY' (its operator creates one with 'netbore key create') or ask the operator to start it with --allow-anonymous",

@@ -47,8 +47,9 @@ pub struct RateLimiter {
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
 }
 
-/// The key a client's bucket is filed under.
-fn client_key(ip: IpAddr) -> IpAddr {
+/// The address a client is known by: an IPv4 address (also when it arrives mapped into
+/// IPv6), or the /64 of an IPv6 address, which one host usually owns whole.
+pub fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -153,6 +154,12 @@ mod tests {
         assert!(limiter.check(ip("2001:db8::1"), t0).is_ok());
         assert!(limiter.check(ip("2001:db8::2"), t0).is_err());
         assert!(limiter.check(ip("2001:db8:0:1::1"), t0).is_ok());
+    }
+
+    #[test]
+    fn mapped_ipv4_is_plain_ipv4() {
+        assert_eq!(client_key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(client_key(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use crate::api::{
     ApiError, CreateTunnelRequest, CreateTunnelResponse, Protocol, TunnelInfo, TunnelState,
 };
-use crate::auth::Caller;
+use crate::auth::{ANONYMOUS_PREFIX, Caller, loggable_owner};
 use crate::names::{normalize, random_name};
 use crate::secrets::{hash_secret, new_recreate_token};
 use crate::store::TunnelRecord;
@@ -200,7 +200,12 @@ impl Control {
                 .disconnect(&record.tunnel_id, DisconnectReason::Deleted);
             return Err(ApiError::store(e));
         }
-        tracing::info!(tunnel_id = %record.tunnel_id, owner = %record.owner, protocol = %protocol, "tunnel created");
+        tracing::info!(
+            tunnel_id = %record.tunnel_id,
+            owner = loggable_owner(&record.owner, self.config.mask_agent_ip),
+            protocol = %protocol,
+            "tunnel created"
+        );
         self.answer(&record, Some(recreate_token))
     }
 
@@ -250,7 +255,7 @@ impl Control {
             })?;
         // The token is the secret for anonymous tunnels (their owners change
         // networks); a key's tunnel also needs that key, so revoking it ends recreation.
-        if !record.owner.starts_with("anonymous:") && record.owner != caller.owner() {
+        if !record.owner.starts_with(ANONYMOUS_PREFIX) && record.owner != caller.owner() {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -284,7 +289,7 @@ impl Control {
         if let Some(name) = &record.name {
             self.check_reservation(name, &record.owner)?;
         }
-        let owner = match record.owner.strip_prefix("anonymous:") {
+        let owner = match record.owner.strip_prefix(ANONYMOUS_PREFIX) {
             Some(_) => caller.clone(),
             None => Caller::Key {
                 id: record.owner.clone(),

@@ -1,4 +1,5 @@
-//! One handler a route: authenticate, parse, call [`Control`], answer.
+//! One handler a route: authenticate, parse, call [`Control`], answer. The work runs
+//! on tokio's blocking pool: the store is synchronous and may wait on another writer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,11 +17,36 @@ use super::{
 };
 use crate::{Caller, Control, Reserved};
 
-fn caller(control: &Control, headers: &HeaderMap, client: SocketAddr) -> Result<Caller, ApiError> {
-    control.authenticate(
-        headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
-        client.ip(),
-    )
+/// Who sent the request: the `Authorization` header and the client address, checked
+/// on the blocking pool.
+struct Credentials {
+    authorization: Option<Vec<u8>>,
+    client: SocketAddr,
+}
+
+impl Credentials {
+    fn new(headers: &HeaderMap, client: SocketAddr) -> Self {
+        Credentials {
+            authorization: headers
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes().to_vec()),
+            client,
+        }
+    }
+
+    fn caller(&self, control: &Control) -> Result<Caller, ApiError> {
+        control.authenticate(self.authorization.as_deref(), self.client.ip())
+    }
+}
+
+/// Runs `f` with the control plane on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    control: Arc<Control>,
+    f: impl FnOnce(&Control) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(move || f(&control))
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(e)))
 }
 
 fn body<T: DeserializeOwned>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
@@ -55,9 +81,14 @@ pub(super) async fn create_tunnel(
     headers: HeaderMap,
     request: Result<Json<CreateTunnelRequest>, JsonRejection>,
 ) -> Result<Json<CreateTunnelResponse>, ApiError> {
-    let caller = caller(&control, &headers, client)?;
-    let request = body(request)?;
-    control.create_tunnel(&caller, &request).map(Json)
+    let who = Credentials::new(&headers, client);
+    blocking(control, move |control| {
+        let caller = who.caller(control)?;
+        let request = body(request)?;
+        control.create_tunnel(&caller, &request)
+    })
+    .await
+    .map(Json)
 }
 
 pub(super) async fn list_tunnels(
@@ -65,8 +96,11 @@ pub(super) async fn list_tunnels(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Json<TunnelList>, ApiError> {
-    let caller = caller(&control, &headers, client)?;
-    let tunnels = control.list_tunnels(&caller)?;
+    let who = Credentials::new(&headers, client);
+    let tunnels = blocking(control, move |control| {
+        control.list_tunnels(&who.caller(control)?)
+    })
+    .await?;
     Ok(Json(TunnelList { tunnels }))
 }
 
@@ -76,8 +110,13 @@ pub(super) async fn show_tunnel(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<TunnelInfo>, ApiError> {
-    let caller = caller(&control, &headers, client)?;
-    control.tunnel(&caller, &path(id)?).map(Json)
+    let who = Credentials::new(&headers, client);
+    blocking(control, move |control| {
+        let caller = who.caller(control)?;
+        control.tunnel(&caller, &path(id)?)
+    })
+    .await
+    .map(Json)
 }
 
 pub(super) async fn delete_tunnel(
@@ -86,8 +125,12 @@ pub(super) async fn delete_tunnel(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let caller = caller(&control, &headers, client)?;
-    control.delete_tunnel(&caller, &path(id)?)?;
+    let who = Credentials::new(&headers, client);
+    blocking(control, move |control| {
+        let caller = who.caller(control)?;
+        control.delete_tunnel(&caller, &path(id)?)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -97,9 +140,13 @@ pub(super) async fn reserve_name(
     headers: HeaderMap,
     request: Result<Json<NameRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&control, &headers, client)?;
-    let request = body(request)?;
-    let (info, reserved): (NameInfo, Reserved) = control.reserve_name(&caller, &request.name)?;
+    let who = Credentials::new(&headers, client);
+    let (info, reserved): (NameInfo, Reserved) = blocking(control, move |control| {
+        let caller = who.caller(control)?;
+        let request = body(request)?;
+        control.reserve_name(&caller, &request.name)
+    })
+    .await?;
     let status = match reserved {
         Reserved::New => StatusCode::CREATED,
         Reserved::Existing => StatusCode::OK,
@@ -112,8 +159,11 @@ pub(super) async fn list_names(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Json<NameList>, ApiError> {
-    let caller = caller(&control, &headers, client)?;
-    let names = control.list_names(&caller)?;
+    let who = Credentials::new(&headers, client);
+    let names = blocking(control, move |control| {
+        control.list_names(&who.caller(control)?)
+    })
+    .await?;
     Ok(Json(NameList { names }))
 }
 
@@ -123,7 +173,11 @@ pub(super) async fn release_name(
     headers: HeaderMap,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let caller = caller(&control, &headers, client)?;
-    control.release_name(&caller, &path(name)?)?;
+    let who = Credentials::new(&headers, client);
+    blocking(control, move |control| {
+        let caller = who.caller(control)?;
+        control.release_name(&caller, &path(name)?)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
