@@ -107,12 +107,9 @@ impl Control {
     /// Refuses a new live tunnel for `caller` past its limit (`except` is the tunnel
     /// being reclaimed, which replaces itself).
     fn check_limit(&self, caller: &Caller, except: Option<&str>) -> Result<(), ApiError> {
-        let (max, what) = match caller {
-            Caller::Key { .. } => (self.config.max_tunnels_per_key, "this API key"),
-            Caller::Anonymous { .. } => (
-                self.config.max_tunnels_per_anonymous_ip,
-                "anonymous clients at your address",
-            ),
+        let max = match caller {
+            Caller::Key { .. } => self.config.max_tunnels_per_key,
+            Caller::Anonymous { .. } => self.config.max_tunnels_per_anonymous_ip,
         };
         let live = self
             .store
@@ -121,25 +118,30 @@ impl Control {
             .iter()
             .filter(|t| Some(t.tunnel_id.as_str()) != except && self.is_live(&t.tunnel_id))
             .count();
-        if live >= max {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "limit_reached",
-                format!(
-                    "{what} already hold {live} live tunnels, the most this server allows; stop or delete one first"
-                ),
-            ));
+        if live < max {
+            return Ok(());
         }
-        Ok(())
+        let message = match caller {
+            Caller::Key { .. } => format!(
+                "this API key already holds {live} live tunnels, the most this server allows; stop or delete one (DELETE /tunnels/ID) first"
+            ),
+            Caller::Anonymous { .. } => format!(
+                "anonymous agents at your address already hold {live} live tunnels, the most this server allows; stop one first or use an API key"
+            ),
+        };
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "limit_reached",
+            message,
+        ))
     }
 
     /// Refuses `name` if a key other than `owner` reserved it (any reservation, for
     /// anonymous owners).
-    fn check_reservation(&self, name: &str, owner: &str) -> Result<bool, ApiError> {
+    fn check_reservation(&self, name: &str, owner: &str) -> Result<(), ApiError> {
         match self.store.name_reservation(name).map_err(ApiError::store)? {
-            Some(r) if r.key_id == owner => Ok(true),
-            Some(_) => Err(name_taken(name)),
-            None => Ok(false),
+            Some(r) if r.key_id != owner => Err(name_taken(name)),
+            _ => Ok(()),
         }
     }
 
