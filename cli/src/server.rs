@@ -247,7 +247,7 @@ pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()
             bound.http.port(),
             args.tcp_ports,
             args.tcp_bind_ip,
-            if args.allow_anonymous { "allowed" } else { "refused (pass --allow-anonymous to allow)" }
+            if args.allow_anonymous { "allowed" } else { "refused: agents need an API key (netbore key create), or pass --allow-anonymous" }
         ),
     );
     tokio::signal::ctrl_c().await?;
