@@ -89,6 +89,8 @@ if [ -n "${SEED:-}" ]; then
 fi
 echo "schemathesis against http://$ADDR (max $MAX_EXAMPLES examples per operation, ${MAX_SECONDS}s)"
 status=0
+# schemathesis keeps a cache in its working directory: keep it in the throwaway one.
+cd "$TMP"
 timeout --signal=INT "$MAX_SECONDS" "$VENV/bin/schemathesis" run "http://$ADDR/openapi.json" \
     --header "Authorization: Bearer $KEY" \
     --checks all \
