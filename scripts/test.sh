@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, every test (release build,
-# the same one the benchmarks use), a short end-to-end throughput run, and every
-# fuzz target for 30 s.
-# Needs a Rust toolchain; installs what the tests use when it is missing (curl from
-# apt, cargo-fuzz with cargo).
+# the same one the benchmarks use), a short end-to-end throughput run, the control
+# API against its OpenAPI document (schemathesis), and every fuzz target for 30 s.
+# Needs a Rust toolchain and python3; installs what the tests use when it is missing
+# (curl from apt, cargo-fuzz with cargo, schemathesis in a venv under target/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +38,9 @@ cargo build --locked --release -p netbore -p netbore-benches
 # Fails only on a gross regression: netbore below 3 % of direct in the median of three
 # rounds (it runs near 30 %; single noisy rounds have dipped to 8 %).
 target/release/e2e --seconds 1 --rounds 3 --quick --floor 0.03
+
+echo "== control API against docs/openapi.yaml (schemathesis)"
+bash scripts/schemathesis.sh
 
 echo "== fuzzing (30 s per target; crashes fail the run)"
 bash scripts/fuzz.sh 30

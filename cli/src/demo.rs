@@ -91,6 +91,11 @@ pub(crate) async fn run(args: DemoArgs, printer: Printer) -> anyhow::Result<()> 
         response_timeout: 60,
         max_idle_upstream: 64,
         max_viewer_connections: 10_000,
+        max_tunnels_per_key: 20,
+        max_tunnels_per_anonymous_ip: 5,
+        max_names_per_key: 100,
+        api_rate: 20.0,
+        api_burst: 40.0,
         mux: crate::MuxArgs::default(),
     };
     let bound = server::start(&server_args).await?;

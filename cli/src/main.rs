@@ -3,6 +3,7 @@
 
 mod agent_cmd;
 mod demo;
+mod key_cmd;
 mod output;
 mod server;
 
@@ -25,6 +26,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the Edge and the Control plane together.
@@ -35,6 +38,8 @@ enum Command {
     Tcp(agent_cmd::TcpArgs),
     /// Run a server and an agent in one process and expose a hello service.
     Demo(demo::DemoArgs),
+    /// Create, list and revoke API keys in the server's store.
+    Key(key_cmd::KeyArgs),
 }
 
 /// Mux limits shared by every command that holds a session.
@@ -113,6 +118,7 @@ fn main() {
             Command::Http(args) => agent_cmd::run_http(args, printer).await,
             Command::Tcp(args) => agent_cmd::run_tcp(args, printer).await,
             Command::Demo(args) => demo::run(args, printer).await,
+            Command::Key(args) => key_cmd::run(args, printer).await,
         }
     });
     if let Err(e) = result {

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use netbore_control::api::EdgeCandidate;
+use netbore_control::rate::RateConfig;
+use netbore_control::store::SqliteStore;
 use netbore_control::tokens::TokenSigner;
 use netbore_control::{Control, ControlConfig};
 use netbore_edge::http::IngressConfig;
@@ -67,9 +69,27 @@ pub(crate) struct ServerArgs {
     /// Viewer connections HTTP ingress serves at once.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) max_viewer_connections: usize,
+    /// Most live tunnels one API key may hold (stops one key taking every port or name).
+    #[arg(long, default_value_t = 20)]
+    pub(crate) max_tunnels_per_key: usize,
+    /// Most live tunnels anonymous agents from one IP address may hold.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) max_tunnels_per_anonymous_ip: usize,
+    /// Most names one API key may reserve.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) max_names_per_key: usize,
+    /// Control API requests a second each client IP may sustain.
+    #[arg(long, default_value_t = 20.0)]
+    pub(crate) api_rate: f64,
+    /// Control API requests each client IP may send at once after being idle.
+    #[arg(long, default_value_t = 40.0)]
+    pub(crate) api_burst: f64,
     #[command(flatten)]
     pub(crate) mux: crate::MuxArgs,
 }
+
+/// The control plane's database inside the data directory.
+pub(crate) const STORE_FILE: &str = "netbore.db";
 
 /// The default data directory: `$XDG_DATA_HOME/netbore`, `~/.local/share/netbore`,
 /// or `./netbore-data`.
@@ -98,6 +118,7 @@ pub(crate) struct Bound {
 pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let signer = TokenSigner::load_or_create(&data_dir.join("control-ed25519.pk8"))?;
+    let store = std::sync::Arc::new(SqliteStore::open(&data_dir.join(STORE_FILE))?);
     let mux_config = netbore_edge::agent_session_config(args.mux.config());
     let agent_listener = netbore_transport::tcp::Listener::bind(args.agent_addr, mux_config)
         .await
@@ -162,6 +183,16 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
             transports: vec!["tcp".into()],
         }],
         token_ttl: Duration::from_secs(args.token_ttl.max(1)),
+        mask_agent_ip: args.mask_agent_ip,
+        max_tunnels_per_key: args.max_tunnels_per_key,
+        max_tunnels_per_anonymous_ip: args.max_tunnels_per_anonymous_ip,
+        max_names_per_key: args.max_names_per_key,
+        api_rate: RateConfig {
+            rate: args.api_rate,
+            burst: args.api_burst,
+            ..RateConfig::default()
+        },
+        ..ControlConfig::default()
     };
     let edge_config = EdgeConfig {
         domain: args.domain.clone(),
@@ -179,7 +210,12 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         registry.clone(),
         ingress,
     ));
-    let control = std::sync::Arc::new(Control::new(control_config, signer, Box::new(registry)));
+    let control = std::sync::Arc::new(Control::new(
+        control_config,
+        signer,
+        Box::new(registry),
+        store,
+    ));
     let app =
         netbore_control::api::router(control).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
@@ -211,7 +247,7 @@ pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()
             bound.http.port(),
             args.tcp_ports,
             args.tcp_bind_ip,
-            if args.allow_anonymous { "allowed" } else { "refused (pass --allow-anonymous to allow)" }
+            if args.allow_anonymous { "allowed" } else { "refused: agents need an API key (netbore key create), or pass --allow-anonymous" }
         ),
     );
     tokio::signal::ctrl_c().await?;

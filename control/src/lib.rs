@@ -1,18 +1,33 @@
-//! Netbore's control plane: authenticates agents, creates tunnels and mints the
-//! short-lived EdDSA tokens Edges verify.
+//! Netbore's control plane: authenticates callers (API keys or anonymous), creates,
+//! lists and deletes tunnels, reserves names, and mints the short-lived EdDSA tokens
+//! Edges verify.
 //!
-//! It serves `POST /tunnels/create` ([`api`]) and asks a [`Placement`] (the Edge, when
-//! co-located) to reserve the public port. It knows nothing of the mux or transports.
+//! It serves the control API ([`api`], described by `docs/openapi.yaml`), keeps keys,
+//! names and tunnel records in a [`store::Store`], and asks a [`Placement`] (the Edge,
+//! when co-located) to hold each tunnel's public port or name. It knows nothing of the
+//! mux or transports.
 
 pub mod api;
+mod auth;
+pub mod names;
+pub mod rate;
+mod reservations;
+pub mod secrets;
+pub mod store;
 pub mod tokens;
+mod tunnels;
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use ring::rand::SystemRandom;
 
-use crate::api::{ApiError, CreateTunnelRequest, CreateTunnelResponse, EdgeCandidate, Protocol};
+use crate::api::{EdgeCandidate, Protocol};
+pub use crate::auth::Caller;
+use crate::rate::{RateConfig, RateLimiter};
+pub use crate::reservations::Reserved;
+use crate::store::Store;
 use crate::tokens::TokenSigner;
 
 /// Why an Edge could not place a tunnel.
@@ -93,7 +108,7 @@ pub trait Placement: Send + Sync + 'static {
 /// Settings of the control plane.
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
-    /// Let agents without an API key create tunnels.
+    /// Let callers without an API key create tunnels.
     pub allow_anonymous: bool,
     /// Public host name of the Edge (used in public URLs).
     pub domain: String,
@@ -101,6 +116,40 @@ pub struct ControlConfig {
     pub edges: Vec<EdgeCandidate>,
     /// Lifetime of ephemeral tokens.
     pub token_ttl: Duration,
+    /// Leave agents' addresses out of API answers (`agent_addr`).
+    pub mask_agent_ip: bool,
+    /// Most live (pending or online) tunnels one API key may hold. Stops one key from
+    /// taking every public port or name of the server.
+    pub max_tunnels_per_key: usize,
+    /// Most live tunnels anonymous callers from one IP address may hold. Stops one
+    /// anonymous client from taking every public port or name of the server.
+    pub max_tunnels_per_anonymous_ip: usize,
+    /// Most names one API key may reserve. Stops one key from squatting the namespace.
+    pub max_names_per_key: usize,
+    /// Most tunnel records (with their recreate tokens) kept per owner; past it the
+    /// oldest offline ones are forgotten. Stops one client from growing the store
+    /// without bound by creating tunnels it never deletes.
+    pub max_records_per_owner: usize,
+    /// Per-client rate of control API requests. Stops one client from keeping the
+    /// control plane busy for everyone else.
+    pub api_rate: RateConfig,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            allow_anonymous: false,
+            domain: "localhost".into(),
+            edges: Vec::new(),
+            token_ttl: tokens::DEFAULT_TTL,
+            mask_agent_ip: false,
+            max_tunnels_per_key: 20,
+            max_tunnels_per_anonymous_ip: 5,
+            max_names_per_key: 100,
+            max_records_per_owner: 200,
+            api_rate: RateConfig::default(),
+        }
+    }
 }
 
 /// The control plane's state.
@@ -108,6 +157,12 @@ pub struct Control {
     config: ControlConfig,
     signer: TokenSigner,
     placement: Box<dyn Placement>,
+    store: Arc<dyn Store>,
+    rng: SystemRandom,
+    rate: RateLimiter,
+    /// Held while a tunnel is created or deleted, so two creates of one owner cannot
+    /// both pass the limit check, and a name check and its placement are one step.
+    lifecycle: Mutex<()>,
 }
 
 impl std::fmt::Debug for Control {
@@ -119,13 +174,29 @@ impl std::fmt::Debug for Control {
 }
 
 impl Control {
-    /// A control plane signing with `signer` and placing tunnels with `placement`.
-    pub fn new(config: ControlConfig, signer: TokenSigner, placement: Box<dyn Placement>) -> Self {
+    /// A control plane signing with `signer`, placing tunnels with `placement` and
+    /// keeping its state in `store`.
+    pub fn new(
+        config: ControlConfig,
+        signer: TokenSigner,
+        placement: Box<dyn Placement>,
+        store: Arc<dyn Store>,
+    ) -> Self {
+        let rate = RateLimiter::new(config.api_rate);
         Control {
             config,
             signer,
             placement,
+            store,
+            rng: SystemRandom::new(),
+            rate,
+            lifecycle: Mutex::new(()),
         }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ControlConfig {
+        &self.config
     }
 
     /// The signer (Edges built in the same process take its verifier).
@@ -133,64 +204,13 @@ impl Control {
         &self.signer
     }
 
-    /// Creates a tunnel for `owner`.
-    pub fn create_tunnel(
-        &self,
-        owner: &str,
-        request: &CreateTunnelRequest,
-    ) -> Result<CreateTunnelResponse, ApiError> {
-        let tunnel_id = format!("tun_{}", self.signer.random_hex(10));
-        let name = match request.protocol {
-            Protocol::Http => Some(
-                request
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| self.signer.random_hex(4)),
-            ),
-            Protocol::Tcp => None,
-        };
-        // Hold the reservation a little longer than the token lives, so a token that is
-        // still valid always finds it.
-        let hold = self.config.token_ttl + Duration::from_secs(5);
-        let placed = self
-            .placement
-            .place(&PlaceRequest {
-                tunnel_id: tunnel_id.clone(),
-                protocol: request.protocol,
-                name: name.clone(),
-                port: request.remote_port,
-                hold,
-            })
-            .map_err(|e| {
-                let status = match e.code {
-                    "internal" => StatusCode::INTERNAL_SERVER_ERROR,
-                    "no_port_available" => StatusCode::SERVICE_UNAVAILABLE,
-                    _ => StatusCode::CONFLICT,
-                };
-                ApiError::new(status, e.code, e.message)
-            })?;
-        let (token, _) = self
-            .signer
-            .mint(
-                owner,
-                &tunnel_id,
-                request.protocol.as_str(),
-                placed.port,
-                name.as_deref(),
-                self.config.token_ttl,
-            )
-            .map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })?;
-        Ok(CreateTunnelResponse {
-            public_url: placed.public_url,
-            tunnel_id,
-            protocol: request.protocol,
-            name,
-            edges: self.config.edges.clone(),
-            ephemeral_token: token,
-            expires_in: self.config.token_ttl.as_secs(),
-            recreate_token: None,
-        })
+    /// The store.
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
+    /// The API rate limiter.
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        &self.rate
     }
 }

@@ -170,6 +170,19 @@ impl Server {
 
     /// Starts a server on the given addresses with `data_dir`.
     pub fn start_in(data_dir: TempDir, control: &str, agent: &str, extra: &[&str]) -> Server {
+        Self::start_opts(data_dir, control, agent, "127.0.0.1:0", true, extra)
+    }
+
+    /// Starts a server with every choice explicit: its HTTP ingress address, and
+    /// whether it accepts anonymous agents.
+    pub fn start_opts(
+        data_dir: TempDir,
+        control: &str,
+        agent: &str,
+        http: &str,
+        allow_anonymous: bool,
+        extra: &[&str],
+    ) -> Server {
         let dd = data_dir.0.to_str().unwrap().to_string();
         let mut args = vec![
             "server",
@@ -178,7 +191,7 @@ impl Server {
             "--agent-addr",
             agent,
             "--http-addr",
-            "127.0.0.1:0",
+            http,
             "--tcp-ports",
             "0",
             "--tcp-bind-ip",
@@ -189,10 +202,10 @@ impl Server {
         if !extra.contains(&"--domain") {
             args.extend_from_slice(&["--domain", "127.0.0.1"]);
         }
-        if !extra.contains(&"--no-anonymous") {
+        if allow_anonymous {
             args.push("--allow-anonymous");
         }
-        args.extend(extra.iter().filter(|a| **a != "--no-anonymous"));
+        args.extend_from_slice(extra);
         let proc = Proc::spawn(&args);
         let ev = proc.expect_event("listening", Duration::from_secs(20));
         Server {
@@ -202,6 +215,39 @@ impl Server {
             proc,
             data_dir,
         }
+    }
+
+    /// Stops the server and hands back its data directory (to start another on it).
+    pub fn stop(self) -> TempDir {
+        let Server {
+            mut proc, data_dir, ..
+        } = self;
+        proc.kill();
+        data_dir
+    }
+
+    /// Runs `netbore key ARGS --data-dir DATA_DIR --json` and returns its exit code
+    /// and its JSON events.
+    pub fn key(&self, args: &[&str]) -> (i32, Vec<Value>) {
+        key_cmd(&self.data_dir, args)
+    }
+
+    /// Creates an API key through the CLI and returns its secret.
+    pub fn create_key(&self, label: &str) -> String {
+        let (code, events) = self.key(&["create", "--label", label]);
+        assert_eq!(code, 0, "{events:?}");
+        events[0]["key"].as_str().unwrap().to_string()
+    }
+
+    /// One control API request.
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> HttpResponse {
+        http_request(self.control, method, path, key, body)
     }
 
     pub fn url(&self) -> String {
@@ -320,4 +366,129 @@ impl Checksum {
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
+}
+
+/// Runs `netbore key ARGS --data-dir DIR --json`: exit code and JSON events.
+pub fn key_cmd(data_dir: &TempDir, args: &[&str]) -> (i32, Vec<Value>) {
+    let out = Command::new(bin())
+        .arg("key")
+        .args(args)
+        .arg("--data-dir")
+        .arg(&data_dir.0)
+        .arg("--json")
+        .stdin(Stdio::null())
+        .output()
+        .expect("netbore binary runs");
+    let events = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    (out.status.code().unwrap_or(-1), events)
+}
+
+/// An HTTP answer: status, lowercase header names, body parsed as JSON (`Null` if
+/// empty or not JSON).
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts the one error shape with this status and code, and a one-sentence
+    /// message; returns the message.
+    pub fn assert_error(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{self:?}"
+        );
+        let error = self.body["error"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no error object: {self:?}"));
+        assert_eq!(error.len(), 2, "{self:?}");
+        assert_eq!(error["code"], code, "{self:?}");
+        let message = error["message"].as_str().expect("message").to_string();
+        assert!(
+            !message.is_empty() && !message.contains('\n'),
+            "{message:?}"
+        );
+        assert!(
+            !message.ends_with('.'),
+            "one sentence, no trailing period: {message:?}"
+        );
+        message
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`).
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&Value>,
+) -> HttpResponse {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(key) = key {
+        req.push_str(&format!("Authorization: Bearer {key}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let (head, rest) = text.split_once("\r\n\r\n").expect("an HTTP head");
+    let mut lines = head.lines();
+    let status = lines.next().unwrap()[9..12].parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    HttpResponse {
+        status,
+        headers,
+        body: serde_json::from_str(&body).unwrap_or(Value::Null),
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }

@@ -1,0 +1,152 @@
+//! The control plane's durable state behind one trait: API keys, reserved names and
+//! tunnel records (with the hash of each recreate token).
+//!
+//! [`SqliteStore`] keeps it in one file in the data directory, so a restart loses no
+//! key, name or recreate token. The trait speaks only plain Rust types, so a shared
+//! backend (Redis) can implement it too. Secrets never reach the store: keys and
+//! recreate tokens arrive here already hashed.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use crate::api::Protocol;
+
+/// Why the store could not answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database could not be opened or created.
+    #[error("cannot open the store {path}: {reason}; check the --data-dir permissions")]
+    Open {
+        /// The database file.
+        path: String,
+        /// What the backend said.
+        reason: String,
+    },
+    /// A read or write failed.
+    #[error("the store failed: {0}")]
+    Backend(String),
+    /// A record holds a value this version cannot read.
+    #[error("the store holds a record this version cannot read: {0}")]
+    Corrupt(String),
+}
+
+/// An API key as stored: never the secret, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// Public id (`k_…`), shown in listings and used as the owner of its tunnels.
+    pub id: String,
+    /// Free text chosen at creation.
+    pub label: String,
+    /// SHA-256 of the secret, lowercase hex.
+    pub secret_hash: String,
+    /// Creation time, seconds since the epoch.
+    pub created_at: u64,
+    /// A revoked key authenticates nothing.
+    pub revoked: bool,
+}
+
+/// A name held for one API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservedName {
+    /// The DNS label.
+    pub name: String,
+    /// The key holding it.
+    pub key_id: String,
+    /// Reservation time, seconds since the epoch.
+    pub created_at: u64,
+}
+
+/// What [`Store::reserve_name`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reserve {
+    /// The name is now held for the key.
+    Reserved,
+    /// The key already held it; nothing changed.
+    AlreadyYours,
+    /// Another key holds it.
+    Taken,
+    /// The key already holds its quota of names.
+    LimitReached,
+}
+
+/// A tunnel as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelRecord {
+    /// The tunnel's id (`tun_…`).
+    pub tunnel_id: String,
+    /// Who created it: an API key id, or `anonymous:<ip>`.
+    pub owner: String,
+    /// `tcp` or `http`.
+    pub protocol: Protocol,
+    /// Host name label of an HTTP tunnel.
+    pub name: Option<String>,
+    /// Public port of a TCP tunnel.
+    pub remote_port: Option<u16>,
+    /// Where viewers reach it.
+    pub public_url: String,
+    /// SHA-256 of the recreate token, lowercase hex.
+    pub recreate_hash: String,
+    /// Creation time, seconds since the epoch.
+    pub created_at: u64,
+}
+
+/// Durable state of the control plane. Calls are synchronous and short.
+pub trait Store: Send + Sync + 'static {
+    /// Stores a new API key.
+    fn insert_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+
+    /// The key whose secret hashes to `secret_hash`, revoked or not.
+    fn key_by_hash(&self, secret_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// Every key, oldest first.
+    fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
+    /// Revokes a key and releases its reserved names. False if no such key exists.
+    fn revoke_key(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Reserves `name` for `key_id` unless another key holds it or the key already
+    /// holds `max_per_key` names.
+    fn reserve_name(
+        &self,
+        name: &str,
+        key_id: &str,
+        now: u64,
+        max_per_key: usize,
+    ) -> Result<Reserve, StoreError>;
+
+    /// The reservation of `name`, if any.
+    fn name_reservation(&self, name: &str) -> Result<Option<ReservedName>, StoreError>;
+
+    /// The names `key_id` holds, alphabetically.
+    fn names_of(&self, key_id: &str) -> Result<Vec<ReservedName>, StoreError>;
+
+    /// Releases `name` if `key_id` holds it. False otherwise.
+    fn release_name(&self, name: &str, key_id: &str) -> Result<bool, StoreError>;
+
+    /// Stores a new tunnel.
+    fn insert_tunnel(&self, tunnel: &TunnelRecord) -> Result<(), StoreError>;
+
+    /// The tunnel `tunnel_id`.
+    fn tunnel(&self, tunnel_id: &str) -> Result<Option<TunnelRecord>, StoreError>;
+
+    /// The tunnel whose recreate token hashes to `recreate_hash`.
+    fn tunnel_by_recreate_hash(
+        &self,
+        recreate_hash: &str,
+    ) -> Result<Option<TunnelRecord>, StoreError>;
+
+    /// The tunnels `owner` created, oldest first.
+    fn tunnels_of(&self, owner: &str) -> Result<Vec<TunnelRecord>, StoreError>;
+
+    /// The tunnels named `name`, oldest first.
+    fn tunnels_named(&self, name: &str) -> Result<Vec<TunnelRecord>, StoreError>;
+
+    /// Records where a reclaimed tunnel is reachable now (the server's domain or ports
+    /// may have changed since it was created).
+    fn set_public_url(&self, tunnel_id: &str, public_url: &str) -> Result<(), StoreError>;
+
+    /// Deletes the tunnel (its recreate token stops working). False if absent.
+    fn delete_tunnel(&self, tunnel_id: &str) -> Result<bool, StoreError>;
+}
