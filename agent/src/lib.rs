@@ -177,6 +177,9 @@ impl AgentError {
 /// What the agent remembers of a tunnel between connections.
 #[derive(Debug, Clone, Default)]
 struct Held {
+    /// The tunnel was online during this run (so a server that no longer knows it
+    /// deleted it, rather than never having had it).
+    online_this_run: bool,
     /// The secret that reclaims the tunnel.
     recreate_token: Option<String>,
     /// The public port it had (asked for again if the server forgot the tunnel).
@@ -197,6 +200,7 @@ pub async fn run(config: AgentConfig, on_event: impl Fn(AgentEvent)) -> AgentErr
         .tunnels
         .iter()
         .map(|t| Held {
+            online_this_run: false,
             recreate_token: store.as_ref().and_then(|s| s.load(t)),
             port: t.remote_port,
             name: t.name.clone(),
@@ -209,6 +213,9 @@ pub async fn run(config: AgentConfig, on_event: impl Fn(AgentEvent)) -> AgentErr
             Ok((session, created, hello_stream)) => {
                 ever_online = true;
                 attempt = 0;
+                for h in held.iter_mut() {
+                    h.online_this_run = true;
+                }
                 for (i, c) in created.iter().enumerate() {
                     on_event(AgentEvent::Online {
                         tunnel_id: c.tunnel_id.clone(),
@@ -227,7 +234,7 @@ pub async fn run(config: AgentConfig, on_event: impl Fn(AgentEvent)) -> AgentErr
                     .collect();
                 let ids: Vec<String> = created.iter().map(|c| c.tunnel_id.clone()).collect();
                 tokio::select! {
-                    _ = origin::serve(&session, origins, config.connect_timeout) => {}
+                    biased;
                     closed = watch_notices(hello_stream, ids, &on_event) => {
                         session.close(netbore_mux::GoAwayCode::NORMAL);
                         for (i, t) in config.tunnels.iter().enumerate() {
@@ -238,6 +245,7 @@ pub async fn run(config: AgentConfig, on_event: impl Fn(AgentEvent)) -> AgentErr
                         }
                         return closed;
                     }
+                    _ = origin::serve(&session, origins, config.connect_timeout) => {}
                 }
                 format!("the session to the Edge ended ({})", session.closed().await)
             }
@@ -316,6 +324,17 @@ async fn create_one(
             ..fresh.clone()
         };
         match control_client::create_tunnel(&config.server, key, &reclaim).await {
+            Err(AgentError::Refused { code, .. })
+                if code == "not_found" && held.online_this_run =>
+            {
+                if let Some(s) = store {
+                    s.forget(spec);
+                }
+                return Err(AgentError::Refused {
+                    code: "tunnel_deleted".into(),
+                    message: "the server no longer knows this tunnel (it was deleted through the control API, or the server lost its data); run the command again for a new tunnel".into(),
+                });
+            }
             Err(AgentError::Refused { code, .. }) if code == "not_found" => {
                 tracing::info!("the server no longer knows this tunnel; creating a new one");
                 held.recreate_token = None;

@@ -379,12 +379,16 @@ async fn a_restarted_agent_gets_its_url_back() {
 }
 
 /// Samples the RSS (KiB) of `pids` every 100 ms until `stop` is set; returns the peaks.
-fn sample_rss(pids: Vec<u32>, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<Vec<u64>> {
+fn sample_rss(
+    pids: Vec<u32>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<u64>> {
     std::thread::spawn(move || {
         let mut peaks = vec![0u64; pids.len()];
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             for (i, pid) in pids.iter().enumerate() {
-                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
                 let rss = status
                     .lines()
                     .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -407,7 +411,15 @@ async fn a_gibibyte_streams_each_way_with_flat_memory() {
     let agent = HttpAgent::start(&server, &origin.addr.to_string(), &[]);
     // Warm up so idle buffers and pools are in the baseline.
     for _ in 0..3 {
-        request(server.http, "POST", &agent.host, "/sink", &[], vec![1u8; 1 << 20]).await;
+        request(
+            server.http,
+            "POST",
+            &agent.host,
+            "/sink",
+            &[],
+            vec![1u8; 1 << 20],
+        )
+        .await;
     }
     let base = (server.proc.rss_kib(), agent.proc.rss_kib());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -464,9 +476,15 @@ async fn a_gibibyte_streams_each_way_with_flat_memory() {
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let down_peaks = sampler.join().unwrap();
-    let peaks = [up_peaks[0].max(down_peaks[0]), up_peaks[1].max(down_peaks[1])];
+    let peaks = [
+        up_peaks[0].max(down_peaks[0]),
+        up_peaks[1].max(down_peaks[1]),
+    ];
     eprintln!("peaks upload {up_peaks:?} download {down_peaks:?}");
-    let growth = (peaks[0].saturating_sub(base.0), peaks[1].saturating_sub(base.1));
+    let growth = (
+        peaks[0].saturating_sub(base.0),
+        peaks[1].saturating_sub(base.1),
+    );
     eprintln!(
         "1 GiB up {upload:?}, down {download:?}; RSS base server {} KiB agent {} KiB, growth server {} KiB agent {} KiB",
         base.0, base.1, growth.0, growth.1

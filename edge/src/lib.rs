@@ -32,6 +32,10 @@ pub use registry::{Registry, RegistryConfig};
 /// data for each of many streams nobody will read.
 pub const AGENT_ACCEPT_BACKLOG: usize = 4;
 
+/// How long the Edge waits for an agent to close a session whose last tunnel it took
+/// away, before closing it itself.
+pub const NOTICE_GRACE: Duration = Duration::from_millis(500);
+
 /// The mux settings of agent sessions at the Edge: `base` with the Edge's backlog.
 pub fn agent_session_config(base: netbore_mux::Config) -> netbore_mux::Config {
     netbore_mux::Config {
@@ -173,7 +177,11 @@ impl Edge {
                     let notice = EdgeNotice::TunnelClosed { tunnel_id: c.tunnel_id, code, message };
                     let _ = proto::write_message(&mut hello_stream, &notice).await;
                     if live.is_empty() {
-                        session.close(GoAwayCode::CLOSED_BY_APPLICATION);
+                        // The agent closes the session once it has read the notice;
+                        // closing first could drop the notice on the way.
+                        if tokio::time::timeout(NOTICE_GRACE, session.closed()).await.is_err() {
+                            session.close(GoAwayCode::CLOSED_BY_APPLICATION);
+                        }
                         break "it serves no tunnel any more".to_string();
                     }
                 }

@@ -494,7 +494,14 @@ fn netbore_http(bin: &std::path::Path, origin: SocketAddr, data: &str) -> Conten
     let state = format!("{data}/agent-state");
     let agent = Proc::spawn(
         bin,
-        &["http", &origin.to_string(), "--server", &url, "--state-dir", &state],
+        &[
+            "http",
+            &origin.to_string(),
+            "--server",
+            &url,
+            "--state-dir",
+            &state,
+        ],
     );
     let online = agent.wait_for("online");
     let host = online["public_url"]
