@@ -222,12 +222,7 @@ async fn server_sent_events_arrive_as_they_are_produced() {
     let origin = web::start_origin().await;
     let server = http_server(&[]);
     let agent = HttpAgent::start(&server, &origin.addr.to_string(), &[]);
-    let stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = web::connect_http1(server.http).await;
     let req = hyper::Request::get("/sse")
         .header("host", &agent.host)
         .body(http_body_util::Empty::<Bytes>::new())
@@ -426,12 +421,7 @@ async fn a_gibibyte_streams_each_way_with_flat_memory() {
     let sampler = sample_rss(vec![server.proc.pid(), agent.proc.pid()], stop.clone());
 
     // Upload.
-    let stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = web::connect_http1(server.http).await;
     let started = Instant::now();
     let req = hyper::Request::post("/sink")
         .header("host", &agent.host)
@@ -454,12 +444,7 @@ async fn a_gibibyte_streams_each_way_with_flat_memory() {
 
     // Download.
     let started = Instant::now();
-    let stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = web::connect_http1(server.http).await;
     let req = hyper::Request::get(format!("/bytes/{GIB}"))
         .header("host", &agent.host)
         .body(http_body_util::Empty::<Bytes>::new())

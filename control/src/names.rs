@@ -20,16 +20,20 @@ pub const RANDOM_NAME_LEN: usize = 8;
 )]
 pub struct InvalidName(pub String);
 
+/// True when `label` is a lowercase DNS label a tunnel may be named.
+pub fn is_valid(label: &str) -> bool {
+    (1..=MAX_NAME_LEN).contains(&label.len())
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+}
+
 /// Checks `name` as a DNS label and returns it lowercase.
 pub fn normalize(name: &str) -> Result<String, InvalidName> {
     let lower = name.to_ascii_lowercase();
-    let ok = (1..=MAX_NAME_LEN).contains(&lower.len())
-        && lower
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !lower.starts_with('-')
-        && !lower.ends_with('-');
-    if ok {
+    if is_valid(&lower) {
         Ok(lower)
     } else {
         Err(InvalidName(name.chars().take(80).collect()))

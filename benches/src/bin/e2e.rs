@@ -422,8 +422,9 @@ async fn idle_viewers(public: SocketAddr, n: usize) -> Vec<TcpStream> {
     out
 }
 
-/// Starts `netbore server` and `netbore tcp` from `bin` in front of `origin`.
-fn netbore(name: &str, bin: &std::path::Path, origin: SocketAddr, data: &str) -> Contender {
+/// Starts `netbore server` from `bin` on loopback (every port chosen by the OS) for
+/// `domain`; returns it and its `listening` event.
+fn netbore_server(bin: &std::path::Path, domain: &str, data: &str) -> (Proc, serde_json::Value) {
     let server = Proc::spawn(
         bin,
         &[
@@ -439,18 +440,32 @@ fn netbore(name: &str, bin: &std::path::Path, origin: SocketAddr, data: &str) ->
             "--tcp-bind-ip",
             "127.0.0.1",
             "--domain",
-            "127.0.0.1",
+            domain,
             "--allow-anonymous",
             "--data-dir",
             data,
         ],
     );
-    let control = server.wait_for("listening")["control"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let url = format!("http://{control}");
-    let agent = Proc::spawn(bin, &["tcp", &origin.to_string(), "--server", &url]);
+    let listening = server.wait_for("listening");
+    (server, listening)
+}
+
+/// Starts `netbore server` and `netbore tcp` from `bin` in front of `origin`.
+fn netbore(name: &str, bin: &std::path::Path, origin: SocketAddr, data: &str) -> Contender {
+    let (server, listening) = netbore_server(bin, "127.0.0.1", data);
+    let url = format!("http://{}", listening["control"].as_str().unwrap());
+    let state = format!("{data}/agent-state");
+    let agent = Proc::spawn(
+        bin,
+        &[
+            "tcp",
+            &origin.to_string(),
+            "--server",
+            &url,
+            "--state-dir",
+            &state,
+        ],
+    );
     let online = agent.wait_for("online");
     let public = online["public_url"]
         .as_str()
@@ -470,24 +485,7 @@ fn netbore(name: &str, bin: &std::path::Path, origin: SocketAddr, data: &str) ->
 /// Starts `netbore server` and `netbore http` from `bin` in front of `origin`: the
 /// Edge parses every request and routes it by host name.
 fn netbore_http(bin: &std::path::Path, origin: SocketAddr, data: &str) -> Contender {
-    let server = Proc::spawn(
-        bin,
-        &[
-            "server",
-            "--control-addr",
-            "127.0.0.1:0",
-            "--agent-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--domain",
-            "localhost",
-            "--allow-anonymous",
-            "--data-dir",
-            data,
-        ],
-    );
-    let listening = server.wait_for("listening");
+    let (server, listening) = netbore_server(bin, "localhost", data);
     let control = listening["control"].as_str().unwrap().to_string();
     let public = listening["http"].as_str().unwrap().parse().unwrap();
     let url = format!("http://{control}");

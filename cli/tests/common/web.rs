@@ -282,11 +282,7 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Reply {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut sender = connect_http1(addr).await;
     let mut req = Request::builder()
         .method(method)
         .uri(path)
@@ -306,6 +302,21 @@ pub async fn request(
         headers,
         body,
     }
+}
+
+/// An HTTP/1.1 client connection to `addr`, driven in the background.
+pub async fn connect_http1<B>(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn.with_upgrades());
+    sender
 }
 
 /// `GET path` with `Host: host`.

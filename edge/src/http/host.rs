@@ -37,17 +37,7 @@ fn strip_port(host: &str) -> Option<&str> {
     }
 }
 
-/// A DNS label a tunnel may be named: 1–63 of `a-z`, `0-9`, `-`, not starting or
-/// ending with `-`.
-pub fn is_valid_label(label: &str) -> bool {
-    !label.is_empty()
-        && label.len() <= 63
-        && !label.starts_with('-')
-        && !label.ends_with('-')
-        && label
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
+pub use netbore_control::names::is_valid as is_valid_label;
 
 #[cfg(test)]
 mod tests {
