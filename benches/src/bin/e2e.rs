@@ -1,13 +1,15 @@
-//! End-to-end throughput harness: the same bulk transfer direct to an origin and
-//! through a Netbore TCP tunnel (real `netbore server` and `netbore tcp` processes),
-//! interleaved in one run so the ratio is fair on a noisy machine.
+//! End-to-end throughput harness: the same load direct to an origin, through a Netbore
+//! TCP tunnel and through a Netbore HTTP tunnel (real `netbore server`, `netbore tcp`
+//! and `netbore http` processes), interleaved in one run so the ratio is fair on a
+//! noisy machine.
 //!
 //! Usage: `cargo build --release -p netbore -p netbore-benches && target/release/e2e [--seconds S] [--rounds N] [--peers] [--baseline OTHER_NETBORE]`
 //! (`--peers` adds bore and rathole (tcp, websocket) when they are on the PATH;
 //! `--quick` measures only the two single-connection bulk figures; `--floor R` exits
 //! non-zero when netbore's rate falls below R × direct in any figure, a gross-regression
 //! guard far below the real ratios so noise never trips it.)
-//! (`--baseline` runs a second netbore binary, e.g. one built from an older commit, in the same run).
+//! (`--baseline` runs a second netbore binary, e.g. one built from an older commit, in the same run;
+//! `--only TEXT` runs only the figures whose name contains TEXT, without the memory table.)
 //! Prints a Markdown table and one JSON line per figure.
 
 use std::io::{BufRead, BufReader};
@@ -674,6 +676,7 @@ async fn main() {
     let mut peers = false;
     let mut quick = false;
     let mut floor: Option<f64> = None;
+    let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -690,6 +693,7 @@ async fn main() {
                     .expect("--rounds N")
             }
             "--peers" => peers = true,
+            "--only" => only = Some(args.next().expect("--only TEXT")),
             "--quick" => quick = true,
             "--floor" => {
                 floor = Some(
@@ -706,7 +710,7 @@ async fn main() {
                 )
             }
             other => panic!(
-                "unknown flag {other}; use --seconds S --rounds N [--quick] [--peers] [--floor RATIO] [--baseline OTHER_NETBORE_BINARY]"
+                "unknown flag {other}; use --seconds S --rounds N [--quick] [--peers] [--only TEXT] [--floor RATIO] [--baseline OTHER_NETBORE_BINARY]"
             ),
         }
     }
@@ -747,8 +751,10 @@ async fn main() {
 
     // Memory: idle, then with idle viewer connections open through each relay.
     let idle_conns = if quick { 0 } else { 1000 };
+    // `--only` is for iterating on one figure: no memory table.
+    let contenders_for_memory = if only.is_some() { &[][..] } else { &contenders[..] };
     let mut mem_rows = Vec::new();
-    for c in &contenders {
+    for c in contenders_for_memory {
         let (s0, a0) = c.rss_kib();
         let mut row = format!(
             "| {} | {:.1} MiB | {:.1} MiB |",
@@ -843,6 +849,9 @@ async fn main() {
                 keep_alive: true,
             },
         ]);
+    }
+    if let Some(text) = &only {
+        figures.retain(|f| f.name().contains(text.as_str()));
     }
     let mut below_floor = Vec::new();
     for figure in figures {

@@ -24,11 +24,11 @@ use tokio::sync::Semaphore;
 use crate::registry::{Registry, Route};
 use headers::ForwardContext;
 use pages::Failure;
-use upstream::{HttpTunnel, UpstreamError};
+use upstream::{HttpTunnel, PooledBody, UpstreamError};
 
 /// The body of every response the Edge sends a viewer: the origin's, or the Edge's
 /// own page.
-pub type ViewerBody = Either<Incoming, Full<Bytes>>;
+pub type ViewerBody = Either<PooledBody, Full<Bytes>>;
 
 /// Settings of HTTP ingress.
 #[derive(Debug, Clone)]

@@ -3,10 +3,12 @@
 //! per-tunnel pool. The agent pipes each stream to the origin byte for byte.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -103,7 +105,7 @@ impl HttpTunnel {
         self: &Arc<Self>,
         request: Request<Incoming>,
         viewer: SocketAddr,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<PooledBody>, UpstreamError> {
         let timeout = self.config.response_timeout;
         let attempt = async {
             let mut request = request;
@@ -128,32 +130,29 @@ impl HttpTunnel {
             };
             Ok((sender, response))
         };
-        let (mut sender, response) = tokio::time::timeout(timeout, attempt)
+        let (sender, response) = tokio::time::timeout(timeout, attempt)
             .await
             .map_err(|_| UpstreamError::Timeout(timeout))??;
-        if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
-            // The connection is reusable once the response body has been read.
-            let tunnel = self.clone();
-            tokio::spawn(async move {
-                if sender.ready().await.is_ok() {
-                    tunnel.put_idle(sender);
-                }
-            });
-        }
-        Ok(response)
+        // The connection is reusable once the response body has been read; a protocol
+        // switch takes it over for good.
+        let reuse = (response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS)
+            .then(|| (self.clone(), sender));
+        Ok(response.map(|body| PooledBody::new(body, reuse)))
     }
 
     fn take_idle(&self) -> Option<SendRequest<Incoming>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(sender) = idle.pop() {
-            if sender.is_ready() {
-                return Some(sender);
-            }
-        }
-        None
+        // Drop closed connections; a connection whose last response just ended may not
+        // say it is ready yet, so it stays for the next request.
+        idle.retain(|s| !s.is_closed());
+        let ready = idle.iter().rposition(|s| s.is_ready())?;
+        Some(idle.swap_remove(ready))
     }
 
     fn put_idle(&self, sender: SendRequest<Incoming>) {
+        if sender.is_closed() {
+            return;
+        }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.config.max_idle && !self.session.is_closed() {
             idle.push(sender);
@@ -182,5 +181,56 @@ impl HttpTunnel {
             }
         });
         Ok(sender)
+    }
+}
+
+/// A response body from the origin that hands its connection back to the tunnel's pool
+/// when it has been read to the end (a body dropped early closes the connection).
+#[derive(Debug)]
+pub struct PooledBody {
+    inner: Incoming,
+    reuse: Option<(Arc<HttpTunnel>, SendRequest<Incoming>)>,
+}
+
+impl PooledBody {
+    fn new(inner: Incoming, reuse: Option<(Arc<HttpTunnel>, SendRequest<Incoming>)>) -> Self {
+        let mut body = PooledBody { inner, reuse };
+        if body.inner.is_end_stream() {
+            body.release();
+        }
+        body
+    }
+
+    fn release(&mut self) {
+        if let Some((tunnel, sender)) = self.reuse.take() {
+            tunnel.put_idle(sender);
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
+            Poll::Ready(Some(Err(_))) => self.reuse = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
