@@ -486,7 +486,7 @@ fn netbore(name: &str, bin: &std::path::Path, origin: SocketAddr, data: &str) ->
 
 /// Starts `netbore server` and `netbore http` from `bin` in front of `origin`: the
 /// Edge parses every request and routes it by host name.
-fn netbore_http(bin: &std::path::Path, origin: SocketAddr, data: &str) -> Contender {
+fn netbore_http(name: &str, bin: &std::path::Path, origin: SocketAddr, data: &str) -> Contender {
     let (server, listening) = netbore_server(bin, "localhost", data);
     let control = listening["control"].as_str().unwrap().to_string();
     let public = listening["http"].as_str().unwrap().parse().unwrap();
@@ -510,7 +510,7 @@ fn netbore_http(bin: &std::path::Path, origin: SocketAddr, data: &str) -> Conten
         .trim_start_matches("http://")
         .to_string();
     Contender {
-        name: "netbore http".into(),
+        name: name.into(),
         procs: vec![server, agent],
         public,
         control: None,
@@ -724,7 +724,7 @@ async fn main() {
     let dd = data.to_str().unwrap().to_string();
     let mut contenders = vec![netbore("netbore tcp", &bin, origin, &dd)];
     if !quick {
-        contenders.push(netbore_http(&bin, origin, &format!("{dd}-http")));
+        contenders.push(netbore_http("netbore http", &bin, origin, &format!("{dd}-http")));
     }
     if let Some(path) = &baseline {
         contenders.push(netbore(
@@ -733,6 +733,14 @@ async fn main() {
             origin,
             &format!("{dd}-baseline"),
         ));
+        if !quick {
+            contenders.push(netbore_http(
+                "baseline netbore http",
+                path,
+                origin,
+                &format!("{dd}-baseline-http"),
+            ));
+        }
     }
     if peers {
         match bore(origin).await {
@@ -911,6 +919,7 @@ async fn main() {
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_dir_all(format!("{dd}-baseline"));
     let _ = std::fs::remove_dir_all(format!("{dd}-http"));
+    let _ = std::fs::remove_dir_all(format!("{dd}-baseline-http"));
     if !below_floor.is_empty() {
         for line in &below_floor {
             eprintln!("regression: {line}");
