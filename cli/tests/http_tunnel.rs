@@ -474,7 +474,8 @@ async fn a_gibibyte_streams_each_way_with_flat_memory() {
         "1 GiB up {upload:?}, down {download:?}; RSS base server {} KiB agent {} KiB, growth server {} KiB agent {} KiB",
         base.0, base.1, growth.0, growth.1
     );
-    // Flat: a bounded window's worth of buffers, never the body.
-    assert!(growth.0 < 64 * 1024, "server grew {} KiB", growth.0);
-    assert!(growth.1 < 64 * 1024, "agent grew {} KiB", growth.1);
+    // Flat: what is in flight is bounded by the mux windows (64 MiB a session at most,
+    // 16 MiB a stream) plus allocator slack, never by the body (1 GiB).
+    assert!(growth.0 < 96 * 1024, "server grew {} KiB", growth.0);
+    assert!(growth.1 < 96 * 1024, "agent grew {} KiB", growth.1);
 }
