@@ -204,8 +204,9 @@ async fn failures_are_pages_with_the_right_status() {
         let r = tokio::time::timeout(Duration::from_secs(3), get(server.http, &agent.host, "/"))
             .await
             .expect("a viewer of an offline tunnel must not hang");
-        if r.status == 502 {
-            assert_eq!(r.headers["x-netbore-error"], "agent_offline");
+        // A request racing the agent's death may see its connection break
+        // (`upstream_broken`); once the Edge has noticed, it is `agent_offline`.
+        if r.status == 502 && r.headers["x-netbore-error"] == "agent_offline" {
             break;
         }
         assert!(

@@ -46,6 +46,10 @@ impl std::fmt::Display for PortRange {
     }
 }
 
+/// Connections a public port queues before the Edge accepts them. Stops a burst of
+/// viewers (hundreds connecting at once) from being dropped by the kernel.
+pub const PUBLIC_BACKLOG: u32 = 1024;
+
 /// The public ports of one Edge.
 #[derive(Debug, Clone)]
 pub struct PortPool {
@@ -60,9 +64,16 @@ impl PortPool {
     }
 
     fn bind(&self, port: u16) -> std::io::Result<TcpListener> {
-        let listener = TcpListener::bind(SocketAddr::new(self.bind_ip, port))?;
-        listener.set_nonblocking(true)?;
-        Ok(listener)
+        let addr = SocketAddr::new(self.bind_ip, port);
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        // std's listeners queue 128 connections; a burst of viewers needs more.
+        socket.listen(PUBLIC_BACKLOG)?.into_std()
     }
 
     fn bind_requested(&self, port: u16) -> Result<TcpListener, PlacementError> {
@@ -152,8 +163,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_taken_port_is_one_clear_sentence() {
+    #[tokio::test]
+    async fn a_taken_port_is_one_clear_sentence() {
         let pool = PortPool::new("127.0.0.1".parse().unwrap(), PortRange::Any);
         let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = held.local_addr().unwrap().port();
@@ -162,8 +173,8 @@ mod tests {
         assert!(err.message.contains(&port.to_string()), "{}", err.message);
     }
 
-    #[test]
-    fn ports_come_from_the_range_and_outside_requests_are_refused() {
+    #[tokio::test]
+    async fn ports_come_from_the_range_and_outside_requests_are_refused() {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let lo = probe.local_addr().unwrap().port();
         drop(probe);

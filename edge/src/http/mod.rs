@@ -173,6 +173,11 @@ async fn forward(
         Ok(r) => r,
         Err(UpstreamError::AgentOffline(_)) => return failure_page(Failure::agent_offline(host)),
         Err(UpstreamError::Timeout(after)) => return failure_page(Failure::origin_timeout(after)),
+        // A connection that broke because the agent's session ended is the agent
+        // going offline, not a fault of the origin.
+        Err(UpstreamError::Broken(_)) if tunnel.is_offline() => {
+            return failure_page(Failure::agent_offline(host));
+        }
         Err(UpstreamError::Broken(e)) => {
             return failure_page(Failure::upstream_broken(&e.to_string()));
         }

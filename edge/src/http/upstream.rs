@@ -99,6 +99,11 @@ impl HttpTunnel {
         self.agent
     }
 
+    /// True once the agent's session has ended.
+    pub fn is_offline(&self) -> bool {
+        self.session.is_closed()
+    }
+
     /// Sends `request` to the origin and waits for the response head. A pooled
     /// connection that turns out closed is replaced by a new one, once.
     pub async fn send(
