@@ -752,7 +752,11 @@ async fn main() {
     // Memory: idle, then with idle viewer connections open through each relay.
     let idle_conns = if quick { 0 } else { 1000 };
     // `--only` is for iterating on one figure: no memory table.
-    let contenders_for_memory = if only.is_some() { &[][..] } else { &contenders[..] };
+    let contenders_for_memory = if only.is_some() {
+        &[][..]
+    } else {
+        &contenders[..]
+    };
     let mut mem_rows = Vec::new();
     for c in contenders_for_memory {
         let (s0, a0) = c.rss_kib();
