@@ -78,8 +78,9 @@ pub struct AgentConfig {
     /// The transport to use (`--transport`); `None` takes the first one the control
     /// plane offers that this agent speaks.
     pub transport: Option<TransportKind>,
-    /// Whom to trust for the `tls` and `wss` transports.
-    pub tls: ClientTls,
+    /// Whom to trust for the `tls` and `wss` transports (read on the first TLS
+    /// connection, so a `tcp` agent never loads certificates).
+    pub trust: TrustOptions,
     /// An HTTP `CONNECT` proxy to reach the Edge through (`--proxy`).
     pub proxy: Option<Proxy>,
     /// Use `HTTPS_PROXY`/`NO_PROXY` from the environment when `proxy` is `None`.
@@ -98,8 +99,7 @@ impl AgentConfig {
             api_key: None,
             state_dir: None,
             transport: None,
-            tls: ClientTls::new(&TrustOptions::default())
-                .expect("system roots alone always make a TLS configuration"),
+            trust: TrustOptions::default(),
             proxy: None,
             proxy_from_env: true,
         }
@@ -186,7 +186,7 @@ impl AgentError {
     /// True when retrying cannot help (bad request, credentials, a port outside the range).
     pub fn is_permanent(&self) -> bool {
         matches!(self, AgentError::Refused { code, .. }
-            if matches!(code.as_str(), "bad_request" | "unauthorized" | "port_not_allowed" | "port_in_use" | "protocol_error" | "name_taken" | "protocol_not_served" | "tunnel_deleted" | "replaced" | "no_edge" | "untrusted_certificate" | "proxy_refused"))
+            if matches!(code.as_str(), "bad_request" | "unauthorized" | "port_not_allowed" | "port_in_use" | "protocol_error" | "name_taken" | "protocol_not_served" | "tunnel_deleted" | "replaced" | "no_edge" | "untrusted_certificate" | "proxy_refused" | "tls_config"))
     }
 }
 
@@ -224,8 +224,9 @@ pub async fn run(config: AgentConfig, on_event: impl Fn(AgentEvent)) -> AgentErr
         .collect();
     let mut attempt = 0u32;
     let mut ever_online = false;
+    let tls = std::sync::OnceLock::new();
     loop {
-        let reason = match connect(&config, &mut held, store.as_ref()).await {
+        let reason = match connect(&config, &mut held, store.as_ref(), &tls).await {
             Ok((session, created, hello_stream)) => {
                 ever_online = true;
                 attempt = 0;
@@ -376,6 +377,7 @@ async fn connect(
     config: &AgentConfig,
     held: &mut [Held],
     store: Option<&state::StateDir>,
+    tls: &std::sync::OnceLock<ClientTls>,
 ) -> Result<(Session, Vec<CreateTunnelResponse>, Stream), AgentError> {
     let mut created = Vec::with_capacity(held.len());
     for (spec, h) in config.tunnels.iter().zip(held.iter_mut()) {
@@ -399,7 +401,7 @@ async fn connect(
     let dial = Dial {
         kind,
         addr: edge.clone(),
-        tls: Some(config.tls.clone()),
+        tls: client_tls(config, kind, tls)?,
         proxy,
         mux: config.mux.clone(),
     };
@@ -453,6 +455,26 @@ async fn connect(
             message: body.message,
         }),
     }
+}
+
+/// The TLS settings for `kind`, made from `config.trust` on first use; `None` for
+/// transports without TLS.
+fn client_tls(
+    config: &AgentConfig,
+    kind: TransportKind,
+    cache: &std::sync::OnceLock<ClientTls>,
+) -> Result<Option<ClientTls>, AgentError> {
+    if !kind.uses_tls() {
+        return Ok(None);
+    }
+    if cache.get().is_none() {
+        let made = ClientTls::new(&config.trust).map_err(|e| AgentError::Refused {
+            code: "tls_config".into(),
+            message: e.to_string(),
+        })?;
+        let _ = cache.set(made);
+    }
+    Ok(cache.get().cloned())
 }
 
 /// The Edge and transport to dial: the first candidate offering `wanted`, or, without

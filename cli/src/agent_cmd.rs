@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use netbore_agent::{AgentConfig, AgentEvent, ControlUrl, TunnelSpec};
 use netbore_transport::TransportKind;
 use netbore_transport::proxy::Proxy;
-use netbore_transport::tls::{ClientTls, TrustOptions};
+use netbore_transport::tls::TrustOptions;
 use serde_json::json;
 
 use crate::output::Printer;
@@ -57,10 +57,14 @@ impl AgentArgs {
                 "WARNING: --insecure-skip-verify is on: the Edge's certificate is not checked, so anyone between this agent and the Edge can read and change the tunnel's traffic; use --ca FILE instead"
             );
         }
-        config.tls = ClientTls::new(&TrustOptions {
+        if let Some(ca) = &self.ca {
+            // Read now, so a wrong path fails at start rather than at the first TLS dial.
+            netbore_transport::tls::load_certs(ca)?;
+        }
+        config.trust = TrustOptions {
             extra_ca: self.ca.clone(),
             insecure_skip_verify: self.insecure_skip_verify,
-        })?;
+        };
         config.proxy = self.proxy.as_deref().map(Proxy::parse).transpose()?;
         config.mux = self.mux.config();
         config.api_key = self.key.clone().filter(|k| !k.is_empty());

@@ -117,10 +117,10 @@ pub(crate) async fn run(args: DemoArgs, printer: Printer) -> anyhow::Result<()> 
     );
     // The demo's agent trusts the demo server's development CA and goes over wss, the
     // transport that passes web proxies.
-    config.tls = netbore_transport::tls::ClientTls::new(&netbore_transport::tls::TrustOptions {
+    config.trust = netbore_transport::tls::TrustOptions {
         extra_ca: bound.dev_ca.clone(),
         insecure_skip_verify: false,
-    })?;
+    };
     config.transport = Some(netbore_transport::TransportKind::Wss);
     let with_hello = args.port.is_none();
     let ingress = bound.http;

@@ -188,6 +188,8 @@ pub async fn server_handshake<S>(io: S) -> Result<WsIo<S>, WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // The callback's signature is tungstenite's; the large error is its response type.
+    #[allow(clippy::result_large_err)]
     let check_path = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         if req.uri().path() == WS_PATH {
             Ok(resp)
