@@ -140,3 +140,64 @@ fn ca_path_prints_the_servers_ca_file() {
         server.data_dir.0.join("ca.pem").to_str().unwrap()
     );
 }
+
+/// A minimal HTTP CONNECT proxy on loopback; counts the tunnels it opened.
+async fn connect_proxy() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tunnels = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = tunnels.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let target = head.split_whitespace().nth(1).unwrap().to_string();
+                let mut upstream = TcpStream::connect(&target).await.unwrap();
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    (addr, tunnels)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wss_agent_reaches_the_edge_through_a_connect_proxy() {
+    let server = Server::start();
+    let ca = server.data_dir.0.join("ca.pem");
+    let (proxy, tunnels) = connect_proxy().await;
+    let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = origin.local_addr().unwrap().to_string();
+    let proxy_url = format!("http://{proxy}");
+    let agent = Agent::start(
+        &server,
+        &local,
+        &[
+            "--transport",
+            "wss",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--proxy",
+            &proxy_url,
+        ],
+    );
+    assert_eq!(agent.online["transport"], "wss");
+    assert_eq!(tunnels.load(std::sync::atomic::Ordering::SeqCst), 1);
+    round_trip(origin, agent.public, 4 * MIB).await;
+}
