@@ -201,3 +201,24 @@ async fn a_wss_agent_reaches_the_edge_through_a_connect_proxy() {
     assert_eq!(tunnels.load(std::sync::atomic::Ordering::SeqCst), 1);
     round_trip(origin, agent.public, 4 * MIB).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_certificate_puts_wss_first() {
+    // Another server's development certificate stands in for an operator's.
+    let first = Server::start();
+    let dir = first.data_dir.0.clone();
+    let cert = dir.join("edge-cert.pem");
+    let key = dir.join("edge-key.pem");
+    let server = Server::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = origin.local_addr().unwrap().to_string();
+    let ca = dir.join("ca.pem");
+    let agent = Agent::start(&server, &local, &["--ca", ca.to_str().unwrap()]);
+    assert_eq!(agent.online["transport"], "wss", "{}", agent.online);
+    round_trip(origin, agent.public, MIB).await;
+}
