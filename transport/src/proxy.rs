@@ -155,28 +155,64 @@ impl Proxy {
                 break i + 4;
             }
         };
-        let head = std::str::from_utf8(&buf[..head_len])
-            .map_err(|_| malformed("its answer is not text"))?;
-        let status_line = head.lines().next().unwrap_or_default();
-        let mut parts = status_line.splitn(3, ' ');
-        let version = parts.next().unwrap_or_default();
-        let code = parts.next().unwrap_or_default();
-        if !version.starts_with("HTTP/1.") || code.len() != 3 {
-            return Err(malformed("no HTTP/1.x status line"));
-        }
-        if code != "200" {
-            let reason = parts.next().unwrap_or_default().trim();
-            return Err(ProxyError::Refused {
-                proxy: self.to_string(),
-                target: target.to_string(),
-                status: format!("{code} {reason}").trim().to_string(),
-            });
+        match parse_answer(&buf[..head_len]).map_err(malformed)? {
+            Answer::Established => {}
+            Answer::Refused(status) => {
+                return Err(ProxyError::Refused {
+                    proxy: self.to_string(),
+                    target: target.to_string(),
+                    status,
+                });
+            }
         }
         if buf.len() > head_len {
             return Err(malformed("bytes followed its answer"));
         }
         Ok(stream)
     }
+}
+
+/// What a proxy answered to `CONNECT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// `200`: the tunnel is open.
+    Established,
+    /// Any other status: the code and reason phrase, printable ASCII only and at most
+    /// 64 characters, fit for an error sentence.
+    Refused(String),
+}
+
+/// Parses a proxy's answer head (status line and headers, through the blank line).
+/// Headers are ignored; only the status line matters.
+pub fn parse_answer(head: &[u8]) -> Result<Answer, &'static str> {
+    let line_end = head
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .ok_or("no status line")?;
+    // Lossy: a reason phrase in another encoding still tells a refusal.
+    let line = String::from_utf8_lossy(&head[..line_end]);
+    let mut parts = line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    let code = parts.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.")
+        || code.len() != 3
+        || !code.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err("no HTTP/1.x status line");
+    }
+    if code == "200" {
+        return Ok(Answer::Established);
+    }
+    let reason: String = parts
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(60)
+        .collect();
+    Ok(Answer::Refused(
+        format!("{code} {}", reason.trim()).trim().to_string(),
+    ))
 }
 
 /// True when `target` (`HOST:PORT`) should not go through a proxy: a loopback host,
@@ -216,6 +252,54 @@ mod tests {
         assert!(Proxy::parse("https://p:3128").is_err());
         assert!(Proxy::parse("http://u:pw@p:3128").is_err());
         assert!(Proxy::parse("http://p:x").is_err());
+    }
+
+    #[test]
+    fn proxy_answers_parse() {
+        assert_eq!(
+            parse_answer(b"HTTP/1.1 200 Connection established\r\n\r\n"),
+            Ok(Answer::Established)
+        );
+        assert_eq!(
+            parse_answer(b"HTTP/1.0 200\r\nX: y\r\n\r\n"),
+            Ok(Answer::Established)
+        );
+        assert_eq!(
+            parse_answer(b"HTTP/1.1 403 Forbidden\r\n\r\n"),
+            Ok(Answer::Refused("403 Forbidden".into()))
+        );
+        assert_eq!(
+            parse_answer(b"HTTP/1.1 407 Auth\x1b[31m\tneeded\r\n\r\n"),
+            Ok(Answer::Refused("407 Auth[31mneeded".into()))
+        );
+        assert!(parse_answer(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+        assert!(parse_answer(b"HTTP/1.1 2x0 OK\r\n\r\n").is_err());
+        assert!(parse_answer(b"HTTP/2 200\r\n\r\n").is_err());
+    }
+
+    proptest::proptest! {
+        /// Any bytes give an answer or an error, never a panic, and a refusal is
+        /// always short printable text.
+        #[test]
+        fn any_answer_parses_without_panic(
+            head in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            code in 100u16..1000,
+            reason in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            let _ = parse_answer(&head);
+            let mut status = format!("HTTP/1.1 {code} ").into_bytes();
+            status.extend_from_slice(&reason);
+            status.extend_from_slice(b"\r\n\r\n");
+            match parse_answer(&status) {
+                Ok(Answer::Refused(s)) => {
+                    proptest::prop_assert!(code != 200);
+                    proptest::prop_assert!(s.len() <= 64);
+                    proptest::prop_assert!(s.chars().all(|c| c.is_ascii_graphic() || c == ' '));
+                }
+                Ok(Answer::Established) => proptest::prop_assert_eq!(code, 200),
+                Err(e) => proptest::prop_assert!(false, "a valid status line was refused: {}", e),
+            }
+        }
     }
 
     #[test]
