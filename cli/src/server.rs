@@ -51,7 +51,8 @@ pub(crate) struct ServerArgs {
     /// Lifetime of the tokens agents present to the Edge, in seconds.
     #[arg(long, default_value_t = 60)]
     pub(crate) token_ttl: u64,
-    /// Seconds a new agent connection may take to send its hello.
+    /// Seconds a new agent connection may take to finish its TLS and WebSocket
+    /// set-up, and again to send its hello.
     #[arg(long, default_value_t = 10)]
     pub(crate) hello_timeout: u64,
     /// Keep agents' addresses out of headers and public logs (the audit log keeps them).

@@ -26,22 +26,22 @@ const NAMES_FILE: &str = "edge-names.txt";
 #[non_exhaustive]
 pub enum DevCaError {
     /// A file could not be read or written.
-    #[error("could not use {path}: {source}; check the data directory's permissions")]
+    #[error("could not use {path}: {cause}; check the data directory's permissions")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Making or reading a certificate or key failed.
     #[error(
-        "the development certificates in {dir} could not be made: {source}; move ca.pem and ca-key.pem away to start a new CA"
+        "the development certificates in {dir} could not be made: {cause}; move ca.pem and ca-key.pem away to start a new CA"
     )]
     Cert {
         /// The data directory.
         dir: PathBuf,
         /// The cause.
-        source: rcgen::Error,
+        cause: rcgen::Error,
     },
 }
 
@@ -66,11 +66,11 @@ pub struct DevCert {
 pub fn ensure(data_dir: &Path, names: &[String]) -> Result<DevCert, DevCaError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| DevCaError::Io { path, source }
+        move |cause| DevCaError::Io { path, cause }
     };
-    let cert_err = |source| DevCaError::Cert {
+    let cert_err = |cause| DevCaError::Cert {
         dir: data_dir.to_path_buf(),
-        source,
+        cause,
     };
     std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
     let ca_path = data_dir.join(CA_FILE);

@@ -34,12 +34,12 @@ pub enum ProxyError {
     )]
     BadUrl(String),
     /// The proxy could not be reached or broke the connection.
-    #[error("could not talk to the proxy {proxy}: {source}")]
+    #[error("could not talk to the proxy {proxy}: {cause}")]
     Io {
         /// The proxy.
         proxy: String,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The proxy answered, but not with 200.
     #[error(
@@ -121,9 +121,9 @@ impl Proxy {
     /// Opens a TCP connection to the proxy and asks it for a tunnel to `target`
     /// (`HOST:PORT`); returns the socket once the proxy has said 200.
     pub async fn connect(&self, target: &str) -> Result<TcpStream, ProxyError> {
-        let io_err = |source| ProxyError::Io {
+        let io_err = |cause| ProxyError::Io {
             proxy: self.to_string(),
-            source,
+            cause,
         };
         let mut stream = TcpStream::connect(&self.addr).await.map_err(io_err)?;
         stream.set_nodelay(true).map_err(io_err)?;

@@ -26,12 +26,12 @@ pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 #[non_exhaustive]
 pub enum TlsError {
     /// A certificate or key file could not be read.
-    #[error("could not read {path}: {source}; check the path and its permissions")]
+    #[error("could not read {path}: {cause}; check the path and its permissions")]
     Read {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A file held no PEM item of the kind expected.
     #[error("{path} holds no PEM {what}; pass a PEM file (-----BEGIN ...-----)")]
@@ -43,7 +43,15 @@ pub enum TlsError {
     },
     /// rustls refused the certificate, key or trust anchors.
     #[error("the TLS settings were refused: {0}; check that the key belongs to the certificate")]
-    Rustls(#[from] rustls::Error),
+    Rustls(rustls::Error),
+}
+
+// Not `#[from]`: that would also make the rustls error the source, and a report that
+// prints the chain would say it twice.
+impl From<rustls::Error> for TlsError {
+    fn from(e: rustls::Error) -> Self {
+        TlsError::Rustls(e)
+    }
 }
 
 /// The ring crypto provider every Netbore TLS configuration uses.
@@ -53,9 +61,9 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// Reads every certificate of a PEM file, in order (leaf first for a chain).
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let data = std::fs::read(path).map_err(|source| TlsError::Read {
+    let data = std::fs::read(path).map_err(|cause| TlsError::Read {
         path: path.into(),
-        source,
+        cause,
     })?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&data)
         .filter_map(Result::ok)
@@ -71,9 +79,9 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 
 /// Reads the first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let data = std::fs::read(path).map_err(|source| TlsError::Read {
+    let data = std::fs::read(path).map_err(|cause| TlsError::Read {
         path: path.into(),
-        source,
+        cause,
     })?;
     PrivateKeyDer::from_pem_slice(&data).map_err(|_| TlsError::Pem {
         path: path.into(),
