@@ -15,7 +15,9 @@ use std::time::Duration;
 use netbore_control::api::{CreateTunnelRequest, CreateTunnelResponse, Protocol};
 use netbore_mux::Config as MuxConfig;
 use netbore_transport::proto::{self, EdgeNotice, Hello, HelloReply, PROTOCOL_VERSION};
-use netbore_transport::{Session, Stream, TransportKind, tcp};
+use netbore_transport::proxy::Proxy;
+use netbore_transport::tls::{ClientTls, TrustOptions};
+use netbore_transport::{Dial, Session, Stream, TransportKind};
 
 pub use control_client::ControlUrl;
 
@@ -73,6 +75,16 @@ pub struct AgentConfig {
     /// Where recreate tokens are kept between runs, so a restarted agent gets the same
     /// URL back; `None` keeps them in memory only.
     pub state_dir: Option<PathBuf>,
+    /// The transport to use (`--transport`); `None` takes the first one the control
+    /// plane offers that this agent speaks.
+    pub transport: Option<TransportKind>,
+    /// Whom to trust for the `tls` and `wss` transports (read on the first TLS
+    /// connection, so a `tcp` agent never loads certificates).
+    pub trust: TrustOptions,
+    /// An HTTP `CONNECT` proxy to reach the Edge through (`--proxy`).
+    pub proxy: Option<Proxy>,
+    /// Use `HTTPS_PROXY`/`NO_PROXY` from the environment when `proxy` is `None`.
+    pub proxy_from_env: bool,
 }
 
 impl AgentConfig {
@@ -86,6 +98,10 @@ impl AgentConfig {
             max_backoff: Duration::from_secs(30),
             api_key: None,
             state_dir: None,
+            transport: None,
+            trust: TrustOptions::default(),
+            proxy: None,
+            proxy_from_env: true,
         }
     }
 }
@@ -170,7 +186,7 @@ impl AgentError {
     /// True when retrying cannot help (bad request, credentials, a port outside the range).
     pub fn is_permanent(&self) -> bool {
         matches!(self, AgentError::Refused { code, .. }
-            if matches!(code.as_str(), "bad_request" | "unauthorized" | "port_not_allowed" | "port_in_use" | "protocol_error" | "name_taken" | "protocol_not_served" | "tunnel_deleted" | "replaced"))
+            if matches!(code.as_str(), "bad_request" | "unauthorized" | "port_not_allowed" | "port_in_use" | "protocol_error" | "name_taken" | "protocol_not_served" | "tunnel_deleted" | "replaced" | "no_edge" | "untrusted_certificate" | "proxy_refused" | "tls_config"))
     }
 }
 
@@ -208,8 +224,9 @@ pub async fn run(config: AgentConfig, on_event: impl Fn(AgentEvent)) -> AgentErr
         .collect();
     let mut attempt = 0u32;
     let mut ever_online = false;
+    let tls = std::sync::OnceLock::new();
     loop {
-        let reason = match connect(&config, &mut held, store.as_ref()).await {
+        let reason = match connect(&config, &mut held, store.as_ref(), &tls).await {
             Ok((session, created, hello_stream)) => {
                 ever_online = true;
                 attempt = 0;
@@ -360,6 +377,7 @@ async fn connect(
     config: &AgentConfig,
     held: &mut [Held],
     store: Option<&state::StateDir>,
+    tls: &std::sync::OnceLock<ClientTls>,
 ) -> Result<(Session, Vec<CreateTunnelResponse>, Stream), AgentError> {
     let mut created = Vec::with_capacity(held.len());
     for (spec, h) in config.tunnels.iter().zip(held.iter_mut()) {
@@ -368,25 +386,42 @@ async fn connect(
         h.name = c.name.clone();
         created.push(c);
     }
-    let edge = created[0]
-        .edges
-        .iter()
-        .find(|e| e.transports.iter().any(|t| t == "tcp"))
-        .ok_or_else(|| AgentError::Refused {
-            code: "no_edge".into(),
-            message: "the control plane offered no Edge this agent can reach over tcp; check the server's configuration".into(),
-        })?
-        .addr
-        .clone();
+    let (edge, kind) = choose_edge(&created[0].edges, config.transport)?;
     let unreachable = |reason: String| AgentError::EdgeUnreachable {
         addr: edge.clone(),
         reason,
     };
+    let proxy = match &config.proxy {
+        Some(p) => Some(p.clone()),
+        None if config.proxy_from_env => {
+            Proxy::from_env(&edge).map_err(|e| unreachable(e.to_string()))?
+        }
+        None => None,
+    };
+    let dial = Dial {
+        kind,
+        addr: edge.clone(),
+        tls: client_tls(config, kind, tls)?,
+        proxy,
+        mux: config.mux.clone(),
+    };
     let timeout = config.connect_timeout;
-    let session = tokio::time::timeout(timeout, tcp::connect(edge.as_str(), config.mux.clone()))
+    let session = tokio::time::timeout(timeout, dial.connect())
         .await
         .map_err(|_| unreachable(format!("no answer within {timeout:?}")))?
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|e| match e {
+            netbore_transport::TransportError::UntrustedCertificate { .. } => AgentError::Refused {
+                code: "untrusted_certificate".into(),
+                message: e.to_string(),
+            },
+            netbore_transport::TransportError::Proxy(
+                netbore_transport::proxy::ProxyError::Refused { .. },
+            ) => AgentError::Refused {
+                code: "proxy_refused".into(),
+                message: e.to_string(),
+            },
+            other => unreachable(other.to_string()),
+        })?;
     let hello = Hello {
         version: PROTOCOL_VERSION,
         tokens: created.iter().map(|c| c.ephemeral_token.clone()).collect(),
@@ -420,6 +455,63 @@ async fn connect(
             message: body.message,
         }),
     }
+}
+
+/// The TLS settings for `kind`, made from `config.trust` on first use; `None` for
+/// transports without TLS.
+fn client_tls(
+    config: &AgentConfig,
+    kind: TransportKind,
+    cache: &std::sync::OnceLock<ClientTls>,
+) -> Result<Option<ClientTls>, AgentError> {
+    if !kind.uses_tls() {
+        return Ok(None);
+    }
+    if cache.get().is_none() {
+        let made = ClientTls::new(&config.trust).map_err(|e| AgentError::Refused {
+            code: "tls_config".into(),
+            message: e.to_string(),
+        })?;
+        let _ = cache.set(made);
+    }
+    Ok(cache.get().cloned())
+}
+
+/// The Edge and transport to dial: the first candidate offering `wanted`, or, without
+/// a wish, the first transport of the first candidate that this agent speaks.
+fn choose_edge(
+    edges: &[netbore_control::api::EdgeCandidate],
+    wanted: Option<TransportKind>,
+) -> Result<(String, TransportKind), AgentError> {
+    let found = edges.iter().find_map(|e| {
+        e.transports
+            .iter()
+            .filter_map(|t| t.parse::<TransportKind>().ok())
+            .find(|k| wanted.is_none_or(|w| w == *k))
+            .map(|k| (e.addr.clone(), k))
+    });
+    found.ok_or_else(|| {
+        let offered: Vec<&str> = edges
+            .iter()
+            .flat_map(|e| e.transports.iter().map(String::as_str))
+            .collect();
+        let offered = if offered.is_empty() {
+            "none".to_string()
+        } else {
+            offered.join(", ")
+        };
+        AgentError::Refused {
+            code: "no_edge".into(),
+            message: match wanted {
+                Some(k) => format!(
+                    "the server offers no Edge over {k} (it offers: {offered}); pass another --transport"
+                ),
+                None => format!(
+                    "the server offers no Edge over a transport this agent speaks (it offers: {offered}); upgrade the agent or check the server's configuration"
+                ),
+            },
+        }
+    })
 }
 
 /// The port of a `tcp://host:port` URL.

@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 
 use netbore_agent::{AgentConfig, AgentEvent, ControlUrl, TunnelSpec};
+use netbore_transport::TransportKind;
+use netbore_transport::proxy::Proxy;
+use netbore_transport::tls::TrustOptions;
 use serde_json::json;
 
 use crate::output::Printer;
@@ -23,14 +26,46 @@ pub(crate) struct AgentArgs {
     /// Start with a new tunnel instead of reclaiming the one from the last run.
     #[arg(long)]
     pub(crate) fresh: bool,
+    /// Transport to the Edge: tcp, tls, wss (WebSocket over TLS, passes web proxies)
+    /// or ws (unencrypted WebSocket, for local development). Default: the first the
+    /// server offers.
+    #[arg(long, env = "NETBORE_TRANSPORT")]
+    pub(crate) transport: Option<TransportKind>,
+    /// PEM file of a CA to trust for the Edge's certificate besides the system's
+    /// (for a development server: the file `netbore ca path` prints).
+    #[arg(long, env = "NETBORE_CA")]
+    pub(crate) ca: Option<PathBuf>,
+    /// Accept any certificate from the Edge. Anyone in the path can then read and
+    /// change the session: for debugging only.
+    #[arg(long)]
+    pub(crate) insecure_skip_verify: bool,
+    /// HTTP proxy to reach the Edge through with CONNECT, http://HOST:PORT (default:
+    /// HTTPS_PROXY, except for hosts in NO_PROXY and loopback).
+    #[arg(long)]
+    pub(crate) proxy: Option<String>,
     #[command(flatten)]
     pub(crate) mux: crate::MuxArgs,
 }
 
 impl AgentArgs {
     /// The agent configuration for `tunnels`.
-    fn config(&self, tunnels: Vec<TunnelSpec>) -> AgentConfig {
+    fn config(&self, tunnels: Vec<TunnelSpec>) -> anyhow::Result<AgentConfig> {
         let mut config = AgentConfig::new(self.server.clone(), tunnels);
+        config.transport = self.transport;
+        if self.insecure_skip_verify {
+            eprintln!(
+                "WARNING: --insecure-skip-verify is on: the Edge's certificate is not checked, so anyone between this agent and the Edge can read and change the tunnel's traffic; use --ca FILE instead"
+            );
+        }
+        if let Some(ca) = &self.ca {
+            // Read now, so a wrong path fails at start rather than at the first TLS dial.
+            netbore_transport::tls::load_certs(ca)?;
+        }
+        config.trust = TrustOptions {
+            extra_ca: self.ca.clone(),
+            insecure_skip_verify: self.insecure_skip_verify,
+        };
+        config.proxy = self.proxy.as_deref().map(Proxy::parse).transpose()?;
         config.mux = self.mux.config();
         config.api_key = self.key.clone().filter(|k| !k.is_empty());
         config.state_dir = Some(self.state_dir.clone().unwrap_or_else(default_state_dir));
@@ -42,7 +77,7 @@ impl AgentArgs {
                 state.forget(t);
             }
         }
-        config
+        Ok(config)
     }
 }
 
@@ -149,7 +184,7 @@ pub(crate) async fn run_tcp(args: TcpArgs, printer: Printer) -> anyhow::Result<(
     let local = local_addr(&args.local)?;
     let config = args
         .agent
-        .config(vec![TunnelSpec::tcp(local, args.remote_port)]);
+        .config(vec![TunnelSpec::tcp(local, args.remote_port)])?;
     run(config, printer).await
 }
 
@@ -157,7 +192,7 @@ pub(crate) async fn run_tcp(args: TcpArgs, printer: Printer) -> anyhow::Result<(
 pub(crate) async fn run_http(args: HttpArgs, printer: Printer) -> anyhow::Result<()> {
     let local = local_http_addr(&args.local)?;
     let name = args.name.map(|n| n.to_ascii_lowercase());
-    let config = args.agent.config(vec![TunnelSpec::http(local, name)]);
+    let config = args.agent.config(vec![TunnelSpec::http(local, name)])?;
     run(config, printer).await
 }
 

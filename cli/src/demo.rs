@@ -96,6 +96,8 @@ pub(crate) async fn run(args: DemoArgs, printer: Printer) -> anyhow::Result<()> 
         max_names_per_key: 100,
         api_rate: 20.0,
         api_burst: 40.0,
+        tls_cert: None,
+        tls_key: None,
         mux: crate::MuxArgs::default(),
     };
     let bound = server::start(&server_args).await?;
@@ -107,12 +109,19 @@ pub(crate) async fn run(args: DemoArgs, printer: Printer) -> anyhow::Result<()> 
             bound.control, bound.agent, bound.http
         ),
     );
-    let config = AgentConfig::new(
+    let mut config = AgentConfig::new(
         format!("http://{}", bound.control)
             .parse()
             .map_err(anyhow::Error::msg)?,
         vec![TunnelSpec::http(local.clone(), None)],
     );
+    // The demo's agent trusts the demo server's development CA and goes over wss, the
+    // transport that passes web proxies.
+    config.trust = netbore_transport::tls::TrustOptions {
+        extra_ca: bound.dev_ca.clone(),
+        insecure_skip_verify: false,
+    };
+    config.transport = Some(netbore_transport::TransportKind::Wss);
     let with_hello = args.port.is_none();
     let ingress = bound.http;
     let agent = netbore_agent::run(config, move |event| {

@@ -2,6 +2,7 @@
 //! and starting the library parts.
 
 mod agent_cmd;
+mod ca_cmd;
 mod demo;
 mod key_cmd;
 mod output;
@@ -40,6 +41,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Create, list and revoke API keys in the server's store.
     Key(key_cmd::KeyArgs),
+    /// The server's development CA, which agents trust with --ca for tls and wss.
+    Ca(ca_cmd::CaArgs),
 }
 
 /// Mux limits shared by every command that holds a session.
@@ -119,6 +122,7 @@ fn main() {
             Command::Tcp(args) => agent_cmd::run_tcp(args, printer).await,
             Command::Demo(args) => demo::run(args, printer).await,
             Command::Key(args) => key_cmd::run(args, printer).await,
+            Command::Ca(args) => ca_cmd::run(args, printer),
         }
     });
     if let Err(e) = result {

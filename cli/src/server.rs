@@ -13,6 +13,7 @@ use netbore_control::{Control, ControlConfig};
 use netbore_edge::http::IngressConfig;
 use netbore_edge::http::upstream::UpstreamConfig;
 use netbore_edge::{AuditLog, Edge, EdgeConfig, PortPool, PortRange, Registry, RegistryConfig};
+use netbore_transport::TransportKind;
 use serde_json::json;
 
 use crate::output::Printer;
@@ -50,7 +51,8 @@ pub(crate) struct ServerArgs {
     /// Lifetime of the tokens agents present to the Edge, in seconds.
     #[arg(long, default_value_t = 60)]
     pub(crate) token_ttl: u64,
-    /// Seconds a new agent connection may take to send its hello.
+    /// Seconds a new agent connection may take to finish its TLS and WebSocket
+    /// set-up, and again to send its hello.
     #[arg(long, default_value_t = 10)]
     pub(crate) hello_timeout: u64,
     /// Keep agents' addresses out of headers and public logs (the audit log keeps them).
@@ -84,6 +86,13 @@ pub(crate) struct ServerArgs {
     /// Control API requests each client IP may send at once after being idle.
     #[arg(long, default_value_t = 40.0)]
     pub(crate) api_burst: f64,
+    /// PEM certificate chain (leaf first) the Edge shows agents on the tls and wss
+    /// transports (default: a development certificate signed by the CA in DATA_DIR).
+    #[arg(long, requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) mux: crate::MuxArgs,
 }
@@ -104,7 +113,7 @@ pub(crate) fn default_data_dir() -> PathBuf {
 }
 
 /// The addresses a started server is bound to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Bound {
     /// Control API.
     pub(crate) control: SocketAddr,
@@ -112,6 +121,61 @@ pub(crate) struct Bound {
     pub(crate) agent: SocketAddr,
     /// HTTP ingress.
     pub(crate) http: SocketAddr,
+    /// Transports offered to agents, in the order they should try them.
+    pub(crate) transports: &'static [TransportKind],
+    /// The development CA agents should trust, when the Edge uses one.
+    pub(crate) dev_ca: Option<PathBuf>,
+}
+
+/// The Edge's certificate for the tls and wss transports, and the order of transports
+/// it offers because of it.
+struct EdgeTls {
+    config: std::sync::Arc<netbore_transport::tls::ServerConfig>,
+    transports: &'static [TransportKind],
+    dev_ca: Option<PathBuf>,
+}
+
+/// With an operator's certificate (which agents trust through the system's roots),
+/// TLS transports come first. With the development CA, which agents trust only with
+/// `--ca`, plain tcp comes first so an agent without it still connects by default.
+const OPERATOR_ORDER: &[TransportKind] = &[
+    TransportKind::Wss,
+    TransportKind::Tls,
+    TransportKind::Tcp,
+    TransportKind::Ws,
+];
+const DEV_ORDER: &[TransportKind] = &[
+    TransportKind::Tcp,
+    TransportKind::Wss,
+    TransportKind::Tls,
+    TransportKind::Ws,
+];
+
+/// Loads `--tls-cert`/`--tls-key`, or makes (first run) or reuses the development
+/// certificate in `data_dir` for the server's names.
+fn edge_tls(args: &ServerArgs, data_dir: &std::path::Path) -> anyhow::Result<EdgeTls> {
+    use netbore_transport::tls;
+    let (cert, key, transports, dev_ca) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone(), OPERATOR_ORDER, None),
+        _ => {
+            let mut names = vec![args.domain.clone()];
+            if let Some(edge) = &args.edge_addr {
+                let host = edge.rsplit_once(':').map_or(edge.as_str(), |(h, _)| h);
+                names.push(host.trim_matches(['[', ']']).to_string());
+            }
+            names.extend(["localhost".to_string(), "127.0.0.1".to_string()]);
+            let mut seen = std::collections::HashSet::new();
+            names.retain(|n| seen.insert(n.clone()));
+            let dev = netbore_edge::dev_ca::ensure(data_dir, &names)?;
+            (dev.cert, dev.key, DEV_ORDER, Some(dev.ca))
+        }
+    };
+    let config = tls::server_config(tls::load_certs(&cert)?, tls::load_key(&key)?)?;
+    Ok(EdgeTls {
+        config,
+        transports,
+        dev_ca,
+    })
 }
 
 /// Binds every listener and spawns Control and Edge; returns once they accept.
@@ -120,7 +184,14 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
     let signer = TokenSigner::load_or_create(&data_dir.join("control-ed25519.pk8"))?;
     let store = std::sync::Arc::new(SqliteStore::open(&data_dir.join(STORE_FILE))?);
     let mux_config = netbore_edge::agent_session_config(args.mux.config());
-    let agent_listener = netbore_transport::tcp::Listener::bind(args.agent_addr, mux_config)
+    let edge_tls = edge_tls(args, &data_dir)?;
+    let listener_config = netbore_transport::ListenerConfig {
+        mux: mux_config,
+        tls: Some(edge_tls.config),
+        handshake_timeout: Duration::from_secs(args.hello_timeout.max(1)),
+        ..netbore_transport::ListenerConfig::default()
+    };
+    let agent_listener = netbore_transport::Listener::bind(args.agent_addr, listener_config)
         .await
         .with_context(|| {
             format!(
@@ -148,6 +219,8 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         control: control_listener.local_addr()?,
         agent: agent_listener.local_addr()?,
         http: http_listener.local_addr()?,
+        transports: edge_tls.transports,
+        dev_ca: edge_tls.dev_ca.clone(),
     };
     let ports = PortPool::new(args.tcp_bind_ip, args.tcp_ports);
     let registry = Registry::new(
@@ -180,7 +253,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         domain: args.domain.clone(),
         edges: vec![EdgeCandidate {
             addr: edge_addr,
-            transports: vec!["tcp".into()],
+            transports: edge_tls.transports.iter().map(|t| t.to_string()).collect(),
         }],
         token_ttl: Duration::from_secs(args.token_ttl.max(1)),
         mask_agent_ip: args.mask_agent_ip,
@@ -230,6 +303,12 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
 /// Runs `netbore server` until interrupted.
 pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()> {
     let bound = start(&args).await?;
+    let transports: Vec<&str> = bound.transports.iter().map(|t| t.as_str()).collect();
+    let ca = bound.dev_ca.as_ref().map(|p| p.display().to_string());
+    let ca_line = match &ca {
+        Some(p) => format!("\n  agents' CA    {p} (agents pass --ca with it for tls and wss)"),
+        None => String::new(),
+    };
     printer.event(
         "listening",
         json!({
@@ -238,11 +317,14 @@ pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()
             "http": bound.http.to_string(),
             "tcp_ports": args.tcp_ports.to_string(),
             "domain": args.domain,
+            "transports": transports,
+            "ca": ca,
         }),
         &format!(
-            "Netbore server is up\n  control API   http://{}\n  agents        {} (tcp)\n  HTTP tunnels  http://*.{}:{}\n  TCP tunnels   ports {} on {}\n  anonymous     {}",
+            "Netbore server is up\n  control API   http://{}\n  agents        {} ({}){ca_line}\n  HTTP tunnels  http://*.{}:{}\n  TCP tunnels   ports {} on {}\n  anonymous     {}",
             bound.control,
             bound.agent,
+            transports.join(", "),
             args.domain,
             bound.http.port(),
             args.tcp_ports,

@@ -120,16 +120,28 @@ async fn when_the_agent_dies_its_viewers_are_cut_and_its_port_released_within_2s
 #[tokio::test]
 async fn garbage_on_the_agent_listener_gets_a_protocol_error_go_away() {
     let server = Server::start();
+    // Garbage that starts like a mux frame (the version byte) reaches the mux.
     let mut s = TcpStream::connect(server.agent).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: nonsense\r\n\r\n")
-        .await
-        .unwrap();
+    let mut garbage = vec![netbore_mux::frame::VERSION];
+    garbage.extend_from_slice(&[0xee; 31]);
+    s.write_all(&garbage).await.unwrap();
     let reply = read_until_closed(&mut s, Duration::from_secs(2)).await;
     assert_eq!(
         go_away_code(&reply),
         Some(GoAwayCode::PROTOCOL_ERROR),
         "reply: {reply:?}"
     );
+    // An HTTP request that is no WebSocket upgrade, and bytes no transport starts with,
+    // are closed at once.
+    for junk in [
+        &b"GET / HTTP/1.1\r\nHost: nonsense\r\n\r\n"[..],
+        b"\xffjunk",
+    ] {
+        let mut s = TcpStream::connect(server.agent).await.unwrap();
+        s.write_all(junk).await.unwrap();
+        let reply = read_until_closed(&mut s, Duration::from_secs(2)).await;
+        assert_eq!(go_away_code(&reply), None, "reply: {reply:?}");
+    }
 
     // The server is unharmed.
     let origin = format!("127.0.0.1:{}", free_port());

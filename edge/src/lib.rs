@@ -6,6 +6,7 @@
 //! [`Registry`] is the table of tunnels the control plane places and agents claim.
 
 pub mod audit;
+pub mod dev_ca;
 pub mod handshake;
 pub mod http;
 pub mod ports;
@@ -101,16 +102,15 @@ impl Edge {
     }
 
     /// Accepts agent sessions from `listener` forever.
-    pub async fn serve(self: Arc<Self>, listener: netbore_transport::tcp::Listener) {
+    pub async fn serve(self: Arc<Self>, mut listener: netbore_transport::Listener) {
         loop {
             match listener.accept().await {
                 Ok(session) => {
                     tokio::spawn(self.clone().run_session(session));
                 }
                 Err(e) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    tracing::warn!(error = %e, "accepting an agent connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tracing::error!(error = %e, "the agent listener stopped");
+                    return;
                 }
             }
         }

@@ -1,23 +1,33 @@
 //! Netbore's transports: how an Agent and an Edge hold one long-lived session that
 //! carries many bidirectional streams.
 //!
-//! A transport connects (agent side) or accepts (edge side) and yields a [`Session`];
-//! a session opens and accepts [`Stream`]s. Each implementation provides the
-//! [`TransportSession`] / [`TransportStream`] traits; [`Session`] and [`Stream`] are
-//! enums over the implementations (static dispatch, no `Box<dyn>` on the data path): today `tcp`
-//! (the Netbore mux over a TCP connection); `wss` and `quic` join as variants without
-//! changing callers. The wire types both ends share (handshake, stream header, error
-//! codes) live in [`proto`]; [`pipe`] is the bidirectional copy both ends use.
-//! This crate knows nothing of tokens, routing or the control plane.
+//! A transport connects (agent side, [`Dial`]) or accepts (edge side, [`Listener`],
+//! every transport on one port) and yields a [`Session`]; a session opens and accepts
+//! [`Stream`]s. Each implementation provides the [`TransportSession`] /
+//! [`TransportStream`] traits; [`Session`] and [`Stream`] are enums over the
+//! implementations (static dispatch, no `Box<dyn>` on the data path). Today every
+//! transport is the Netbore mux over one byte stream, recorded by [`TransportKind`]:
+//! `tcp` (plain TCP), `tls` (TLS, ALPN `netbore/1`), `ws`/`wss` (WebSocket binary
+//! messages, [`ws`]), optionally through an HTTP `CONNECT` [`proxy`]; `quic` joins as a
+//! variant without changing callers. The wire types both ends share (handshake, stream
+//! header, error codes) live in [`proto`]; [`pipe`] is the bidirectional copy both ends
+//! use. This crate knows nothing of tokens, routing or the control plane.
 
+mod dial;
+mod listener;
 pub mod mux_session;
 pub mod pipe;
 pub mod proto;
+pub mod proxy;
 mod session;
 pub mod tcp;
+pub mod tls;
 pub mod traits;
+pub mod ws;
 
-pub use session::{Session, Stream, TransportKind};
+pub use dial::Dial;
+pub use listener::{Listener, ListenerConfig, Sniffed, sniff};
+pub use session::{Session, Stream, TransportKind, UnknownTransport};
 pub use traits::{TransportSession, TransportStream};
 
 /// Why a transport operation failed.
@@ -30,4 +40,23 @@ pub enum TransportError {
     /// The session ended or refused the operation.
     #[error(transparent)]
     Session(#[from] netbore_mux::SessionError),
+    /// The HTTP proxy gave no tunnel.
+    #[error(transparent)]
+    Proxy(#[from] proxy::ProxyError),
+    /// The Edge's certificate failed verification.
+    #[error(
+        "the Edge's certificate at {addr} is not trusted ({reason}); pass --ca FILE with the CA that signed it (for a development server: netbore ca path)"
+    )]
+    UntrustedCertificate {
+        /// The Edge dialed.
+        addr: String,
+        /// What rustls found wrong.
+        reason: String,
+    },
+    /// A TLS transport was asked for without TLS settings.
+    #[error("the transport needs TLS settings and none were given")]
+    TlsNotConfigured,
+    /// The WebSocket upgrade failed.
+    #[error("the WebSocket upgrade failed: {0}")]
+    WebSocket(String),
 }

@@ -1,5 +1,7 @@
 //! The trait family implemented by the Netbore mux, shared by every transport that
-//! carries one byte stream (`tcp` today, `wss` later).
+//! carries one byte stream (`tcp`, `tls`, `ws`, `wss`). The mux driver is generic
+//! over the byte stream, so each transport's IO type is used directly (plain TCP keeps
+//! its vectored writes); nothing is boxed.
 
 use std::io;
 use std::net::SocketAddr;
@@ -7,18 +9,34 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use netbore_mux::{GoAwayCode, Mux, MuxStream};
+use netbore_mux::{Config, GoAwayCode, Mux, MuxStream, Role};
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::TransportError;
 use crate::traits::{TransportSession, TransportStream};
+use crate::{Session, TransportError, TransportKind};
 
-/// A mux session and the address of its peer.
+/// A mux session, the address of its peer, and the transport under it.
 #[derive(Debug, Clone)]
 pub struct MuxSession {
     /// The mux handle.
     pub mux: Mux,
-    /// The other end's address.
+    /// The other end's address (through a proxy: the proxy's).
     pub peer: SocketAddr,
+    /// The transport carrying the mux's bytes.
+    pub kind: TransportKind,
+}
+
+/// Starts the mux over `io` (any byte stream: a `TcpStream`, a TLS stream, a
+/// WebSocket adapter) and returns it as a [`Session`] of `kind`.
+pub fn spawn<T>(io: T, role: Role, config: Config, peer: SocketAddr, kind: TransportKind) -> Session
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    Session::Mux(MuxSession {
+        mux: Mux::spawn(io, role, config),
+        peer,
+        kind,
+    })
 }
 
 impl TransportSession for MuxSession {

@@ -16,83 +16,130 @@ use crate::mux_session::MuxSession;
 use crate::traits::{TransportSession, TransportStream};
 
 /// Which transport a session runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TransportKind {
     /// The Netbore mux over a plain TCP connection.
     Tcp,
+    /// The Netbore mux over TLS over TCP (ALPN `netbore/1`).
+    Tls,
+    /// The Netbore mux over WebSocket binary messages, unencrypted (`ws://`, for
+    /// local development).
+    Ws,
+    /// The Netbore mux over WebSocket binary messages over TLS (`wss://`).
+    Wss,
 }
 
 impl TransportKind {
-    /// The name used on the command line and in JSON.
+    /// Every transport this build can dial, in the order an Edge prefers them when it
+    /// has a certificate agents trust.
+    pub const ALL: [TransportKind; 4] = [
+        TransportKind::Wss,
+        TransportKind::Tls,
+        TransportKind::Tcp,
+        TransportKind::Ws,
+    ];
+
+    /// The name used on the command line, in the control plane's candidates and in JSON.
     pub fn as_str(self) -> &'static str {
         match self {
             TransportKind::Tcp => "tcp",
+            TransportKind::Tls => "tls",
+            TransportKind::Ws => "ws",
+            TransportKind::Wss => "wss",
         }
     }
+
+    /// True when the transport runs over TLS (and so checks the Edge's certificate).
+    pub fn uses_tls(self) -> bool {
+        matches!(self, TransportKind::Tls | TransportKind::Wss)
+    }
 }
+
+impl std::fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for TransportKind {
+    type Err = UnknownTransport;
+
+    fn from_str(s: &str) -> Result<Self, UnknownTransport> {
+        TransportKind::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| UnknownTransport(s.to_string()))
+    }
+}
+
+/// A transport name this build does not know.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0:?} is not a transport; choose tcp, tls, wss or ws")]
+pub struct UnknownTransport(pub String);
 
 /// One Agent↔Edge session on any transport. Cloning shares the session.
 #[derive(Debug, Clone)]
 pub enum Session {
-    /// Mux over TCP.
-    Tcp(MuxSession),
+    /// The Netbore mux over one byte stream (tcp, tls, ws, wss: the kind is recorded
+    /// in the [`MuxSession`]).
+    Mux(MuxSession),
 }
 
 impl Session {
     /// Opens a stream to the peer.
     pub async fn open(&self) -> Result<Stream, TransportError> {
         match self {
-            Session::Tcp(s) => Ok(Stream::Mux(s.open().await?)),
+            Session::Mux(s) => Ok(Stream::Mux(s.open().await?)),
         }
     }
 
     /// Waits for the next stream the peer opens; `None` once the session is ending.
     pub async fn accept(&self) -> Option<Stream> {
         match self {
-            Session::Tcp(s) => s.accept().await.map(Stream::Mux),
+            Session::Mux(s) => s.accept().await.map(Stream::Mux),
         }
     }
 
     /// The other end's address.
     pub fn peer_addr(&self) -> SocketAddr {
         match self {
-            Session::Tcp(s) => s.peer_addr(),
+            Session::Mux(s) => s.peer_addr(),
         }
     }
 
     /// The transport this session runs on.
     pub fn kind(&self) -> TransportKind {
         match self {
-            Session::Tcp(_) => TransportKind::Tcp,
+            Session::Mux(s) => s.kind,
         }
     }
 
     /// The latest measured round-trip time.
     pub fn rtt(&self) -> Option<Duration> {
         match self {
-            Session::Tcp(s) => s.rtt(),
+            Session::Mux(s) => s.rtt(),
         }
     }
 
     /// Closes the session, telling the peer why.
     pub fn close(&self, code: GoAwayCode) {
         match self {
-            Session::Tcp(s) => s.close(code),
+            Session::Mux(s) => s.close(code),
         }
     }
 
     /// Waits until the session has ended and says why.
     pub async fn closed(&self) -> TransportError {
         match self {
-            Session::Tcp(s) => s.closed().await,
+            Session::Mux(s) => s.closed().await,
         }
     }
 
     /// True once the session has ended.
     pub fn is_closed(&self) -> bool {
         match self {
-            Session::Tcp(s) => s.is_closed(),
+            Session::Mux(s) => s.is_closed(),
         }
     }
 }
@@ -100,7 +147,7 @@ impl Session {
 /// One bidirectional stream of a [`Session`].
 #[derive(Debug)]
 pub enum Stream {
-    /// A mux stream (tcp, and later wss).
+    /// A mux stream (tcp, tls, ws, wss).
     Mux(MuxStream),
 }
 

@@ -1,0 +1,224 @@
+//! Agent transports end to end through the real binary: `netbore tcp --transport
+//! wss|tls --ca DATA_DIR/ca.pem` against `netbore server`'s development CA, data
+//! checked by checksum; the default transport; an untrusted certificate; a proxy.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Agent, Checksum, Pattern, Proc, Server};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const MIB: usize = 1024 * 1024;
+
+async fn send_pattern(w: &mut (impl AsyncWrite + Unpin), seed: u64, total: usize) -> Checksum {
+    let mut pattern = Pattern::new(seed);
+    let mut sum = Checksum::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(buf.len());
+        pattern.fill(&mut buf[..n]);
+        sum.update(&buf[..n]);
+        w.write_all(&buf[..n]).await.unwrap();
+        left -= n;
+    }
+    w.shutdown().await.unwrap();
+    sum
+}
+
+async fn read_all(r: &mut (impl AsyncReadExt + Unpin)) -> Checksum {
+    let mut sum = Checksum::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut buf).await.unwrap();
+        if n == 0 {
+            return sum;
+        }
+        sum.update(&buf[..n]);
+    }
+}
+
+/// One viewer moving `total` bytes each way through `public` to an origin that sends
+/// its own pattern back.
+async fn round_trip(origin: TcpListener, public: std::net::SocketAddr, total: usize) {
+    let origin_task = tokio::spawn(async move {
+        let (s, _) = origin.accept().await.unwrap();
+        let (mut r, mut w) = s.into_split();
+        let send = tokio::spawn(async move { send_pattern(&mut w, 2, total).await });
+        let got = read_all(&mut r).await;
+        (got, send.await.unwrap())
+    });
+    let viewer = TcpStream::connect(public).await.unwrap();
+    let (mut r, mut w) = viewer.into_split();
+    let send = tokio::spawn(async move { send_pattern(&mut w, 1, total).await });
+    let viewer_got = read_all(&mut r).await;
+    let viewer_sent = send.await.unwrap();
+    let (origin_got, origin_sent) = origin_task.await.unwrap();
+    assert_eq!(viewer_sent.len, total as u64);
+    assert_eq!(origin_got, viewer_sent, "viewer → origin bytes differ");
+    assert_eq!(viewer_got, origin_sent, "origin → viewer bytes differ");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_and_tls_agents_trusting_the_dev_ca_move_data_intact() {
+    let server = Server::start();
+    let ca = server.data_dir.0.join("ca.pem");
+    assert!(ca.exists(), "the server made its development CA");
+    let ca = ca.to_str().unwrap().to_string();
+    for transport in ["wss", "tls"] {
+        let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let local = origin.local_addr().unwrap().to_string();
+        let agent = Agent::start(&server, &local, &["--transport", transport, "--ca", &ca]);
+        assert_eq!(agent.online["transport"], transport, "{}", agent.online);
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            round_trip(origin, agent.public, 16 * MIB),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{transport}: 16 MiB each way within 120 s"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_transport_is_the_first_the_server_offers() {
+    let server = Server::start();
+    let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = origin.local_addr().unwrap().to_string();
+    // A server on its development CA offers tcp first: agents without --ca connect.
+    let agent = Agent::start(&server, &local, &[]);
+    assert_eq!(agent.online["transport"], "tcp", "{}", agent.online);
+    round_trip(origin, agent.public, MIB).await;
+}
+
+#[test]
+fn an_agent_that_does_not_trust_the_certificate_stops_with_one_sentence() {
+    let server = Server::start();
+    let url = server.url();
+    let mut agent = Proc::spawn(&["tcp", "1", "--server", &url, "--transport", "wss"]);
+    let error = agent.expect_event("error", Duration::from_secs(20));
+    assert_eq!(error["code"], "untrusted_certificate", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("--ca"), "{message}");
+    assert!(!message.contains('\n'), "{message}");
+    assert_eq!(agent.wait_exit(Duration::from_secs(10)), Some(1));
+}
+
+#[test]
+fn insecure_skip_verify_connects_with_a_loud_warning() {
+    let server = Server::start();
+    let agent = Agent::start(
+        &server,
+        "127.0.0.1:1",
+        &["--transport", "tls", "--insecure-skip-verify"],
+    );
+    assert_eq!(agent.online["transport"], "tls");
+    assert!(
+        agent
+            .proc
+            .stderr()
+            .contains("WARNING: --insecure-skip-verify"),
+        "{}",
+        agent.proc.stderr()
+    );
+}
+
+#[test]
+fn ca_path_prints_the_servers_ca_file() {
+    let server = Server::start();
+    let out = std::process::Command::new(common::bin())
+        .args(["ca", "path", "--json", "--data-dir"])
+        .arg(&server.data_dir.0)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let event: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(
+        event["path"].as_str().unwrap(),
+        server.data_dir.0.join("ca.pem").to_str().unwrap()
+    );
+}
+
+/// A minimal HTTP CONNECT proxy on loopback; counts the tunnels it opened.
+async fn connect_proxy() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tunnels = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = tunnels.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let target = head.split_whitespace().nth(1).unwrap().to_string();
+                let mut upstream = TcpStream::connect(&target).await.unwrap();
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    (addr, tunnels)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wss_agent_reaches_the_edge_through_a_connect_proxy() {
+    let server = Server::start();
+    let ca = server.data_dir.0.join("ca.pem");
+    let (proxy, tunnels) = connect_proxy().await;
+    let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = origin.local_addr().unwrap().to_string();
+    let proxy_url = format!("http://{proxy}");
+    let agent = Agent::start(
+        &server,
+        &local,
+        &[
+            "--transport",
+            "wss",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--proxy",
+            &proxy_url,
+        ],
+    );
+    assert_eq!(agent.online["transport"], "wss");
+    assert_eq!(tunnels.load(std::sync::atomic::Ordering::SeqCst), 1);
+    round_trip(origin, agent.public, 4 * MIB).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_certificate_puts_wss_first() {
+    // Another server's development certificate stands in for an operator's.
+    let first = Server::start();
+    let dir = first.data_dir.0.clone();
+    let cert = dir.join("edge-cert.pem");
+    let key = dir.join("edge-key.pem");
+    let server = Server::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = origin.local_addr().unwrap().to_string();
+    let ca = dir.join("ca.pem");
+    let agent = Agent::start(&server, &local, &["--ca", ca.to_str().unwrap()]);
+    assert_eq!(agent.online["transport"], "wss", "{}", agent.online);
+    round_trip(origin, agent.public, MIB).await;
+}

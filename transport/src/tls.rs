@@ -1,0 +1,247 @@
+//! TLS for the `tls` and `wss` transports: rustls configurations for both ends.
+//!
+//! The Edge serves one certificate chain and offers two ALPN protocols on one port:
+//! [`ALPN_MUX`] (the Netbore mux straight over TLS) and [`ALPN_HTTP1`] (a WebSocket
+//! upgrade, the `wss` transport). The agent trusts the system's roots plus an optional
+//! extra CA file, or, only when asked with a loud warning, no one at all.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+pub use rustls::{ClientConfig, ServerConfig};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+
+/// ALPN protocol of the Netbore mux carried directly over TLS (`tls` transport).
+pub const ALPN_MUX: &[u8] = b"netbore/1";
+
+/// ALPN protocol of HTTP/1.1, under which a `wss` agent sends its WebSocket upgrade.
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// Why a TLS configuration could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A certificate or key file could not be read.
+    #[error("could not read {path}: {cause}; check the path and its permissions")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        cause: std::io::Error,
+    },
+    /// A file held no PEM item of the kind expected.
+    #[error("{path} holds no PEM {what}; pass a PEM file (-----BEGIN ...-----)")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// `certificate` or `private key`.
+        what: &'static str,
+    },
+    /// rustls refused the certificate, key or trust anchors.
+    #[error("the TLS settings were refused: {0}; check that the key belongs to the certificate")]
+    Rustls(rustls::Error),
+}
+
+// Not `#[from]`: that would also make the rustls error the source, and a report that
+// prints the chain would say it twice.
+impl From<rustls::Error> for TlsError {
+    fn from(e: rustls::Error) -> Self {
+        TlsError::Rustls(e)
+    }
+}
+
+/// The ring crypto provider every Netbore TLS configuration uses.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads every certificate of a PEM file, in order (leaf first for a chain).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let data = std::fs::read(path).map_err(|cause| TlsError::Read {
+        path: path.into(),
+        cause,
+    })?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&data)
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.into(),
+            what: "certificate",
+        });
+    }
+    Ok(certs)
+}
+
+/// Reads the first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let data = std::fs::read(path).map_err(|cause| TlsError::Read {
+        path: path.into(),
+        cause,
+    })?;
+    PrivateKeyDer::from_pem_slice(&data).map_err(|_| TlsError::Pem {
+        path: path.into(),
+        what: "private key",
+    })
+}
+
+/// The Edge's TLS configuration: `chain` (leaf first) and its `key`, offering
+/// [`ALPN_MUX`] and [`ALPN_HTTP1`].
+pub fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![ALPN_MUX.to_vec(), ALPN_HTTP1.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Whom the agent trusts when it checks the Edge's certificate.
+#[derive(Debug, Clone, Default)]
+pub struct TrustOptions {
+    /// A PEM file of extra CA certificates trusted besides the system's roots (an
+    /// operator's private CA, or the Edge's development CA).
+    pub extra_ca: Option<PathBuf>,
+    /// Accept any certificate: the connection is encrypted but anyone in the path can
+    /// read it. For debugging only; the CLI warns loudly whenever it is on.
+    pub insecure_skip_verify: bool,
+}
+
+/// The agent's TLS configurations: one for each ALPN protocol it may ask for.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// Offers [`ALPN_MUX`] (the `tls` transport).
+    pub mux: Arc<ClientConfig>,
+    /// Offers [`ALPN_HTTP1`] (the `wss` transport).
+    pub http1: Arc<ClientConfig>,
+}
+
+impl ClientTls {
+    /// Builds both configurations from `trust`. The system's roots that fail to load
+    /// are skipped (logged); an unreadable `extra_ca` is an error.
+    pub fn new(trust: &TrustOptions) -> Result<ClientTls, TlsError> {
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?;
+        let base = if trust.insecure_skip_verify {
+            let algorithms = provider().signature_verification_algorithms;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(InsecureVerifier { algorithms }))
+                .with_no_client_auth()
+        } else {
+            builder
+                .with_root_certificates(roots(trust.extra_ca.as_deref())?)
+                .with_no_client_auth()
+        };
+        let with_alpn = |alpn: &[u8]| {
+            let mut c = base.clone();
+            c.alpn_protocols = vec![alpn.to_vec()];
+            Arc::new(c)
+        };
+        Ok(ClientTls {
+            mux: with_alpn(ALPN_MUX),
+            http1: with_alpn(ALPN_HTTP1),
+        })
+    }
+}
+
+/// The system's roots plus the certificates of `extra_ca`.
+fn roots(extra_ca: Option<&Path>) -> Result<RootCertStore, TlsError> {
+    let mut store = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::debug!(error = %e, "a system root certificate could not be loaded");
+    }
+    let (added, ignored) = store.add_parsable_certificates(native.certs);
+    tracing::debug!(added, ignored, "system root certificates");
+    if let Some(path) = extra_ca {
+        for cert in load_certs(path)? {
+            store.add(cert)?;
+        }
+    }
+    Ok(store)
+}
+
+/// The server name to check the Edge's certificate against: the host of `HOST:PORT`
+/// (brackets of an IPv6 literal removed).
+pub fn server_name(addr: &str) -> Result<ServerName<'static>, std::io::Error> {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host.to_string()).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{host:?} is not a host name or IP address"),
+        )
+    })
+}
+
+/// Accepts every certificate, still checking that the handshake is signed by the key
+/// the certificate names (so the session is encrypted, just not authenticated).
+#[derive(Debug)]
+struct InsecureVerifier {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for InsecureVerifier {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_from_addresses() {
+        assert!(matches!(
+            server_name("127.0.0.1:7835").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            server_name("[::1]:7835").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            server_name("edge.example.com:443").unwrap(),
+            ServerName::DnsName(_)
+        ));
+        assert!(server_name("bad host:1").is_err());
+    }
+}
