@@ -1,7 +1,7 @@
 //! End-to-end throughput harness: the same load direct to an origin, through a Netbore
-//! TCP tunnel and through a Netbore HTTP tunnel (real `netbore server`, `netbore tcp`
-//! and `netbore http` processes), interleaved in one run so the ratio is fair on a
-//! noisy machine.
+//! TCP tunnel (over each transport: tcp, tls, ws, wss) and through a Netbore HTTP tunnel
+//! (real `netbore server`, `netbore tcp` and `netbore http` processes), interleaved in
+//! one run so the ratio is fair on a noisy machine.
 //!
 //! Usage: `cargo build --release -p netbore -p netbore-benches && target/release/e2e [--seconds S] [--rounds N] [--peers] [--baseline OTHER_NETBORE]`
 //! (`--peers` adds bore and rathole (tcp, websocket) when they are on the PATH;
@@ -536,20 +536,28 @@ fn netbore_server(bin: &std::path::Path, domain: &str, data: &str) -> (Proc, ser
 
 /// Starts `netbore server` and `netbore tcp` from `bin` in front of `origin`.
 fn netbore(name: &str, bin: &std::path::Path, origin: SocketAddr, data: &str) -> Contender {
+    netbore_over(name, bin, origin, data, None)
+}
+
+/// Like [`netbore`], with the agent on `transport` (trusting the server's development
+/// CA), or the default transport when `None`.
+fn netbore_over(
+    name: &str,
+    bin: &std::path::Path,
+    origin: SocketAddr,
+    data: &str,
+    transport: Option<&str>,
+) -> Contender {
     let (server, listening) = netbore_server(bin, "127.0.0.1", data);
     let url = format!("http://{}", listening["control"].as_str().unwrap());
     let state = format!("{data}/agent-state");
-    let agent = Proc::spawn(
-        bin,
-        &[
-            "tcp",
-            &origin.to_string(),
-            "--server",
-            &url,
-            "--state-dir",
-            &state,
-        ],
-    );
+    let ca = format!("{data}/ca.pem");
+    let origin = origin.to_string();
+    let mut args = vec!["tcp", &origin, "--server", &url, "--state-dir", &state];
+    if let Some(t) = transport {
+        args.extend_from_slice(&["--transport", t, "--ca", &ca]);
+    }
+    let agent = Proc::spawn(bin, &args);
     let online = agent.wait_for("online");
     let public = online["public_url"]
         .as_str()
@@ -808,6 +816,15 @@ async fn main() {
     let dd = data.to_str().unwrap().to_string();
     let mut contenders = vec![netbore("netbore tcp", &bin, origin, &dd)];
     if !quick {
+        for transport in ["tls", "ws", "wss"] {
+            contenders.push(netbore_over(
+                &format!("netbore tcp over {transport}"),
+                &bin,
+                origin,
+                &format!("{dd}-{transport}"),
+                Some(transport),
+            ));
+        }
         contenders.push(netbore_http(
             "netbore http",
             &bin,
@@ -1045,6 +1062,9 @@ async fn main() {
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_dir_all(format!("{dd}-baseline"));
     let _ = std::fs::remove_dir_all(format!("{dd}-http"));
+    let _ = std::fs::remove_dir_all(format!("{dd}-tls"));
+    let _ = std::fs::remove_dir_all(format!("{dd}-ws"));
+    let _ = std::fs::remove_dir_all(format!("{dd}-wss"));
     let _ = std::fs::remove_dir_all(format!("{dd}-baseline-http"));
     if !below_floor.is_empty() {
         for line in &below_floor {
