@@ -928,8 +928,9 @@ async fn main() {
     report.line("");
     let mut header = String::from("| figure | direct |");
     let mut rule = String::from("|---|---|");
+    let has_peers = contenders.iter().any(|c| !c.is_netbore());
     for c in &contenders {
-        let ratio = if c.is_netbore() {
+        let ratio = if c.is_netbore() && has_peers {
             "× direct / × best peer"
         } else {
             "× direct"
