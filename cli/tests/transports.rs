@@ -6,39 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Agent, Checksum, Pattern, Proc, Server};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use common::{Agent, Proc, Server, read_all, send_pattern};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const MIB: usize = 1024 * 1024;
-
-async fn send_pattern(w: &mut (impl AsyncWrite + Unpin), seed: u64, total: usize) -> Checksum {
-    let mut pattern = Pattern::new(seed);
-    let mut sum = Checksum::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut left = total;
-    while left > 0 {
-        let n = left.min(buf.len());
-        pattern.fill(&mut buf[..n]);
-        sum.update(&buf[..n]);
-        w.write_all(&buf[..n]).await.unwrap();
-        left -= n;
-    }
-    w.shutdown().await.unwrap();
-    sum
-}
-
-async fn read_all(r: &mut (impl AsyncReadExt + Unpin)) -> Checksum {
-    let mut sum = Checksum::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = r.read(&mut buf).await.unwrap();
-        if n == 0 {
-            return sum;
-        }
-        sum.update(&buf[..n]);
-    }
-}
 
 /// One viewer moving `total` bytes each way through `public` to an origin that sends
 /// its own pattern back.

@@ -362,6 +362,43 @@ impl Checksum {
     }
 }
 
+/// Writes `total` bytes of [`Pattern`] `seed` to `w`, shuts it down, and returns
+/// their checksum.
+pub async fn send_pattern(
+    w: &mut (impl tokio::io::AsyncWrite + Unpin),
+    seed: u64,
+    total: usize,
+) -> Checksum {
+    let mut pattern = Pattern::new(seed);
+    let mut sum = Checksum::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(buf.len());
+        pattern.fill(&mut buf[..n]);
+        sum.update(&buf[..n]);
+        tokio::io::AsyncWriteExt::write_all(w, &buf[..n])
+            .await
+            .unwrap();
+        left -= n;
+    }
+    tokio::io::AsyncWriteExt::shutdown(w).await.unwrap();
+    sum
+}
+
+/// Reads `r` to its end and returns the checksum of what came.
+pub async fn read_all(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> Checksum {
+    let mut sum = Checksum::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::io::AsyncReadExt::read(r, &mut buf).await.unwrap();
+        if n == 0 {
+            return sum;
+        }
+        sum.update(&buf[..n]);
+    }
+}
+
 /// Finds a loopback port nobody listens on.
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
