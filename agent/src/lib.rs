@@ -6,6 +6,7 @@
 
 pub mod backoff;
 pub mod control_client;
+mod dialer;
 mod origin;
 pub mod state;
 
@@ -17,7 +18,7 @@ use netbore_mux::Config as MuxConfig;
 use netbore_transport::proto::{self, EdgeNotice, Hello, HelloReply, PROTOCOL_VERSION};
 use netbore_transport::proxy::Proxy;
 use netbore_transport::tls::{ClientTls, TrustOptions};
-use netbore_transport::{Dial, Session, Stream, TransportKind};
+use netbore_transport::{Session, Stream, TransportKind};
 
 pub use control_client::ControlUrl;
 
@@ -75,9 +76,13 @@ pub struct AgentConfig {
     /// Where recreate tokens are kept between runs, so a restarted agent gets the same
     /// URL back; `None` keeps them in memory only.
     pub state_dir: Option<PathBuf>,
-    /// The transport to use (`--transport`); `None` takes the first one the control
-    /// plane offers that this agent speaks.
+    /// The transport to use (`--transport`); `None` is `auto`: the control plane's
+    /// candidates in order, QUIC first where offered, falling back (see [`dialer`]).
     pub transport: Option<TransportKind>,
+    /// With `auto`, how long QUIC may take before the next transport is tried.
+    pub quic_fallback_after: Duration,
+    /// With `auto` on a fallback transport, how often QUIC is tried again.
+    pub quic_probe_interval: Duration,
     /// Whom to trust for the `tls` and `wss` transports (read on the first TLS
     /// connection, so a `tcp` agent never loads certificates).
     pub trust: TrustOptions,
@@ -99,6 +104,8 @@ impl AgentConfig {
             api_key: None,
             state_dir: None,
             transport: None,
+            quic_fallback_after: Duration::from_secs(2),
+            quic_probe_interval: Duration::from_secs(30),
             trust: TrustOptions::default(),
             proxy: None,
             proxy_from_env: true,
@@ -225,9 +232,23 @@ pub async fn run(config: AgentConfig, on_event: impl Fn(AgentEvent)) -> AgentErr
     let mut attempt = 0u32;
     let mut ever_online = false;
     let tls = std::sync::OnceLock::new();
+    // A QUIC session a probe dialed, to move the tunnels onto.
+    let mut upgrade: Option<(Session, String)> = None;
+    // The session being replaced by `upgrade`, closed once the new one is online.
+    let mut previous: Option<Session> = None;
     loop {
-        let reason = match connect(&config, &mut held, store.as_ref(), &tls).await {
-            Ok((session, created, hello_stream)) => {
+        let upgrading = upgrade.is_some();
+        let connected = connect(&config, &mut held, store.as_ref(), &tls, upgrade.take()).await;
+        if let Some(old) = previous.take() {
+            old.close(netbore_mux::GoAwayCode::NORMAL);
+        }
+        let reason = match connected {
+            Ok(Connected {
+                session,
+                created,
+                hello_stream,
+                probe,
+            }) => {
                 ever_online = true;
                 attempt = 0;
                 for h in held.iter_mut() {
@@ -250,6 +271,15 @@ pub async fn run(config: AgentConfig, on_event: impl Fn(AgentEvent)) -> AgentErr
                     })
                     .collect();
                 let ids: Vec<String> = created.iter().map(|c| c.tunnel_id.clone()).collect();
+                let probing = async {
+                    match &probe {
+                        Some(attempt) => (
+                            dialer::probe(&config, attempt, &tls).await,
+                            attempt.addr.clone(),
+                        ),
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     biased;
                     closed = watch_notices(hello_stream, ids, &on_event) => {
@@ -263,6 +293,14 @@ pub async fn run(config: AgentConfig, on_event: impl Fn(AgentEvent)) -> AgentErr
                         return closed;
                     }
                     _ = origin::serve(&session, origins, config.connect_timeout) => {}
+                    better = probing => {
+                        // QUIC answers again: reclaim the tunnels over it (same URLs),
+                        // then close this session.
+                        tracing::info!("QUIC is reachable again; moving the tunnels onto it");
+                        upgrade = Some(better);
+                        previous = Some(session);
+                        continue;
+                    }
                 }
                 format!("the session to the Edge ended ({})", session.closed().await)
             }
@@ -270,6 +308,11 @@ pub async fn run(config: AgentConfig, on_event: impl Fn(AgentEvent)) -> AgentErr
             // tunnel has been online, keep trying: the condition may pass.
             Err(e) if e.is_permanent() && !ever_online => return e,
             Err(e) if matches!(e.code(), "tunnel_deleted" | "replaced") => return e,
+            // The move to QUIC failed: reconnect at once the usual way.
+            Err(e) if upgrading => {
+                tracing::info!(error = %e, "moving onto QUIC failed; reconnecting");
+                continue;
+            }
             Err(e) => e.to_string(),
         };
         attempt += 1;
@@ -372,13 +415,24 @@ async fn create_one(
     Ok(created)
 }
 
-/// One connection attempt: create every tunnel, dial the Edge, say hello.
+/// A session that said hello and serves the tunnels.
+struct Connected {
+    session: Session,
+    created: Vec<CreateTunnelResponse>,
+    hello_stream: Stream,
+    /// The QUIC Edge to move to once it answers (`auto` fell back from it).
+    probe: Option<dialer::Attempt>,
+}
+
+/// One connection attempt: create every tunnel, dial the Edge (or take `upgrade`, a
+/// session already dialed by a probe), say hello.
 async fn connect(
     config: &AgentConfig,
     held: &mut [Held],
     store: Option<&state::StateDir>,
     tls: &std::sync::OnceLock<ClientTls>,
-) -> Result<(Session, Vec<CreateTunnelResponse>, Stream), AgentError> {
+    upgrade: Option<(Session, String)>,
+) -> Result<Connected, AgentError> {
     let mut created = Vec::with_capacity(held.len());
     for (spec, h) in config.tunnels.iter().zip(held.iter_mut()) {
         let c = create_one(config, spec, h, store).await?;
@@ -386,42 +440,23 @@ async fn connect(
         h.name = c.name.clone();
         created.push(c);
     }
-    let (edge, kind) = choose_edge(&created[0].edges, config.transport)?;
+    let dialed = match upgrade {
+        Some((session, addr)) => dialer::Dialed {
+            session,
+            addr,
+            probe: None,
+        },
+        None => {
+            let attempts = dialer::plan(&created[0].edges, config)?;
+            dialer::dial_first(config, &attempts, tls).await?
+        }
+    };
+    let session = dialed.session;
     let unreachable = |reason: String| AgentError::EdgeUnreachable {
-        addr: edge.clone(),
+        addr: dialed.addr.clone(),
         reason,
     };
-    let proxy = match &config.proxy {
-        Some(p) => Some(p.clone()),
-        None if config.proxy_from_env => {
-            Proxy::from_env(&edge).map_err(|e| unreachable(e.to_string()))?
-        }
-        None => None,
-    };
-    let dial = Dial {
-        kind,
-        addr: edge.clone(),
-        tls: client_tls(config, kind, tls)?,
-        proxy,
-        mux: config.mux.clone(),
-    };
     let timeout = config.connect_timeout;
-    let session = tokio::time::timeout(timeout, dial.connect())
-        .await
-        .map_err(|_| unreachable(format!("no answer within {timeout:?}")))?
-        .map_err(|e| match e {
-            netbore_transport::TransportError::UntrustedCertificate { .. } => AgentError::Refused {
-                code: "untrusted_certificate".into(),
-                message: e.to_string(),
-            },
-            netbore_transport::TransportError::Proxy(
-                netbore_transport::proxy::ProxyError::Refused { .. },
-            ) => AgentError::Refused {
-                code: "proxy_refused".into(),
-                message: e.to_string(),
-            },
-            other => unreachable(other.to_string()),
-        })?;
     let hello = Hello {
         version: PROTOCOL_VERSION,
         tokens: created.iter().map(|c| c.ephemeral_token.clone()).collect(),
@@ -448,70 +483,18 @@ async fn connect(
             for (c, bound) in created.iter_mut().zip(&tunnels) {
                 c.public_url = bound.public_url.clone();
             }
-            Ok((session, created, hello_stream))
+            Ok(Connected {
+                session,
+                created,
+                hello_stream,
+                probe: dialed.probe,
+            })
         }
         HelloReply::Error(body) => Err(AgentError::Refused {
             code: body.code.as_str().into(),
             message: body.message,
         }),
     }
-}
-
-/// The TLS settings for `kind`, made from `config.trust` on first use; `None` for
-/// transports without TLS.
-fn client_tls(
-    config: &AgentConfig,
-    kind: TransportKind,
-    cache: &std::sync::OnceLock<ClientTls>,
-) -> Result<Option<ClientTls>, AgentError> {
-    if !kind.uses_tls() {
-        return Ok(None);
-    }
-    if cache.get().is_none() {
-        let made = ClientTls::new(&config.trust).map_err(|e| AgentError::Refused {
-            code: "tls_config".into(),
-            message: e.to_string(),
-        })?;
-        let _ = cache.set(made);
-    }
-    Ok(cache.get().cloned())
-}
-
-/// The Edge and transport to dial: the first candidate offering `wanted`, or, without
-/// a wish, the first transport of the first candidate that this agent speaks.
-fn choose_edge(
-    edges: &[netbore_control::api::EdgeCandidate],
-    wanted: Option<TransportKind>,
-) -> Result<(String, TransportKind), AgentError> {
-    let found = edges.iter().find_map(|e| {
-        e.transports
-            .iter()
-            .filter_map(|t| t.parse::<TransportKind>().ok())
-            .find(|k| wanted.is_none_or(|w| w == *k))
-            .map(|k| (e.addr.clone(), k))
-    });
-    found.ok_or_else(|| {
-        let offered: Vec<&str> = edges
-            .iter()
-            .flat_map(|e| e.transports.iter().map(String::as_str))
-            .collect();
-        let offered = if offered.is_empty() {
-            "none".to_string()
-        } else {
-            offered.join(", ")
-        };
-        AgentError::Refused {
-            code: "no_edge".into(),
-            message: match wanted {
-                Some(k) => format!(
-                    "the server offers no Edge over {k} (it offers: {offered}); pass another --transport"
-                ),
-                None => format!(
-                    "the server offers no Edge over a transport this agent speaks (it offers: {offered}); upgrade the agent or check the server's configuration"
-                ),
-            },
-        }
-    })
 }
 
 /// The port of a `tcp://host:port` URL.

@@ -1,6 +1,7 @@
 //! `netbore tcp` and `netbore http`: expose a local service.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use netbore_agent::{AgentConfig, AgentEvent, ControlUrl, TunnelSpec};
 use netbore_transport::TransportKind;
@@ -26,11 +27,19 @@ pub(crate) struct AgentArgs {
     /// Start with a new tunnel instead of reclaiming the one from the last run.
     #[arg(long)]
     pub(crate) fresh: bool,
-    /// Transport to the Edge: tcp, tls, wss (WebSocket over TLS, passes web proxies)
-    /// or ws (unencrypted WebSocket, for local development). Default: the first the
-    /// server offers.
-    #[arg(long, env = "NETBORE_TRANSPORT")]
-    pub(crate) transport: Option<TransportKind>,
+    /// Transport to the Edge: auto (the server's order, QUIC first, falling back to
+    /// WSS when UDP is blocked and moving back when it passes again), quic, wss
+    /// (WebSocket over TLS, passes web proxies), tls, tcp, or ws (unencrypted
+    /// WebSocket, for local development).
+    #[arg(long, env = "NETBORE_TRANSPORT", default_value = "auto")]
+    pub(crate) transport: TransportArg,
+    /// With --transport auto: milliseconds QUIC may take before the next transport
+    /// is tried.
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) quic_fallback_after_ms: u64,
+    /// With --transport auto on a fallback: seconds between tries to move back to QUIC.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) quic_probe_interval: u64,
     /// PEM file of a CA to trust for the Edge's certificate besides the system's
     /// (for a development server: the file `netbore ca path` prints).
     #[arg(long, env = "NETBORE_CA")]
@@ -47,11 +56,28 @@ pub(crate) struct AgentArgs {
     pub(crate) mux: crate::MuxArgs,
 }
 
+/// `--transport`: `auto` or one transport.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TransportArg(pub(crate) Option<TransportKind>);
+
+impl std::str::FromStr for TransportArg {
+    type Err = netbore_transport::UnknownTransport;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(TransportArg(None));
+        }
+        s.parse().map(|k| TransportArg(Some(k)))
+    }
+}
+
 impl AgentArgs {
     /// The agent configuration for `tunnels`.
     fn config(&self, tunnels: Vec<TunnelSpec>) -> anyhow::Result<AgentConfig> {
         let mut config = AgentConfig::new(self.server.clone(), tunnels);
-        config.transport = self.transport;
+        config.transport = self.transport.0;
+        config.quic_fallback_after = Duration::from_millis(self.quic_fallback_after_ms.max(1));
+        config.quic_probe_interval = Duration::from_secs(self.quic_probe_interval.max(1));
         if self.insecure_skip_verify {
             eprintln!(
                 "WARNING: --insecure-skip-verify is on: the Edge's certificate is not checked, so anyone between this agent and the Edge can read and change the tunnel's traffic; use --ca FILE instead"

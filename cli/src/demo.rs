@@ -98,6 +98,7 @@ pub(crate) async fn run(args: DemoArgs, printer: Printer) -> anyhow::Result<()> 
         api_burst: 40.0,
         tls_cert: None,
         tls_key: None,
+        no_quic: false,
         mux: crate::MuxArgs::default(),
     };
     let bound = server::start(&server_args).await?;
@@ -115,13 +116,12 @@ pub(crate) async fn run(args: DemoArgs, printer: Printer) -> anyhow::Result<()> 
             .map_err(anyhow::Error::msg)?,
         vec![TunnelSpec::http(local.clone(), None)],
     );
-    // The demo's agent trusts the demo server's development CA and goes over wss, the
-    // transport that passes web proxies.
+    // The demo's agent trusts the demo server's development CA and picks its transport
+    // as every agent does (`auto`): QUIC, or WSS where UDP is blocked.
     config.trust = netbore_transport::tls::TrustOptions {
         extra_ca: bound.dev_ca.clone(),
         insecure_skip_verify: false,
     };
-    config.transport = Some(netbore_transport::TransportKind::Wss);
     let with_hello = args.port.is_none();
     let ingress = bound.http;
     let agent = netbore_agent::run(config, move |event| {

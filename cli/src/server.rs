@@ -93,6 +93,9 @@ pub(crate) struct ServerArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
+    /// Do not accept QUIC on the agent port's UDP twin (agents then use wss, tls or tcp).
+    #[arg(long)]
+    pub(crate) no_quic: bool,
     #[command(flatten)]
     pub(crate) mux: crate::MuxArgs,
 }
@@ -122,32 +125,27 @@ pub(crate) struct Bound {
     /// HTTP ingress.
     pub(crate) http: SocketAddr,
     /// Transports offered to agents, in the order they should try them.
-    pub(crate) transports: &'static [TransportKind],
+    pub(crate) transports: Vec<TransportKind>,
     /// The development CA agents should trust, when the Edge uses one.
     pub(crate) dev_ca: Option<PathBuf>,
 }
 
-/// The Edge's certificate for the tls and wss transports, and the order of transports
-/// it offers because of it.
+/// The Edge's certificate for the TLS transports (tls, wss, quic), and the development
+/// CA that signed it when it is not the operator's.
 struct EdgeTls {
     config: std::sync::Arc<netbore_transport::tls::ServerConfig>,
-    transports: &'static [TransportKind],
     dev_ca: Option<PathBuf>,
 }
 
-/// With an operator's certificate (which agents trust through the system's roots),
-/// TLS transports come first. With the development CA, which agents trust only with
-/// `--ca`, plain tcp comes first so an agent without it still connects by default.
-const OPERATOR_ORDER: &[TransportKind] = &[
+/// The transports an Edge offers, most preferred first: QUIC (fastest where UDP
+/// passes), then WSS (passes firewalls and proxies that allow only HTTPS), raw TLS,
+/// plain TCP, and plain WebSocket last. Agents on `auto` skip the TLS ones when the
+/// Edge's certificate comes from its development CA and they were not given it.
+const ORDER: &[TransportKind] = &[
+    TransportKind::Quic,
     TransportKind::Wss,
     TransportKind::Tls,
     TransportKind::Tcp,
-    TransportKind::Ws,
-];
-const DEV_ORDER: &[TransportKind] = &[
-    TransportKind::Tcp,
-    TransportKind::Wss,
-    TransportKind::Tls,
     TransportKind::Ws,
 ];
 
@@ -155,8 +153,8 @@ const DEV_ORDER: &[TransportKind] = &[
 /// certificate in `data_dir` for the server's names.
 fn edge_tls(args: &ServerArgs, data_dir: &std::path::Path) -> anyhow::Result<EdgeTls> {
     use netbore_transport::tls;
-    let (cert, key, transports, dev_ca) = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => (cert.clone(), key.clone(), OPERATOR_ORDER, None),
+    let (cert, key, dev_ca) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone(), None),
         _ => {
             let mut names = vec![args.domain.clone()];
             if let Some(edge) = &args.edge_addr {
@@ -167,15 +165,11 @@ fn edge_tls(args: &ServerArgs, data_dir: &std::path::Path) -> anyhow::Result<Edg
             let mut seen = std::collections::HashSet::new();
             names.retain(|n| seen.insert(n.clone()));
             let dev = netbore_edge::dev_ca::ensure(data_dir, &names)?;
-            (dev.cert, dev.key, DEV_ORDER, Some(dev.ca))
+            (dev.cert, dev.key, Some(dev.ca))
         }
     };
     let config = tls::server_config(tls::load_certs(&cert)?, tls::load_key(&key)?)?;
-    Ok(EdgeTls {
-        config,
-        transports,
-        dev_ca,
-    })
+    Ok(EdgeTls { config, dev_ca })
 }
 
 /// Binds every listener and spawns Control and Edge; returns once they accept.
@@ -188,6 +182,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
     let listener_config = netbore_transport::ListenerConfig {
         mux: mux_config,
         tls: Some(edge_tls.config),
+        quic: !args.no_quic,
         handshake_timeout: Duration::from_secs(args.hello_timeout.max(1)),
         ..netbore_transport::ListenerConfig::default()
     };
@@ -219,7 +214,11 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         control: control_listener.local_addr()?,
         agent: agent_listener.local_addr()?,
         http: http_listener.local_addr()?,
-        transports: edge_tls.transports,
+        transports: ORDER
+            .iter()
+            .copied()
+            .filter(|k| *k != TransportKind::Quic || agent_listener.quic_addr().is_some())
+            .collect(),
         dev_ca: edge_tls.dev_ca.clone(),
     };
     let ports = PortPool::new(args.tcp_bind_ip, args.tcp_ports);
@@ -253,7 +252,8 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         domain: args.domain.clone(),
         edges: vec![EdgeCandidate {
             addr: edge_addr,
-            transports: edge_tls.transports.iter().map(|t| t.to_string()).collect(),
+            transports: bound.transports.iter().map(|t| t.to_string()).collect(),
+            development_ca: bound.dev_ca.is_some(),
         }],
         token_ttl: Duration::from_secs(args.token_ttl.max(1)),
         mask_agent_ip: args.mask_agent_ip,
@@ -306,7 +306,9 @@ pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()
     let transports: Vec<&str> = bound.transports.iter().map(|t| t.as_str()).collect();
     let ca = bound.dev_ca.as_ref().map(|p| p.display().to_string());
     let ca_line = match &ca {
-        Some(p) => format!("\n  agents' CA    {p} (agents pass --ca with it for tls and wss)"),
+        Some(p) => {
+            format!("\n  agents' CA    {p} (agents pass --ca with it for quic, wss and tls)")
+        }
         None => String::new(),
     };
     printer.event(

@@ -1,6 +1,6 @@
 //! The agent side of every transport: dial the Edge (directly or through an HTTP
 //! `CONNECT` proxy), then TLS and/or the WebSocket upgrade as the transport needs,
-//! then the mux.
+//! then the mux; or a QUIC connection over UDP.
 
 use std::net::SocketAddr;
 
@@ -30,6 +30,13 @@ pub struct Dial {
 impl Dial {
     /// Connects and returns the client side of a session.
     pub async fn connect(&self) -> Result<Session, TransportError> {
+        if self.kind == TransportKind::Quic {
+            if self.proxy.is_some() {
+                return Err(TransportError::NotThroughProxy(self.kind));
+            }
+            let tls = self.tls.as_ref().ok_or(TransportError::TlsNotConfigured)?;
+            return crate::quic::connect(&self.addr, tls.quic.clone(), &self.mux).await;
+        }
         let (stream, peer) = match &self.proxy {
             Some(proxy) => {
                 let s = proxy.connect(&self.addr).await?;
@@ -51,10 +58,11 @@ impl Dial {
                     .map_err(|e| TransportError::WebSocket(e.to_string()))?;
                 Ok(self.spawn(io, peer))
             }
-            TransportKind::Tls | TransportKind::Wss => {
+            TransportKind::Tls | TransportKind::Wss | TransportKind::Quic => {
                 let tls = self.tls.as_ref().ok_or(TransportError::TlsNotConfigured)?;
                 let config = match self.kind {
                     TransportKind::Tls => tls.mux.clone(),
+                    // Not reached (QUIC returned above); the WebSocket config is harmless.
                     _ => tls.http1.clone(),
                 };
                 let name = tls::server_name(&self.addr)?;

@@ -5,11 +5,11 @@
 //! every transport on one port) and yields a [`Session`]; a session opens and accepts
 //! [`Stream`]s. Each implementation provides the [`TransportSession`] /
 //! [`TransportStream`] traits; [`Session`] and [`Stream`] are enums over the
-//! implementations (static dispatch, no `Box<dyn>` on the data path). Today every
-//! transport is the Netbore mux over one byte stream, recorded by [`TransportKind`]:
-//! `tcp` (plain TCP), `tls` (TLS, ALPN `netbore/1`), `ws`/`wss` (WebSocket binary
-//! messages, [`ws`]), optionally through an HTTP `CONNECT` [`proxy`]; `quic` joins as a
-//! variant without changing callers. The wire types both ends share (handshake, stream
+//! implementations (static dispatch, no `Box<dyn>` on the data path). Four transports
+//! are the Netbore mux over one byte stream, recorded by [`TransportKind`]: `tcp`
+//! (plain TCP), `tls` (TLS, ALPN `netbore/1`), `ws`/`wss` (WebSocket binary messages,
+//! [`ws`]), optionally through an HTTP `CONNECT` [`proxy`]. The fifth, [`quic`], maps
+//! each stream onto a native QUIC stream over UDP on the same port number. The wire types both ends share (handshake, stream
 //! header, error codes) live in [`proto`]; [`pipe`] is the bidirectional copy both ends
 //! use. This crate knows nothing of tokens, routing or the control plane.
 
@@ -19,6 +19,7 @@ pub mod mux_session;
 pub mod pipe;
 pub mod proto;
 pub mod proxy;
+pub mod quic;
 mod session;
 pub mod tcp;
 pub mod tls;
@@ -59,4 +60,10 @@ pub enum TransportError {
     /// The WebSocket upgrade failed.
     #[error("the WebSocket upgrade failed: {0}")]
     WebSocket(String),
+    /// The QUIC connection failed or ended.
+    #[error("the QUIC connection failed: {0}")]
+    Quic(String),
+    /// The transport cannot run through an HTTP proxy.
+    #[error("{0} cannot run through an HTTP proxy; choose wss or tls, or unset the proxy")]
+    NotThroughProxy(TransportKind),
 }

@@ -8,6 +8,9 @@
 //! | `G` (`GET /_netbore/agent`) | plain WebSocket upgrade (`ws`) |
 //! | the mux version byte (`0x00`) | the mux directly (`tcp`) |
 //! | anything else | closed |
+//!
+//! With a certificate, the same port number also takes QUIC on UDP (`quic`), unless
+//! [`ListenerConfig::quic`] is off.
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::tls::ALPN_MUX;
-use crate::{Session, TransportKind, mux_session, ws};
+use crate::{Session, TransportKind, mux_session, quic, ws};
 
 /// Sessions set up but not yet taken by [`Listener::accept`]. Small: the Edge takes
 /// them at once; when it falls behind, set-ups wait instead of piling up.
@@ -39,6 +42,8 @@ pub struct ListenerConfig {
     /// Most connections in set-up at once; more are closed at once. Bounds the memory
     /// and tasks a flood of half-open connections can take.
     pub max_handshakes: usize,
+    /// Also accept QUIC on the UDP port of the same number (needs `tls`).
+    pub quic: bool,
 }
 
 impl Default for ListenerConfig {
@@ -48,6 +53,7 @@ impl Default for ListenerConfig {
             tls: None,
             handshake_timeout: Duration::from_secs(10),
             max_handshakes: 1024,
+            quic: true,
         }
     }
 }
@@ -57,13 +63,16 @@ impl Default for ListenerConfig {
 #[derive(Debug)]
 pub struct Listener {
     local_addr: SocketAddr,
+    quic_addr: Option<SocketAddr>,
     ready: mpsc::Receiver<Session>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -73,17 +82,45 @@ impl Listener {
         let inner = TcpListener::bind(addr).await?;
         let local_addr = inner.local_addr()?;
         let (tx, ready) = mpsc::channel(READY_BACKLOG);
-        let task = tokio::spawn(accept_loop(inner, Arc::new(config), tx));
+        let config = Arc::new(config);
+        let permits = Arc::new(Semaphore::new(config.max_handshakes.max(1)));
+        let mut tasks = Vec::new();
+        let mut quic_addr = None;
+        if let (true, Some(tls)) = (config.quic, &config.tls) {
+            // The UDP port of the same number; a failure leaves the TCP transports up.
+            match quic::server_endpoint(local_addr, tls, &config.mux) {
+                Ok(endpoint) => {
+                    quic_addr = Some(endpoint.local_addr()?);
+                    tasks.push(tokio::spawn(quic_accept_loop(
+                        endpoint,
+                        config.clone(),
+                        permits.clone(),
+                        tx.clone(),
+                    )));
+                }
+                Err(e) => tracing::warn!(
+                    addr = %local_addr, error = %e,
+                    "could not listen for QUIC on UDP; agents will use the TCP transports (free the UDP port to offer quic)"
+                ),
+            }
+        }
+        tasks.push(tokio::spawn(accept_loop(inner, config, permits, tx)));
         Ok(Listener {
             local_addr,
+            quic_addr,
             ready,
-            task,
+            tasks,
         })
     }
 
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.local_addr)
+    }
+
+    /// The UDP address QUIC is accepted on, when it is.
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.quic_addr
     }
 
     /// The next agent session, set up and ready for its hello.
@@ -95,8 +132,12 @@ impl Listener {
     }
 }
 
-async fn accept_loop(inner: TcpListener, config: Arc<ListenerConfig>, tx: mpsc::Sender<Session>) {
-    let permits = Arc::new(Semaphore::new(config.max_handshakes.max(1)));
+async fn accept_loop(
+    inner: TcpListener,
+    config: Arc<ListenerConfig>,
+    permits: Arc<Semaphore>,
+    tx: mpsc::Sender<Session>,
+) {
     loop {
         let (stream, peer) = match inner.accept().await {
             Ok(accepted) => accepted,
@@ -127,6 +168,43 @@ async fn accept_loop(inner: TcpListener, config: Arc<ListenerConfig>, tx: mpsc::
                 }
                 Err(_) => {
                     tracing::debug!(%peer, "agent connection did not finish its set-up in time")
+                }
+            }
+        });
+    }
+}
+
+/// Accepts QUIC connections: each handshake in its own task, under the same deadline
+/// and set-up limit as TCP connections.
+async fn quic_accept_loop(
+    endpoint: quinn::Endpoint,
+    config: Arc<ListenerConfig>,
+    permits: Arc<Semaphore>,
+    tx: mpsc::Sender<Session>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let peer = incoming.remote_address();
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "too many agent connections in set-up; refused a QUIC one");
+            incoming.refuse();
+            continue;
+        };
+        let timeout = config.handshake_timeout;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let result = tokio::time::timeout(timeout, async { incoming.accept()?.await }).await;
+            drop(permit);
+            match result {
+                Ok(Ok(conn)) => {
+                    let _ = tx
+                        .send(Session::Quic(quic::QuicSession::accepted(conn)))
+                        .await;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "QUIC agent connection failed during set-up")
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "QUIC agent connection did not finish its set-up in time")
                 }
             }
         });

@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::TransportError;
 use crate::mux_session::MuxSession;
+use crate::quic::{QuicSession, QuicStream};
 use crate::traits::{TransportSession, TransportStream};
 
 /// Which transport a session runs on.
@@ -28,12 +29,15 @@ pub enum TransportKind {
     Ws,
     /// The Netbore mux over WebSocket binary messages over TLS (`wss://`).
     Wss,
+    /// QUIC: each Netbore stream a native QUIC stream, no mux (UDP, same port number).
+    Quic,
 }
 
 impl TransportKind {
     /// Every transport this build can dial, in the order an Edge prefers them when it
     /// has a certificate agents trust.
-    pub const ALL: [TransportKind; 4] = [
+    pub const ALL: [TransportKind; 5] = [
+        TransportKind::Quic,
         TransportKind::Wss,
         TransportKind::Tls,
         TransportKind::Tcp,
@@ -47,12 +51,16 @@ impl TransportKind {
             TransportKind::Tls => "tls",
             TransportKind::Ws => "ws",
             TransportKind::Wss => "wss",
+            TransportKind::Quic => "quic",
         }
     }
 
     /// True when the transport runs over TLS (and so checks the Edge's certificate).
     pub fn uses_tls(self) -> bool {
-        matches!(self, TransportKind::Tls | TransportKind::Wss)
+        matches!(
+            self,
+            TransportKind::Tls | TransportKind::Wss | TransportKind::Quic
+        )
     }
 }
 
@@ -75,7 +83,7 @@ impl std::str::FromStr for TransportKind {
 
 /// A transport name this build does not know.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0:?} is not a transport; choose tcp, tls, wss or ws")]
+#[error("{0:?} is not a transport; choose auto, quic, wss, tls, tcp or ws")]
 pub struct UnknownTransport(pub String);
 
 /// One Agent↔Edge session on any transport. Cloning shares the session.
@@ -84,6 +92,8 @@ pub enum Session {
     /// The Netbore mux over one byte stream (tcp, tls, ws, wss: the kind is recorded
     /// in the [`MuxSession`]).
     Mux(MuxSession),
+    /// A QUIC connection, each stream a native QUIC stream.
+    Quic(QuicSession),
 }
 
 impl Session {
@@ -91,6 +101,7 @@ impl Session {
     pub async fn open(&self) -> Result<Stream, TransportError> {
         match self {
             Session::Mux(s) => Ok(Stream::Mux(s.open().await?)),
+            Session::Quic(s) => Ok(Stream::Quic(s.open().await?)),
         }
     }
 
@@ -98,6 +109,7 @@ impl Session {
     pub async fn accept(&self) -> Option<Stream> {
         match self {
             Session::Mux(s) => s.accept().await.map(Stream::Mux),
+            Session::Quic(s) => s.accept().await.map(Stream::Quic),
         }
     }
 
@@ -105,6 +117,7 @@ impl Session {
     pub fn peer_addr(&self) -> SocketAddr {
         match self {
             Session::Mux(s) => s.peer_addr(),
+            Session::Quic(s) => s.peer_addr(),
         }
     }
 
@@ -112,6 +125,7 @@ impl Session {
     pub fn kind(&self) -> TransportKind {
         match self {
             Session::Mux(s) => s.kind,
+            Session::Quic(s) => s.kind(),
         }
     }
 
@@ -119,6 +133,7 @@ impl Session {
     pub fn rtt(&self) -> Option<Duration> {
         match self {
             Session::Mux(s) => s.rtt(),
+            Session::Quic(s) => s.rtt(),
         }
     }
 
@@ -126,6 +141,7 @@ impl Session {
     pub fn close(&self, code: GoAwayCode) {
         match self {
             Session::Mux(s) => s.close(code),
+            Session::Quic(s) => s.close(code),
         }
     }
 
@@ -133,6 +149,7 @@ impl Session {
     pub async fn closed(&self) -> TransportError {
         match self {
             Session::Mux(s) => s.closed().await,
+            Session::Quic(s) => s.closed().await,
         }
     }
 
@@ -140,6 +157,7 @@ impl Session {
     pub fn is_closed(&self) -> bool {
         match self {
             Session::Mux(s) => s.is_closed(),
+            Session::Quic(s) => s.is_closed(),
         }
     }
 }
@@ -149,6 +167,8 @@ impl Session {
 pub enum Stream {
     /// A mux stream (tcp, tls, ws, wss).
     Mux(MuxStream),
+    /// A QUIC stream.
+    Quic(QuicStream),
 }
 
 impl Stream {
@@ -156,6 +176,7 @@ impl Stream {
     pub fn poll_read_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
         match self {
             Stream::Mux(s) => TransportStream::poll_read_chunk(s, cx),
+            Stream::Quic(s) => s.poll_read_chunk(cx),
         }
     }
 
@@ -167,6 +188,7 @@ impl Stream {
     ) -> Poll<io::Result<usize>> {
         match self {
             Stream::Mux(s) => TransportStream::poll_write_bytes(s, cx, data),
+            Stream::Quic(s) => s.poll_write_bytes(cx, data),
         }
     }
 
@@ -174,6 +196,7 @@ impl Stream {
     pub fn reset(&mut self) {
         match self {
             Stream::Mux(s) => TransportStream::reset(s),
+            Stream::Quic(s) => s.reset(),
         }
     }
 }
@@ -186,6 +209,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Mux(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Quic(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -198,18 +222,21 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Mux(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Quic(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Mux(s) => Pin::new(s).poll_flush(cx),
+            Stream::Quic(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Mux(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Quic(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

@@ -121,6 +121,8 @@ pub struct ClientTls {
     pub mux: Arc<ClientConfig>,
     /// Offers [`ALPN_HTTP1`] (the `wss` transport).
     pub http1: Arc<ClientConfig>,
+    /// Offers [`crate::quic::ALPN_QUIC`] (the `quic` transport).
+    pub quic: Arc<ClientConfig>,
 }
 
 impl ClientTls {
@@ -148,6 +150,7 @@ impl ClientTls {
         Ok(ClientTls {
             mux: with_alpn(ALPN_MUX),
             http1: with_alpn(ALPN_HTTP1),
+            quic: with_alpn(crate::quic::ALPN_QUIC),
         })
     }
 }

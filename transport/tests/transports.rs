@@ -12,11 +12,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIB: usize = 1024 * 1024;
 
-const KINDS: [TransportKind; 4] = [
+const KINDS: [TransportKind; 5] = [
     TransportKind::Tcp,
     TransportKind::Tls,
     TransportKind::Ws,
     TransportKind::Wss,
+    TransportKind::Quic,
 ];
 
 /// `streams` concurrent streams from client to server, each moving `per_stream`
@@ -77,6 +78,8 @@ async fn every_transport_moves_many_mib_both_ways_over_concurrent_streams() {
     let addr = l.local_addr().unwrap();
     for kind in KINDS {
         let (client, server) = connect(&mut l, &dial(&pki, kind, addr)).await;
+        assert_eq!(client.kind(), kind);
+        assert_eq!(server.kind(), kind, "the Edge told the transport apart");
         tokio::time::timeout(
             Duration::from_secs(120),
             both_ways(&client, &server, 4, 8 * MIB),

@@ -77,6 +77,10 @@ pub struct EdgeCandidate {
     pub addr: String,
     /// Transports the Edge offers there, most preferred first.
     pub transports: Vec<String>,
+    /// The Edge's certificate comes from its development CA, which agents trust only
+    /// when given it (`--ca`); agents on `auto` without it skip the TLS transports.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub development_ca: bool,
 }
 
 /// Answer to `POST /tunnels/create`.
