@@ -54,11 +54,12 @@ async fn wss_and_tls_agents_trusting_the_dev_ca_move_data_intact() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_default_transport_is_the_first_the_server_offers() {
+async fn without_ca_auto_skips_the_development_certificate_and_takes_tcp() {
     let server = Server::start();
     let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let local = origin.local_addr().unwrap().to_string();
-    // A server on its development CA offers tcp first: agents without --ca connect.
+    // A server on its development CA says so: agents on auto without --ca skip quic,
+    // wss and tls and connect over tcp.
     let agent = Agent::start(&server, &local, &[]);
     assert_eq!(agent.online["transport"], "tcp", "{}", agent.online);
     round_trip(origin, agent.public, MIB).await;
@@ -175,7 +176,7 @@ async fn a_wss_agent_reaches_the_edge_through_a_connect_proxy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_certificate_puts_wss_first() {
+async fn with_an_operator_certificate_auto_takes_quic_first() {
     // Another server's development certificate stands in for an operator's.
     let first = Server::start();
     let dir = first.data_dir.0.clone();
@@ -191,6 +192,29 @@ async fn an_operator_certificate_puts_wss_first() {
     let local = origin.local_addr().unwrap().to_string();
     let ca = dir.join("ca.pem");
     let agent = Agent::start(&server, &local, &["--ca", ca.to_str().unwrap()]);
+    assert_eq!(agent.online["transport"], "quic", "{}", agent.online);
+    round_trip(origin, agent.public, MIB).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_proxy_auto_skips_quic_and_takes_wss() {
+    let server = Server::start();
+    let ca = server.data_dir.0.join("ca.pem");
+    let (proxy, tunnels) = connect_proxy().await;
+    let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = origin.local_addr().unwrap().to_string();
+    let proxy_url = format!("http://{proxy}");
+    let started = std::time::Instant::now();
+    let agent = Agent::start(
+        &server,
+        &local,
+        &["--ca", ca.to_str().unwrap(), "--proxy", &proxy_url],
+    );
     assert_eq!(agent.online["transport"], "wss", "{}", agent.online);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no time spent waiting for QUIC, which cannot pass an HTTP proxy"
+    );
+    assert_eq!(tunnels.load(std::sync::atomic::Ordering::SeqCst), 1);
     round_trip(origin, agent.public, MIB).await;
 }
