@@ -69,13 +69,18 @@ async fn without_ca_auto_skips_the_development_certificate_and_takes_tcp() {
 fn an_agent_that_does_not_trust_the_certificate_stops_with_one_sentence() {
     let server = Server::start();
     let url = server.url();
-    let mut agent = Proc::spawn(&["tcp", "1", "--server", &url, "--transport", "wss"]);
-    let error = agent.expect_event("error", Duration::from_secs(20));
-    assert_eq!(error["code"], "untrusted_certificate", "{error}");
-    let message = error["message"].as_str().unwrap();
-    assert!(message.contains("--ca"), "{message}");
-    assert!(!message.contains('\n'), "{message}");
-    assert_eq!(agent.wait_exit(Duration::from_secs(10)), Some(1));
+    for transport in ["wss", "tls", "quic"] {
+        let mut agent = Proc::spawn(&["tcp", "1", "--server", &url, "--transport", transport]);
+        let error = agent.expect_event("error", Duration::from_secs(20));
+        assert_eq!(
+            error["code"], "untrusted_certificate",
+            "{transport}: {error}"
+        );
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains("--ca"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+        assert_eq!(agent.wait_exit(Duration::from_secs(10)), Some(1));
+    }
 }
 
 #[test]
