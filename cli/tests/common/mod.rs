@@ -529,3 +529,63 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// Moves `total` bytes each way between one viewer of `public` and the first
+/// connection `origin` accepts, each end sending its own [`Pattern`]; asserts both
+/// ends got what the other sent.
+pub async fn round_trip(origin: tokio::net::TcpListener, public: SocketAddr, total: usize) {
+    let origin_task = tokio::spawn(async move {
+        let (s, _) = origin.accept().await.unwrap();
+        let (mut r, mut w) = s.into_split();
+        let send = tokio::spawn(async move { send_pattern(&mut w, 2, total).await });
+        let got = read_all(&mut r).await;
+        (got, send.await.unwrap())
+    });
+    let viewer = tokio::net::TcpStream::connect(public).await.unwrap();
+    let (mut r, mut w) = viewer.into_split();
+    let send = tokio::spawn(async move { send_pattern(&mut w, 1, total).await });
+    let viewer_got = read_all(&mut r).await;
+    let viewer_sent = send.await.unwrap();
+    let (origin_got, origin_sent) = origin_task.await.unwrap();
+    assert_eq!(viewer_sent.len, total as u64);
+    assert_eq!(origin_got, viewer_sent, "viewer → origin bytes differ");
+    assert_eq!(viewer_got, origin_sent, "origin → viewer bytes differ");
+}
+
+/// A TCP origin on loopback that echoes every connection until EOF, then shuts its
+/// write side. Stops when the handle is aborted or dropped with the runtime.
+pub async fn echo_origin() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// Reads until EOF (or an error) and returns what came; fails the test if the
+/// connection is still open after `limit`.
+pub async fn read_until_closed(
+    s: &mut (impl tokio::io::AsyncRead + Unpin),
+    limit: Duration,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let res = tokio::time::timeout(limit, async {
+        loop {
+            match tokio::io::AsyncReadExt::read(s, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(res.is_ok(), "connection still open after {limit:?}");
+    out
+}
