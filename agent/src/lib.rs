@@ -170,6 +170,9 @@ pub enum AgentError {
         /// The server's sentence.
         message: String,
     },
+    /// The agent was asked to stop (by [`run_until`]'s `stop`).
+    #[error("the agent stopped")]
+    Stopped,
     /// The Edge could not be reached or the session broke during setup.
     #[error("could not connect to the Edge at {addr}: {reason}")]
     EdgeUnreachable {
@@ -187,6 +190,7 @@ impl AgentError {
             AgentError::ControlUnreachable { .. } => "control_unreachable",
             AgentError::Refused { code, .. } => code,
             AgentError::EdgeUnreachable { .. } => "edge_unreachable",
+            AgentError::Stopped => "stopped",
         }
     }
 
@@ -215,6 +219,18 @@ struct Held {
 /// and reconnects with backoff (reclaiming the same tunnels with their recreate tokens)
 /// when it drops. `on_event` hears every state change.
 pub async fn run(config: AgentConfig, on_event: impl Fn(AgentEvent)) -> AgentError {
+    run_until(config, on_event, std::future::pending()).await
+}
+
+/// Like [`run`], and when `stop` completes, closes the session (telling the Edge, so it
+/// takes the tunnels offline at once rather than after its idle timeout) and returns
+/// [`AgentError::Stopped`].
+pub async fn run_until(
+    config: AgentConfig,
+    on_event: impl Fn(AgentEvent),
+    stop: impl std::future::Future<Output = ()>,
+) -> AgentError {
+    let mut stop = std::pin::pin!(stop);
     let store = config
         .state_dir
         .as_ref()
@@ -238,7 +254,10 @@ pub async fn run(config: AgentConfig, on_event: impl Fn(AgentEvent)) -> AgentErr
     let mut previous: Option<Session> = None;
     loop {
         let upgrading = upgrade.is_some();
-        let connected = connect(&config, &mut held, store.as_ref(), &tls, upgrade.take()).await;
+        let connected = tokio::select! {
+            c = connect(&config, &mut held, store.as_ref(), &tls, upgrade.take()) => c,
+            () = &mut stop => return AgentError::Stopped,
+        };
         if let Some(old) = previous.take() {
             old.close(netbore_mux::GoAwayCode::NORMAL);
         }
@@ -293,6 +312,10 @@ pub async fn run(config: AgentConfig, on_event: impl Fn(AgentEvent)) -> AgentErr
                         return closed;
                     }
                     _ = origin::serve(&session, origins, config.connect_timeout) => {}
+                    () = &mut stop => {
+                        session.close(netbore_mux::GoAwayCode::NORMAL);
+                        return AgentError::Stopped;
+                    }
                     better = probing => {
                         // QUIC answers again: reclaim the tunnels over it (same URLs),
                         // then close this session.
@@ -322,7 +345,10 @@ pub async fn run(config: AgentConfig, on_event: impl Fn(AgentEvent)) -> AgentErr
             delay,
             reason,
         });
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = &mut stop => return AgentError::Stopped,
+        }
     }
 }
 

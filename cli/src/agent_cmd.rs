@@ -223,9 +223,31 @@ pub(crate) async fn run_http(args: HttpArgs, printer: Printer) -> anyhow::Result
 }
 
 async fn run(config: AgentConfig, printer: Printer) -> anyhow::Result<()> {
-    let error = netbore_agent::run(config, |e| print_event(printer, e)).await;
+    let error = netbore_agent::run_until(config, |e| print_event(printer, e), stop_signal()).await;
+    if let netbore_agent::AgentError::Stopped = error {
+        // The session's goodbye is queued; give it a moment to leave (a QUIC close is a
+        // datagram sent by a background task) so the Edge takes the tunnels offline now.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        return Ok(());
+    }
     printer.error(error.code(), &error.to_string());
     std::process::exit(1);
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]

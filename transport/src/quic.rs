@@ -49,8 +49,7 @@ pub fn transport_config(mux: &Config) -> quinn::TransportConfig {
     // Netbore never uses unidirectional streams.
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
     t.stream_receive_window(VarInt::from_u32(mux.max_stream_window));
-    let session_window = u32::try_from(mux.max_session_window).unwrap_or(u32::MAX);
-    t.receive_window(VarInt::from_u32(session_window));
+    t.receive_window(connection_window(&mux));
     t.send_window(mux.max_session_window);
     t.keep_alive_interval(mux.keepalive_interval);
     // quinn bounds the idle timeout to what a VarInt of milliseconds holds; ours is
@@ -59,7 +58,30 @@ pub fn transport_config(mux: &Config) -> quinn::TransportConfig {
         .unwrap_or(quinn::IdleTimeout::from(VarInt::from_u32(20_000)));
     t.max_idle_timeout(Some(idle));
     t.enable_segmentation_offload(true);
+    // Let path MTU discovery search as high as UDP allows: on an Ethernet path it
+    // settles at about 1,452 bytes as before (a lost probe costs one datagram), while
+    // on loopback, jumbo-frame LANs and container bridges it finds far larger packets,
+    // and fewer packets is less CPU per byte. quinn documents any bound as safe.
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MAX_UDP_PAYLOAD);
+    t.mtu_discovery_config(Some(mtu));
     t
+}
+
+/// The largest UDP payload path MTU discovery may try.
+const MAX_UDP_PAYLOAD: u16 = 65_527;
+
+/// The connection-level receive window. QUIC counts unread bytes of every stream
+/// against it, and quinn gives each stream its full window at once (no auto-tuning as
+/// in the mux), so a window of `max_session_window` alone would let four stalled
+/// viewers (16 MiB each) freeze every other stream of the session. It is sized instead
+/// to the mux's own memory bound, `max_session_window + max_streams ×
+/// initial_stream_window`: the same worst case, and stalled streams block the others
+/// only once that much is held.
+pub fn connection_window(mux: &Config) -> VarInt {
+    let bound =
+        mux.max_session_window + mux.max_streams as u64 * u64::from(mux.initial_stream_window);
+    VarInt::from_u64(bound.max(u64::from(mux.max_stream_window))).unwrap_or(VarInt::MAX)
 }
 
 /// Binds a UDP socket with enlarged buffers, ready for a quinn endpoint.

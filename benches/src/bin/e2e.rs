@@ -1,5 +1,5 @@
 //! End-to-end throughput harness: the same load direct to an origin, through a Netbore
-//! TCP tunnel (over each transport: tcp, tls, ws, wss) and through a Netbore HTTP tunnel
+//! TCP tunnel (over each transport: tcp, tls, ws, wss, quic) and through a Netbore HTTP tunnel
 //! (real `netbore server`, `netbore tcp` and `netbore http` processes), interleaved in
 //! one run so the ratio is fair on a noisy machine.
 //!
@@ -723,20 +723,29 @@ async fn bore(origin: SocketAddr) -> Option<Contender> {
     })
 }
 
-/// rathole with the given transport (`tcp` or `websocket`), when `rathole` is on the PATH.
+/// rathole with the given transport (`tcp`, `websocket`, or `noise`, its encrypted
+/// one), when `rathole` is on the PATH.
 async fn rathole(origin: SocketAddr, transport: &str, dir: &std::path::Path) -> Option<Contender> {
     let (ctrl, port) = (free_port(), free_port());
-    let ws = if transport == "websocket" {
-        "\n[server.transport.websocket]\ntls = false\n"
-    } else {
-        ""
+    let (server_extra, client_extra) = match transport {
+        "websocket" => (
+            "\n[server.transport.websocket]\ntls = false\n".to_string(),
+            "\n[client.transport.websocket]\ntls = false\n".to_string(),
+        ),
+        "noise" => {
+            let (private, public) = rathole_keypair()?;
+            (
+                format!("\n[server.transport.noise]\nlocal_private_key = \"{private}\"\n"),
+                format!("\n[client.transport.noise]\nremote_public_key = \"{public}\"\n"),
+            )
+        }
+        _ => (String::new(), String::new()),
     };
     let server = format!(
-        "[server]\nbind_addr = \"127.0.0.1:{ctrl}\"\n[server.transport]\ntype = \"{transport}\"\n{ws}\n[server.services.bench]\ntoken = \"bench\"\nbind_addr = \"127.0.0.1:{port}\"\n"
+        "[server]\nbind_addr = \"127.0.0.1:{ctrl}\"\n[server.transport]\ntype = \"{transport}\"\n{server_extra}\n[server.services.bench]\ntoken = \"bench\"\nbind_addr = \"127.0.0.1:{port}\"\n"
     );
-    let ws = ws.replace("server.", "client.");
     let client = format!(
-        "[client]\nremote_addr = \"127.0.0.1:{ctrl}\"\n[client.transport]\ntype = \"{transport}\"\n{ws}\n[client.services.bench]\ntoken = \"bench\"\nlocal_addr = \"{origin}\"\n"
+        "[client]\nremote_addr = \"127.0.0.1:{ctrl}\"\n[client.transport]\ntype = \"{transport}\"\n{client_extra}\n[client.services.bench]\ntoken = \"bench\"\nlocal_addr = \"{origin}\"\n"
     );
     std::fs::create_dir_all(dir).ok()?;
     let (sp, cp) = (
@@ -756,6 +765,20 @@ async fn rathole(origin: SocketAddr, transport: &str, dir: &std::path::Path) -> 
         control: None,
         http_host: None,
     })
+}
+
+/// A noise key pair from `rathole --genkey`: (private, public), base64.
+fn rathole_keypair() -> Option<(String, String)> {
+    let out = std::process::Command::new("rathole")
+        .arg("--genkey")
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let mut keys = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.ends_with(':'));
+    Some((keys.next()?.to_string(), keys.next()?.to_string()))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -816,7 +839,7 @@ async fn main() {
     let dd = data.to_str().unwrap().to_string();
     let mut contenders = vec![netbore("netbore tcp", &bin, origin, &dd)];
     if !quick {
-        for transport in ["tls", "ws", "wss"] {
+        for transport in ["tls", "ws", "wss", "quic"] {
             contenders.push(netbore_over(
                 &format!("netbore tcp over {transport}"),
                 &bin,
@@ -853,7 +876,7 @@ async fn main() {
             Some(c) => contenders.push(c),
             None => eprintln!("bore is not installed or did not start: cargo install bore-cli"),
         }
-        for transport in ["tcp", "websocket"] {
+        for transport in ["tcp", "websocket", "noise"] {
             match rathole(origin, transport, &data).await {
                 Some(c) => contenders.push(c),
                 None => eprintln!(
@@ -1066,6 +1089,7 @@ async fn main() {
     let _ = std::fs::remove_dir_all(format!("{dd}-tls"));
     let _ = std::fs::remove_dir_all(format!("{dd}-ws"));
     let _ = std::fs::remove_dir_all(format!("{dd}-wss"));
+    let _ = std::fs::remove_dir_all(format!("{dd}-quic"));
     let _ = std::fs::remove_dir_all(format!("{dd}-baseline-http"));
     if !below_floor.is_empty() {
         for line in &below_floor {
