@@ -186,7 +186,7 @@ impl AgentError {
     /// True when retrying cannot help (bad request, credentials, a port outside the range).
     pub fn is_permanent(&self) -> bool {
         matches!(self, AgentError::Refused { code, .. }
-            if matches!(code.as_str(), "bad_request" | "unauthorized" | "port_not_allowed" | "port_in_use" | "protocol_error" | "name_taken" | "protocol_not_served" | "tunnel_deleted" | "replaced" | "no_edge" | "untrusted_certificate" | "proxy_refused" | "tls_config"))
+            if matches!(code.as_str(), "bad_request" | "unauthorized" | "port_not_allowed" | "port_in_use" | "protocol_error" | "name_taken" | "protocol_not_served" | "tunnel_deleted" | "replaced" | "no_edge" | "untrusted_certificate" | "proxy_refused" | "proxy_credentials" | "tls_config"))
     }
 }
 
@@ -418,6 +418,14 @@ async fn connect(
                 netbore_transport::proxy::ProxyError::Refused { .. },
             ) => AgentError::Refused {
                 code: "proxy_refused".into(),
+                message: e.to_string(),
+            },
+            // A 407: the same credentials will get the same answer.
+            netbore_transport::TransportError::Proxy(
+                netbore_transport::proxy::ProxyError::CredentialsRequired { .. }
+                | netbore_transport::proxy::ProxyError::CredentialsRejected { .. },
+            ) => AgentError::Refused {
+                code: "proxy_credentials".into(),
                 message: e.to_string(),
             },
             other => unreachable(other.to_string()),
