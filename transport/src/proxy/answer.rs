@@ -93,9 +93,11 @@ fn status_line(line: &[u8]) -> Result<Answer, BadAnswer> {
     let mut parts = line.splitn(3, ' ');
     let version = parts.next().unwrap_or_default();
     let code = parts.next().unwrap_or_default();
+    // Three digits, the first not 0: codes run from 100 (RFC 9110, section 15).
     if !version.starts_with("HTTP/1.")
         || code.len() != 3
         || !code.bytes().all(|b| b.is_ascii_digit())
+        || code.starts_with('0')
     {
         return Err(BadAnswer::NotHttp);
     }
@@ -110,15 +112,18 @@ fn status_line(line: &[u8]) -> Result<Answer, BadAnswer> {
         .take(60)
         .collect();
     Ok(Answer::Refused {
-        // Three ASCII digits, checked above.
+        // Three ASCII digits, checked above: 100..=999.
         code: code.parse().map_err(|_| BadAnswer::NotHttp)?,
         status: format!("{code} {}", reason.trim()).trim().to_string(),
     })
 }
 
-/// Where `needle` first occurs in `haystack`.
+/// Where `needle` (not empty) first occurs in `haystack`. Compares whole windows only
+/// where the first byte matches: the head is scanned again after every read.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    haystack
+        .windows(needle.len())
+        .position(|w| w.first() == needle.first() && w == needle)
 }
 
 #[cfg(test)]
@@ -201,6 +206,23 @@ mod tests {
         ] {
             assert_eq!(parse_answer(bad), Err(BadAnswer::NotHttp), "{bad:?}");
         }
+    }
+
+    /// Found by the `proxy_answer` fuzz target: `020` passed as a refusal with code
+    /// 20, outside the `100..=999` that `Answer::Refused` promises.
+    #[test]
+    fn a_code_with_a_leading_zero_is_no_status() {
+        for bad in [&b"HTTP/1.1 020 OK\r\n\r\n"[..], b"HTTP/1.1 000\r\n\r\n"] {
+            assert_eq!(parse_answer(bad), Err(BadAnswer::NotHttp), "{bad:?}");
+        }
+        assert_eq!(
+            complete(b"HTTP/1.1 100 Continue\r\n\r\n").0,
+            refused(100, "100 Continue")
+        );
+        assert_eq!(
+            complete(b"HTTP/1.1 999 Odd\r\n\r\n").0,
+            refused(999, "999 Odd")
+        );
     }
 
     #[test]
