@@ -203,6 +203,14 @@ async fn dial(
                     message: e.to_string(),
                 }
             }
+            // A 407: the same credentials will get the same answer.
+            TransportError::Proxy(
+                netbore_transport::proxy::ProxyError::CredentialsRequired { .. }
+                | netbore_transport::proxy::ProxyError::CredentialsRejected { .. },
+            ) => AgentError::Refused {
+                code: "proxy_credentials".into(),
+                message: e.to_string(),
+            },
             other => unreachable(other.to_string()),
         })
 }

@@ -197,7 +197,7 @@ impl AgentError {
     /// True when retrying cannot help (bad request, credentials, a port outside the range).
     pub fn is_permanent(&self) -> bool {
         matches!(self, AgentError::Refused { code, .. }
-            if matches!(code.as_str(), "bad_request" | "unauthorized" | "port_not_allowed" | "port_in_use" | "protocol_error" | "name_taken" | "protocol_not_served" | "tunnel_deleted" | "replaced" | "no_edge" | "untrusted_certificate" | "proxy_refused" | "tls_config"))
+            if matches!(code.as_str(), "bad_request" | "unauthorized" | "port_not_allowed" | "port_in_use" | "protocol_error" | "name_taken" | "protocol_not_served" | "tunnel_deleted" | "replaced" | "no_edge" | "untrusted_certificate" | "proxy_refused" | "proxy_credentials" | "tls_config"))
     }
 }
 

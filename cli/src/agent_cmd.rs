@@ -48,8 +48,10 @@ pub(crate) struct AgentArgs {
     /// change the session: for debugging only.
     #[arg(long)]
     pub(crate) insecure_skip_verify: bool,
-    /// HTTP proxy to reach the Edge through with CONNECT, http://HOST:PORT (default:
-    /// HTTPS_PROXY, except for hosts in NO_PROXY and loopback).
+    /// HTTP proxy to reach the Edge through with CONNECT, http://HOST:PORT or
+    /// http://USER:PASSWORD@HOST:PORT, percent-encoded (default: HTTPS_PROXY, which
+    /// keeps a password out of the process list, except for hosts in NO_PROXY and
+    /// loopback).
     #[arg(long)]
     pub(crate) proxy: Option<String>,
     #[command(flatten)]

@@ -293,9 +293,30 @@ def session_pair():
     ))
 
 
+# ----- proxy_answer: [read size - 1, flags, answer...] (bit 0 of flags: pad to the limit) -----
+
+def proxy_answer():
+    def seed(name, answer, chunk=255, flags=0):
+        write("proxy_answer", name, bytes([chunk, flags]) + answer)
+
+    seed("established", b"HTTP/1.1 200 Connection established\r\n\r\n")
+    seed("established_in_small_reads",
+         b"HTTP/1.0 200 OK\r\nVia: 1.1 squid\r\nProxy-Agent: test\r\n\r\n", chunk=2)
+    seed("auth_required",
+         b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+         b"Proxy-Authenticate: Basic realm=\"corp\"\r\nContent-Length: 13\r\n\r\n"
+         b"access denied")
+    seed("forbidden_odd_reason", b"HTTP/1.1 403 Verboten \x1b[31m\xc3\xa4\xff\r\n\r\n")
+    seed("not_http", b"SSH-2.0-OpenSSH_9.6\r\n")
+    seed("truncated", b"HTTP/1.1 200 Connection estab", chunk=7)
+    seed("at_the_limit", b"HTTP/1.1 200 OK\r\n\r\n", flags=(60 << 1) | 1)
+    seed("past_the_limit", b"HTTP/1.1 200 OK\r\n\r\n", flags=(70 << 1) | 1)
+
+
 if __name__ == "__main__":
     frame_decoder()
     session_frames()
     handshake()
     stream_header()
     session_pair()
+    proxy_answer()

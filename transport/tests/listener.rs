@@ -1,12 +1,11 @@
 //! The one-port agent listener: garbage and slow starts are dropped without holding
-//! anyone up; the CONNECT proxy path; certificate verification.
+//! anyone up; certificate verification. The CONNECT proxy path is in `proxy.rs`.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Pki, ProxyMode, connect, dial, listener, start_proxy};
-use netbore_transport::proxy::{Proxy, ProxyError};
+use common::{Pki, connect, dial, listener};
 use netbore_transport::tls::{ClientTls, TrustOptions};
 use netbore_transport::{Sniffed, TransportError, TransportKind, sniff};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -88,54 +87,6 @@ async fn a_wrong_websocket_path_gets_404() {
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wss_and_tls_work_through_a_connect_proxy() {
-    let pki = Pki::new();
-    let mut l = listener(&pki, Duration::from_secs(10)).await;
-    let addr = l.local_addr().unwrap();
-    let (proxy_addr, tunnels) = start_proxy(ProxyMode::Tunnel).await;
-    for (i, kind) in [TransportKind::Wss, TransportKind::Tls]
-        .into_iter()
-        .enumerate()
-    {
-        let mut d = dial(&pki, kind, addr);
-        d.proxy = Some(Proxy::parse(&format!("http://{proxy_addr}")).unwrap());
-        let (client, server) = connect(&mut l, &d).await;
-        assert_eq!(tunnels.load(std::sync::atomic::Ordering::SeqCst), i + 1);
-        // The Edge sees the proxy as the peer; the bytes still arrive intact.
-        let mut s = client.open().await.unwrap();
-        let writer = tokio::spawn(async move {
-            s.write_all(&vec![5u8; 1 << 20]).await.unwrap();
-            s.shutdown().await.unwrap();
-        });
-        let mut peer = server.accept().await.unwrap();
-        let mut got = Vec::new();
-        peer.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got.len(), 1 << 20);
-        assert!(got.iter().all(|b| *b == 5));
-        writer.await.unwrap();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_proxy_that_refuses_gives_one_clear_sentence() {
-    let pki = Pki::new();
-    let l = listener(&pki, Duration::from_secs(10)).await;
-    let addr = l.local_addr().unwrap();
-    let (proxy_addr, _) = start_proxy(ProxyMode::Forbid).await;
-    let mut d = dial(&pki, TransportKind::Wss, addr);
-    d.proxy = Some(Proxy::parse(&format!("http://{proxy_addr}")).unwrap());
-    let err = d.connect().await.unwrap_err();
-    assert!(
-        matches!(err, TransportError::Proxy(ProxyError::Refused { .. })),
-        "{err:?}"
-    );
-    let message = err.to_string();
-    assert!(message.contains("403 Forbidden"), "{message}");
-    assert!(message.contains(&d.addr), "{message}");
-    assert!(!message.contains('\n'), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

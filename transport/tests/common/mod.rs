@@ -210,6 +210,19 @@ pub enum ProxyMode {
     Tunnel,
     /// Answers 403.
     Forbid,
+    /// Opens the tunnel for a request with `Proxy-Authorization: Basic TOKEN`, this
+    /// token exactly; answers 407 with a `Proxy-Authenticate` challenge otherwise.
+    RequireBasic(&'static str),
+    /// Answers with these bytes, then keeps the connection open without a word more.
+    Answer(&'static [u8]),
+}
+
+/// The value of header `name` (any case) in a request head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.split("\r\n").skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
 }
 
 /// A small HTTP CONNECT proxy on loopback; returns its address and a count of the
@@ -238,11 +251,38 @@ pub async fn start_proxy(mode: ProxyMode) -> (SocketAddr, Arc<AtomicUsize>) {
                 let mut words = head.split_whitespace();
                 assert_eq!(words.next(), Some("CONNECT"));
                 let target = words.next().unwrap().to_string();
-                if mode == ProxyMode::Forbid {
-                    let _ = client
-                        .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-                        .await;
-                    return;
+                match mode {
+                    ProxyMode::Tunnel => {}
+                    ProxyMode::Forbid => {
+                        let _ = client
+                            .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                            .await;
+                        return;
+                    }
+                    ProxyMode::RequireBasic(token) => {
+                        let given = header(&head, "proxy-authorization");
+                        let ok =
+                            given
+                                .and_then(|v| v.split_once(' '))
+                                .is_some_and(|(scheme, t)| {
+                                    scheme.eq_ignore_ascii_case("basic") && t.trim() == token
+                                });
+                        if !ok {
+                            let body = "credentials needed";
+                            let answer = format!(
+                                "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"netbore-test\"\r\nContent-Length: {}\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = client.write_all(answer.as_bytes()).await;
+                            return;
+                        }
+                    }
+                    ProxyMode::Answer(bytes) => {
+                        let _ = client.write_all(bytes).await;
+                        let mut sink = Vec::new();
+                        let _ = client.read_to_end(&mut sink).await;
+                        return;
+                    }
                 }
                 let Ok(mut upstream) = TcpStream::connect(&target).await else {
                     let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
