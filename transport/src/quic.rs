@@ -14,10 +14,10 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use netbore_mux::{Config, GoAwayCode};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, Endpoint, EndpointConfig, RecvStream, SendStream, VarInt};
@@ -287,11 +287,51 @@ impl Drop for QuicStream {
     }
 }
 
-impl TransportStream for QuicStream {
-    fn poll_read_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
-        let read = pin!(self.recv.read_chunk(MAX_CHUNK, true));
+impl QuicStream {
+    /// One chunk of at most `max` bytes, in order, as quinn holds it.
+    fn poll_one_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<io::Result<Option<Bytes>>> {
+        let read = pin!(self.recv.read_chunk(max, true));
         read.poll(cx)
             .map(|r| r.map(|c| c.map(|c| c.bytes)).map_err(io::Error::from))
+    }
+}
+
+impl TransportStream for QuicStream {
+    /// QUIC hands data over one STREAM frame (one datagram, a few KiB) at a time;
+    /// written out one by one, each would cost the reader a syscall. So whatever else
+    /// has already arrived is joined to the first chunk (one copy of hot data, up to
+    /// [`MAX_CHUNK`]), and the socket gets one large write instead of dozens.
+    fn poll_read_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        let Some(first) = ready!(self.poll_one_chunk(cx, MAX_CHUNK))? else {
+            return Poll::Ready(Ok(None));
+        };
+        if first.len() >= MAX_CHUNK / 2 {
+            return Poll::Ready(Ok(Some(first)));
+        }
+        let mut joined: Option<BytesMut> = None;
+        loop {
+            let have = joined.as_ref().map_or(first.len(), BytesMut::len);
+            if have >= MAX_CHUNK {
+                break;
+            }
+            // Only what is already here: Pending, the end, or an error (which the
+            // next call reports again) stop the gathering without losing anything.
+            let Poll::Ready(Ok(Some(more))) = self.poll_one_chunk(cx, MAX_CHUNK - have) else {
+                break;
+            };
+            joined
+                .get_or_insert_with(|| {
+                    let mut b = BytesMut::with_capacity(MAX_CHUNK);
+                    b.extend_from_slice(&first);
+                    b
+                })
+                .extend_from_slice(&more);
+        }
+        Poll::Ready(Ok(Some(joined.map_or(first, BytesMut::freeze))))
     }
 
     fn poll_write_bytes(&mut self, cx: &mut Context<'_>, data: &Bytes) -> Poll<io::Result<usize>> {
