@@ -199,6 +199,18 @@ async fn open_hello(
     let session = netbore_transport::tcp::connect(server.agent, Default::default())
         .await
         .unwrap();
+    hello_on(session, tokens).await
+}
+
+/// Says hello with `tokens` on `session`; returns it, the hello stream and the answer.
+async fn hello_on(
+    session: netbore_transport::Session,
+    tokens: Vec<String>,
+) -> (
+    netbore_transport::Session,
+    netbore_transport::Stream,
+    HelloReply,
+) {
     let mut stream = session.open().await.unwrap();
     let hello = Hello {
         version: PROTOCOL_VERSION,
@@ -293,6 +305,34 @@ async fn expired_forged_and_reused_tokens_get_typed_errors() {
         error_code(&hello(&server, vec![token]).await),
         ErrorCode::TokenReused
     );
+}
+
+#[tokio::test]
+async fn a_refused_hello_reaches_a_quic_agent_before_the_session_closes() {
+    // A QUIC close discards unsent stream data: the Edge must let the answer arrive.
+    let server = Server::start();
+    let ca = server.data_dir.0.join("ca.pem");
+    let dial = netbore_transport::Dial {
+        kind: netbore_transport::TransportKind::Quic,
+        addr: format!("127.0.0.1:{}", server.agent.port()),
+        tls: Some(
+            netbore_transport::tls::ClientTls::new(&netbore_transport::tls::TrustOptions {
+                extra_ca: Some(ca),
+                insecure_skip_verify: false,
+            })
+            .unwrap(),
+        ),
+        proxy: None,
+        mux: Default::default(),
+    };
+    for _ in 0..5 {
+        let session = dial.connect().await.unwrap();
+        let (session, _stream, reply) = hello_on(session, vec!["not-a-jwt".into()]).await;
+        assert_eq!(error_code(&reply), ErrorCode::BadToken);
+        tokio::time::timeout(Duration::from_secs(2), session.closed())
+            .await
+            .expect("the Edge closes the session after the refusal");
+    }
 }
 
 #[tokio::test]

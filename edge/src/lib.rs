@@ -130,7 +130,11 @@ impl Edge {
             Ok(bound) => bound,
             Err(e) => {
                 tracing::info!(%agent, code = %e.code, "agent refused: {}", e.message);
-                session.close(GoAwayCode::CLOSED_BY_APPLICATION);
+                // The agent closes once it has read the answer; closing first could
+                // drop it on the way (a QUIC close discards unsent stream data).
+                if tokio::time::timeout(NOTICE_GRACE, session.closed()).await.is_err() {
+                    session.close(GoAwayCode::CLOSED_BY_APPLICATION);
+                }
                 return;
             }
         };
