@@ -270,7 +270,7 @@ mod tests {
     fn config(transport: Option<TransportKind>, ca: bool) -> AgentConfig {
         let mut c = AgentConfig::new(
             "http://control:7000".parse::<ControlUrl>().unwrap(),
-            vec![TunnelSpec::tcp("127.0.0.1:1")],
+            vec![TunnelSpec::tcp("127.0.0.1:1".into(), None)],
         );
         c.transport = transport;
         c.trust.extra_ca = ca.then(|| "ca.pem".into());

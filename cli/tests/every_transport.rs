@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::web::{self, get, request};
 use common::{
     Agent, Checksum, HttpAgent, Pattern, Server, echo_origin, free_port, read_all,
@@ -340,7 +339,7 @@ async fn check_http(kind: &str) {
         let r = request(server.http, "POST", &agent.host, "/echo", &[], body.clone()).await;
         assert_eq!(r.status, 200);
         assert_eq!(r.body.len(), body.len());
-        assert!(r.body == Bytes::from(body), "{kind}: echoed body differs");
+        assert!(r.body == body, "{kind}: echoed body differs");
 
         let stream = TcpStream::connect(server.http).await.unwrap();
         let url = format!("ws://{}/ws", agent.host);

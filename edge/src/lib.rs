@@ -132,7 +132,10 @@ impl Edge {
                 tracing::info!(%agent, code = %e.code, "agent refused: {}", e.message);
                 // The agent closes once it has read the answer; closing first could
                 // drop it on the way (a QUIC close discards unsent stream data).
-                if tokio::time::timeout(NOTICE_GRACE, session.closed()).await.is_err() {
+                if tokio::time::timeout(NOTICE_GRACE, session.closed())
+                    .await
+                    .is_err()
+                {
                     session.close(GoAwayCode::CLOSED_BY_APPLICATION);
                 }
                 return;
