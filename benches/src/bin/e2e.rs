@@ -1003,6 +1003,10 @@ async fn main() {
         figures.retain(|f| f.name().contains(text.as_str()));
     }
     let mut below_floor = Vec::new();
+    // A contender that wedges (a peer that never recovers from the idle-connection
+    // load, say) is dropped from the later figures instead of hanging the run.
+    let mut stalled = vec![false; contenders.len()];
+    let limit = Duration::from_secs_f64(secs * 4.0 + 20.0);
     for figure in figures {
         let name = figure.name();
         let mut direct = Vec::new();
@@ -1011,11 +1015,20 @@ async fn main() {
         for _ in 0..rounds {
             direct.push(run_figure(figure, origin, "bench", secs).await);
             for (i, c) in contenders.iter().enumerate() {
-                if !c.serves(figure) {
+                if !c.serves(figure) || stalled[i] {
                     continue;
                 }
                 let before = c.cpu();
-                let sample = run_figure(figure, c.public, c.host(), secs).await;
+                let Ok(sample) =
+                    tokio::time::timeout(limit, run_figure(figure, c.public, c.host(), secs)).await
+                else {
+                    eprintln!(
+                        "{}: {name} did not finish within {limit:?}; it is left out of this and later figures",
+                        c.name
+                    );
+                    stalled[i] = true;
+                    continue;
+                };
                 cpus[i].push((c.cpu() - before) / sample.units.max(1e-9));
                 samples[i].push(sample);
             }
@@ -1029,7 +1042,7 @@ async fn main() {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                c.serves(figure)
+                (c.serves(figure) && !samples[i].is_empty())
                     .then(|| pick(std::mem::take(&mut samples[i])))
             })
             .collect();
