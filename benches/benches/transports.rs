@@ -5,55 +5,19 @@
 
 #![allow(missing_docs)]
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use netbore_transport::tls::{self, ClientTls, TrustOptions};
+use netbore_test_support::Pki;
+use netbore_transport::tls::ClientTls;
 use netbore_transport::{Dial, Listener, ListenerConfig, Session, TransportKind};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use tokio::io::AsyncWriteExt;
 
 /// Bytes moved per iteration.
 const BULK: usize = 64 * 1024 * 1024;
 /// Size of each write.
 const CHUNK: usize = 256 * 1024;
-
-/// A CA and a leaf for `localhost`, written to a fresh directory.
-fn pki() -> (Arc<tls::ServerConfig>, ClientTls, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("netbore-bench-pki-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let leaf = CertificateParams::new(vec!["localhost".into()]).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
-    let (ca_path, cert_path, key_path) = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
-    std::fs::write(&ca_path, ca_cert.pem()).unwrap();
-    std::fs::write(&cert_path, leaf_cert.pem()).unwrap();
-    std::fs::write(&key_path, leaf_key.serialize_pem()).unwrap();
-    let server = tls::server_config(
-        tls::load_certs(&cert_path).unwrap(),
-        tls::load_key(&key_path).unwrap(),
-    )
-    .unwrap();
-    let client = ClientTls::new(&TrustOptions {
-        extra_ca: Some(ca_path),
-        insecure_skip_verify: false,
-    })
-    .unwrap();
-    (server, client, dir)
-}
 
 /// Dials `kind` and returns both ends of the session, with the first stream open.
 async fn pair(
@@ -120,12 +84,13 @@ fn transports(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (server_tls, client_tls, dir) = pki();
+    let pki = Pki::new();
+    let client_tls = pki.client();
     let mut listener = rt.block_on(async {
         Listener::bind(
             "127.0.0.1:0".parse().unwrap(),
             ListenerConfig {
-                tls: Some(server_tls),
+                tls: Some(pki.server()),
                 ..ListenerConfig::default()
             },
         )
@@ -150,7 +115,6 @@ fn transports(c: &mut Criterion) {
         client.close(netbore_mux::GoAwayCode::NORMAL);
     }
     g.finish();
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 criterion_group!(benches, transports);

@@ -7,16 +7,17 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::web::{self, get, request};
 use common::{
-    Agent, Checksum, HttpAgent, Pattern, Server, echo_origin, free_port, read_all,
-    read_until_closed, round_trip, send_pattern,
+    Agent, HttpAgent, Server, free_port, read_fast_stream, stalling_origin, wait_until_still,
 };
 use futures_util::{SinkExt, StreamExt};
+use netbore_test_support::{
+    echo_origin, pattern_checksum, read_all, read_until_closed, round_trip, send_pattern,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -43,21 +44,6 @@ fn tcp_agent(server: &Server, kind: &str, local: &str) -> Agent {
     agent
 }
 
-/// The checksum [`send_pattern`] reports for `seed` and `total`.
-fn pattern_checksum(seed: u64, total: usize) -> Checksum {
-    let mut pattern = Pattern::new(seed);
-    let mut sum = Checksum::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut left = total;
-    while left > 0 {
-        let n = left.min(buf.len());
-        pattern.fill(&mut buf[..n]);
-        sum.update(&buf[..n]);
-        left -= n;
-    }
-    sum
-}
-
 async fn check_integrity(kind: &str) {
     let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let local = origin.local_addr().unwrap().to_string();
@@ -65,7 +51,7 @@ async fn check_integrity(kind: &str) {
     let agent = tcp_agent(&server, kind, &local);
     tokio::time::timeout(
         Duration::from_secs(60),
-        round_trip(origin, agent.public, 16 * MIB),
+        round_trip(&origin, agent.public, 16 * MIB),
     )
     .await
     .unwrap_or_else(|_| panic!("{kind}: 16 MiB each way within 60 s"));
@@ -137,30 +123,7 @@ async fn check_flow_control(kind: &str) {
     // (each stalled stream holding a full one) is caught freezing the others.
     const STALLED: usize = 6;
     // Connections that send 'S' get an endless stream; 'F' gets FAST bytes and EOF.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = listener.local_addr().unwrap().to_string();
-    let pushed_to_stalled = Arc::new(AtomicU64::new(0));
-    let pushed = pushed_to_stalled.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let pushed = pushed.clone();
-            tokio::spawn(async move {
-                let mut kind = [0u8; 1];
-                s.read_exact(&mut kind).await.unwrap();
-                let buf = vec![b'x'; 64 * 1024];
-                if kind[0] == b'S' {
-                    while s.write_all(&buf).await.is_ok() {
-                        pushed.fetch_add(buf.len() as u64, Ordering::Relaxed);
-                    }
-                } else {
-                    for _ in 0..FAST / buf.len() {
-                        s.write_all(&buf).await.unwrap();
-                    }
-                    s.shutdown().await.unwrap();
-                }
-            });
-        }
-    });
+    let (origin, pushed_to_stalled) = stalling_origin(FAST).await;
     let server = Server::start();
     let agent = tcp_agent(&server, kind, &origin);
 
@@ -170,26 +133,13 @@ async fn check_flow_control(kind: &str) {
         s.write_all(b"S").await.unwrap();
         stalled.push(s);
     }
-    // Let the stalled stream fill every buffer and window on its path: wait until the
-    // origin's writes stop advancing (no event tells when that happens).
-    let mut last = 0;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = pushed_to_stalled.load(Ordering::Relaxed);
-        if now == last && now > 0 {
-            break;
-        }
-        last = now;
-    }
+    // Let the stalled streams fill every buffer and window on their path.
+    wait_until_still(&pushed_to_stalled).await;
 
     // Meanwhile, another viewer of the same session moves FAST bytes.
-    let started = Instant::now();
-    let mut fast = TcpStream::connect(agent.public).await.unwrap();
-    fast.write_all(b"F").await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(30), read_all(&mut fast))
+    let (got, took) = read_fast_stream(agent.public)
         .await
-        .unwrap_or_else(|_| panic!("{kind}: the fast viewer is blocked by the stalled one"));
-    let took = started.elapsed();
+        .unwrap_or_else(|| panic!("{kind}: the fast viewer is blocked by the stalled one"));
     assert_eq!(got.len, FAST as u64);
 
     // Backpressure reached the stalled origins instead of the tunnel buffering them.

@@ -8,26 +8,10 @@ use std::time::{Duration, Instant};
 use common::{Agent, Proc, Server, free_port};
 use netbore_control::tokens::{TokenSigner, unix_now};
 use netbore_mux::frame::{FrameType, GoAwayCode, HEADER_LEN, Header};
+use netbore_test_support::read_until_closed;
 use netbore_transport::proto::{self, ErrorCode, Hello, HelloReply, PROTOCOL_VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Reads until EOF (or error) and returns what came, failing after `limit`.
-async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let res = tokio::time::timeout(limit, async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(res.is_ok(), "connection still open after {limit:?}");
-    out
-}
 
 /// Finds a go-away frame in `bytes` and returns its code.
 fn go_away_code(bytes: &[u8]) -> Option<GoAwayCode> {

@@ -451,7 +451,7 @@ async fn a_gibibyte_streams_each_way_with_flat_memory() {
         .body(http_body_util::Empty::<Bytes>::new())
         .unwrap();
     let mut body = sender.send_request(req).await.unwrap().into_body();
-    let mut sum = common::Checksum::default();
+    let mut sum = netbore_test_support::Checksum::default();
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame.unwrap().into_data() {
             sum.update(&data);

@@ -3,9 +3,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Agent, Checksum, Pattern, Server, read_all, send_pattern};
+use common::{Agent, Server, read_fast_stream, stalling_origin, wait_until_still};
+use netbore_test_support::{echo_origin, pattern_checksum, read_all, round_trip, send_pattern};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -18,46 +19,14 @@ async fn moves_64_mib_each_way_intact() {
     let server = Server::start();
     let agent = Agent::start(&server, &origin_addr, &[]);
 
-    let origin_task = tokio::spawn(async move {
-        let (s, _) = origin.accept().await.unwrap();
-        let (mut r, mut w) = s.into_split();
-        let send = tokio::spawn(async move { send_pattern(&mut w, 2, 64 * MIB).await });
-        let got = read_all(&mut r).await;
-        (got, send.await.unwrap())
-    });
-    let viewer = TcpStream::connect(agent.public).await.unwrap();
-    let (mut r, mut w) = viewer.into_split();
-    let send = tokio::spawn(async move { send_pattern(&mut w, 1, 64 * MIB).await });
-    let viewer_got = read_all(&mut r).await;
-    let viewer_sent = send.await.unwrap();
-    let (origin_got, origin_sent) = origin_task.await.unwrap();
-
-    assert_eq!(viewer_sent.len, (64 * MIB) as u64);
-    assert_eq!(origin_got, viewer_sent, "viewer → origin bytes differ");
-    assert_eq!(viewer_got, origin_sent, "origin → viewer bytes differ");
-}
-
-async fn echo_origin() -> (String, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let task = tokio::spawn(async move {
-        loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    (addr, task)
+    round_trip(&origin, agent.public, 64 * MIB).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_concurrent_viewers_echo_intact() {
     let (origin, _task) = echo_origin().await;
     let server = Server::start();
-    let agent = Agent::start(&server, &origin, &[]);
+    let agent = Agent::start(&server, &origin.to_string(), &[]);
     let public = agent.public;
 
     let mut viewers = Vec::new();
@@ -105,44 +74,13 @@ async fn a_viewer_that_half_closes_still_gets_the_whole_response() {
     let got = tokio::time::timeout(Duration::from_secs(20), read_all(&mut viewer))
         .await
         .expect("response arrives");
-    let mut expected = Checksum::default();
-    let mut p = Pattern::new(7);
-    let mut buf = vec![0u8; 64 * 1024];
-    for _ in 0..(3 * MIB / buf.len()) {
-        p.fill(&mut buf);
-        expected.update(&buf);
-    }
-    assert_eq!(got, expected);
+    assert_eq!(got, pattern_checksum(7, 3 * MIB));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_viewer_does_not_slow_the_others_and_memory_stays_bounded() {
     // Connections that send 'S' get an endless stream; 'F' gets 64 MiB and EOF.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = listener.local_addr().unwrap().to_string();
-    let pushed_to_stalled = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let pushed = pushed_to_stalled.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let pushed = pushed.clone();
-            tokio::spawn(async move {
-                let mut kind = [0u8; 1];
-                s.read_exact(&mut kind).await.unwrap();
-                let buf = vec![b'x'; 64 * 1024];
-                if kind[0] == b'S' {
-                    while s.write_all(&buf).await.is_ok() {
-                        pushed.fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    }
-                } else {
-                    for _ in 0..(64 * MIB / buf.len()) {
-                        s.write_all(&buf).await.unwrap();
-                    }
-                    s.shutdown().await.unwrap();
-                }
-            });
-        }
-    });
+    let (origin, pushed_to_stalled) = stalling_origin(64 * MIB).await;
     let server = Server::start();
     let agent = Agent::start(&server, &origin, &[]);
     let rss_before = (server.proc.rss_kib(), agent.proc.rss_kib());
@@ -150,24 +88,12 @@ async fn a_stalled_viewer_does_not_slow_the_others_and_memory_stays_bounded() {
     let mut stalled = TcpStream::connect(agent.public).await.unwrap();
     stalled.write_all(b"S").await.unwrap();
     // Let the stalled stream fill every buffer on its path.
-    let mut last = 0;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = pushed_to_stalled.load(std::sync::atomic::Ordering::Relaxed);
-        if now == last && now > 0 {
-            break;
-        }
-        last = now;
-    }
+    wait_until_still(&pushed_to_stalled).await;
 
     // Meanwhile, another viewer of the same session moves 64 MiB at full speed.
-    let started = Instant::now();
-    let mut fast = TcpStream::connect(agent.public).await.unwrap();
-    fast.write_all(b"F").await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(30), read_all(&mut fast))
+    let (got, took) = read_fast_stream(agent.public)
         .await
         .expect("the fast viewer is not blocked by the stalled one");
-    let took = started.elapsed();
     assert_eq!(got.len, (64 * MIB) as u64);
 
     // The origin was held back (backpressure reached it) instead of the tunnel

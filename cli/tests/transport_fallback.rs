@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Agent, Proc, Server, read_all, send_pattern};
+use common::{Agent, Proc, Server};
+use netbore_test_support::round_trip;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 const MIB: usize = 1024 * 1024;
@@ -125,23 +126,6 @@ fn server_behind(path_port: u16, edge_port: u16) -> Server {
     )
 }
 
-/// 1 MiB each way through the tunnel at `public`, checked by checksum.
-async fn round_trip(origin: &TcpListener, public: SocketAddr) {
-    let (viewer, accepted) = tokio::join!(TcpStream::connect(public), origin.accept());
-    let mut viewer = viewer.unwrap();
-    let (mut local, _) = accepted.unwrap();
-    let (mut vr, mut vw) = viewer.split();
-    let (mut lr, mut lw) = local.split();
-    let (up, down, got_up, got_down) = tokio::join!(
-        send_pattern(&mut vw, 1, MIB),
-        send_pattern(&mut lw, 2, MIB),
-        read_all(&mut lr),
-        read_all(&mut vr),
-    );
-    assert_eq!(up, got_up);
-    assert_eq!(down, got_down);
-}
-
 /// Spawns `netbore tcp` with `args` and returns it with its `online` event and how
 /// long the event took.
 fn agent_online(
@@ -183,7 +167,7 @@ async fn auto_falls_back_to_wss(udp: Udp) -> (Path, Server, Proc, TcpListener, S
         "online over wss after {took:?}; the fallback must take under 3 s"
     );
     let public = common::public_addr(&online);
-    round_trip(&origin, public).await;
+    round_trip(&origin, public, MIB).await;
     (path, server, agent, origin, public)
 }
 
@@ -203,7 +187,7 @@ async fn blocked_udp_falls_back_to_wss_within_3s_and_moves_back_to_quic_when_it_
         path.relayed.load(Ordering::SeqCst) > 0,
         "QUIC went through the path"
     );
-    round_trip(&origin, public).await;
+    round_trip(&origin, public, MIB).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,7 +195,7 @@ async fn closed_udp_falls_back_to_wss_within_3s() {
     let (_path, _server, agent, origin, public) = auto_falls_back_to_wss(Udp::Closed).await;
     // Probing goes on in the background and does not disturb the tunnel.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    round_trip(&origin, public).await;
+    round_trip(&origin, public, MIB).await;
     assert!(
         agent.next_event(Duration::from_millis(100)).is_none(),
         "no further events: the agent stays on wss"
@@ -226,5 +210,5 @@ async fn with_udp_open_auto_takes_quic() {
     let local = origin.local_addr().unwrap().to_string();
     let agent = Agent::start(&server, &local, &["--ca", ca.to_str().unwrap()]);
     assert_eq!(agent.online["transport"], "quic", "{}", agent.online);
-    round_trip(&origin, agent.public).await;
+    round_trip(&origin, agent.public, MIB).await;
 }

@@ -6,32 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Agent, Proc, Server, read_all, send_pattern};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use common::{Agent, Proc, Server};
+use netbore_test_support::{ProxyMode, round_trip, start_proxy};
+use tokio::net::TcpListener;
 
 const MIB: usize = 1024 * 1024;
-
-/// One viewer moving `total` bytes each way through `public` to an origin that sends
-/// its own pattern back.
-async fn round_trip(origin: TcpListener, public: std::net::SocketAddr, total: usize) {
-    let origin_task = tokio::spawn(async move {
-        let (s, _) = origin.accept().await.unwrap();
-        let (mut r, mut w) = s.into_split();
-        let send = tokio::spawn(async move { send_pattern(&mut w, 2, total).await });
-        let got = read_all(&mut r).await;
-        (got, send.await.unwrap())
-    });
-    let viewer = TcpStream::connect(public).await.unwrap();
-    let (mut r, mut w) = viewer.into_split();
-    let send = tokio::spawn(async move { send_pattern(&mut w, 1, total).await });
-    let viewer_got = read_all(&mut r).await;
-    let viewer_sent = send.await.unwrap();
-    let (origin_got, origin_sent) = origin_task.await.unwrap();
-    assert_eq!(viewer_sent.len, total as u64);
-    assert_eq!(origin_got, viewer_sent, "viewer → origin bytes differ");
-    assert_eq!(viewer_got, origin_sent, "origin → viewer bytes differ");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_and_tls_agents_trusting_the_dev_ca_move_data_intact() {
@@ -46,7 +25,7 @@ async fn wss_and_tls_agents_trusting_the_dev_ca_move_data_intact() {
         assert_eq!(agent.online["transport"], transport, "{}", agent.online);
         tokio::time::timeout(
             Duration::from_secs(120),
-            round_trip(origin, agent.public, 16 * MIB),
+            round_trip(&origin, agent.public, 16 * MIB),
         )
         .await
         .unwrap_or_else(|_| panic!("{transport}: 16 MiB each way within 120 s"));
@@ -62,7 +41,7 @@ async fn without_ca_auto_skips_the_development_certificate_and_takes_tcp() {
     // wss and tls and connect over tcp.
     let agent = Agent::start(&server, &local, &[]);
     assert_eq!(agent.online["transport"], "tcp", "{}", agent.online);
-    round_trip(origin, agent.public, MIB).await;
+    round_trip(&origin, agent.public, MIB).await;
 }
 
 #[test]
@@ -119,47 +98,11 @@ fn ca_path_prints_the_servers_ca_file() {
     );
 }
 
-/// A minimal HTTP CONNECT proxy on loopback; counts the tunnels it opened.
-async fn connect_proxy() -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let tunnels = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = tunnels.clone();
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            let count = count.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if client.read(&mut b).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(b[0]);
-                }
-                let head = String::from_utf8_lossy(&head).to_string();
-                let target = head.split_whitespace().nth(1).unwrap().to_string();
-                let mut upstream = TcpStream::connect(&target).await.unwrap();
-                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                client
-                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    .await
-                    .unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-            });
-        }
-    });
-    (addr, tunnels)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wss_agent_reaches_the_edge_through_a_connect_proxy() {
     let server = Server::start();
     let ca = server.data_dir.0.join("ca.pem");
-    let (proxy, tunnels) = connect_proxy().await;
+    let (proxy, tunnels) = start_proxy(ProxyMode::Tunnel).await;
     let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let local = origin.local_addr().unwrap().to_string();
     let proxy_url = format!("http://{proxy}");
@@ -177,7 +120,7 @@ async fn a_wss_agent_reaches_the_edge_through_a_connect_proxy() {
     );
     assert_eq!(agent.online["transport"], "wss");
     assert_eq!(tunnels.load(std::sync::atomic::Ordering::SeqCst), 1);
-    round_trip(origin, agent.public, 4 * MIB).await;
+    round_trip(&origin, agent.public, 4 * MIB).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,14 +141,14 @@ async fn with_an_operator_certificate_auto_takes_quic_first() {
     let ca = dir.join("ca.pem");
     let agent = Agent::start(&server, &local, &["--ca", ca.to_str().unwrap()]);
     assert_eq!(agent.online["transport"], "quic", "{}", agent.online);
-    round_trip(origin, agent.public, MIB).await;
+    round_trip(&origin, agent.public, MIB).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_a_proxy_auto_skips_quic_and_takes_wss() {
     let server = Server::start();
     let ca = server.data_dir.0.join("ca.pem");
-    let (proxy, tunnels) = connect_proxy().await;
+    let (proxy, tunnels) = start_proxy(ProxyMode::Tunnel).await;
     let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let local = origin.local_addr().unwrap().to_string();
     let proxy_url = format!("http://{proxy}");
@@ -221,5 +164,5 @@ async fn through_a_proxy_auto_skips_quic_and_takes_wss() {
         "no time spent waiting for QUIC, which cannot pass an HTTP proxy"
     );
     assert_eq!(tunnels.load(std::sync::atomic::Ordering::SeqCst), 1);
-    round_trip(origin, agent.public, MIB).await;
+    round_trip(&origin, agent.public, MIB).await;
 }

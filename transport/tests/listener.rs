@@ -5,7 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Pki, connect, dial, listener};
+use common::{connect, dial, listener};
+use netbore_test_support::Pki;
 use netbore_transport::tls::{ClientTls, TrustOptions};
 use netbore_transport::{Sniffed, TransportError, TransportKind, sniff};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

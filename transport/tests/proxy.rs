@@ -7,7 +7,8 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Pki, ProxyMode, connect, dial, listener, read_all, send_pattern, start_proxy};
+use common::{connect, dial, listener};
+use netbore_test_support::{Pki, ProxyMode, read_all, send_pattern, start_proxy};
 use netbore_transport::proxy::{BadAnswer, Proxy, ProxyError};
 use netbore_transport::{TransportError, TransportKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

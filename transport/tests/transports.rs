@@ -6,7 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Pki, connect, dial, listener, read_all, send_pattern};
+use common::{connect, dial, listener};
+use netbore_test_support::{Pki, read_all, send_pattern};
 use netbore_transport::{Session, TransportKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -7,9 +7,12 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use netbore_test_support::{Checksum, read_all};
 use serde_json::Value;
 
 pub mod web;
@@ -315,90 +318,6 @@ pub fn public_addr(online: &Value) -> SocketAddr {
     url.strip_prefix("tcp://").unwrap().parse().unwrap()
 }
 
-/// A deterministic byte pattern (xorshift) so ends can check what they got.
-pub struct Pattern(u64);
-
-impl Pattern {
-    pub fn new(seed: u64) -> Self {
-        Pattern(seed | 1)
-    }
-
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            let b = self.0.to_le_bytes();
-            chunk.copy_from_slice(&b[..chunk.len()]);
-        }
-    }
-}
-
-/// FNV-1a over a stream of chunks (independent of how the bytes were split).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Checksum {
-    pub hash: u64,
-    pub len: u64,
-}
-
-impl Default for Checksum {
-    fn default() -> Self {
-        Checksum {
-            hash: 0xcbf29ce484222325,
-            len: 0,
-        }
-    }
-}
-
-impl Checksum {
-    pub fn update(&mut self, data: &[u8]) {
-        let mut h = self.hash;
-        for b in data {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x100000001b3);
-        }
-        self.hash = h;
-        self.len += data.len() as u64;
-    }
-}
-
-/// Writes `total` bytes of [`Pattern`] `seed` to `w`, shuts it down, and returns
-/// their checksum.
-pub async fn send_pattern(
-    w: &mut (impl tokio::io::AsyncWrite + Unpin),
-    seed: u64,
-    total: usize,
-) -> Checksum {
-    let mut pattern = Pattern::new(seed);
-    let mut sum = Checksum::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut left = total;
-    while left > 0 {
-        let n = left.min(buf.len());
-        pattern.fill(&mut buf[..n]);
-        sum.update(&buf[..n]);
-        tokio::io::AsyncWriteExt::write_all(w, &buf[..n])
-            .await
-            .unwrap();
-        left -= n;
-    }
-    tokio::io::AsyncWriteExt::shutdown(w).await.unwrap();
-    sum
-}
-
-/// Reads `r` to its end and returns the checksum of what came.
-pub async fn read_all(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> Checksum {
-    let mut sum = Checksum::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = tokio::io::AsyncReadExt::read(r, &mut buf).await.unwrap();
-        if n == 0 {
-            return sum;
-        }
-        sum.update(&buf[..n]);
-    }
-}
-
 /// Finds a loopback port nobody listens on.
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -530,62 +449,61 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
-/// Moves `total` bytes each way between one viewer of `public` and the first
-/// connection `origin` accepts, each end sending its own [`Pattern`]; asserts both
-/// ends got what the other sent.
-pub async fn round_trip(origin: tokio::net::TcpListener, public: SocketAddr, total: usize) {
-    let origin_task = tokio::spawn(async move {
-        let (s, _) = origin.accept().await.unwrap();
-        let (mut r, mut w) = s.into_split();
-        let send = tokio::spawn(async move { send_pattern(&mut w, 2, total).await });
-        let got = read_all(&mut r).await;
-        (got, send.await.unwrap())
-    });
-    let viewer = tokio::net::TcpStream::connect(public).await.unwrap();
-    let (mut r, mut w) = viewer.into_split();
-    let send = tokio::spawn(async move { send_pattern(&mut w, 1, total).await });
-    let viewer_got = read_all(&mut r).await;
-    let viewer_sent = send.await.unwrap();
-    let (origin_got, origin_sent) = origin_task.await.unwrap();
-    assert_eq!(viewer_sent.len, total as u64);
-    assert_eq!(origin_got, viewer_sent, "viewer → origin bytes differ");
-    assert_eq!(viewer_got, origin_sent, "origin → viewer bytes differ");
-}
-
-/// A TCP origin on loopback that echoes every connection until EOF, then shuts its
-/// write side. Stops when the handle is aborted or dropped with the runtime.
-pub async fn echo_origin() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+/// An origin for flow-control tests: a connection whose first byte is `S` gets an
+/// endless stream, any other gets `fast` bytes and EOF. Returns its address and how
+/// many bytes it has pushed into the endless streams.
+pub async fn stalling_origin(fast: usize) -> (String, Arc<AtomicU64>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
+    let origin = listener.local_addr().unwrap().to_string();
+    let pushed_to_stalled = Arc::new(AtomicU64::new(0));
+    let pushed = pushed_to_stalled.clone();
+    tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
+            let pushed = pushed.clone();
             tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut kind = [0u8; 1];
+                s.read_exact(&mut kind).await.unwrap();
+                let buf = vec![b'x'; 64 * 1024];
+                if kind[0] == b'S' {
+                    while s.write_all(&buf).await.is_ok() {
+                        pushed.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                    }
+                } else {
+                    for _ in 0..fast / buf.len() {
+                        s.write_all(&buf).await.unwrap();
+                    }
+                    s.shutdown().await.unwrap();
+                }
             });
         }
     });
-    (addr, task)
+    (origin, pushed_to_stalled)
 }
 
-/// Reads until EOF (or an error) and returns what came; fails the test if the
-/// connection is still open after `limit`.
-pub async fn read_until_closed(
-    s: &mut (impl tokio::io::AsyncRead + Unpin),
-    limit: Duration,
-) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let res = tokio::time::timeout(limit, async {
-        loop {
-            match tokio::io::AsyncReadExt::read(s, &mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
+/// Waits (5 s at most) until `pushed` stops growing: the stalled streams have filled
+/// every buffer and window on their path (no event tells when that happens).
+pub async fn wait_until_still(pushed: &AtomicU64) {
+    let mut last = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = pushed.load(Ordering::Relaxed);
+        if now == last && now > 0 {
+            break;
         }
-    })
-    .await;
-    assert!(res.is_ok(), "connection still open after {limit:?}");
-    out
+        last = now;
+    }
+}
+
+/// Reads a [`stalling_origin`]'s fast stream through `public`: its checksum and how long
+/// it took, or `None` if it did not end within 30 s.
+pub async fn read_fast_stream(public: SocketAddr) -> Option<(Checksum, Duration)> {
+    use tokio::io::AsyncWriteExt;
+    let started = Instant::now();
+    let mut fast = tokio::net::TcpStream::connect(public).await.unwrap();
+    fast.write_all(b"F").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(30), read_all(&mut fast))
+        .await
+        .ok()?;
+    Some((got, started.elapsed()))
 }

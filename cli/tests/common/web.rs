@@ -2,7 +2,7 @@
 //!
 //! Origin routes:
 //! - `/echo`: streams the request body back as the response body;
-//! - `/sink`: reads the body and answers `LEN HASH` ([`super::Checksum`]);
+//! - `/sink`: reads the body and answers `LEN HASH` ([`Checksum`]);
 //! - `/headers`: the request headers as a JSON object (values joined by `\n`);
 //! - `/bytes/N`: N bytes of [`chunk_pattern`] repeated, streamed in 64 KiB chunks;
 //! - `/sse`: five server-sent events, 300 ms apart;
@@ -27,6 +27,7 @@ use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use netbore_test_support::Checksum;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -96,7 +97,7 @@ async fn route(mut req: Request<Incoming>, count: Arc<AtomicU64>) -> Response<Or
     }
     if path == "/sink" {
         // Reads the whole body; answers its length and checksum.
-        let mut sum = super::Checksum::default();
+        let mut sum = Checksum::default();
         let mut body = req.into_body();
         while let Some(frame) = body.frame().await {
             match frame {
@@ -208,9 +209,9 @@ impl PatternBody {
     }
 
     /// The checksum of `len` bytes of the pattern.
-    pub fn checksum(len: u64) -> super::Checksum {
+    pub fn checksum(len: u64) -> Checksum {
         let chunk = chunk_pattern();
-        let mut sum = super::Checksum::default();
+        let mut sum = Checksum::default();
         let mut left = len;
         while left > 0 {
             let n = left.min(chunk.len() as u64) as usize;
