@@ -27,9 +27,19 @@ pub async fn round_trip(origin: &TcpListener, public: SocketAddr, total: usize) 
     assert_eq!(viewer_got, origin_sent, "origin → viewer bytes differ");
 }
 
+/// A loopback listener for an origin that takes bursts of connections: tokio's
+/// `bind` queues only 128 (std's value), and the agent dials the origin once per viewer,
+/// so a burst of 500 viewers overflowed it; the kernel then answered some with SYN
+/// cookies that failed and reset them, which looked like the tunnel losing streams.
+pub fn origin_listener() -> TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    socket.listen(4096).unwrap()
+}
+
 /// A loopback TCP origin echoing each connection until EOF; runs until its task ends.
 pub async fn echo_origin() -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = origin_listener();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
