@@ -6,6 +6,7 @@
 //! [`Registry`] is the table of tunnels the control plane places and agents claim.
 
 pub mod audit;
+pub mod certs;
 pub mod dev_ca;
 pub mod handshake;
 pub mod http;
