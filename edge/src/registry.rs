@@ -109,6 +109,9 @@ pub struct RegistryConfig {
     /// The public port of HTTP ingress (left out of URLs when 80); `None` when this
     /// Edge serves no HTTP tunnels.
     pub http_port: Option<u16>,
+    /// The public port of HTTPS ingress (left out of URLs when 443). When set, HTTP
+    /// tunnels' public URLs are `https://`.
+    pub https_port: Option<u16>,
     /// Settings of the upstream HTTP connections to agents.
     pub upstream: crate::http::upstream::UpstreamConfig,
 }
@@ -167,9 +170,11 @@ impl Registry {
             Protocol::Tcp => format!("tcp://{domain}:{}", port.unwrap_or(0)),
             Protocol::Http => {
                 let name = name.unwrap_or("");
-                match self.config.http_port {
-                    Some(80) | None => format!("http://{name}.{domain}"),
-                    Some(p) => format!("http://{name}.{domain}:{p}"),
+                match (self.config.https_port, self.config.http_port) {
+                    (Some(443), _) => format!("https://{name}.{domain}"),
+                    (Some(p), _) => format!("https://{name}.{domain}:{p}"),
+                    (None, Some(80) | None) => format!("http://{name}.{domain}"),
+                    (None, Some(p)) => format!("http://{name}.{domain}:{p}"),
                 }
             }
         }
