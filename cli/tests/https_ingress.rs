@@ -14,7 +14,7 @@ use common::web::{self, Reply};
 use common::{HttpAgent, Server};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use netbore_test_support::{Checksum, read_until_closed};
+use netbore_test_support::{Checksum, read_all, read_until_closed, send_pattern};
 use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -587,4 +587,129 @@ fn a_key_that_does_not_match_the_certificate_stops_the_server_with_one_sentence(
             && stderr.contains("pass the key that belongs to the certificate"),
         "{stderr}"
     );
+}
+
+/// A TLS origin (tokio-rustls) holding its own certificate for `name`, signed by a CA
+/// of its own, that echoes every connection until EOF. Returns its address, the CA
+/// PEM and the leaf DER.
+async fn tls_echo_origin(name: &str) -> (SocketAddr, String, Vec<u8>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Origin test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec![name.to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(leaf_key.serialize_pem().as_bytes())
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let (mut r, mut w) = tokio::io::split(tls);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
+            });
+        }
+    });
+    (addr, ca_cert.pem(), leaf.der().to_vec())
+}
+
+#[tokio::test]
+async fn a_tls_tunnel_passes_tls_through_with_the_origins_own_certificate() {
+    let (origin, origin_ca, origin_leaf) = tls_echo_origin("secure.localhost").await;
+    let web_origin = web::start_origin().await;
+    let server = https_server(&[]);
+    let https = server.https.unwrap();
+    let url = server.url();
+    let agent = common::Proc::spawn(&[
+        "tls",
+        &origin.to_string(),
+        "--server",
+        &url,
+        "--name",
+        "secure",
+    ]);
+    let online = agent.expect_event("online", Duration::from_secs(20));
+    assert_eq!(
+        online["public_url"],
+        format!("tls://secure.localhost:{}", https.port())
+    );
+    // An HTTP tunnel on the same HTTPS port is still terminated by the Edge.
+    let web = HttpAgent::start(&server, &web_origin.addr.to_string(), &["--name", "web"]);
+
+    // The viewer trusts only the origin's CA: the handshake is the origin's.
+    let stream = tls_connect(https, "secure.localhost", client(origin_ca.as_bytes(), &[]))
+        .await
+        .unwrap();
+    let presented = stream.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    assert_eq!(presented, origin_leaf, "the origin's own certificate");
+    let total = 512 * 1024;
+    let (mut r, mut w) = tokio::io::split(stream);
+    let send = tokio::spawn(async move { send_pattern(&mut w, 9, total).await });
+    let got = read_all(&mut r).await;
+    let sent = send.await.unwrap();
+    assert_eq!(sent.len, total as u64);
+    assert_eq!(got, sent, "the origin's echo came back whole");
+
+    // The Edge's development CA plays no part in a TLS tunnel.
+    assert!(
+        tls_connect(https, "secure.localhost", dev_client(&server, &[HTTP1]))
+            .await
+            .is_err()
+    );
+    let r = https_request(
+        &Tls {
+            addr: https,
+            config: dev_client(&server, &[HTTP1]),
+            sni: sni_of(&web.host),
+        },
+        &web.host,
+        "GET",
+        "/still-http",
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hello /still-http"));
+    // Plain HTTP for a TLS tunnel's name finds no HTTP tunnel.
+    let r = web::get(
+        server.http,
+        &format!("secure.localhost:{}", server.http.port()),
+        "/",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn a_tls_tunnel_needs_an_https_listener() {
+    let server = Server::start_with(&["--domain", "localhost"]);
+    let url = server.url();
+    let mut agent = common::Proc::spawn(&["tls", "9", "--server", &url, "--name", "nope"]);
+    let error = agent.expect_event("error", Duration::from_secs(20));
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(message.contains("--https-addr"), "{error}");
+    assert_eq!(agent.wait_exit(Duration::from_secs(10)), Some(1));
 }

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::PortPool;
 use crate::http::upstream::HttpTunnel;
+use crate::tls_tunnel::TlsTunnel;
 
 /// A message from the registry to the session that serves a tunnel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +56,8 @@ pub enum Claimed {
     },
     /// An HTTP tunnel, routed from now on.
     Http,
+    /// A TLS passthrough tunnel, routed by SNI from now on.
+    Tls,
 }
 
 /// The route of one host name.
@@ -62,6 +65,8 @@ pub enum Claimed {
 pub enum Route {
     /// An agent serves the name.
     Online(Arc<HttpTunnel>),
+    /// An agent serves the name as a TLS passthrough tunnel.
+    Tls(Arc<TlsTunnel>),
     /// The name's tunnel exists but no agent serves it now.
     Offline,
 }
@@ -177,6 +182,11 @@ impl Registry {
                     (None, Some(p)) => format!("http://{name}.{domain}:{p}"),
                 }
             }
+            Protocol::Tls => format!(
+                "tls://{}.{domain}:{}",
+                name.unwrap_or(""),
+                self.config.https_port.unwrap_or(443)
+            ),
         }
     }
 
@@ -222,6 +232,12 @@ impl Registry {
                 );
                 self.set_route(&name, Some(Route::Online(Arc::new(tunnel))));
                 Claimed::Http
+            }
+            Protocol::Tls => {
+                let name = entry.name.clone().ok_or_else(gone)?;
+                let tunnel = TlsTunnel::new(claims.tid.clone(), handle.session.clone(), slot);
+                self.set_route(&name, Some(Route::Tls(Arc::new(tunnel))));
+                Claimed::Tls
             }
         };
         let port = entry
@@ -307,17 +323,23 @@ impl Placement for Registry {
         self.prune(&mut tables);
         let id = request.tunnel_id.as_str();
         let name = match request.protocol {
-            Protocol::Http => {
-                if self.config.http_port.is_none() {
+            Protocol::Http | Protocol::Tls => {
+                if request.protocol == Protocol::Http && self.config.http_port.is_none() {
                     return Err(PlacementError {
                         code: "protocol_not_served",
                         message: "this server serves no HTTP tunnels; ask its operator to start it with --http-addr".into(),
                     });
                 }
+                if request.protocol == Protocol::Tls && self.config.https_port.is_none() {
+                    return Err(PlacementError {
+                        code: "protocol_not_served",
+                        message: "this server serves no TLS tunnels; ask its operator to start it with --https-addr".into(),
+                    });
+                }
                 let Some(name) = request.name.clone() else {
                     return Err(PlacementError {
                         code: "internal",
-                        message: "an HTTP tunnel was placed without a name; try again".into(),
+                        message: "a named tunnel was placed without a name; try again".into(),
                     });
                 };
                 if let Some(holder) = tables.names.get(&name)

@@ -166,6 +166,14 @@ impl Ingress {
             }
         };
         let sni = hello.sni.clone();
+        if let Some(name) = sni
+            .as_deref()
+            .and_then(|s| host::tunnel_name(s, self.registry.domain()))
+            && let Some(Route::Tls(tunnel)) = self.registry.route(&name)
+        {
+            tunnel.forward(socket, viewer, hello.bytes).await;
+            return;
+        }
         if let Some(sni) = &sni {
             tls.certs.prepare(sni).await;
         }
@@ -271,7 +279,9 @@ pub async fn handle(
         "http"
     };
     match registry.route(&name) {
-        None => page(Failure::no_tunnel(&host), &request),
+        // A TLS tunnel's name is served only as TLS, by the HTTPS listener's
+        // passthrough: never through an HTTP request.
+        None | Some(Route::Tls(_)) => page(Failure::no_tunnel(&host), &request),
         Some(Route::Offline) => page(Failure::agent_offline(&host), &request),
         Some(Route::Online(tunnel)) => {
             forward(request, conn.viewer, &host, proto, &tunnel, config).await
