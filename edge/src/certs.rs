@@ -15,6 +15,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -26,6 +27,14 @@ use crate::dev_ca::{DevCa, DevCaError};
 
 /// ALPN protocols HTTPS ingress offers, most preferred first.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// How long a development-CA certificate for HTTPS is valid. Short enough for every
+/// browser's limit (825 days on Apple platforms, even for a CA the user added).
+pub const DEV_LEAF_VALIDITY: Duration = Duration::from_secs(90 * 86_400);
+
+/// Age at which a cached development-CA certificate is issued again, well before it
+/// expires on a long-running Edge.
+pub const DEV_LEAF_REFRESH: Duration = Duration::from_secs(30 * 86_400);
 
 /// Default of `--cert-cache`: development certificates kept in memory. Bounds the
 /// memory a viewer can make the Edge spend by asking for many different names (each
@@ -102,14 +111,18 @@ pub struct DevCaSource {
 #[derive(Debug)]
 struct LeafCache {
     capacity: usize,
-    leaves: HashMap<String, Arc<CertifiedKey>>,
+    leaves: HashMap<String, (Instant, Arc<CertifiedKey>)>,
     /// Names in the order they were issued.
     order: VecDeque<String>,
 }
 
 impl LeafCache {
     fn insert(&mut self, name: &str, key: Arc<CertifiedKey>) {
-        if self.leaves.insert(name.to_string(), key).is_some() {
+        if self
+            .leaves
+            .insert(name.to_string(), (Instant::now(), key))
+            .is_some()
+        {
             return;
         }
         self.order.push_back(name.to_string());
@@ -153,7 +166,7 @@ impl DevCaSource {
     fn issue(&self, name: &str) -> Result<CertifiedKey, String> {
         let leaf = self
             .ca
-            .issue(&[name.to_string()])
+            .issue_valid(&[name.to_string()], Some(DEV_LEAF_VALIDITY))
             .map_err(|e| e.to_string())?;
         let chain: Vec<CertificateDer<'static>> =
             CertificateDer::pem_slice_iter(leaf.chain_pem.as_bytes())
@@ -172,7 +185,8 @@ impl CertSource for DevCaSource {
             .unwrap_or_else(|e| e.into_inner())
             .leaves
             .get(name)
-            .cloned();
+            .filter(|(issued, _)| issued.elapsed() < DEV_LEAF_REFRESH)
+            .map(|(_, key)| key.clone());
         if cached.is_some() {
             return cached;
         }

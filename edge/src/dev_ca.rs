@@ -136,6 +136,17 @@ impl DevCa {
     /// A new server certificate for `names` (host names or IP addresses; the first is
     /// also its common name), valid as long as rcgen's default (through 4096).
     pub fn issue(&self, names: &[String]) -> Result<Leaf, DevCaError> {
+        self.issue_valid(names, None)
+    }
+
+    /// Like [`DevCa::issue`], valid from a day ago for `valid_for` when given. Browsers
+    /// on some platforms refuse server certificates valid for more than 825 days, even
+    /// from a CA the user added.
+    pub fn issue_valid(
+        &self,
+        names: &[String],
+        valid_for: Option<std::time::Duration>,
+    ) -> Result<Leaf, DevCaError> {
         let cert_err = |cause| DevCaError::Cert {
             dir: self.dir.clone(),
             cause,
@@ -149,6 +160,15 @@ impl DevCa {
         leaf.use_authority_key_identifier_extension = true;
         leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        if let Some(valid_for) = valid_for {
+            const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+            let since_epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let epoch = rcgen::date_time_ymd(1970, 1, 1);
+            leaf.not_before = epoch + since_epoch.saturating_sub(DAY);
+            leaf.not_after = epoch + since_epoch + valid_for;
+        }
         let leaf_key = KeyPair::generate().map_err(cert_err)?;
         let leaf_cert = leaf.signed_by(&leaf_key, &self.issuer).map_err(cert_err)?;
         Ok(Leaf {
