@@ -452,3 +452,36 @@ impl Placement for Registry {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(http_port: Option<u16>, https_port: Option<u16>) -> Registry {
+        Registry::new(
+            RegistryConfig {
+                domain: "example.test".into(),
+                http_port,
+                https_port,
+                upstream: Default::default(),
+            },
+            PortPool::new([127, 0, 0, 1].into(), crate::PortRange::Any),
+        )
+    }
+
+    #[test]
+    fn public_urls_follow_the_ingress_ports() {
+        let url = |r: &Registry, p| r.public_url(p, Some("app"), Some(20001));
+        let plain = registry(Some(80), None);
+        assert_eq!(url(&plain, Protocol::Http), "http://app.example.test");
+        assert_eq!(url(&plain, Protocol::Tcp), "tcp://example.test:20001");
+        let plain = registry(Some(8080), None);
+        assert_eq!(url(&plain, Protocol::Http), "http://app.example.test:8080");
+        let https = registry(Some(80), Some(443));
+        assert_eq!(url(&https, Protocol::Http), "https://app.example.test");
+        assert_eq!(url(&https, Protocol::Tls), "tls://app.example.test:443");
+        let https = registry(Some(8080), Some(8443));
+        assert_eq!(url(&https, Protocol::Http), "https://app.example.test:8443");
+        assert_eq!(url(&https, Protocol::Tls), "tls://app.example.test:8443");
+    }
+}
