@@ -339,10 +339,8 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
             ..IngressConfig::default()
         },
     );
-    if let (Some(listener), Some(certs)) = (https_listener, certs) {
-        tokio::spawn(ingress.clone().serve_tls(listener, certs));
-    }
-    tokio::spawn(ingress.serve(http_listener));
+    let https = https_listener.zip(certs);
+    tokio::spawn(ingress.serve_both(http_listener, https));
     let control = std::sync::Arc::new(Control::new(
         control_config,
         signer,

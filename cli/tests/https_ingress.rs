@@ -713,3 +713,69 @@ async fn a_tls_tunnel_needs_an_https_listener() {
     assert!(message.contains("--https-addr"), "{error}");
     assert_eq!(agent.wait_exit(Duration::from_secs(10)), Some(1));
 }
+
+#[tokio::test]
+async fn websocket_upgrades_pass_over_https() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let origin = web::start_origin().await;
+    let server = https_server(&[]);
+    let agent = HttpAgent::start(&server, &origin.addr.to_string(), &["--name", "live"]);
+    // WebSocket upgrades are HTTP/1.1: the client offers only that by ALPN.
+    let stream = tls_connect(
+        server.https.unwrap(),
+        sni_of(&agent.host),
+        dev_client(&server, &[HTTP1]),
+    )
+    .await
+    .unwrap();
+    let url = format!("wss://{}/ws", agent.host);
+    let (mut ws, response) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    assert_eq!(response.status(), 101);
+    for i in 0..20 {
+        ws.send(Message::text(format!("ping {i}"))).await.unwrap();
+        let back = ws.next().await.unwrap().unwrap();
+        assert_eq!(back, Message::text(format!("ping {i}")));
+    }
+    let big = vec![3u8; 256 * 1024];
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn https_viewers_count_against_max_viewer_connections() {
+    let origin = web::start_origin().await;
+    let server = https_server(&[
+        "--max-viewer-connections",
+        "1",
+        "--tls-handshake-timeout",
+        "2",
+    ]);
+    let https = server.https.unwrap();
+    let agent = HttpAgent::start(&server, &origin.addr.to_string(), &["--name", "busy"]);
+    // A silent connection takes the only slot until the handshake timeout cuts it.
+    let mut silent = TcpStream::connect(https).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start = Instant::now();
+    let r = https_request(
+        &Tls {
+            addr: https,
+            config: dev_client(&server, &[HTTP1]),
+            sni: sni_of(&agent.host),
+        },
+        &agent.host,
+        "GET",
+        "/after",
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    let waited = start.elapsed();
+    assert_eq!((r.status, r.text().as_str()), (200, "hello /after"));
+    assert!(
+        waited >= Duration::from_millis(1200),
+        "served after {waited:?}, before the silent viewer's slot was freed"
+    );
+    read_until_closed(&mut silent, Duration::from_secs(5)).await;
+}

@@ -103,27 +103,40 @@ impl Ingress {
 
     /// Serves plain-HTTP viewers on `listener` forever.
     pub async fn serve(self, listener: TcpListener) {
-        self.accept_loop(listener, None).await;
+        self.serve_both(listener, None).await;
     }
 
-    /// Serves HTTPS viewers on `listener` forever, with certificates from `certs`.
-    pub async fn serve_tls(self, listener: TcpListener, certs: Arc<CertManager>) {
-        let tls = Arc::new(TlsIngress {
-            config: certs.server_config(),
-            certs,
-        });
-        self.accept_loop(listener, Some(tls)).await;
-    }
-
-    async fn accept_loop(self, listener: TcpListener, tls: Option<Arc<TlsIngress>>) {
+    /// Serves plain-HTTP viewers on `plain` and, when given, HTTPS viewers on the
+    /// second listener with certificates from its manager, forever.
+    pub async fn serve_both(
+        self,
+        plain: TcpListener,
+        https: Option<(TcpListener, Arc<CertManager>)>,
+    ) {
+        let (https, tls) = match https {
+            Some((listener, certs)) => (
+                Some(listener),
+                Some(Arc::new(TlsIngress {
+                    config: certs.server_config(),
+                    certs,
+                })),
+            ),
+            None => (None, None),
+        };
         loop {
+            // One loop takes a slot and then accepts from whichever listener is ready:
+            // one loop per listener would each hold a slot while idle, and with a budget
+            // of one, starve the other.
             let Ok(permit) = self.slots.clone().acquire_owned().await else {
                 return;
             };
-            match listener.accept().await {
+            let (accepted, tls) = tokio::select! {
+                a = plain.accept() => (a, None),
+                a = accept_some(https.as_ref()) => (a, tls.clone()),
+            };
+            match accepted {
                 Ok((socket, viewer)) => {
                     let ingress = self.clone();
-                    let tls = tls.clone();
                     tokio::spawn(async move {
                         let _ = socket.set_nodelay(true);
                         match tls {
@@ -228,6 +241,16 @@ impl Ingress {
         {
             tracing::debug!(%viewer, error = %e, "viewer connection ended with an error");
         }
+    }
+}
+
+/// Accepts from `listener`, or waits forever when there is none.
+async fn accept_some(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
     }
 }
 
