@@ -50,6 +50,7 @@ trap cleanup EXIT
 
 "$BIN" server \
     --control-addr 127.0.0.1:0 --agent-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
+    --https-addr 127.0.0.1:0 \
     --tcp-ports 0 --tcp-bind-ip 127.0.0.1 --domain localhost --allow-anonymous \
     --data-dir "$TMP/data" --token-ttl 5 \
     --api-rate 100000 --api-burst 100000 \

@@ -27,9 +27,9 @@ pub use control_client::ControlUrl;
 pub struct TunnelSpec {
     /// The origin, `HOST:PORT`.
     pub local: String,
-    /// `tcp` or `http`.
+    /// `tcp`, `http` or `tls`.
     pub protocol: Protocol,
-    /// The name asked for by an HTTP tunnel (`--name`); random if absent.
+    /// The name asked for by an HTTP or TLS tunnel (`--name`); random if absent.
     pub name: Option<String>,
     /// The public port asked for by a TCP tunnel (`--remote-port`); allocated by the
     /// server if absent.
@@ -44,6 +44,16 @@ impl TunnelSpec {
             protocol: Protocol::Tcp,
             name: None,
             remote_port,
+        }
+    }
+
+    /// A TLS passthrough tunnel to `local`.
+    pub fn tls(local: String, name: Option<String>) -> Self {
+        TunnelSpec {
+            local,
+            protocol: Protocol::Tls,
+            name,
+            remote_port: None,
         }
     }
 

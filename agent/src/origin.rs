@@ -68,7 +68,7 @@ async fn forward(mut stream: Stream, origins: Arc<[Origin]>, timeout: Duration) 
     tracing::warn!("{failure} (viewer {})", header.viewer);
     match origin.protocol {
         Protocol::Http => answer_unreachable(stream, &failure).await,
-        Protocol::Tcp => stream.reset(),
+        Protocol::Tcp | Protocol::Tls => stream.reset(),
     }
 }
 

@@ -1,4 +1,4 @@
-//! `netbore tcp` and `netbore http`: expose a local service.
+//! `netbore tcp`, `netbore http` and `netbore tls`: expose a local service.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -132,6 +132,19 @@ pub(crate) struct TcpArgs {
     pub(crate) agent: AgentArgs,
 }
 
+/// Flags of `netbore tls`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct TlsArgs {
+    /// The local TLS service, which holds its own certificate: PORT or HOST:PORT.
+    pub(crate) local: String,
+    /// Ask for this name: viewers reach the service at NAME.DOMAIN on the server's
+    /// HTTPS port.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    #[command(flatten)]
+    pub(crate) agent: AgentArgs,
+}
+
 /// Flags of `netbore http`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct HttpArgs {
@@ -213,6 +226,14 @@ pub(crate) async fn run_tcp(args: TcpArgs, printer: Printer) -> anyhow::Result<(
     let config = args
         .agent
         .config(vec![TunnelSpec::tcp(local, args.remote_port)])?;
+    run(config, printer).await
+}
+
+/// Runs `netbore tls` until a permanent error.
+pub(crate) async fn run_tls(args: TlsArgs, printer: Printer) -> anyhow::Result<()> {
+    let local = local_addr(&args.local)?;
+    let name = args.name.map(|n| n.to_ascii_lowercase());
+    let config = args.agent.config(vec![TunnelSpec::tls(local, name)])?;
     run(config, printer).await
 }
 

@@ -37,6 +37,9 @@ enum Command {
     Http(agent_cmd::HttpArgs),
     /// Expose a local TCP service (PORT or HOST:PORT) and print its public address.
     Tcp(agent_cmd::TcpArgs),
+    /// Expose a local TLS service (PORT or HOST:PORT) as tls://NAME.DOMAIN on the
+    /// server's HTTPS port; the Edge passes TLS through without opening it.
+    Tls(agent_cmd::TlsArgs),
     /// Run a server and an agent in one process and expose a hello service.
     Demo(demo::DemoArgs),
     /// Create, list and revoke API keys in the server's store.
@@ -120,6 +123,7 @@ fn main() {
             Command::Server(args) => server::run(args, printer).await,
             Command::Http(args) => agent_cmd::run_http(args, printer).await,
             Command::Tcp(args) => agent_cmd::run_tcp(args, printer).await,
+            Command::Tls(args) => agent_cmd::run_tls(args, printer).await,
             Command::Demo(args) => demo::run(args, printer).await,
             Command::Key(args) => key_cmd::run(args, printer).await,
             Command::Ca(args) => ca_cmd::run(args, printer),

@@ -10,8 +10,9 @@ use netbore_control::rate::RateConfig;
 use netbore_control::store::SqliteStore;
 use netbore_control::tokens::TokenSigner;
 use netbore_control::{Control, ControlConfig};
-use netbore_edge::http::IngressConfig;
+use netbore_edge::certs::CertManager;
 use netbore_edge::http::upstream::UpstreamConfig;
+use netbore_edge::http::{Ingress, IngressConfig};
 use netbore_edge::{AuditLog, Edge, EdgeConfig, PortPool, PortRange, Registry, RegistryConfig};
 use netbore_transport::TransportKind;
 use serde_json::json;
@@ -30,6 +31,29 @@ pub(crate) struct ServerArgs {
     /// Address viewers reach HTTP tunnels on.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub(crate) http_addr: SocketAddr,
+    /// Address viewers reach HTTP tunnels on over HTTPS (default: no HTTPS). With it,
+    /// HTTP tunnels' public URLs are https://.
+    #[arg(long)]
+    pub(crate) https_addr: Option<SocketAddr>,
+    /// PEM certificate chain (leaf first) HTTPS viewers see, e.g. a wildcard for
+    /// *.DOMAIN, read at start (default: certificates issued on demand by the
+    /// development CA in DATA_DIR).
+    #[arg(long, requires = "key", requires = "https_addr")]
+    pub(crate) cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
+    /// Answer plain-HTTP requests for tunnels with a redirect (308) to HTTPS.
+    #[arg(long, requires = "https_addr")]
+    pub(crate) redirect_http: bool,
+    /// Seconds an HTTPS viewer may take to send its TLS hello, and again to finish the
+    /// handshake.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) tls_handshake_timeout: u64,
+    /// Development-CA certificates for HTTPS names kept in memory (the oldest is
+    /// dropped, and made again when asked for).
+    #[arg(long, default_value_t = netbore_edge::certs::DEFAULT_CACHE_CAPACITY)]
+    pub(crate) cert_cache: usize,
     /// Public ports for TCP tunnels: LO-HI, or 0 for any free port.
     #[arg(long, default_value = "20000-29999")]
     pub(crate) tcp_ports: PortRange,
@@ -124,6 +148,10 @@ pub(crate) struct Bound {
     pub(crate) agent: SocketAddr,
     /// HTTP ingress.
     pub(crate) http: SocketAddr,
+    /// HTTPS ingress, when on.
+    pub(crate) https: Option<SocketAddr>,
+    /// The CA HTTPS viewers trust, when HTTPS certificates come from the development CA.
+    pub(crate) https_ca: Option<PathBuf>,
     /// Transports offered to agents, in the order they should try them.
     pub(crate) transports: Vec<TransportKind>,
     /// The development CA agents should trust, when the Edge uses one.
@@ -210,10 +238,37 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
                 args.http_addr
             )
         })?;
+    let https_listener = match args.https_addr {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("could not listen for HTTPS viewers on {addr}; pass another --https-addr")
+        })?),
+        None => None,
+    };
+    let https = match &https_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    let (certs, https_ca) = match (&https_listener, &args.cert, &args.key) {
+        (None, _, _) => (None, None),
+        (Some(_), Some(cert), Some(key)) => {
+            let source = netbore_edge::certs::FileSource::load(cert, key)?;
+            (Some(CertManager::new(&args.domain, Box::new(source))), None)
+        }
+        (Some(_), _, _) => {
+            let source = netbore_edge::certs::DevCaSource::new(&data_dir, args.cert_cache)?;
+            let ca = source.ca_file();
+            (
+                Some(CertManager::new(&args.domain, Box::new(source))),
+                Some(ca),
+            )
+        }
+    };
     let bound = Bound {
         control: control_listener.local_addr()?,
         agent: agent_listener.local_addr()?,
         http: http_listener.local_addr()?,
+        https,
+        https_ca,
         transports: ORDER
             .iter()
             .copied()
@@ -226,6 +281,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         RegistryConfig {
             domain: args.domain.clone(),
             http_port: Some(bound.http.port()),
+            https_port: bound.https.map(|a| a.port()),
             upstream: UpstreamConfig {
                 max_idle: args.max_idle_upstream,
                 response_timeout: Duration::from_secs(args.response_timeout.max(1)),
@@ -273,16 +329,18 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         mask_agent_ip: args.mask_agent_ip,
     };
     let edge = Edge::new(edge_config, signer.verifier(), registry.clone(), audit);
-    let ingress = IngressConfig {
-        mask_agent_ip: args.mask_agent_ip,
-        max_connections: args.max_viewer_connections.max(1),
-        ..IngressConfig::default()
-    };
-    tokio::spawn(netbore_edge::http::serve(
-        http_listener,
+    let ingress = Ingress::new(
         registry.clone(),
-        ingress,
-    ));
+        IngressConfig {
+            mask_agent_ip: args.mask_agent_ip,
+            max_connections: args.max_viewer_connections.max(1),
+            tls_handshake_timeout: Duration::from_secs(args.tls_handshake_timeout.max(1)),
+            redirect_https_port: bound.https.filter(|_| args.redirect_http).map(|a| a.port()),
+            ..IngressConfig::default()
+        },
+    );
+    let https = https_listener.zip(certs);
+    tokio::spawn(ingress.serve_both(http_listener, https));
     let control = std::sync::Arc::new(Control::new(
         control_config,
         signer,
@@ -311,19 +369,31 @@ pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()
         }
         None => String::new(),
     };
+    let https_line = match (bound.https, &bound.https_ca) {
+        (Some(a), Some(ca)) => format!(
+            "\n  HTTPS tunnels https://*.{}:{} (certificates from the development CA {}; viewers trust it with curl --cacert)",
+            args.domain,
+            a.port(),
+            ca.display()
+        ),
+        (Some(a), None) => format!("\n  HTTPS tunnels https://*.{}:{}", args.domain, a.port()),
+        (None, _) => String::new(),
+    };
     printer.event(
         "listening",
         json!({
             "control": bound.control.to_string(),
             "agent": bound.agent.to_string(),
             "http": bound.http.to_string(),
+            "https": bound.https.map(|a| a.to_string()),
+            "https_ca": bound.https_ca.as_ref().map(|p| p.display().to_string()),
             "tcp_ports": args.tcp_ports.to_string(),
             "domain": args.domain,
             "transports": transports,
             "ca": ca,
         }),
         &format!(
-            "Netbore server is up\n  control API   http://{}\n  agents        {} ({}){ca_line}\n  HTTP tunnels  http://*.{}:{}\n  TCP tunnels   ports {} on {}\n  anonymous     {}",
+            "Netbore server is up\n  control API   http://{}\n  agents        {} ({}){ca_line}\n  HTTP tunnels  http://*.{}:{}{https_line}\n  TCP tunnels   ports {} on {}\n  anonymous     {}",
             bound.control,
             bound.agent,
             transports.join(", "),

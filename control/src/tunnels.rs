@@ -63,7 +63,7 @@ fn check_request(request: &CreateTunnelRequest) -> Result<Checked, ApiError> {
         Protocol::Tcp => {
             if request.name.is_some() {
                 return Err(bad_request(
-                    "a name applies to http tunnels only; drop it or ask for protocol http",
+                    "a name applies to http and tls tunnels only; drop it or ask for protocol http",
                 ));
             }
             if request.remote_port == Some(0) {
@@ -76,7 +76,7 @@ fn check_request(request: &CreateTunnelRequest) -> Result<Checked, ApiError> {
                 port: request.remote_port,
             })
         }
-        Protocol::Http => {
+        Protocol::Http | Protocol::Tls => {
             if request.remote_port.is_some() {
                 return Err(bad_request(
                     "remote_port applies to tcp tunnels only; drop it or ask for protocol tcp",
@@ -179,12 +179,12 @@ impl Control {
         };
         let placed = match (protocol, checked.name) {
             (Protocol::Tcp, _) => self.placement.place(&place).map_err(placement_error)?,
-            (Protocol::Http, Some(name)) => {
+            (Protocol::Http | Protocol::Tls, Some(name)) => {
                 self.check_reservation(&name, &owner)?;
                 place.name = Some(name);
                 self.placement.place(&place).map_err(placement_error)?
             }
-            (Protocol::Http, None) => self.place_random_name(&mut place)?,
+            (Protocol::Http | Protocol::Tls, None) => self.place_random_name(&mut place)?,
         };
         let recreate_token = new_recreate_token(&self.rng).map_err(ApiError::internal)?;
         let record = TunnelRecord {
@@ -271,7 +271,7 @@ impl Control {
         if record.protocol != protocol {
             let article = match record.protocol {
                 Protocol::Http => "an",
-                Protocol::Tcp => "a",
+                Protocol::Tcp | Protocol::Tls => "a",
             };
             return Err(mismatch(format!(
                 "this recreate token belongs to {article} {} tunnel; ask for protocol {}",

@@ -61,6 +61,124 @@ pub struct DevCert {
     pub key: PathBuf,
 }
 
+/// The development CA, loaded from (or made in) a data directory, able to sign leaf
+/// certificates: the Edge's own for the agent transports, and the viewers' HTTPS
+/// certificates ([`crate::certs`]).
+pub struct DevCa {
+    /// The data directory.
+    dir: PathBuf,
+    /// The CA certificate as PEM, appended to every chain it signs.
+    ca_pem: String,
+    /// Rebuilt from the same name and key as the stored CA certificate, which is all a
+    /// signature by it needs.
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for DevCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevCa")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A leaf certificate signed by the development CA, and its key.
+pub struct Leaf {
+    /// The chain as PEM: leaf, then the CA.
+    pub chain_pem: String,
+    /// The leaf's private key (PKCS#8 DER).
+    pub key_der: Vec<u8>,
+    /// The leaf's private key as PEM.
+    pub key_pem: String,
+}
+
+impl DevCa {
+    /// Loads the CA in `data_dir`, making it first if it is not there. A new CA removes
+    /// the record of the Edge's certificate names, so the Edge's leaf is made again.
+    pub fn load_or_create(data_dir: &Path) -> Result<DevCa, DevCaError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |cause| DevCaError::Io { path, cause }
+        };
+        let cert_err = |cause| DevCaError::Cert {
+            dir: data_dir.to_path_buf(),
+            cause,
+        };
+        std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+        let ca_path = data_dir.join(CA_FILE);
+        let ca_key_path = data_dir.join(CA_KEY_FILE);
+        let ca_params = ca_params();
+        let ca_key = if ca_path.exists() && ca_key_path.exists() {
+            let pem = std::fs::read_to_string(&ca_key_path).map_err(io(&ca_key_path))?;
+            KeyPair::from_pem(&pem).map_err(cert_err)?
+        } else {
+            let key = KeyPair::generate().map_err(cert_err)?;
+            let cert = ca_params.self_signed(&key).map_err(cert_err)?;
+            write_private(&ca_key_path, &key.serialize_pem()).map_err(io(&ca_key_path))?;
+            std::fs::write(&ca_path, cert.pem()).map_err(io(&ca_path))?;
+            // A new CA invalidates any leaf signed by an older one.
+            let _ = std::fs::remove_file(data_dir.join(NAMES_FILE));
+            key
+        };
+        let ca_pem = std::fs::read_to_string(&ca_path).map_err(io(&ca_path))?;
+        Ok(DevCa {
+            dir: data_dir.to_path_buf(),
+            ca_pem,
+            issuer: Issuer::new(ca_params, ca_key),
+        })
+    }
+
+    /// The CA certificate's file (what agents and viewers trust).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join(CA_FILE)
+    }
+
+    /// A new server certificate for `names` (host names or IP addresses; the first is
+    /// also its common name), valid as long as rcgen's default (through 4096).
+    pub fn issue(&self, names: &[String]) -> Result<Leaf, DevCaError> {
+        self.issue_valid(names, None)
+    }
+
+    /// Like [`DevCa::issue`], valid from a day ago for `valid_for` when given. Browsers
+    /// on some platforms refuse server certificates valid for more than 825 days, even
+    /// from a CA the user added.
+    pub fn issue_valid(
+        &self,
+        names: &[String],
+        valid_for: Option<std::time::Duration>,
+    ) -> Result<Leaf, DevCaError> {
+        let cert_err = |cause| DevCaError::Cert {
+            dir: self.dir.clone(),
+            cause,
+        };
+        let mut leaf = CertificateParams::new(names.to_vec()).map_err(cert_err)?;
+        leaf.distinguished_name = DistinguishedName::new();
+        leaf.distinguished_name.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
+        leaf.use_authority_key_identifier_extension = true;
+        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        if let Some(valid_for) = valid_for {
+            const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+            let since_epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let epoch = rcgen::date_time_ymd(1970, 1, 1);
+            leaf.not_before = epoch + since_epoch.saturating_sub(DAY);
+            leaf.not_after = epoch + since_epoch + valid_for;
+        }
+        let leaf_key = KeyPair::generate().map_err(cert_err)?;
+        let leaf_cert = leaf.signed_by(&leaf_key, &self.issuer).map_err(cert_err)?;
+        Ok(Leaf {
+            chain_pem: format!("{}{}", leaf_cert.pem(), self.ca_pem),
+            key_der: leaf_key.serialize_der(),
+            key_pem: leaf_key.serialize_pem(),
+        })
+    }
+}
+
 /// Makes (first run) or reuses the development CA in `data_dir`, and an Edge
 /// certificate for `names` (host names or IP addresses) signed by it.
 pub fn ensure(data_dir: &Path, names: &[String]) -> Result<DevCert, DevCaError> {
@@ -68,28 +186,9 @@ pub fn ensure(data_dir: &Path, names: &[String]) -> Result<DevCert, DevCaError> 
         let path = path.to_path_buf();
         move |cause| DevCaError::Io { path, cause }
     };
-    let cert_err = |cause| DevCaError::Cert {
-        dir: data_dir.to_path_buf(),
-        cause,
-    };
-    std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
-    let ca_path = data_dir.join(CA_FILE);
-    let ca_key_path = data_dir.join(CA_KEY_FILE);
-    let ca_params = ca_params();
-    let ca_key = if ca_path.exists() && ca_key_path.exists() {
-        let pem = std::fs::read_to_string(&ca_key_path).map_err(io(&ca_key_path))?;
-        KeyPair::from_pem(&pem).map_err(cert_err)?
-    } else {
-        let key = KeyPair::generate().map_err(cert_err)?;
-        let cert = ca_params.self_signed(&key).map_err(cert_err)?;
-        write_private(&ca_key_path, &key.serialize_pem()).map_err(io(&ca_key_path))?;
-        std::fs::write(&ca_path, cert.pem()).map_err(io(&ca_path))?;
-        // A new CA invalidates any leaf signed by an older one.
-        let _ = std::fs::remove_file(data_dir.join(NAMES_FILE));
-        key
-    };
+    let ca = DevCa::load_or_create(data_dir)?;
     let out = DevCert {
-        ca: ca_path.clone(),
+        ca: ca.ca_file(),
         cert: data_dir.join(CERT_FILE),
         key: data_dir.join(KEY_FILE),
     };
@@ -99,23 +198,9 @@ pub fn ensure(data_dir: &Path, names: &[String]) -> Result<DevCert, DevCaError> 
     if current == wanted && out.cert.exists() && out.key.exists() {
         return Ok(out);
     }
-    // The issuer is rebuilt from the same name and key as the stored CA certificate,
-    // which is all a signature by it needs.
-    let issuer = Issuer::new(ca_params, ca_key);
-    let mut leaf = CertificateParams::new(names.to_vec()).map_err(cert_err)?;
-    leaf.distinguished_name = DistinguishedName::new();
-    leaf.distinguished_name.push(
-        DnType::CommonName,
-        names.first().cloned().unwrap_or_default(),
-    );
-    leaf.use_authority_key_identifier_extension = true;
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf_key = KeyPair::generate().map_err(cert_err)?;
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).map_err(cert_err)?;
-    let ca_pem = std::fs::read_to_string(&ca_path).map_err(io(&ca_path))?;
-    write_private(&out.key, &leaf_key.serialize_pem()).map_err(io(&out.key))?;
-    std::fs::write(&out.cert, format!("{}{ca_pem}", leaf_cert.pem())).map_err(io(&out.cert))?;
+    let leaf = ca.issue(names)?;
+    write_private(&out.key, &leaf.key_pem).map_err(io(&out.key))?;
+    std::fs::write(&out.cert, leaf.chain_pem).map_err(io(&out.cert))?;
     std::fs::write(&names_path, wanted).map_err(io(&names_path))?;
     Ok(out)
 }

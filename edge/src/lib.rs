@@ -1,17 +1,21 @@
 //! The Netbore Edge: accepts agent sessions, checks their hello (token verification),
 //! turns every viewer connection on a TCP tunnel's public port into a stream to the
-//! agent, and routes viewers' HTTP requests by host name to HTTP tunnels ([`http`]).
+//! agent, routes viewers' HTTP and HTTPS requests by host name to HTTP tunnels
+//! ([`http`], certificates from [`certs`]), and passes TLS through unopened to TLS
+//! tunnels chosen by SNI ([`tls_tunnel`]).
 //!
 //! It does not mint tokens (it holds only the control plane's public key). The
 //! [`Registry`] is the table of tunnels the control plane places and agents claim.
 
 pub mod audit;
+pub mod certs;
 pub mod dev_ca;
 pub mod handshake;
 pub mod http;
 pub mod ports;
 pub mod registry;
 mod tcp_tunnel;
+pub mod tls_tunnel;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -163,7 +167,7 @@ impl Edge {
                     listener,
                     t.tunnel_id.clone(),
                 ))),
-                registry::Claimed::Http => None,
+                registry::Claimed::Http | registry::Claimed::Tls => None,
             };
             live.insert(t.tunnel_id, (t.generation, t.public_url, task));
         }

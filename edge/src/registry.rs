@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::PortPool;
 use crate::http::upstream::HttpTunnel;
+use crate::tls_tunnel::TlsTunnel;
 
 /// A message from the registry to the session that serves a tunnel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +56,8 @@ pub enum Claimed {
     },
     /// An HTTP tunnel, routed from now on.
     Http,
+    /// A TLS passthrough tunnel, routed by SNI from now on.
+    Tls,
 }
 
 /// The route of one host name.
@@ -62,6 +65,8 @@ pub enum Claimed {
 pub enum Route {
     /// An agent serves the name.
     Online(Arc<HttpTunnel>),
+    /// An agent serves the name as a TLS passthrough tunnel.
+    Tls(Arc<TlsTunnel>),
     /// The name's tunnel exists but no agent serves it now.
     Offline,
 }
@@ -109,6 +114,9 @@ pub struct RegistryConfig {
     /// The public port of HTTP ingress (left out of URLs when 80); `None` when this
     /// Edge serves no HTTP tunnels.
     pub http_port: Option<u16>,
+    /// The public port of HTTPS ingress (left out of URLs when 443). When set, HTTP
+    /// tunnels' public URLs are `https://`.
+    pub https_port: Option<u16>,
     /// Settings of the upstream HTTP connections to agents.
     pub upstream: crate::http::upstream::UpstreamConfig,
 }
@@ -167,11 +175,18 @@ impl Registry {
             Protocol::Tcp => format!("tcp://{domain}:{}", port.unwrap_or(0)),
             Protocol::Http => {
                 let name = name.unwrap_or("");
-                match self.config.http_port {
-                    Some(80) | None => format!("http://{name}.{domain}"),
-                    Some(p) => format!("http://{name}.{domain}:{p}"),
+                match (self.config.https_port, self.config.http_port) {
+                    (Some(443), _) => format!("https://{name}.{domain}"),
+                    (Some(p), _) => format!("https://{name}.{domain}:{p}"),
+                    (None, Some(80) | None) => format!("http://{name}.{domain}"),
+                    (None, Some(p)) => format!("http://{name}.{domain}:{p}"),
                 }
             }
+            Protocol::Tls => format!(
+                "tls://{}.{domain}:{}",
+                name.unwrap_or(""),
+                self.config.https_port.unwrap_or(443)
+            ),
         }
     }
 
@@ -217,6 +232,12 @@ impl Registry {
                 );
                 self.set_route(&name, Some(Route::Online(Arc::new(tunnel))));
                 Claimed::Http
+            }
+            Protocol::Tls => {
+                let name = entry.name.clone().ok_or_else(gone)?;
+                let tunnel = TlsTunnel::new(claims.tid.clone(), handle.session.clone(), slot);
+                self.set_route(&name, Some(Route::Tls(Arc::new(tunnel))));
+                Claimed::Tls
             }
         };
         let port = entry
@@ -302,17 +323,23 @@ impl Placement for Registry {
         self.prune(&mut tables);
         let id = request.tunnel_id.as_str();
         let name = match request.protocol {
-            Protocol::Http => {
-                if self.config.http_port.is_none() {
+            Protocol::Http | Protocol::Tls => {
+                if request.protocol == Protocol::Http && self.config.http_port.is_none() {
                     return Err(PlacementError {
                         code: "protocol_not_served",
                         message: "this server serves no HTTP tunnels; ask its operator to start it with --http-addr".into(),
                     });
                 }
+                if request.protocol == Protocol::Tls && self.config.https_port.is_none() {
+                    return Err(PlacementError {
+                        code: "protocol_not_served",
+                        message: "this server serves no TLS tunnels; ask its operator to start it with --https-addr".into(),
+                    });
+                }
                 let Some(name) = request.name.clone() else {
                     return Err(PlacementError {
                         code: "internal",
-                        message: "an HTTP tunnel was placed without a name; try again".into(),
+                        message: "a named tunnel was placed without a name; try again".into(),
                     });
                 };
                 if let Some(holder) = tables.names.get(&name)
@@ -423,5 +450,38 @@ impl Placement for Registry {
         }
         self.forget(&mut tables, tunnel_id);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(http_port: Option<u16>, https_port: Option<u16>) -> Registry {
+        Registry::new(
+            RegistryConfig {
+                domain: "example.test".into(),
+                http_port,
+                https_port,
+                upstream: Default::default(),
+            },
+            PortPool::new([127, 0, 0, 1].into(), crate::PortRange::Any),
+        )
+    }
+
+    #[test]
+    fn public_urls_follow_the_ingress_ports() {
+        let url = |r: &Registry, p| r.public_url(p, Some("app"), Some(20001));
+        let plain = registry(Some(80), None);
+        assert_eq!(url(&plain, Protocol::Http), "http://app.example.test");
+        assert_eq!(url(&plain, Protocol::Tcp), "tcp://example.test:20001");
+        let plain = registry(Some(8080), None);
+        assert_eq!(url(&plain, Protocol::Http), "http://app.example.test:8080");
+        let https = registry(Some(80), Some(443));
+        assert_eq!(url(&https, Protocol::Http), "https://app.example.test");
+        assert_eq!(url(&https, Protocol::Tls), "tls://app.example.test:443");
+        let https = registry(Some(8080), Some(8443));
+        assert_eq!(url(&https, Protocol::Http), "https://app.example.test:8443");
+        assert_eq!(url(&https, Protocol::Tls), "tls://app.example.test:8443");
     }
 }

@@ -158,6 +158,8 @@ pub struct Server {
     pub control: SocketAddr,
     pub agent: SocketAddr,
     pub http: SocketAddr,
+    /// HTTPS ingress, when started with `--https-addr`.
+    pub https: Option<SocketAddr>,
     pub data_dir: TempDir,
 }
 
@@ -215,6 +217,7 @@ impl Server {
             control: ev["control"].as_str().unwrap().parse().unwrap(),
             agent: ev["agent"].as_str().unwrap().parse().unwrap(),
             http: ev["http"].as_str().unwrap().parse().unwrap(),
+            https: ev["https"].as_str().map(|a| a.parse().unwrap()),
             proc,
             data_dir,
         }
@@ -284,7 +287,8 @@ impl Agent {
 /// A `netbore http` agent.
 pub struct HttpAgent {
     pub proc: Proc,
-    /// `NAME.localhost:PORT`, for the Host header.
+    /// `NAME.localhost[:PORT]`, for the Host header (the HTTPS port when the server
+    /// serves HTTPS).
     pub host: String,
     pub online: Value,
 }
@@ -294,10 +298,10 @@ impl HttpAgent {
     pub fn start(server: &Server, local: &str, extra: &[&str]) -> HttpAgent {
         let proc = Self::spawn(server, local, extra);
         let online = proc.expect_event("online", Duration::from_secs(20));
-        let host = online["public_url"]
-            .as_str()
-            .unwrap()
+        let url = online["public_url"].as_str().unwrap();
+        let host = url
             .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
             .unwrap()
             .to_string();
         HttpAgent { proc, host, online }

@@ -10,6 +10,9 @@ pub enum Protocol {
     Tcp,
     /// HTTP routed by host name (`NAME.DOMAIN`).
     Http,
+    /// TLS passed through unopened, routed by the SNI name (`NAME.DOMAIN`) on the
+    /// Edge's HTTPS port: the origin holds its own certificate.
+    Tls,
 }
 
 impl Protocol {
@@ -18,6 +21,7 @@ impl Protocol {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Http => "http",
+            Protocol::Tls => "tls",
         }
     }
 }
@@ -31,9 +35,9 @@ impl std::fmt::Display for Protocol {
 /// Body of `POST /tunnels/create`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateTunnelRequest {
-    /// `tcp` or `http`.
+    /// `tcp`, `http` or `tls`.
     pub protocol: Protocol,
-    /// The name of an HTTP tunnel (`NAME.DOMAIN`); random if absent.
+    /// The name of an HTTP or TLS tunnel (`NAME.DOMAIN`); random if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// A specific public port for a TCP tunnel; allocated from the server's range if absent.
@@ -55,6 +59,16 @@ impl CreateTunnelRequest {
             protocol: Protocol::Tcp,
             name: None,
             remote_port,
+            recreate_token: None,
+        }
+    }
+
+    /// A TLS passthrough tunnel named `name` (or a random name).
+    pub fn tls(name: Option<String>) -> Self {
+        CreateTunnelRequest {
+            protocol: Protocol::Tls,
+            name,
+            remote_port: None,
             recreate_token: None,
         }
     }

@@ -170,6 +170,7 @@ fn tunnel_from_raw((mut record, protocol): RawTunnel) -> Result<TunnelRecord, St
     record.protocol = match protocol.as_str() {
         "tcp" => Protocol::Tcp,
         "http" => Protocol::Http,
+        "tls" => Protocol::Tls,
         other => {
             return Err(StoreError::Corrupt(format!(
                 "tunnel {} has unknown protocol {other:?}",

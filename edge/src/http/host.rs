@@ -21,6 +21,17 @@ pub fn tunnel_name(host: &str, domain: &str) -> Option<String> {
     is_valid_label(label).then(|| label.to_string())
 }
 
+/// The host name of `host` (a `Host` header or `:authority`): lowercase, without
+/// port or trailing dot. `None` when malformed.
+pub fn hostname(host: &str) -> Option<String> {
+    if host.len() > MAX_HOST_LEN || host.is_empty() {
+        return None;
+    }
+    let host = strip_port(host)?;
+    let host = host.strip_suffix('.').unwrap_or(host);
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
 /// Removes a `:port` suffix; refuses IPv6 literals and malformed ports.
 fn strip_port(host: &str) -> Option<&str> {
     if host.starts_with('[') {
@@ -71,6 +82,18 @@ mod tests {
             assert_eq!(tunnel_name(bad, d), None, "{bad}");
         }
         assert_eq!(tunnel_name(&"a".repeat(300), d), None);
+    }
+
+    #[test]
+    fn hostnames_lose_port_case_and_trailing_dot() {
+        assert_eq!(
+            hostname("App.LocalHost.:8443").as_deref(),
+            Some("app.localhost")
+        );
+        assert_eq!(hostname("a.example.com").as_deref(), Some("a.example.com"));
+        for bad in ["", ":80", "[::1]:80", "a.b:x", "a.b:"] {
+            assert_eq!(hostname(bad), None, "{bad}");
+        }
     }
 
     proptest! {

@@ -1,11 +1,13 @@
-//! HTTP ingress: viewers speak HTTP/1.1 or h2c to the Edge, which routes each request
-//! by host name to its tunnel and forwards it over a pooled HTTP/1.1 connection through
-//! the agent. Bodies stream both ways with the mux's flow control as backpressure;
-//! WebSocket upgrades pass through as a byte pipe.
+//! HTTP ingress: viewers speak HTTP/1.1 or h2c to the Edge, or either over TLS
+//! (HTTPS, h2 and HTTP/1.1 by ALPN, certificates from [`crate::certs`]); the Edge
+//! routes each request by host name to its tunnel and forwards it over a pooled
+//! HTTP/1.1 connection through the agent. Bodies stream both ways with the mux's flow
+//! control as backpressure; WebSocket upgrades pass through as a byte pipe.
 
 pub mod headers;
 pub mod host;
 pub mod pages;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -21,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::certs::CertManager;
 use crate::registry::{Registry, Route};
 use headers::ForwardContext;
 use pages::Failure;
@@ -38,8 +41,16 @@ pub struct IngressConfig {
     /// How long a viewer may take to send a request's headers. Stops slow-header
     /// (slowloris) viewers from holding connections.
     pub header_timeout: Duration,
-    /// Most viewer connections served at once; further ones wait in the listen queue.
+    /// Most viewer connections served at once, plain and TLS together; further ones
+    /// wait in the listen queue.
     pub max_connections: usize,
+    /// How long a viewer may take to send its TLS hello, and again to finish the
+    /// handshake (`--tls-handshake-timeout`). Stops silent connections from holding
+    /// connection slots.
+    pub tls_handshake_timeout: Duration,
+    /// Answer plain HTTP requests for tunnels with a 308 to HTTPS on this public port
+    /// (`--redirect-http`); `None` serves plain HTTP.
+    pub redirect_https_port: Option<u16>,
 }
 
 impl Default for IngressConfig {
@@ -48,67 +59,210 @@ impl Default for IngressConfig {
             mask_agent_ip: false,
             header_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            tls_handshake_timeout: Duration::from_secs(10),
+            redirect_https_port: None,
         }
     }
 }
 
-/// Serves viewers on `listener` forever.
-pub async fn serve(listener: TcpListener, registry: Registry, config: IngressConfig) {
-    let config = Arc::new(config);
-    let slots = Arc::new(Semaphore::new(config.max_connections));
-    loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        match listener.accept().await {
-            Ok((socket, viewer)) => {
-                let registry = registry.clone();
-                let config = config.clone();
-                tokio::spawn(async move {
-                    serve_connection(socket, viewer, registry, config).await;
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting a viewer failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
+/// What the Edge knows about the viewer connection a request came on.
+#[derive(Debug, Clone)]
+pub struct ViewerConn {
+    /// The viewer's address.
+    pub viewer: SocketAddr,
+    /// The SNI name of the TLS handshake, lowercase; `None` on plain HTTP.
+    pub tls_name: Option<Arc<str>>,
 }
 
-async fn serve_connection(
-    socket: tokio::net::TcpStream,
-    viewer: SocketAddr,
+/// The TLS settings of an HTTPS listener.
+#[derive(Debug)]
+struct TlsIngress {
+    config: Arc<rustls::ServerConfig>,
+    certs: Arc<CertManager>,
+}
+
+/// HTTP ingress: plain and TLS listeners sharing one routing table and one budget of
+/// connections. Clones share everything.
+#[derive(Debug, Clone)]
+pub struct Ingress {
     registry: Registry,
     config: Arc<IngressConfig>,
-) {
-    let _ = socket.set_nodelay(true);
-    let header_timeout = config.header_timeout;
-    let service = hyper::service::service_fn(move |request| {
-        let registry = registry.clone();
-        let config = config.clone();
-        async move {
-            Ok::<_, std::convert::Infallible>(handle(request, viewer, &registry, &config).await)
+    slots: Arc<Semaphore>,
+}
+
+impl Ingress {
+    /// Ingress routing by `registry`.
+    pub fn new(registry: Registry, config: IngressConfig) -> Self {
+        let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        Ingress {
+            registry,
+            config: Arc::new(config),
+            slots,
         }
-    });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
-    if let Err(e) = builder
-        .serve_connection_with_upgrades(TokioIo::new(socket), service)
-        .await
-    {
-        tracing::debug!(%viewer, error = %e, "viewer connection ended with an error");
     }
+
+    /// Serves plain-HTTP viewers on `listener` forever.
+    pub async fn serve(self, listener: TcpListener) {
+        self.serve_both(listener, None).await;
+    }
+
+    /// Serves plain-HTTP viewers on `plain` and, when given, HTTPS viewers on the
+    /// second listener with certificates from its manager, forever.
+    pub async fn serve_both(
+        self,
+        plain: TcpListener,
+        https: Option<(TcpListener, Arc<CertManager>)>,
+    ) {
+        let (https, tls) = match https {
+            Some((listener, certs)) => (
+                Some(listener),
+                Some(Arc::new(TlsIngress {
+                    config: certs.server_config(),
+                    certs,
+                })),
+            ),
+            None => (None, None),
+        };
+        loop {
+            // One loop takes a slot and then accepts from whichever listener is ready:
+            // one loop per listener would each hold a slot while idle, and with a budget
+            // of one, starve the other.
+            let Ok(permit) = self.slots.clone().acquire_owned().await else {
+                return;
+            };
+            let (accepted, tls) = tokio::select! {
+                a = plain.accept() => (a, None),
+                a = accept_some(https.as_ref()) => (a, tls.clone()),
+            };
+            match accepted {
+                Ok((socket, viewer)) => {
+                    let ingress = self.clone();
+                    tokio::spawn(async move {
+                        let _ = socket.set_nodelay(true);
+                        match tls {
+                            None => {
+                                let conn = ViewerConn {
+                                    viewer,
+                                    tls_name: None,
+                                };
+                                ingress.serve_io(socket, conn).await;
+                            }
+                            Some(tls) => ingress.serve_tls_connection(socket, viewer, &tls).await,
+                        }
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a viewer failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    async fn serve_tls_connection(
+        &self,
+        mut socket: tokio::net::TcpStream,
+        viewer: SocketAddr,
+        tls: &TlsIngress,
+    ) {
+        let limit = self.config.tls_handshake_timeout;
+        let hello = match tokio::time::timeout(limit, tls::read_client_hello(&mut socket)).await {
+            Ok(Ok(hello)) => hello,
+            Ok(Err(e)) => {
+                tracing::debug!(%viewer, error = %e, "TLS viewer refused");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%viewer, "TLS viewer sent no hello in time");
+                return;
+            }
+        };
+        let sni = hello.sni.clone();
+        if let Some(name) = sni
+            .as_deref()
+            .and_then(|s| host::tunnel_name(s, self.registry.domain()))
+            && let Some(Route::Tls(tunnel)) = self.registry.route(&name)
+        {
+            tunnel.forward(socket, viewer, hello.bytes).await;
+            return;
+        }
+        if let Some(sni) = &sni {
+            tls.certs.prepare(sni).await;
+        }
+        // Without a name, or with one outside the Edge's domain, the resolver has no
+        // certificate and the handshake ends with an alert.
+        let handshake = tls::handshake(socket, hello, tls.config.clone());
+        let stream = match tokio::time::timeout(limit, handshake).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(%viewer, ?sni, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%viewer, ?sni, "TLS handshake timed out");
+                return;
+            }
+        };
+        let Some(sni) = sni else { return };
+        let conn = ViewerConn {
+            viewer,
+            tls_name: Some(sni.into()),
+        };
+        self.serve_io(stream, conn).await;
+    }
+
+    /// Serves HTTP/1.1 or h2 (told apart by the h2 preface, which ALPN's choice
+    /// implies) on one connection.
+    async fn serve_io<I>(&self, io: I, conn: ViewerConn)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let viewer = conn.viewer;
+        let conn = Arc::new(conn);
+        let registry = self.registry.clone();
+        let config = self.config.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let registry = registry.clone();
+            let config = config.clone();
+            let conn = conn.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(handle(request, &conn, &registry, &config).await)
+            }
+        });
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.config.header_timeout);
+        if let Err(e) = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .await
+        {
+            tracing::debug!(%viewer, error = %e, "viewer connection ended with an error");
+        }
+    }
+}
+
+/// Accepts from `listener`, or waits forever when there is none.
+async fn accept_some(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves plain-HTTP viewers on `listener` forever.
+pub async fn serve(listener: TcpListener, registry: Registry, config: IngressConfig) {
+    Ingress::new(registry, config).serve(listener).await;
 }
 
 /// Answers one viewer request.
 pub async fn handle(
     request: Request<Incoming>,
-    viewer: SocketAddr,
+    conn: &ViewerConn,
     registry: &Registry,
     config: &IngressConfig,
 ) -> Response<ViewerBody> {
@@ -126,14 +280,57 @@ pub async fn handle(
     let Some(host) = host else {
         return page(Failure::bad_host(), &request);
     };
+    // A connection set up for one name serves that name only: a browser reusing it
+    // for another host (h2 coalescing under a wildcard certificate) must not reach
+    // another tenant's tunnel.
+    if let Some(sni) = &conn.tls_name
+        && host::hostname(&host).as_deref() != Some(&**sni)
+    {
+        return page(Failure::misdirected(&host, sni), &request);
+    }
     let Some(name) = host::tunnel_name(&host, registry.domain()) else {
         return page(Failure::no_tunnel(&host), &request);
     };
-    match registry.route(&name) {
-        None => page(Failure::no_tunnel(&host), &request),
-        Some(Route::Offline) => page(Failure::agent_offline(&host), &request),
-        Some(Route::Online(tunnel)) => forward(request, viewer, &host, &tunnel, config).await,
+    if conn.tls_name.is_none()
+        && let Some(port) = config.redirect_https_port
+    {
+        return redirect_to_https(&host, port, &request);
     }
+    let proto = if conn.tls_name.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    match registry.route(&name) {
+        // A TLS tunnel's name is served only as TLS, by the HTTPS listener's
+        // passthrough: never through an HTTP request.
+        None | Some(Route::Tls(_)) => page(Failure::no_tunnel(&host), &request),
+        Some(Route::Offline) => page(Failure::agent_offline(&host), &request),
+        Some(Route::Online(tunnel)) => {
+            forward(request, conn.viewer, &host, proto, &tunnel, config).await
+        }
+    }
+}
+
+/// `308 Permanent Redirect` to the same path on HTTPS (method and body kept).
+fn redirect_to_https(host: &str, port: u16, request: &Request<Incoming>) -> Response<ViewerBody> {
+    let Some(hostname) = host::hostname(host) else {
+        return page(Failure::bad_host(), request);
+    };
+    let port = if port == 443 {
+        String::new()
+    } else {
+        format!(":{port}")
+    };
+    let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = format!("https://{hostname}{port}{path}");
+    let Ok(location) = HeaderValue::from_str(&location) else {
+        return page(Failure::bad_host(), request);
+    };
+    let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
+    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    response.headers_mut().insert(header::LOCATION, location);
+    response
 }
 
 fn page(failure: Failure, request: &Request<Incoming>) -> Response<ViewerBody> {
@@ -144,6 +341,7 @@ async fn forward(
     mut request: Request<Incoming>,
     viewer: SocketAddr,
     host: &str,
+    proto: &'static str,
     tunnel: &Arc<HttpTunnel>,
     config: &IngressConfig,
 ) -> Response<ViewerBody> {
@@ -161,7 +359,7 @@ async fn forward(
         viewer: viewer.ip(),
         agent: (!config.mask_agent_ip).then(|| tunnel.agent().ip()),
         host,
-        proto: "http",
+        proto,
     };
     headers::prepare_request(request.headers_mut(), &cx, upgrade);
     // Upstream is HTTP/1.1 in origin form, whatever the viewer spoke.

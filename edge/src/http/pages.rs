@@ -72,6 +72,17 @@ impl Failure {
         }
     }
 
+    /// A request on a TLS connection set up for `sni` names another host.
+    pub fn misdirected(host: &str, sni: &str) -> Self {
+        Failure {
+            status: StatusCode::MISDIRECTED_REQUEST,
+            code: "misdirected_request",
+            message: format!(
+                "this connection was set up for {sni} and cannot serve {host}; retry on a new connection to {host}"
+            ),
+        }
+    }
+
     /// The request has no usable `Host`.
     pub fn bad_host() -> Self {
         Failure {

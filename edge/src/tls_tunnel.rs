@@ -1,0 +1,54 @@
+//! A TLS passthrough tunnel at the Edge: a viewer whose ClientHello names the tunnel
+//! on the HTTPS port gets one stream to the agent, opened with a [`StreamHeader`],
+//! and the connection's bytes, hello first, piped both ways unopened. The origin
+//! holds the certificate; the Edge never sees the plaintext.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use netbore_transport::proto::StreamHeader;
+use netbore_transport::{Session, pipe};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// One TLS tunnel served by an agent session.
+#[derive(Debug)]
+pub struct TlsTunnel {
+    tunnel_id: String,
+    session: Session,
+    slot: u32,
+}
+
+impl TlsTunnel {
+    /// The tunnel `tunnel_id`, whose streams carry `slot` on `session`.
+    pub fn new(tunnel_id: String, session: Session, slot: u32) -> Self {
+        TlsTunnel {
+            tunnel_id,
+            session,
+            slot,
+        }
+    }
+
+    /// Carries `socket` from `viewer` to the agent: `hello` (the bytes already read)
+    /// first, then everything else both ways, until either side closes.
+    pub async fn forward(&self, socket: TcpStream, viewer: SocketAddr, hello: Bytes) {
+        let mut stream = match self.session.open().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(tunnel_id = %self.tunnel_id, %viewer, error = %e, "could not open a stream to the agent");
+                return;
+            }
+        };
+        let header = StreamHeader {
+            slot: self.slot,
+            viewer,
+        }
+        .encode();
+        if stream.write_all(&header).await.is_err() || stream.write_all(&hello).await.is_err() {
+            return;
+        }
+        if let Err(e) = pipe::join(socket, stream).await {
+            tracing::debug!(tunnel_id = %self.tunnel_id, %viewer, error = %e, "TLS viewer connection ended with an error");
+        }
+    }
+}
