@@ -19,4 +19,4 @@ mod tcp;
 pub use pattern::{Checksum, Pattern, pattern_checksum, read_all, send_pattern};
 pub use pki::Pki;
 pub use proxy::{ProxyMode, start_proxy};
-pub use tcp::{echo_origin, read_until_closed, round_trip};
+pub use tcp::{echo_origin, origin_listener, read_until_closed, round_trip};
