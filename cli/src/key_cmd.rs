@@ -32,8 +32,8 @@ pub(crate) enum KeyAction {
     },
     /// List API keys (never their secrets).
     List,
-    /// Revoke an API key: it stops authenticating at once and its reserved names are
-    /// released.
+    /// Revoke an API key: it stops authenticating at once, its reserved names are
+    /// released, and a running server takes its live tunnels offline within seconds.
     Revoke {
         /// The key's id (`k_…`), as `netbore key list` shows it.
         id: String,

@@ -347,6 +347,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         Box::new(registry),
         store,
     ));
+    tokio::spawn(sweep_revoked_keys(control.clone()));
     let app =
         netbore_control::api::router(control).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
@@ -356,6 +357,31 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
     });
     tokio::spawn(edge.serve(agent_listener));
     Ok(bound)
+}
+
+/// How often the server looks for keys revoked by `netbore key revoke`.
+const REVOCATION_SWEEP: Duration = Duration::from_secs(2);
+
+/// Takes the tunnels of newly revoked keys offline, every [`REVOCATION_SWEEP`].
+async fn sweep_revoked_keys(control: std::sync::Arc<Control>) {
+    let mut sweep = netbore_control::RevocationSweep::new();
+    loop {
+        tokio::time::sleep(REVOCATION_SWEEP).await;
+        let c = control.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let r = c.sweep_revoked_keys(&mut sweep);
+            (r, sweep)
+        })
+        .await;
+        match result {
+            Ok((Ok(_), s)) => sweep = s,
+            Ok((Err(e), s)) => {
+                tracing::warn!(error = %e, "could not look for revoked API keys");
+                sweep = s;
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 /// Runs `netbore server` until interrupted.

@@ -499,3 +499,51 @@ fn unknown_endpoints_and_methods_answer_in_the_error_shape() {
     assert_eq!(doc.status, 200);
     assert!(doc.body["paths"]["/tunnels/create"].is_object());
 }
+
+#[test]
+fn revoking_a_key_takes_its_live_tunnels_offline_and_stops_their_agents() {
+    let server = Server::start();
+    let key = server.create_key("laptop");
+    let other = server.create_key("desktop");
+    let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let local = origin.local_addr().unwrap().to_string();
+    let mut agent = common::Agent::start(&server, &local, &["--key", &key]);
+    let bystander = common::Agent::start(&server, &local, &["--key", &other]);
+    let public = agent.public;
+
+    let (_, events) = server.key(&["list"]);
+    let id = events[0]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["label"] == "laptop")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let started = std::time::Instant::now();
+    let (code, _) = server.key(&["revoke", &id]);
+    assert_eq!(code, 0);
+
+    // The CLI wrote to the store from another process; the server notices within its
+    // sweep interval (2 s) and tells the agent why.
+    let error = agent
+        .proc
+        .expect_event("error", std::time::Duration::from_secs(6));
+    assert_eq!(error["code"], "unauthorized", "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("revoked"),
+        "{error}"
+    );
+    assert_eq!(
+        agent.proc.wait_exit(std::time::Duration::from_secs(5)),
+        Some(1)
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(6));
+    assert!(
+        std::net::TcpStream::connect(public).is_err(),
+        "the revoked key's public port is closed"
+    );
+    // Another key's tunnel stays up.
+    assert!(std::net::TcpStream::connect(bystander.public).is_ok());
+}

@@ -12,6 +12,7 @@ mod auth;
 pub mod names;
 pub mod rate;
 mod reservations;
+mod revocation;
 pub mod secrets;
 pub mod store;
 pub mod tokens;
@@ -27,6 +28,7 @@ use crate::api::{EdgeCandidate, Protocol};
 pub use crate::auth::Caller;
 use crate::rate::{RateConfig, RateLimiter};
 pub use crate::reservations::Reserved;
+pub use crate::revocation::RevocationSweep;
 use crate::store::Store;
 use crate::tokens::TokenSigner;
 
@@ -89,6 +91,8 @@ pub enum DisconnectReason {
     Deleted,
     /// Another agent reclaimed the tunnel with its recreate token.
     Replaced,
+    /// The API key that owns the tunnel was revoked; its agent should stop.
+    KeyRevoked,
 }
 
 /// Where tunnels are placed: the Edge reserves public resources for a tunnel until its

@@ -182,6 +182,7 @@ impl Edge {
                     let (code, message) = match c.reason {
                         DisconnectReason::Deleted => (ErrorCode::TunnelDeleted, format!("tunnel {} ({url}) was deleted through the control API", c.tunnel_id)),
                         DisconnectReason::Replaced => (ErrorCode::Replaced, format!("tunnel {} ({url}) was taken over by another agent with its recreate token", c.tunnel_id)),
+                        DisconnectReason::KeyRevoked => (ErrorCode::Unauthorized, format!("tunnel {} ({url}) went offline because its API key was revoked; ask the server's operator for a new key", c.tunnel_id)),
                     };
                     tracing::info!(tunnel_id = %c.tunnel_id, %agent, %code, "tunnel taken offline");
                     self.audit.record(code.as_str(), &c.tunnel_id, &url, peer);
