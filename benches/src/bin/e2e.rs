@@ -4,9 +4,9 @@
 //! one run so the ratio is fair on a noisy machine.
 //!
 //! Usage: `cargo build --release -p netbore -p netbore-benches && target/release/e2e [--seconds S] [--rounds N] [--peers] [--baseline OTHER_NETBORE]`
-//! (`--peers` adds bore and rathole (tcp, websocket) when they are on the PATH;
-//! `--quick` measures only the two single-connection bulk figures; `--floor R` exits
-//! non-zero when netbore's rate falls below R × direct in any figure, a gross-regression
+//! (`--peers` adds bore and rathole (tcp, websocket, noise) when they are on the PATH;
+//! `--quick` measures only the two single-connection bulk figures over tcp and quic;
+//! `--floor R` exits non-zero when a netbore rate falls below R × direct in any figure, a gross-regression
 //! guard far below the real ratios so noise never trips it.)
 //! (`--baseline` runs a second netbore binary, e.g. one built from an older commit, in the same run;
 //! `--only TEXT` runs only the figures whose name contains TEXT, without the memory table;
@@ -838,7 +838,16 @@ async fn main() {
     let data = std::env::temp_dir().join(format!("netbore-e2e-{}", std::process::id()));
     let dd = data.to_str().unwrap().to_string();
     let mut contenders = vec![netbore("netbore tcp", &bin, origin, &dd)];
-    if !quick {
+    if quick {
+        // CI's guard covers the other forwarding path too (QUIC streams, no mux).
+        contenders.push(netbore_over(
+            "netbore tcp over quic",
+            &bin,
+            origin,
+            &format!("{dd}-quic"),
+            Some("quic"),
+        ));
+    } else {
         for transport in ["tls", "ws", "wss", "quic"] {
             contenders.push(netbore_over(
                 &format!("netbore tcp over {transport}"),
@@ -1069,7 +1078,7 @@ async fn main() {
                 _ => format!("{:.2}×", s.rate / d.rate),
             };
             row += &format!(" {} | {ratio} | {cpu:.2} |", show(figure, s));
-            if i == 0
+            if c.is_netbore()
                 && let Some(f) = floor
                 && s.rate / d.rate < f
             {
