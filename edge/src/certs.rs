@@ -1,11 +1,12 @@
 //! The certificate manager of HTTPS ingress: for each TLS handshake it picks the
 //! certificate by the viewer's SNI name, from one [`CertSource`].
 //!
-//! Sources now: the development CA ([`DevCaSource`], leaf certificates issued on
-//! demand for each of the Edge's names and cached in memory) and files
-//! ([`FileSource`], e.g. a wildcard certificate the operator has, read once at start).
-//! A later source (ACME) implements the same trait; callers hold a [`CertManager`] and
-//! never see which source answers.
+//! Sources: the development CA ([`DevCaSource`], leaf certificates issued on demand
+//! for each of the Edge's names and cached in memory), files ([`FileSource`], e.g. a
+//! wildcard certificate the operator has, read once at start) and ACME
+//! ([`crate::acme::AcmeSource`], ordered before the handshake in
+//! [`CertSource::prepare`]). Callers hold a [`CertManager`] and never see which
+//! source answers.
 //!
 //! Only the Edge's names get a certificate: `DOMAIN` itself and one DNS label under it.
 //! Any other SNI name (or none) gets none, and rustls ends the handshake with an alert.
