@@ -86,6 +86,7 @@ pub(crate) async fn run(args: DemoArgs, printer: Printer) -> anyhow::Result<()> 
         cert_cache: netbore_edge::certs::DEFAULT_CACHE_CAPACITY,
         acme_directory: None,
         acme_email: None,
+        acme_challenge: "http-01".into(),
         acme_ca: None,
         acme_wait: netbore_edge::acme::DEFAULT_WAIT.as_secs(),
         acme_orders_per_minute: netbore_edge::acme::DEFAULT_ORDERS_PER_MINUTE,

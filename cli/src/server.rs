@@ -60,6 +60,10 @@ pub(crate) struct ServerArgs {
         conflicts_with = "cert"
     )]
     pub(crate) acme_directory: Option<String>,
+    /// The ACME challenge the Edge answers: http-01 (the directory reaches --http-addr
+    /// on port 80) or tls-alpn-01 (it reaches --https-addr on port 443).
+    #[arg(long, default_value = "http-01", value_parser = ["http-01", "tls-alpn-01"])]
+    pub(crate) acme_challenge: String,
     /// Contact address of the ACME account.
     #[arg(long, requires = "acme_directory")]
     pub(crate) acme_email: Option<String>,
@@ -236,11 +240,15 @@ fn acme_source(
     args: &ServerArgs,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<netbore_edge::acme::AcmeSource> {
-    use netbore_edge::acme::{AcmeConfig, AcmeSource};
+    use netbore_edge::acme::{AcmeConfig, AcmeSource, Challenge};
     let directory = args.acme_directory.as_deref().unwrap_or_default();
     let email = args.acme_email.as_deref().unwrap_or_default();
     let config = AcmeConfig {
         directory_ca: args.acme_ca.clone(),
+        challenge: match args.acme_challenge.as_str() {
+            "tls-alpn-01" => Challenge::TlsAlpn01,
+            _ => Challenge::Http01,
+        },
         wait: Duration::from_secs(args.acme_wait.max(1)),
         orders_per_minute: args.acme_orders_per_minute.max(1),
         renew_fraction: args.acme_renew_fraction,
@@ -435,9 +443,14 @@ pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()
         ),
         (Some(a), None) => match &args.acme_directory {
             Some(directory) => format!(
-                "\n  HTTPS tunnels https://*.{}:{} (certificates from ACME {directory}, HTTP-01 on the HTTP port)",
+                "\n  HTTPS tunnels https://*.{}:{} (certificates from ACME {directory}, {})",
                 args.domain,
-                a.port()
+                a.port(),
+                if args.acme_challenge == "tls-alpn-01" {
+                    "TLS-ALPN-01 on the HTTPS port"
+                } else {
+                    "HTTP-01 on the HTTP port"
+                }
             ),
             None => format!("\n  HTTPS tunnels https://*.{}:{}", args.domain, a.port()),
         },

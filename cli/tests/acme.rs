@@ -31,13 +31,25 @@ fn skip() -> bool {
 /// A server with HTTPS certificates from `pebble`, on the plain HTTP port pebble
 /// validates against.
 fn acme_server(pebble: &Pebble, data_dir: TempDir, http_port: u16, extra: &[&str]) -> Server {
+    acme_server_on(pebble, data_dir, http_port, 0, extra)
+}
+
+/// [`acme_server`] with HTTPS on `https_port` (0: any).
+fn acme_server_on(
+    pebble: &Pebble,
+    data_dir: TempDir,
+    http_port: u16,
+    https_port: u16,
+    extra: &[&str],
+) -> Server {
     let http = format!("127.0.0.1:{http_port}");
+    let https = format!("127.0.0.1:{https_port}");
     let ca = pebble.ca_file.to_str().unwrap().to_string();
     let mut args = vec![
         "--domain",
         "localhost",
         "--https-addr",
-        "127.0.0.1:0",
+        &https,
         "--acme-directory",
         &pebble.directory,
         "--acme-email",
@@ -303,4 +315,43 @@ async fn certificates_are_renewed_at_two_thirds_of_their_lifetime() {
         .unwrap();
     assert_eq!(status, 200);
     assert_ne!(first, renewed, "the renewed certificate is served");
+}
+
+#[tokio::test]
+async fn tls_alpn_01_is_answered_on_the_https_port() {
+    if skip() {
+        return;
+    }
+    let (http_port, https_port) = (common::free_port(), common::free_port());
+    let pebble = Pebble::start_with(http_port, https_port, None);
+    let origin = web::start_origin().await;
+    let server = acme_server_on(
+        &pebble,
+        TempDir::new("acme"),
+        http_port,
+        https_port,
+        &["--acme-challenge", "tls-alpn-01"],
+    );
+    let https = server.https.unwrap();
+    assert_eq!(https.port(), https_port);
+    let _agent = HttpAgent::start(&server, &origin.addr.to_string(), &["--name", "app"]);
+    let viewer = client(&pebble_root(&pebble).await);
+    let (status, body, _) = https_get(https, "app.localhost", viewer, "/hello")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.proc.stderr()));
+    assert_eq!((status, body.as_str()), (200, "hello /hello"));
+    let log = server.proc.stderr();
+    assert!(
+        log.contains("TLS-ALPN-01 validation handshake answered"),
+        "pebble validated over TLS-ALPN-01:\n{log}"
+    );
+    assert!(
+        !pebble.log().contains("validate w/ HTTP"),
+        "and not over HTTP-01:\n{}",
+        pebble.log()
+    );
+    assert_eq!(
+        lines_with(&server.proc.stderr(), "ACME certificate issued"),
+        1
+    );
 }

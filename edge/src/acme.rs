@@ -1,10 +1,11 @@
 //! ACME certificates for HTTPS ingress: one certificate per Edge name, ordered from an
 //! RFC 8555 directory (Let's Encrypt, or any other) the first time a viewer asks for
 //! the name, proven with the HTTP-01 challenge the Edge's plain HTTP ingress answers
-//! ([`Http01Challenges`]), stored in `DATA_DIR/acme/` and renewed in the background at
-//! two thirds of its lifetime.
+//! ([`Http01Challenges`]) or the TLS-ALPN-01 challenge (RFC 8737) its HTTPS ingress
+//! answers, stored in `DATA_DIR/acme/` and renewed in the background at two thirds of
+//! its lifetime.
 //!
-//! What it does not do: DNS-01 (no wildcard certificates), TLS-ALPN-01, revocation.
+//! What it does not do: DNS-01 (no wildcard certificates), revocation.
 //! Orders per name are deduplicated (one order at a time for a name, every waiting
 //! viewer shares it) and rate limited across names; a failed order is logged once with
 //! its name and the directory's error, and the name is not ordered again for a while.
@@ -50,6 +51,18 @@ pub const DEFAULT_RENEW_FRACTION: f64 = 2.0 / 3.0;
 /// How often the background check looks for certificates due for renewal.
 pub const DEFAULT_RENEW_CHECK: Duration = Duration::from_secs(3600);
 
+/// The challenge the Edge answers to prove it holds a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Challenge {
+    /// HTTP-01: the directory fetches a token from the plain HTTP port (80).
+    #[default]
+    Http01,
+    /// TLS-ALPN-01: the directory makes a TLS handshake with ALPN `acme-tls/1` on
+    /// the HTTPS port (443).
+    TlsAlpn01,
+}
+
 /// Settings of the ACME source.
 #[derive(Debug, Clone)]
 pub struct AcmeConfig {
@@ -62,6 +75,8 @@ pub struct AcmeConfig {
     pub directory_ca: Option<PathBuf>,
     /// Where the account and certificates are stored (`DATA_DIR/acme`).
     pub dir: PathBuf,
+    /// The challenge answered (`--acme-challenge`).
+    pub challenge: Challenge,
     /// See [`DEFAULT_WAIT`].
     pub wait: Duration,
     /// See [`DEFAULT_ORDERS_PER_MINUTE`].
@@ -80,6 +95,7 @@ impl AcmeConfig {
             email: email.to_string(),
             directory_ca: None,
             dir: data_dir.join("acme"),
+            challenge: Challenge::Http01,
             wait: DEFAULT_WAIT,
             orders_per_minute: DEFAULT_ORDERS_PER_MINUTE,
             renew_fraction: DEFAULT_RENEW_FRACTION,
@@ -98,9 +114,9 @@ pub enum AcmeError {
     /// The directory refused the name's authorization: the problem it reported.
     #[error("the authorization failed: {0}")]
     Refused(String),
-    /// The directory offered no HTTP-01 challenge for the name.
-    #[error("the directory offered no http-01 challenge")]
-    NoHttp01,
+    /// The directory offered no challenge of the kind the Edge answers.
+    #[error("the directory offered no {0:?} challenge for the name; pass another --acme-challenge")]
+    NoChallenge(Challenge),
     /// The certificate signing request could not be made.
     #[error("could not make the certificate request: {0}")]
     Csr(#[from] rcgen::Error),
@@ -151,6 +167,21 @@ impl Drop for TokenGuard<'_> {
     }
 }
 
+/// Removes a name's TLS-ALPN-01 certificate once its order is over.
+struct AlpnGuard<'a> {
+    certs: &'a Mutex<HashMap<String, Arc<CertifiedKey>>>,
+    names: Vec<String>,
+}
+
+impl Drop for AlpnGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = lock(self.certs);
+        for n in &self.names {
+            map.remove(n);
+        }
+    }
+}
+
 /// A certificate in memory, with its validity.
 #[derive(Debug, Clone)]
 struct Held {
@@ -179,6 +210,8 @@ struct Inner {
     config: AcmeConfig,
     provider: Arc<CryptoProvider>,
     challenges: Arc<Http01Challenges>,
+    /// TLS-ALPN-01 certificates being validated, by name.
+    alpn_challenges: Mutex<HashMap<String, Arc<CertifiedKey>>>,
     certs: Mutex<HashMap<String, Held>>,
     /// Orders under way, by name; the receiver turns `true` when the order ends.
     inflight: Mutex<HashMap<String, watch::Receiver<bool>>>,
@@ -227,6 +260,7 @@ impl AcmeSource {
                 config,
                 provider,
                 challenges: Arc::default(),
+                alpn_challenges: Mutex::default(),
                 certs: Mutex::new(certs),
                 inflight: Mutex::default(),
                 failed: Mutex::default(),
@@ -277,6 +311,10 @@ impl CertSource for AcmeSource {
             .get(name)
             .filter(|h| h.not_after > SystemTime::now())
             .map(|h| h.key.clone())
+    }
+
+    fn tls_alpn_challenge(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        lock(&self.inner.alpn_challenges).get(name).cloned()
     }
 
     fn prepare<'a>(&'a self, name: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
@@ -404,6 +442,14 @@ impl Inner {
             challenges: &self.challenges,
             tokens: Vec::new(),
         };
+        let mut alpn_guard = AlpnGuard {
+            certs: &self.alpn_challenges,
+            names: Vec::new(),
+        };
+        let kind = match self.config.challenge {
+            Challenge::Http01 => ChallengeType::Http01,
+            Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+        };
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
             let mut authorization = authorization?;
@@ -413,11 +459,22 @@ impl Inner {
                 other => return Err(AcmeError::Refused(format!("authorization is {other:?}"))),
             }
             let mut challenge = authorization
-                .challenge(ChallengeType::Http01)
-                .ok_or(AcmeError::NoHttp01)?;
-            let body = challenge.key_authorization().as_str().to_string();
-            self.challenges.lock().insert(challenge.token.clone(), body);
-            guard.tokens.push(challenge.token.clone());
+                .challenge(kind.clone())
+                .ok_or(AcmeError::NoChallenge(self.config.challenge))?;
+            let key_authorization = challenge.key_authorization();
+            match self.config.challenge {
+                Challenge::Http01 => {
+                    let body = key_authorization.as_str().to_string();
+                    self.challenges.lock().insert(challenge.token.clone(), body);
+                    guard.tokens.push(challenge.token.clone());
+                }
+                Challenge::TlsAlpn01 => {
+                    let digest = key_authorization.digest();
+                    let key = tls_alpn_certificate(name, digest.as_ref(), &self.provider)?;
+                    lock(&self.alpn_challenges).insert(name.to_string(), Arc::new(key));
+                    alpn_guard.names.push(name.to_string());
+                }
+            }
             challenge.set_ready().await?;
         }
         let retry = RetryPolicy::new().timeout(Duration::from_secs(120));
@@ -426,6 +483,7 @@ impl Inner {
             return Err(AcmeError::Refused(refusal(&mut order).await));
         }
         drop(guard);
+        drop(alpn_guard);
         let key = rcgen::KeyPair::generate()?;
         let mut params = rcgen::CertificateParams::new(vec![name.to_string()])?;
         params.distinguished_name = rcgen::DistinguishedName::new();
@@ -468,6 +526,28 @@ async fn refusal(order: &mut instant_acme::Order) -> String {
         }
     }
     "the order became invalid".to_string()
+}
+
+/// The self-signed certificate of a TLS-ALPN-01 validation: the name, and the
+/// critical acmeIdentifier extension holding the key authorization's SHA-256 digest.
+fn tls_alpn_certificate(
+    name: &str,
+    digest: &[u8],
+    provider: &Arc<CryptoProvider>,
+) -> Result<CertifiedKey, AcmeError> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string()])?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let cert = params.self_signed(&key)?;
+    let der = PrivateKeyDer::try_from(key.serialize_der())
+        .map_err(|e| AcmeError::Certificate(e.to_string()))?;
+    // Not `CertifiedKey::from_der`: its check that key and certificate match parses
+    // the certificate with webpki, which refuses the critical acmeIdentifier.
+    let signing = provider
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| AcmeError::Certificate(e.to_string()))?;
+    Ok(CertifiedKey::new(vec![cert.der().clone()], signing))
 }
 
 /// A chain and key as rustls's [`CertifiedKey`], with the leaf's validity.
@@ -623,6 +703,19 @@ mod tests {
         let at = held.renew_at(DEFAULT_RENEW_FRACTION);
         let into = at.duration_since(held.not_before).unwrap();
         assert!((into.as_secs_f64() / life.as_secs_f64() - 2.0 / 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_tls_alpn_certificate_carries_the_digest_in_a_critical_acme_identifier() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let digest = [7u8; 32];
+        let key = tls_alpn_certificate("a.example.test", &digest, &provider).unwrap();
+        let der = key.end_entity_cert().unwrap().to_vec();
+        // id-pe-acmeIdentifier (1.3.6.1.5.5.7.1.31), critical, OCTET STRING { digest }.
+        let mut ext = vec![0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x01, 0x1f];
+        ext.extend_from_slice(&[0x01, 0x01, 0xff, 0x04, 0x22, 0x04, 0x20]);
+        ext.extend_from_slice(&digest);
+        assert!(der.windows(ext.len()).any(|w| w == ext.as_slice()));
     }
 
     #[test]

@@ -29,6 +29,10 @@ use crate::dev_ca::{DevCa, DevCaError};
 /// ALPN protocols HTTPS ingress offers, most preferred first.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
+/// The ALPN protocol of TLS-ALPN-01 validation (RFC 8737). Offered last: only an ACME
+/// directory asks for it, and the connection ends after the handshake.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
 /// How long a development-CA certificate for HTTPS is valid. Short enough for every
 /// browser's limit (825 days on Apple platforms, even for a CA the user added).
 pub const DEV_LEAF_VALIDITY: Duration = Duration::from_secs(90 * 86_400);
@@ -92,6 +96,13 @@ pub trait CertSource: Send + Sync + std::fmt::Debug {
     fn prepare<'a>(&'a self, name: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         let _ = name;
         Box::pin(std::future::ready(()))
+    }
+
+    /// The TLS-ALPN-01 challenge certificate for `name` while one is being validated
+    /// (handshakes offering [`ACME_TLS_ALPN`]); `None` refuses the handshake.
+    fn tls_alpn_challenge(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        let _ = name;
+        None
     }
 }
 
@@ -304,7 +315,7 @@ impl CertManager {
     }
 
     /// A rustls server configuration taking its certificates from this manager and
-    /// offering [`ALPN`].
+    /// offering [`ALPN`], then [`ACME_TLS_ALPN`] for TLS-ALPN-01 validation.
     pub fn server_config(self: &Arc<Self>) -> Arc<rustls::ServerConfig> {
         // The ring provider supports the safe default versions: the builder cannot fail.
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
@@ -313,12 +324,20 @@ impl CertManager {
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
         config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
         Arc::new(config)
     }
 }
 
 impl ResolvesServerCert for CertManager {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN))
+        {
+            let name = self.edge_name(hello.server_name()?)?;
+            return self.source.tls_alpn_challenge(&name);
+        }
         self.certified_key(hello.server_name())
     }
 }

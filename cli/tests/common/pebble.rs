@@ -42,6 +42,12 @@ impl Pebble {
     /// issuing certificates valid `validity` (pebble's default, five years, when
     /// `None`).
     pub fn start(http_port: u16, validity: Option<Duration>) -> Pebble {
+        Self::start_with(http_port, free_port(), validity)
+    }
+
+    /// Starts pebble validating HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`
+    /// (the Edge's HTTPS port).
+    pub fn start_with(http_port: u16, tls_port: u16, validity: Option<Duration>) -> Pebble {
         let dir = TempDir::new("pebble");
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::new()).unwrap();
@@ -61,7 +67,7 @@ impl Pebble {
         std::fs::write(dir.0.join("listener.pem"), leaf.pem()).unwrap();
         std::fs::write(dir.0.join("listener.key"), leaf_key.serialize_pem()).unwrap();
 
-        let (listen, management, tls_port) = (free_port(), free_port(), free_port());
+        let (listen, management) = (free_port(), free_port());
         let (dns_port, dns_management) = (free_udp_port(), free_port());
         let mut config = serde_json::json!({
             "pebble": {

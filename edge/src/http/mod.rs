@@ -191,7 +191,11 @@ impl Ingress {
             tunnel.forward(socket, viewer, hello.bytes).await;
             return;
         }
-        if let Some(sni) = &sni {
+        // A TLS-ALPN-01 validation must not wait for the order it is part of.
+        let acme_validation = hello.acme_tls_alpn;
+        if let Some(sni) = &sni
+            && !acme_validation
+        {
             tls.certs.prepare(sni).await;
         }
         // Without a name, or with one outside the Edge's domain, the resolver has no
@@ -209,6 +213,11 @@ impl Ingress {
             }
         };
         let Some(sni) = sni else { return };
+        if stream.get_ref().1.alpn_protocol() == Some(crate::certs::ACME_TLS_ALPN) {
+            // The validation ends with the handshake (RFC 8737, section 3).
+            tracing::info!(%viewer, %sni, "TLS-ALPN-01 validation handshake answered");
+            return;
+        }
         let conn = ViewerConn {
             viewer,
             tls_name: Some(sni.into()),
