@@ -182,6 +182,13 @@ impl Drop for AlpnGuard<'_> {
     }
 }
 
+/// `account.json`: the account's credentials and the directory they belong to.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredAccount {
+    directory: String,
+    credentials: AccountCredentials,
+}
+
 /// A certificate in memory, with its validity.
 #[derive(Debug, Clone)]
 struct Held {
@@ -404,10 +411,13 @@ impl Inner {
                     None => Account::builder()?,
                 };
                 let path = self.config.dir.join("account.json");
+                // The account of another directory (the operator changed
+                // --acme-directory) is not used: a new one is made and replaces it.
                 if let Ok(json) = std::fs::read(&path)
-                    && let Ok(credentials) = serde_json::from_slice::<AccountCredentials>(&json)
+                    && let Ok(stored) = serde_json::from_slice::<StoredAccount>(&json)
+                    && stored.directory == self.config.directory
                 {
-                    return Ok(builder.from_credentials(credentials).await?);
+                    return Ok(builder.from_credentials(stored.credentials).await?);
                 }
                 let contact = format!("mailto:{}", self.config.email);
                 let (account, credentials) = builder
@@ -421,7 +431,11 @@ impl Inner {
                         None,
                     )
                     .await?;
-                let json = serde_json::to_string(&credentials)
+                let stored = StoredAccount {
+                    directory: self.config.directory.clone(),
+                    credentials,
+                };
+                let json = serde_json::to_string(&stored)
                     .map_err(|e| AcmeError::Certificate(e.to_string()))?;
                 crate::dev_ca::write_private(&path, &json)
                     .map_err(|cause| AcmeError::Store { path, cause })?;

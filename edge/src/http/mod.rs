@@ -191,10 +191,16 @@ impl Ingress {
             tunnel.forward(socket, viewer, hello.bytes).await;
             return;
         }
-        // A TLS-ALPN-01 validation must not wait for the order it is part of.
-        let acme_validation = hello.acme_tls_alpn;
+        // Only the names of tunnels are made ready (an ACME order): a viewer inventing
+        // names under the domain must not spend the Edge's orders. A TLS-ALPN-01
+        // validation must not wait for the order it is part of.
+        let routed = sni
+            .as_deref()
+            .and_then(|s| host::tunnel_name(s, self.registry.domain()))
+            .is_some_and(|name| self.registry.route(&name).is_some());
         if let Some(sni) = &sni
-            && !acme_validation
+            && routed
+            && !hello.acme_tls_alpn
         {
             tls.certs.prepare(sni).await;
         }
