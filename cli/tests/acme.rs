@@ -168,13 +168,20 @@ async fn first_request_waits_for_http01_issuance_and_a_restart_reuses_the_certif
     );
     let viewer = client(&pebble_root(&pebble).await);
 
-    // No certificate yet: the handshake waits for the order, validated by pebble
-    // over HTTP-01 on the Edge's plain HTTP port.
+    // No certificate yet: the handshakes of two viewers wait for one order,
+    // validated by pebble over HTTP-01 on the Edge's plain HTTP port.
     let started = Instant::now();
-    let (status, body, leaf) = https_get(https, "app.localhost", viewer.clone(), "/hello")
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", server.proc.stderr()));
-    eprintln!("first request with issuance took {:?}", started.elapsed());
+    let (first, second) = tokio::join!(
+        https_get(https, "app.localhost", viewer.clone(), "/hello"),
+        https_get(https, "app.localhost", viewer.clone(), "/hello"),
+    );
+    eprintln!("first requests with issuance took {:?}", started.elapsed());
+    let (status, body, leaf) = first.unwrap_or_else(|e| panic!("{e}\n{}", server.proc.stderr()));
+    assert_eq!(
+        second.unwrap().2,
+        leaf,
+        "both viewers got the one certificate"
+    );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, "hello /hello");
     assert!(

@@ -225,8 +225,9 @@ struct Inner {
     /// When each name's last order failed.
     failed: Mutex<HashMap<String, Instant>>,
     account: tokio::sync::OnceCell<Account>,
-    /// Start times of the orders of the last minute.
-    orders: tokio::sync::Mutex<VecDeque<Instant>>,
+    /// Start times of the orders of the last minute (tokio's clock, so tests can
+    /// pause it).
+    orders: tokio::sync::Mutex<VecDeque<tokio::time::Instant>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -393,7 +394,7 @@ impl Inner {
                 orders.pop_front();
             }
             if orders.len() < limit {
-                orders.push_back(Instant::now());
+                orders.push_back(tokio::time::Instant::now());
                 return;
             }
             let wait = Duration::from_secs(60).saturating_sub(orders[0].elapsed());
@@ -730,6 +731,25 @@ mod tests {
         ext.extend_from_slice(&[0x01, 0x01, 0xff, 0x04, 0x22, 0x04, 0x20]);
         ext.extend_from_slice(&digest);
         assert!(der.windows(ext.len()).any(|w| w == ext.as_slice()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn orders_beyond_the_rate_wait_for_the_minute_to_pass() {
+        let dir = std::env::temp_dir().join(format!("netbore-acme-rate-{}", std::process::id()));
+        let mut config = AcmeConfig::new("https://acme.invalid/dir", "ops@example.test", &dir);
+        config.orders_per_minute = 2;
+        let source = AcmeSource::new(config).unwrap();
+        let start = tokio::time::Instant::now();
+        source.inner.take_order_slot("a").await;
+        source.inner.take_order_slot("b").await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "two orders start at once");
+        source.inner.take_order_slot("c").await;
+        assert!(
+            start.elapsed() >= Duration::from_secs(60),
+            "the third waits a minute: {:?}",
+            start.elapsed()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
