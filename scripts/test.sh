@@ -3,13 +3,15 @@
 # the same one the benchmarks use), a short end-to-end throughput run, the control
 # API against its OpenAPI document (schemathesis), and every fuzz target for 30 s.
 # Needs a Rust toolchain and python3; installs what the tests use when it is missing
-# (curl from apt, cargo-fuzz with cargo, schemathesis in a venv under target/).
+# (curl and pebble from apt, cargo-fuzz with cargo, schemathesis in a venv under target/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests drive: curl (HTTP tunnel tests).
+# Debian packages the tests drive: curl (HTTP tunnel tests), pebble with
+# pebble-challtestsrv (the ACME directory of cli/tests/acme.rs).
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v pebble >/dev/null 2>&1 || missing+=(pebble)
 if [[ ${#missing[@]} -gt 0 ]]; then
     if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
         echo "== apt-get install ${missing[*]}"

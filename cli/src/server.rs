@@ -50,6 +50,40 @@ pub(crate) struct ServerArgs {
     /// handshake.
     #[arg(long, default_value_t = 10)]
     pub(crate) tls_handshake_timeout: u64,
+    /// ACME directory URL HTTPS certificates are ordered from, one per tunnel name on
+    /// first use, proven by HTTP-01 on --http-addr (which must be reachable on port
+    /// 80 from the directory), e.g. https://acme-v02.api.letsencrypt.org/directory.
+    #[arg(
+        long,
+        requires = "acme_email",
+        requires = "https_addr",
+        conflicts_with = "cert"
+    )]
+    pub(crate) acme_directory: Option<String>,
+    /// The ACME challenge the Edge answers: http-01 (the directory reaches --http-addr
+    /// on port 80) or tls-alpn-01 (it reaches --https-addr on port 443).
+    #[arg(long, default_value = "http-01", value_parser = ["http-01", "tls-alpn-01"])]
+    pub(crate) acme_challenge: String,
+    /// Contact address of the ACME account.
+    #[arg(long, requires = "acme_directory")]
+    pub(crate) acme_email: Option<String>,
+    /// PEM CA certificate the ACME directory's HTTPS is checked against instead of the
+    /// system roots (test directories such as pebble).
+    #[arg(long, requires = "acme_directory")]
+    pub(crate) acme_ca: Option<PathBuf>,
+    /// Seconds a viewer's first HTTPS handshake for a name waits for its ACME
+    /// certificate.
+    #[arg(long, default_value_t = netbore_edge::acme::DEFAULT_WAIT.as_secs())]
+    pub(crate) acme_wait: u64,
+    /// ACME orders started per minute, all names together (further orders wait).
+    #[arg(long, default_value_t = netbore_edge::acme::DEFAULT_ORDERS_PER_MINUTE)]
+    pub(crate) acme_orders_per_minute: u32,
+    /// Fraction of its lifetime after which an ACME certificate is renewed (tests).
+    #[arg(long, default_value_t = netbore_edge::acme::DEFAULT_RENEW_FRACTION, hide = true)]
+    pub(crate) acme_renew_fraction: f64,
+    /// Seconds between checks for ACME certificates due for renewal (tests).
+    #[arg(long, default_value_t = netbore_edge::acme::DEFAULT_RENEW_CHECK.as_secs(), hide = true)]
+    pub(crate) acme_renew_check: u64,
     /// Development-CA certificates for HTTPS names kept in memory (the oldest is
     /// dropped, and made again when asked for).
     #[arg(long, default_value_t = netbore_edge::certs::DEFAULT_CACHE_CAPACITY)]
@@ -201,6 +235,29 @@ fn edge_tls(args: &ServerArgs, data_dir: &std::path::Path) -> anyhow::Result<Edg
 }
 
 /// Binds every listener and spawns Control and Edge; returns once they accept.
+/// The ACME certificate source of `--acme-directory`.
+fn acme_source(
+    args: &ServerArgs,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<netbore_edge::acme::AcmeSource> {
+    use netbore_edge::acme::{AcmeConfig, AcmeSource, Challenge};
+    let directory = args.acme_directory.as_deref().unwrap_or_default();
+    let email = args.acme_email.as_deref().unwrap_or_default();
+    let config = AcmeConfig {
+        directory_ca: args.acme_ca.clone(),
+        challenge: match args.acme_challenge.as_str() {
+            "tls-alpn-01" => Challenge::TlsAlpn01,
+            _ => Challenge::Http01,
+        },
+        wait: Duration::from_secs(args.acme_wait.max(1)),
+        orders_per_minute: args.acme_orders_per_minute.max(1),
+        renew_fraction: args.acme_renew_fraction,
+        renew_check: Duration::from_secs(args.acme_renew_check.max(1)),
+        ..AcmeConfig::new(directory, email, data_dir)
+    };
+    AcmeSource::new(config).context("could not open the ACME store in the data directory")
+}
+
 pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let signer = TokenSigner::load_or_create(&data_dir.join("control-ed25519.pk8"))?;
@@ -248,8 +305,15 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         Some(l) => Some(l.local_addr()?),
         None => None,
     };
+    let mut acme_challenges = None;
     let (certs, https_ca) = match (&https_listener, &args.cert, &args.key) {
         (None, _, _) => (None, None),
+        (Some(_), _, _) if args.acme_directory.is_some() => {
+            let source = acme_source(args, &data_dir)?;
+            acme_challenges = Some(source.challenges());
+            source.spawn_renewal();
+            (Some(CertManager::new(&args.domain, Box::new(source))), None)
+        }
         (Some(_), Some(cert), Some(key)) => {
             let source = netbore_edge::certs::FileSource::load(cert, key)?;
             (Some(CertManager::new(&args.domain, Box::new(source))), None)
@@ -336,6 +400,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
             max_connections: args.max_viewer_connections.max(1),
             tls_handshake_timeout: Duration::from_secs(args.tls_handshake_timeout.max(1)),
             redirect_https_port: bound.https.filter(|_| args.redirect_http).map(|a| a.port()),
+            acme_challenges,
             ..IngressConfig::default()
         },
     );
@@ -402,7 +467,19 @@ pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()
             a.port(),
             ca.display()
         ),
-        (Some(a), None) => format!("\n  HTTPS tunnels https://*.{}:{}", args.domain, a.port()),
+        (Some(a), None) => match &args.acme_directory {
+            Some(directory) => format!(
+                "\n  HTTPS tunnels https://*.{}:{} (certificates from ACME {directory}, {})",
+                args.domain,
+                a.port(),
+                if args.acme_challenge == "tls-alpn-01" {
+                    "TLS-ALPN-01 on the HTTPS port"
+                } else {
+                    "HTTP-01 on the HTTP port"
+                }
+            ),
+            None => format!("\n  HTTPS tunnels https://*.{}:{}", args.domain, a.port()),
+        },
         (None, _) => String::new(),
     };
     printer.event(

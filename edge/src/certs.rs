@@ -1,11 +1,12 @@
 //! The certificate manager of HTTPS ingress: for each TLS handshake it picks the
 //! certificate by the viewer's SNI name, from one [`CertSource`].
 //!
-//! Sources now: the development CA ([`DevCaSource`], leaf certificates issued on
-//! demand for each of the Edge's names and cached in memory) and files
-//! ([`FileSource`], e.g. a wildcard certificate the operator has, read once at start).
-//! A later source (ACME) implements the same trait; callers hold a [`CertManager`] and
-//! never see which source answers.
+//! Sources: the development CA ([`DevCaSource`], leaf certificates issued on demand
+//! for each of the Edge's names and cached in memory), files ([`FileSource`], e.g. a
+//! wildcard certificate the operator has, read once at start) and ACME
+//! ([`crate::acme::AcmeSource`], ordered before the handshake in
+//! [`CertSource::prepare`]). Callers hold a [`CertManager`] and never see which
+//! source answers.
 //!
 //! Only the Edge's names get a certificate: `DOMAIN` itself and one DNS label under it.
 //! Any other SNI name (or none) gets none, and rustls ends the handshake with an alert.
@@ -27,6 +28,10 @@ use crate::dev_ca::{DevCa, DevCaError};
 
 /// ALPN protocols HTTPS ingress offers, most preferred first.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// The ALPN protocol of TLS-ALPN-01 validation (RFC 8737). Offered last: only an ACME
+/// directory asks for it, and the connection ends after the handshake.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// How long a development-CA certificate for HTTPS is valid. Short enough for every
 /// browser's limit (825 days on Apple platforms, even for a CA the user added).
@@ -91,6 +96,13 @@ pub trait CertSource: Send + Sync + std::fmt::Debug {
     fn prepare<'a>(&'a self, name: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         let _ = name;
         Box::pin(std::future::ready(()))
+    }
+
+    /// The TLS-ALPN-01 challenge certificate for `name` while one is being validated
+    /// (handshakes offering [`ACME_TLS_ALPN`]); `None` refuses the handshake.
+    fn tls_alpn_challenge(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        let _ = name;
+        None
     }
 }
 
@@ -303,7 +315,7 @@ impl CertManager {
     }
 
     /// A rustls server configuration taking its certificates from this manager and
-    /// offering [`ALPN`].
+    /// offering [`ALPN`], then [`ACME_TLS_ALPN`] for TLS-ALPN-01 validation.
     pub fn server_config(self: &Arc<Self>) -> Arc<rustls::ServerConfig> {
         // The ring provider supports the safe default versions: the builder cannot fail.
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
@@ -312,12 +324,20 @@ impl CertManager {
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
         config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
         Arc::new(config)
     }
 }
 
 impl ResolvesServerCert for CertManager {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN))
+        {
+            let name = self.edge_name(hello.server_name()?)?;
+            return self.source.tls_alpn_challenge(&name);
+        }
         self.certified_key(hello.server_name())
     }
 }

@@ -220,7 +220,7 @@ fn ca_params() -> CertificateParams {
 }
 
 /// Writes a secret readable by its owner only.
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

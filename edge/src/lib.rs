@@ -7,6 +7,7 @@
 //! It does not mint tokens (it holds only the control plane's public key). The
 //! [`Registry`] is the table of tunnels the control plane places and agents claim.
 
+pub mod acme;
 pub mod audit;
 pub mod certs;
 pub mod dev_ca;

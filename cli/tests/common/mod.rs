@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use netbore_test_support::{Checksum, read_all};
 use serde_json::Value;
 
+pub mod pebble;
 pub mod web;
 
 /// The binary under test.

@@ -51,6 +51,9 @@ pub struct IngressConfig {
     /// Answer plain HTTP requests for tunnels with a 308 to HTTPS on this public port
     /// (`--redirect-http`); `None` serves plain HTTP.
     pub redirect_https_port: Option<u16>,
+    /// Pending ACME HTTP-01 challenges, answered on plain HTTP before any routing
+    /// (and before `--redirect-http`); `None` without an ACME source.
+    pub acme_challenges: Option<Arc<crate::acme::Http01Challenges>>,
 }
 
 impl Default for IngressConfig {
@@ -61,6 +64,7 @@ impl Default for IngressConfig {
             max_connections: 10_000,
             tls_handshake_timeout: Duration::from_secs(10),
             redirect_https_port: None,
+            acme_challenges: None,
         }
     }
 }
@@ -187,7 +191,17 @@ impl Ingress {
             tunnel.forward(socket, viewer, hello.bytes).await;
             return;
         }
-        if let Some(sni) = &sni {
+        // Only the names of tunnels are made ready (an ACME order): a viewer inventing
+        // names under the domain must not spend the Edge's orders. A TLS-ALPN-01
+        // validation must not wait for the order it is part of.
+        let routed = sni
+            .as_deref()
+            .and_then(|s| host::tunnel_name(s, self.registry.domain()))
+            .is_some_and(|name| self.registry.route(&name).is_some());
+        if let Some(sni) = &sni
+            && routed
+            && !hello.acme_tls_alpn
+        {
             tls.certs.prepare(sni).await;
         }
         // Without a name, or with one outside the Edge's domain, the resolver has no
@@ -205,6 +219,11 @@ impl Ingress {
             }
         };
         let Some(sni) = sni else { return };
+        if stream.get_ref().1.alpn_protocol() == Some(crate::certs::ACME_TLS_ALPN) {
+            // The validation ends with the handshake (RFC 8737, section 3).
+            tracing::info!(%viewer, %sni, "TLS-ALPN-01 validation handshake answered");
+            return;
+        }
         let conn = ViewerConn {
             viewer,
             tls_name: Some(sni.into()),
@@ -266,6 +285,12 @@ pub async fn handle(
     registry: &Registry,
     config: &IngressConfig,
 ) -> Response<ViewerBody> {
+    if conn.tls_name.is_none()
+        && let Some(challenges) = &config.acme_challenges
+        && let Some(answer) = acme_challenge(challenges, &request)
+    {
+        return answer;
+    }
     let host = request
         .uri()
         .authority()
@@ -310,6 +335,25 @@ pub async fn handle(
             forward(request, conn.viewer, &host, proto, &tunnel, config).await
         }
     }
+}
+
+/// The key authorization of a pending HTTP-01 challenge, when `request` fetches
+/// one; any other token falls through to routing (an origin may answer its own).
+fn acme_challenge(
+    challenges: &crate::acme::Http01Challenges,
+    request: &Request<Incoming>,
+) -> Option<Response<ViewerBody>> {
+    let token = request
+        .uri()
+        .path()
+        .strip_prefix(crate::acme::HTTP01_PREFIX)?;
+    let body = challenges.respond(token)?;
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Some(response)
 }
 
 /// `308 Permanent Redirect` to the same path on HTTPS (method and body kept).

@@ -39,6 +39,9 @@ pub struct Hello {
     pub bytes: Bytes,
     /// The SNI name, lowercase, if the viewer sent one.
     pub sni: Option<String>,
+    /// Whether the viewer offered ALPN `acme-tls/1`: an ACME directory validating a
+    /// TLS-ALPN-01 challenge (RFC 8737), not a viewer.
+    pub acme_tls_alpn: bool,
 }
 
 /// Reads from `socket` until a complete ClientHello has arrived. On bytes that are not
@@ -77,9 +80,14 @@ pub async fn read_client_hello(socket: &mut TcpStream) -> Result<Hello, HelloErr
                 .client_hello()
                 .server_name()
                 .map(str::to_ascii_lowercase);
+            let acme_tls_alpn = accepted
+                .client_hello()
+                .alpn()
+                .is_some_and(|mut protocols| protocols.any(|p| p == crate::certs::ACME_TLS_ALPN));
             return Ok(Hello {
                 bytes: Bytes::from(bytes),
                 sni,
+                acme_tls_alpn,
             });
         }
     }

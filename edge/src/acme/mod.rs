@@ -1,0 +1,693 @@
+//! ACME certificates for HTTPS ingress: one certificate per Edge name, ordered from an
+//! RFC 8555 directory (Let's Encrypt, or any other) the first time a viewer asks for
+//! the name, proven with the HTTP-01 challenge the Edge's plain HTTP ingress answers
+//! ([`Http01Challenges`]) or the TLS-ALPN-01 challenge (RFC 8737) its HTTPS ingress
+//! answers, stored in `DATA_DIR/acme/` and renewed in the background at two thirds of
+//! its lifetime.
+//!
+//! What it does not do: DNS-01 (no wildcard certificates), revocation.
+//! Orders per name are deduplicated (one order at a time for a name, every waiting
+//! viewer shares it) and rate limited across names; a failed order is logged once with
+//! its name and the directory's error, and the name is not ordered again for a while.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
+};
+use rustls::crypto::CryptoProvider;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::watch;
+
+use crate::certs::CertSource;
+
+mod validity;
+use validity::validity;
+
+/// The path under which HTTP-01 challenges are fetched (RFC 8555, section 8.3).
+pub const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// Default of `--acme-orders-per-minute`: orders started in any minute, all names
+/// together. Keeps a burst of new names (or a viewer trying many names) under the
+/// directory's own limits (Let's Encrypt allows 300 new orders in 3 hours).
+pub const DEFAULT_ORDERS_PER_MINUTE: u32 = 10;
+
+/// Default of `--acme-wait`: how long a viewer's first handshake for a name waits
+/// for its certificate before the handshake is given up.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+
+/// After a failed order, how long before the name is ordered again. Stops a name the
+/// directory refuses from costing an order on every viewer connection.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(300);
+
+/// Fraction of a certificate's lifetime after which it is renewed.
+pub const DEFAULT_RENEW_FRACTION: f64 = 2.0 / 3.0;
+
+/// How often the background check looks for certificates due for renewal.
+pub const DEFAULT_RENEW_CHECK: Duration = Duration::from_secs(3600);
+
+/// The challenge the Edge answers to prove it holds a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Challenge {
+    /// HTTP-01: the directory fetches a token from the plain HTTP port (80).
+    #[default]
+    Http01,
+    /// TLS-ALPN-01: the directory makes a TLS handshake with ALPN `acme-tls/1` on
+    /// the HTTPS port (443).
+    TlsAlpn01,
+}
+
+/// Settings of the ACME source.
+#[derive(Debug, Clone)]
+pub struct AcmeConfig {
+    /// The directory URL (`--acme-directory`).
+    pub directory: String,
+    /// The account's contact address (`--acme-email`), without `mailto:`.
+    pub email: String,
+    /// A PEM CA certificate the directory's HTTPS is checked against instead of the
+    /// system roots (`--acme-ca`, for test directories such as pebble).
+    pub directory_ca: Option<PathBuf>,
+    /// Where the account and certificates are stored (`DATA_DIR/acme`).
+    pub dir: PathBuf,
+    /// The challenge answered (`--acme-challenge`).
+    pub challenge: Challenge,
+    /// See [`DEFAULT_WAIT`].
+    pub wait: Duration,
+    /// See [`DEFAULT_ORDERS_PER_MINUTE`].
+    pub orders_per_minute: u32,
+    /// See [`DEFAULT_RENEW_FRACTION`].
+    pub renew_fraction: f64,
+    /// See [`DEFAULT_RENEW_CHECK`].
+    pub renew_check: Duration,
+}
+
+impl AcmeConfig {
+    /// Settings with the defaults for `directory`, `email` and `data_dir`.
+    pub fn new(directory: &str, email: &str, data_dir: &Path) -> Self {
+        AcmeConfig {
+            directory: directory.to_string(),
+            email: email.to_string(),
+            directory_ca: None,
+            dir: data_dir.join("acme"),
+            challenge: Challenge::Http01,
+            wait: DEFAULT_WAIT,
+            orders_per_minute: DEFAULT_ORDERS_PER_MINUTE,
+            renew_fraction: DEFAULT_RENEW_FRACTION,
+            renew_check: DEFAULT_RENEW_CHECK,
+        }
+    }
+}
+
+/// Why an order or the store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcmeError {
+    /// The directory answered with an error, or could not be reached.
+    #[error("{0}")]
+    Acme(#[from] instant_acme::Error),
+    /// The directory refused the name's authorization: the problem it reported.
+    #[error("the authorization failed: {0}")]
+    Refused(String),
+    /// The directory offered no challenge of the kind the Edge answers.
+    #[error("the directory offered no {0:?} challenge for the name; pass another --acme-challenge")]
+    NoChallenge(Challenge),
+    /// The certificate signing request could not be made.
+    #[error("could not make the certificate request: {0}")]
+    Csr(#[from] rcgen::Error),
+    /// The certificate the directory returned could not be used.
+    #[error("the issued certificate cannot be used: {0}")]
+    Certificate(String),
+    /// The account or a certificate could not be read or written.
+    #[error("{path}: {cause}")]
+    Store {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        cause: std::io::Error,
+    },
+}
+
+/// Tokens of the HTTP-01 challenges being validated, and their key authorizations.
+/// Plain HTTP ingress answers `GET /.well-known/acme-challenge/TOKEN` from here
+/// before routing.
+#[derive(Debug, Default)]
+pub struct Http01Challenges {
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+impl Http01Challenges {
+    /// The body to answer for `token`, if a challenge with it is pending.
+    pub fn respond(&self, token: &str) -> Option<String> {
+        self.lock().get(token).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Removes a challenge token once its order is over, however it ended.
+struct TokenGuard<'a> {
+    challenges: &'a Http01Challenges,
+    tokens: Vec<String>,
+}
+
+impl Drop for TokenGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.challenges.lock();
+        for t in &self.tokens {
+            map.remove(t);
+        }
+    }
+}
+
+/// Removes a name's TLS-ALPN-01 certificate once its order is over.
+struct AlpnGuard<'a> {
+    certs: &'a Mutex<HashMap<String, Arc<CertifiedKey>>>,
+    names: Vec<String>,
+}
+
+impl Drop for AlpnGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = lock(self.certs);
+        for n in &self.names {
+            map.remove(n);
+        }
+    }
+}
+
+/// `account.json`: the account's credentials and the directory they belong to.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredAccount {
+    directory: String,
+    credentials: AccountCredentials,
+}
+
+/// A certificate in memory, with its validity.
+#[derive(Debug, Clone)]
+struct Held {
+    key: Arc<CertifiedKey>,
+    not_before: SystemTime,
+    not_after: SystemTime,
+}
+
+impl Held {
+    fn renew_at(&self, fraction: f64) -> SystemTime {
+        let life = self
+            .not_after
+            .duration_since(self.not_before)
+            .unwrap_or_default();
+        self.not_before + life.mul_f64(fraction.clamp(0.0, 1.0))
+    }
+}
+
+/// Certificates from an ACME directory (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct AcmeSource {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: AcmeConfig,
+    provider: Arc<CryptoProvider>,
+    challenges: Arc<Http01Challenges>,
+    /// TLS-ALPN-01 certificates being validated, by name.
+    alpn_challenges: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+    certs: Mutex<HashMap<String, Held>>,
+    /// Orders under way, by name; the receiver turns `true` when the order ends.
+    inflight: Mutex<HashMap<String, watch::Receiver<bool>>>,
+    /// When each name's last order failed.
+    failed: Mutex<HashMap<String, Instant>>,
+    account: tokio::sync::OnceCell<Account>,
+    /// Start times of the orders of the last minute (tokio's clock, so tests can
+    /// pause it).
+    orders: tokio::sync::Mutex<VecDeque<tokio::time::Instant>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcmeSource")
+            .field("directory", &self.config.directory)
+            .field("certificates", &lock(&self.certs).len())
+            .field("orders_in_flight", &lock(&self.inflight).len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl AcmeSource {
+    /// The source for `config`, with the certificates stored in `config.dir` that are
+    /// still valid loaded (never ordered again on restart).
+    pub fn new(config: AcmeConfig) -> Result<Self, AcmeError> {
+        std::fs::create_dir_all(&config.dir).map_err(|cause| AcmeError::Store {
+            path: config.dir.clone(),
+            cause,
+        })?;
+        // The directory holds the account key and certificate keys: its owner only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&config.dir, std::fs::Permissions::from_mode(0o700));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs = load_stored(&config.dir, &provider);
+        if !certs.is_empty() {
+            tracing::info!(count = certs.len(), dir = %config.dir.display(), "ACME certificates loaded from disk");
+        }
+        Ok(AcmeSource {
+            inner: Arc::new(Inner {
+                config,
+                provider,
+                challenges: Arc::default(),
+                alpn_challenges: Mutex::default(),
+                certs: Mutex::new(certs),
+                inflight: Mutex::default(),
+                failed: Mutex::default(),
+                account: tokio::sync::OnceCell::new(),
+                orders: tokio::sync::Mutex::default(),
+            }),
+        })
+    }
+
+    /// The challenges plain HTTP ingress must answer.
+    pub fn challenges(&self) -> Arc<Http01Challenges> {
+        self.inner.challenges.clone()
+    }
+
+    /// Starts the background check that renews certificates past
+    /// `renew_fraction` of their lifetime. Needs a tokio runtime.
+    pub fn spawn_renewal(&self) {
+        let inner = Arc::downgrade(&self.inner);
+        let every = self
+            .inner
+            .config
+            .renew_check
+            .max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(inner) = inner.upgrade() else { return };
+                let now = SystemTime::now();
+                let due: Vec<String> = lock(&inner.certs)
+                    .iter()
+                    .filter(|(_, h)| h.renew_at(inner.config.renew_fraction) <= now)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for name in due {
+                    if !lock(&inner.inflight).contains_key(&name) {
+                        tracing::info!(%name, "renewing the ACME certificate");
+                        Inner::start_order(&inner, &name);
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl CertSource for AcmeSource {
+    fn certified_key(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        lock(&self.inner.certs)
+            .get(name)
+            .filter(|h| h.not_after > SystemTime::now())
+            .map(|h| h.key.clone())
+    }
+
+    fn tls_alpn_challenge(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        lock(&self.inner.alpn_challenges).get(name).cloned()
+    }
+
+    fn prepare<'a>(&'a self, name: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            if self.certified_key(name).is_some() {
+                return;
+            }
+            let Some(mut done) = Inner::start_order(&self.inner, name) else {
+                return;
+            };
+            let wait = self.inner.config.wait;
+            if tokio::time::timeout(wait, done.wait_for(|d| *d))
+                .await
+                .is_err()
+            {
+                tracing::warn!(%name, ?wait, "a viewer gave up waiting for the ACME certificate; the order goes on");
+            }
+        })
+    }
+}
+
+impl Inner {
+    /// The order of `name` under way, or a new one; `None` when the name failed
+    /// recently.
+    fn start_order(inner: &Arc<Inner>, name: &str) -> Option<watch::Receiver<bool>> {
+        let mut inflight = lock(&inner.inflight);
+        if let Some(rx) = inflight.get(name) {
+            return Some(rx.clone());
+        }
+        if lock(&inner.failed)
+            .get(name)
+            .is_some_and(|at| at.elapsed() < RETRY_AFTER_FAILURE)
+        {
+            return None;
+        }
+        let (tx, rx) = watch::channel(false);
+        inflight.insert(name.to_string(), rx.clone());
+        let inner = inner.clone();
+        let name = name.to_string();
+        // The order runs on its own task: a viewer that hangs up does not cancel it.
+        tokio::spawn(async move {
+            match inner.order(&name).await {
+                Ok(held) => {
+                    tracing::info!(%name, not_after = ?held.not_after, "ACME certificate issued");
+                    lock(&inner.certs).insert(name.clone(), held);
+                    lock(&inner.failed).remove(&name);
+                }
+                Err(e) => {
+                    // Name and error in the message itself: one line says it all.
+                    tracing::error!(directory = %inner.config.directory, "ACME could not issue a certificate for {name}: {e}");
+                    lock(&inner.failed).insert(name.clone(), Instant::now());
+                }
+            }
+            lock(&inner.inflight).remove(&name);
+            let _ = tx.send(true);
+        });
+        Some(rx)
+    }
+
+    /// Waits for room under the rate limit and takes it.
+    async fn take_order_slot(&self, name: &str) {
+        let limit = self.config.orders_per_minute.max(1) as usize;
+        loop {
+            let mut orders = self.orders.lock().await;
+            while orders
+                .front()
+                .is_some_and(|t| t.elapsed() >= Duration::from_secs(60))
+            {
+                orders.pop_front();
+            }
+            if orders.len() < limit {
+                orders.push_back(tokio::time::Instant::now());
+                return;
+            }
+            let wait = Duration::from_secs(60).saturating_sub(orders[0].elapsed());
+            drop(orders);
+            tracing::warn!(%name, ?wait, limit, "ACME orders rate limited; the order waits");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn account(&self) -> Result<&Account, AcmeError> {
+        self.account
+            .get_or_try_init(|| async {
+                let builder = match &self.config.directory_ca {
+                    Some(ca) => Account::builder_with_root(ca)?,
+                    None => Account::builder()?,
+                };
+                let path = self.config.dir.join("account.json");
+                // The account of another directory (the operator changed
+                // --acme-directory) is not used: a new one is made and replaces it.
+                if let Ok(json) = std::fs::read(&path)
+                    && let Ok(stored) = serde_json::from_slice::<StoredAccount>(&json)
+                    && stored.directory == self.config.directory
+                {
+                    return Ok(builder.from_credentials(stored.credentials).await?);
+                }
+                let contact = format!("mailto:{}", self.config.email);
+                let (account, credentials) = builder
+                    .create(
+                        &NewAccount {
+                            contact: &[&contact],
+                            terms_of_service_agreed: true,
+                            only_return_existing: false,
+                        },
+                        self.config.directory.clone(),
+                        None,
+                    )
+                    .await?;
+                let stored = StoredAccount {
+                    directory: self.config.directory.clone(),
+                    credentials,
+                };
+                let json = serde_json::to_string(&stored)
+                    .map_err(|e| AcmeError::Certificate(e.to_string()))?;
+                crate::dev_ca::write_private(&path, &json)
+                    .map_err(|cause| AcmeError::Store { path, cause })?;
+                tracing::info!(directory = %self.config.directory, "ACME account created");
+                Ok(account)
+            })
+            .await
+    }
+
+    /// One order for `name`, from new order to stored certificate.
+    async fn order(&self, name: &str) -> Result<Held, AcmeError> {
+        self.take_order_slot(name).await;
+        let account = self.account().await?;
+        tracing::info!(%name, directory = %self.config.directory, "ACME order started");
+        let identifiers = [Identifier::Dns(name.to_string())];
+        let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+        let mut guard = TokenGuard {
+            challenges: &self.challenges,
+            tokens: Vec::new(),
+        };
+        let mut alpn_guard = AlpnGuard {
+            certs: &self.alpn_challenges,
+            names: Vec::new(),
+        };
+        let kind = match self.config.challenge {
+            Challenge::Http01 => ChallengeType::Http01,
+            Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+        };
+        let mut authorizations = order.authorizations();
+        while let Some(authorization) = authorizations.next().await {
+            let mut authorization = authorization?;
+            match authorization.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => return Err(AcmeError::Refused(format!("authorization is {other:?}"))),
+            }
+            let mut challenge = authorization
+                .challenge(kind.clone())
+                .ok_or(AcmeError::NoChallenge(self.config.challenge))?;
+            let key_authorization = challenge.key_authorization();
+            match self.config.challenge {
+                Challenge::Http01 => {
+                    let body = key_authorization.as_str().to_string();
+                    self.challenges.lock().insert(challenge.token.clone(), body);
+                    guard.tokens.push(challenge.token.clone());
+                }
+                Challenge::TlsAlpn01 => {
+                    let digest = key_authorization.digest();
+                    let key = tls_alpn_certificate(name, digest.as_ref(), &self.provider)?;
+                    lock(&self.alpn_challenges).insert(name.to_string(), Arc::new(key));
+                    alpn_guard.names.push(name.to_string());
+                }
+            }
+            challenge.set_ready().await?;
+        }
+        let retry = RetryPolicy::new().timeout(Duration::from_secs(120));
+        let status = order.poll_ready(&retry).await?;
+        if status != OrderStatus::Ready {
+            return Err(AcmeError::Refused(refusal(&mut order).await));
+        }
+        drop(guard);
+        drop(alpn_guard);
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(vec![name.to_string()])?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let csr = params.serialize_request(&key)?;
+        order.finalize_csr(csr.der()).await?;
+        let chain_pem = order.poll_certificate(&retry).await?;
+        let key_pem = key.serialize_pem();
+        let held = certified(&chain_pem, &key_pem, &self.provider)?;
+        self.store(name, &chain_pem, &key_pem)?;
+        Ok(held)
+    }
+
+    fn store(&self, name: &str, chain_pem: &str, key_pem: &str) -> Result<(), AcmeError> {
+        let dir = &self.config.dir;
+        let key_path = dir.join(format!("{name}.key"));
+        crate::dev_ca::write_private(&key_path, key_pem).map_err(|cause| AcmeError::Store {
+            path: key_path.clone(),
+            cause,
+        })?;
+        let cert_path = dir.join(format!("{name}.crt"));
+        let tmp = dir.join(format!("{name}.crt.tmp"));
+        std::fs::write(&tmp, chain_pem)
+            .and_then(|()| std::fs::rename(&tmp, &cert_path))
+            .map_err(|cause| AcmeError::Store {
+                path: cert_path,
+                cause,
+            })
+    }
+}
+
+/// The directory's reason for an invalid order: the first challenge error of its
+/// authorizations.
+async fn refusal(order: &mut instant_acme::Order) -> String {
+    let mut authorizations = order.authorizations();
+    while let Some(Ok(authorization)) = authorizations.next().await {
+        for challenge in &authorization.challenges {
+            if let Some(problem) = &challenge.error {
+                return problem.to_string();
+            }
+        }
+    }
+    "the order became invalid".to_string()
+}
+
+/// The self-signed certificate of a TLS-ALPN-01 validation: the name, and the
+/// critical acmeIdentifier extension holding the key authorization's SHA-256 digest.
+fn tls_alpn_certificate(
+    name: &str,
+    digest: &[u8],
+    provider: &Arc<CryptoProvider>,
+) -> Result<CertifiedKey, AcmeError> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string()])?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let cert = params.self_signed(&key)?;
+    let der = PrivateKeyDer::try_from(key.serialize_der())
+        .map_err(|e| AcmeError::Certificate(e.to_string()))?;
+    // Not `CertifiedKey::from_der`: its check that key and certificate match parses
+    // the certificate with webpki, which refuses the critical acmeIdentifier.
+    let signing = provider
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| AcmeError::Certificate(e.to_string()))?;
+    Ok(CertifiedKey::new(vec![cert.der().clone()], signing))
+}
+
+/// A chain and key as rustls's [`CertifiedKey`], with the leaf's validity.
+fn certified(
+    chain_pem: &str,
+    key_pem: &str,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Held, AcmeError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| AcmeError::Certificate(e.to_string()))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| AcmeError::Certificate("the chain is empty".into()))?;
+    let (not_before, not_after) = validity(leaf)
+        .ok_or_else(|| AcmeError::Certificate("its validity cannot be read".into()))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| AcmeError::Certificate(e.to_string()))?;
+    let key = CertifiedKey::from_der(chain, key, provider)
+        .map_err(|e| AcmeError::Certificate(e.to_string()))?;
+    Ok(Held {
+        key: Arc::new(key),
+        not_before,
+        not_after,
+    })
+}
+
+/// The stored certificates of `dir` (`NAME.crt` with `NAME.key`) still valid now.
+fn load_stored(dir: &Path, provider: &Arc<CryptoProvider>) -> HashMap<String, Held> {
+    let mut certs = HashMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return certs;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "crt") {
+            continue;
+        }
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let read = |p: &Path| std::fs::read_to_string(p);
+        let loaded = read(&path)
+            .and_then(|c| Ok((c, read(&dir.join(format!("{name}.key")))?)))
+            .map_err(|e| AcmeError::Store {
+                path: path.clone(),
+                cause: e,
+            })
+            .and_then(|(chain, key)| certified(&chain, &key, provider));
+        match loaded {
+            Ok(held) if held.not_after > SystemTime::now() => {
+                certs.insert(name.to_string(), held);
+            }
+            Ok(_) => tracing::info!(%name, "stored ACME certificate expired; ordered again on use"),
+            Err(e) => tracing::warn!(%name, error = %e, "stored ACME certificate skipped"),
+        }
+    }
+    certs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_falls_at_the_fraction_of_the_lifetime() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["a.example.test".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let held = certified(&cert.pem(), &key.serialize_pem(), &provider).unwrap();
+        let life = held.not_after.duration_since(held.not_before).unwrap();
+        let at = held.renew_at(DEFAULT_RENEW_FRACTION);
+        let into = at.duration_since(held.not_before).unwrap();
+        assert!((into.as_secs_f64() / life.as_secs_f64() - 2.0 / 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_tls_alpn_certificate_carries_the_digest_in_a_critical_acme_identifier() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let digest = [7u8; 32];
+        let key = tls_alpn_certificate("a.example.test", &digest, &provider).unwrap();
+        let der = key.end_entity_cert().unwrap().to_vec();
+        // id-pe-acmeIdentifier (1.3.6.1.5.5.7.1.31), critical, OCTET STRING { digest }.
+        let mut ext = vec![0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x01, 0x1f];
+        ext.extend_from_slice(&[0x01, 0x01, 0xff, 0x04, 0x22, 0x04, 0x20]);
+        ext.extend_from_slice(&digest);
+        assert!(der.windows(ext.len()).any(|w| w == ext.as_slice()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn orders_beyond_the_rate_wait_for_the_minute_to_pass() {
+        let dir = std::env::temp_dir().join(format!("netbore-acme-rate-{}", std::process::id()));
+        let mut config = AcmeConfig::new("https://acme.invalid/dir", "ops@example.test", &dir);
+        config.orders_per_minute = 2;
+        let source = AcmeSource::new(config).unwrap();
+        let start = tokio::time::Instant::now();
+        source.inner.take_order_slot("a").await;
+        source.inner.take_order_slot("b").await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "two orders start at once");
+        source.inner.take_order_slot("c").await;
+        assert!(
+            start.elapsed() >= Duration::from_secs(60),
+            "the third waits a minute: {:?}",
+            start.elapsed()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn challenge_tokens_leave_with_their_order() {
+        let challenges = Http01Challenges::default();
+        challenges.lock().insert("t1".into(), "t1.thumb".into());
+        {
+            let _guard = TokenGuard {
+                challenges: &challenges,
+                tokens: vec!["t1".into()],
+            };
+            assert_eq!(challenges.respond("t1").as_deref(), Some("t1.thumb"));
+        }
+        assert_eq!(challenges.respond("t1"), None);
+    }
+}
