@@ -1,7 +1,7 @@
 //! ACME certificates end to end: the real `netbore server --acme-directory` ordering
 //! from a real pebble (Debian's package, started by `common::pebble`), which
 //! validates HTTP-01 against the Edge's plain HTTP port; viewers trust only pebble's
-//! root. Skipped with a message when pebble is not installed (scripts/test.sh
+//! root. They fail with what to do when pebble is not installed (scripts/test.sh
 //! installs it).
 
 mod common;
@@ -20,12 +20,12 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 
-fn skip() -> bool {
-    if pebble::installed() {
-        return false;
-    }
-    eprintln!("pebble is not installed (apt-get install pebble): ACME tests skipped");
-    true
+/// Fails the test with what to do when pebble is missing: a skipped test proves nothing.
+fn require_pebble() {
+    assert!(
+        pebble::installed(),
+        "pebble is not installed; run `apt-get install pebble` (scripts/test.sh does)"
+    );
 }
 
 /// A server with HTTPS certificates from `pebble`, on the plain HTTP port pebble
@@ -153,9 +153,7 @@ fn mode(path: &Path) -> u32 {
 
 #[tokio::test]
 async fn first_request_waits_for_http01_issuance_and_a_restart_reuses_the_certificate() {
-    if skip() {
-        return;
-    }
+    require_pebble();
     let http_port = common::free_port();
     let pebble = Pebble::start(http_port, None);
     let origin = web::start_origin().await;
@@ -233,9 +231,7 @@ async fn first_request_waits_for_http01_issuance_and_a_restart_reuses_the_certif
 
 #[tokio::test]
 async fn a_refused_order_is_one_clear_line_and_other_names_keep_working() {
-    if skip() {
-        return;
-    }
+    require_pebble();
     let http_port = common::free_port();
     let pebble = Pebble::start(http_port, None);
     // pebble's validation of this name dials an address the Edge does not listen on.
@@ -296,9 +292,7 @@ async fn a_refused_order_is_one_clear_line_and_other_names_keep_working() {
 
 #[tokio::test]
 async fn certificates_are_renewed_at_two_thirds_of_their_lifetime() {
-    if skip() {
-        return;
-    }
+    require_pebble();
     let http_port = common::free_port();
     // Certificates valid 12 s: renewed 8 s after they start.
     let pebble = Pebble::start(http_port, Some(Duration::from_secs(12)));
@@ -335,9 +329,7 @@ async fn certificates_are_renewed_at_two_thirds_of_their_lifetime() {
 
 #[tokio::test]
 async fn tls_alpn_01_is_answered_on_the_https_port() {
-    if skip() {
-        return;
-    }
+    require_pebble();
     let (http_port, https_port) = (common::free_port(), common::free_port());
     let pebble = Pebble::start_with(http_port, https_port, None);
     let origin = web::start_origin().await;
