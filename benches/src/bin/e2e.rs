@@ -9,6 +9,7 @@
 //! `--floor R` exits non-zero when a netbore rate falls below R × direct in any figure, a gross-regression
 //! guard far below the real ratios so noise never trips it.)
 //! (`--baseline` runs a second netbore binary, e.g. one built from an older commit, in the same run;
+//! `--origin-only` serves just the harness's origin (`/1k`, `/1m`) for tools run by hand;
 //! `--only TEXT` runs only the figures whose name contains TEXT, without the memory table;
 //! `--write-doc docs/benchmarks.md` replaces the generated block of that file with the tables.)
 //! Prints a Markdown table and one JSON line per figure.
@@ -810,6 +811,13 @@ async fn main() {
             "--only" => only = Some(args.next().expect("--only TEXT")),
             "--write-doc" => write_doc = Some(args.next().expect("--write-doc PATH").into()),
             "--quick" => quick = true,
+            "--origin-only" => {
+                // The harness's origin alone, for measuring by hand (h2load, wrk, oha).
+                let addr = origin().await;
+                println!("origin listening on http://{addr} (/1k, /1m); Ctrl-C stops it");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
             "--floor" => {
                 floor = Some(
                     args.next()
