@@ -53,22 +53,9 @@ pub enum CertError {
     /// The development CA could not be loaded, made, or sign.
     #[error(transparent)]
     DevCa(#[from] DevCaError),
-    /// A certificate or key file could not be read.
-    #[error("could not read {path}: {cause}; check the path and its permissions")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        cause: std::io::Error,
-    },
-    /// A file held no PEM item of the kind expected.
-    #[error("{path} holds no PEM {what}; pass a PEM file (-----BEGIN ...-----)")]
-    Pem {
-        /// The file.
-        path: PathBuf,
-        /// `certificate` or `private key`.
-        what: &'static str,
-    },
+    /// A certificate or key file could not be read or held no PEM item of its kind.
+    #[error(transparent)]
+    Files(#[from] netbore_transport::tls::TlsError),
     /// rustls refused the key, or the key does not belong to the certificate.
     #[error(
         "the certificate {cert} and key {key} cannot be used together ({cause}); pass the key that belongs to the certificate"
@@ -232,25 +219,8 @@ impl FileSource {
     /// Reads the PEM chain `cert` (leaf first) and PEM private key `key`, and checks
     /// that they belong together.
     pub fn load(cert: &Path, key: &Path) -> Result<Self, CertError> {
-        let read = |path: &Path| {
-            std::fs::read(path).map_err(|cause| CertError::Read {
-                path: path.into(),
-                cause,
-            })
-        };
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
-            .filter_map(Result::ok)
-            .collect();
-        if chain.is_empty() {
-            return Err(CertError::Pem {
-                path: cert.into(),
-                what: "certificate",
-            });
-        }
-        let private = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|_| CertError::Pem {
-            path: key.into(),
-            what: "private key",
-        })?;
+        let chain = netbore_transport::tls::load_certs(cert)?;
+        let private = netbore_transport::tls::load_key(key)?;
         let certified = CertifiedKey::from_der(chain, private, &provider()).map_err(|cause| {
             CertError::Refused {
                 cert: cert.into(),
@@ -413,15 +383,21 @@ mod tests {
         assert!(
             matches!(
                 e,
-                CertError::Pem {
+                CertError::Files(netbore_transport::tls::TlsError::Pem {
                     what: "certificate",
                     ..
-                }
+                })
             ),
             "{e}"
         );
         let e = FileSource::load(&dir.join("missing.pem"), &key).unwrap_err();
-        assert!(matches!(e, CertError::Read { .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                CertError::Files(netbore_transport::tls::TlsError::Read { .. })
+            ),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
