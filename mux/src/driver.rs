@@ -73,8 +73,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     fn step(&mut self, cx: &mut Context<'_>) -> Step {
         let mut progress = false;
         // One lock for everything the pass needs to know up front.
-        let buffered = self.read_buf.get_mut().len();
-        let (wants_input, wanted, closing, deadline) = {
+        let (wants_input, closing, deadline) = {
             let mut inner = self.shared.lock();
             register(&mut inner.driver_waker, cx.waker());
             if self.write_queue.is_empty() {
@@ -83,7 +82,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             inner.dispatch_events();
             (
                 inner.session.wants_input(),
-                inner.session.input_wanted(buffered),
                 inner.session.is_closing(),
                 inner.session.poll_timeout(),
             )
@@ -130,7 +128,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         }
 
         if wants_input {
-            let buf = self.read_buf.prepare(wanted.max(READ_CHUNK / 4));
+            // The session takes data frames in pieces, so what stays in the buffer
+            // between reads is at most a partial header: no frame needs room to grow.
+            let buf = self.read_buf.prepare(READ_CHUNK / 4);
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf) {
                 Poll::Ready(Ok(0)) => return Step::Done(SessionError::ConnectionClosed),
                 Poll::Ready(Ok(_)) => {

@@ -51,6 +51,11 @@ impl Flags {
     pub const fn contains(self, other: Flags) -> bool {
         self.0 & other.0 == other.0
     }
+
+    /// `self` with every bit of `other` cleared.
+    pub const fn without(self, other: Flags) -> Self {
+        Flags(self.0 & !other.0)
+    }
 }
 
 impl std::ops::BitOr for Flags {
@@ -336,6 +341,7 @@ impl Frame {
 pub struct FrameDecoder {
     max_frame_size: u32,
     pending: Option<Header>,
+    pieces: bool,
 }
 
 impl FrameDecoder {
@@ -344,6 +350,18 @@ impl FrameDecoder {
         FrameDecoder {
             max_frame_size,
             pending: None,
+            pieces: false,
+        }
+    }
+
+    /// A decoder that hands out a data frame in pieces as its payload arrives, so the
+    /// read buffer never has to hold (or move) a partial payload. The first piece
+    /// carries the frame's SYN / ACK, the last its FIN / RST; the payloads add up to
+    /// the frame's.
+    pub fn in_pieces(max_frame_size: u32) -> Self {
+        FrameDecoder {
+            pieces: true,
+            ..FrameDecoder::new(max_frame_size)
         }
     }
 
@@ -366,8 +384,21 @@ impl FrameDecoder {
             FrameType::Data => {
                 let len = header.length as usize;
                 if buf.len() < len {
-                    self.pending = Some(header);
-                    return Ok(None);
+                    if !self.pieces || buf.is_empty() {
+                        self.pending = Some(header);
+                        return Ok(None);
+                    }
+                    let piece = buf.split().freeze();
+                    self.pending = Some(Header {
+                        length: (len - piece.len()) as u32,
+                        flags: header.flags.without(Flags::SYN | Flags::ACK),
+                        ..header
+                    });
+                    return Ok(Some(Frame::Data {
+                        stream: header.stream,
+                        flags: header.flags.without(Flags::FIN | Flags::RST),
+                        payload: piece,
+                    }));
                 }
                 Frame::Data {
                     stream: header.stream,
@@ -390,6 +421,11 @@ impl FrameDecoder {
         };
         self.pending = None;
         Ok(Some(frame))
+    }
+
+    /// True while a data frame has been handed out in part and more of it is due.
+    pub fn pending_data(&self) -> bool {
+        self.pending.is_some_and(|h| h.ty == FrameType::Data)
     }
 
     /// Bytes still needed before the pending data frame is complete (0 if none).
@@ -452,6 +488,48 @@ mod tests {
                 while let Some(f) = dec.decode(&mut buf).unwrap() {
                     out.push(f);
                 }
+            }
+            prop_assert_eq!(out, frames);
+            prop_assert!(buf.is_empty());
+        }
+
+        #[test]
+        fn pieces_add_up_to_the_frames(frames in proptest::collection::vec(arb_frame(), 1..20), split in 1usize..64) {
+            let mut wire = BytesMut::new();
+            for f in &frames {
+                f.encode(&mut wire);
+            }
+            let mut dec = FrameDecoder::in_pieces(1 << 20);
+            let mut buf = BytesMut::new();
+            let mut out: Vec<Frame> = Vec::new();
+            // Whether the last data piece still waits for the rest of its frame.
+            let mut open_piece = false;
+            for chunk in wire.chunks(split) {
+                buf.extend_from_slice(chunk);
+                while let Some(f) = dec.decode(&mut buf).unwrap() {
+                    match (f, open_piece, out.last_mut()) {
+                        (
+                            Frame::Data { stream, flags, payload },
+                            true,
+                            Some(Frame::Data { stream: s0, flags: f0, payload: p0 }),
+                        ) => {
+                            // A later piece: same stream, no opening flags, payload follows on.
+                            prop_assert_eq!(stream, *s0);
+                            prop_assert!(!flags.contains(Flags::SYN) && !flags.contains(Flags::ACK));
+                            *f0 |= flags;
+                            *p0 = [&p0[..], &payload[..]].concat().into();
+                        }
+                        (f, _, _) => {
+                            if let Frame::Data { flags, .. } = &f {
+                                prop_assert!(!flags.contains(Flags::FIN) || !dec.pending_data());
+                            }
+                            out.push(f);
+                        }
+                    }
+                    open_piece = dec.pending_data();
+                }
+                // Nothing but a partial header ever waits in the buffer.
+                prop_assert!(buf.len() < HEADER_LEN || dec.pending_data() && buf.is_empty());
             }
             prop_assert_eq!(out, frames);
             prop_assert!(buf.is_empty());

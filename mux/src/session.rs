@@ -111,7 +111,7 @@ impl Session {
         let config = config.normalized();
         let next_ping_at = config.keepalive_interval.map(|_| now);
         Session {
-            decoder: FrameDecoder::new(config.max_frame_size),
+            decoder: FrameDecoder::in_pieces(config.max_frame_size),
             role,
             state: State::Open,
             next_stream_id: match role {

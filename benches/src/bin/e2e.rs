@@ -11,6 +11,8 @@
 //! (`--baseline` runs a second netbore binary, e.g. one built from an older commit, in the same run;
 //! `--origin-only` serves just the harness's origin (`/1k`, `/1m`) for tools run by hand;
 //! `--only TEXT` runs only the figures whose name contains TEXT, without the memory table;
+//! `--peer NAME` (repeatable) adds one peer: bore, rathole-tcp, rathole-websocket or rathole-noise;
+//! `--over LIST` picks the transports measured besides tcp (default `tls,ws,wss,quic`; `none`);
 //! `--write-doc docs/benchmarks.md` replaces the generated block of that file with the tables.)
 //! Prints a Markdown table and one JSON line per figure.
 
@@ -787,10 +789,11 @@ async fn main() {
     let mut secs = 3.0;
     let mut rounds = 3;
     let mut baseline: Option<std::path::PathBuf> = None;
-    let mut peers = false;
+    let mut peers: Vec<String> = Vec::new();
     let mut quick = false;
     let mut floor: Option<f64> = None;
     let mut only: Option<String> = None;
+    let mut over: Vec<String> = ["tls", "ws", "wss", "quic"].map(String::from).to_vec();
     let mut write_doc: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -807,8 +810,25 @@ async fn main() {
                     .and_then(|v| v.parse().ok())
                     .expect("--rounds N")
             }
-            "--peers" => peers = true,
+            "--peers" => {
+                peers = ["bore", "rathole-tcp", "rathole-websocket", "rathole-noise"]
+                    .map(String::from)
+                    .to_vec()
+            }
+            "--peer" => peers.push(
+                args.next()
+                    .expect("--peer bore|rathole-tcp|rathole-websocket|rathole-noise"),
+            ),
             "--only" => only = Some(args.next().expect("--only TEXT")),
+            "--over" => {
+                over = args
+                    .next()
+                    .expect("--over LIST (tls,ws,wss,quic or none)")
+                    .split(',')
+                    .filter(|t| !t.is_empty() && *t != "none")
+                    .map(String::from)
+                    .collect()
+            }
             "--write-doc" => write_doc = Some(args.next().expect("--write-doc PATH").into()),
             "--quick" => quick = true,
             "--origin-only" => {
@@ -833,7 +853,7 @@ async fn main() {
                 )
             }
             other => panic!(
-                "unknown flag {other}; use --seconds S --rounds N [--quick] [--peers] [--only TEXT] [--write-doc PATH] [--floor RATIO] [--baseline OTHER_NETBORE_BINARY]"
+                "unknown flag {other}; use --seconds S --rounds N [--quick] [--peers | --peer NAME ...] [--only TEXT] [--over tls,ws,wss,quic|none] [--write-doc PATH] [--floor RATIO] [--baseline OTHER_NETBORE_BINARY]"
             ),
         }
     }
@@ -856,7 +876,7 @@ async fn main() {
             Some("quic"),
         ));
     } else {
-        for transport in ["tls", "ws", "wss", "quic"] {
+        for transport in &over {
             contenders.push(netbore_over(
                 &format!("netbore tcp over {transport}"),
                 &bin,
@@ -888,18 +908,23 @@ async fn main() {
             ));
         }
     }
-    if peers {
-        match bore(origin).await {
-            Some(c) => contenders.push(c),
-            None => eprintln!("bore is not installed or did not start: cargo install bore-cli"),
-        }
-        for transport in ["tcp", "websocket", "noise"] {
+    for peer in &peers {
+        if peer == "bore" {
+            match bore(origin).await {
+                Some(c) => contenders.push(c),
+                None => eprintln!("bore is not installed or did not start: cargo install bore-cli"),
+            }
+        } else if let Some(transport) = peer.strip_prefix("rathole-") {
             match rathole(origin, transport, &data).await {
                 Some(c) => contenders.push(c),
                 None => eprintln!(
                     "rathole ({transport}) is not installed or did not start: cargo install rathole"
                 ),
             }
+        } else {
+            panic!(
+                "unknown peer {peer}; use bore, rathole-tcp, rathole-websocket or rathole-noise"
+            );
         }
     }
 
