@@ -6,8 +6,9 @@
 //! data entering a stream is read into a buffer that is frozen and handed over whole,
 //! so the pipe adds no copy of its own.
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -19,6 +20,10 @@ use crate::Stream;
 
 /// Bytes read from a socket per read call.
 const READ_SIZE: usize = 128 * 1024;
+/// Most chunks gathered into one vectored socket write.
+const GATHER_CHUNKS: usize = 16;
+/// Bytes gathered before they are written.
+const GATHER_BYTES: usize = 512 * 1024;
 
 /// Bytes moved each way by a finished pipe.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -29,11 +34,21 @@ pub struct Transferred {
     pub from_stream: u64,
 }
 
-/// One direction of the pipe: a chunk in flight, whether its source ended, and
+/// Socket → stream: a chunk in flight, whether its source ended, and
 /// whether its sink was shut down.
 #[derive(Default)]
 struct Direction {
     pending: Option<Bytes>,
+    eof: bool,
+    done: bool,
+    total: u64,
+}
+
+/// Stream → socket: the chunks read from the stream and not yet written.
+#[derive(Default)]
+struct Gather {
+    chunks: VecDeque<Bytes>,
+    queued: usize,
     eof: bool,
     done: bool,
     total: u64,
@@ -46,7 +61,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut up = Direction::default();
-    let mut down = Direction::default();
+    let mut down = Gather::default();
     let mut buf = RecycledBuffer::new(READ_SIZE);
     let result = poll_fn(|cx| {
         if !up.done
@@ -114,23 +129,54 @@ fn poll_up<S: AsyncRead + Unpin>(
     }
 }
 
-/// Stream → socket.
+/// Stream → socket. Chunks that have already arrived are gathered (up to
+/// [`GATHER_CHUNKS`] and [`GATHER_BYTES`]) and written with one vectored write.
 fn poll_down<S: AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
     socket: &mut S,
     stream: &mut Stream,
-    dir: &mut Direction,
+    dir: &mut Gather,
 ) -> Poll<io::Result<()>> {
     loop {
-        if let Some(data) = &mut dir.pending {
-            let n = ready!(Pin::new(&mut *socket).poll_write(cx, data))?;
-            if n == 0 {
+        if !dir.eof {
+            while dir.chunks.len() < GATHER_CHUNKS && dir.queued < GATHER_BYTES {
+                match stream.poll_read_chunk(cx) {
+                    Poll::Ready(Ok(Some(chunk))) => {
+                        dir.queued += chunk.len();
+                        dir.chunks.push_back(chunk);
+                    }
+                    Poll::Ready(Ok(None)) => {
+                        dir.eof = true;
+                        break;
+                    }
+                    // Write what came before the error first; the next read repeats it.
+                    Poll::Ready(Err(_)) if !dir.chunks.is_empty() => break,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => break,
+                }
+            }
+        }
+        if !dir.chunks.is_empty() {
+            let mut slices = [IoSlice::new(&[]); GATHER_CHUNKS];
+            for (slot, chunk) in slices.iter_mut().zip(&dir.chunks) {
+                *slot = IoSlice::new(chunk);
+            }
+            let n = dir.chunks.len();
+            let mut written = ready!(Pin::new(&mut *socket).poll_write_vectored(cx, &slices[..n]))?;
+            if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            dir.total += n as u64;
-            data.advance(n);
-            if data.is_empty() {
-                dir.pending = None;
+            dir.total += written as u64;
+            dir.queued -= written;
+            while written > 0 {
+                let front = dir.chunks.front_mut().expect("written <= queued");
+                if front.len() <= written {
+                    written -= front.len();
+                    dir.chunks.pop_front();
+                } else {
+                    front.advance(written);
+                    written = 0;
+                }
             }
             continue;
         }
@@ -139,9 +185,6 @@ fn poll_down<S: AsyncWrite + Unpin>(
             dir.done = true;
             return Poll::Ready(Ok(()));
         }
-        match ready!(stream.poll_read_chunk(cx))? {
-            Some(chunk) => dir.pending = Some(chunk),
-            None => dir.eof = true,
-        }
+        return Poll::Pending;
     }
 }
