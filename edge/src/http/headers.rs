@@ -5,33 +5,33 @@ use std::net::IpAddr;
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus
-/// `Expect`, which the Edge answers itself.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "expect",
-];
-
 /// The prefix of headers only the Edge may set.
 const NETBORE_PREFIX: &str = "x-netbore-";
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_NETBORE_CLIENT_IP: HeaderName = HeaderName::from_static("x-netbore-client-ip");
+const X_NETBORE_AGENT_IP: HeaderName = HeaderName::from_static("x-netbore-agent-ip");
 
 /// What the Edge knows about a request it forwards.
 #[derive(Debug, Clone, Copy)]
 pub struct ForwardContext<'a> {
-    /// The viewer's address.
-    pub viewer: IpAddr,
-    /// The agent's address, or `None` when the server masks agent addresses.
-    pub agent: Option<IpAddr>,
+    /// The viewer's address as a header value (made once per viewer connection).
+    pub viewer: &'a HeaderValue,
+    /// The agent's address as a header value, or `None` when the server masks agent
+    /// addresses.
+    pub agent: Option<&'a HeaderValue>,
     /// The host the viewer asked for.
     pub host: &'a str,
     /// `http` or `https`.
     pub proto: &'static str,
+}
+
+/// An address as a header value, made once per connection or tunnel rather than once
+/// per request.
+pub fn ip_header(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value")
 }
 
 /// Rewrites a viewer's request headers for the origin. `upgrade` keeps the
@@ -40,29 +40,34 @@ pub fn prepare_request(headers: &mut HeaderMap, cx: &ForwardContext<'_>, upgrade
     let upgrade_to = upgrade
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();
-    remove_hop_by_hop(headers);
-    let spoofed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with(NETBORE_PREFIX))
-        .cloned()
-        .collect();
-    for name in spoofed {
-        headers.remove(name);
-    }
-    let viewer = cx.viewer.to_string();
-    let forwarded_for = match headers.get("x-forwarded-for").map(|v| v.to_str()) {
-        Some(Ok(prior)) if !prior.trim().is_empty() => format!("{prior}, {viewer}"),
-        _ => viewer.clone(),
+    // Spoofed `X-Netbore-*` headers go with the hop-by-hop ones.
+    remove_hop_by_hop(headers, true);
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).map(|v| v.to_str()) {
+        Some(Ok(prior)) if !prior.trim().is_empty() => {
+            let viewer = cx.viewer.to_str().unwrap_or_default();
+            HeaderValue::from_str(&format!("{prior}, {viewer}")).ok()
+        }
+        _ => Some(cx.viewer.clone()),
     };
-    set(headers, "x-forwarded-for", &forwarded_for);
-    set(headers, "x-forwarded-proto", cx.proto);
-    set(headers, "x-forwarded-host", cx.host);
-    set(headers, "x-netbore-client-ip", &viewer);
-    if let Some(agent) = cx.agent {
-        set(headers, "x-netbore-agent-ip", &agent.to_string());
+    if let Some(v) = forwarded_for {
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    if !headers.contains_key(header::HOST) {
-        set(headers, "host", cx.host);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(cx.proto));
+    // The host usually is the viewer's own `Host` value: reuse it.
+    let host = headers
+        .get(header::HOST)
+        .filter(|v| v.as_bytes() == cx.host.as_bytes())
+        .cloned()
+        .or_else(|| HeaderValue::from_str(cx.host).ok());
+    if let Some(host) = host {
+        if !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, host.clone());
+        }
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    headers.insert(X_NETBORE_CLIENT_IP, cx.viewer.clone());
+    if let Some(agent) = cx.agent {
+        headers.insert(X_NETBORE_AGENT_IP, agent.clone());
     }
     if let Some(protocol) = upgrade_to {
         headers.insert(header::UPGRADE, protocol);
@@ -75,26 +80,48 @@ pub fn prepare_response(headers: &mut HeaderMap, upgrade: bool) {
     let upgrade_to = upgrade
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();
-    remove_hop_by_hop(headers);
+    remove_hop_by_hop(headers, false);
     if let Some(protocol) = upgrade_to {
         headers.insert(header::UPGRADE, protocol);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 }
 
-/// Removes hop-by-hop headers, including any a `Connection` header names.
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus
+/// `Expect`, which the Edge answers itself.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::CONNECTION
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::UPGRADE
+        || *name == header::EXPECT
+        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+}
+
+/// Removes hop-by-hop headers, including any a `Connection` header names, and with
+/// `spoofed` every `X-Netbore-*` header. One pass over the names; nothing is
+/// allocated when there is nothing to remove.
+fn remove_hop_by_hop(headers: &mut HeaderMap, spoofed: bool) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    let mut connection = false;
+    for name in headers.keys() {
+        connection |= *name == header::CONNECTION;
+        if is_hop_by_hop(name) || (spoofed && name.as_str().starts_with(NETBORE_PREFIX)) {
+            doomed.push(name.clone());
+        }
     }
-    for name in HOP_BY_HOP {
+    if connection {
+        doomed.extend(
+            headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()),
+        );
+    }
+    for name in doomed {
         headers.remove(name);
     }
 }
@@ -110,19 +137,15 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        headers.insert(name, v);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn cx(agent: Option<IpAddr>) -> ForwardContext<'static> {
+    fn cx(agent: Option<&HeaderValue>) -> ForwardContext<'_> {
+        static VIEWER: std::sync::LazyLock<HeaderValue> =
+            std::sync::LazyLock::new(|| ip_header("203.0.113.7".parse().unwrap()));
         ForwardContext {
-            viewer: "203.0.113.7".parse().unwrap(),
+            viewer: &VIEWER,
             agent,
             host: "app.localhost:8080",
             proto: "http",
@@ -138,7 +161,8 @@ mod tests {
         h.insert("connection", "keep-alive, x-private".parse().unwrap());
         h.insert("x-private", "secret".parse().unwrap());
         h.insert("expect", "100-continue".parse().unwrap());
-        prepare_request(&mut h, &cx(Some("198.51.100.2".parse().unwrap())), false);
+        let agent = ip_header("198.51.100.2".parse().unwrap());
+        prepare_request(&mut h, &cx(Some(&agent)), false);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 203.0.113.7");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "app.localhost:8080");

@@ -76,6 +76,19 @@ pub struct ViewerConn {
     pub viewer: SocketAddr,
     /// The SNI name of the TLS handshake, lowercase; `None` on plain HTTP.
     pub tls_name: Option<Arc<str>>,
+    /// The viewer's IP address as a header value, made once for all its requests.
+    pub viewer_ip: HeaderValue,
+}
+
+impl ViewerConn {
+    /// A viewer connection from `viewer`, over TLS for `tls_name` when given.
+    pub fn new(viewer: SocketAddr, tls_name: Option<Arc<str>>) -> Self {
+        ViewerConn {
+            viewer,
+            tls_name,
+            viewer_ip: headers::ip_header(viewer.ip()),
+        }
+    }
 }
 
 /// The TLS settings of an HTTPS listener.
@@ -145,10 +158,7 @@ impl Ingress {
                         let _ = socket.set_nodelay(true);
                         match tls {
                             None => {
-                                let conn = ViewerConn {
-                                    viewer,
-                                    tls_name: None,
-                                };
+                                let conn = ViewerConn::new(viewer, None);
                                 ingress.serve_io(socket, conn).await;
                             }
                             Some(tls) => ingress.serve_tls_connection(socket, viewer, &tls).await,
@@ -224,10 +234,7 @@ impl Ingress {
             tracing::info!(%viewer, %sni, "TLS-ALPN-01 validation handshake answered");
             return;
         }
-        let conn = ViewerConn {
-            viewer,
-            tls_name: Some(sni.into()),
-        };
+        let conn = ViewerConn::new(viewer, Some(sni.into()));
         self.serve_io(stream, conn).await;
     }
 
@@ -331,9 +338,7 @@ pub async fn handle(
         // passthrough: never through an HTTP request.
         None | Some(Route::Tls(_)) => page(Failure::no_tunnel(&host), &request),
         Some(Route::Offline) => page(Failure::agent_offline(&host), &request),
-        Some(Route::Online(tunnel)) => {
-            forward(request, conn.viewer, &host, proto, &tunnel, config).await
-        }
+        Some(Route::Online(tunnel)) => forward(request, conn, &host, proto, &tunnel, config).await,
     }
 }
 
@@ -383,7 +388,7 @@ fn page(failure: Failure, request: &Request<Incoming>) -> Response<ViewerBody> {
 
 async fn forward(
     mut request: Request<Incoming>,
-    viewer: SocketAddr,
+    conn: &ViewerConn,
     host: &str,
     proto: &'static str,
     tunnel: &Arc<HttpTunnel>,
@@ -400,8 +405,8 @@ async fn forward(
     let upgrade = headers::wants_upgrade(request.headers());
     let viewer_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let cx = ForwardContext {
-        viewer: viewer.ip(),
-        agent: (!config.mask_agent_ip).then(|| tunnel.agent().ip()),
+        viewer: &conn.viewer_ip,
+        agent: (!config.mask_agent_ip).then(|| tunnel.agent_ip()),
         host,
         proto,
     };
@@ -411,7 +416,7 @@ async fn forward(
     if let Some(pq) = request.uri().path_and_query().cloned() {
         *request.uri_mut() = hyper::Uri::from(pq);
     }
-    let mut response = match tunnel.send(request, viewer).await {
+    let mut response = match tunnel.send(request, conn.viewer).await {
         Ok(r) => r,
         Err(UpstreamError::AgentOffline(_)) => return failure_page(Failure::agent_offline(host)),
         Err(UpstreamError::Timeout(after)) => return failure_page(Failure::origin_timeout(after)),

@@ -59,6 +59,7 @@ pub struct HttpTunnel {
     session: Session,
     slot: u32,
     agent: SocketAddr,
+    agent_ip: hyper::header::HeaderValue,
     config: UpstreamConfig,
     idle: Mutex<Vec<SendRequest<Incoming>>>,
 }
@@ -79,6 +80,7 @@ impl HttpTunnel {
             session,
             slot,
             agent,
+            agent_ip: super::headers::ip_header(agent.ip()),
             config,
             idle: Mutex::new(Vec::new()),
         }
@@ -97,6 +99,11 @@ impl HttpTunnel {
     /// The agent's address.
     pub fn agent(&self) -> SocketAddr {
         self.agent
+    }
+
+    /// The agent's IP address as a header value.
+    pub fn agent_ip(&self) -> &hyper::header::HeaderValue {
+        &self.agent_ip
     }
 
     /// True once the agent's session has ended.
