@@ -118,7 +118,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let result = runtime.block_on(async move {
+    let command = async move {
         match cli.command {
             Command::Server(args) => server::run(args, printer).await,
             Command::Http(args) => agent_cmd::run_http(args, printer).await,
@@ -128,7 +128,14 @@ fn main() {
             Command::Key(args) => key_cmd::run(args, printer).await,
             Command::Ca(args) => ca_cmd::run(args, printer),
         }
-    });
+    };
+    // The command runs on a worker thread, not on the main thread `block_on` parks:
+    // loops it runs directly (the agent's stream accept loop, say) would otherwise
+    // cost two cross-thread wake-ups per event, main thread and then a worker.
+    let result = match runtime.block_on(runtime.spawn(command)) {
+        Ok(result) => result,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
     if let Err(e) = result {
         let message = format!("{e:#}");
         printer.error("startup_failed", &message);
