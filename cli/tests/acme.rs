@@ -15,10 +15,8 @@ use common::pebble::{self, Pebble};
 use common::{HttpAgent, Server, TempDir, web};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use netbore_test_support::{tls_client_config, tls_connect};
 use rustls::ClientConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::net::TcpStream;
 
 /// Fails the test with what to do when pebble is missing: a skipped test proves nothing.
 fn require_pebble() {
@@ -66,16 +64,7 @@ fn acme_server_on(
 /// A rustls client trusting only the certificates of `roots_pem`, without session
 /// resumption (every connection sees the certificate the Edge holds now).
 fn client(roots_pem: &[u8]) -> Arc<ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(roots_pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    let mut config = tls_client_config(roots_pem, &[]);
     config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
 }
@@ -88,10 +77,7 @@ async fn https_get(
     config: Arc<ClientConfig>,
     path: &str,
 ) -> Result<(u16, String, Vec<u8>), String> {
-    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let name = ServerName::try_from(sni.to_string()).unwrap();
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
+    let tls = tls_connect(addr, sni, config)
         .await
         .map_err(|e| e.to_string())?;
     let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();

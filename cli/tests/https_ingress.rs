@@ -10,14 +10,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::web::{self, Reply};
+use common::web::{self, Origin, Reply};
 use common::{HttpAgent, Server};
-use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use netbore_test_support::{Checksum, read_all, read_until_closed, send_pattern};
+use netbore_test_support::{
+    Checksum, read_all, read_until_closed, send_pattern, tls_client_config, tls_connect,
+};
 use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -28,6 +29,33 @@ fn https_server(extra: &[&str]) -> Server {
     let mut args = vec!["--domain", "localhost", "--https-addr", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     Server::start_with(&args)
+}
+
+/// An HTTPS server, an origin and one HTTP tunnel to it, as most tests here start.
+/// Destructured in field order, the agent drops first and the origin last.
+struct HttpsTunnel {
+    origin: Origin,
+    server: Server,
+    /// The server's HTTPS address.
+    https: SocketAddr,
+    agent: HttpAgent,
+}
+
+/// Starts an origin, [`https_server`] with `server_args`, and `netbore http --name
+/// NAME` to the origin.
+async fn https_tunnel(server_args: &[&str], name: &str) -> HttpsTunnel {
+    let origin = web::start_origin().await;
+    let server = https_server(server_args);
+    let https = server
+        .https
+        .expect("the listening event names the HTTPS address");
+    let agent = HttpAgent::start(&server, &origin.addr.to_string(), &["--name", name]);
+    HttpsTunnel {
+        origin,
+        server,
+        https,
+        agent,
+    }
 }
 
 /// The development CA of `server`, as `netbore ca path` prints it.
@@ -43,34 +71,12 @@ fn ca_path(server: &Server) -> String {
 
 /// A rustls client trusting only the CA certificates in `ca_pem`, offering `alpn`.
 fn client(ca_pem: &[u8], alpn: &[&[u8]]) -> Arc<ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
+    Arc::new(tls_client_config(ca_pem, alpn))
 }
 
+/// A rustls client trusting only `server`'s development CA, offering `alpn`.
 fn dev_client(server: &Server, alpn: &[&[u8]]) -> Arc<ClientConfig> {
     client(&std::fs::read(ca_path(server)).unwrap(), alpn)
-}
-
-async fn tls_connect(
-    addr: SocketAddr,
-    sni: &str,
-    config: Arc<ClientConfig>,
-) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from(sni.to_string()).unwrap();
-    tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
 }
 
 fn alpn_of(stream: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
@@ -89,6 +95,16 @@ struct Tls<'a> {
     sni: &'a str,
 }
 
+/// A viewer of `server`'s HTTPS port trusting its development CA, offering HTTP/1.1
+/// and naming the name part of `host` by SNI.
+fn dev_viewer<'a>(server: &Server, host: &'a str) -> Tls<'a> {
+    Tls {
+        addr: server.https.unwrap(),
+        config: dev_client(server, &[HTTP1]),
+        sni: sni_of(host),
+    }
+}
+
 /// One HTTP/1.1 request over a new TLS connection made as `tls` says, with
 /// `Host: host`.
 async fn https_request(
@@ -102,33 +118,7 @@ async fn https_request(
     let stream = tls_connect(tls.addr, tls.sni, tls.config.clone())
         .await
         .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", host);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let response = sender
-        .send_request(req.body(Full::new(body.into())).unwrap())
-        .await
-        .unwrap();
-    collect(response).await
-}
-
-async fn collect(response: hyper::Response<hyper::body::Incoming>) -> Reply {
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    web::request_on(stream, method, host, path, headers, body).await
 }
 
 fn curl_present() -> bool {
@@ -167,12 +157,12 @@ fn curl_blocking(ca: &str, host: &str, path: &str, args: &[String]) -> (String, 
 
 #[tokio::test]
 async fn get_and_a_1_mib_post_pass_over_https_trusting_the_development_ca() {
-    let origin = web::start_origin().await;
-    let server = https_server(&[]);
-    let https = server
-        .https
-        .expect("the listening event names the HTTPS address");
-    let agent = HttpAgent::start(&server, &origin.addr.to_string(), &["--name", "app"]);
+    let HttpsTunnel {
+        origin: _origin,
+        server,
+        https,
+        agent,
+    } = https_tunnel(&[], "app").await;
     assert_eq!(
         agent.online["public_url"],
         format!("https://app.localhost:{}", https.port()),
@@ -264,10 +254,12 @@ async fn get_and_a_1_mib_post_pass_over_https_trusting_the_development_ca() {
 
 #[tokio::test]
 async fn h2_is_negotiated_by_alpn_and_http1_still_served() {
-    let origin = web::start_origin().await;
-    let server = https_server(&[]);
-    let https = server.https.unwrap();
-    let agent = HttpAgent::start(&server, &origin.addr.to_string(), &["--name", "two"]);
+    let HttpsTunnel {
+        origin: _origin,
+        server,
+        https,
+        agent,
+    } = https_tunnel(&[], "two").await;
     let sni = sni_of(&agent.host);
 
     let stream = tls_connect(https, sni, dev_client(&server, &[H2, HTTP1]))
@@ -290,7 +282,7 @@ async fn h2_is_negotiated_by_alpn_and_http1_still_served() {
     for (i, reply) in replies.into_iter().enumerate() {
         let response = reply.await.unwrap();
         assert_eq!(response.version(), hyper::Version::HTTP_2);
-        let r = collect(response).await;
+        let r = Reply::from_response(response).await;
         assert_eq!(r.status, 200);
         assert_eq!(r.text(), format!("hello /h2/{i}"));
     }
@@ -303,20 +295,18 @@ async fn h2_is_negotiated_by_alpn_and_http1_still_served() {
 
 #[tokio::test]
 async fn a_host_other_than_the_sni_name_gets_421_never_the_other_tunnel() {
-    let origin_a = web::start_origin().await;
+    let HttpsTunnel {
+        origin: _origin_a,
+        server,
+        https,
+        agent: a,
+    } = https_tunnel(&[], "tenant-a").await;
     let origin_b = web::start_origin().await;
-    let server = https_server(&[]);
-    let https = server.https.unwrap();
-    let a = HttpAgent::start(&server, &origin_a.addr.to_string(), &["--name", "tenant-a"]);
     let b = HttpAgent::start(&server, &origin_b.addr.to_string(), &["--name", "tenant-b"]);
 
     // HTTP/1.1: SNI names tunnel A, Host names tunnel B.
     let r = https_request(
-        &Tls {
-            addr: https,
-            config: dev_client(&server, &[HTTP1]),
-            sni: sni_of(&a.host),
-        },
+        &dev_viewer(&server, &a.host),
         &b.host,
         "GET",
         "/secret",
@@ -355,7 +345,7 @@ async fn a_host_other_than_the_sni_name_gets_421_never_the_other_tunnel() {
     let req = hyper::Request::get(format!("https://{}/secret", b.host))
         .body(http_body_util::Empty::<Bytes>::new())
         .unwrap();
-    let r = collect(sender.send_request(req).await.unwrap()).await;
+    let r = Reply::from_response(sender.send_request(req).await.unwrap()).await;
     assert_eq!(r.status, 421);
     assert!(
         r.text().contains("421"),
@@ -366,16 +356,18 @@ async fn a_host_other_than_the_sni_name_gets_421_never_the_other_tunnel() {
     let req = hyper::Request::get(format!("https://{}/mine", a.host))
         .body(http_body_util::Empty::<Bytes>::new())
         .unwrap();
-    let r = collect(sender.send_request(req).await.unwrap()).await;
+    let r = Reply::from_response(sender.send_request(req).await.unwrap()).await;
     assert_eq!((r.status, r.text().as_str()), (200, "hello /mine"));
 }
 
 #[tokio::test]
 async fn a_name_outside_the_domain_or_no_name_fails_the_handshake() {
-    let origin = web::start_origin().await;
-    let server = https_server(&[]);
-    let https = server.https.unwrap();
-    let agent = HttpAgent::start(&server, &origin.addr.to_string(), &["--name", "known"]);
+    let HttpsTunnel {
+        origin: _origin,
+        server,
+        https,
+        agent,
+    } = https_tunnel(&[], "known").await;
     let config = dev_client(&server, &[HTTP1]);
     for sni in ["other.example", "a.b.localhost", "localhostx"] {
         let e = tls_connect(https, sni, config.clone()).await.err();
@@ -425,10 +417,12 @@ async fn a_silent_viewer_is_cut_at_the_handshake_timeout() {
 
 #[tokio::test]
 async fn redirect_http_answers_308_to_the_https_url() {
-    let origin = web::start_origin().await;
-    let server = https_server(&["--redirect-http"]);
-    let https = server.https.unwrap();
-    let agent = HttpAgent::start(&server, &origin.addr.to_string(), &["--name", "site"]);
+    let HttpsTunnel {
+        origin: _origin,
+        server,
+        https,
+        agent,
+    } = https_tunnel(&["--redirect-http"], "site").await;
     let plain_host = format!("site.localhost:{}", server.http.port());
     for method in ["GET", "POST"] {
         let r = web::request(
@@ -451,11 +445,7 @@ async fn redirect_http_answers_308_to_the_https_url() {
     assert_eq!(r.status, 404);
     // The https URL serves.
     let r = https_request(
-        &Tls {
-            addr: https,
-            config: dev_client(&server, &[HTTP1]),
-            sni: "site.localhost",
-        },
+        &dev_viewer(&server, &agent.host),
         &agent.host,
         "GET",
         "/a/b?x=1",
@@ -680,11 +670,7 @@ async fn a_tls_tunnel_passes_tls_through_with_the_origins_own_certificate() {
             .is_err()
     );
     let r = https_request(
-        &Tls {
-            addr: https,
-            config: dev_client(&server, &[HTTP1]),
-            sni: sni_of(&web.host),
-        },
+        &dev_viewer(&server, &web.host),
         &web.host,
         "GET",
         "/still-http",
@@ -718,17 +704,16 @@ async fn a_tls_tunnel_needs_an_https_listener() {
 async fn websocket_upgrades_pass_over_https() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let origin = web::start_origin().await;
-    let server = https_server(&[]);
-    let agent = HttpAgent::start(&server, &origin.addr.to_string(), &["--name", "live"]);
+    let HttpsTunnel {
+        origin: _origin,
+        server,
+        https,
+        agent,
+    } = https_tunnel(&[], "live").await;
     // WebSocket upgrades are HTTP/1.1: the client offers only that by ALPN.
-    let stream = tls_connect(
-        server.https.unwrap(),
-        sni_of(&agent.host),
-        dev_client(&server, &[HTTP1]),
-    )
-    .await
-    .unwrap();
+    let stream = tls_connect(https, sni_of(&agent.host), dev_client(&server, &[HTTP1]))
+        .await
+        .unwrap();
     let url = format!("wss://{}/ws", agent.host);
     let (mut ws, response) = tokio_tungstenite::client_async(url, stream).await.unwrap();
     assert_eq!(response.status(), 101);
@@ -745,25 +730,27 @@ async fn websocket_upgrades_pass_over_https() {
 
 #[tokio::test]
 async fn https_viewers_count_against_max_viewer_connections() {
-    let origin = web::start_origin().await;
-    let server = https_server(&[
-        "--max-viewer-connections",
-        "1",
-        "--tls-handshake-timeout",
-        "2",
-    ]);
-    let https = server.https.unwrap();
-    let agent = HttpAgent::start(&server, &origin.addr.to_string(), &["--name", "busy"]);
+    let HttpsTunnel {
+        origin: _origin,
+        server,
+        https,
+        agent,
+    } = https_tunnel(
+        &[
+            "--max-viewer-connections",
+            "1",
+            "--tls-handshake-timeout",
+            "2",
+        ],
+        "busy",
+    )
+    .await;
     // A silent connection takes the only slot until the handshake timeout cuts it.
     let mut silent = TcpStream::connect(https).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let start = Instant::now();
     let r = https_request(
-        &Tls {
-            addr: https,
-            config: dev_client(&server, &[HTTP1]),
-            sni: sni_of(&agent.host),
-        },
+        &dev_viewer(&server, &agent.host),
         &agent.host,
         "GET",
         "/after",

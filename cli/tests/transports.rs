@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Agent, Proc, Server};
@@ -11,6 +13,41 @@ use netbore_test_support::{ProxyMode, round_trip, start_proxy};
 use tokio::net::TcpListener;
 
 const MIB: usize = 1024 * 1024;
+
+/// A server, an HTTP CONNECT proxy in front of it and an origin, for agents that
+/// must reach the Edge through the proxy. Fields drop in order: origin, then server.
+struct BehindProxy {
+    origin: TcpListener,
+    /// How many tunnels the proxy has opened.
+    tunnels: Arc<AtomicUsize>,
+    proxy_url: String,
+    server: Server,
+}
+
+/// Starts a server and a tunnelling CONNECT proxy, and binds an origin.
+async fn behind_proxy() -> BehindProxy {
+    let server = Server::start();
+    let (proxy, tunnels) = start_proxy(ProxyMode::Tunnel).await;
+    let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    BehindProxy {
+        origin,
+        tunnels,
+        proxy_url: format!("http://{proxy}"),
+        server,
+    }
+}
+
+impl BehindProxy {
+    /// Starts `netbore tcp ORIGIN ARGS --ca DEV_CA --proxy PROXY` and waits until it
+    /// is online.
+    fn start_agent(&self, args: &[&str]) -> Agent {
+        let ca = self.server.data_dir.0.join("ca.pem");
+        let local = self.origin.local_addr().unwrap().to_string();
+        let mut args = args.to_vec();
+        args.extend(["--ca", ca.to_str().unwrap(), "--proxy", &self.proxy_url]);
+        Agent::start(&self.server, &local, &args)
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_and_tls_agents_trusting_the_dev_ca_move_data_intact() {
@@ -100,27 +137,11 @@ fn ca_path_prints_the_servers_ca_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wss_agent_reaches_the_edge_through_a_connect_proxy() {
-    let server = Server::start();
-    let ca = server.data_dir.0.join("ca.pem");
-    let (proxy, tunnels) = start_proxy(ProxyMode::Tunnel).await;
-    let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let local = origin.local_addr().unwrap().to_string();
-    let proxy_url = format!("http://{proxy}");
-    let agent = Agent::start(
-        &server,
-        &local,
-        &[
-            "--transport",
-            "wss",
-            "--ca",
-            ca.to_str().unwrap(),
-            "--proxy",
-            &proxy_url,
-        ],
-    );
+    let setup = behind_proxy().await;
+    let agent = setup.start_agent(&["--transport", "wss"]);
     assert_eq!(agent.online["transport"], "wss");
-    assert_eq!(tunnels.load(std::sync::atomic::Ordering::SeqCst), 1);
-    round_trip(&origin, agent.public, 4 * MIB).await;
+    assert_eq!(setup.tunnels.load(Ordering::SeqCst), 1);
+    round_trip(&setup.origin, agent.public, 4 * MIB).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,23 +167,14 @@ async fn with_an_operator_certificate_auto_takes_quic_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_a_proxy_auto_skips_quic_and_takes_wss() {
-    let server = Server::start();
-    let ca = server.data_dir.0.join("ca.pem");
-    let (proxy, tunnels) = start_proxy(ProxyMode::Tunnel).await;
-    let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let local = origin.local_addr().unwrap().to_string();
-    let proxy_url = format!("http://{proxy}");
+    let setup = behind_proxy().await;
     let started = std::time::Instant::now();
-    let agent = Agent::start(
-        &server,
-        &local,
-        &["--ca", ca.to_str().unwrap(), "--proxy", &proxy_url],
-    );
+    let agent = setup.start_agent(&[]);
     assert_eq!(agent.online["transport"], "wss", "{}", agent.online);
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "no time spent waiting for QUIC, which cannot pass an HTTP proxy"
     );
-    assert_eq!(tunnels.load(std::sync::atomic::Ordering::SeqCst), 1);
-    round_trip(&origin, agent.public, MIB).await;
+    assert_eq!(setup.tunnels.load(Ordering::SeqCst), 1);
+    round_trip(&setup.origin, agent.public, MIB).await;
 }

@@ -28,6 +28,7 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use netbore_test_support::Checksum;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -264,6 +265,18 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Reads `response` to its end.
+    pub async fn from_response(response: Response<Incoming>) -> Reply {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -283,7 +296,24 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Reply {
-    let mut sender = connect_http1(addr).await;
+    let stream = TcpStream::connect(addr).await.unwrap();
+    request_on(stream, method, host, path, headers, body).await
+}
+
+/// One HTTP/1.1 request on `stream`, a connection already open (plain TCP or TLS),
+/// with `Host: host`.
+pub async fn request_on<S>(
+    stream: S,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut sender = http1_on(stream).await;
     let mut req = Request::builder()
         .method(method)
         .uri(path)
@@ -295,14 +325,7 @@ pub async fn request(
         .send_request(req.body(Full::new(body.into())).unwrap())
         .await
         .unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    Reply::from_response(response).await
 }
 
 /// An HTTP/1.1 client connection to `addr`, driven in the background.
@@ -312,7 +335,17 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let stream = TcpStream::connect(addr).await.unwrap();
+    http1_on(TcpStream::connect(addr).await.unwrap()).await
+}
+
+/// An HTTP/1.1 client connection on `stream`, driven in the background.
+async fn http1_on<S, B>(stream: S) -> hyper::client::conn::http1::SendRequest<B>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
