@@ -4,14 +4,15 @@
 //! one run so the ratio is fair on a noisy machine.
 //!
 //! Usage: `cargo build --release -p netbore -p netbore-benches && target/release/e2e [--seconds S] [--rounds N] [--peers] [--baseline OTHER_NETBORE]`
-//! (`--peers` adds bore and rathole (tcp, websocket, noise) when they are on the PATH;
+//! (`--peers` adds bore and rathole (tcp, websocket, websocket over TLS, noise) when they are on the PATH;
 //! `--quick` measures only the two single-connection bulk figures over tcp and quic;
 //! `--floor R` exits non-zero when a netbore rate falls below R × direct in any figure, a gross-regression
 //! guard far below the real ratios so noise never trips it.)
 //! (`--baseline` runs a second netbore binary, e.g. one built from an older commit, in the same run;
 //! `--origin-only` serves just the harness's origin (`/1k`, `/1m`) for tools run by hand;
 //! `--only TEXT` runs only the figures whose name contains TEXT, without the memory table;
-//! `--peer NAME` (repeatable) adds one peer: bore, rathole-tcp, rathole-websocket or rathole-noise;
+//! `--peer NAME` (repeatable) adds one peer: bore, rathole-tcp, rathole-websocket,
+//! rathole-websocket-tls or rathole-noise;
 //! `--over LIST` picks the transports measured besides tcp (default `tls,ws,wss,quic`; `none`);
 //! `--write-doc docs/benchmarks.md` replaces the generated block of that file with the tables.)
 //! Prints a Markdown table and one JSON line per figure.
@@ -727,11 +728,25 @@ async fn bore(origin: SocketAddr) -> Option<Contender> {
     })
 }
 
-/// rathole with the given transport (`tcp`, `websocket`, or `noise`, its encrypted
-/// one), when `rathole` is on the PATH.
+/// rathole with the given transport (`tcp`, `websocket`, `websocket-tls` (websocket
+/// over TLS, the counterpart of Netbore's wss), or `noise`, its encrypted one), when
+/// `rathole` is on the PATH.
 async fn rathole(origin: SocketAddr, transport: &str, dir: &std::path::Path) -> Option<Contender> {
     let (ctrl, port) = (free_port(), free_port());
+    std::fs::create_dir_all(dir).ok()?;
+    let kind = transport.trim_end_matches("-tls");
     let (server_extra, client_extra) = match transport {
+        "websocket-tls" => {
+            let (pfx, ca) = rathole_identity(dir)?;
+            (
+                format!(
+                    "\n[server.transport.websocket]\ntls = true\n[server.transport.tls]\npkcs12 = \"{pfx}\"\npkcs12_password = \"bench\"\n"
+                ),
+                format!(
+                    "\n[client.transport.websocket]\ntls = true\n[client.transport.tls]\ntrusted_root = \"{ca}\"\nhostname = \"localhost\"\n"
+                ),
+            )
+        }
         "websocket" => (
             "\n[server.transport.websocket]\ntls = false\n".to_string(),
             "\n[client.transport.websocket]\ntls = false\n".to_string(),
@@ -746,12 +761,11 @@ async fn rathole(origin: SocketAddr, transport: &str, dir: &std::path::Path) -> 
         _ => (String::new(), String::new()),
     };
     let server = format!(
-        "[server]\nbind_addr = \"127.0.0.1:{ctrl}\"\n[server.transport]\ntype = \"{transport}\"\n{server_extra}\n[server.services.bench]\ntoken = \"bench\"\nbind_addr = \"127.0.0.1:{port}\"\n"
+        "[server]\nbind_addr = \"127.0.0.1:{ctrl}\"\n[server.transport]\ntype = \"{kind}\"\n{server_extra}\n[server.services.bench]\ntoken = \"bench\"\nbind_addr = \"127.0.0.1:{port}\"\n"
     );
     let client = format!(
-        "[client]\nremote_addr = \"127.0.0.1:{ctrl}\"\n[client.transport]\ntype = \"{transport}\"\n{client_extra}\n[client.services.bench]\ntoken = \"bench\"\nlocal_addr = \"{origin}\"\n"
+        "[client]\nremote_addr = \"127.0.0.1:{ctrl}\"\n[client.transport]\ntype = \"{kind}\"\n{client_extra}\n[client.services.bench]\ntoken = \"bench\"\nlocal_addr = \"{origin}\"\n"
     );
-    std::fs::create_dir_all(dir).ok()?;
     let (sp, cp) = (
         dir.join(format!("server-{transport}.toml")),
         dir.join(format!("client-{transport}.toml")),
@@ -769,6 +783,57 @@ async fn rathole(origin: SocketAddr, transport: &str, dir: &std::path::Path) -> 
         control: None,
         http_host: None,
     })
+}
+
+/// A TLS identity for rathole's websocket-over-TLS server, made with the `openssl`
+/// command: a self-signed certificate for `localhost` (which the client trusts) and
+/// its PKCS#12 bundle, as file paths.
+fn rathole_identity(dir: &std::path::Path) -> Option<(String, String)> {
+    let (key, cert, pfx) = (
+        dir.join("rathole-key.pem"),
+        dir.join("rathole-cert.pem"),
+        dir.join("rathole-identity.pfx"),
+    );
+    let openssl = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let (key, cert, pfx) = (key.to_str()?, cert.to_str()?, pfx.to_str()?);
+    let made = openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        cert,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost",
+    ]) && openssl(&[
+        "pkcs12",
+        "-export",
+        "-passout",
+        "pass:bench",
+        "-inkey",
+        key,
+        "-in",
+        cert,
+        "-out",
+        pfx,
+    ]);
+    made.then(|| (pfx.to_string(), cert.to_string()))
 }
 
 /// A noise key pair from `rathole --genkey`: (private, public), base64.
@@ -812,14 +877,19 @@ async fn main() {
                     .expect("--rounds N")
             }
             "--peers" => {
-                peers = ["bore", "rathole-tcp", "rathole-websocket", "rathole-noise"]
-                    .map(String::from)
-                    .to_vec()
+                peers = [
+                    "bore",
+                    "rathole-tcp",
+                    "rathole-websocket",
+                    "rathole-websocket-tls",
+                    "rathole-noise",
+                ]
+                .map(String::from)
+                .to_vec()
             }
-            "--peer" => peers.push(
-                args.next()
-                    .expect("--peer bore|rathole-tcp|rathole-websocket|rathole-noise"),
-            ),
+            "--peer" => peers.push(args.next().expect(
+                "--peer bore|rathole-tcp|rathole-websocket|rathole-websocket-tls|rathole-noise",
+            )),
             "--only" => only = Some(args.next().expect("--only TEXT")),
             "--over" => {
                 over = args
