@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netbore_edge::http::headers::{ForwardContext, prepare_request};
+use netbore_edge::http::headers::{ForwardContext, ip_header, prepare_request};
 use netbore_edge::http::host::{is_valid_label, tunnel_name};
 
 const DOMAIN: &str = "tunnel.example.com";
@@ -23,12 +23,17 @@ fuzz_target!(|data: &[u8]| {
     if let Some(name) = tunnel_name(host, DOMAIN) {
         assert!(is_valid_label(&name), "{name:?} from {host:?}");
         let lower = host.to_ascii_lowercase();
-        assert!(lower.contains(&format!("{name}.{DOMAIN}")), "{name:?} from {host:?}");
+        assert!(
+            lower.contains(&format!("{name}.{DOMAIN}")),
+            "{name:?} from {host:?}"
+        );
     }
 
     let mut headers = hyper::HeaderMap::new();
     for line in lines.take(64) {
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let (Ok(k), Ok(v)) = (
             hyper::header::HeaderName::from_bytes(k.trim().as_bytes()),
             hyper::header::HeaderValue::from_bytes(v.trim().as_bytes()),
@@ -38,8 +43,9 @@ fuzz_target!(|data: &[u8]| {
         headers.append(k, v);
     }
     let upgrade = data.first().is_some_and(|b| b & 1 == 1);
+    let viewer = ip_header("203.0.113.1".parse().unwrap());
     let cx = ForwardContext {
-        viewer: "203.0.113.1".parse().unwrap(),
+        viewer: &viewer,
         agent: None,
         host: "app.tunnel.example.com",
         proto: "http",
@@ -53,7 +59,10 @@ fuzz_target!(|data: &[u8]| {
         }
         if !upgrade {
             assert!(
-                !matches!(k, "connection" | "upgrade" | "transfer-encoding" | "te" | "keep-alive"),
+                !matches!(
+                    k,
+                    "connection" | "upgrade" | "transfer-encoding" | "te" | "keep-alive"
+                ),
                 "hop-by-hop {k} survived"
             );
         }
