@@ -36,10 +36,6 @@ pub struct Driver<T> {
     sleep: Pin<Box<Sleep>>,
     deadline: Option<Instant>,
     closed_tx: watch::Sender<Option<SessionError>>,
-    /// True when the last pass found nothing to do.
-    idle: bool,
-    /// While set, the driver waits for the other ready tasks to run first.
-    gathering: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl<T> std::fmt::Debug for Driver<T> {
@@ -62,8 +58,6 @@ impl<T> Driver<T> {
             sleep: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
             deadline: None,
             closed_tx,
-            idle: true,
-            gathering: None,
         }
     }
 }
@@ -169,28 +163,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         if progress { Step::Progress } else { Step::Idle }
     }
 
-    /// Woken from idle with fresh frames to send, the driver first lets every other
-    /// task that is ready run (tokio's `yield_now` defers until the worker's queue
-    /// is empty), so frames that many streams queue in the same moment leave in one
-    /// write instead of one write each.
-    fn gather_first(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.gathering.is_none() {
-            if !self.idle || !self.write_queue.is_empty() {
-                return Poll::Ready(());
-            }
-            if !self.shared.lock().session.has_transmit() {
-                return Poll::Ready(());
-            }
-            self.gathering = Some(Box::pin(tokio::task::yield_now()));
-        }
-        let gathering = self.gathering.as_mut().expect("set above");
-        if gathering.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
-        }
-        self.gathering = None;
-        Poll::Ready(())
-    }
-
     fn finish(&mut self, error: SessionError) {
         tracing::debug!(%error, "mux session ended");
         let mut inner = self.shared.lock();
@@ -212,17 +184,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        if this.gather_first(cx).is_pending() {
-            return Poll::Pending;
-        }
-        this.idle = false;
         for _ in 0..POLL_BUDGET {
             match this.step(cx) {
                 Step::Progress => continue,
-                Step::Idle => {
-                    this.idle = true;
-                    return Poll::Pending;
-                }
+                Step::Idle => return Poll::Pending,
                 Step::Done(error) => {
                     this.finish(error);
                     return Poll::Ready(());
