@@ -1,6 +1,9 @@
 //! Streams from the Edge to the Origin: read the stream header, dial the origin, pipe.
 //! When an HTTP tunnel's origin cannot be reached, the agent answers the Edge with a
-//! 502 that names the address it tried, so the viewer learns what is wrong.
+//! 502 that names the address it tried, so the viewer learns what is wrong. Like any
+//! HTTP server it answers only after the request head has arrived, and it closes the
+//! stream cleanly (FIN, then drains what the Edge still sends) instead of resetting it,
+//! so the answer is never lost to a reset racing it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +11,15 @@ use std::time::Duration;
 use netbore_control::api::Protocol;
 use netbore_transport::proto::StreamHeader;
 use netbore_transport::{Session, Stream, pipe};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// The most of a request head the agent reads before its 502 answer.
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
+/// The most the agent discards of what the Edge sends after that answer.
+const MAX_DRAIN: usize = 1024 * 1024;
+/// How long the agent waits for the Edge to finish after that answer.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where one tunnel's streams go.
 #[derive(Debug, Clone)]
@@ -67,14 +77,22 @@ async fn forward(mut stream: Stream, origins: Arc<[Origin]>, timeout: Duration) 
     };
     tracing::warn!("{failure} (viewer {})", header.viewer);
     match origin.protocol {
-        Protocol::Http => answer_unreachable(stream, &failure).await,
+        Protocol::Http => answer_unreachable(stream, &failure, timeout).await,
         Protocol::Tcp | Protocol::Tls => stream.reset(),
     }
 }
 
 /// Answers the Edge's HTTP request with a 502 carrying `message`; the Edge turns it
-/// into its own error page.
-async fn answer_unreachable(mut stream: Stream, message: &str) {
+/// into its own error page. Waits (up to `timeout`) for the request head first: an
+/// HTTP client treats a response that comes before its request as a broken connection.
+async fn answer_unreachable(mut stream: Stream, message: &str, timeout: Duration) {
+    if tokio::time::timeout(timeout, read_request_head(&mut stream))
+        .await
+        .is_err()
+    {
+        stream.reset();
+        return;
+    }
     let body = message.as_bytes();
     // Header values must be visible ASCII; the sentence is built from an address and
     // an OS error, but keep it safe anyway.
@@ -95,4 +113,144 @@ async fn answer_unreachable(mut stream: Stream, message: &str) {
     let _ = stream.write_all(head.as_bytes()).await;
     let _ = stream.write_all(body).await;
     let _ = stream.shutdown().await;
+    // Dropping the stream with the Edge's data unread would reset it, and a reset can
+    // reach the Edge before it has taken the answer. Read to the Edge's close instead.
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, discard(&mut stream, MAX_DRAIN)).await;
+}
+
+/// Reads until the end of an HTTP request head (a blank line), the end of the stream,
+/// or [`MAX_REQUEST_HEAD`] bytes, whichever comes first. Body bytes read with the
+/// head are dropped; the answer closes the connection anyway.
+async fn read_request_head(stream: &mut Stream) {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 4096];
+    while head.len() < MAX_REQUEST_HEAD {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        // A blank line that just arrived may begin up to three bytes before this read.
+        let from = head.len().saturating_sub(3);
+        head.extend_from_slice(&buf[..n]);
+        if head[from..].windows(4).any(|w| w == b"\r\n\r\n") {
+            return;
+        }
+    }
+}
+
+/// Reads and drops up to `limit` bytes, until the end of the stream or an error.
+async fn discard(stream: &mut Stream, limit: usize) {
+    let mut buf = [0u8; 4096];
+    let mut left = limit;
+    while left > 0 {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netbore_mux::{Config, Role};
+    use netbore_transport::{TransportKind, mux_session};
+    use tokio::net::TcpListener;
+
+    /// An Edge-side and an agent-side session over a loopback TCP connection, the
+    /// agent serving one HTTP tunnel whose origin port is closed.
+    async fn refused_http_tunnel() -> (Session, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (dialed, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (dialed, (accepted, peer)) = (dialed.unwrap(), accepted.unwrap());
+        let agent = mux_session::spawn(
+            dialed,
+            Role::Client,
+            Config::default(),
+            addr,
+            TransportKind::Tcp,
+        );
+        let edge = mux_session::spawn(
+            accepted,
+            Role::Server,
+            Config::default(),
+            peer,
+            TransportKind::Tcp,
+        );
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed_addr = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let origins = vec![Origin {
+            addr: closed_addr.clone(),
+            protocol: Protocol::Http,
+        }];
+        tokio::spawn(async move { serve(&agent, origins, Duration::from_secs(5)).await });
+        (edge, closed_addr)
+    }
+
+    async fn open_stream(edge: &Session) -> Stream {
+        let mut stream = edge.open().await.unwrap();
+        let header = StreamHeader {
+            slot: 0,
+            viewer: "192.0.2.1:5000".parse().unwrap(),
+        };
+        stream.write_all(&header.encode()).await.unwrap();
+        stream
+    }
+
+    #[tokio::test]
+    async fn the_unreachable_answer_waits_for_the_request_head() {
+        let (edge, closed) = refused_http_tunnel().await;
+        let mut stream = open_stream(&edge).await;
+        // Nothing comes back before the request does.
+        let mut byte = [0u8; 1];
+        let early = tokio::time::timeout(Duration::from_millis(300), stream.read(&mut byte)).await;
+        assert!(
+            early.is_err(),
+            "the agent answered before the request: {early:?}"
+        );
+        // The head's blank line split across two writes still ends it.
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: app\r\n\r")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stream.write_all(b"\n").await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 502 "), "{answer}");
+        assert!(
+            answer.contains("x-netbore-error: origin_unreachable"),
+            "{answer}"
+        );
+        assert!(answer.contains(&closed), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn the_unreachable_answer_ends_the_stream_without_a_reset() {
+        let (edge, _) = refused_http_tunnel().await;
+        let mut stream = open_stream(&edge).await;
+        let body = vec![b'x'; 512 * 1024];
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nhost: app\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 502 "));
+        // The agent has answered and finished; it must still take the rest of the
+        // request rather than reset the stream under the Edge.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stream
+            .write_all(&body)
+            .await
+            .expect("the agent reset the stream after its answer");
+        stream
+            .shutdown()
+            .await
+            .expect("the agent reset the stream after its answer");
+    }
 }

@@ -4,13 +4,12 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Sleep;
@@ -18,6 +17,7 @@ use tokio::time::Sleep;
 use crate::buffer::RecycledBuffer;
 use crate::error::SessionError;
 use crate::shared::{Shared, register};
+use crate::write_queue::poll_write_queue;
 
 /// Read buffer growth step; one read syscall can fill this much.
 const READ_CHUNK: usize = 256 * 1024;
@@ -36,6 +36,10 @@ pub struct Driver<T> {
     sleep: Pin<Box<Sleep>>,
     deadline: Option<Instant>,
     closed_tx: watch::Sender<Option<SessionError>>,
+    /// True when the last pass found nothing to do.
+    idle: bool,
+    /// While set, the driver waits for the other ready tasks to run first.
+    gathering: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl<T> std::fmt::Debug for Driver<T> {
@@ -58,6 +62,8 @@ impl<T> Driver<T> {
             sleep: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
             deadline: None,
             closed_tx,
+            idle: true,
+            gathering: None,
         }
     }
 }
@@ -89,27 +95,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
 
         // Write everything queued, as few syscalls as the kernel allows.
         while !self.write_queue.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut n = 0;
-            for chunk in self.write_queue.iter().take(MAX_IOVECS) {
-                slices[n] = IoSlice::new(chunk);
-                n += 1;
-            }
-            match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]) {
+            match poll_write_queue::<MAX_IOVECS, _>(&mut self.io, cx, &mut self.write_queue) {
                 Poll::Ready(Ok(0)) => return Step::Done(SessionError::ConnectionClosed),
-                Poll::Ready(Ok(mut written)) => {
-                    progress = true;
-                    while written > 0 {
-                        let front = self.write_queue.front_mut().expect("written <= queued");
-                        if front.len() <= written {
-                            written -= front.len();
-                            self.write_queue.pop_front();
-                        } else {
-                            front.advance(written);
-                            written = 0;
-                        }
-                    }
-                }
+                Poll::Ready(Ok(_)) => progress = true,
                 Poll::Ready(Err(e)) => return Step::Done(SessionError::Io(e.to_string())),
                 Poll::Pending => break,
             }
@@ -163,6 +151,28 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         if progress { Step::Progress } else { Step::Idle }
     }
 
+    /// Woken from idle with fresh frames to send, the driver first lets every other
+    /// task that is ready run (tokio's `yield_now` defers until the worker's queue
+    /// is empty), so frames that many streams queue in the same moment leave in one
+    /// write instead of one write each.
+    fn gather_first(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.gathering.is_none() {
+            if !self.idle || !self.write_queue.is_empty() {
+                return Poll::Ready(());
+            }
+            if !self.shared.lock().session.has_transmit() {
+                return Poll::Ready(());
+            }
+            self.gathering = Some(Box::pin(tokio::task::yield_now()));
+        }
+        let gathering = self.gathering.as_mut().expect("set above");
+        if gathering.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.gathering = None;
+        Poll::Ready(())
+    }
+
     fn finish(&mut self, error: SessionError) {
         tracing::debug!(%error, "mux session ended");
         let mut inner = self.shared.lock();
@@ -184,10 +194,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        if this.gather_first(cx).is_pending() {
+            return Poll::Pending;
+        }
+        this.idle = false;
         for _ in 0..POLL_BUDGET {
             match this.step(cx) {
                 Step::Progress => continue,
-                Step::Idle => return Poll::Pending,
+                Step::Idle => {
+                    this.idle = true;
+                    return Poll::Pending;
+                }
                 Step::Done(error) => {
                     this.finish(error);
                     return Poll::Ready(());
