@@ -17,6 +17,7 @@ pub mod session;
 mod shared;
 mod stream;
 mod stream_state;
+pub mod write_queue;
 
 pub use config::Config;
 pub use driver::Driver;

@@ -8,12 +8,13 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
 use netbore_mux::buffer::RecycledBuffer;
+use netbore_mux::write_queue::poll_write_queue;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Stream;
@@ -157,27 +158,16 @@ fn poll_down<S: AsyncWrite + Unpin>(
             }
         }
         if !dir.chunks.is_empty() {
-            let mut slices = [IoSlice::new(&[]); GATHER_CHUNKS];
-            for (slot, chunk) in slices.iter_mut().zip(&dir.chunks) {
-                *slot = IoSlice::new(chunk);
-            }
-            let n = dir.chunks.len();
-            let mut written = ready!(Pin::new(&mut *socket).poll_write_vectored(cx, &slices[..n]))?;
+            let written = ready!(poll_write_queue::<GATHER_CHUNKS, _>(
+                socket,
+                cx,
+                &mut dir.chunks
+            ))?;
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             dir.total += written as u64;
             dir.queued -= written;
-            while written > 0 {
-                let front = dir.chunks.front_mut().expect("written <= queued");
-                if front.len() <= written {
-                    written -= front.len();
-                    dir.chunks.pop_front();
-                } else {
-                    front.advance(written);
-                    written = 0;
-                }
-            }
             continue;
         }
         if dir.eof {
