@@ -232,6 +232,9 @@ pub async fn run(config: AgentConfig, on_event: impl Fn(AgentEvent)) -> AgentErr
     run_until(config, on_event, std::future::pending()).await
 }
 
+/// How long a stopping agent waits for its goodbye to the Edge to leave.
+const GOODBYE_LIMIT: Duration = Duration::from_secs(1);
+
 /// Like [`run`], and when `stop` completes, closes the session (telling the Edge, so it
 /// takes the tunnels offline at once rather than after its idle timeout) and returns
 /// [`AgentError::Stopped`].
@@ -266,7 +269,12 @@ pub async fn run_until(
         let upgrading = upgrade.is_some();
         let connected = tokio::select! {
             c = connect(&config, &mut held, store.as_ref(), &tls, upgrade.take()) => c,
-            () = &mut stop => return AgentError::Stopped,
+            () = &mut stop => {
+                if let Some(old) = previous.take() {
+                    old.close_and_flush(netbore_mux::GoAwayCode::NORMAL, GOODBYE_LIMIT).await;
+                }
+                return AgentError::Stopped;
+            }
         };
         if let Some(old) = previous.take() {
             old.close(netbore_mux::GoAwayCode::NORMAL);
@@ -323,7 +331,7 @@ pub async fn run_until(
                     }
                     _ = origin::serve(&session, origins, config.connect_timeout) => {}
                     () = &mut stop => {
-                        session.close(netbore_mux::GoAwayCode::NORMAL);
+                        session.close_and_flush(netbore_mux::GoAwayCode::NORMAL, GOODBYE_LIMIT).await;
                         return AgentError::Stopped;
                     }
                     better = probing => {

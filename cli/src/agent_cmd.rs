@@ -248,9 +248,6 @@ pub(crate) async fn run_http(args: HttpArgs, printer: Printer) -> anyhow::Result
 async fn run(config: AgentConfig, printer: Printer) -> anyhow::Result<()> {
     let error = netbore_agent::run_until(config, |e| print_event(printer, e), stop_signal()).await;
     if let netbore_agent::AgentError::Stopped = error {
-        // The session's goodbye is queued; give it a moment to leave (a QUIC close is a
-        // datagram sent by a background task) so the Edge takes the tunnels offline now.
-        tokio::time::sleep(Duration::from_millis(100)).await;
         return Ok(());
     }
     printer.error(error.code(), &error.to_string());

@@ -65,7 +65,21 @@ pub fn transport_config(mux: &Config) -> quinn::TransportConfig {
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(MAX_UDP_PAYLOAD);
     t.mtu_discovery_config(Some(mtu));
+    t.congestion_controller_factory(Arc::new(initial_window()));
     t
+}
+
+/// Cubic with RFC 9002's initial window for datagrams of up to [`MAX_UDP_PAYLOAD`]:
+/// `min(10 × size, max(2 × size, 14,720))`. quinn's default counts 1,200-byte
+/// datagrams (12,000 bytes), and with a path-MTU probe of ~6.4 KB in flight on an idle
+/// connection, the next full datagram no longer fits. quinn 0.11.19 applies that check
+/// to the CONNECTION_CLOSE packet too (quinn issue 2785), so an agent stopping at that
+/// moment never told the Edge, which kept its tunnels up until the idle timeout.
+fn initial_window() -> quinn::congestion::CubicConfig {
+    let size = u64::from(MAX_UDP_PAYLOAD);
+    let mut cubic = quinn::congestion::CubicConfig::default();
+    cubic.initial_window((10 * size).min((2 * size).max(14_720)));
+    cubic
 }
 
 /// The largest UDP payload path MTU discovery may try. quinn sends up to 10 datagrams
@@ -178,7 +192,7 @@ pub async fn connect(
     let conn = connecting.await.map_err(|e| connection_error(addr, e))?;
     Ok(Session::Quic(QuicSession {
         conn,
-        _endpoint: Some(endpoint),
+        endpoint: Some(endpoint),
     }))
 }
 
@@ -200,7 +214,7 @@ fn connection_error(addr: &str, e: quinn::ConnectionError) -> TransportError {
 pub struct QuicSession {
     conn: Connection,
     /// The agent's own endpoint, kept alive as long as the session.
-    _endpoint: Option<Endpoint>,
+    endpoint: Option<Endpoint>,
 }
 
 impl QuicSession {
@@ -208,7 +222,7 @@ impl QuicSession {
     pub fn accepted(conn: Connection) -> QuicSession {
         QuicSession {
             conn,
-            _endpoint: None,
+            endpoint: None,
         }
     }
 }
@@ -253,6 +267,17 @@ impl TransportSession for QuicSession {
 }
 
 impl QuicSession {
+    /// Waits until the connection's close has been sent and, on the agent's own
+    /// endpoint, every connection is drained.
+    pub async fn wait_idle(&self) {
+        match &self.endpoint {
+            Some(endpoint) => endpoint.wait_idle().await,
+            None => {
+                self.conn.closed().await;
+            }
+        }
+    }
+
     /// The transport kind, always [`TransportKind::Quic`].
     pub fn kind(&self) -> TransportKind {
         TransportKind::Quic

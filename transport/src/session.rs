@@ -145,6 +145,23 @@ impl Session {
         }
     }
 
+    /// Closes the session like [`Session::close`], then waits (up to `limit`) until the
+    /// goodbye has left: the mux's go-away is flushed, or QUIC's close is sent and
+    /// the agent's endpoint is idle. Call it before the process exits, so the peer
+    /// learns at once instead of after its idle timeout.
+    pub async fn close_and_flush(&self, code: GoAwayCode, limit: Duration) {
+        self.close(code);
+        let flushed = async {
+            match self {
+                Session::Mux(s) => {
+                    s.closed().await;
+                }
+                Session::Quic(s) => s.wait_idle().await,
+            }
+        };
+        let _ = tokio::time::timeout(limit, flushed).await;
+    }
+
     /// Waits until the session has ended and says why.
     pub async fn closed(&self) -> TransportError {
         match self {
