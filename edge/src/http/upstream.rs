@@ -152,13 +152,22 @@ impl HttpTunnel {
         Ok(response.map(|body| PooledBody::new(body, reuse)))
     }
 
+    /// The most recently pooled connection that is ready. Looks only as far back as
+    /// it must: closed connections met on the way are dropped, and one whose last
+    /// response just ended (not ready yet) stays for a later request.
     fn take_idle(&self) -> Option<SendRequest<Incoming>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        // Drop closed connections; a connection whose last response just ended may not
-        // say it is ready yet, so it stays for the next request.
-        idle.retain(|s| !s.is_closed());
-        let ready = idle.iter().rposition(|s| s.is_ready())?;
-        Some(idle.swap_remove(ready))
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            if idle[i].is_closed() {
+                // The last entry, already looked at, moves into this place.
+                idle.swap_remove(i);
+            } else if idle[i].is_ready() {
+                return Some(idle.swap_remove(i));
+            }
+        }
+        None
     }
 
     fn put_idle(&self, sender: SendRequest<Incoming>) {
