@@ -122,8 +122,9 @@ async fn answer_unreachable(mut stream: Stream, message: &str, timeout: Duration
 /// or [`MAX_REQUEST_HEAD`] bytes, whichever comes first. Body bytes read with the
 /// head are dropped; the answer closes the connection anyway.
 async fn read_request_head(stream: &mut Stream) {
+    // On the heap: a buffer held across an await would sit in every stream's task.
     let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 4096];
+    let mut buf = vec![0u8; 4096];
     while head.len() < MAX_REQUEST_HEAD {
         let n = match stream.read(&mut buf).await {
             Ok(0) | Err(_) => return,
@@ -140,7 +141,7 @@ async fn read_request_head(stream: &mut Stream) {
 
 /// Reads and drops up to `limit` bytes, until the end of the stream or an error.
 async fn discard(stream: &mut Stream, limit: usize) {
-    let mut buf = [0u8; 4096];
+    let mut buf = vec![0u8; 4096];
     let mut left = limit;
     while left > 0 {
         match stream.read(&mut buf).await {
@@ -197,6 +198,18 @@ mod tests {
         };
         stream.write_all(&header.encode()).await.unwrap();
         stream
+    }
+
+    #[tokio::test]
+    async fn a_forwarded_stream_task_stays_small() {
+        // Every idle viewer stream holds one of these futures for its lifetime, so
+        // its size is memory per idle stream (docs/benchmarks.md, "Memory").
+        let (edge, _) = refused_http_tunnel().await;
+        let stream = edge.open().await.unwrap();
+        let origins: Arc<[Origin]> = Vec::new().into();
+        let task = forward(stream, origins, Duration::from_secs(1));
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1024, "the per-stream future is {size} bytes");
     }
 
     #[tokio::test]
