@@ -1,0 +1,175 @@
+"""Helpers of scripts/order-file.sh.
+
+origin PORT       serves an echo origin that answers `GET` with a small HTTP response
+load OUT HTTP     drives traffic through every tunnel the agents in OUT brought online
+order BIN FILES   prints the binary's functions the callgrind FILES saw run, in link order
+"""
+
+import glob
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 1024\r\n\r\n" + b"x" * 1024
+
+
+def origin(port):
+    def serve(conn):
+        try:
+            data = conn.recv(1 << 16)
+            while data:
+                if data.startswith(b"GET "):
+                    conn.sendall(RESPONSE * data.count(b"GET "))
+                else:
+                    conn.sendall(data)
+                data = conn.recv(1 << 16)
+        except OSError:
+            pass
+        conn.close()
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", int(port)))
+    listener.listen(512)
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+def echo_bulk(host, port, size):
+    s = socket.create_connection((host, port), timeout=60)
+    sent = bytearray(b"n" * size)
+    threading.Thread(target=s.sendall, args=(sent,), daemon=True).start()
+    got = 0
+    while got < size:
+        chunk = s.recv(1 << 16)
+        if not chunk:
+            break
+        got += len(chunk)
+    s.close()
+    return got
+
+
+def http_requests(port, host, count, keep_alive):
+    done = 0
+    s = None
+    for _ in range(count):
+        if s is None:
+            s = socket.create_connection(("127.0.0.1", port), timeout=60)
+        s.sendall(f"GET /1k HTTP/1.1\r\nhost: {host}\r\n\r\n".encode())
+        got = b""
+        while b"\r\n\r\n" not in got or len(got) < len(RESPONSE):
+            chunk = s.recv(1 << 16)
+            if not chunk:
+                break
+            got += chunk
+        done += got.startswith(b"HTTP/1.1 200")
+        if not keep_alive:
+            s.close()
+            s = None
+    if s is not None:
+        s.close()
+    return done
+
+
+def load(out, http_port):
+    http_port = int(http_port)
+    urls = {}
+    deadline = time.time() + 180
+    while time.time() < deadline and len(urls) < 6:
+        for path in glob.glob(f"{out}/agent.*.out"):
+            for line in open(path):
+                event = json.loads(line)
+                if "public_url" in event:
+                    urls[path] = event["public_url"]
+        time.sleep(1)
+    print(f"{len(urls)} tunnels online", file=sys.stderr)
+    threads = []
+    for url in urls.values():
+        if url.startswith("tcp://"):
+            host, port = url[len("tcp://"):].rsplit(":", 1)
+            for _ in range(4):
+                t = threading.Thread(target=echo_bulk, args=(host, int(port), 4 << 20))
+                threads.append(t)
+                t.start()
+            t = threading.Thread(target=http_requests, args=(int(port), "x", 50, True))
+            threads.append(t)
+            t.start()
+        else:
+            host = url.split("://", 1)[1].split("/", 1)[0].split(":", 1)[0]
+            for keep_alive in (True, False):
+                t = threading.Thread(target=http_requests, args=(http_port, host, 100, keep_alive))
+                threads.append(t)
+                t.start()
+            # An unknown host: the Edge's own error page.
+            http_requests(http_port, "nobody.localhost", 2, False)
+    for t in threads:
+        t.join()
+
+
+def functions(path, binary_name):
+    """Functions of `binary_name` that ran, by one callgrind file."""
+    objects, names, ran = {}, {}, set()
+    current_object = ""
+    pattern = re.compile(r"(c?ob|c?fn)=\((\d+)\)(?: (.*))?")
+    for line in open(path, errors="replace"):
+        m = pattern.match(line.rstrip("\n"))
+        if not m:
+            continue
+        kind, ident, name = m.groups()
+        table = objects if kind.endswith("ob") else names
+        if name:
+            table[ident] = name
+        if kind == "ob":
+            current_object = objects.get(ident, "")
+        elif kind == "fn" and current_object.endswith(binary_name) and names.get(ident):
+            ran.add(names[ident])
+    return ran
+
+
+def is_server(path):
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith("cmd:"):
+                return " server " in line
+    return False
+
+
+def order(binary, files):
+    """`binary` must be linked without an order file: its layout is the compiler's."""
+    address = {}
+    nm = subprocess.run(["nm", "--defined-only", binary], capture_output=True, text=True, check=True)
+    for line in nm.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            address[parts[2]] = int(parts[0], 16)
+    name = binary.rsplit("/", 1)[-1]
+    server, agent = set(), set()
+    for path in files:
+        (server if is_server(path) else agent).update(functions(path, name))
+    # What both roles run, then each role's own: an agent then keeps none of the
+    # server's code resident, and a server none of the agent's. Within each group the
+    # compiler's own order is kept (functions of one module stay neighbours), only
+    # the code that never ran is taken out from between them.
+    groups = [server & agent, server - agent, agent - server]
+    for group in groups:
+        for f in sorted((f for f in group if f in address), key=address.get):
+            print(f)
+    print(f"{len(groups[0])} shared, {len(groups[1])} server-only, {len(groups[2])} agent-only "
+          "functions", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    command, args = sys.argv[1], sys.argv[2:]
+    if command == "origin":
+        origin(*args)
+    elif command == "load":
+        load(*args)
+    elif command == "order":
+        order(args[0], args[1:])
+    else:
+        sys.exit(__doc__)
