@@ -3,6 +3,7 @@
 origin PORT       serves an echo origin that answers `GET` with a small HTTP response
 load OUT HTTP     drives traffic through every tunnel the agents in OUT brought online
 order BIN FILES   prints the binary's functions the callgrind FILES saw run, in link order
+check BIN ORDER   fails unless the functions ORDER lists sit together in BIN
 """
 
 import glob
@@ -163,6 +164,34 @@ def order(binary, files):
           "functions", file=sys.stderr)
 
 
+def check(binary, order_file):
+    """The release binary is linked with the order (cli/build.rs): the functions it
+    lists exist and sit together, so an idle process keeps little code resident."""
+    listed = set(open(order_file).read().split())
+    nm = subprocess.run(["nm", "-S", "--defined-only", binary], capture_output=True, text=True, check=True)
+    lowest, highest, size, found = None, 0, 0, set()
+    for line in nm.stdout.splitlines():
+        parts = line.split()
+        if len(parts) != 4 or parts[3] not in listed:
+            continue
+        address, length = int(parts[0], 16), int(parts[1], 16)
+        lowest = address if lowest is None else min(lowest, address)
+        highest = max(highest, address + length)
+        size += length
+        found.add(parts[3])
+    found = len(found)
+    if found * 10 < len(listed) * 9:
+        sys.exit(f"only {found} of the {len(listed)} functions in {order_file} exist in {binary}: "
+                 "the binary was built with other features, or the file is stale "
+                 "(bash scripts/order-file.sh)")
+    span = highest - lowest
+    # In the compiler's own layout the same functions spread over twice their size or more.
+    if span > size + size // 4:
+        sys.exit(f"the {found} listed functions ({size} bytes) are spread over {span} bytes: "
+                 "the order file was not applied (cli/build.rs)")
+    print(f"{found} of {len(listed)} listed functions, {size} bytes within {span}")
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     if command == "origin":
@@ -171,5 +200,7 @@ if __name__ == "__main__":
         load(*args)
     elif command == "order":
         order(args[0], args[1:])
+    elif command == "check":
+        check(*args)
     else:
         sys.exit(__doc__)

@@ -36,7 +36,12 @@ echo "== tests"
 cargo test --locked --release --workspace
 
 echo "== end-to-end throughput (short run; full figures: docs/benchmarks.md)"
-cargo build --locked --release -p netbore -p netbore-benches
+# Two builds: together, the benches' tokio features would change the netbore binary,
+# and it would no longer be the one users build (nor match cli/netbore.order).
+cargo build --locked --release -p netbore
+cargo build --locked --release -p netbore-benches
+echo "== code layout of the release binary (cli/netbore.order)"
+python3 scripts/order_file_workload.py check target/release/netbore cli/netbore.order
 # Fails only on a gross regression: netbore below 3 % of direct in the median of three
 # rounds (it runs near 30 %; single noisy rounds have dipped to 8 %).
 target/release/e2e --seconds 1 --rounds 3 --quick --floor 0.03

@@ -3,7 +3,7 @@
 //! (real `netbore server`, `netbore tcp` and `netbore http` processes), interleaved in
 //! one run so the ratio is fair on a noisy machine.
 //!
-//! Usage: `cargo build --release -p netbore -p netbore-benches && target/release/e2e [--seconds S] [--rounds N] [--peers] [--baseline OTHER_NETBORE]`
+//! Usage: `cargo build --release -p netbore && cargo build --release -p netbore-benches && target/release/e2e [--seconds S] [--rounds N] [--peers] [--baseline OTHER_NETBORE]`
 //! (`--peers` adds bore and rathole (tcp, websocket, websocket over TLS, noise) when they are on the PATH;
 //! `--quick` measures only the two single-connection bulk figures over tcp and quic;
 //! `--floor R` exits non-zero when a netbore rate falls below R × direct in any figure, a gross-regression
