@@ -67,33 +67,59 @@ async fn origin() -> SocketAddr {
     addr
 }
 
+/// The origin's two complete responses (head and body in one buffer, written with one
+/// call): `GET /1m` gets 1 MiB, anything else 1 KiB. Built once: the harness's own CPU
+/// per request competes with the relay under test for the same two cores, so it is
+/// kept to the minimum a real server needs.
+fn canned_responses() -> &'static (Vec<u8>, Vec<u8>) {
+    static RESPONSES: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+    RESPONSES.get_or_init(|| {
+        let response = |fill: u8, len: usize| {
+            let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").into_bytes();
+            r.resize(r.len() + len, fill);
+            r
+        };
+        (response(b'x', 1024), response(b'y', 1024 * 1024))
+    })
+}
+
+/// The end of the first HTTP head in `buf` (after its blank line), if complete.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+}
+
+/// True when `haystack` contains `needle` (lowercase ASCII), ignoring ASCII case.
+fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
 /// Serves HTTP/1.1 requests on `s`, whose first byte ('G') was already read.
 async fn http_origin(mut s: TcpStream) {
-    let small = vec![b'x'; 1024];
-    let large = vec![b'y'; 1024 * 1024];
+    let (small, large) = canned_responses();
     let mut buf = Vec::with_capacity(4096);
     buf.push(b'G');
     let mut chunk = [0u8; 4096];
     loop {
         let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
+            if let Some(end) = head_end(&buf) {
+                break end;
             }
             match s.read(&mut chunk).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         };
-        let head = String::from_utf8_lossy(&buf[..end]).to_string();
-        buf.drain(..end);
-        let body = if head.starts_with("GET /1m") {
-            &large
+        let head = &buf[..end];
+        let response = if head.starts_with(b"GET /1m") {
+            large
         } else {
-            &small
+            small
         };
-        let close = head.to_ascii_lowercase().contains("connection: close");
-        let header = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-        if s.write_all(header.as_bytes()).await.is_err() || s.write_all(body).await.is_err() {
+        let close = contains_ignore_case(head, b"connection: close");
+        buf.drain(..end);
+        if s.write_all(response).await.is_err() {
             return;
         }
         if close {
@@ -103,33 +129,52 @@ async fn http_origin(mut s: TcpStream) {
     }
 }
 
-/// Reads one HTTP/1.1 response with a Content-Length body from `s`.
-async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    let mut chunk = vec![0u8; 64 * 1024];
+/// The `Content-Length` of an HTTP head, 0 when it has none.
+fn content_length(head: &[u8]) -> usize {
+    const NAME: &[u8] = b"\r\ncontent-length:";
+    let Some(at) = head
+        .windows(NAME.len())
+        .position(|w| w.eq_ignore_ascii_case(NAME))
+    else {
+        return 0;
+    };
+    let value = &head[at + NAME.len()..];
+    let value = value.split(|&b| b == b'\r').next().unwrap_or_default();
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body from `s`, with `chunk` as
+/// the read buffer; `buf` keeps what arrived beyond it.
+async fn read_response(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    chunk: &mut [u8],
+) -> std::io::Result<()> {
     let (end, len) = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            break (i + 4, len);
+        if let Some(end) = head_end(buf) {
+            break (end, content_length(&buf[..end]));
         }
-        let n = s.read(&mut chunk).await?;
+        let n = s.read(chunk).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         buf.extend_from_slice(&chunk[..n]);
     };
-    while buf.len() < end + len {
-        let n = s.read(&mut chunk).await?;
+    // The body need not be kept: count it, holding only what follows it.
+    let mut missing = (end + len).saturating_sub(buf.len());
+    buf.drain(..(end + len).min(buf.len()));
+    while missing > 0 {
+        let n = s.read(chunk).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        buf.extend_from_slice(&chunk[..n]);
+        let body = n.min(missing);
+        missing -= body;
+        buf.extend_from_slice(&chunk[body..n]);
     }
-    buf.drain(..end + len);
     Ok(())
 }
 
@@ -156,6 +201,7 @@ async fn http_load(
             let mut lat = Vec::new();
             let mut conn: Option<TcpStream> = None;
             let mut buf = Vec::new();
+            let mut chunk = vec![0u8; 64 * 1024];
             while Instant::now() < deadline {
                 let t = Instant::now();
                 if conn.is_none() {
@@ -168,7 +214,7 @@ async fn http_load(
                 }
                 let s = conn.as_mut().expect("connected above");
                 let ok = s.write_all(request.as_bytes()).await.is_ok()
-                    && read_response(s, &mut buf).await.is_ok();
+                    && read_response(s, &mut buf, &mut chunk).await.is_ok();
                 if ok {
                     lat.push(t.elapsed().as_secs_f64());
                 }
@@ -850,6 +896,14 @@ fn rathole_keypair() -> Option<(String, String)> {
     Some((keys.next()?.to_string(), keys.next()?.to_string()))
 }
 
+/// Says what was wrong with the command line, with the usage, and exits with status 2.
+fn usage_error(what: &str) -> ! {
+    eprintln!(
+        "e2e: {what}; usage: e2e [--seconds S] [--rounds N] [--quick] [--peers | --peer NAME ...] [--only TEXT] [--over tls,ws,wss,quic|none] [--write-doc PATH] [--floor RATIO] [--baseline OTHER_NETBORE] [--origin-only]"
+    );
+    std::process::exit(2)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut secs = 3.0;
@@ -868,13 +922,13 @@ async fn main() {
                 secs = args
                     .next()
                     .and_then(|v| v.parse().ok())
-                    .expect("--seconds N")
+                    .unwrap_or_else(|| usage_error("--seconds needs a number"))
             }
             "--rounds" => {
                 rounds = args
                     .next()
                     .and_then(|v| v.parse().ok())
-                    .expect("--rounds N")
+                    .unwrap_or_else(|| usage_error("--rounds needs a whole number"))
             }
             "--peers" => {
                 peers = [
@@ -887,20 +941,34 @@ async fn main() {
                 .map(String::from)
                 .to_vec()
             }
-            "--peer" => peers.push(args.next().expect(
-                "--peer bore|rathole-tcp|rathole-websocket|rathole-websocket-tls|rathole-noise",
-            )),
-            "--only" => only = Some(args.next().expect("--only TEXT")),
+            "--peer" => peers.push(
+                args.next()
+                    .unwrap_or_else(|| usage_error("--peer needs a peer's name")),
+            ),
+            "--only" => {
+                only = Some(
+                    args.next()
+                        .unwrap_or_else(|| usage_error("--only needs a text")),
+                )
+            }
             "--over" => {
                 over = args
                     .next()
-                    .expect("--over LIST (tls,ws,wss,quic or none)")
+                    .unwrap_or_else(|| {
+                        usage_error("--over needs a list such as tls,ws,wss,quic or none")
+                    })
                     .split(',')
                     .filter(|t| !t.is_empty() && *t != "none")
                     .map(String::from)
                     .collect()
             }
-            "--write-doc" => write_doc = Some(args.next().expect("--write-doc PATH").into()),
+            "--write-doc" => {
+                write_doc = Some(
+                    args.next()
+                        .unwrap_or_else(|| usage_error("--write-doc needs a path"))
+                        .into(),
+                )
+            }
             "--quick" => quick = true,
             "--origin-only" => {
                 // The harness's origin alone, for measuring by hand (h2load, wrk, oha).
@@ -913,19 +981,19 @@ async fn main() {
                 floor = Some(
                     args.next()
                         .and_then(|v| v.parse().ok())
-                        .expect("--floor RATIO"),
+                        .unwrap_or_else(|| usage_error("--floor needs a ratio")),
                 )
             }
             "--baseline" => {
                 baseline = Some(
                     args.next()
-                        .expect("--baseline PATH_TO_OTHER_NETBORE")
+                        .unwrap_or_else(|| {
+                            usage_error("--baseline needs the path of another netbore binary")
+                        })
                         .into(),
                 )
             }
-            other => panic!(
-                "unknown flag {other}; use --seconds S --rounds N [--quick] [--peers | --peer NAME ...] [--only TEXT] [--over tls,ws,wss,quic|none] [--write-doc PATH] [--floor RATIO] [--baseline OTHER_NETBORE_BINARY]"
-            ),
+            other => usage_error(&format!("{other} is not a flag of e2e")),
         }
     }
     let bin = std::env::current_exe().unwrap().with_file_name("netbore");
@@ -993,9 +1061,9 @@ async fn main() {
                 ),
             }
         } else {
-            panic!(
-                "unknown peer {peer}; use bore, rathole-tcp, rathole-websocket or rathole-noise"
-            );
+            usage_error(&format!(
+                "{peer} is not a peer e2e knows (bore, rathole-tcp, rathole-websocket, rathole-websocket-tls, rathole-noise)"
+            ));
         }
     }
 
@@ -1229,5 +1297,48 @@ async fn main() {
             eprintln!("regression: {line}");
         }
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_length_is_found_in_any_case() {
+        assert_eq!(
+            content_length(b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n"),
+            1024
+        );
+        assert_eq!(
+            content_length(b"HTTP/1.1 200 OK\r\ncontent-length:7\r\nx: y\r\n\r\n"),
+            7
+        );
+        assert_eq!(content_length(b"HTTP/1.1 204 No Content\r\n\r\n"), 0);
+    }
+
+    #[tokio::test]
+    async fn responses_are_read_one_by_one_from_the_origin() {
+        let addr = origin().await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        // Two requests at once: the second response may arrive with the first.
+        s.write_all(b"GET /1k HTTP/1.1\r\nHost: a\r\n\r\nGET /1m HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        read_response(&mut s, &mut buf, &mut chunk).await.unwrap();
+        read_response(&mut s, &mut buf, &mut chunk).await.unwrap();
+        assert!(
+            buf.is_empty(),
+            "{} bytes beyond the two responses",
+            buf.len()
+        );
+        // The origin closes after a request that asks it to.
+        s.write_all(b"GET /1k HTTP/1.1\r\nConnection: Close\r\n\r\n")
+            .await
+            .unwrap();
+        read_response(&mut s, &mut buf, &mut chunk).await.unwrap();
+        assert_eq!(s.read(&mut chunk).await.unwrap(), 0);
     }
 }
