@@ -5,7 +5,10 @@
 # cli/build.rs links the binary with that order so the code in use sits together and
 # idle processes keep less of the binary resident (docs/benchmarks.md, "Memory").
 #
-# Usage: bash scripts/order-file.sh   (needs valgrind and python3; takes ~3 minutes)
+# The file lists first what idle processes run (start-up, a TCP and an HTTP tunnel
+# online, keep-alive pings), then what only load runs (the other transports, traffic).
+#
+# Usage: bash scripts/order-file.sh   (needs valgrind and python3; takes ~4 minutes)
 # Run it after changes that add or rename much code; a stale file only costs memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,8 +37,12 @@ start_agent() { # KIND NAME ARGS...
         --ca "$OUT/data/ca.pem" --json >"$OUT/agent.$name.out" 2>"$OUT/agent.$name.err" &
     AGENT_PIDS+=($!)
 }
-for t in tcp tls ws wss quic; do start_agent "$t" tcp "127.0.0.1:$ORIGIN" --transport "$t"; done
+# Idle: a TCP and an HTTP tunnel over the default transport, online and pinging.
+start_agent tcp tcp "127.0.0.1:$ORIGIN" --transport tcp
 start_agent http http "127.0.0.1:$ORIGIN" --transport tcp --name web
+python3 scripts/order_file_workload.py idle "$OUT" 2
+# Load: every other transport too.
+for t in tls ws wss quic; do start_agent "$t" tcp "127.0.0.1:$ORIGIN" --transport "$t"; done
 python3 scripts/order_file_workload.py load "$OUT" "$HTTP"
 # Keep-alive pings and timers of idle sessions.
 sleep 25

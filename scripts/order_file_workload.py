@@ -1,6 +1,7 @@
 """Helpers of scripts/order-file.sh.
 
 origin PORT       serves an echo origin that answers `GET` with a small HTTP response
+idle OUT COUNT    waits for COUNT tunnels of the agents in OUT, idles, then marks the idle set
 load OUT HTTP     drives traffic through every tunnel the agents in OUT brought online
 order BIN FILES   prints the binary's functions the callgrind FILES saw run, in link order
 check BIN ORDER   fails unless the functions ORDER lists sit together in BIN
@@ -77,17 +78,32 @@ def http_requests(port, host, count, keep_alive):
     return done
 
 
-def load(out, http_port):
-    http_port = int(http_port)
+def online(out, count):
+    """The public URLs of the agents in `out`, once `count` of them are online."""
     urls = {}
     deadline = time.time() + 180
-    while time.time() < deadline and len(urls) < 6:
+    while time.time() < deadline and len(urls) < count:
         for path in glob.glob(f"{out}/agent.*.out"):
             for line in open(path):
                 event = json.loads(line)
                 if "public_url" in event:
                     urls[path] = event["public_url"]
         time.sleep(1)
+    return urls
+
+
+def idle(out, count):
+    """Once `count` tunnels are online and have been idle for a while (keep-alive
+    pings, timers), has callgrind write what each process ran so far to a file of its
+    own (`.1`, its idle set) and count afresh."""
+    print(f"{len(online(out, int(count)))} tunnels online", file=sys.stderr)
+    time.sleep(25)
+    subprocess.run(["callgrind_control", "--dump=idle"], check=True, capture_output=True)
+
+
+def load(out, http_port):
+    http_port = int(http_port)
+    urls = online(out, 6)
     print(f"{len(urls)} tunnels online", file=sys.stderr)
     threads = []
     for url in urls.values():
@@ -141,7 +157,9 @@ def is_server(path):
 
 
 def order(binary, files):
-    """`binary` must be linked without an order file: its layout is the compiler's."""
+    """`binary` must be linked without an order file: its layout is the compiler's.
+    Files ending in `.1` hold what a process ran until it was idle, the others what it
+    ran under load."""
     address = {}
     nm = subprocess.run(["nm", "--defined-only", binary], capture_output=True, text=True, check=True)
     for line in nm.stdout.splitlines():
@@ -149,19 +167,33 @@ def order(binary, files):
         if len(parts) == 3:
             address[parts[2]] = int(parts[0], 16)
     name = binary.rsplit("/", 1)[-1]
-    server, agent = set(), set()
+    idle = {"server": set(), "agent": set()}
+    busy = {"server": set(), "agent": set()}
     for path in files:
-        (server if is_server(path) else agent).update(functions(path, name))
-    # What both roles run, then each role's own: an agent then keeps none of the
-    # server's code resident, and a server none of the agent's. Within each group the
-    # compiler's own order is kept (functions of one module stay neighbours), only
-    # the code that never ran is taken out from between them.
-    groups = [server & agent, server - agent, agent - server]
+        phase = idle if path.endswith(".1") else busy
+        phase["server" if is_server(path) else "agent"].update(functions(path, name))
+    server, agent = idle["server"], idle["agent"]
+    at_idle = server | agent
+    busy_server, busy_agent = busy["server"] - at_idle, busy["agent"] - at_idle
+    # First what an idle process runs, then what only load runs: an idle process keeps
+    # only the first part resident. Each part has what both roles run, then each role's
+    # own: an agent keeps none of the server's code resident, and a server none of the
+    # agent's. Within each group the compiler's own order is kept (functions of one
+    # module stay neighbours); only the code that never ran is taken out from between.
+    groups = [
+        server & agent,
+        server - agent,
+        agent - server,
+        busy_server & busy_agent,
+        busy_server - busy_agent,
+        busy_agent - busy_server,
+    ]
     for group in groups:
         for f in sorted((f for f in group if f in address), key=address.get):
             print(f)
-    print(f"{len(groups[0])} shared, {len(groups[1])} server-only, {len(groups[2])} agent-only "
-          "functions", file=sys.stderr)
+    sizes = ", ".join(str(len(g)) for g in groups)
+    print(f"functions at idle (shared, server, agent) and under load (same): {sizes}",
+          file=sys.stderr)
 
 
 def check(binary, order_file):
@@ -196,6 +228,8 @@ if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     if command == "origin":
         origin(*args)
+    elif command == "idle":
+        idle(*args)
     elif command == "load":
         load(*args)
     elif command == "order":
