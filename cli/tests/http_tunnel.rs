@@ -56,6 +56,43 @@ async fn get_and_post_pass_with_their_bodies_over_pooled_connections() {
 }
 
 #[tokio::test]
+async fn an_origin_closing_idle_connections_costs_no_request() {
+    // An origin that answers one request per connection and then closes it, without
+    // saying so: every connection the Edge pools goes stale, sooner or later.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let server = http_server(&[]);
+    let agent = HttpAgent::start(&server, &origin.to_string(), &["--name", "app"]);
+    for i in 0..100 {
+        let r = get(server.http, &agent.host, "/").await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(r.text(), "ok");
+        if i % 10 == 0 {
+            // Sometimes give the close time to arrive before the next request.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
 async fn h2c_viewers_are_served() {
     let origin = web::start_origin().await;
     let server = http_server(&[]);

@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{Either, Empty};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
@@ -51,6 +53,13 @@ pub enum UpstreamError {
     Broken(hyper::Error),
 }
 
+/// The body of a request sent upstream: the viewer's, or none for a request sent again
+/// on a new connection (only bodiless ones are).
+pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
+/// A request sent upstream.
+type Upstream = SendRequest<UpstreamBody>;
+
 /// An HTTP tunnel served by an agent session.
 #[derive(Debug)]
 pub struct HttpTunnel {
@@ -61,7 +70,7 @@ pub struct HttpTunnel {
     agent: SocketAddr,
     agent_ip: hyper::header::HeaderValue,
     config: UpstreamConfig,
-    idle: Mutex<Vec<SendRequest<Incoming>>>,
+    idle: Mutex<Vec<Upstream>>,
 }
 
 impl HttpTunnel {
@@ -119,30 +128,7 @@ impl HttpTunnel {
         viewer: SocketAddr,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         let timeout = self.config.response_timeout;
-        let attempt = async {
-            let mut request = request;
-            let (mut sender, pooled) = match self.take_idle() {
-                Some(s) => (s, true),
-                None => (self.connect(viewer).await?, false),
-            };
-            let response = match sender.try_send_request(request).await {
-                Ok(r) => r,
-                Err(mut e) => match e.take_message() {
-                    // Never sent: the pooled connection was closed; use a new one.
-                    Some(back) if pooled => {
-                        request = back;
-                        sender = self.connect(viewer).await?;
-                        sender
-                            .send_request(request)
-                            .await
-                            .map_err(UpstreamError::Broken)?
-                    }
-                    _ => return Err(UpstreamError::Broken(e.into_error())),
-                },
-            };
-            Ok((sender, response))
-        };
-        let (sender, response) = tokio::time::timeout(timeout, attempt)
+        let (sender, response) = tokio::time::timeout(timeout, self.exchange(request, viewer))
             .await
             .map_err(|_| UpstreamError::Timeout(timeout))??;
         // The connection is reusable once the response body has been read; a protocol
@@ -152,10 +138,57 @@ impl HttpTunnel {
         Ok(response.map(|body| PooledBody::new(body, reuse)))
     }
 
+    /// Sends `request` over a pooled connection, else a new one, and waits for the
+    /// response head.
+    ///
+    /// Every request runs this, so its future stays small: the rare steps (a new
+    /// connection) are boxed. A future is copied whole each time it is moved, and
+    /// this one is nested inside the viewer request's future and each of its callers'.
+    async fn exchange(
+        &self,
+        request: Request<Incoming>,
+        viewer: SocketAddr,
+    ) -> Result<(Upstream, Response<Incoming>), UpstreamError> {
+        let request = request.map(Either::Left);
+        let Some(mut sender) = self.take_idle() else {
+            return Box::pin(self.exchange_on_new(request, viewer)).await;
+        };
+        // The origin may close an idle connection just as a request goes out on it;
+        // a request that is safe to repeat is then sent again on a new connection.
+        let again = Repeatable::of(&request);
+        match sender.try_send_request(request).await {
+            Ok(response) => Ok((sender, response)),
+            Err(mut e) => match (e.take_message(), again) {
+                // Never sent: the pooled connection was closed; use a new one.
+                (Some(request), _) => Box::pin(self.exchange_on_new(request, viewer)).await,
+                // Sent, and the connection closed without an answer.
+                (None, Some(again)) if e.error().is_incomplete_message() => {
+                    tracing::debug!(tunnel = %self.name, "a pooled connection closed under a request; sending it again");
+                    Box::pin(self.exchange_on_new(again.request(), viewer)).await
+                }
+                (None, _) => Err(UpstreamError::Broken(e.into_error())),
+            },
+        }
+    }
+
+    /// Sends `request` over a new connection and waits for the response head.
+    async fn exchange_on_new(
+        &self,
+        request: Request<UpstreamBody>,
+        viewer: SocketAddr,
+    ) -> Result<(Upstream, Response<Incoming>), UpstreamError> {
+        let mut sender = self.connect(viewer).await?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(UpstreamError::Broken)?;
+        Ok((sender, response))
+    }
+
     /// The most recently pooled connection that is ready. Looks only as far back as
     /// it must: closed connections met on the way are dropped, and one whose last
     /// response just ended (not ready yet) stays for a later request.
-    fn take_idle(&self) -> Option<SendRequest<Incoming>> {
+    fn take_idle(&self) -> Option<Upstream> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let mut i = idle.len();
         while i > 0 {
@@ -170,7 +203,7 @@ impl HttpTunnel {
         None
     }
 
-    fn put_idle(&self, sender: SendRequest<Incoming>) {
+    fn put_idle(&self, sender: Upstream) {
         if sender.is_closed() {
             return;
         }
@@ -181,7 +214,7 @@ impl HttpTunnel {
     }
 
     /// Opens a stream to the agent and starts HTTP/1.1 on it.
-    async fn connect(&self, viewer: SocketAddr) -> Result<SendRequest<Incoming>, UpstreamError> {
+    async fn connect(&self, viewer: SocketAddr) -> Result<Upstream, UpstreamError> {
         let offline = |e: &dyn std::fmt::Display| UpstreamError::AgentOffline(e.to_string());
         let mut stream = self.session.open().await.map_err(|e| offline(&e))?;
         let header = StreamHeader {
@@ -205,16 +238,53 @@ impl HttpTunnel {
     }
 }
 
+/// The head of a bodiless request with an idempotent method (RFC 9110, section 9.2.2),
+/// kept to send it again.
+struct Repeatable {
+    method: hyper::Method,
+    uri: hyper::Uri,
+    headers: hyper::HeaderMap,
+}
+
+impl Repeatable {
+    /// A copy of `request`'s head when it is safe to send twice.
+    fn of<B: Body>(request: &Request<B>) -> Option<Repeatable> {
+        use hyper::Method;
+        let idempotent = matches!(
+            *request.method(),
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
+        );
+        (idempotent && request.body().is_end_stream()).then(|| Repeatable {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            headers: request.headers().clone(),
+        })
+    }
+
+    fn request(self) -> Request<UpstreamBody> {
+        let mut request = Request::new(Either::Right(Empty::new()));
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.headers_mut() = self.headers;
+        request
+    }
+}
+
 /// A response body from the origin that hands its connection back to the tunnel's pool
 /// when it has been read to the end (a body dropped early closes the connection).
 #[derive(Debug)]
 pub struct PooledBody {
     inner: Incoming,
-    reuse: Option<(Arc<HttpTunnel>, SendRequest<Incoming>)>,
+    reuse: Option<(Arc<HttpTunnel>, Upstream)>,
 }
 
 impl PooledBody {
-    fn new(inner: Incoming, reuse: Option<(Arc<HttpTunnel>, SendRequest<Incoming>)>) -> Self {
+    fn new(inner: Incoming, reuse: Option<(Arc<HttpTunnel>, Upstream)>) -> Self {
         let mut body = PooledBody { inner, reuse };
         if body.inner.is_end_stream() {
             body.release();
@@ -253,5 +323,39 @@ impl Body for PooledBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+
+    fn request(method: &str, body: &'static str) -> Request<Full<Bytes>> {
+        let mut r = Request::new(Full::new(Bytes::from_static(body.as_bytes())));
+        *r.method_mut() = method.parse().unwrap();
+        *r.uri_mut() = "/path?q=1".parse().unwrap();
+        r.headers_mut()
+            .insert("x-forwarded-for", "192.0.2.1".parse().unwrap());
+        r
+    }
+
+    #[test]
+    fn only_bodiless_idempotent_requests_are_sent_twice() {
+        for method in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] {
+            let again = Repeatable::of(&request(method, ""))
+                .expect(method)
+                .request();
+            assert_eq!(again.method().as_str(), method);
+            assert_eq!(again.uri(), "/path?q=1");
+            assert_eq!(again.headers()["x-forwarded-for"], "192.0.2.1");
+            assert!(again.body().is_end_stream());
+        }
+        for method in ["POST", "PATCH", "CONNECT"] {
+            assert!(Repeatable::of(&request(method, "")).is_none(), "{method}");
+        }
+        // A body could not be sent again: it has been read once already.
+        assert!(Repeatable::of(&request("PUT", "data")).is_none());
+        assert!(Repeatable::of(&request("GET", "data")).is_none());
     }
 }
