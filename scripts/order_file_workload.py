@@ -212,10 +212,12 @@ def check(binary, order_file):
         size += length
         found.add(parts[3])
     found = len(found)
-    if found * 10 < len(listed) * 9:
+    # Every missing name is a function of the idle set that lands among the cold code
+    # and drags up to 64 KiB of it into an idle process (benchmarks.md, finding 23).
+    if found * 50 < len(listed) * 49:
         sys.exit(f"only {found} of the {len(listed)} functions in {order_file} exist in {binary}: "
-                 "the binary was built with other features, or the file is stale "
-                 "(bash scripts/order-file.sh)")
+                 "the code changed since the list was made (run bash scripts/order-file.sh "
+                 "and commit cli/netbore.order), or the binary was built with other features")
     span = highest - lowest
     # In the compiler's own layout the same functions spread over twice their size or more.
     if span > size + size // 4:
