@@ -232,43 +232,56 @@ async fn http_load(
     (all.len() as f64 / started.elapsed().as_secs_f64(), all)
 }
 
-/// Bytes per second moved in one direction for `secs`.
-async fn measure(addr: SocketAddr, upload: bool, secs: f64) -> f64 {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.set_nodelay(true).unwrap();
-    s.write_all(if upload { b"U" } else { b"D" }).await.unwrap();
+/// Bytes per second moved in one direction for `secs`; an error when the relay cuts
+/// the connection.
+async fn measure(addr: SocketAddr, upload: bool, secs: f64) -> std::io::Result<f64> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    s.write_all(if upload { b"U" } else { b"D" }).await?;
     let mut buf = vec![0u8; BUF];
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(secs);
     let mut total = 0u64;
     if upload {
         while Instant::now() < deadline {
-            s.write_all(&buf).await.unwrap();
+            s.write_all(&buf).await?;
             total += buf.len() as u64;
         }
-        s.shutdown().await.unwrap();
+        s.shutdown().await?;
         // The origin closes after it has read everything: the clock stops there.
         let _ = s.read(&mut buf).await;
     } else {
         while Instant::now() < deadline {
-            let n = s.read(&mut buf).await.unwrap();
-            assert!(n > 0, "download ended early");
+            let n = s.read(&mut buf).await?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the download ended early",
+                ));
+            }
             total += n as u64;
         }
     }
-    total as f64 / started.elapsed().as_secs_f64()
+    Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Bytes per second moved in one direction over `conns` parallel connections.
-async fn measure_parallel(addr: SocketAddr, upload: bool, conns: usize, secs: f64) -> f64 {
-    let tasks: Vec<_> = (0..conns)
-        .map(|_| tokio::spawn(measure(addr, upload, secs)))
-        .collect();
-    let mut total = 0.0;
-    for t in tasks {
-        total += t.await.unwrap();
+async fn measure_parallel(
+    addr: SocketAddr,
+    upload: bool,
+    conns: usize,
+    secs: f64,
+) -> std::io::Result<f64> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..conns {
+        tasks.spawn(measure(addr, upload, secs));
     }
-    total
+    // Dropping the set (a figure that timed out) stops the transfers with it.
+    let mut total = 0.0;
+    while let Some(done) = tasks.join_next().await {
+        total += done.map_err(std::io::Error::other)??;
+    }
+    Ok(total)
 }
 
 /// One row of the results table.
@@ -322,10 +335,10 @@ struct Sample {
     p99: f64,
 }
 
-async fn run_figure(f: Figure, addr: SocketAddr, host: &str, secs: f64) -> Sample {
-    match f {
+async fn run_figure(f: Figure, addr: SocketAddr, host: &str, secs: f64) -> std::io::Result<Sample> {
+    Ok(match f {
         Figure::Bulk { upload, conns } => {
-            let rate = measure_parallel(addr, upload, conns, secs).await;
+            let rate = measure_parallel(addr, upload, conns, secs).await?;
             Sample {
                 rate,
                 units: rate * secs / 1e9,
@@ -352,7 +365,7 @@ async fn run_figure(f: Figure, addr: SocketAddr, host: &str, secs: f64) -> Sampl
                 p99: pct(0.99),
             }
         }
-    }
+    })
 }
 
 /// Formats a rate for the table.
@@ -1201,21 +1214,41 @@ async fn main() {
         let mut samples: Vec<Vec<Sample>> = (0..contenders.len()).map(|_| Vec::new()).collect();
         let mut cpus = vec![Vec::new(); contenders.len()];
         for _ in 0..rounds {
-            direct.push(run_figure(figure, origin, "bench", secs).await);
+            let sample = run_figure(figure, origin, "bench", secs).await;
+            direct.push(sample.unwrap_or_else(|e| {
+                eprintln!(
+                    "e2e: {name} failed without a relay ({e}); the machine is out of resources"
+                );
+                std::process::exit(1)
+            }));
             for (i, c) in contenders.iter().enumerate() {
                 if !c.serves(figure) || stalled[i] {
                     continue;
                 }
                 let before = c.cpu();
-                let Ok(sample) =
-                    tokio::time::timeout(limit, run_figure(figure, c.public, c.host(), secs)).await
-                else {
-                    eprintln!(
-                        "{}: {name} did not finish within {limit:?}; it is left out of this and later figures",
-                        c.name
-                    );
-                    stalled[i] = true;
-                    continue;
+                let sample = match tokio::time::timeout(
+                    limit,
+                    run_figure(figure, c.public, c.host(), secs),
+                )
+                .await
+                {
+                    Ok(Ok(sample)) => sample,
+                    Ok(Err(e)) => {
+                        eprintln!(
+                            "{}: {name} failed ({e}); it is left out of this and later figures",
+                            c.name
+                        );
+                        stalled[i] = true;
+                        continue;
+                    }
+                    Err(_) => {
+                        eprintln!(
+                            "{}: {name} did not finish within {limit:?}; it is left out of this and later figures",
+                            c.name
+                        );
+                        stalled[i] = true;
+                        continue;
+                    }
                 };
                 cpus[i].push((c.cpu() - before) / sample.units.max(1e-9));
                 samples[i].push(sample);

@@ -57,7 +57,7 @@ pub enum UpstreamError {
 /// on a new connection (only bodiless ones are).
 pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 
-/// A request sent upstream.
+/// The sending half of one upstream HTTP/1.1 connection.
 type Upstream = SendRequest<UpstreamBody>;
 
 /// An HTTP tunnel served by an agent session.
