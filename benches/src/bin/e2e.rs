@@ -393,7 +393,47 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 struct Proc(Child, std::sync::mpsc::Receiver<serde_json::Value>);
 
+/// The processes the harness has started and not yet stopped, for [`stop_on_signal`].
+static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Stops every started process when the harness is interrupted or terminated (by
+/// Ctrl-C or `timeout`, say), then exits: they would otherwise outlive it and skew
+/// later runs.
+fn stop_on_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        let pids = RUNNING.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for pid in pids {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        eprintln!(
+            "e2e: interrupted; stopped {} processes",
+            RUNNING.lock().map_or(0, |r| r.len())
+        );
+        std::process::exit(130);
+    });
+}
+
 impl Proc {
+    /// Tracks `child` until it is dropped.
+    fn new(child: Child, events: std::sync::mpsc::Receiver<serde_json::Value>) -> Proc {
+        RUNNING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child.id());
+        Proc(child, events)
+    }
+
     fn spawn(bin: &std::path::Path, args: &[&str]) -> Proc {
         let mut child = Command::new(bin)
             .args(args)
@@ -412,7 +452,7 @@ impl Proc {
                 }
             }
         });
-        Proc(child, rx)
+        Proc::new(child, rx)
     }
 
     fn wait_for(&self, event: &str) -> serde_json::Value {
@@ -432,6 +472,11 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let pid = self.0.id();
+        RUNNING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&p| p != pid);
     }
 }
 
@@ -732,7 +777,7 @@ fn spawn_quiet(bin: &str, args: &[&str]) -> Option<Proc> {
         .spawn()
         .ok()?;
     let (_tx, rx) = std::sync::mpsc::channel();
-    Some(Proc(child, rx))
+    Some(Proc::new(child, rx))
 }
 
 /// Waits until a transfer through `public` reaches the origin (the peer is ready).
@@ -919,6 +964,7 @@ fn usage_error(what: &str) -> ! {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    stop_on_signal();
     let mut secs = 3.0;
     let mut rounds = 3;
     let mut baseline: Option<std::path::PathBuf> = None;
