@@ -86,7 +86,7 @@ async fn forward(mut stream: Stream, origins: Arc<[Origin]>, timeout: Duration) 
 /// into its own error page. Waits (up to `timeout`) for the request head first: an
 /// HTTP client treats a response that comes before its request as a broken connection.
 async fn answer_unreachable(mut stream: Stream, message: &str, timeout: Duration) {
-    if tokio::time::timeout(timeout, read_request_head(&mut stream))
+    if tokio::time::timeout(timeout, read_and_drop(&mut stream, MAX_REQUEST_HEAD, true))
         .await
         .is_err()
     {
@@ -115,38 +115,31 @@ async fn answer_unreachable(mut stream: Stream, message: &str, timeout: Duration
     let _ = stream.shutdown().await;
     // Dropping the stream with the Edge's data unread would reset it, and a reset can
     // reach the Edge before it has taken the answer. Read to the Edge's close instead.
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, discard(&mut stream, MAX_DRAIN)).await;
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, read_and_drop(&mut stream, MAX_DRAIN, false)).await;
 }
 
-/// Reads until the end of an HTTP request head (a blank line), the end of the stream,
-/// or [`MAX_REQUEST_HEAD`] bytes, whichever comes first. Body bytes read with the
-/// head are dropped; the answer closes the connection anyway.
-async fn read_request_head(stream: &mut Stream) {
+/// Reads and drops up to `limit` bytes, until the end of the stream or an error; with
+/// `head_only`, stops after the blank line that ends an HTTP request head as well
+/// (body bytes read with it are dropped: the answer closes the connection anyway).
+async fn read_and_drop(stream: &mut Stream, limit: usize, head_only: bool) {
     // On the heap: a buffer held across an await would sit in every stream's task.
-    let mut head = Vec::with_capacity(1024);
     let mut buf = vec![0u8; 4096];
-    while head.len() < MAX_REQUEST_HEAD {
+    // What the last read brought, after the last three bytes before it: a blank line
+    // may straddle two reads.
+    let mut recent = Vec::new();
+    let mut left = limit;
+    while left > 0 {
         let n = match stream.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        // A blank line that just arrived may begin up to three bytes before this read.
-        let from = head.len().saturating_sub(3);
-        head.extend_from_slice(&buf[..n]);
-        if head[from..].windows(4).any(|w| w == b"\r\n\r\n") {
-            return;
-        }
-    }
-}
-
-/// Reads and drops up to `limit` bytes, until the end of the stream or an error.
-async fn discard(stream: &mut Stream, limit: usize) {
-    let mut buf = vec![0u8; 4096];
-    let mut left = limit;
-    while left > 0 {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => left = left.saturating_sub(n),
+        left = left.saturating_sub(n);
+        if head_only {
+            recent.extend_from_slice(&buf[..n]);
+            if recent.windows(4).any(|w| w == b"\r\n\r\n") {
+                return;
+            }
+            recent.drain(..recent.len().saturating_sub(3));
         }
     }
 }

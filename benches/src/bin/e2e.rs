@@ -88,11 +88,30 @@ fn head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
-/// True when `haystack` contains `needle` (lowercase ASCII), ignoring ASCII case.
-fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+/// Where `needle` (lowercase ASCII) first occurs in `haystack`, ignoring ASCII case.
+fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
         .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+        .position(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// Reads from `s` into `buf` (through `chunk`) until `buf` holds a whole HTTP head;
+/// returns where it ends.
+async fn read_head(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    chunk: &mut [u8],
+) -> std::io::Result<usize> {
+    loop {
+        if let Some(end) = head_end(buf) {
+            return Ok(end);
+        }
+        let n = s.read(chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }
 
 /// Serves HTTP/1.1 requests on `s`, whose first byte ('G') was already read.
@@ -102,14 +121,8 @@ async fn http_origin(mut s: TcpStream) {
     buf.push(b'G');
     let mut chunk = [0u8; 4096];
     loop {
-        let end = loop {
-            if let Some(end) = head_end(&buf) {
-                break end;
-            }
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        let Ok(end) = read_head(&mut s, &mut buf, &mut chunk).await else {
+            return;
         };
         let head = &buf[..end];
         let response = if head.starts_with(b"GET /1m") {
@@ -117,7 +130,7 @@ async fn http_origin(mut s: TcpStream) {
         } else {
             small
         };
-        let close = contains_ignore_case(head, b"connection: close");
+        let close = find_ignore_case(head, b"connection: close").is_some();
         buf.drain(..end);
         if s.write_all(response).await.is_err() {
             return;
@@ -132,10 +145,7 @@ async fn http_origin(mut s: TcpStream) {
 /// The `Content-Length` of an HTTP head, 0 when it has none.
 fn content_length(head: &[u8]) -> usize {
     const NAME: &[u8] = b"\r\ncontent-length:";
-    let Some(at) = head
-        .windows(NAME.len())
-        .position(|w| w.eq_ignore_ascii_case(NAME))
-    else {
+    let Some(at) = find_ignore_case(head, NAME) else {
         return 0;
     };
     let value = &head[at + NAME.len()..];
@@ -153,16 +163,8 @@ async fn read_response(
     buf: &mut Vec<u8>,
     chunk: &mut [u8],
 ) -> std::io::Result<()> {
-    let (end, len) = loop {
-        if let Some(end) = head_end(buf) {
-            break (end, content_length(&buf[..end]));
-        }
-        let n = s.read(chunk).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
+    let end = read_head(s, buf, chunk).await?;
+    let len = content_length(&buf[..end]);
     // The body need not be kept: count it, holding only what follows it.
     let mut missing = (end + len).saturating_sub(buf.len());
     buf.drain(..(end + len).min(buf.len()));
