@@ -97,6 +97,30 @@ impl MuxArgs {
     }
 }
 
+/// The runtime a command runs on. An agent forwards on `--threads` threads, one by
+/// default: a single-threaded runtime never hands a wake-up to another thread, which
+/// saves 15–20 % of the agent's CPU per request (docs/benchmarks.md, finding 24). The
+/// server and the demo use every core.
+fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = match command {
+        Command::Http(a) => a.agent.threads,
+        Command::Tcp(a) => a.agent.threads,
+        Command::Tls(a) => a.agent.threads,
+        Command::Key(_) | Command::Ca(_) => 1,
+        Command::Server(_) | Command::Demo(_) => return tokio::runtime::Runtime::new(),
+    };
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let printer = Printer { json: cli.json };
@@ -108,7 +132,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime_for(&cli.command) {
         Ok(r) => r,
         Err(e) => {
             printer.error(
@@ -129,9 +153,9 @@ fn main() {
             Command::Ca(args) => ca_cmd::run(args, printer),
         }
     };
-    // The command runs on a worker thread, not on the main thread `block_on` parks:
-    // loops it runs directly (the agent's stream accept loop, say) would otherwise
-    // cost two cross-thread wake-ups per event, main thread and then a worker.
+    // On a multi-thread runtime the command runs on a worker thread, not on the main
+    // thread `block_on` parks: loops it runs directly would otherwise cost two
+    // cross-thread wake-ups per event, main thread and then a worker.
     let result = match runtime.block_on(runtime.spawn(command)) {
         Ok(result) => result,
         Err(e) => std::panic::resume_unwind(e.into_panic()),

@@ -120,3 +120,33 @@ async fn a_stalled_viewer_does_not_slow_the_others_and_memory_stays_bounded() {
     );
     drop(stalled);
 }
+
+/// Threads of a running process, from `/proc`.
+fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_forwards_on_one_thread_unless_told_otherwise() {
+    let (origin, _task) = echo_origin().await;
+    let server = Server::start();
+    let single = Agent::start(&server, &origin.to_string(), &[]);
+    let four = Agent::start(&server, &origin.to_string(), &["--threads", "4"]);
+    for agent in [&single, &four] {
+        let s = TcpStream::connect(agent.public).await.unwrap();
+        let (mut r, mut w) = s.into_split();
+        let send = tokio::spawn(async move { send_pattern(&mut w, 7, 256 * 1024).await });
+        let got = read_all(&mut r).await;
+        assert_eq!(got, send.await.unwrap(), "the tunnel changed the bytes");
+    }
+    // The main thread runs the single-threaded runtime; tokio's blocking pool may
+    // have started one more for a file or name lookup. Four workers add four.
+    let (one, more) = (
+        thread_count(single.proc.pid()),
+        thread_count(four.proc.pid()),
+    );
+    assert!((1..=2).contains(&one), "a default agent runs {one} threads");
+    assert!(more >= 5, "an agent with --threads 4 runs {more} threads");
+}

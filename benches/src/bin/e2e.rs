@@ -8,7 +8,7 @@
 //! `--quick` measures only the two single-connection bulk figures over tcp and quic;
 //! `--floor R` exits non-zero when a netbore rate falls below R × direct in any figure, a gross-regression
 //! guard far below the real ratios so noise never trips it.)
-//! (`--baseline` runs a second netbore binary, e.g. one built from an older commit, in the same run;
+//! (`--baseline` runs a second netbore binary, e.g. one built from an older commit, in the same run and over the same transports;
 //! `--origin-only` serves just the harness's origin (`/1k`, `/1m`) for tools run by hand;
 //! `--only TEXT` runs only the figures whose name contains TEXT, without the memory table;
 //! `--peer NAME` (repeatable) adds one peer: bore, rathole-tcp, rathole-websocket,
@@ -1100,6 +1100,16 @@ async fn main() {
             &format!("{dd}-baseline"),
         ));
         if !quick {
+            // Every transport of the run, so a change to one of them is compared too.
+            for transport in &over {
+                contenders.push(netbore_over(
+                    &format!("baseline netbore tcp over {transport}"),
+                    path,
+                    origin,
+                    &format!("{dd}-baseline-{transport}"),
+                    Some(transport),
+                ));
+            }
             contenders.push(netbore_http(
                 "baseline netbore http",
                 path,
@@ -1373,6 +1383,9 @@ async fn main() {
     let _ = std::fs::remove_dir_all(format!("{dd}-wss"));
     let _ = std::fs::remove_dir_all(format!("{dd}-quic"));
     let _ = std::fs::remove_dir_all(format!("{dd}-baseline-http"));
+    for transport in &over {
+        let _ = std::fs::remove_dir_all(format!("{dd}-baseline-{transport}"));
+    }
     if !below_floor.is_empty() {
         for line in &below_floor {
             eprintln!("regression: {line}");
