@@ -323,10 +323,32 @@ pub fn public_addr(online: &Value) -> SocketAddr {
     url.strip_prefix("tcp://").unwrap().parse().unwrap()
 }
 
-/// Finds a loopback port nobody listens on.
+/// Lowest and one past the highest port [`free_port`] hands out: below the kernel's
+/// ephemeral range (32768 and up by default), where sockets bound to port 0 land.
+const FREE_PORTS: std::ops::Range<u32> = 16_000..32_000;
+
+/// Finds a loopback port nobody listens on, for a process that must be told its
+/// port before it binds it. The port comes from below the ephemeral range, so a
+/// socket another test binds to port 0 meanwhile (a server's HTTP listener, say)
+/// cannot take it, and no port is handed out twice in one test process.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let span = (FREE_PORTS.end - FREE_PORTS.start) as u64;
+    // Each test process starts elsewhere in the range, away from ports an earlier
+    // one may still hold in TIME_WAIT.
+    let _ = NEXT.compare_exchange(
+        0,
+        u64::from(std::process::id()) * 97 % span + 1,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let port = (FREE_PORTS.start as u64 + NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FREE_PORTS:?}");
 }
 
 /// Runs `netbore key ARGS --data-dir DIR --json`: exit code and JSON events.
