@@ -54,8 +54,8 @@ pub(crate) struct AgentArgs {
     /// loopback).
     #[arg(long)]
     pub(crate) proxy: Option<String>,
-    /// Threads forwarding traffic. One is enough for most services and costs the
-    /// least CPU per request; more let a busy tunnel use more cores.
+    /// Threads forwarding traffic (0: one per core). One is enough for most services
+    /// and costs the least CPU per request; more let a busy tunnel use more cores.
     #[arg(long, env = "NETBORE_THREADS", default_value_t = 1)]
     pub(crate) threads: usize,
     #[command(flatten)]

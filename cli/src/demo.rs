@@ -75,6 +75,7 @@ pub(crate) async fn run(args: DemoArgs, printer: Printer) -> anyhow::Result<()> 
     };
     let data_dir = std::env::temp_dir().join(format!("netbore-demo-{}", std::process::id()));
     let server_args = ServerArgs {
+        threads: 0,
         control_addr: "127.0.0.1:0".parse()?,
         agent_addr: "127.0.0.1:0".parse()?,
         http_addr: "127.0.0.1:0".parse()?,

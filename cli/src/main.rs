@@ -99,25 +99,27 @@ impl MuxArgs {
 
 /// The runtime a command runs on. An agent forwards on `--threads` threads, one by
 /// default: a single-threaded runtime never hands a wake-up to another thread, which
-/// saves 15–20 % of the agent's CPU per request (docs/benchmarks.md, finding 24). The
-/// server and the demo use every core.
+/// saves 9–15 % of the agent's CPU per request (docs/benchmarks.md, finding 24). The
+/// server uses one thread per core unless `--threads` says otherwise, and the demo
+/// one per core.
 fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
     let threads = match command {
         Command::Http(a) => a.agent.threads,
         Command::Tcp(a) => a.agent.threads,
         Command::Tls(a) => a.agent.threads,
+        Command::Server(a) => a.threads,
         Command::Key(_) | Command::Ca(_) => 1,
-        Command::Server(_) | Command::Demo(_) => return tokio::runtime::Runtime::new(),
+        Command::Demo(_) => 0,
     };
-    if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
+    match threads {
+        0 => tokio::runtime::Runtime::new(),
+        1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
             .enable_all()
-            .build()
+            .build(),
     }
 }
 

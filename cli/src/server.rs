@@ -22,6 +22,9 @@ use crate::output::Printer;
 /// Flags of `netbore server`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ServerArgs {
+    /// Threads serving viewers, agents and the control API (0: one per core).
+    #[arg(long, env = "NETBORE_THREADS", default_value_t = 0)]
+    pub(crate) threads: usize,
     /// Address of the control API.
     #[arg(long, default_value = "0.0.0.0:7834")]
     pub(crate) control_addr: SocketAddr,
