@@ -1064,15 +1064,17 @@ async fn main() {
     );
     let origin = origin().await;
     let data = std::env::temp_dir().join(format!("netbore-e2e-{}", std::process::id()));
+    // Each contender's server keeps its data in a directory of its own under `data`,
+    // so one removal at the end clears them all.
     let dd = data.to_str().unwrap().to_string();
-    let mut contenders = vec![netbore("netbore tcp", &bin, origin, &dd)];
+    let mut contenders = vec![netbore("netbore tcp", &bin, origin, &format!("{dd}/tcp"))];
     if quick {
         // CI's guard covers the other forwarding path too (QUIC streams, no mux).
         contenders.push(netbore_over(
             "netbore tcp over quic",
             &bin,
             origin,
-            &format!("{dd}-quic"),
+            &format!("{dd}/quic"),
             Some("quic"),
         ));
     } else {
@@ -1081,7 +1083,7 @@ async fn main() {
                 &format!("netbore tcp over {transport}"),
                 &bin,
                 origin,
-                &format!("{dd}-{transport}"),
+                &format!("{dd}/{transport}"),
                 Some(transport),
             ));
         }
@@ -1089,7 +1091,7 @@ async fn main() {
             "netbore http",
             &bin,
             origin,
-            &format!("{dd}-http"),
+            &format!("{dd}/http"),
         ));
     }
     if let Some(path) = &baseline {
@@ -1097,7 +1099,7 @@ async fn main() {
             "baseline netbore tcp",
             path,
             origin,
-            &format!("{dd}-baseline"),
+            &format!("{dd}/baseline"),
         ));
         if !quick {
             // Every transport of the run, so a change to one of them is compared too.
@@ -1106,7 +1108,7 @@ async fn main() {
                     &format!("baseline netbore tcp over {transport}"),
                     path,
                     origin,
-                    &format!("{dd}-baseline-{transport}"),
+                    &format!("{dd}/baseline-{transport}"),
                     Some(transport),
                 ));
             }
@@ -1114,7 +1116,7 @@ async fn main() {
                 "baseline netbore http",
                 path,
                 origin,
-                &format!("{dd}-baseline-http"),
+                &format!("{dd}/baseline-http"),
             ));
         }
     }
@@ -1376,16 +1378,6 @@ async fn main() {
         eprintln!("updated the table in {}", path.display());
     }
     let _ = std::fs::remove_dir_all(&data);
-    let _ = std::fs::remove_dir_all(format!("{dd}-baseline"));
-    let _ = std::fs::remove_dir_all(format!("{dd}-http"));
-    let _ = std::fs::remove_dir_all(format!("{dd}-tls"));
-    let _ = std::fs::remove_dir_all(format!("{dd}-ws"));
-    let _ = std::fs::remove_dir_all(format!("{dd}-wss"));
-    let _ = std::fs::remove_dir_all(format!("{dd}-quic"));
-    let _ = std::fs::remove_dir_all(format!("{dd}-baseline-http"));
-    for transport in &over {
-        let _ = std::fs::remove_dir_all(format!("{dd}-baseline-{transport}"));
-    }
     if !below_floor.is_empty() {
         for line in &below_floor {
             eprintln!("regression: {line}");
