@@ -126,7 +126,8 @@ pub(crate) struct ServerArgs {
     /// gets a 504.
     #[arg(long, default_value_t = 60)]
     pub(crate) response_timeout: u64,
-    /// Idle keep-alive connections the Edge keeps per HTTP tunnel.
+    /// Idle keep-alive connections the Edge keeps per HTTP tunnel, in each of its two
+    /// pools (requests without a body, and the rest).
     #[arg(long, default_value_t = 64)]
     pub(crate) max_idle_upstream: usize,
     /// Viewer connections HTTP ingress serves at once.

@@ -92,6 +92,98 @@ async fn an_origin_closing_idle_connections_costs_no_request() {
     }
 }
 
+/// An origin that answers each request by its path with a canned response, framed in
+/// one of the ways HTTP/1.1 allows, keeping the connection open unless told to close.
+async fn framing_origin() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                    let (answer, close): (&[u8], bool) = match path.as_str() {
+                        "/chunked" => (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n", false),
+                        "/until-close" => (b"HTTP/1.0 200 OK\r\n\r\nuntil the end", true),
+                        "/no-content" => (b"HTTP/1.1 204 No Content\r\n\r\n", false),
+                        "/hints" => (b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal", false),
+                        "/both" => (b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", false),
+                        "/two-lengths" => (b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd", false),
+                        "/too-much" => (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nsmuggled", false),
+                        _ if head.starts_with("HEAD") => (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false),
+                        _ => (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
+                    };
+                    if socket.write_all(answer).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn responses_are_framed_as_the_origin_framed_them_and_never_run_into_the_next() {
+    let origin = framing_origin().await;
+    let server = http_server(&[]);
+    let agent = HttpAgent::start(&server, &origin.to_string(), &["--name", "app"]);
+    let host = agent.host.clone();
+    for round in 0..3 {
+        let expect = [
+            ("GET", "/chunked", 200, "hello world"),
+            ("GET", "/until-close", 200, "until the end"),
+            ("GET", "/no-content", 204, ""),
+            ("GET", "/hints", 200, "final"),
+            ("HEAD", "/head", 200, ""),
+            ("GET", "/both", 200, "abc"),
+            ("GET", "/two-lengths", 502, ""),
+            ("GET", "/too-much", 200, "ok"),
+            ("DELETE", "/x", 200, "ok"),
+        ];
+        for (method, path, status, body) in expect {
+            let r = request(server.http, method, &host, path, &[], Bytes::new()).await;
+            assert_eq!(
+                r.status,
+                status,
+                "round {round}, {method} {path}: {}",
+                r.text()
+            );
+            if status == 200 {
+                assert_eq!(r.text(), body, "round {round}, {method} {path}");
+            }
+            // Whatever came before, the next response is the one asked for.
+            let r = get(server.http, &host, "/plain").await;
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (200, "ok"),
+                "round {round}, after {path}"
+            );
+        }
+    }
+    let r = request(server.http, "HEAD", &host, "/head", &[], Bytes::new()).await;
+    assert_eq!(
+        r.headers["content-length"], "5",
+        "a HEAD answer keeps its length"
+    );
+    let r = get(server.http, &host, "/two-lengths").await;
+    assert!(r.text().contains("Content-Length"), "{}", r.text());
+}
+
 #[tokio::test]
 async fn h2c_viewers_are_served() {
     let origin = web::start_origin().await;

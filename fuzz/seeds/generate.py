@@ -313,6 +313,28 @@ def proxy_answer():
     seed("past_the_limit", b"HTTP/1.1 200 OK\r\n\r\n", flags=(70 << 1) | 1)
 
 
+# ----- h1_response: [piece size - 1, flags, response...] (bit 0 of flags: HEAD request) -----
+
+def h1_response():
+    def seed(name, response, piece=255, flags=0):
+        write("h1_response", name, bytes([piece, flags]) + response)
+
+    seed("length", b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+    seed("chunked_in_small_pieces",
+         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+         b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\nNEXT", piece=2)
+    seed("length_beside_chunked",
+         b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\ntransfer-encoding: chunked\r\n\r\n"
+         b"3\r\nabc\r\n0\r\n\r\n", piece=4)
+    seed("interim_then_final",
+         b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n"
+         b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    seed("head", b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", flags=1)
+    seed("listed_lengths", b"HTTP/1.1 200 OK\r\ncontent-length: 4, 4\r\n\r\nabcd")
+    seed("until_close", b"HTTP/1.0 200 OK\r\nserver: x\r\n\r\nall of it")
+    seed("not_http", b"SSH-2.0-OpenSSH_9.6\r\n")
+
+
 if __name__ == "__main__":
     frame_decoder()
     session_frames()
@@ -320,3 +342,4 @@ if __name__ == "__main__":
     stream_header()
     session_pair()
     proxy_answer()
+    h1_response()

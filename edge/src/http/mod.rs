@@ -4,6 +4,7 @@
 //! HTTP/1.1 connection through the agent. Bodies stream both ways with the mux's flow
 //! control as backpressure; WebSocket upgrades pass through as a byte pipe.
 
+pub mod h1;
 pub mod headers;
 pub mod host;
 pub mod pages;

@@ -1,6 +1,9 @@
 //! Upstream HTTP/1.1 from the Edge to an agent: each connection is one stream of the
 //! agent's session (opened with a [`StreamHeader`]), kept alive and reused from a small
 //! per-tunnel pool. The agent pipes each stream to the origin byte for byte.
+//!
+//! Bodiless requests go over the lean client of [`super::h1`]; requests with a body,
+//! upgrades and CONNECT over hyper's. Each has its own pool.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -14,9 +17,11 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use netbore_transport::Session;
 use netbore_transport::proto::StreamHeader;
+use netbore_transport::{Session, Stream};
 use tokio::io::AsyncWriteExt;
+
+use super::h1;
 
 /// Limits of upstream connections.
 #[derive(Debug, Clone)]
@@ -48,9 +53,10 @@ pub enum UpstreamError {
     /// The origin did not start a response in time.
     #[error("the origin did not answer within {0:?}")]
     Timeout(Duration),
-    /// The connection to the agent broke before a response arrived.
+    /// The connection to the agent broke before a response arrived, or the response
+    /// head was not valid HTTP/1.1.
     #[error("the connection through the agent broke before a response arrived ({0})")]
-    Broken(hyper::Error),
+    Broken(BoxError),
 }
 
 /// The body of a request sent upstream: the viewer's, or none for a request sent again
@@ -59,6 +65,12 @@ pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 
 /// The sending half of one upstream HTTP/1.1 connection.
 type Upstream = SendRequest<UpstreamBody>;
+
+/// One upstream connection of the lean client.
+type LeanConn = h1::Conn<Stream>;
+
+/// Any error, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// An HTTP tunnel served by an agent session.
 #[derive(Debug)]
@@ -71,6 +83,7 @@ pub struct HttpTunnel {
     agent_ip: hyper::header::HeaderValue,
     config: UpstreamConfig,
     idle: Mutex<Vec<Upstream>>,
+    idle_lean: Mutex<Vec<LeanConn>>,
 }
 
 impl HttpTunnel {
@@ -92,6 +105,7 @@ impl HttpTunnel {
             agent_ip: super::headers::ip_header(agent.ip()),
             config,
             idle: Mutex::new(Vec::new()),
+            idle_lean: Mutex::new(Vec::new()),
         }
     }
 
@@ -128,6 +142,19 @@ impl HttpTunnel {
         viewer: SocketAddr,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         let timeout = self.config.response_timeout;
+        if h1::handles(&request) {
+            // The encoded head is all the exchange needs, also to send it again.
+            let head_request = request.method() == hyper::Method::HEAD;
+            let mut encoded = bytes::BytesMut::new();
+            h1::encode_head(&request, &mut encoded);
+            drop(request);
+            let exchange = self.exchange_lean(encoded.freeze(), head_request, viewer);
+            let (conn, head) = tokio::time::timeout(timeout, exchange)
+                .await
+                .map_err(|_| UpstreamError::Timeout(timeout))??;
+            let body = h1::Body::new(conn, &head);
+            return Ok(head.response.map(|()| PooledBody::lean(body, self.clone())));
+        }
         let (sender, response) = tokio::time::timeout(timeout, self.exchange(request, viewer))
             .await
             .map_err(|_| UpstreamError::Timeout(timeout))??;
@@ -166,7 +193,7 @@ impl HttpTunnel {
                     tracing::debug!(tunnel = %self.name, "a pooled connection closed under a request; sending it again");
                     Box::pin(self.exchange_on_new(again.request(), viewer)).await
                 }
-                (None, _) => Err(UpstreamError::Broken(e.into_error())),
+                (None, _) => Err(UpstreamError::Broken(e.into_error().into())),
             },
         }
     }
@@ -181,8 +208,46 @@ impl HttpTunnel {
         let response = sender
             .send_request(request)
             .await
-            .map_err(UpstreamError::Broken)?;
+            .map_err(|e| UpstreamError::Broken(e.into()))?;
         Ok((sender, response))
+    }
+
+    /// Sends bodiless `request` over a pooled lean connection, else a new one, and
+    /// reads the response head. Every method the lean client takes is idempotent, so a
+    /// pooled connection the origin closed before answering is replaced, once.
+    async fn exchange_lean(
+        &self,
+        request: Bytes,
+        head_request: bool,
+        viewer: SocketAddr,
+    ) -> Result<(LeanConn, h1::Head), UpstreamError> {
+        if let Some(mut conn) = self.take_idle_lean() {
+            match Self::round_trip(&mut conn, &request, head_request).await {
+                Ok(head) => return Ok((conn, head)),
+                Err(h1::H1Error::Closed) => {
+                    tracing::debug!(tunnel = %self.name, "a pooled connection closed under a request; sending it again");
+                }
+                Err(e) => return Err(UpstreamError::Broken(e.into())),
+            }
+        }
+        let mut conn = Box::pin(self.open(viewer)).await.map(h1::Conn::new)?;
+        let head = Self::round_trip(&mut conn, &request, head_request)
+            .await
+            .map_err(|e| UpstreamError::Broken(e.into()))?;
+        Ok((conn, head))
+    }
+
+    /// Writes the encoded request head on `conn` and reads the response's.
+    async fn round_trip(
+        conn: &mut LeanConn,
+        request: &[u8],
+        head_request: bool,
+    ) -> Result<h1::Head, h1::H1Error> {
+        // Nothing was answered when the request could not even be written.
+        conn.send_head(request)
+            .await
+            .map_err(|_| h1::H1Error::Closed)?;
+        conn.read_head(head_request).await
     }
 
     /// The most recently pooled connection that is ready. Looks only as far back as
@@ -203,6 +268,24 @@ impl HttpTunnel {
         None
     }
 
+    /// The most recently pooled lean connection that is still open and quiet.
+    fn take_idle_lean(&self) -> Option<LeanConn> {
+        let mut idle = self.idle_lean.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(mut conn) = idle.pop() {
+            if conn.is_reusable() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn put_idle_lean(&self, conn: LeanConn) {
+        let mut idle = self.idle_lean.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.config.max_idle && !self.session.is_closed() {
+            idle.push(conn);
+        }
+    }
+
     fn put_idle(&self, sender: Upstream) {
         if sender.is_closed() {
             return;
@@ -213,8 +296,8 @@ impl HttpTunnel {
         }
     }
 
-    /// Opens a stream to the agent and starts HTTP/1.1 on it.
-    async fn connect(&self, viewer: SocketAddr) -> Result<Upstream, UpstreamError> {
+    /// Opens a stream to the agent for a connection to the origin.
+    async fn open(&self, viewer: SocketAddr) -> Result<Stream, UpstreamError> {
         let offline = |e: &dyn std::fmt::Display| UpstreamError::AgentOffline(e.to_string());
         let mut stream = self.session.open().await.map_err(|e| offline(&e))?;
         let header = StreamHeader {
@@ -225,10 +308,16 @@ impl HttpTunnel {
             .write_all(&header.encode())
             .await
             .map_err(|e| offline(&e))?;
+        Ok(stream)
+    }
+
+    /// Opens a stream to the agent and starts hyper's HTTP/1.1 client on it.
+    async fn connect(&self, viewer: SocketAddr) -> Result<Upstream, UpstreamError> {
+        let stream = self.open(viewer).await?;
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(UpstreamError::Broken)?;
+            .map_err(|e| UpstreamError::Broken(e.into()))?;
         tokio::spawn(async move {
             if let Err(e) = connection.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
@@ -279,50 +368,104 @@ impl Repeatable {
 /// when it has been read to the end (a body dropped early closes the connection).
 #[derive(Debug)]
 pub struct PooledBody {
-    inner: Incoming,
-    reuse: Option<(Arc<HttpTunnel>, Upstream)>,
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Hyper {
+        body: Incoming,
+        reuse: Option<(Arc<HttpTunnel>, Upstream)>,
+    },
+    Lean {
+        body: h1::Body<Stream>,
+        tunnel: Arc<HttpTunnel>,
+    },
 }
 
 impl PooledBody {
-    fn new(inner: Incoming, reuse: Option<(Arc<HttpTunnel>, Upstream)>) -> Self {
-        let mut body = PooledBody { inner, reuse };
-        if body.inner.is_end_stream() {
+    fn new(body: Incoming, reuse: Option<(Arc<HttpTunnel>, Upstream)>) -> Self {
+        let mut body = PooledBody {
+            inner: Inner::Hyper { body, reuse },
+        };
+        if body.is_end_stream() {
+            body.release();
+        }
+        body
+    }
+
+    fn lean(body: h1::Body<Stream>, tunnel: Arc<HttpTunnel>) -> Self {
+        let mut body = PooledBody {
+            inner: Inner::Lean { body, tunnel },
+        };
+        if body.is_end_stream() {
             body.release();
         }
         body
     }
 
     fn release(&mut self) {
-        if let Some((tunnel, sender)) = self.reuse.take() {
-            tunnel.put_idle(sender);
+        match &mut self.inner {
+            Inner::Hyper { reuse, .. } => {
+                if let Some((tunnel, sender)) = reuse.take() {
+                    tunnel.put_idle(sender);
+                }
+            }
+            Inner::Lean { body, tunnel } => {
+                if let Some(conn) = body.finish() {
+                    tunnel.put_idle_lean(conn);
+                }
+            }
         }
     }
 }
 
 impl Body for PooledBody {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.release(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
-            Poll::Ready(Some(Err(_))) => self.reuse = None,
-            _ => {}
+        let polled = match &mut self.inner {
+            Inner::Hyper { body, reuse } => match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(Some(Err(e))) => {
+                    *reuse = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            },
+            Inner::Lean { body, .. } => match body.poll_data(cx) {
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(Some(Ok(data))) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        if self.is_end_stream() {
+            self.release();
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Hyper { body, .. } => body.is_end_stream(),
+            Inner::Lean { body, .. } => body.is_done(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Hyper { body, .. } => body.size_hint(),
+            Inner::Lean { body, .. } => match body.exact_len() {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
+        }
     }
 }
 
