@@ -317,16 +317,20 @@ impl<S: ReadChunk + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Reads the response head, skipping interim (1xx) responses.
+    ///
+    /// A head split over several chunks is parsed once its blank line has arrived, so
+    /// an origin sending it a byte at a time costs linear time, not quadratic.
     pub async fn read_head(&mut self, head_request: bool) -> Result<Head, H1Error> {
         let mut partial = BytesMut::new();
         let mut received = false;
+        let mut complete = true;
         loop {
             let input: &[u8] = if partial.is_empty() {
                 &self.rest
             } else {
                 &partial
             };
-            if !input.is_empty() {
+            if !input.is_empty() && complete {
                 received = true;
                 if let Some((head, len)) = parse_head(input, head_request)? {
                     if partial.is_empty() {
@@ -357,7 +361,14 @@ impl<S: ReadChunk + AsyncWrite + Unpin> Conn<S> {
             };
             match chunk {
                 Some(chunk) if partial.is_empty() => self.rest = chunk,
-                Some(chunk) => partial.extend_from_slice(&chunk),
+                Some(chunk) => {
+                    let from = partial.len().saturating_sub(3);
+                    partial.extend_from_slice(&chunk);
+                    complete = has_blank_line(&partial[from..]);
+                    if !complete && partial.len() > MAX_HEAD {
+                        return Err(H1Error::HeadTooLarge);
+                    }
+                }
                 None if received => return Err(H1Error::Incomplete),
                 None => return Err(H1Error::Closed),
             }
@@ -371,6 +382,12 @@ impl<S: ReadChunk + AsyncWrite + Unpin> Conn<S> {
         }
         self.io.poll_read_chunk(cx)
     }
+}
+
+/// True when `bytes` hold the end of a head: an empty line, ended by CRLF or LF (a
+/// malformed end still goes to the parser, which rejects it).
+fn has_blank_line(bytes: &[u8]) -> bool {
+    bytes.windows(2).any(|w| w == b"\n\n") || bytes.windows(3).any(|w| w == b"\n\r\n")
 }
 
 /// Reads a response body as its framing says; [`Body::finish`] gives the connection
