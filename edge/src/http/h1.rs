@@ -107,8 +107,9 @@ pub struct Head {
 }
 
 /// Parses one response head at the start of `input`. `Ok(None)`: more bytes needed.
-/// On success, also returns how many bytes the head took.
-pub fn parse_head(input: &[u8], head_request: bool) -> Result<Option<(Head, usize)>, H1Error> {
+/// On success, also returns how many bytes the head took. Header values are slices of
+/// `input`, not copies.
+pub fn parse_head(input: &Bytes, head_request: bool) -> Result<Option<(Head, usize)>, H1Error> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut fields);
     let len = match parsed.parse(input) {
@@ -135,8 +136,8 @@ pub fn parse_head(input: &[u8], head_request: bool) -> Result<Option<(Head, usiz
     for field in parsed.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| H1Error::BadHead("header name"))?;
-        let value =
-            HeaderValue::from_bytes(field.value).map_err(|_| H1Error::BadHead("header value"))?;
+        let value = HeaderValue::from_maybe_shared(input.slice_ref(field.value))
+            .map_err(|_| H1Error::BadHead("header value"))?;
         headers.append(name, value);
     }
     let (framing, reusable) = framing(head_request, status, version, &headers)?;
@@ -269,7 +270,13 @@ fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
 /// Writes `request`'s head (origin form, HTTP/1.1) to `out`.
 pub fn encode_head<B>(request: &Request<B>, out: &mut BytesMut) {
     let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    out.reserve(64 + target.len() + request.headers().len() * 32);
+    let fields: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    // Method, space, target, " HTTP/1.1\r\n", the fields, and the final "\r\n".
+    out.reserve(request.method().as_str().len() + 1 + target.len() + 11 + fields + 2);
     out.extend_from_slice(request.method().as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(target.as_bytes());
@@ -318,27 +325,16 @@ impl<S: ReadChunk + AsyncWrite + Unpin> Conn<S> {
 
     /// Reads the response head, skipping interim (1xx) responses.
     ///
-    /// A head split over several chunks is parsed once its blank line has arrived, so
-    /// an origin sending it a byte at a time costs linear time, not quadratic.
+    /// A head split over several chunks is gathered and parsed once its blank line has
+    /// arrived, so an origin sending it a byte at a time costs linear time, not
+    /// quadratic.
     pub async fn read_head(&mut self, head_request: bool) -> Result<Head, H1Error> {
         let mut partial = BytesMut::new();
         let mut received = false;
-        let mut complete = true;
         loop {
-            let input: &[u8] = if partial.is_empty() {
-                &self.rest
-            } else {
-                &partial
-            };
-            if !input.is_empty() && complete {
-                received = true;
-                if let Some((head, len)) = parse_head(input, head_request)? {
-                    if partial.is_empty() {
-                        self.rest.advance(len);
-                    } else {
-                        partial.advance(len);
-                        self.rest = partial.split().freeze();
-                    }
+            if !self.rest.is_empty() {
+                if let Some((head, len)) = parse_head(&self.rest, head_request)? {
+                    self.rest.advance(len);
                     if head.response.status() == StatusCode::SWITCHING_PROTOCOLS {
                         return Err(H1Error::UnaskedSwitch);
                     }
@@ -347,10 +343,7 @@ impl<S: ReadChunk + AsyncWrite + Unpin> Conn<S> {
                     }
                     return Ok(head);
                 }
-                if partial.is_empty() {
-                    partial.extend_from_slice(&self.rest);
-                    self.rest = Bytes::new();
-                }
+                partial.extend_from_slice(&std::mem::take(&mut self.rest));
             }
             let chunk = match poll_fn(|cx| self.io.poll_read_chunk(cx)).await {
                 Ok(chunk) => chunk,
@@ -359,18 +352,24 @@ impl<S: ReadChunk + AsyncWrite + Unpin> Conn<S> {
                 Err(_) if !received => return Err(H1Error::Closed),
                 Err(e) => return Err(H1Error::Io(e)),
             };
-            match chunk {
-                Some(chunk) if partial.is_empty() => self.rest = chunk,
-                Some(chunk) => {
-                    let from = partial.len().saturating_sub(3);
-                    partial.extend_from_slice(&chunk);
-                    complete = has_blank_line(&partial[from..]);
-                    if !complete && partial.len() > MAX_HEAD {
-                        return Err(H1Error::HeadTooLarge);
-                    }
-                }
-                None if received => return Err(H1Error::Incomplete),
-                None => return Err(H1Error::Closed),
+            let Some(chunk) = chunk else {
+                return Err(if received {
+                    H1Error::Incomplete
+                } else {
+                    H1Error::Closed
+                });
+            };
+            received = true;
+            if partial.is_empty() {
+                self.rest = chunk;
+                continue;
+            }
+            let from = partial.len().saturating_sub(3);
+            partial.extend_from_slice(&chunk);
+            if has_blank_line(&partial[from..]) {
+                self.rest = partial.split().freeze();
+            } else if partial.len() > MAX_HEAD {
+                return Err(H1Error::HeadTooLarge);
             }
         }
     }
@@ -634,7 +633,7 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     fn head(text: &str) -> Result<Option<(Head, usize)>, H1Error> {
-        parse_head(text.as_bytes(), false)
+        parse_head(&Bytes::copy_from_slice(text.as_bytes()), false)
     }
 
     fn framing_of(text: &str) -> (Framing, bool) {
@@ -701,9 +700,8 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(framing_of(text), want, "{text:?}");
         }
-        let (h, _) = parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true)
-            .unwrap()
-            .unwrap();
+        let input = Bytes::from_static(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n");
+        let (h, _) = parse_head(&input, true).unwrap().unwrap();
         assert_eq!(h.framing, Empty, "a response to HEAD has no body");
         assert_eq!(h.response.headers()["content-length"], "5");
     }
@@ -778,10 +776,9 @@ mod tests {
                     Decoded::Data(d) => out.extend_from_slice(&d),
                     Decoded::NeedMore => break,
                     Decoded::End => {
-                        let left = input.len()
-                            - i * piece
-                            - (piece.min(input.len() - i * piece) - part.len());
-                        return Ok((out, left));
+                        // What is left of this piece, and every later piece.
+                        let later = input.len().saturating_sub((i + 1) * piece);
+                        return Ok((out, part.len() + later));
                     }
                 }
             }
@@ -928,6 +925,16 @@ mod tests {
             &get("/a?b=c")[..],
             b"GET /a?b=c HTTP/1.1\r\nhost: app\r\n\r\n"
         );
+        // The head is sized before it is written: one allocation, no regrowth.
+        let mut request = Request::new(());
+        *request.uri_mut() = "/long".parse().unwrap();
+        request.headers_mut().insert(
+            "cookie",
+            HeaderValue::from_static("a=1; b=2; session=0123456789abcdef0123456789abcdef"),
+        );
+        let mut out = BytesMut::new();
+        encode_head(&request, &mut out);
+        assert_eq!(out.capacity(), out.len());
     }
 
     #[tokio::test]
