@@ -21,7 +21,7 @@ pub(crate) struct AgentArgs {
     #[arg(long, env = "NETBORE_KEY", hide_env_values = true)]
     pub(crate) key: Option<String>,
     /// Where recreate tokens are kept so a restarted agent gets the same URL back
-    /// (default: $XDG_STATE_HOME/netbore or ~/.local/state/netbore).
+    /// (default: $XDG_STATE_HOME/netbore or ~/.local/state/netbore; %LOCALAPPDATA%\netbore\state on Windows).
     #[arg(long, env = "NETBORE_STATE_DIR")]
     pub(crate) state_dir: Option<PathBuf>,
     /// Start with a new tunnel instead of reclaiming the one from the last run.
@@ -113,15 +113,9 @@ impl AgentArgs {
     }
 }
 
-/// `$XDG_STATE_HOME/netbore`, `~/.local/state/netbore`, or `./netbore-state`.
+/// The default state directory (see `platform::default_dir`).
 fn default_state_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_STATE_HOME") {
-        return PathBuf::from(x).join("netbore");
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        return PathBuf::from(home).join(".local/state/netbore");
-    }
-    PathBuf::from("netbore-state")
+    crate::platform::default_dir("state")
 }
 
 /// Flags of `netbore tcp`.
@@ -250,28 +244,17 @@ pub(crate) async fn run_http(args: HttpArgs, printer: Printer) -> anyhow::Result
 }
 
 async fn run(config: AgentConfig, printer: Printer) -> anyhow::Result<()> {
-    let error = netbore_agent::run_until(config, |e| print_event(printer, e), stop_signal()).await;
+    let error = netbore_agent::run_until(
+        config,
+        |e| print_event(printer, e),
+        crate::platform::stop_signal(),
+    )
+    .await;
     if let netbore_agent::AgentError::Stopped = error {
         return Ok(());
     }
     printer.error(error.code(), &error.to_string());
     std::process::exit(1);
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]

@@ -166,15 +166,14 @@ pub(crate) async fn run(args: DemoArgs, printer: Printer) -> anyhow::Result<()> 
         }
         crate::agent_cmd::print_event(printer, event);
     });
-    let result = tokio::select! {
+    tokio::select! {
         error = agent => {
             printer.error(error.code(), &error.to_string());
             let _ = std::fs::remove_dir_all(&data_dir);
             std::process::exit(1);
         }
-        r = tokio::signal::ctrl_c() => r,
+        () = crate::platform::stop_signal() => {}
     };
     let _ = std::fs::remove_dir_all(&data_dir);
-    result?;
     Ok(())
 }

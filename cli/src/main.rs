@@ -6,6 +6,7 @@ mod ca_cmd;
 mod demo;
 mod key_cmd;
 mod output;
+mod platform;
 mod server;
 
 use clap::{Parser, Subcommand};

@@ -97,7 +97,8 @@ pub(crate) struct ServerArgs {
     /// Address public TCP ports are opened on.
     #[arg(long, default_value = "0.0.0.0")]
     pub(crate) tcp_bind_ip: IpAddr,
-    /// Where the server keeps its signing key and state.
+    /// Where the server keeps its signing key and state (default: $XDG_DATA_HOME/netbore
+    /// or ~/.local/share/netbore; %LOCALAPPDATA%\netbore\data on Windows).
     #[arg(long, env = "NETBORE_DATA_DIR")]
     pub(crate) data_dir: Option<PathBuf>,
     /// Public host name of this server (used in public URLs and handed to agents).
@@ -165,16 +166,9 @@ pub(crate) struct ServerArgs {
 /// The control plane's database inside the data directory.
 pub(crate) const STORE_FILE: &str = "netbore.db";
 
-/// The default data directory: `$XDG_DATA_HOME/netbore`, `~/.local/share/netbore`,
-/// or `./netbore-data`.
+/// The default data directory (see `platform::default_dir`).
 pub(crate) fn default_data_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
-        return PathBuf::from(x).join("netbore");
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        return PathBuf::from(home).join(".local/share/netbore");
-    }
-    PathBuf::from("netbore-data")
+    crate::platform::default_dir("data")
 }
 
 /// The addresses a started server is bound to.
@@ -511,6 +505,6 @@ pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()
             if args.allow_anonymous { "allowed" } else { "refused: agents need an API key (netbore key create), or pass --allow-anonymous" }
         ),
     );
-    tokio::signal::ctrl_c().await?;
+    crate::platform::stop_signal().await;
     Ok(())
 }

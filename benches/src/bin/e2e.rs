@@ -7,7 +7,9 @@
 //! (`--peers` adds bore and rathole (tcp, websocket, websocket over TLS, noise) when they are on the PATH;
 //! `--quick` measures only the two single-connection bulk figures over tcp and quic;
 //! `--floor R` exits non-zero when a netbore rate falls below R × direct in any figure, a gross-regression
-//! guard far below the real ratios so noise never trips it.)
+//! guard far below the real ratios so noise never trips it;
+//! `--max-idle-rss MIB` exits non-zero when an idle netbore server or agent holds more than MIB MiB
+//! resident, a gross-regression guard for memory (idle near 6 MiB; a binary without its code layout near 12).)
 //! (`--baseline` runs a second netbore binary, e.g. one built from an older commit, in the same run and over the same transports;
 //! `--origin-only` serves just the harness's origin (`/1k`, `/1m`) for tools run by hand;
 //! `--only TEXT` runs only the figures whose name contains TEXT, without the memory table;
@@ -959,7 +961,7 @@ fn rathole_keypair() -> Option<(String, String)> {
 /// Says what was wrong with the command line, with the usage, and exits with status 2.
 fn usage_error(what: &str) -> ! {
     eprintln!(
-        "e2e: {what}; usage: e2e [--seconds S] [--rounds N] [--quick] [--peers | --peer NAME ...] [--only TEXT] [--over tls,ws,wss,quic|none] [--write-doc PATH] [--floor RATIO] [--baseline OTHER_NETBORE] [--origin-only]"
+        "e2e: {what}; usage: e2e [--seconds S] [--rounds N] [--quick] [--peers | --peer NAME ...] [--only TEXT] [--over tls,ws,wss,quic|none] [--write-doc PATH] [--floor RATIO] [--max-idle-rss MIB] [--baseline OTHER_NETBORE] [--origin-only]"
     );
     std::process::exit(2)
 }
@@ -973,6 +975,7 @@ async fn main() {
     let mut peers: Vec<String> = Vec::new();
     let mut quick = false;
     let mut floor: Option<f64> = None;
+    let mut max_idle_rss_mib: Option<f64> = None;
     let mut only: Option<String> = None;
     let mut over: Vec<String> = ["tls", "ws", "wss", "quic"].map(String::from).to_vec();
     let mut write_doc: Option<std::path::PathBuf> = None;
@@ -1043,6 +1046,13 @@ async fn main() {
                     args.next()
                         .and_then(|v| v.parse().ok())
                         .unwrap_or_else(|| usage_error("--floor needs a ratio")),
+                )
+            }
+            "--max-idle-rss" => {
+                max_idle_rss_mib = Some(
+                    args.next()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or_else(|| usage_error("--max-idle-rss needs a size in MiB")),
                 )
             }
             "--baseline" => {
@@ -1149,8 +1159,22 @@ async fn main() {
         &contenders[..]
     };
     let mut mem_rows = Vec::new();
+    let mut over_memory = Vec::new();
     for c in contenders_for_memory {
         let (s0, a0) = c.rss_kib();
+        if c.is_netbore()
+            && let Some(max) = max_idle_rss_mib
+        {
+            for (role, kib) in [("server", s0), ("agent", a0)] {
+                let mib = kib as f64 / 1024.0;
+                if mib > max {
+                    over_memory.push(format!(
+                        "{}: the idle {role} holds {mib:.1} MiB, above the ceiling of {max} MiB",
+                        c.name
+                    ));
+                }
+            }
+        }
         let mut row = format!(
             "| {} | {:.1} MiB | {:.1} MiB |",
             c.name,
@@ -1263,7 +1287,7 @@ async fn main() {
     if let Some(text) = &only {
         figures.retain(|f| f.name().contains(text.as_str()));
     }
-    let mut below_floor = Vec::new();
+    let mut regressions = Vec::new();
     // A contender that wedges (a peer that never recovers from the idle-connection
     // load, say) is dropped from the later figures instead of hanging the run.
     let mut stalled = vec![false; contenders.len()];
@@ -1354,7 +1378,7 @@ async fn main() {
                 && let Some(f) = floor
                 && s.rate / d.rate < f
             {
-                below_floor.push(format!(
+                regressions.push(format!(
                     "{name}: {:.3}× direct is below the floor of {f}×",
                     s.rate / d.rate
                 ));
@@ -1378,8 +1402,9 @@ async fn main() {
         eprintln!("updated the table in {}", path.display());
     }
     let _ = std::fs::remove_dir_all(&data);
-    if !below_floor.is_empty() {
-        for line in &below_floor {
+    regressions.extend(over_memory);
+    if !regressions.is_empty() {
+        for line in &regressions {
             eprintln!("regression: {line}");
         }
         std::process::exit(1);

@@ -1,0 +1,59 @@
+//! What differs between Unix and Windows, in one place: where files live by default and
+//! which signals stop a command. Windows gets the nearest behaviour where a Unix
+//! feature has no equivalent (docs/platforms.md).
+
+use std::path::PathBuf;
+
+/// The default directory of `kind` (`data` for the server, `state` for agents):
+/// on Unix `$XDG_<KIND>_HOME/netbore` or `~/.local/<kind>/netbore`; on Windows
+/// `%LOCALAPPDATA%\netbore\<kind>`; else `./netbore-<kind>`.
+pub(crate) fn default_dir(kind: &str) -> PathBuf {
+    #[cfg(windows)]
+    if let Some(local) = std::env::var_os("LOCALAPPDATA") {
+        return PathBuf::from(local).join("netbore").join(kind);
+    }
+    let xdg = format!("XDG_{}_HOME", kind.to_ascii_uppercase());
+    if let Some(x) = std::env::var_os(xdg) {
+        return PathBuf::from(x).join("netbore");
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        return PathBuf::from(home)
+            .join(".local")
+            .join(kind)
+            .join("netbore");
+    }
+    PathBuf::from(format!("netbore-{kind}"))
+}
+
+/// Completes when the user or the system asks the command to stop: Ctrl-C (SIGINT)
+/// or SIGTERM on Unix; Ctrl-C, Ctrl-Break, closing the console window, log-off or
+/// shut-down on Windows.
+pub(crate) async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    #[cfg(windows)]
+    {
+        use tokio::signal::windows::{ctrl_break, ctrl_close, ctrl_shutdown};
+        if let (Ok(mut brk), Ok(mut close), Ok(mut shutdown)) =
+            (ctrl_break(), ctrl_close(), ctrl_shutdown())
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = brk.recv() => {}
+                _ = close.recv() => {}
+                _ = shutdown.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
