@@ -51,13 +51,8 @@ impl StateDir {
     pub fn save(&self, spec: &TunnelSpec, token: &str) {
         let path = self.path(spec);
         let result = (|| {
-            std::fs::create_dir_all(&self.dir)?;
             let tmp = path.with_extension("tmp");
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            std::io::Write::write_all(&mut options.open(&tmp)?, token.as_bytes())?;
+            netbore_control::private_fs::write(&tmp, token.as_bytes())?;
             std::fs::rename(&tmp, &path)
         })();
         if let Err(e) = result {

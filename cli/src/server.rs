@@ -338,7 +338,17 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
             .collect(),
         dev_ca: edge_tls.dev_ca.clone(),
     };
-    let ports = PortPool::new(args.tcp_bind_ip, args.tcp_ports);
+    let own_ports = [
+        Some(bound.control),
+        Some(bound.agent),
+        Some(bound.http),
+        bound.https,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|a| a.port())
+    .collect();
+    let ports = PortPool::new(args.tcp_bind_ip, args.tcp_ports, own_ports);
     let registry = Registry::new(
         RegistryConfig {
             domain: args.domain.clone(),

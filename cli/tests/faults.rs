@@ -5,11 +5,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::hello::{create_token, hello, hello_on, open_hello};
 use common::{Agent, Proc, Server, free_port};
 use netbore_control::tokens::{TokenSigner, unix_now};
 use netbore_mux::frame::{FrameType, GoAwayCode, HEADER_LEN, Header};
 use netbore_test_support::read_until_closed;
-use netbore_transport::proto::{self, ErrorCode, Hello, HelloReply, PROTOCOL_VERSION};
+use netbore_transport::proto::{ErrorCode, HelloReply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -158,67 +159,6 @@ async fn a_connection_that_never_says_hello_is_closed_after_the_hello_timeout() 
     let started = Instant::now();
     read_until_closed(&mut s, Duration::from_secs(3)).await;
     assert!(started.elapsed() >= Duration::from_millis(900));
-}
-
-/// Creates a tunnel through the control API and returns its ephemeral token.
-async fn create_token(server: &Server) -> String {
-    let url = server.url().parse().unwrap();
-    let request = netbore_control::api::CreateTunnelRequest::tcp(None);
-    netbore_agent::control_client::create_tunnel(&url, None, &request)
-        .await
-        .unwrap()
-        .ephemeral_token
-}
-
-/// Opens a session, says hello with `tokens`, and returns the session, the hello
-/// stream and the Edge's answer.
-async fn open_hello(
-    server: &Server,
-    tokens: Vec<String>,
-) -> (
-    netbore_transport::Session,
-    netbore_transport::Stream,
-    HelloReply,
-) {
-    let session = netbore_transport::tcp::connect(server.agent, Default::default())
-        .await
-        .unwrap();
-    hello_on(session, tokens).await
-}
-
-/// Says hello with `tokens` on `session`; returns it, the hello stream and the answer.
-async fn hello_on(
-    session: netbore_transport::Session,
-    tokens: Vec<String>,
-) -> (
-    netbore_transport::Session,
-    netbore_transport::Stream,
-    HelloReply,
-) {
-    let mut stream = session.open().await.unwrap();
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        tokens,
-        agent: "test".into(),
-    };
-    proto::write_message(&mut stream, &hello).await.unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(2), proto::read_message(&mut stream))
-        .await
-        .expect("the Edge answers the hello")
-        .expect("the answer is a hello reply");
-    (session, stream, reply)
-}
-
-/// Says hello with `tokens` and returns the Edge's answer; a refusal must also close
-/// the session.
-async fn hello(server: &Server, tokens: Vec<String>) -> HelloReply {
-    let (session, _stream, reply) = open_hello(server, tokens).await;
-    if matches!(reply, HelloReply::Error(_)) {
-        tokio::time::timeout(Duration::from_secs(2), session.closed())
-            .await
-            .expect("session closed after refusal");
-    }
-    reply
 }
 
 fn error_code(reply: &HelloReply) -> ErrorCode {

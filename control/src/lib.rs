@@ -10,7 +10,9 @@
 pub mod api;
 mod auth;
 pub mod names;
+pub mod private_fs;
 pub mod rate;
+pub mod replay;
 mod reservations;
 mod revocation;
 pub mod secrets;

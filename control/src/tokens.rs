@@ -1,7 +1,6 @@
 //! Ephemeral tokens: EdDSA (Ed25519) JWTs minted by Control and verified by Edges.
 //! Edges hold only the public key, so an Edge can verify but never mint.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,6 +10,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
 
+use crate::replay::{ReplayCache, ReplayError};
+
 /// `iss` of every token.
 pub const ISSUER: &str = "netbore-control";
 /// `aud` of every token.
@@ -19,9 +20,6 @@ pub const AUDIENCE: &str = "netbore-edge";
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 /// Clock skew tolerated when checking `exp`.
 const LEEWAY_SECS: u64 = 2;
-/// Most token ids remembered for replay detection. Stops a flood of valid tokens from
-/// growing the cache without bound; ids leave it when their token expires.
-const MAX_SEEN_TOKENS: usize = 1_000_000;
 
 /// The claims of an ephemeral token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,10 +102,7 @@ impl TokenSigner {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let rng = SystemRandom::new();
                 let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("the system RNG works");
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(io_err)?;
-                }
-                write_private(path, pkcs8.as_ref()).map_err(io_err)?;
+                crate::private_fs::write_new(path, pkcs8.as_ref()).map_err(io_err)?;
                 Ok(Self::from_pkcs8(pkcs8.as_ref()).expect("a freshly generated key is valid"))
             }
             Err(e) => Err(io_err(e)),
@@ -173,23 +168,6 @@ impl TokenSigner {
     }
 }
 
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
-}
-
 /// Seconds since the epoch.
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -208,17 +186,20 @@ pub enum TokenError {
     /// The token was presented before.
     #[error("the tunnel token was already used; request a new tunnel from the control plane")]
     Reused,
+    /// The token's owner (or the Edge as a whole) holds as many live tokens as it may.
+    #[error("too many tunnel tokens of this owner are in use; wait a minute and try again")]
+    TooMany,
     /// Malformed, forged, wrong algorithm, audience or issuer.
     #[error("the tunnel token is not valid ({0}); request a new tunnel from the control plane")]
     Invalid(String),
 }
 
 /// Verifies tokens: algorithm pinned to EdDSA, signature, expiry, issuer, audience,
-/// and single use.
+/// and single use (through a [`ReplayCache`]).
 pub struct TokenVerifier {
     key: DecodingKey,
     validation: Validation,
-    seen: Mutex<HashMap<String, u64>>,
+    seen: Mutex<ReplayCache>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -238,30 +219,41 @@ impl TokenVerifier {
         TokenVerifier {
             key: DecodingKey::from_ed_der(public_key),
             validation,
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(ReplayCache::new(LEEWAY_SECS)),
         }
+    }
+
+    /// Checks `token` without using it up: signature, algorithm and claims.
+    pub fn check(&self, token: &str) -> Result<Claims, TokenError> {
+        jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid(e.to_string()),
+            })
+    }
+
+    /// Uses up every checked token of `claims`, or none of them when one was used
+    /// before or its owner holds too many.
+    pub fn consume(&self, claims: &[&Claims]) -> Result<(), TokenError> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.claim(claims, unix_now()).map_err(|e| match e {
+            ReplayError::Reused => TokenError::Reused,
+            ReplayError::Full => TokenError::TooMany,
+        })
+    }
+
+    /// Gives back tokens [`Self::consume`] used up whose tunnels could not be claimed:
+    /// they may be presented again until they expire.
+    pub fn release(&self, claims: &[&Claims]) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.release(claims);
     }
 
     /// Checks `token` and consumes it; a second call with the same token fails.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |e| match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                _ => TokenError::Invalid(e.to_string()),
-            },
-        )?;
-        let claims = data.claims;
-        let now = unix_now();
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() >= MAX_SEEN_TOKENS / 2 {
-            seen.retain(|_, exp| *exp + LEEWAY_SECS >= now);
-        }
-        if seen.len() >= MAX_SEEN_TOKENS {
-            return Err(TokenError::Invalid("too many live tokens".into()));
-        }
-        if seen.insert(claims.jti.clone(), claims.exp).is_some() {
-            return Err(TokenError::Reused);
-        }
+        let claims = self.check(token)?;
+        self.consume(&[&claims])?;
         Ok(claims)
     }
 }

@@ -22,15 +22,13 @@ impl AuditLog {
 
     /// Appends to `path`, creating it (readable by its owner only) if needed.
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
         let mut options = std::fs::OpenOptions::new();
         options.create(true).append(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         Ok(AuditLog {
-            file: Some(Mutex::new(options.open(path)?)),
+            file: Some(Mutex::new(netbore_control::private_fs::open(
+                path,
+                &mut options,
+            )?)),
         })
     }
 

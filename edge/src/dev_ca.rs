@@ -7,6 +7,7 @@
 //! - `edge-cert.pem` (leaf, then CA) and `edge-key.pem` (0600): the Edge's certificate,
 //!   made again only when the names it must carry change (`edge-names.txt`).
 
+use netbore_control::private_fs;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -104,7 +105,7 @@ impl DevCa {
             dir: data_dir.to_path_buf(),
             cause,
         };
-        std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+        private_fs::create_dir(data_dir).map_err(io(data_dir))?;
         let ca_path = data_dir.join(CA_FILE);
         let ca_key_path = data_dir.join(CA_KEY_FILE);
         let ca_params = ca_params();
@@ -114,8 +115,9 @@ impl DevCa {
         } else {
             let key = KeyPair::generate().map_err(cert_err)?;
             let cert = ca_params.self_signed(&key).map_err(cert_err)?;
-            write_private(&ca_key_path, &key.serialize_pem()).map_err(io(&ca_key_path))?;
-            std::fs::write(&ca_path, cert.pem()).map_err(io(&ca_path))?;
+            private_fs::write(&ca_key_path, key.serialize_pem().as_bytes())
+                .map_err(io(&ca_key_path))?;
+            private_fs::write(&ca_path, cert.pem().as_bytes()).map_err(io(&ca_path))?;
             // A new CA invalidates any leaf signed by an older one.
             let _ = std::fs::remove_file(data_dir.join(NAMES_FILE));
             key
@@ -199,9 +201,9 @@ pub fn ensure(data_dir: &Path, names: &[String]) -> Result<DevCert, DevCaError> 
         return Ok(out);
     }
     let leaf = ca.issue(names)?;
-    write_private(&out.key, &leaf.key_pem).map_err(io(&out.key))?;
-    std::fs::write(&out.cert, leaf.chain_pem).map_err(io(&out.cert))?;
-    std::fs::write(&names_path, wanted).map_err(io(&names_path))?;
+    private_fs::write(&out.key, leaf.key_pem.as_bytes()).map_err(io(&out.key))?;
+    private_fs::write(&out.cert, leaf.chain_pem.as_bytes()).map_err(io(&out.cert))?;
+    private_fs::write(&names_path, wanted.as_bytes()).map_err(io(&names_path))?;
     Ok(out)
 }
 
@@ -217,16 +219,6 @@ fn ca_params() -> CertificateParams {
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
     params.not_after = rcgen::date_time_ymd(2124, 1, 1);
     params
-}
-
-/// Writes a secret readable by its owner only.
-pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(contents.as_bytes())
 }
 
 #[cfg(test)]

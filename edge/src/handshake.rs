@@ -118,19 +118,23 @@ fn check_hello(
             message: "a hello must carry between 1 and 64 tunnel tokens".into(),
         });
     }
-    // Verify every token before claiming anything, so a bad one claims nothing.
+    // Check every token before using any up, and use them up together, so a bad or
+    // reused one costs the others nothing.
+    let token_error = |e: TokenError| ErrorBody {
+        code: match e {
+            TokenError::Expired => ErrorCode::TokenExpired,
+            TokenError::Reused => ErrorCode::TokenReused,
+            TokenError::TooMany => ErrorCode::LimitReached,
+            _ => ErrorCode::BadToken,
+        },
+        message: e.to_string(),
+    };
     let mut verified = Vec::with_capacity(hello.tokens.len());
     for token in &hello.tokens {
-        let claims = edge.verifier.verify(token).map_err(|e| ErrorBody {
-            code: match e {
-                TokenError::Expired => ErrorCode::TokenExpired,
-                TokenError::Reused => ErrorCode::TokenReused,
-                _ => ErrorCode::BadToken,
-            },
-            message: e.to_string(),
-        })?;
-        verified.push(claims);
+        verified.push(edge.verifier.check(token).map_err(token_error)?);
     }
+    let all: Vec<&_> = verified.iter().collect();
+    edge.verifier.consume(&all).map_err(token_error)?;
     let mut tunnels: Vec<ClaimedTunnel> = Vec::with_capacity(verified.len());
     for (slot, claims) in verified.iter().enumerate() {
         match edge.registry.claim(claims, slot as u32, handle) {
@@ -145,6 +149,8 @@ fn check_hello(
                 for t in &tunnels {
                     edge.registry.release(&t.tunnel_id, t.generation);
                 }
+                // The tunnels were not claimed: their tokens may be presented again.
+                edge.verifier.release(&all);
                 return Err(e);
             }
         }

@@ -9,7 +9,8 @@ use netbore_control::PlacementError;
 /// Which public ports TCP tunnels may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortRange {
-    /// Any port: allocation asks the OS for a free one (`--tcp-ports 0`).
+    /// Any unprivileged port (1024 and up) that is not one of the server's own:
+    /// allocation asks the OS for a free one (`--tcp-ports 0`).
     Any,
     /// An inclusive range (`--tcp-ports LO-HI`).
     Range(u16, u16),
@@ -50,17 +51,39 @@ impl std::fmt::Display for PortRange {
 /// viewers (hundreds connecting at once) from being dropped by the kernel.
 pub const PUBLIC_BACKLOG: u32 = 1024;
 
+/// The lowest port [`PortRange::Any`] hands out: below it are the privileged ports of
+/// well-known services (SSH, SMTP, HTTPS …), which a server run as root could bind
+/// and a tunnel must not impersonate.
+pub const LOWEST_ANY_PORT: u16 = 1024;
+
+/// How many ports the OS may hand out that [`PortRange::Any`] refuses (a privileged
+/// one, or one of the server's) before allocation gives up.
+const ANY_PORT_TRIES: usize = 16;
+
 /// The public ports of one Edge.
 #[derive(Debug, Clone)]
 pub struct PortPool {
     bind_ip: IpAddr,
     range: PortRange,
+    /// The server's own port numbers (control API, agents, HTTP, HTTPS), which no
+    /// tunnel gets under [`PortRange::Any`], whatever address it binds.
+    own: Vec<u16>,
 }
 
 impl PortPool {
-    /// A pool binding public ports on `bind_ip`.
-    pub fn new(bind_ip: IpAddr, range: PortRange) -> Self {
-        PortPool { bind_ip, range }
+    /// A pool binding public ports on `bind_ip`; under [`PortRange::Any`] it never
+    /// hands out a port below [`LOWEST_ANY_PORT`] or one of `own`.
+    pub fn new(bind_ip: IpAddr, range: PortRange, own: Vec<u16>) -> Self {
+        PortPool {
+            bind_ip,
+            range,
+            own,
+        }
+    }
+
+    /// Whether `port` may be a tunnel's under [`PortRange::Any`].
+    fn allowed_any(&self, port: u16) -> bool {
+        port >= LOWEST_ANY_PORT && !self.own.contains(&port)
     }
 
     fn bind(&self, port: u16) -> std::io::Result<TcpListener> {
@@ -77,15 +100,24 @@ impl PortPool {
     }
 
     fn bind_requested(&self, port: u16) -> Result<TcpListener, PlacementError> {
-        if let PortRange::Range(lo, hi) = self.range
-            && !(lo..=hi).contains(&port)
-        {
-            return Err(PlacementError {
-                code: "port_not_allowed",
-                message: format!(
-                    "port {port} is outside this server's public range {lo}-{hi}; pick a port in it or leave --remote-port out"
-                ),
-            });
+        match self.range {
+            PortRange::Range(lo, hi) if !(lo..=hi).contains(&port) => {
+                return Err(PlacementError {
+                    code: "port_not_allowed",
+                    message: format!(
+                        "port {port} is outside this server's public range {lo}-{hi}; pick a port in it or leave --remote-port out"
+                    ),
+                });
+            }
+            PortRange::Any if !self.allowed_any(port) => {
+                return Err(PlacementError {
+                    code: "port_not_allowed",
+                    message: format!(
+                        "port {port} is privileged or one of the server's own; pick a port from {LOWEST_ANY_PORT} up or leave --remote-port out"
+                    ),
+                });
+            }
+            _ => {}
         }
         self.bind(port).map_err(|e| match e.kind() {
             std::io::ErrorKind::AddrInUse => PlacementError {
@@ -101,14 +133,7 @@ impl PortPool {
 
     fn bind_any(&self, tunnel_id: &str) -> Result<TcpListener, PlacementError> {
         let (lo, hi) = match self.range {
-            PortRange::Any => {
-                return self.bind(0).map_err(|e| PlacementError {
-                    code: "no_port_available",
-                    message: format!(
-                        "the server could not open a public port ({e}); try again later"
-                    ),
-                });
-            }
+            PortRange::Any => return self.bind_any_allowed(),
             PortRange::Range(lo, hi) => (lo, hi),
         };
         let span = u32::from(hi - lo) + 1;
@@ -133,6 +158,26 @@ impl PortPool {
 }
 
 impl PortPool {
+    /// A port from the OS that [`PortRange::Any`] allows. The refused ones stay bound
+    /// until the end, so the OS never hands the same one out twice.
+    fn bind_any_allowed(&self) -> Result<TcpListener, PlacementError> {
+        let mut refused = Vec::new();
+        for _ in 0..ANY_PORT_TRIES {
+            let listener = self.bind(0).map_err(|e| PlacementError {
+                code: "no_port_available",
+                message: format!("the server could not open a public port ({e}); try again later"),
+            })?;
+            match listener.local_addr() {
+                Ok(addr) if self.allowed_any(addr.port()) => return Ok(listener),
+                _ => refused.push(listener),
+            }
+        }
+        Err(PlacementError {
+            code: "no_port_available",
+            message: "the server found no free unprivileged public port; try again later or ask the operator to set --tcp-ports".into(),
+        })
+    }
+
     /// Binds a public port for `tunnel_id`: the `requested` one, or a free one from the
     /// range.
     pub fn bind_for(
@@ -165,7 +210,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_taken_port_is_one_clear_sentence() {
-        let pool = PortPool::new("127.0.0.1".parse().unwrap(), PortRange::Any);
+        let pool = PortPool::new("127.0.0.1".parse().unwrap(), PortRange::Any, Vec::new());
         let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = held.local_addr().unwrap().port();
         let err = pool.bind_for("t", Some(port)).unwrap_err();
@@ -181,6 +226,7 @@ mod tests {
         let pool = PortPool::new(
             "127.0.0.1".parse().unwrap(),
             PortRange::Range(lo, lo.saturating_add(20)),
+            Vec::new(),
         );
         let mut seen = std::collections::HashSet::new();
         let mut held = Vec::new();
@@ -201,8 +247,25 @@ mod tests {
         let tiny = PortPool::new(
             "127.0.0.1".parse().unwrap(),
             PortRange::Range(*seen.iter().next().unwrap(), *seen.iter().next().unwrap()),
+            Vec::new(),
         );
         let err = tiny.bind_for("y", None).unwrap_err();
         assert_eq!(err.code, "no_port_available");
+    }
+
+    #[tokio::test]
+    async fn any_refuses_privileged_and_own_ports() {
+        let own = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let own_port = own.local_addr().unwrap().port();
+        let pool = PortPool::new("127.0.0.1".parse().unwrap(), PortRange::Any, vec![own_port]);
+        for port in [22, 443, 1023, own_port] {
+            let err = pool.bind_for("t", Some(port)).unwrap_err();
+            assert_eq!(err.code, "port_not_allowed", "port {port}");
+        }
+        for i in 0..50 {
+            let l = pool.bind_for(&format!("t{i}"), None).unwrap();
+            let port = l.local_addr().unwrap().port();
+            assert!(pool.allowed_any(port), "{port} handed out");
+        }
     }
 }

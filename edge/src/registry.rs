@@ -465,7 +465,7 @@ mod tests {
                 https_port,
                 upstream: Default::default(),
             },
-            PortPool::new([127, 0, 0, 1].into(), crate::PortRange::Any),
+            PortPool::new([127, 0, 0, 1].into(), crate::PortRange::Any, Vec::new()),
         )
     }
 

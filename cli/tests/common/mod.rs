@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use netbore_test_support::{Checksum, read_all};
 use serde_json::Value;
 
+pub mod hello;
 pub mod pebble;
 pub mod web;
 
@@ -54,11 +55,28 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str]) -> Proc {
+        let mut command = Command::new(bin());
+        command.args(args);
+        Self::spawn_command(command)
+    }
+
+    /// Runs `netbore ARGS` under the file-creation mask `umask` (octal, e.g. "000").
+    pub fn spawn_with_umask(umask: &str, args: &[&str]) -> Proc {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(bin())
+            .args(args);
+        Self::spawn_command(command)
+    }
+
+    /// Runs `command` (which runs the binary) with `--json` appended.
+    pub fn spawn_command(mut command: Command) -> Proc {
         let dir = TempDir::new("proc");
         let stderr_path = dir.0.join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let mut child = Command::new(bin())
-            .args(args)
+        let mut child = command
             .arg("--json")
             .env("NETBORE_STATE_DIR", dir.0.join("state"))
             .env(

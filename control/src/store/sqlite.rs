@@ -81,10 +81,19 @@ impl SqliteStore {
             path: path.display().to_string(),
             reason,
         };
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        // The database holds key hashes and agents' addresses: owner-only, and so
+        // are its journal files, which SQLite creates with the database's mode.
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).append(true).create(true);
+        crate::private_fs::open(path, &mut options).map_err(|e| open_err(e.to_string()))?;
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let mut journal = path.as_os_str().to_owned();
+            journal.push(suffix);
+            let journal = std::path::PathBuf::from(journal);
+            if journal.exists() {
+                crate::private_fs::open(&journal, std::fs::OpenOptions::new().read(true))
+                    .map_err(|e| open_err(e.to_string()))?;
+            }
         }
         let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
         Self::init(conn).map_err(|e| match e {

@@ -251,11 +251,12 @@ impl AcmeSource {
     /// The source for `config`, with the certificates stored in `config.dir` that are
     /// still valid loaded (never ordered again on restart).
     pub fn new(config: AcmeConfig) -> Result<Self, AcmeError> {
-        std::fs::create_dir_all(&config.dir).map_err(|cause| AcmeError::Store {
+        netbore_control::private_fs::create_dir(&config.dir).map_err(|cause| AcmeError::Store {
             path: config.dir.clone(),
             cause,
         })?;
-        // The directory holds the account key and certificate keys: its owner only.
+        // The directory holds the account key and certificate keys: its owner only,
+        // also when an older release made it.
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -441,7 +442,7 @@ impl Inner {
                 };
                 let json = serde_json::to_string(&stored)
                     .map_err(|e| AcmeError::Certificate(e.to_string()))?;
-                crate::dev_ca::write_private(&path, &json)
+                netbore_control::private_fs::write(&path, json.as_bytes())
                     .map_err(|cause| AcmeError::Store { path, cause })?;
                 tracing::info!(directory = %self.config.directory, "ACME account created");
                 Ok(account)
@@ -517,13 +518,15 @@ impl Inner {
     fn store(&self, name: &str, chain_pem: &str, key_pem: &str) -> Result<(), AcmeError> {
         let dir = &self.config.dir;
         let key_path = dir.join(format!("{name}.key"));
-        crate::dev_ca::write_private(&key_path, key_pem).map_err(|cause| AcmeError::Store {
-            path: key_path.clone(),
-            cause,
+        netbore_control::private_fs::write(&key_path, key_pem.as_bytes()).map_err(|cause| {
+            AcmeError::Store {
+                path: key_path.clone(),
+                cause,
+            }
         })?;
         let cert_path = dir.join(format!("{name}.crt"));
         let tmp = dir.join(format!("{name}.crt.tmp"));
-        std::fs::write(&tmp, chain_pem)
+        netbore_control::private_fs::write(&tmp, chain_pem.as_bytes())
             .and_then(|()| std::fs::rename(&tmp, &cert_path))
             .map_err(|cause| AcmeError::Store {
                 path: cert_path,

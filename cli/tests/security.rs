@@ -1,0 +1,163 @@
+//! Attacks on the real binary that need no mux or HTTP parsing: what a tunnel may
+//! bind, and who can read the files the server and agents write.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Proc, Server, TempDir};
+use serde_json::json;
+
+/// With `--tcp-ports 0` a tunnel may not take a privileged port (a server run as root
+/// could otherwise hand a stranger port 22 or 443) nor one of the server's own.
+#[test]
+fn any_port_never_means_a_privileged_or_a_server_port() {
+    let server = Server::start();
+    let own = [
+        server.control.port(),
+        server.agent.port(),
+        server.http.port(),
+    ];
+    for port in [22, 80, 443, 1023].into_iter().chain(own) {
+        let answer = server.api(
+            "POST",
+            "/tunnels/create",
+            None,
+            Some(&json!({"protocol": "tcp", "remote_port": port})),
+        );
+        let message = answer.assert_error(409, "port_not_allowed");
+        assert!(message.contains(&port.to_string()), "{message}");
+    }
+    // Ports the OS hands out are unprivileged and not the server's (as many as an
+    // anonymous address may create).
+    for _ in 0..5 {
+        let answer = server.api(
+            "POST",
+            "/tunnels/create",
+            None,
+            Some(&json!({"protocol": "tcp"})),
+        );
+        assert_eq!(answer.status, 200, "{answer:?}");
+        let url = answer.body["public_url"].as_str().unwrap();
+        let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+        assert!(port >= 1024 && !own.contains(&port), "{url}");
+    }
+}
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Every directory and file under `dir` is its owner's only.
+#[cfg(unix)]
+fn assert_owner_only(dir: &std::path::Path) -> usize {
+    assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files += assert_owner_only(&path);
+        } else {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+            files += 1;
+        }
+    }
+    files
+}
+
+/// Under a umask that lets everyone read (000), the server's data directory, its
+/// database, keys, development CA and audit log, and an agent's recreate tokens are
+/// still readable by their owner only.
+#[cfg(unix)]
+#[test]
+fn secrets_are_owner_only_whatever_the_umask() {
+    let root = TempDir::new("modes");
+    let data = root.0.join("data");
+    let audit = root.0.join("audit/audit.log");
+    let state = root.0.join("state");
+    let (data_s, audit_s, state_s) = (
+        data.to_str().unwrap(),
+        audit.to_str().unwrap(),
+        state.to_str().unwrap(),
+    );
+    let server = Proc::spawn_with_umask(
+        "000",
+        &[
+            "server",
+            "--control-addr",
+            "127.0.0.1:0",
+            "--agent-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--https-addr",
+            "127.0.0.1:0",
+            "--tcp-ports",
+            "0",
+            "--tcp-bind-ip",
+            "127.0.0.1",
+            "--domain",
+            "localhost",
+            "--allow-anonymous",
+            "--data-dir",
+            data_s,
+            "--audit-log",
+            audit_s,
+        ],
+    );
+    let listening = server.expect_event("listening", Duration::from_secs(20));
+    let control = format!("http://{}", listening["control"].as_str().unwrap());
+    let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = origin.local_addr().unwrap().to_string();
+    let agent = Proc::spawn_with_umask(
+        "000",
+        &["tcp", &origin, "--server", &control, "--state-dir", state_s],
+    );
+    agent.expect_event("online", Duration::from_secs(20));
+
+    let in_data = assert_owner_only(&data);
+    assert!(in_data >= 3, "key, database and CA files: {in_data}");
+    assert_owner_only(audit.parent().unwrap());
+    assert!(audit.exists());
+    assert_eq!(assert_owner_only(&state), 1, "one recreate token");
+}
+
+/// A hello is claimed whole or not at all: a bad or reused token among good ones
+/// burns none of the good ones, which work in the next hello.
+#[tokio::test]
+async fn a_failed_hello_burns_none_of_its_good_tokens() {
+    use common::hello::{create_token, hello};
+    use netbore_transport::proto::{ErrorCode, HelloReply};
+
+    let server = Server::start();
+    let (a, b, used) = (
+        create_token(&server).await,
+        create_token(&server).await,
+        create_token(&server).await,
+    );
+    let first = hello(&server, vec![used.clone()]).await;
+    assert!(matches!(first, HelloReply::Ok { .. }), "{first:?}");
+
+    let code = |reply: HelloReply| match reply {
+        HelloReply::Error(body) => body.code,
+        ok => panic!("accepted: {ok:?}"),
+    };
+    assert_eq!(
+        code(hello(&server, vec![a.clone(), "not-a-jwt".into()]).await),
+        ErrorCode::BadToken
+    );
+    assert_eq!(
+        code(hello(&server, vec![a.clone(), b.clone(), used]).await),
+        ErrorCode::TokenReused
+    );
+    assert_eq!(
+        code(hello(&server, vec![a.clone(), a.clone()]).await),
+        ErrorCode::TokenReused
+    );
+    match hello(&server, vec![a, b]).await {
+        HelloReply::Ok { tunnels } => assert_eq!(tunnels.len(), 2),
+        refused => panic!("the good tokens were burned: {refused:?}"),
+    }
+}
