@@ -74,48 +74,9 @@ pub(crate) async fn run(args: DemoArgs, printer: Printer) -> anyhow::Result<()> 
         None => hello_origin().await?.to_string(),
     };
     let data_dir = std::env::temp_dir().join(format!("netbore-demo-{}", std::process::id()));
-    let server_args = ServerArgs {
-        threads: 0,
-        control_addr: "127.0.0.1:0".parse()?,
-        agent_addr: "127.0.0.1:0".parse()?,
-        http_addr: "127.0.0.1:0".parse()?,
-        https_addr: None,
-        cert: None,
-        key: None,
-        redirect_http: false,
-        tls_handshake_timeout: 10,
-        cert_cache: netbore_edge::certs::DEFAULT_CACHE_CAPACITY,
-        acme_directory: None,
-        acme_email: None,
-        acme_challenge: "http-01".into(),
-        acme_ca: None,
-        acme_wait: netbore_edge::acme::DEFAULT_WAIT.as_secs(),
-        acme_orders_per_minute: netbore_edge::acme::DEFAULT_ORDERS_PER_MINUTE,
-        acme_renew_fraction: netbore_edge::acme::DEFAULT_RENEW_FRACTION,
-        acme_renew_check: netbore_edge::acme::DEFAULT_RENEW_CHECK.as_secs(),
-        tcp_ports: netbore_edge::PortRange::Any,
-        tcp_bind_ip: "127.0.0.1".parse()?,
-        data_dir: Some(data_dir.clone()),
-        domain: "localhost".into(),
-        edge_addr: None,
-        allow_anonymous: true,
-        token_ttl: 60,
-        hello_timeout: 10,
-        mask_agent_ip: false,
-        audit_log: None,
-        response_timeout: 60,
-        max_idle_upstream: 64,
-        max_viewer_connections: 10_000,
-        max_tunnels_per_key: 20,
-        max_tunnels_per_anonymous_ip: 5,
-        max_names_per_key: 100,
-        api_rate: 20.0,
-        api_burst: 40.0,
-        tls_cert: None,
-        tls_key: None,
-        no_quic: false,
-        mux: crate::MuxArgs::default(),
-    };
+    // The server's own flags and defaults, with every address on loopback and
+    // anonymous agents allowed: no setting is defined a second time here.
+    let server_args = ServerArgs::for_demo(&data_dir)?;
     let bound = server::start(&server_args).await?;
     printer.event(
         "listening",

@@ -143,6 +143,11 @@ pub(crate) struct ServerArgs {
     /// Most names one API key may reserve.
     #[arg(long, default_value_t = 100)]
     pub(crate) max_names_per_key: usize,
+    /// Names no tunnel may take or reserve, comma-separated ('' for none): names a
+    /// stranger's tunnel could use to pass for the operator's services, or that
+    /// clients look up and trust on their own (wpad, autodiscover).
+    #[arg(long, value_delimiter = ',', default_value = netbore_control::names::DEFAULT_DENIED_NAMES)]
+    pub(crate) denied_names: Vec<String>,
     /// Control API requests a second each client IP may sustain.
     #[arg(long, default_value_t = 20.0)]
     pub(crate) api_rate: f64,
@@ -161,6 +166,33 @@ pub(crate) struct ServerArgs {
     pub(crate) no_quic: bool,
     #[command(flatten)]
     pub(crate) mux: crate::MuxArgs,
+}
+
+impl ServerArgs {
+    /// The demo's server: the defaults of `netbore server`, every address on loopback
+    /// and chosen by the OS, anonymous agents allowed, its data in `data_dir`.
+    pub(crate) fn for_demo(data_dir: &std::path::Path) -> anyhow::Result<ServerArgs> {
+        #[derive(clap::Parser)]
+        struct Demo {
+            #[command(flatten)]
+            server: ServerArgs,
+        }
+        let data_dir = data_dir
+            .to_str()
+            .context("the temporary directory's path is not UTF-8")?;
+        let parsed = <Demo as clap::Parser>::try_parse_from([
+            "netbore-demo",
+            "--control-addr=127.0.0.1:0",
+            "--agent-addr=127.0.0.1:0",
+            "--http-addr=127.0.0.1:0",
+            "--tcp-ports=0",
+            "--tcp-bind-ip=127.0.0.1",
+            "--allow-anonymous",
+            "--data-dir",
+            data_dir,
+        ])?;
+        Ok(parsed.server)
+    }
 }
 
 /// The control plane's database inside the data directory.
@@ -393,6 +425,12 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
             burst: args.api_burst,
             ..RateConfig::default()
         },
+        denied_names: args
+            .denied_names
+            .iter()
+            .map(|n| n.trim().to_ascii_lowercase())
+            .filter(|n| !n.is_empty())
+            .collect(),
         ..ControlConfig::default()
     };
     let edge_config = EdgeConfig {

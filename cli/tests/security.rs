@@ -161,3 +161,40 @@ async fn a_failed_hello_burns_none_of_its_good_tokens() {
         refused => panic!("the good tokens were burned: {refused:?}"),
     }
 }
+
+/// Names that would pass for the operator's services, or that clients look up and
+/// trust on their own, are refused to tunnels and reservations; the operator sets the
+/// list.
+#[test]
+fn denied_names_are_refused_and_the_list_is_the_operators() {
+    let server = Server::start();
+    for name in ["www", "WPAD", "autodiscover", "mta-sts"] {
+        let answer = server.api(
+            "POST",
+            "/tunnels/create",
+            None,
+            Some(&json!({"protocol": "http", "name": name})),
+        );
+        let message = answer.assert_error(409, "name_taken");
+        assert!(message.contains("reserved by this server"), "{message}");
+    }
+    let key = server.create_key("k");
+    let answer = server.api("POST", "/names", Some(&key), Some(&json!({"name": "wpad"})));
+    answer.assert_error(409, "name_taken");
+
+    let custom = Server::start_with(&["--denied-names", "intranet"]);
+    let answer = custom.api(
+        "POST",
+        "/tunnels/create",
+        None,
+        Some(&json!({"protocol": "http", "name": "intranet"})),
+    );
+    answer.assert_error(409, "name_taken");
+    let answer = custom.api(
+        "POST",
+        "/tunnels/create",
+        None,
+        Some(&json!({"protocol": "http", "name": "www"})),
+    );
+    assert_eq!(answer.status, 200, "{answer:?}");
+}

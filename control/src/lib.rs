@@ -139,6 +139,10 @@ pub struct ControlConfig {
     /// Per-client rate of control API requests. Stops one client from keeping the
     /// control plane busy for everyone else.
     pub api_rate: RateConfig,
+    /// Names no tunnel may take or reserve (lowercase), such as `www` or `wpad`:
+    /// stops a stranger's tunnel from passing for the operator's own services
+    /// ([`names::DEFAULT_DENIED_NAMES`]).
+    pub denied_names: Vec<String>,
 }
 
 impl Default for ControlConfig {
@@ -154,6 +158,10 @@ impl Default for ControlConfig {
             max_names_per_key: 100,
             max_records_per_owner: 200,
             api_rate: RateConfig::default(),
+            denied_names: names::DEFAULT_DENIED_NAMES
+                .split(',')
+                .map(String::from)
+                .collect(),
         }
     }
 }

@@ -13,6 +13,15 @@ pub const MAX_NAME_LEN: usize = 63;
 /// name cannot be guessed by walking the space.
 pub const RANDOM_NAME_LEN: usize = 8;
 
+/// Names no tunnel may take by default (`--denied-names`), comma-separated. A tunnel
+/// named `www`, `mail` or `autodiscover` under the server's domain could pass for the
+/// operator's own service; `wpad`, `isatap`, `autoconfig` and `autodiscover` are
+/// names that browsers, operating systems and mail clients look up on their own and
+/// trust; `mta-sts` publishes a domain's mail policy; the others read as the
+/// operator's infrastructure. (`_acme-challenge` and other names with `_` are never
+/// valid labels.)
+pub const DEFAULT_DENIED_NAMES: &str = "www,mail,smtp,imap,pop,pop3,ftp,webmail,autodiscover,autoconfig,wpad,isatap,mta-sts,ns,ns1,ns2,dns,admin,api,control,edge,login,auth,status";
+
 /// A name that is not a DNS label.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(

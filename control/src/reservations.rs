@@ -36,6 +36,7 @@ impl Control {
         let key = caller.require_key("reserving a name")?;
         let name = normalize(name)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+        self.check_not_denied(&name)?;
         // A poisoned lock guards no data; the store and the Edge keep their own state.
         let _guard = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
         // A live tunnel of someone else keeps its name; reserving it would strand them.

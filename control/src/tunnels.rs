@@ -94,6 +94,33 @@ fn check_request(request: &CreateTunnelRequest) -> Result<Checked, ApiError> {
 }
 
 impl Control {
+    /// Refuses a caller whose key was revoked since it authenticated.
+    fn check_key_still_valid(&self, caller: &Caller) -> Result<(), ApiError> {
+        let Caller::Key { id } = caller else {
+            return Ok(());
+        };
+        match self.store.key_by_id(id).map_err(ApiError::store)? {
+            Some(key) if !key.revoked => Ok(()),
+            _ => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this API key was revoked; ask the server's operator for a new one ('netbore key create')",
+            )),
+        }
+    }
+
+    /// Refuses a name the operator keeps from tunnels (`--denied-names`).
+    pub(crate) fn check_not_denied(&self, name: &str) -> Result<(), ApiError> {
+        if self.config.denied_names.iter().any(|d| d == name) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "name_taken",
+                format!("the name {name} is reserved by this server; pick another name"),
+            ));
+        }
+        Ok(())
+    }
+
     /// How long the Edge holds a placement for its agent: a little longer than the
     /// token lives, so a token that is still valid always finds it.
     fn hold(&self) -> Duration {
@@ -154,6 +181,11 @@ impl Control {
         let checked = check_request(request)?;
         // A poisoned lock guards no data; the store and the Edge keep their own state.
         let _guard = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        // The key was checked before the lock; a revocation (and its sweep, which
+        // takes this lock) may have come in between. Checked again here, a create
+        // racing a revocation either ends before it, and the sweep finds its tunnel,
+        // or is refused.
+        self.check_key_still_valid(caller)?;
         match &request.recreate_token {
             Some(token) => self.reclaim(caller, request.protocol, checked, token),
             None => self.create_fresh(caller, request.protocol, checked),
@@ -180,6 +212,7 @@ impl Control {
         let placed = match (protocol, checked.name) {
             (Protocol::Tcp, _) => self.placement.place(&place).map_err(placement_error)?,
             (Protocol::Http | Protocol::Tls, Some(name)) => {
+                self.check_not_denied(&name)?;
                 self.check_reservation(&name, &owner)?;
                 place.name = Some(name);
                 self.placement.place(&place).map_err(placement_error)?
@@ -215,11 +248,12 @@ impl Control {
     fn place_random_name(&self, place: &mut PlaceRequest) -> Result<Placed, ApiError> {
         for _ in 0..RANDOM_NAME_ATTEMPTS {
             let name = random_name(&self.rng).map_err(ApiError::internal)?;
-            if self
-                .store
-                .name_reservation(&name)
-                .map_err(ApiError::store)?
-                .is_some()
+            if self.check_not_denied(&name).is_err()
+                || self
+                    .store
+                    .name_reservation(&name)
+                    .map_err(ApiError::store)?
+                    .is_some()
             {
                 continue;
             }

@@ -100,6 +100,9 @@ pub trait Store: Send + Sync + 'static {
     /// The key whose secret hashes to `secret_hash`, revoked or not.
     fn key_by_hash(&self, secret_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
 
+    /// The key with id `id`, revoked or not.
+    fn key_by_id(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+
     /// Every key, oldest first.
     fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
 

@@ -248,6 +248,17 @@ impl Store for SqliteStore {
             .map_err(backend)
     }
 
+    fn key_by_id(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT id, label, secret_hash, created_at, revoked FROM api_keys WHERE id = ?1",
+                [id],
+                key_from_row,
+            )
+            .optional()
+            .map_err(backend)
+    }
+
     fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
