@@ -69,19 +69,6 @@ pub(crate) struct MuxArgs {
     pub(crate) keepalive: u64,
 }
 
-impl Default for MuxArgs {
-    fn default() -> Self {
-        let d = netbore_mux::Config::default();
-        MuxArgs {
-            max_streams: d.max_streams,
-            max_frame_size: d.max_frame_size,
-            max_stream_window: d.max_stream_window,
-            max_session_window: d.max_session_window,
-            keepalive: 10,
-        }
-    }
-}
-
 impl MuxArgs {
     /// The mux configuration these flags describe.
     pub(crate) fn config(&self) -> netbore_mux::Config {

@@ -198,3 +198,56 @@ fn denied_names_are_refused_and_the_list_is_the_operators() {
     );
     assert_eq!(answer.status, 200, "{answer:?}");
 }
+
+/// A QUIC peer that has not said hello may open a few streams and have the Edge hold
+/// a few KiB of its data, not `--max-streams` streams and the window of a busy session
+/// (8,192 streams and about 2 GiB before).
+#[tokio::test]
+async fn a_quic_peer_before_its_hello_gets_few_streams_and_a_small_window() {
+    use netbore_transport::tls::{ClientTls, TrustOptions};
+    use tokio::io::AsyncWriteExt;
+
+    let server = Server::start();
+    let dial = netbore_transport::Dial {
+        kind: netbore_transport::TransportKind::Quic,
+        addr: format!("127.0.0.1:{}", server.agent.port()),
+        tls: Some(
+            ClientTls::new(&TrustOptions {
+                extra_ca: Some(server.data_dir.0.join("ca.pem")),
+                insecure_skip_verify: false,
+            })
+            .unwrap(),
+        ),
+        proxy: None,
+        mux: Default::default(),
+    };
+    let session = dial.connect().await.unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..64 {
+        match tokio::time::timeout(Duration::from_millis(300), session.open()).await {
+            Ok(Ok(stream)) => streams.push(stream),
+            _ => break,
+        }
+    }
+    assert!(
+        (1..=4).contains(&streams.len()),
+        "{} streams opened before a hello",
+        streams.len()
+    );
+    // The Edge reads nothing before the hello; what it lets the peer send is what it
+    // must hold.
+    let chunk = vec![0u8; 16 * 1024];
+    let mut sent = 0usize;
+    for stream in &mut streams {
+        while sent < 8 << 20 {
+            match tokio::time::timeout(Duration::from_millis(300), stream.write(&chunk)).await {
+                Ok(Ok(n)) if n > 0 => sent += n,
+                _ => break,
+            }
+        }
+    }
+    assert!(
+        sent <= 256 * 1024,
+        "the Edge took {sent} bytes before a hello"
+    );
+}

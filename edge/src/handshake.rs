@@ -80,6 +80,7 @@ pub async fn accept_hello(
                     })
                     .collect(),
             };
+            session.hello_accepted();
             proto::write_message(&mut stream, &reply)
                 .await
                 .map_err(|e| protocol_error(format!("could not answer the hello: {e}")))?;

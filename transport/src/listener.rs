@@ -191,13 +191,17 @@ async fn quic_accept_loop(
         };
         let timeout = config.handshake_timeout;
         let tx = tx.clone();
+        let config = config.clone();
         tokio::spawn(async move {
             let result = tokio::time::timeout(timeout, async { incoming.accept()?.await }).await;
             drop(permit);
             match result {
                 Ok(Ok(conn)) => {
                     let _ = tx
-                        .send(Session::Quic(quic::QuicSession::accepted(conn)))
+                        .send(Session::Quic(quic::QuicSession::accepted(
+                            conn,
+                            &config.mux,
+                        )))
                         .await;
                 }
                 Ok(Err(e)) => {

@@ -66,6 +66,29 @@ pub fn transport_config(mux: &Config) -> quinn::TransportConfig {
     mtu.upper_bound(MAX_UDP_PAYLOAD);
     t.mtu_discovery_config(Some(mtu));
     t.congestion_controller_factory(Arc::new(initial_window()));
+    // Netbore sends no datagrams: no buffers for them on either side.
+    t.datagram_receive_buffer_size(None);
+    t.datagram_send_buffer_size(0);
+    t
+}
+
+/// Streams an agent may have open toward the Edge at once. An agent opens one, its
+/// hello (the Edge opens every viewer stream), so a peer that has not said hello, or
+/// never will, gets no more than this, instead of `--max-streams`.
+pub const AGENT_OPENED_STREAMS: u32 = 4;
+
+/// The Edge's connection receive window until the agent's hello is accepted: enough
+/// for a hello (a few KiB of tokens), so an unauthenticated peer can make the Edge
+/// hold no more than this, instead of the [`connection_window`] a busy session gets.
+pub const PRE_HELLO_WINDOW: u32 = 64 * 1024;
+
+/// The Edge's transport parameters: those of [`transport_config`] with
+/// [`AGENT_OPENED_STREAMS`] and the [`PRE_HELLO_WINDOW`], raised by
+/// [`QuicSession::hello_accepted`].
+pub fn edge_transport_config(mux: &Config) -> quinn::TransportConfig {
+    let mut t = transport_config(mux);
+    t.max_concurrent_bidi_streams(VarInt::from_u32(AGENT_OPENED_STREAMS));
+    t.receive_window(VarInt::from_u32(PRE_HELLO_WINDOW));
     t
 }
 
@@ -146,7 +169,7 @@ pub fn server_endpoint(
     tls.max_early_data_size = 0;
     let crypto = QuicServerConfig::try_from(tls).map_err(io::Error::other)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(transport_config(mux)));
+    config.transport_config(Arc::new(edge_transport_config(mux)));
     config.migration(true);
     let socket = bind_udp(addr)?;
     Endpoint::new(
@@ -193,6 +216,7 @@ pub async fn connect(
     Ok(Session::Quic(QuicSession {
         conn,
         endpoint: Some(endpoint),
+        open_window: None,
     }))
 }
 
@@ -215,14 +239,26 @@ pub struct QuicSession {
     conn: Connection,
     /// The agent's own endpoint, kept alive as long as the session.
     endpoint: Option<Endpoint>,
+    /// At the Edge: the connection receive window once the hello is accepted.
+    open_window: Option<VarInt>,
 }
 
 impl QuicSession {
-    /// Wraps a connection the Edge accepted.
-    pub fn accepted(conn: Connection) -> QuicSession {
+    /// Wraps a connection the Edge accepted, which holds the [`PRE_HELLO_WINDOW`]
+    /// until [`Self::hello_accepted`] gives it the [`connection_window`] of `mux`.
+    pub fn accepted(conn: Connection, mux: &Config) -> QuicSession {
         QuicSession {
             conn,
             endpoint: None,
+            open_window: Some(connection_window(&mux.clone().normalized())),
+        }
+    }
+
+    /// The agent's hello was accepted: the Edge's receive window grows to what a busy
+    /// session needs.
+    pub fn hello_accepted(&self) {
+        if let Some(window) = self.open_window {
+            self.conn.set_receive_window(window);
         }
     }
 }

@@ -170,6 +170,14 @@ impl Session {
         }
     }
 
+    /// The Edge accepted the agent's hello: lift what an unauthenticated peer is held
+    /// to (a QUIC session's receive window; a mux session's limits do not change).
+    pub fn hello_accepted(&self) {
+        if let Session::Quic(s) = self {
+            s.hello_accepted();
+        }
+    }
+
     /// True once the session has ended.
     pub fn is_closed(&self) -> bool {
         match self {
