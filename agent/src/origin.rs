@@ -1,24 +1,27 @@
 //! Streams from the Edge to the Origin: read the stream header, dial the origin, pipe.
-//! When an HTTP tunnel's origin cannot be reached, the agent answers the Edge with a
-//! 502 that names the address it tried, so the viewer learns what is wrong. Like any
-//! HTTP server it answers only after the request head has arrived, and it closes the
-//! stream cleanly (FIN, then drains what the Edge still sends) instead of resetting it,
-//! so the answer is never lost to a reset racing it.
+//! Every stream of an HTTP tunnel starts, on the agent's side, with an
+//! [`OriginStatus`]: connected (the origin's bytes follow), or unreachable with a
+//! sentence naming the address the agent tried, so the viewer learns what is wrong.
+//! Only the agent writes that status, before any origin byte, so no origin can forge
+//! it. The unreachable status is sent only after the request head has arrived (an
+//! HTTP client meets an answer that comes before its request as a broken connection),
+//! and the stream is closed cleanly (FIN, then the agent drains what the Edge still
+//! sends) instead of reset, so the answer is never lost to a reset racing it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use netbore_control::api::Protocol;
-use netbore_transport::proto::StreamHeader;
+use netbore_transport::proto::{OriginStatus, StreamHeader};
 use netbore_transport::{Session, Stream, pipe};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The most of a request head the agent reads before its 502 answer.
+/// The most of a request head the agent reads before its unreachable status.
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
-/// The most the agent discards of what the Edge sends after that answer.
+/// The most the agent discards of what the Edge sends after that status.
 const MAX_DRAIN: usize = 1024 * 1024;
-/// How long the agent waits for the Edge to finish after that answer.
+/// How long the agent waits for the Edge to finish after that status.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where one tunnel's streams go.
@@ -63,6 +66,9 @@ async fn forward(mut stream: Stream, origins: Arc<[Origin]>, timeout: Duration) 
     let failure = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(socket)) => {
             let _ = socket.set_nodelay(true);
+            if origin.protocol == Protocol::Http && stream.write_all(&[CONNECTED]).await.is_err() {
+                return;
+            }
             if let Err(e) = pipe::join(socket, stream).await {
                 tracing::debug!(viewer = %header.viewer, error = %e, "viewer stream ended with an error");
             }
@@ -82,9 +88,12 @@ async fn forward(mut stream: Stream, origins: Arc<[Origin]>, timeout: Duration) 
     }
 }
 
-/// Answers the Edge's HTTP request with a 502 carrying `message`; the Edge turns it
-/// into its own error page. Waits (up to `timeout`) for the request head first: an
-/// HTTP client treats a response that comes before its request as a broken connection.
+/// The encoded [`OriginStatus::Connected`]: one byte, written before the origin's.
+const CONNECTED: u8 = netbore_transport::proto::ORIGIN_CONNECTED;
+
+/// Tells the Edge the origin is unreachable, with `message`; the Edge turns it into
+/// its own error page. Waits (up to `timeout`) for the request head first: an HTTP
+/// client treats an answer that comes before its request as a broken connection.
 async fn answer_unreachable(mut stream: Stream, message: &str, timeout: Duration) {
     if tokio::time::timeout(timeout, read_and_drop(&mut stream, MAX_REQUEST_HEAD, true))
         .await
@@ -93,25 +102,8 @@ async fn answer_unreachable(mut stream: Stream, message: &str, timeout: Duration
         stream.reset();
         return;
     }
-    let body = message.as_bytes();
-    // Header values must be visible ASCII; the sentence is built from an address and
-    // an OS error, but keep it safe anyway.
-    let header_value: String = message
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect();
-    let head = format!(
-        "HTTP/1.1 502 Bad Gateway\r\nx-netbore-error: origin_unreachable\r\nx-netbore-message: {header_value}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(body).await;
+    let status = OriginStatus::Unreachable(message.to_string()).encode();
+    let _ = stream.write_all(&status).await;
     let _ = stream.shutdown().await;
     // Dropping the stream with the Edge's data unread would reset it, and a reset can
     // reach the Edge before it has taken the answer. Read to the Edge's close instead.
@@ -154,6 +146,14 @@ mod tests {
     /// An Edge-side and an agent-side session over a loopback TCP connection, the
     /// agent serving one HTTP tunnel whose origin port is closed.
     async fn refused_http_tunnel() -> (Session, String) {
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed_addr = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        (http_tunnel(closed_addr.clone()).await, closed_addr)
+    }
+
+    /// An Edge-side session whose agent serves one HTTP tunnel to `origin`.
+    async fn http_tunnel(origin: String) -> Session {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (dialed, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
@@ -172,15 +172,12 @@ mod tests {
             peer,
             TransportKind::Tcp,
         );
-        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let closed_addr = closed.local_addr().unwrap().to_string();
-        drop(closed);
         let origins = vec![Origin {
-            addr: closed_addr.clone(),
+            addr: origin,
             protocol: Protocol::Http,
         }];
         tokio::spawn(async move { serve(&agent, origins, Duration::from_secs(5)).await });
-        (edge, closed_addr)
+        edge
     }
 
     async fn open_stream(edge: &Session) -> Stream {
@@ -225,13 +222,36 @@ mod tests {
         stream.write_all(b"\n").await.unwrap();
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await.unwrap();
-        let answer = String::from_utf8(answer).unwrap();
-        assert!(answer.starts_with("HTTP/1.1 502 "), "{answer}");
-        assert!(
-            answer.contains("x-netbore-error: origin_unreachable"),
-            "{answer}"
+        let (status, len) = OriginStatus::decode(&answer).unwrap().unwrap();
+        assert_eq!(len, answer.len(), "nothing follows the status");
+        let OriginStatus::Unreachable(message) = status else {
+            panic!("{status:?}");
+        };
+        assert!(message.contains(&closed), "{message}");
+    }
+
+    #[tokio::test]
+    async fn an_origin_s_bytes_follow_the_connected_status() {
+        // An origin that tries to forge the unreachable status as its first bytes.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let forged = OriginStatus::Unreachable("forged".into()).encode();
+        let sent = forged.clone();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            socket.write_all(&sent).await.unwrap();
+        });
+        let edge = http_tunnel(addr).await;
+        let mut stream = open_stream(&edge).await;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        let (status, len) = OriginStatus::decode(&answer).unwrap().unwrap();
+        assert_eq!(status, OriginStatus::Connected);
+        assert_eq!(
+            &answer[len..],
+            &forged[..],
+            "the origin's bytes follow, unread"
         );
-        assert!(answer.contains(&closed), "{answer}");
     }
 
     #[tokio::test]
@@ -246,7 +266,10 @@ mod tests {
         stream.write_all(head.as_bytes()).await.unwrap();
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await.unwrap();
-        assert!(answer.starts_with(b"HTTP/1.1 502 "));
+        assert_eq!(
+            answer.first(),
+            Some(&netbore_transport::proto::ORIGIN_UNREACHABLE)
+        );
         // The agent has answered and finished; it must still take the rest of the
         // request rather than reset the stream under the Edge.
         tokio::time::sleep(Duration::from_millis(100)).await;

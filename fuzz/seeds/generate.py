@@ -335,6 +335,27 @@ def h1_response():
     seed("not_http", b"SSH-2.0-OpenSSH_9.6\r\n")
 
 
+# ----- http_authority: lines; the first is the target's authority (empty: none), the
+# ----- rest are Host header values -----
+
+def http_authority():
+    def seed(name, target, *hosts):
+        write("http_authority", name, "\n".join([target, *hosts]).encode())
+
+    seed("host_only", "", "app.tunnel.example.com")
+    seed("spellings", "", "Blog.Tunnel.Example.COM.:08080")
+    seed("target_only", "app.tunnel.example.com:8080")
+    seed("same_in_both", "app.tunnel.example.com:80", "APP.tunnel.example.com.:80")
+    seed("mismatch", "app.tunnel.example.com", "evil.tunnel.example.com")
+    seed("port_mismatch", "app.tunnel.example.com:1", "app.tunnel.example.com:2")
+    seed("duplicate", "", "app.tunnel.example.com", "app.tunnel.example.com")
+    seed("user_info", "user@app.tunnel.example.com", "app.tunnel.example.com")
+    seed("ipv6", "[::1]:80")
+    seed("empty_labels", "", "app..tunnel.example.com.")
+    seed("port_overflow", "", "app.tunnel.example.com:65536")
+    seed("no_host", "")
+
+
 if __name__ == "__main__":
     frame_decoder()
     session_frames()
@@ -343,3 +364,4 @@ if __name__ == "__main__":
     session_pair()
     proxy_answer()
     h1_response()
+    http_authority()

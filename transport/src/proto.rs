@@ -1,13 +1,15 @@
 //! Wire types shared by Agent and Edge, written down in `docs/protocols/handshake.md`:
-//! the hello exchange on the first stream and the header that opens every viewer stream.
+//! the hello exchange on the first stream, the header that opens every viewer stream,
+//! and the origin status that starts the agent's side of every HTTP tunnel stream.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Version of the hello and stream-header formats.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of the hello, stream-header and origin-status formats. Version 2 added the
+/// [`OriginStatus`] that starts the agent's side of every HTTP tunnel stream.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest handshake message accepted (bytes of JSON). Stops a peer from making the
 /// other end buffer an unbounded first message.
@@ -275,6 +277,77 @@ impl StreamHeader {
     }
 }
 
+/// The first bytes the agent writes on every stream of an HTTP tunnel, before any byte
+/// of the origin's: whether it reached the origin. Only the agent writes them, before
+/// it pipes a single origin byte, so an origin cannot forge "unreachable": whatever it
+/// sends comes after [`OriginStatus::Connected`].
+///
+/// Layout: status `u8`; `0` connected (the origin's bytes follow), `1` unreachable,
+/// followed by a message length `u16` (big-endian, at most [`MAX_STATUS_MESSAGE`])
+/// and that many bytes of UTF-8, after which the agent ends the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginStatus {
+    /// The agent connected to the origin; the origin's bytes follow.
+    Connected,
+    /// The agent could not reach the origin; one sentence naming the address it tried.
+    Unreachable(String),
+}
+
+/// Status byte of [`OriginStatus::Connected`].
+pub const ORIGIN_CONNECTED: u8 = 0;
+/// Status byte of [`OriginStatus::Unreachable`].
+pub const ORIGIN_UNREACHABLE: u8 = 1;
+/// Longest message an [`OriginStatus::Unreachable`] carries (bytes). Bounds what the
+/// Edge buffers before a stream's first origin byte.
+pub const MAX_STATUS_MESSAGE: usize = 1024;
+
+impl OriginStatus {
+    /// Encodes the status; a longer message is cut at a character boundary to
+    /// [`MAX_STATUS_MESSAGE`] bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            OriginStatus::Connected => vec![ORIGIN_CONNECTED],
+            OriginStatus::Unreachable(message) => {
+                let mut end = message.len().min(MAX_STATUS_MESSAGE);
+                while !message.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let mut out = Vec::with_capacity(3 + end);
+                out.push(ORIGIN_UNREACHABLE);
+                out.extend_from_slice(&(end as u16).to_be_bytes());
+                out.extend_from_slice(&message.as_bytes()[..end]);
+                out
+            }
+        }
+    }
+
+    /// Decodes a status from the front of `bytes`; returns it and its length, or
+    /// `Ok(None)` when more bytes are needed. Invalid UTF-8 in a message is replaced.
+    pub fn decode(bytes: &[u8]) -> std::io::Result<Option<(OriginStatus, usize)>> {
+        let invalid =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        match bytes.first() {
+            None => Ok(None),
+            Some(&ORIGIN_CONNECTED) => Ok(Some((OriginStatus::Connected, 1))),
+            Some(&ORIGIN_UNREACHABLE) => {
+                let Some(len) = bytes.get(1..3) else {
+                    return Ok(None);
+                };
+                let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+                if len > MAX_STATUS_MESSAGE {
+                    return Err(invalid("origin status message too long"));
+                }
+                let Some(message) = bytes.get(3..3 + len) else {
+                    return Ok(None);
+                };
+                let message = String::from_utf8_lossy(message).into_owned();
+                Ok(Some((OriginStatus::Unreachable(message), 3 + len)))
+            }
+            Some(_) => Err(invalid("unknown origin status")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +363,31 @@ mod tests {
             let back = rt.block_on(StreamHeader::read(&mut &bytes[..])).unwrap();
             prop_assert_eq!(back, h);
         }
+    }
+
+    proptest! {
+        #[test]
+        fn origin_status_round_trips(unreachable in any::<bool>(), message in ".{0,1100}") {
+            let status = if unreachable { OriginStatus::Unreachable(message) } else { OriginStatus::Connected };
+            let bytes = status.encode();
+            let (back, len) = OriginStatus::decode(&bytes).unwrap().unwrap();
+            prop_assert_eq!(len, bytes.len());
+            for cut in 0..len {
+                prop_assert!(OriginStatus::decode(&bytes[..cut]).unwrap().is_none());
+            }
+            match (&status, &back) {
+                (OriginStatus::Unreachable(sent), OriginStatus::Unreachable(got)) => {
+                    prop_assert!(got.len() <= MAX_STATUS_MESSAGE && sent.starts_with(got.as_str()));
+                }
+                _ => prop_assert_eq!(&back, &status),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_origin_statuses_and_long_messages_are_refused() {
+        assert!(OriginStatus::decode(b"HTTP/1.1 502").is_err());
+        assert!(OriginStatus::decode(&[1, 0xff, 0xff]).is_err());
     }
 
     #[tokio::test]

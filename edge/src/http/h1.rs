@@ -7,24 +7,23 @@
 //! response framed by `Content-Length` or chunked coding was read to its end, on
 //! HTTP/1.1 without `Connection: close`. Anything ambiguous (differing lengths, a length
 //! beside a transfer coding, bytes past the end of a response) ends the connection, so a
-//! response can never be read as part of the next one.
+//! response can never be read as part of the next one. Response heads are read by
+//! [`head`], chunked bodies decoded by [`chunked`].
+
+mod chunked;
+mod head;
 
 use std::future::poll_fn;
 use std::io;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode, Version};
+use bytes::{Bytes, BytesMut};
+use hyper::header;
+use hyper::{Method, Request, StatusCode};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-/// Most bytes a response head may take.
-pub const MAX_HEAD: usize = 64 * 1024;
-/// Most header fields a response head may carry.
-pub const MAX_HEADERS: usize = 100;
-/// Most bytes of chunk extensions and trailers one chunked body may carry (they are
-/// read and dropped).
-pub const MAX_CHUNK_META: usize = 16 * 1024;
+pub use chunked::{ChunkDecoder, Decoded, MAX_CHUNK_META};
+pub use head::{Framing, Head, HeadReader, MAX_HEAD, MAX_HEADERS, MAX_INTERIM, parse_head};
 
 /// Why a response could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +48,9 @@ pub enum H1Error {
     /// The chunked body does not follow the chunked coding.
     #[error("the response's chunked body is malformed ({0})")]
     BadChunk(&'static str),
+    /// More than [`MAX_INTERIM`] interim (1xx) responses came before a final one.
+    #[error("the service sent more than {MAX_INTERIM} interim (1xx) responses")]
+    TooManyInterim,
     /// A `101 Switching Protocols` answered a request that asked for no upgrade.
     #[error("the service switched protocols without being asked")]
     UnaskedSwitch,
@@ -79,192 +81,6 @@ pub fn handles<B: hyper::body::Body>(request: &Request<B>) -> bool {
         && !request.headers().contains_key(header::UPGRADE)
         && !request.headers().contains_key(header::CONTENT_LENGTH)
         && !request.headers().contains_key(header::TRANSFER_ENCODING)
-}
-
-/// How a response's body ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// No body (HEAD, 204, 304).
-    Empty,
-    /// Exactly this many bytes.
-    Length(u64),
-    /// Chunked coding.
-    Chunked,
-    /// Everything until the connection closes.
-    UntilClose,
-}
-
-/// A parsed response head: the response without its body, how the body is framed, and
-/// whether the connection may carry another request afterwards.
-#[derive(Debug)]
-pub struct Head {
-    /// Status, version and headers.
-    pub response: Response<()>,
-    /// How the body ends.
-    pub framing: Framing,
-    /// True when the connection may be reused once the body has been read.
-    pub reusable: bool,
-}
-
-/// Parses one response head at the start of `input`. `Ok(None)`: more bytes needed.
-/// On success, also returns how many bytes the head took. Header values are slices of
-/// `input`, not copies.
-pub fn parse_head(input: &Bytes, head_request: bool) -> Result<Option<(Head, usize)>, H1Error> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut fields);
-    let len = match parsed.parse(input) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if input.len() > MAX_HEAD => {
-            return Err(H1Error::HeadTooLarge);
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(H1Error::HeadTooLarge),
-        Err(e) => return Err(H1Error::BadHead(parse_error(e))),
-    };
-    if len > MAX_HEAD {
-        return Err(H1Error::HeadTooLarge);
-    }
-    let status = parsed
-        .code
-        .and_then(|c| StatusCode::from_u16(c).ok())
-        .ok_or(H1Error::BadHead("status"))?;
-    let version = match parsed.version {
-        Some(0) => Version::HTTP_10,
-        _ => Version::HTTP_11,
-    };
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-    for field in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| H1Error::BadHead("header name"))?;
-        let value = HeaderValue::from_maybe_shared(input.slice_ref(field.value))
-            .map_err(|_| H1Error::BadHead("header value"))?;
-        headers.append(name, value);
-    }
-    let (framing, reusable) = framing(head_request, status, version, &headers)?;
-    match framing {
-        // A length beside a transfer coding does not describe what the viewer gets.
-        Framing::Chunked | Framing::UntilClose => {
-            headers.remove(header::CONTENT_LENGTH);
-        }
-        // A repeated or listed length, all the same, is passed on as one value.
-        Framing::Length(n) if !single_value(&headers, header::CONTENT_LENGTH) => {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-        }
-        Framing::Length(_) => {}
-        // Without a body, the length (of what a GET would get) is not checked for
-        // framing; it is passed on only when it is one valid number.
-        Framing::Empty => {
-            let valid = single_value(&headers, header::CONTENT_LENGTH)
-                && headers
-                    .get(header::CONTENT_LENGTH)
-                    .is_some_and(|v| parse_length(v.as_bytes()).is_some());
-            if !valid {
-                headers.remove(header::CONTENT_LENGTH);
-            }
-        }
-    }
-    let mut response = Response::new(());
-    *response.status_mut() = status;
-    *response.version_mut() = version;
-    *response.headers_mut() = headers;
-    let head = Head {
-        response,
-        framing,
-        reusable,
-    };
-    Ok(Some((head, len)))
-}
-
-fn parse_error(e: httparse::Error) -> &'static str {
-    match e {
-        httparse::Error::HeaderName => "header name",
-        httparse::Error::HeaderValue => "header value",
-        httparse::Error::NewLine => "line ending",
-        httparse::Error::Status => "status",
-        httparse::Error::Token => "token",
-        httparse::Error::Version => "version",
-        httparse::Error::TooManyHeaders => "too many headers",
-    }
-}
-
-/// The body framing of a response (RFC 9112 §6.3) and whether its connection may be
-/// reused after it.
-fn framing(
-    head_request: bool,
-    status: StatusCode,
-    version: Version,
-    headers: &HeaderMap,
-) -> Result<(Framing, bool), H1Error> {
-    let mut reusable = keeps_alive(version, headers);
-    if head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok((Framing::Empty, reusable));
-    }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        // A length beside a transfer coding is a smuggling attempt or a broken
-        // server: the coding frames this body, and the connection ends after it.
-        if headers.contains_key(header::CONTENT_LENGTH) {
-            reusable = false;
-        }
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .map(|c| c.trim_ascii())
-            .rfind(|c| !c.is_empty());
-        return Ok(match last {
-            Some(c) if c.eq_ignore_ascii_case(b"chunked") && version == Version::HTTP_11 => {
-                (Framing::Chunked, reusable)
-            }
-            _ => (Framing::UntilClose, false),
-        });
-    }
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let n = parse_length(part.trim_ascii()).ok_or(H1Error::BadLength)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(H1Error::BadLength);
-            }
-            length = Some(n);
-        }
-    }
-    Ok(match length {
-        Some(n) => (Framing::Length(n), reusable),
-        None => (Framing::UntilClose, false),
-    })
-}
-
-fn single_value(headers: &HeaderMap, name: HeaderName) -> bool {
-    let mut values = headers.get_all(name).iter();
-    values.next().is_some_and(|v| !v.as_bytes().contains(&b',')) && values.next().is_none()
-}
-
-fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
-}
-
-/// True unless the response ends its connection: HTTP/1.1 without `Connection: close`,
-/// or HTTP/1.0 with `Connection: keep-alive`.
-fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &str| {
-        headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-        })
-    };
-    if version == Version::HTTP_11 {
-        !has("close")
-    } else {
-        has("keep-alive")
-    }
 }
 
 /// Writes `request`'s head (origin form, HTTP/1.1) to `out`.
@@ -323,30 +139,33 @@ impl<S: ReadChunk + AsyncWrite + Unpin> Conn<S> {
         self.io.flush().await
     }
 
-    /// Reads the response head, skipping interim (1xx) responses.
-    ///
-    /// A head split over several chunks is gathered and parsed once its blank line has
-    /// arrived, so an origin sending it a byte at a time costs linear time, not
-    /// quadratic.
+    /// Reads the response head, skipping up to [`MAX_INTERIM`] interim (1xx)
+    /// responses. A head split over many chunks costs linear work ([`HeadReader`]).
     pub async fn read_head(&mut self, head_request: bool) -> Result<Head, H1Error> {
-        let mut partial = BytesMut::new();
+        let mut reader = HeadReader::default();
+        let mut interim = 0;
         let mut received = false;
         loop {
-            if !self.rest.is_empty() {
-                if let Some((head, len)) = parse_head(&self.rest, head_request)? {
-                    self.rest.advance(len);
-                    if head.response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                        return Err(H1Error::UnaskedSwitch);
-                    }
-                    if head.response.status().is_informational() {
-                        continue;
-                    }
+            if !self.rest.is_empty()
+                && let Some(head) = reader.feed(&mut self.rest, head_request)?
+            {
+                let status = head.response.status();
+                if status == StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(H1Error::UnaskedSwitch);
+                }
+                if !status.is_informational() {
                     return Ok(head);
                 }
-                partial.extend_from_slice(&std::mem::take(&mut self.rest));
+                interim += 1;
+                if interim > MAX_INTERIM {
+                    return Err(H1Error::TooManyInterim);
+                }
+                continue;
             }
             let chunk = match poll_fn(|cx| self.io.poll_read_chunk(cx)).await {
                 Ok(chunk) => chunk,
+                // The agent's word that it could not reach the origin is kept as it is.
+                Err(e) if is_origin_unreachable(&e) => return Err(H1Error::Io(e)),
                 // A stream reset before any answer is a connection closed under the
                 // request, like an end of stream.
                 Err(_) if !received => return Err(H1Error::Closed),
@@ -360,17 +179,7 @@ impl<S: ReadChunk + AsyncWrite + Unpin> Conn<S> {
                 });
             };
             received = true;
-            if partial.is_empty() {
-                self.rest = chunk;
-                continue;
-            }
-            let from = partial.len().saturating_sub(3);
-            partial.extend_from_slice(&chunk);
-            if has_blank_line(&partial[from..]) {
-                self.rest = partial.split().freeze();
-            } else if partial.len() > MAX_HEAD {
-                return Err(H1Error::HeadTooLarge);
-            }
+            self.rest = chunk;
         }
     }
 
@@ -383,10 +192,10 @@ impl<S: ReadChunk + AsyncWrite + Unpin> Conn<S> {
     }
 }
 
-/// True when `bytes` hold the end of a head: an empty line, ended by CRLF or LF (a
-/// malformed end still goes to the parser, which rejects it).
-fn has_blank_line(bytes: &[u8]) -> bool {
-    bytes.windows(2).any(|w| w == b"\n\n") || bytes.windows(3).any(|w| w == b"\n\r\n")
+/// True when `e` carries the agent's [`OriginUnreachable`](super::agent_stream::OriginUnreachable).
+fn is_origin_unreachable(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<super::agent_stream::OriginUnreachable>())
 }
 
 /// Reads a response body as its framing says; [`Body::finish`] gives the connection
@@ -499,329 +308,12 @@ impl<S: ReadChunk + AsyncWrite + Unpin> Body<S> {
     }
 }
 
-/// What one step of chunked decoding found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Decoded {
-    /// Body bytes.
-    Data(Bytes),
-    /// The input is used up; more is needed.
-    NeedMore,
-    /// The body ended (after its trailers, which are dropped).
-    End,
-}
-
-/// Decodes the chunked transfer coding (RFC 9112 §7.1) from input that arrives in
-/// pieces, handing data on without copying. Strict: sizes in hex, lines ending in CRLF.
-#[derive(Debug, Default)]
-pub struct ChunkDecoder {
-    state: ChunkState,
-    /// Bytes of extensions and trailers seen so far.
-    meta: usize,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-enum ChunkState {
-    #[default]
-    SizeStart,
-    Size(u64),
-    SizeSpace(u64),
-    Extension(u64),
-    SizeLf(u64),
-    Data(u64),
-    DataCr,
-    DataLf,
-    TrailerStart,
-    Trailer,
-    TrailerLf(bool),
-    End,
-}
-
-impl ChunkDecoder {
-    /// A decoder at the start of a body.
-    pub fn new() -> Self {
-        ChunkDecoder::default()
-    }
-
-    /// Consumes from `input` up to the next piece of data, the end of the body, or the
-    /// end of `input`.
-    pub fn decode(&mut self, input: &mut Bytes) -> Result<Decoded, H1Error> {
-        use ChunkState::*;
-        loop {
-            if let Data(remaining) = self.state {
-                if input.is_empty() {
-                    return Ok(Decoded::NeedMore);
-                }
-                let n = remaining.min(input.len() as u64) as usize;
-                let data = input.split_to(n);
-                self.state = if remaining == n as u64 {
-                    DataCr
-                } else {
-                    Data(remaining - n as u64)
-                };
-                return Ok(Decoded::Data(data));
-            }
-            if let End = self.state {
-                return Ok(Decoded::End);
-            }
-            let Some(&b) = input.first() else {
-                return Ok(Decoded::NeedMore);
-            };
-            input.advance(1);
-            self.state = match (self.state, b) {
-                (SizeStart, _) => Size(u64::from(hex(b).ok_or(bad("chunk size"))?)),
-                (Size(n), _) if hex(b).is_some() => {
-                    if n >> 60 != 0 {
-                        return Err(bad("chunk size too large"));
-                    }
-                    Size(n << 4 | u64::from(hex(b).unwrap_or(0)))
-                }
-                (Size(n) | SizeSpace(n), b' ' | b'\t') => {
-                    self.meta_byte()?;
-                    SizeSpace(n)
-                }
-                (Size(n) | SizeSpace(n), b';') => Extension(n),
-                (Size(n) | SizeSpace(n) | Extension(n), b'\r') => SizeLf(n),
-                (Extension(_), b'\n') => return Err(bad("bare line feed")),
-                (Extension(n), _) => {
-                    self.meta_byte()?;
-                    Extension(n)
-                }
-                (SizeLf(0), b'\n') => TrailerStart,
-                (SizeLf(n), b'\n') => Data(n),
-                (DataCr, b'\r') => DataLf,
-                (DataLf, b'\n') => SizeStart,
-                (TrailerStart, b'\r') => TrailerLf(true),
-                (Trailer, b'\r') => TrailerLf(false),
-                (TrailerStart | Trailer, b'\n') => return Err(bad("bare line feed")),
-                (TrailerStart | Trailer, _) => {
-                    self.meta_byte()?;
-                    Trailer
-                }
-                (TrailerLf(true), b'\n') => End,
-                (TrailerLf(false), b'\n') => TrailerStart,
-                _ => return Err(bad("unexpected byte")),
-            };
-        }
-    }
-
-    fn meta_byte(&mut self) -> Result<(), H1Error> {
-        self.meta += 1;
-        if self.meta > MAX_CHUNK_META {
-            return Err(bad("too many extension or trailer bytes"));
-        }
-        Ok(())
-    }
-}
-
-fn bad(what: &'static str) -> H1Error {
-    H1Error::BadChunk(what)
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::HeaderValue;
     use tokio::io::{AsyncRead, ReadBuf};
     use tokio::net::{TcpListener, TcpStream};
-
-    fn head(text: &str) -> Result<Option<(Head, usize)>, H1Error> {
-        parse_head(&Bytes::copy_from_slice(text.as_bytes()), false)
-    }
-
-    fn framing_of(text: &str) -> (Framing, bool) {
-        let (h, _) = head(text).unwrap().unwrap();
-        (h.framing, h.reusable)
-    }
-
-    #[test]
-    fn framing_follows_rfc_9112() {
-        use Framing::*;
-        let cases = [
-            (
-                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
-                (Length(5), true),
-            ),
-            (
-                "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
-                (Length(5), true),
-            ),
-            ("HTTP/1.1 204 No Content\r\n\r\n", (Empty, true)),
-            (
-                "HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n",
-                (Empty, true),
-            ),
-            (
-                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
-                (Chunked, true),
-            ),
-            (
-                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, Chunked\r\n\r\n",
-                (Chunked, true),
-            ),
-            (
-                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
-                (UntilClose, false),
-            ),
-            (
-                "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
-                (UntilClose, false),
-            ),
-            // A length beside a coding: the coding frames it, and the connection ends.
-            (
-                "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
-                (Chunked, false),
-            ),
-            ("HTTP/1.1 200 OK\r\n\r\n", (UntilClose, false)),
-            (
-                "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n",
-                (Length(1), false),
-            ),
-            (
-                "HTTP/1.1 200 OK\r\nconnection: foo, Close\r\ncontent-length: 1\r\n\r\n",
-                (Length(1), false),
-            ),
-            (
-                "HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n",
-                (Length(1), false),
-            ),
-            (
-                "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n",
-                (Length(1), true),
-            ),
-        ];
-        for (text, want) in cases {
-            assert_eq!(framing_of(text), want, "{text:?}");
-        }
-        let input = Bytes::from_static(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n");
-        let (h, _) = parse_head(&input, true).unwrap().unwrap();
-        assert_eq!(h.framing, Empty, "a response to HEAD has no body");
-        assert_eq!(h.response.headers()["content-length"], "5");
-    }
-
-    #[test]
-    fn lengths_reaching_the_viewer_are_single_and_consistent() {
-        let (h, _) = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        let lengths: Vec<_> = h
-            .response
-            .headers()
-            .get_all("content-length")
-            .iter()
-            .collect();
-        assert_eq!(lengths, ["5"]);
-        let (h, _) =
-            head("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n")
-                .unwrap()
-                .unwrap();
-        assert!(!h.response.headers().contains_key("content-length"));
-        // Found by fuzzing: lengths of bodiless answers are not checked for framing, so
-        // only one valid one is passed on.
-        let (h, _) =
-            head("HTTP/1.1 304 Not Modified\r\ncontent-length: \r\ncontent-length: 9\r\n\r\n")
-                .unwrap()
-                .unwrap();
-        assert!(!h.response.headers().contains_key("content-length"));
-        let (h, _) = head("HTTP/1.1 200 OK\r\ncontent-length: 03\r\n\r\nabc")
-            .unwrap()
-            .unwrap();
-        assert_eq!(h.framing, Framing::Length(3));
-    }
-
-    #[test]
-    fn bad_heads_are_typed_errors() {
-        for text in [
-            "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n",
-            "HTTP/1.1 200 OK\r\ncontent-length: 3, 4\r\n\r\n",
-            "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
-            "HTTP/1.1 200 OK\r\ncontent-length: +1\r\n\r\n",
-            "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
-            "HTTP/1.1 200 OK\r\ncontent-length:\r\n\r\n",
-        ] {
-            assert!(matches!(head(text), Err(H1Error::BadLength)), "{text:?}");
-        }
-        assert!(matches!(
-            head("SSH-2.0-OpenSSH\r\n\r\n"),
-            Err(H1Error::BadHead(_))
-        ));
-        assert!(matches!(
-            head("HTTP/1.1 200 OK\r\nbad header\r\n\r\n"),
-            Err(H1Error::BadHead(_))
-        ));
-        let many = format!(
-            "HTTP/1.1 200 OK\r\n{}\r\n",
-            "a: b\r\n".repeat(MAX_HEADERS + 1)
-        );
-        assert!(matches!(head(&many), Err(H1Error::HeadTooLarge)));
-        let long = format!("HTTP/1.1 200 OK\r\na: {}", "x".repeat(MAX_HEAD + 1));
-        assert!(matches!(head(&long), Err(H1Error::HeadTooLarge)));
-        assert!(matches!(head("HTTP/1.1 200 OK\r\na: b\r\n"), Ok(None)));
-    }
-
-    fn decode_in_pieces(input: &[u8], piece: usize) -> Result<(Vec<u8>, usize), H1Error> {
-        let mut decoder = ChunkDecoder::new();
-        let mut out = Vec::new();
-        for (i, part) in input.chunks(piece).enumerate() {
-            let mut part = Bytes::copy_from_slice(part);
-            loop {
-                match decoder.decode(&mut part)? {
-                    Decoded::Data(d) => out.extend_from_slice(&d),
-                    Decoded::NeedMore => break,
-                    Decoded::End => {
-                        // What is left of this piece, and every later piece.
-                        let later = input.len().saturating_sub((i + 1) * piece);
-                        return Ok((out, part.len() + later));
-                    }
-                }
-            }
-        }
-        Err(H1Error::Incomplete)
-    }
-
-    #[test]
-    fn chunked_bodies_decode_the_same_in_any_pieces() {
-        let body = b"5;name=value\r\nhello\r\n6\r\n world\r\nA \t;x\r\n0123456789\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
-        for piece in 1..=body.len() {
-            let (out, left) = decode_in_pieces(body, piece).unwrap();
-            assert_eq!(out, b"hello world0123456789", "pieces of {piece}");
-            assert_eq!(
-                left, 4,
-                "pieces of {piece}: bytes after the body stay unread"
-            );
-        }
-    }
-
-    #[test]
-    fn malformed_chunked_bodies_are_typed_errors() {
-        for input in [
-            &b"x\r\n"[..],
-            b"\r\n",
-            b"5\nhello\r\n0\r\n\r\n",
-            b"5\r\nhelloX\r\n0\r\n\r\n",
-            b"5 5\r\nhello\r\n0\r\n\r\n",
-            b"11111111111111111\r\n",
-            b"0\r\nbad\ntrailer\r\n\r\n",
-        ] {
-            assert!(
-                matches!(decode_in_pieces(input, 3), Err(H1Error::BadChunk(_))),
-                "{:?}",
-                String::from_utf8_lossy(input)
-            );
-        }
-        let long = [b"1;".as_slice(), &vec![b'x'; MAX_CHUNK_META + 1], b"\r\n"].concat();
-        assert!(matches!(
-            decode_in_pieces(&long, 1000),
-            Err(H1Error::BadChunk(_))
-        ));
-    }
 
     /// A loopback TCP stream that hands over what it reads as chunks.
     struct Tcp(TcpStream);
@@ -1013,6 +505,35 @@ mod tests {
         assert!(matches!(
             conn.read_head(false).await,
             Err(H1Error::UnaskedSwitch)
+        ));
+    }
+
+    #[tokio::test]
+    async fn empty_lines_before_a_head_are_skipped_and_interim_answers_capped() {
+        let early: &'static [u8] = Box::leak(
+            [
+                b"\r\n".repeat(500),
+                b"HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_INTERIM),
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+            ]
+            .concat()
+            .into_boxed_slice(),
+        );
+        for piece in [1, 4096] {
+            let (h, body, _) = exchange(origin(vec![early], piece).await, false).await;
+            assert_eq!(h.response.status(), 200, "pieces of {piece}");
+            assert_eq!(body.unwrap(), b"ok");
+        }
+        let endless: &'static [u8] = Box::leak(
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+                .repeat(1000)
+                .into_boxed_slice(),
+        );
+        let mut conn = origin(vec![endless], 4096).await;
+        conn.send_head(&get("/")).await.unwrap();
+        assert!(matches!(
+            conn.read_head(false).await,
+            Err(H1Error::TooManyInterim)
         ));
     }
 

@@ -13,6 +13,7 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_NETBORE_CLIENT_IP: HeaderName = HeaderName::from_static("x-netbore-client-ip");
 const X_NETBORE_AGENT_IP: HeaderName = HeaderName::from_static("x-netbore-agent-ip");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// What the Edge knows about a request it forwards.
 #[derive(Debug, Clone, Copy)]
@@ -22,7 +23,8 @@ pub struct ForwardContext<'a> {
     /// The agent's address as a header value, or `None` when the server masks agent
     /// addresses.
     pub agent: Option<&'a HeaderValue>,
-    /// The host the viewer asked for.
+    /// The request's one canonical authority ([`super::host::Authority`]): routed
+    /// by, and sent to the origin as its only `Host`.
     pub host: &'a str,
     /// `http` or `https`.
     pub proto: &'static str,
@@ -36,11 +38,15 @@ pub fn ip_header(ip: IpAddr) -> HeaderValue {
 
 /// Rewrites a viewer's request headers for the origin. `upgrade` keeps the
 /// `Upgrade`/`Connection` pair of a protocol switch (WebSocket).
+///
+/// A viewer's `Forwarded` is removed (its `for=` could name any address, and the Edge
+/// does not speak for a chain it cannot check) and `X-Real-IP` is set to the viewer's
+/// address as the Edge saw it, replacing any the viewer sent.
 pub fn prepare_request(headers: &mut HeaderMap, cx: &ForwardContext<'_>, upgrade: bool) {
     let upgrade_to = upgrade
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();
-    // Spoofed `X-Netbore-*` headers go with the hop-by-hop ones.
+    // Spoofed `X-Netbore-*` and `Forwarded` headers go with the hop-by-hop ones.
     remove_hop_by_hop(headers, true);
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).map(|v| v.to_str()) {
         Some(Ok(prior)) if !prior.trim().is_empty() => {
@@ -52,18 +58,25 @@ pub fn prepare_request(headers: &mut HeaderMap, cx: &ForwardContext<'_>, upgrade
     if let Some(v) = forwarded_for {
         headers.insert(X_FORWARDED_FOR, v);
     }
+    headers.insert(X_REAL_IP, cx.viewer.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(cx.proto));
-    // The host usually is the viewer's own `Host` value: reuse it.
+    // The host usually is the viewer's own `Host` value, already canonical: reuse it.
+    // Either way the origin gets exactly one `Host`, the routed one.
     let host = headers
         .get(header::HOST)
         .filter(|v| v.as_bytes() == cx.host.as_bytes())
         .cloned()
         .or_else(|| HeaderValue::from_str(cx.host).ok());
-    if let Some(host) = host {
-        if !headers.contains_key(header::HOST) {
+    match host {
+        Some(host) => {
             headers.insert(header::HOST, host.clone());
+            headers.insert(X_FORWARDED_HOST, host);
         }
-        headers.insert(X_FORWARDED_HOST, host);
+        // Never: a canonical authority is a valid header value.
+        None => {
+            headers.remove(header::HOST);
+            headers.remove(X_FORWARDED_HOST);
+        }
     }
     headers.insert(X_NETBORE_CLIENT_IP, cx.viewer.clone());
     if let Some(agent) = cx.agent {
@@ -75,7 +88,9 @@ pub fn prepare_request(headers: &mut HeaderMap, cx: &ForwardContext<'_>, upgrade
     }
 }
 
-/// Rewrites an origin's response headers for the viewer.
+/// Rewrites an origin's response headers for the viewer. Every `X-Netbore-*` header
+/// an origin sent is removed: viewers must be able to trust that those come from the
+/// Edge (its error pages carry `X-Netbore-Error`).
 pub fn prepare_response(headers: &mut HeaderMap, upgrade: bool) {
     let upgrade_to = upgrade
         .then(|| headers.get(header::UPGRADE).cloned())
@@ -99,15 +114,18 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || matches!(name.as_str(), "keep-alive" | "proxy-connection")
 }
 
-/// Removes hop-by-hop headers, including any a `Connection` header names, and with
-/// `spoofed` every `X-Netbore-*` header. One pass over the names; nothing is
-/// allocated when there is nothing to remove.
-fn remove_hop_by_hop(headers: &mut HeaderMap, spoofed: bool) {
+/// Removes hop-by-hop headers, including any a `Connection` header names, and every
+/// `X-Netbore-*` header; with `request`, a viewer's `Forwarded` as well. One pass over
+/// the names; nothing is allocated when there is nothing to remove.
+fn remove_hop_by_hop(headers: &mut HeaderMap, request: bool) {
     let mut doomed: Vec<HeaderName> = Vec::new();
     let mut connection = false;
     for name in headers.keys() {
         connection |= *name == header::CONNECTION;
-        if is_hop_by_hop(name) || (spoofed && name.as_str().starts_with(NETBORE_PREFIX)) {
+        if is_hop_by_hop(name)
+            || name.as_str().starts_with(NETBORE_PREFIX)
+            || (request && *name == header::FORWARDED)
+        {
             doomed.push(name.clone());
         }
     }
@@ -173,6 +191,55 @@ mod tests {
         assert!(!h.contains_key("connection"));
         assert!(!h.contains_key("expect"));
         assert_eq!(h["host"], "app.localhost:8080");
+    }
+
+    #[test]
+    fn the_origin_gets_one_host_the_routed_one() {
+        let mut h = HeaderMap::new();
+        h.append("host", "APP.localhost.:8080".parse().unwrap());
+        h.append("host", "evil.example".parse().unwrap());
+        prepare_request(&mut h, &cx(None), false);
+        let hosts: Vec<_> = h.get_all("host").iter().collect();
+        assert_eq!(hosts, ["app.localhost:8080"]);
+        assert_eq!(h["x-forwarded-host"], "app.localhost:8080");
+        // The viewer's own value is reused when it already is the routed one.
+        let mut h = HeaderMap::new();
+        let sent = HeaderValue::from_static("app.localhost:8080");
+        h.insert("host", sent.clone());
+        prepare_request(&mut h, &cx(None), false);
+        assert_eq!(h.get_all("host").iter().count(), 1);
+        assert_eq!(h["host"], sent);
+    }
+
+    #[test]
+    fn viewer_forwarded_and_real_ip_headers_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.append("forwarded", "for=10.9.9.9;host=evil".parse().unwrap());
+        h.append("Forwarded", "for=10.8.8.8".parse().unwrap());
+        h.append("x-real-ip", "10.9.9.9".parse().unwrap());
+        h.append("x-real-ip", "10.8.8.8".parse().unwrap());
+        prepare_request(&mut h, &cx(None), false);
+        assert!(!h.contains_key("forwarded"));
+        let real: Vec<_> = h.get_all("x-real-ip").iter().collect();
+        assert_eq!(real, ["203.0.113.7"]);
+        assert!(
+            !h.values().any(|v| v.as_bytes().starts_with(b"10.")),
+            "{h:?}"
+        );
+    }
+
+    #[test]
+    fn origin_netbore_headers_never_reach_the_viewer() {
+        let mut h = HeaderMap::new();
+        h.insert("x-netbore-error", "origin_unreachable".parse().unwrap());
+        h.insert("X-Netbore-Message", "forged".parse().unwrap());
+        h.insert("content-type", "text/plain".parse().unwrap());
+        prepare_response(&mut h, false);
+        assert!(
+            h.keys().all(|k| !k.as_str().starts_with("x-netbore-")),
+            "{h:?}"
+        );
+        assert_eq!(h["content-type"], "text/plain");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! HTTP/1.1 connection through the agent. Bodies stream both ways with the mux's flow
 //! control as backpressure; WebSocket upgrades pass through as a byte pipe.
 
+pub mod agent_stream;
 pub mod h1;
 pub mod headers;
 pub mod host;
@@ -27,6 +28,7 @@ use tokio::sync::Semaphore;
 use crate::certs::CertManager;
 use crate::registry::{Registry, Route};
 use headers::ForwardContext;
+use host::AuthorityError;
 use pages::Failure;
 use upstream::{HttpTunnel, PooledBody, UpstreamError};
 
@@ -299,47 +301,43 @@ pub async fn handle(
     {
         return answer;
     }
-    let host = request
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            request
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        });
-    let Some(host) = host else {
-        return page(Failure::bad_host(), &request);
+    let target = request.uri().authority().map(|a| a.as_str().as_bytes());
+    let hosts = request.headers().get_all(header::HOST).iter();
+    let authority = match host::request_authority(target, hosts.map(HeaderValue::as_bytes)) {
+        Ok(authority) => authority,
+        Err(e @ (AuthorityError::Duplicate | AuthorityError::Mismatch)) => {
+            return page(Failure::ambiguous_host(&e.to_string()), &request);
+        }
+        Err(_) => return page(Failure::bad_host(), &request),
     };
     // A connection set up for one name serves that name only: a browser reusing it
     // for another host (h2 coalescing under a wildcard certificate) must not reach
     // another tenant's tunnel.
     if let Some(sni) = &conn.tls_name
-        && host::hostname(&host).as_deref() != Some(&**sni)
+        && authority.hostname() != &**sni
     {
-        return page(Failure::misdirected(&host, sni), &request);
+        return page(Failure::misdirected(authority.as_str(), sni), &request);
     }
-    let Some(name) = host::tunnel_name(&host, registry.domain()) else {
-        return page(Failure::no_tunnel(&host), &request);
+    let Some(name) = host::tunnel_label(authority.hostname(), registry.domain()) else {
+        return page(Failure::no_tunnel(authority.as_str()), &request);
     };
     if conn.tls_name.is_none()
         && let Some(port) = config.redirect_https_port
     {
-        return redirect_to_https(&host, port, &request);
+        return redirect_to_https(authority.hostname(), port, &request);
     }
     let proto = if conn.tls_name.is_some() {
         "https"
     } else {
         "http"
     };
-    match registry.route(&name) {
+    let host = authority.as_str();
+    match registry.route(name) {
         // A TLS tunnel's name is served only as TLS, by the HTTPS listener's
         // passthrough: never through an HTTP request.
-        None | Some(Route::Tls(_)) => page(Failure::no_tunnel(&host), &request),
-        Some(Route::Offline) => page(Failure::agent_offline(&host), &request),
-        Some(Route::Online(tunnel)) => forward(request, conn, &host, proto, &tunnel, config).await,
+        None | Some(Route::Tls(_)) => page(Failure::no_tunnel(host), &request),
+        Some(Route::Offline) => page(Failure::agent_offline(host), &request),
+        Some(Route::Online(tunnel)) => forward(request, conn, host, proto, &tunnel, config).await,
     }
 }
 
@@ -362,11 +360,13 @@ fn acme_challenge(
     Some(response)
 }
 
-/// `308 Permanent Redirect` to the same path on HTTPS (method and body kept).
-fn redirect_to_https(host: &str, port: u16, request: &Request<Incoming>) -> Response<ViewerBody> {
-    let Some(hostname) = host::hostname(host) else {
-        return page(Failure::bad_host(), request);
-    };
+/// `308 Permanent Redirect` to the same path on HTTPS (method and body kept), on
+/// canonical `hostname`.
+fn redirect_to_https(
+    hostname: &str,
+    port: u16,
+    request: &Request<Incoming>,
+) -> Response<ViewerBody> {
     let port = if port == 443 {
         String::new()
     } else {
@@ -405,6 +405,8 @@ async fn forward(
     };
     let upgrade = headers::wants_upgrade(request.headers());
     let viewer_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    // `host` is the request's one canonical authority: the origin gets it as its only
+    // `Host`.
     let cx = ForwardContext {
         viewer: &conn.viewer_ip,
         agent: (!config.mask_agent_ip).then(|| tunnel.agent_ip()),
@@ -429,20 +431,11 @@ async fn forward(
         Err(UpstreamError::Broken(e)) => {
             return failure_page(Failure::upstream_broken(&e.to_string()));
         }
+        // Said by the agent before any origin byte: no origin can forge it.
+        Err(UpstreamError::OriginUnreachable(message)) => {
+            return failure_page(Failure::origin_unreachable(message));
+        }
     };
-    if response
-        .headers()
-        .get("x-netbore-error")
-        .is_some_and(|v| v == "origin_unreachable")
-    {
-        let message = response
-            .headers()
-            .get("x-netbore-message")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("the agent could not reach the tunnel's local service; is it running?")
-            .to_string();
-        return failure_page(Failure::origin_unreachable(message));
-    }
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     headers::prepare_response(response.headers_mut(), switching);
     if switching {

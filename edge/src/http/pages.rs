@@ -94,6 +94,18 @@ impl Failure {
         }
     }
 
+    /// The request names more than one host: two `Host` headers, or a `Host` that
+    /// differs from its target's authority (`why` says which).
+    pub fn ambiguous_host(why: &str) -> Self {
+        Failure {
+            status: StatusCode::BAD_REQUEST,
+            code: "ambiguous_host",
+            message: format!(
+                "{why}; send one Host header naming the same host as the request target"
+            ),
+        }
+    }
+
     /// The response for a viewer whose request carried `request_headers`.
     pub fn into_response(self, request_headers: &HeaderMap) -> Response<Full<Bytes>> {
         let json = request_headers

@@ -1,6 +1,7 @@
 //! Upstream HTTP/1.1 from the Edge to an agent: each connection is one stream of the
 //! agent's session (opened with a [`StreamHeader`]), kept alive and reused from a small
-//! per-tunnel pool. The agent pipes each stream to the origin byte for byte.
+//! per-tunnel pool. The agent pipes each stream to the origin byte for byte, after its
+//! origin status ([`AgentStream`]).
 //!
 //! Bodiless requests go over the lean client of [`super::h1`]; requests with a body,
 //! upgrades and CONNECT over hyper's. Each has its own pool.
@@ -17,10 +18,11 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use netbore_transport::Session;
 use netbore_transport::proto::StreamHeader;
-use netbore_transport::{Session, Stream};
 use tokio::io::AsyncWriteExt;
 
+use super::agent_stream::{AgentStream, OriginUnreachable};
 use super::h1;
 
 /// Limits of upstream connections.
@@ -57,6 +59,26 @@ pub enum UpstreamError {
     /// head was not valid HTTP/1.1.
     #[error("the connection through the agent broke before a response arrived ({0})")]
     Broken(BoxError),
+    /// The agent could not connect to the origin; its sentence names the address it
+    /// tried.
+    #[error("{0}")]
+    OriginUnreachable(String),
+}
+
+impl UpstreamError {
+    /// A connection that broke: [`UpstreamError::OriginUnreachable`] when the agent
+    /// said so, else [`UpstreamError::Broken`].
+    fn broken(e: BoxError) -> Self {
+        // `H1Error::Io` is transparent: its `source` skips the `io::Error` it holds.
+        let found = match e.downcast_ref::<h1::H1Error>() {
+            Some(h1::H1Error::Io(io)) => OriginUnreachable::find(io),
+            _ => OriginUnreachable::find(&*e),
+        };
+        match found {
+            Some(u) => UpstreamError::OriginUnreachable(u.message.clone()),
+            None => UpstreamError::Broken(e),
+        }
+    }
 }
 
 /// The body of a request sent upstream: the viewer's, or none for a request sent again
@@ -67,7 +89,7 @@ pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 type Upstream = SendRequest<UpstreamBody>;
 
 /// One upstream connection of the lean client.
-type LeanConn = h1::Conn<Stream>;
+type LeanConn = h1::Conn<AgentStream>;
 
 /// Any error, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -193,7 +215,7 @@ impl HttpTunnel {
                     tracing::debug!(tunnel = %self.name, "a pooled connection closed under a request; sending it again");
                     Box::pin(self.exchange_on_new(again.request(), viewer)).await
                 }
-                (None, _) => Err(UpstreamError::Broken(e.into_error().into())),
+                (None, _) => Err(UpstreamError::broken(e.into_error().into())),
             },
         }
     }
@@ -208,7 +230,7 @@ impl HttpTunnel {
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| UpstreamError::Broken(e.into()))?;
+            .map_err(|e| UpstreamError::broken(e.into()))?;
         Ok((sender, response))
     }
 
@@ -227,13 +249,13 @@ impl HttpTunnel {
                 Err(h1::H1Error::Closed) => {
                     tracing::debug!(tunnel = %self.name, "a pooled connection closed under a request; sending it again");
                 }
-                Err(e) => return Err(UpstreamError::Broken(e.into())),
+                Err(e) => return Err(UpstreamError::broken(e.into())),
             }
         }
         let mut conn = Box::pin(self.open(viewer)).await.map(h1::Conn::new)?;
         let head = Self::round_trip(&mut conn, &request, head_request)
             .await
-            .map_err(|e| UpstreamError::Broken(e.into()))?;
+            .map_err(|e| UpstreamError::broken(e.into()))?;
         Ok((conn, head))
     }
 
@@ -297,7 +319,7 @@ impl HttpTunnel {
     }
 
     /// Opens a stream to the agent for a connection to the origin.
-    async fn open(&self, viewer: SocketAddr) -> Result<Stream, UpstreamError> {
+    async fn open(&self, viewer: SocketAddr) -> Result<AgentStream, UpstreamError> {
         let offline = |e: &dyn std::fmt::Display| UpstreamError::AgentOffline(e.to_string());
         let mut stream = self.session.open().await.map_err(|e| offline(&e))?;
         let header = StreamHeader {
@@ -308,7 +330,7 @@ impl HttpTunnel {
             .write_all(&header.encode())
             .await
             .map_err(|e| offline(&e))?;
-        Ok(stream)
+        Ok(AgentStream::new(stream))
     }
 
     /// Opens a stream to the agent and starts hyper's HTTP/1.1 client on it.
@@ -317,7 +339,7 @@ impl HttpTunnel {
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| UpstreamError::Broken(e.into()))?;
+            .map_err(|e| UpstreamError::broken(e.into()))?;
         tokio::spawn(async move {
             if let Err(e) = connection.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
@@ -378,7 +400,7 @@ enum Inner {
         reuse: Option<(Arc<HttpTunnel>, Upstream)>,
     },
     Lean {
-        body: h1::Body<Stream>,
+        body: h1::Body<AgentStream>,
         tunnel: Arc<HttpTunnel>,
     },
 }
@@ -394,7 +416,7 @@ impl PooledBody {
         body
     }
 
-    fn lean(body: h1::Body<Stream>, tunnel: Arc<HttpTunnel>) -> Self {
+    fn lean(body: h1::Body<AgentStream>, tunnel: Arc<HttpTunnel>) -> Self {
         let mut body = PooledBody {
             inner: Inner::Lean { body, tunnel },
         };

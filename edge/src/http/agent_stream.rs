@@ -1,0 +1,186 @@
+//! The Edge's end of an HTTP tunnel stream. The agent starts its side of every such
+//! stream with an [`OriginStatus`] before any byte of the origin's
+//! (`docs/protocols/handshake.md`, section 4): [`AgentStream`] reads and removes it,
+//! then hands on the origin's bytes untouched, or fails every read with
+//! [`OriginUnreachable`]. The origin's bytes can only come after the agent's
+//! "connected", so no origin can make the Edge show its "origin unreachable" page.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use netbore_transport::Stream;
+use netbore_transport::proto::OriginStatus;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::h1::ReadChunk;
+
+/// The agent could not reach the tunnel's origin.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct OriginUnreachable {
+    /// The agent's sentence, naming the address it tried.
+    pub message: String,
+}
+
+impl OriginUnreachable {
+    /// The `OriginUnreachable` somewhere in `error`'s chain of causes, also inside an
+    /// [`io::Error`].
+    pub fn find<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Self> {
+        let mut next = Some(error);
+        while let Some(e) = next {
+            if let Some(found) = e.downcast_ref::<Self>() {
+                return Some(found);
+            }
+            // `io::Error::source` skips the error it wraps: look inside.
+            if let Some(inner) = e.downcast_ref::<io::Error>().and_then(|io| io.get_ref())
+                && let Some(found) = inner.downcast_ref::<Self>()
+            {
+                return Some(found);
+            }
+            next = e.source();
+        }
+        None
+    }
+}
+
+/// A stream to the agent of an HTTP tunnel, with the agent's origin status removed
+/// from the front of what it reads.
+#[derive(Debug)]
+pub struct AgentStream {
+    io: Stream,
+    status: Status,
+}
+
+#[derive(Debug)]
+enum Status {
+    /// Not read yet: the bytes of a status split over several chunks.
+    Pending(BytesMut),
+    /// Connected: what arrived with the status and is not handed on yet.
+    Connected(Bytes),
+    /// The agent could not reach the origin.
+    Unreachable(String),
+}
+
+impl AgentStream {
+    /// The stream `io`, whose first bytes will be the agent's origin status.
+    pub fn new(io: Stream) -> Self {
+        AgentStream {
+            io,
+            status: Status::Pending(BytesMut::new()),
+        }
+    }
+
+    /// Reads until the status is known. `Ok(Some)`: origin bytes that came with it;
+    /// `Ok(None)`: the stream ended first.
+    fn poll_status(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<()>>> {
+        loop {
+            let gathered = match &mut self.status {
+                Status::Connected(_) => return Poll::Ready(Ok(Some(()))),
+                Status::Unreachable(message) => {
+                    let e = OriginUnreachable {
+                        message: message.clone(),
+                    };
+                    return Poll::Ready(Err(io::Error::other(e)));
+                }
+                Status::Pending(gathered) => gathered,
+            };
+            let Some(chunk) = ready!(self.io.poll_read_chunk(cx))? else {
+                return Poll::Ready(Ok(None));
+            };
+            // Usually the whole status is in the first chunk: no copy.
+            let mut input = if gathered.is_empty() {
+                chunk
+            } else {
+                gathered.extend_from_slice(&chunk);
+                gathered.split().freeze()
+            };
+            match OriginStatus::decode(&input)? {
+                None => gathered.extend_from_slice(&input),
+                Some((OriginStatus::Connected, len)) => {
+                    input.advance(len);
+                    self.status = Status::Connected(input);
+                }
+                Some((OriginStatus::Unreachable(message), _)) => {
+                    self.status = Status::Unreachable(message);
+                }
+            }
+        }
+    }
+}
+
+impl ReadChunk for AgentStream {
+    fn poll_read_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        if ready!(self.poll_status(cx))?.is_none() {
+            return Poll::Ready(Ok(None));
+        }
+        if let Status::Connected(rest) = &mut self.status
+            && !rest.is_empty()
+        {
+            return Poll::Ready(Ok(Some(std::mem::take(rest))));
+        }
+        self.io.poll_read_chunk(cx)
+    }
+}
+
+impl AsyncRead for AgentStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if ready!(this.poll_status(cx))?.is_none() {
+            return Poll::Ready(Ok(()));
+        }
+        if let Status::Connected(rest) = &mut this.status
+            && !rest.is_empty()
+        {
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            rest.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for AgentStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_status_is_found_inside_io_errors_and_their_wrappers() {
+        let e = io::Error::other(OriginUnreachable {
+            message: "no service at 127.0.0.1:1".into(),
+        });
+        assert_eq!(
+            OriginUnreachable::find(&e).map(|u| u.message.as_str()),
+            Some("no service at 127.0.0.1:1")
+        );
+        #[derive(Debug, thiserror::Error)]
+        #[error("wrapped")]
+        struct Wrapper(#[source] io::Error);
+        assert!(OriginUnreachable::find(&Wrapper(e)).is_some());
+        assert!(OriginUnreachable::find(&io::Error::other("plain")).is_none());
+    }
+}
