@@ -63,6 +63,7 @@ fn config() -> Config {
         max_send_buffer: MAX_SEND_FRAME,
         keepalive_interval: None,
         keepalive_timeout: Duration::from_secs(1),
+        ..Config::default()
     }
 }
 

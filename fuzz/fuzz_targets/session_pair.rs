@@ -19,7 +19,7 @@ use arbitrary::Arbitrary;
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use netbore_mux::config::{MAX_SEND_FRAME, PROTOCOL_INITIAL_WINDOW};
-use netbore_mux::{Config, ReadOutcome, Role, Session, StreamId};
+use netbore_mux::{Config, FloodLimits, ReadOutcome, Role, Session, StreamId};
 
 /// Operations beyond this are ignored. With at most this many opens, neither side
 /// can reach `max_streams` or `accept_backlog`, so no open is refused (a refusal is a
@@ -88,6 +88,12 @@ fn config() -> Config {
         max_send_buffer: MAX_SEND_FRAME,
         keepalive_interval: None,
         keepalive_timeout: Duration::from_secs(20),
+        // The harness may open and reset hundreds of streams before writing to them.
+        flood: FloodLimits {
+            reset_opens: u32::MAX,
+            ..FloodLimits::default()
+        },
+        ..Config::default()
     }
 }
 

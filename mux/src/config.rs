@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use crate::budget::FloodLimits;
+use crate::frame::HEADER_LEN;
+
 /// The receive window every stream starts with, fixed by the protocol so that a new
 /// stream can carry data in its very first frame. A larger configured window is
 /// announced as extra credit on the opening (SYN / ACK) frame.
@@ -13,6 +16,9 @@ pub const MAX_SEND_FRAME: usize = 128 * 1024;
 /// Payloads up to this size are copied next to their header so that many small frames
 /// leave in one contiguous write; larger payloads are written from their own `Bytes`.
 pub const SMALL_PAYLOAD: usize = 1024;
+
+/// The smallest [`Config::max_read_buffer`]: room for a header and some payload.
+pub const MIN_READ_BUFFER: usize = 4 * 1024;
 
 /// Limits and timers of one mux session.
 #[derive(Debug, Clone)]
@@ -36,12 +42,34 @@ pub struct Config {
     /// memory of the whole session (together with `max_streams × initial_stream_window`).
     pub max_session_window: u64,
     /// Bytes queued for the connection before writers see `Pending`. Bounds send-side
-    /// memory and keeps backpressure honest.
+    /// memory and keeps backpressure honest. While three times this much waits to be
+    /// written (data is capped at one `max_send_buffer` in the session and one in the
+    /// driver, so only replies to the peer can fill the third), the driver stops
+    /// reading: a peer that sends pings or opens but never reads cannot make us queue
+    /// replies without bound.
     pub max_send_buffer: usize,
     /// Interval between keepalive pings (each one measures RTT); `None` disables them.
     pub keepalive_interval: Option<Duration>,
-    /// How long a ping may stay unanswered before the peer is declared dead.
+    /// How long a ping may stay unanswered before the peer is declared dead. Also how
+    /// long queued output may wait without a single byte of it being written (the
+    /// peer reads nothing) before the connection is dropped, keepalive or not: stops
+    /// a peer that never reads from holding a session, its queued frames and a
+    /// socket forever.
     pub keepalive_timeout: Duration,
+    /// How long a closing session may take to flush its go-away before the connection
+    /// is dropped anyway. Stops a peer that stops reading (or reads a byte a minute)
+    /// from holding a failed session open.
+    pub close_timeout: Duration,
+    /// The most received bytes the driver ever holds undecoded; each read is capped
+    /// so that the buffer never grows past it. Payloads are handed to streams as they
+    /// arrive, so between reads it holds less than one header; the cap makes that a
+    /// hard bound that a peer sending bytes the session cannot use (after a decode
+    /// error, say) can never push the buffer (or the copying of it) past.
+    pub max_read_buffer: usize,
+    /// Budgets for frames that cost work and carry nothing (empty data, zero window
+    /// updates, pings, streams opened and reset at once); see [`FloodLimits`].
+    /// Exceeding one ends the session with go-away `FLOOD`.
+    pub flood: FloodLimits,
 }
 
 impl Default for Config {
@@ -56,6 +84,9 @@ impl Default for Config {
             max_send_buffer: 1024 * 1024,
             keepalive_interval: Some(Duration::from_secs(10)),
             keepalive_timeout: Duration::from_secs(20),
+            close_timeout: Duration::from_secs(3),
+            max_read_buffer: 1024 * 1024 + HEADER_LEN,
+            flood: FloodLimits::default(),
         }
     }
 }
@@ -68,6 +99,7 @@ impl Config {
         self.max_stream_window = self.max_stream_window.max(self.initial_stream_window);
         self.max_streams = self.max_streams.max(1);
         self.max_send_buffer = self.max_send_buffer.max(MAX_SEND_FRAME);
+        self.max_read_buffer = self.max_read_buffer.max(MIN_READ_BUFFER);
         self
     }
 }

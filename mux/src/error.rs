@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::budget::FloodKind;
 use crate::frame::{FrameError, GoAwayCode, StreamId};
 
 /// Why a session failed or ended.
@@ -27,6 +28,12 @@ pub enum SessionError {
     /// Pings went unanswered.
     #[error("the peer did not answer keepalive pings for {0:?}")]
     KeepaliveTimeout(Duration),
+    /// The peer sent more frames of this useless kind than its budget allows.
+    #[error("the peer flooded the session with {0}")]
+    Flood(FloodKind),
+    /// Queued output waited this long without the peer reading a byte of it.
+    #[error("the peer read nothing for {0:?}")]
+    WriteTimeout(Duration),
     /// The peer sent a go-away with this code and closed.
     #[error("the peer closed the session: {0}")]
     GoAway(GoAwayCode),
@@ -58,7 +65,10 @@ impl SessionError {
             SessionError::FlowControl { .. } | SessionError::BadStreamOpen(_) => {
                 GoAwayCode::PROTOCOL_ERROR
             }
-            SessionError::KeepaliveTimeout(_) => GoAwayCode::KEEPALIVE_TIMEOUT,
+            SessionError::KeepaliveTimeout(_) | SessionError::WriteTimeout(_) => {
+                GoAwayCode::KEEPALIVE_TIMEOUT
+            }
+            SessionError::Flood(_) => GoAwayCode::FLOOD,
             SessionError::LocalClose(code) => *code,
             _ => GoAwayCode::INTERNAL_ERROR,
         }

@@ -88,6 +88,10 @@ impl GoAwayCode {
     pub const KEEPALIVE_TIMEOUT: GoAwayCode = GoAwayCode(4);
     /// The session was closed on purpose by the application (e.g. tunnel deleted).
     pub const CLOSED_BY_APPLICATION: GoAwayCode = GoAwayCode(5);
+    /// The peer spent a flood budget: too many frames that do nothing (empty data,
+    /// zero window updates, pings, streams opened and reset at once). HTTP/2 calls
+    /// this `ENHANCE_YOUR_CALM`.
+    pub const FLOOD: GoAwayCode = GoAwayCode(6);
 
     /// A short human name for the code.
     pub fn name(self) -> &'static str {
@@ -98,6 +102,7 @@ impl GoAwayCode {
             3 => "frame too large",
             4 => "keepalive timeout",
             5 => "closed by application",
+            6 => "flood",
             _ => "unknown reason",
         }
     }

@@ -7,6 +7,7 @@
 //! It knows nothing of tunnels, tokens or what the streams carry; QUIC does not use it
 //! (QUIC streams are native).
 
+pub mod budget;
 pub mod buffer;
 pub mod config;
 mod driver;
@@ -19,6 +20,7 @@ mod stream;
 mod stream_state;
 pub mod write_queue;
 
+pub use budget::{FloodKind, FloodLimits};
 pub use config::Config;
 pub use driver::Driver;
 pub use error::{SessionError, StreamError};

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use crate::budget::{FloodBudget, FloodKind};
 use crate::config::{Config, MAX_SEND_FRAME, PROTOCOL_INITIAL_WINDOW, SMALL_PAYLOAD};
 use crate::error::{SessionError, StreamError};
 use crate::frame::{
@@ -87,6 +88,10 @@ pub struct Session {
     streams: HashMap<StreamId, StreamState>,
     accept_queue: VecDeque<StreamId>,
     decoder: FrameDecoder,
+    /// Set when the session failed: every byte received after that is discarded
+    /// unread, and the driver reads no more.
+    input_closed: bool,
+    budget: FloodBudget,
     /// Frames ready for the connection, in order. `tail` collects headers and small
     /// payloads contiguously until a large payload forces it out.
     out: VecDeque<Bytes>,
@@ -112,6 +117,8 @@ impl Session {
         let next_ping_at = config.keepalive_interval.map(|_| now);
         Session {
             decoder: FrameDecoder::in_pieces(config.max_frame_size),
+            input_closed: false,
+            budget: FloodBudget::new(config.flood),
             role,
             state: State::Open,
             next_stream_id: match role {
@@ -170,10 +177,27 @@ impl Session {
         self.remote_go_away
     }
 
-    /// False while too much output is queued: the driver then stops reading so a peer
-    /// that never reads cannot make us queue replies without bound.
+    /// False once the session failed or closed, or while too much output is queued:
+    /// the driver then stops reading so a peer that never reads cannot make us queue
+    /// replies without bound.
     pub fn wants_input(&self) -> bool {
-        self.state != State::Closed && self.queued_bytes < 2 * self.config.max_send_buffer
+        self.input_room(0, 0) > 0
+    }
+
+    /// How many more bytes the driver may read, with `buffered` received bytes not
+    /// yet consumed by [`Session::handle_input`] and `unsent` bytes taken from
+    /// [`Session::poll_transmit`] and not yet written. Zero once the session failed
+    /// (input after an error is never read), while the session's queue and `unsent`
+    /// together reach three times `max_send_buffer`, and when `buffered` reached
+    /// `max_read_buffer` (the cap the read buffer never exceeds).
+    pub fn input_room(&self, buffered: usize, unsent: usize) -> usize {
+        if self.state == State::Closed
+            || self.input_closed
+            || self.queued_bytes + unsent >= 3 * self.config.max_send_buffer
+        {
+            return 0;
+        }
+        self.config.max_read_buffer.saturating_sub(buffered)
     }
 
     /// Memory and stream counters.
@@ -189,18 +213,25 @@ impl Session {
     // ----- inputs -----
 
     /// Decodes and handles every complete frame at the front of `buf`. A protocol
-    /// violation queues a go-away, moves the session to closing and is returned.
+    /// violation queues a go-away, moves the session to closing and is returned. A
+    /// failure is final: `buf` is cleared, and so is every later input, unread.
     pub fn handle_input(&mut self, buf: &mut BytesMut, now: Instant) -> Result<(), SessionError> {
         if self.state == State::Closed {
+            buf.clear();
             return Err(SessionError::Closed);
         }
+        if self.input_closed {
+            buf.clear();
+            return Ok(());
+        }
         loop {
-            let frame = match self.decoder.decode(buf) {
-                Ok(Some(frame)) => frame,
+            let result = match self.decoder.decode(buf) {
+                Ok(Some(frame)) => self.handle_frame(frame, now),
                 Ok(None) => return Ok(()),
-                Err(e) => return Err(self.fail(SessionError::Frame(e))),
+                Err(e) => Err(SessionError::Frame(e)),
             };
-            if let Err(e) = self.handle_frame(frame, now) {
+            if let Err(e) = result {
+                buf.clear();
                 return Err(self.fail(e));
             }
         }
@@ -213,34 +244,42 @@ impl Session {
 
     /// Handles one decoded frame.
     pub fn handle_frame(&mut self, frame: Frame, now: Instant) -> Result<(), SessionError> {
+        if let Some(kind) = FloodKind::of_empty_frame(&frame) {
+            self.spend(kind, now)?;
+        }
         match frame {
             Frame::Data {
                 stream,
                 flags,
                 payload,
-            } => self.handle_stream_frame(stream, flags, Some(payload), 0),
+            } => self.handle_stream_frame(stream, flags, Some(payload), 0, now),
             Frame::WindowUpdate {
                 stream,
                 flags,
                 increment,
-            } => self.handle_stream_frame(stream, flags, None, increment),
+            } => self.handle_stream_frame(stream, flags, None, increment, now),
             Frame::Ping { flags, opaque } => {
-                if flags.contains(Flags::ACK) {
-                    if let Some(sent) = self.ping_sent_at
-                        && opaque == self.ping_opaque
-                    {
-                        self.rtt = Some(now.saturating_duration_since(sent));
-                        self.ping_sent_at = None;
-                        self.next_ping_at = self.config.keepalive_interval.map(|i| now + i);
-                    }
-                } else if self.state == State::Open {
+                if flags.contains(Flags::ACK)
+                    && let Some(sent) = self.ping_sent_at
+                    && opaque == self.ping_opaque
+                {
+                    self.rtt = Some(now.saturating_duration_since(sent));
+                    self.ping_sent_at = None;
+                    self.next_ping_at = self.config.keepalive_interval.map(|i| now + i);
+                    return Ok(());
+                }
+                self.spend(FloodKind::Ping, now)?;
+                if !flags.contains(Flags::ACK) && self.state == State::Open {
                     self.push_control(FrameType::Ping, Flags::ACK, StreamId::SESSION, opaque);
                 }
                 Ok(())
             }
             Frame::GoAway { code } => {
-                self.remote_go_away = Some(code);
-                self.events.push_back(Event::GoAway(code));
+                // Only the first go-away means anything; repeats wake nobody.
+                if self.remote_go_away.is_none() {
+                    self.remote_go_away = Some(code);
+                    self.events.push_back(Event::GoAway(code));
+                }
                 Ok(())
             }
         }
@@ -446,10 +485,12 @@ impl Session {
 
     // ----- outputs -----
 
-    /// Moves every queued chunk into `dst`, in wire order.
-    pub fn poll_transmit(&mut self, dst: &mut VecDeque<Bytes>) {
+    /// Moves every queued chunk into `dst`, in wire order, and returns their length
+    /// in bytes (what the caller owes [`Session::input_room`] until it is written).
+    pub fn poll_transmit(&mut self, dst: &mut VecDeque<Bytes>) -> usize {
         self.seal_tail();
-        let was_full = self.queued_bytes >= self.config.max_send_buffer;
+        let moved = self.queued_bytes;
+        let was_full = moved >= self.config.max_send_buffer;
         dst.extend(self.out.drain(..));
         self.queued_bytes = 0;
         if was_full || !self.blocked_on_buffer.is_empty() {
@@ -457,6 +498,7 @@ impl Session {
                 self.events.push_back(Event::Writable(id));
             }
         }
+        moved
     }
 
     /// True when chunks wait to be transmitted.
@@ -482,8 +524,14 @@ impl Session {
 
     // ----- internals -----
 
+    /// Counts one frame against its flood budget.
+    fn spend(&mut self, kind: FloodKind, now: Instant) -> Result<(), SessionError> {
+        self.budget.spend(kind, now).map_err(SessionError::Flood)
+    }
+
     fn fail(&mut self, error: SessionError) -> SessionError {
         tracing::debug!(%error, "mux session failed");
+        self.input_closed = true;
         let code = error.go_away_code();
         if self.state == State::Open {
             self.push_control(FrameType::GoAway, Flags::empty(), StreamId::SESSION, code.0);
@@ -503,16 +551,23 @@ impl Session {
         flags: Flags,
         payload: Option<Bytes>,
         increment: u32,
+        now: Instant,
     ) -> Result<(), SessionError> {
         if flags.contains(Flags::SYN) && !self.handle_syn(id)? {
             return Ok(());
         }
+        let peer_opened = id.0 % 2 == self.peer_parity();
         let Some(s) = self.streams.get_mut(&id) else {
             // A frame for a stream already freed (e.g. in flight after our RST).
             return Ok(());
         };
         if flags.contains(Flags::RST) {
             if !s.reset {
+                if peer_opened && !s.recv_any {
+                    // Opened by the peer and reset before a byte of data: rapid reset.
+                    let spent = self.budget.spend(FloodKind::ResetOpen, now);
+                    spent.map_err(SessionError::Flood)?;
+                }
                 s.reset = true;
                 // Data the peer finished sending (FIN seen) stays readable: its RST
                 // only says it will read no more. Otherwise the stream is aborted.
@@ -541,6 +596,7 @@ impl Session {
                 });
             }
             s.recv_credit -= len;
+            s.recv_any = true;
             if s.released {
                 // Nobody will read it: tell the peer to stop sending.
                 self.reset(id);
@@ -574,11 +630,7 @@ impl Session {
     /// Registers a stream the peer opens. Returns false when the open was refused
     /// (answered with RST) and the frame's other contents must be ignored.
     fn handle_syn(&mut self, id: StreamId) -> Result<bool, SessionError> {
-        let peer_parity = match self.role {
-            Role::Client => 0,
-            Role::Server => 1,
-        };
-        if id.0 % 2 != peer_parity || id.0 <= self.max_inbound_id {
+        if id.0 % 2 != self.peer_parity() || id.0 <= self.max_inbound_id {
             return Err(SessionError::BadStreamOpen(id));
         }
         self.max_inbound_id = id.0;
@@ -595,6 +647,14 @@ impl Session {
         self.accept_queue.push_back(id);
         self.events.push_back(Event::IncomingStream);
         Ok(true)
+    }
+
+    /// The parity (`id % 2`) of the stream ids the peer opens.
+    fn peer_parity(&self) -> u32 {
+        match self.role {
+            Role::Client => 0,
+            Role::Server => 1,
+        }
     }
 
     fn insert_stream(&mut self, id: StreamId) {
@@ -734,3 +794,7 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

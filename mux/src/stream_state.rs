@@ -23,6 +23,8 @@ pub(crate) struct StreamState {
     pub(crate) last_credit_at: Option<Instant>,
     /// The peer half-closed.
     pub(crate) recv_fin: bool,
+    /// At least one byte of data arrived (a reset before that is a rapid reset).
+    pub(crate) recv_any: bool,
     /// Bytes we may still send.
     pub(crate) send_credit: u32,
     /// A write found no credit; the next window update must wake the writer.
@@ -45,6 +47,7 @@ impl StreamState {
             recv_consumed: 0,
             last_credit_at: None,
             recv_fin: false,
+            recv_any: false,
             send_credit,
             send_blocked: false,
             send_fin: false,
