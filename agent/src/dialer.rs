@@ -38,7 +38,10 @@ pub(crate) fn plan(
         for kind in edge.transports.iter().filter_map(|t| t.parse().ok()) {
             let usable = match config.transport {
                 Some(wanted) => wanted == kind,
-                None => !(kind.uses_tls() && edge.development_ca && !trusts_private_ca),
+                // `auto` never falls back from TLS to plain text, except to an Edge
+                // on this machine, where nothing crosses a network.
+                None if kind.uses_tls() => !edge.development_ca || trusts_private_ca,
+                None => netbore_transport::is_loopback_addr(&edge.addr),
             };
             if usable {
                 attempts.push(Attempt {
@@ -74,7 +77,7 @@ fn no_edge(edges: &[EdgeCandidate], wanted: Option<TransportKind>) -> AgentError
                 "the server offers no Edge over {k} (it offers: {offered}); pass another --transport"
             ),
             None => format!(
-                "the server offers no Edge over a transport this agent can use (it offers: {offered}); pass --ca with the server's CA, or upgrade the agent"
+                "the server offers no Edge over an encrypted transport this agent trusts (it offers: {offered}); pass --ca with the server's CA or --ca-fingerprint with the fingerprint it prints, or ask for a plain transport by name (--transport tcp)"
             ),
         },
     }
@@ -118,6 +121,9 @@ pub(crate) async fn dial_first(
                     probe,
                 });
             }
+            // A certificate the agent does not trust is the user's to fix: trying the
+            // next transport would only hide it.
+            Err(e) if e.code() == "untrusted_certificate" => return Err(e),
             Err(e) => {
                 tracing::debug!(transport = %attempt.kind, error = %e, "transport failed");
                 if auto && attempt.kind == TransportKind::Quic && probe.is_none() {
@@ -242,14 +248,23 @@ fn client_tls(
     if !kind.uses_tls() {
         return Ok(None);
     }
-    if cache.get().is_none() {
-        let made = ClientTls::new(&config.trust).map_err(|e| AgentError::Refused {
-            code: "tls_config".into(),
-            message: e.to_string(),
-        })?;
-        let _ = cache.set(made);
+    trust(config, cache).map(Some)
+}
+
+/// The agent's TLS settings, made from `config.trust` on first use (the control
+/// plane's HTTPS and the TLS transports share them).
+pub(crate) fn trust(
+    config: &AgentConfig,
+    cache: &OnceLock<ClientTls>,
+) -> Result<ClientTls, AgentError> {
+    if let Some(made) = cache.get() {
+        return Ok(made.clone());
     }
-    Ok(cache.get().cloned())
+    let made = ClientTls::new(&config.trust).map_err(|e| AgentError::Refused {
+        code: "tls_config".into(),
+        message: e.to_string(),
+    })?;
+    Ok(cache.get_or_init(|| made).clone())
 }
 
 #[cfg(test)]
@@ -283,16 +298,24 @@ mod tests {
 
     #[test]
     fn auto_follows_the_candidates_order() {
-        let p = plan(&candidates(false), &config(None, false)).unwrap();
+        let mut local = candidates(false);
+        local[0].addr = "localhost:7835".into();
+        let p = plan(&local, &config(None, false)).unwrap();
         assert_eq!(kinds(&p), ["quic", "wss", "tls", "tcp", "ws"]);
     }
 
     #[test]
-    fn auto_skips_tls_transports_of_a_development_ca_it_was_not_given() {
-        let p = plan(&candidates(true), &config(None, false)).unwrap();
-        assert_eq!(kinds(&p), ["tcp", "ws"]);
+    fn auto_never_falls_back_to_plain_text_across_a_network() {
+        let e = plan(&candidates(true), &config(None, false)).unwrap_err();
+        assert_eq!(e.code(), "no_edge");
         let p = plan(&candidates(true), &config(None, true)).unwrap();
-        assert_eq!(kinds(&p), ["quic", "wss", "tls", "tcp", "ws"]);
+        assert_eq!(kinds(&p), ["quic", "wss", "tls"]);
+        let p = plan(&candidates(false), &config(None, false)).unwrap();
+        assert_eq!(kinds(&p), ["quic", "wss", "tls"]);
+        let mut local = candidates(true);
+        local[0].addr = "127.0.0.1:7835".into();
+        let p = plan(&local, &config(None, false)).unwrap();
+        assert_eq!(kinds(&p), ["tcp", "ws"], "plain text only on this machine");
     }
 
     #[test]

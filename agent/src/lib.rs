@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod control_client;
 mod dialer;
 mod origin;
+pub mod pin;
 pub mod state;
 
 use std::path::PathBuf;
@@ -100,6 +101,9 @@ pub struct AgentConfig {
     pub proxy: Option<Proxy>,
     /// Use `HTTPS_PROXY`/`NO_PROXY` from the environment when `proxy` is `None`.
     pub proxy_from_env: bool,
+    /// Speak plain `http://` to a control plane on another machine
+    /// (`--insecure-http`): the API key and tunnel tokens cross the network readable.
+    pub insecure_http: bool,
 }
 
 impl AgentConfig {
@@ -119,6 +123,7 @@ impl AgentConfig {
             trust: TrustOptions::default(),
             proxy: None,
             proxy_from_env: true,
+            insecure_http: false,
         }
     }
 }
@@ -414,8 +419,15 @@ async fn create_one(
     spec: &TunnelSpec,
     held: &mut Held,
     store: Option<&state::StateDir>,
+    tls: &std::sync::OnceLock<ClientTls>,
 ) -> Result<CreateTunnelResponse, AgentError> {
     let key = config.api_key.as_deref();
+    let trust = match config.server.tls {
+        true => Some(dialer::trust(config, tls)?.http1),
+        false => None,
+    };
+    let server = &config.server;
+    let (trust, insecure) = (trust.as_ref(), config.insecure_http);
     let fresh = CreateTunnelRequest {
         protocol: spec.protocol,
         name: held.name.clone().or_else(|| spec.name.clone()),
@@ -427,7 +439,7 @@ async fn create_one(
             recreate_token: Some(token),
             ..fresh.clone()
         };
-        match control_client::create_tunnel(&config.server, key, &reclaim).await {
+        match control_client::create_tunnel(server, trust, insecure, key, &reclaim).await {
             Err(AgentError::Refused { code, .. })
                 if code == "not_found" && held.online_this_run =>
             {
@@ -449,7 +461,7 @@ async fn create_one(
             other => return other,
         }
     }
-    let created = control_client::create_tunnel(&config.server, key, &fresh).await?;
+    let created = control_client::create_tunnel(server, trust, insecure, key, &fresh).await?;
     if let Some(token) = &created.recreate_token {
         held.recreate_token = Some(token.clone());
         if let Some(s) = store {
@@ -479,7 +491,7 @@ async fn connect(
 ) -> Result<Connected, AgentError> {
     let mut created = Vec::with_capacity(held.len());
     for (spec, h) in config.tunnels.iter().zip(held.iter_mut()) {
-        let c = create_one(config, spec, h, store).await?;
+        let c = create_one(config, spec, h, store, tls).await?;
         h.port = public_port(&c.public_url).filter(|_| spec.protocol == Protocol::Tcp);
         h.name = c.name.clone();
         created.push(c);

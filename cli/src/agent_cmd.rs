@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use netbore_agent::pin::{Pinned, pin_server_ca};
 use netbore_agent::{AgentConfig, AgentEvent, ControlUrl, TunnelSpec};
 use netbore_transport::TransportKind;
 use netbore_transport::proxy::Proxy;
@@ -14,7 +15,8 @@ use crate::output::Printer;
 /// Flags every agent command shares.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct AgentArgs {
-    /// The control plane, e.g. http://tunnel.example.com:7834.
+    /// The control plane, e.g. https://tunnel.example.com:7834 (a HOST:PORT without
+    /// a scheme means https, or http on this machine).
     #[arg(long, env = "NETBORE_SERVER", default_value = "http://localhost:7834")]
     pub(crate) server: ControlUrl,
     /// API key (omit to connect anonymously where the server allows it).
@@ -44,10 +46,20 @@ pub(crate) struct AgentArgs {
     /// (for a development server: the file `netbore ca path` prints).
     #[arg(long, env = "NETBORE_CA")]
     pub(crate) ca: Option<PathBuf>,
+    /// SHA-256 fingerprint of the server's CA (`netbore server` prints it) to trust
+    /// for the control plane and the Edge. Without it and without --ca, a server
+    /// whose certificate the system does not trust has its CA pinned on first use in
+    /// the state directory (known_servers), and a later change is refused.
+    #[arg(long, env = "NETBORE_CA_FINGERPRINT")]
+    pub(crate) ca_fingerprint: Option<String>,
     /// Accept any certificate from the Edge. Anyone in the path can then read and
     /// change the session: for debugging only.
     #[arg(long)]
     pub(crate) insecure_skip_verify: bool,
+    /// Speak plain http:// to a control plane on another machine. The API key and
+    /// tunnel tokens then cross the network readable by anyone on the path.
+    #[arg(long)]
+    pub(crate) insecure_http: bool,
     /// HTTP proxy to reach the Edge through with CONNECT, http://HOST:PORT or
     /// http://USER:PASSWORD@HOST:PORT, percent-encoded (default: HTTPS_PROXY, which
     /// keeps a password out of the process list, except for hosts in NO_PROXY and
@@ -97,6 +109,12 @@ impl AgentArgs {
             extra_ca: self.ca.clone(),
             insecure_skip_verify: self.insecure_skip_verify,
         };
+        if self.insecure_http && !self.server.tls && !self.server.is_loopback() {
+            eprintln!(
+                "WARNING: --insecure-http is on: the API key and tunnel tokens cross the network in clear text; use https:// instead"
+            );
+        }
+        config.insecure_http = self.insecure_http;
         config.proxy = self.proxy.as_deref().map(Proxy::parse).transpose()?;
         config.mux = self.mux.config();
         config.api_key = self.key.clone().filter(|k| !k.is_empty());
@@ -224,7 +242,7 @@ pub(crate) async fn run_tcp(args: TcpArgs, printer: Printer) -> anyhow::Result<(
     let config = args
         .agent
         .config(vec![TunnelSpec::tcp(local, args.remote_port)])?;
-    run(config, printer).await
+    run(config, &args.agent, printer).await
 }
 
 /// Runs `netbore tls` until a permanent error.
@@ -232,7 +250,7 @@ pub(crate) async fn run_tls(args: TlsArgs, printer: Printer) -> anyhow::Result<(
     let local = local_addr(&args.local)?;
     let name = args.name.map(|n| n.to_ascii_lowercase());
     let config = args.agent.config(vec![TunnelSpec::tls(local, name)])?;
-    run(config, printer).await
+    run(config, &args.agent, printer).await
 }
 
 /// Runs `netbore http` until a permanent error.
@@ -240,10 +258,46 @@ pub(crate) async fn run_http(args: HttpArgs, printer: Printer) -> anyhow::Result
     let local = local_http_addr(&args.local)?;
     let name = args.name.map(|n| n.to_ascii_lowercase());
     let config = args.agent.config(vec![TunnelSpec::http(local, name)])?;
-    run(config, printer).await
+    run(config, &args.agent, printer).await
 }
 
-async fn run(config: AgentConfig, printer: Printer) -> anyhow::Result<()> {
+/// Trusts the server's own CA when the system's roots do not: the one given with
+/// --ca-fingerprint, or the one pinned on first use (`netbore_agent::pin`).
+async fn pin_ca(config: &mut AgentConfig, args: &AgentArgs, printer: Printer) {
+    if !config.server.tls || config.trust.extra_ca.is_some() || config.trust.insecure_skip_verify {
+        return;
+    }
+    let Some(dir) = config.state_dir.clone() else {
+        return;
+    };
+    match pin_server_ca(&config.server, &dir, args.ca_fingerprint.as_deref()).await {
+        Ok(Pinned::PublicCertificate) => {}
+        Ok(Pinned::Known { ca_file, .. }) => config.trust.extra_ca = Some(ca_file),
+        Ok(Pinned::FirstUse {
+            ca_file,
+            fingerprint,
+        }) => {
+            printer.event(
+                "ca_pinned",
+                json!({ "server": config.server.to_string(), "fingerprint": fingerprint }),
+                &format!(
+                    "Trusting the server's CA {fingerprint} on first use (pinned in {}; a different CA will be refused)",
+                    dir.join(netbore_agent::pin::KNOWN_SERVERS).display()
+                ),
+            );
+            config.trust.extra_ca = Some(ca_file);
+        }
+        // Not reachable yet: the agent's own retries report it.
+        Err(netbore_agent::AgentError::ControlUnreachable { .. }) => {}
+        Err(e) => {
+            printer.error(e.code(), &e.to_string());
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run(mut config: AgentConfig, args: &AgentArgs, printer: Printer) -> anyhow::Result<()> {
+    pin_ca(&mut config, args, printer).await;
     let error = netbore_agent::run_until(
         config,
         |e| print_event(printer, e),

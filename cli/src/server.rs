@@ -148,6 +148,24 @@ pub(crate) struct ServerArgs {
     /// clients look up and trust on their own (wpad, autodiscover).
     #[arg(long, value_delimiter = ',', default_value = netbore_control::names::DEFAULT_DENIED_NAMES)]
     pub(crate) denied_names: Vec<String>,
+    /// Serve the control API over plain HTTP to clients on other machines too, not
+    /// only over HTTPS: their API keys cross the network readable by anyone on the
+    /// path. Loopback clients may always use http://.
+    #[arg(long)]
+    pub(crate) insecure_http_control: bool,
+    /// Control API connections served at once.
+    #[arg(long, default_value_t = netbore_control::serve::DEFAULT_MAX_CONNECTIONS)]
+    pub(crate) max_api_connections: usize,
+    /// Control API connections one client address (IPv6: one /64) may hold at once.
+    #[arg(long, default_value_t = netbore_control::serve::DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    pub(crate) max_api_connections_per_ip: usize,
+    /// Seconds a control API client has to send its first byte, again for its TLS
+    /// handshake, and again for its request head.
+    #[arg(long, default_value_t = netbore_control::serve::DEFAULT_HEADER_TIMEOUT.as_secs())]
+    pub(crate) api_header_timeout: u64,
+    /// Seconds a whole control API exchange may take, request body included.
+    #[arg(long, default_value_t = netbore_control::serve::DEFAULT_REQUEST_TIMEOUT.as_secs())]
+    pub(crate) api_request_timeout: u64,
     /// Control API requests a second each client IP may sustain.
     #[arg(long, default_value_t = 20.0)]
     pub(crate) api_rate: f64,
@@ -294,6 +312,8 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
     let store = std::sync::Arc::new(SqliteStore::open(&data_dir.join(STORE_FILE))?);
     let mux_config = netbore_edge::agent_session_config(args.mux.config());
     let edge_tls = edge_tls(args, &data_dir)?;
+    // The control API's HTTPS shows agents the same certificate as their transports.
+    let control_tls = edge_tls.config.clone();
     let listener_config = netbore_transport::ListenerConfig {
         mux: mux_config,
         tls: Some(edge_tls.config),
@@ -459,10 +479,17 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         store,
     ));
     tokio::spawn(sweep_revoked_keys(control.clone()));
-    let app =
-        netbore_control::api::router(control).into_make_service_with_connect_info::<SocketAddr>();
+    let serve_config = netbore_control::serve::ServeConfig {
+        tls: Some(control_tls),
+        insecure_http: args.insecure_http_control,
+        max_connections: args.max_api_connections.max(1),
+        max_connections_per_ip: args.max_api_connections_per_ip.max(1),
+        header_timeout: Duration::from_secs(args.api_header_timeout.max(1)),
+        request_timeout: Duration::from_secs(args.api_request_timeout.max(1)),
+    };
+    let app = netbore_control::api::router(control);
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(control_listener, app).await {
+        if let Err(e) = netbore_control::serve::serve(control_listener, app, serve_config).await {
             tracing::error!(error = %e, "the control API stopped");
         }
     });
@@ -500,11 +527,19 @@ pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()
     let bound = start(&args).await?;
     let transports: Vec<&str> = bound.transports.iter().map(|t| t.as_str()).collect();
     let ca = bound.dev_ca.as_ref().map(|p| p.display().to_string());
-    let ca_line = match &ca {
-        Some(p) => {
-            format!("\n  agents' CA    {p} (agents pass --ca with it for quic, wss and tls)")
-        }
-        None => String::new(),
+    // Agents pin the development CA by this on first use, or take it with
+    // --ca-fingerprint; no file needs copying.
+    let ca_fingerprint = match &bound.dev_ca {
+        Some(path) => netbore_transport::tls::load_certs(path)?
+            .first()
+            .map(netbore_transport::tls::fingerprint),
+        None => None,
+    };
+    let ca_line = match (&ca, &ca_fingerprint) {
+        (Some(p), Some(f)) => format!(
+            "\n  agents' CA    {f}\n                ({p}; agents trust it on first use, or pass --ca-fingerprint {f})"
+        ),
+        _ => String::new(),
     };
     let https_line = match (bound.https, &bound.https_ca) {
         (Some(a), Some(ca)) => format!(
@@ -540,9 +575,10 @@ pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()
             "domain": args.domain,
             "transports": transports,
             "ca": ca,
+            "ca_fingerprint": ca_fingerprint,
         }),
         &format!(
-            "Netbore server is up\n  control API   http://{}\n  agents        {} ({}){ca_line}\n  HTTP tunnels  http://*.{}:{}{https_line}\n  TCP tunnels   ports {} on {}\n  anonymous     {}",
+            "Netbore server is up\n  control API   https://{} (http:// from this machine only)\n  agents        {} ({}){ca_line}\n  HTTP tunnels  http://*.{}:{}{https_line}\n  TCP tunnels   ports {} on {}\n  anonymous     {}",
             bound.control,
             bound.agent,
             transports.join(", "),

@@ -251,3 +251,112 @@ async fn a_quic_peer_before_its_hello_gets_few_streams_and_a_small_window() {
         "the Edge took {sent} bytes before a hello"
     );
 }
+
+/// An address of this machine that is not loopback, so a connection to it comes from
+/// "another machine" as far as the server can tell.
+fn non_loopback_ip() -> std::net::IpAddr {
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    // No datagram is sent: connecting a UDP socket only picks the route's source.
+    probe
+        .connect("192.0.2.1:9")
+        .or_else(|_| probe.connect("10.255.255.255:9"))
+        .expect("this machine has a non-loopback IPv4 route for the test to use");
+    let ip = probe.local_addr().unwrap().ip();
+    assert!(!ip.is_loopback() && !ip.is_unspecified(), "{ip}");
+    ip
+}
+
+/// The control API answers plain HTTP only on loopback: a request from another
+/// address is told to use HTTPS, and HTTPS works there with the server's CA.
+#[test]
+fn the_control_api_takes_plain_http_from_this_machine_only() {
+    use std::io::{Read, Write};
+
+    let server = Server::start_in(TempDir::new("data"), "0.0.0.0:0", "127.0.0.1:0", &[]);
+    let port = server.control.port();
+    let ask = |ip: std::net::IpAddr| {
+        let mut s = std::net::TcpStream::connect((ip, port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let body = r#"{"protocol":"tcp"}"#;
+        write!(
+            s,
+            "POST /tunnels/create HTTP/1.1\r\nhost: x\r\nauthorization: Bearer nbk_x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer
+    };
+    let remote = ask(non_loopback_ip());
+    assert!(remote.starts_with("HTTP/1.1 400"), "{remote}");
+    assert!(remote.contains("https://"), "{remote}");
+    let local = ask("127.0.0.1".parse().unwrap());
+    assert!(
+        local.starts_with("HTTP/1.1 401"),
+        "the API itself answered: {local}"
+    );
+}
+
+/// An agent trusts a server's development CA with no file copied: pinned on first
+/// use over HTTPS, accepted again on the next run, and a server showing another CA
+/// at the same address is refused with both fingerprints named.
+#[test]
+fn an_agent_pins_the_servers_ca_on_first_use_and_refuses_a_changed_one() {
+    let control = format!("127.0.0.1:{}", common::free_port());
+    let url = format!("https://localhost:{}", control.rsplit(':').next().unwrap());
+    let state = TempDir::new("pins");
+    let state_s = state.0.to_str().unwrap().to_string();
+    let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = origin.local_addr().unwrap().to_string();
+    let agent = |extra: &[&str]| {
+        let mut args = vec!["tcp", &origin, "--server", &url, "--state-dir", &state_s];
+        args.extend_from_slice(extra);
+        Proc::spawn(&args)
+    };
+
+    let first = Server::start_in(
+        TempDir::new("data"),
+        &control,
+        "127.0.0.1:0",
+        &["--domain", "localhost"],
+    );
+    let fingerprint = {
+        let a = agent(&[]);
+        let pinned = a.expect_event("ca_pinned", Duration::from_secs(20));
+        a.expect_event("online", Duration::from_secs(20));
+        pinned["fingerprint"].as_str().unwrap().to_string()
+    };
+    let again = agent(&[]);
+    let online = again.expect_event("online", Duration::from_secs(20));
+    assert!(online["public_url"].is_string());
+    drop(again);
+    drop(first);
+
+    // Another server (another CA) at the same address.
+    let second = Server::start_in(
+        TempDir::new("data"),
+        &control,
+        "127.0.0.1:0",
+        &["--domain", "localhost"],
+    );
+    let mut refused = agent(&[]);
+    let error = refused.expect_event("error", Duration::from_secs(20));
+    assert_eq!(error["code"], "untrusted_certificate");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains(&fingerprint), "{message}");
+    assert_eq!(refused.wait_exit(Duration::from_secs(5)), Some(1));
+
+    // Its fingerprint, given by hand, is trusted.
+    let new_fingerprint = second.listening["ca_fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains(&new_fingerprint), "{message}");
+    let pinned = agent(&["--ca-fingerprint", &new_fingerprint]);
+    pinned.expect_event("online", Duration::from_secs(20));
+    let mut wrong = agent(&["--ca-fingerprint", &fingerprint]);
+    let error = wrong.expect_event("error", Duration::from_secs(20));
+    assert_eq!(error["code"], "untrusted_certificate");
+    assert_eq!(wrong.wait_exit(Duration::from_secs(5)), Some(1));
+}

@@ -16,6 +16,7 @@ pub mod replay;
 mod reservations;
 mod revocation;
 pub mod secrets;
+pub mod serve;
 pub mod store;
 pub mod tokens;
 mod tunnels;

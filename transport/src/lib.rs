@@ -31,6 +31,29 @@ pub use listener::{Listener, ListenerConfig, Sniffed, sniff};
 pub use session::{Session, Stream, TransportKind, UnknownTransport};
 pub use traits::{TransportSession, TransportStream};
 
+/// Whether `host` (a name or an IP address, IPv6 with or without brackets) is this
+/// machine: a loopback address, `localhost` or a name under `.localhost`. Traffic to it
+/// never crosses a network, so plain `http://`, `tcp` and `ws` are allowed to it.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return match ip {
+            std::net::IpAddr::V4(v4) => v4.is_loopback(),
+            std::net::IpAddr::V6(v6) => {
+                v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+        };
+    }
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost")
+}
+
+/// [`is_loopback_host`] of the host of `HOST:PORT`.
+pub fn is_loopback_addr(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    is_loopback_host(host)
+}
+
 /// Why a transport operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -185,6 +185,118 @@ pub fn server_name(addr: &str) -> Result<ServerName<'static>, std::io::Error> {
     })
 }
 
+/// The fingerprint agents pin a server's CA by: `sha256:` and the SHA-256 of the
+/// certificate's DER in lowercase hex.
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// `text` as a fingerprint in [`fingerprint`]'s form, accepting upper case, colons
+/// between bytes and a missing `sha256:`; `None` if it is not 32 bytes of hex.
+pub fn parse_fingerprint(text: &str) -> Option<String> {
+    let t = text.trim();
+    let t = t
+        .strip_prefix("sha256:")
+        .or_else(|| t.strip_prefix("SHA256:"))
+        .unwrap_or(t);
+    let hex: String = t
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("sha256:{hex}"))
+}
+
+/// The certificate chain the TLS server at `addr` (`HOST:PORT`) presents, leaf first,
+/// read without trusting it (to pin its CA on first use), and whether the system's
+/// roots trust it for that host.
+pub async fn presented_chain(addr: &str) -> std::io::Result<(Vec<CertificateDer<'static>>, bool)> {
+    let algorithms = provider().signature_verification_algorithms;
+    let recorder = Arc::new(RecordingVerifier {
+        algorithms,
+        chain: std::sync::Mutex::new(Vec::new()),
+    });
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .dangerous()
+        .with_custom_certificate_verifier(recorder.clone())
+        .with_no_client_auth();
+    let name = server_name(addr)?;
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    // The handshake only has to reach the certificate; its outcome does not matter.
+    let _ = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name.clone(), stream)
+        .await;
+    let chain = std::mem::take(&mut *recorder.chain.lock().unwrap_or_else(|e| e.into_inner()));
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{addr} presented no certificate"),
+        ));
+    };
+    let trusted = roots(None)
+        .ok()
+        .and_then(|roots| {
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .ok()
+        })
+        .is_some_and(|verifier| {
+            verifier
+                .verify_server_cert(leaf, intermediates, &name, &[], UnixTime::now())
+                .is_ok()
+        });
+    Ok((chain, trusted))
+}
+
+/// Records the chain a server presents and accepts it (used only to read it).
+#[derive(Debug)]
+struct RecordingVerifier {
+    algorithms: WebPkiSupportedAlgorithms,
+    chain: std::sync::Mutex<Vec<CertificateDer<'static>>>,
+}
+
+impl ServerCertVerifier for RecordingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let mut chain = self.chain.lock().unwrap_or_else(|e| e.into_inner());
+        chain.push(end_entity.clone().into_owned());
+        chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
 /// Accepts every certificate, still checking that the handshake is signed by the key
 /// the certificate names (so the session is encrypted, just not authenticated).
 #[derive(Debug)]

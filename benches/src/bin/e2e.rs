@@ -738,9 +738,10 @@ async fn open_tunnels(
         let mut tokens = Vec::with_capacity(batch);
         let mut edge = String::new();
         for _ in 0..batch {
-            let created = netbore_agent::control_client::create_tunnel(&url, None, &request)
-                .await
-                .unwrap();
+            let created =
+                netbore_agent::control_client::create_tunnel(&url, None, false, None, &request)
+                    .await
+                    .unwrap();
             edge = created.edges[0].addr.clone();
             tokens.push(created.ephemeral_token);
         }

@@ -11,7 +11,7 @@ use super::Server;
 pub async fn create_token(server: &Server) -> String {
     let url = server.url().parse().unwrap();
     let request = netbore_control::api::CreateTunnelRequest::tcp(None);
-    netbore_agent::control_client::create_tunnel(&url, None, &request)
+    netbore_agent::control_client::create_tunnel(&url, None, false, None, &request)
         .await
         .unwrap()
         .ephemeral_token

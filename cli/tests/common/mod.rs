@@ -180,6 +180,8 @@ pub struct Server {
     /// HTTPS ingress, when started with `--https-addr`.
     pub https: Option<SocketAddr>,
     pub data_dir: TempDir,
+    /// The server's `listening` event.
+    pub listening: Value,
 }
 
 impl Server {
@@ -239,6 +241,7 @@ impl Server {
             https: ev["https"].as_str().map(|a| a.parse().unwrap()),
             proc,
             data_dir,
+            listening: ev,
         }
     }
 
