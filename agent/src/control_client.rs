@@ -68,6 +68,14 @@ impl std::str::FromStr for ControlUrl {
         if host.is_empty() {
             return Err(format!("{s:?} names no host; write https://HOST:PORT"));
         }
+        if !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'))
+        {
+            return Err(format!(
+                "{s:?} has a host that is not a name or an address; write https://HOST:PORT"
+            ));
+        }
         let tls = scheme.unwrap_or_else(|| !netbore_transport::is_loopback_host(&host));
         let port = port.unwrap_or(if tls { 443 } else { 80 });
         Ok(ControlUrl { host, port, tls })
@@ -223,6 +231,8 @@ mod tests {
         assert!("ftp://x".parse::<ControlUrl>().is_err());
         assert!("http://:80".parse::<ControlUrl>().is_err());
         assert!("http://h:port".parse::<ControlUrl>().is_err());
+        assert!("https://a b:7834".parse::<ControlUrl>().is_err());
+        assert!("https://a\nb:7834".parse::<ControlUrl>().is_err());
     }
 
     #[tokio::test]

@@ -439,7 +439,12 @@ async fn create_one(
             recreate_token: Some(token),
             ..fresh.clone()
         };
-        match control_client::create_tunnel(server, trust, insecure, key, &reclaim).await {
+        match control_call(
+            config,
+            control_client::create_tunnel(server, trust, insecure, key, &reclaim),
+        )
+        .await
+        {
             Err(AgentError::Refused { code, .. })
                 if code == "not_found" && held.online_this_run =>
             {
@@ -461,7 +466,11 @@ async fn create_one(
             other => return other,
         }
     }
-    let created = control_client::create_tunnel(server, trust, insecure, key, &fresh).await?;
+    let created = control_call(
+        config,
+        control_client::create_tunnel(server, trust, insecure, key, &fresh),
+    )
+    .await?;
     if let Some(token) = &created.recreate_token {
         held.recreate_token = Some(token.clone());
         if let Some(s) = store {
@@ -469,6 +478,22 @@ async fn create_one(
         }
     }
     Ok(created)
+}
+
+/// `call` to the control plane, cut after `config.connect_timeout`: a server that
+/// accepts and never answers must not hold the agent.
+async fn control_call<T>(
+    config: &AgentConfig,
+    call: impl std::future::Future<Output = Result<T, AgentError>>,
+) -> Result<T, AgentError> {
+    tokio::time::timeout(config.connect_timeout, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(AgentError::ControlUnreachable {
+                url: config.server.to_string(),
+                reason: format!("no answer within {:?}", config.connect_timeout),
+            })
+        })
 }
 
 /// A session that said hello and serves the tunnels.

@@ -4,7 +4,11 @@
 //! later shows another CA is a hard error naming both fingerprints.
 //!
 //! Only for a control plane whose certificate the system's roots do not trust: a
-//! server with a public certificate (ACME, a commercial CA) is checked as any website.
+//! server with a public certificate (ACME, a commercial CA) is checked as any website,
+//! and remembered as such, so that a private CA shown at its address later is refused
+//! rather than pinned. As with SSH, the first contact itself must not be intercepted:
+//! an agent with a fresh state directory every run (a throwaway container) should get
+//! `--ca-fingerprint` instead.
 //! The pinned CA then serves as the extra root for the control API and the Edge's
 //! TLS transports alike, so every later connection is verified in full (names,
 //! dates, signatures) against it.
@@ -19,7 +23,7 @@ use crate::AgentError;
 use crate::control_client::ControlUrl;
 
 /// The file in the state directory that lists the pinned servers, one
-/// `HOST:PORT FINGERPRINT` a line.
+/// `HOST:PORT FINGERPRINT` a line (`webpki` for a server the system's roots trust).
 pub const KNOWN_SERVERS: &str = "known_servers";
 
 /// What [`pin_server_ca`] decided.
@@ -54,25 +58,44 @@ fn refused(code: &str, message: String) -> AgentError {
 /// Reads the CA the control plane at `url` presents and decides whether to trust it:
 /// against `expected` (`--ca-fingerprint`) when given, else against the pin in
 /// `state_dir`, pinning it there on first use.
+/// Reading the chain takes at most `timeout`.
 pub async fn pin_server_ca(
     url: &ControlUrl,
     state_dir: &Path,
     expected: Option<&str>,
+    timeout: std::time::Duration,
 ) -> Result<Pinned, AgentError> {
     let addr = if url.host.contains(':') {
         format!("[{}]:{}", url.host, url.port)
     } else {
         format!("{}:{}", url.host, url.port)
     };
-    let (chain, trusted) =
-        presented_chain(&addr)
-            .await
-            .map_err(|e| AgentError::ControlUnreachable {
-                url: url.to_string(),
-                reason: e.to_string(),
-            })?;
+    let unreachable = |reason: String| AgentError::ControlUnreachable {
+        url: url.to_string(),
+        reason,
+    };
+    let (chain, trusted) = tokio::time::timeout(timeout, presented_chain(&addr))
+        .await
+        .map_err(|_| unreachable(format!("no TLS answer within {timeout:?}")))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let known_file = state_dir.join(KNOWN_SERVERS);
+    let pinned = known(&known_file, &addr);
     if trusted && expected.is_none() {
+        // Remembered, so that a private CA shown later at this address (an on-path
+        // attacker's) is refused instead of pinned as if it were the first use.
+        if pinned.is_none() {
+            remember(&known_file, &addr, PUBLIC).map_err(|e| state_error(&known_file, &e))?;
+        }
         return Ok(Pinned::PublicCertificate);
+    }
+    if pinned.as_deref() == Some(PUBLIC) && expected.is_none() {
+        return Err(refused(
+            "untrusted_certificate",
+            format!(
+                "the control plane at {addr} showed a publicly trusted certificate before and now shows one no CA here signed; someone may be in the path (if the server really moved to its own CA, remove its line from {}, or pass --ca-fingerprint)",
+                known_file.display()
+            ),
+        ));
     }
     // The last certificate of the chain is the CA a development server sends along.
     let Some(ca) = chain.last().filter(|_| chain.len() > 1) else {
@@ -106,8 +129,7 @@ pub async fn pin_server_ca(
             fingerprint: seen,
         });
     }
-    let known_file = state_dir.join(KNOWN_SERVERS);
-    match known(&known_file, &addr) {
+    match pinned {
         Some(pinned) if pinned == seen => {
             save_ca(&ca_file, ca)?;
             Ok(Pinned::Known {
@@ -141,7 +163,22 @@ pub async fn pin_server_ca(
     }
 }
 
-/// The fingerprint pinned for `addr` in `file`, if any.
+/// What `known_servers` records for a server whose certificate the system's roots
+/// trusted: no CA is pinned, but a private CA shown later is refused.
+const PUBLIC: &str = "webpki";
+
+fn state_error(file: &Path, e: &std::io::Error) -> AgentError {
+    refused(
+        "state_dir",
+        format!(
+            "could not record the server's CA in {}: {e}; check the state directory",
+            file.display()
+        ),
+    )
+}
+
+/// The fingerprint pinned for `addr` in `file` ([`PUBLIC`] for a public
+/// certificate), if any.
 fn known(file: &Path, addr: &str) -> Option<String> {
     let text = std::fs::read_to_string(file).ok()?;
     text.lines().find_map(|line| {

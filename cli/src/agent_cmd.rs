@@ -52,8 +52,8 @@ pub(crate) struct AgentArgs {
     /// the state directory (known_servers), and a later change is refused.
     #[arg(long, env = "NETBORE_CA_FINGERPRINT")]
     pub(crate) ca_fingerprint: Option<String>,
-    /// Accept any certificate from the Edge. Anyone in the path can then read and
-    /// change the session: for debugging only.
+    /// Accept any certificate from the control plane and the Edge. Anyone in the path
+    /// can then read the API key and read and change the session: for debugging only.
     #[arg(long)]
     pub(crate) insecure_skip_verify: bool,
     /// Speak plain http:// to a control plane on another machine. The API key and
@@ -98,7 +98,7 @@ impl AgentArgs {
         config.quic_probe_interval = Duration::from_secs(self.quic_probe_interval.max(1));
         if self.insecure_skip_verify {
             eprintln!(
-                "WARNING: --insecure-skip-verify is on: the Edge's certificate is not checked, so anyone between this agent and the Edge can read and change the tunnel's traffic; use --ca FILE instead"
+                "WARNING: --insecure-skip-verify is on: the control plane's and the Edge's certificates are not checked, so anyone in the path can read the API key and read and change the tunnel's traffic; use --ca FILE or --ca-fingerprint instead"
             );
         }
         if let Some(ca) = &self.ca {
@@ -270,7 +270,13 @@ async fn pin_ca(config: &mut AgentConfig, args: &AgentArgs, printer: Printer) {
     let Some(dir) = config.state_dir.clone() else {
         return;
     };
-    match pin_server_ca(&config.server, &dir, args.ca_fingerprint.as_deref()).await {
+    let pinned = pin_server_ca(
+        &config.server,
+        &dir,
+        args.ca_fingerprint.as_deref(),
+        config.connect_timeout,
+    );
+    match pinned.await {
         Ok(Pinned::PublicCertificate) => {}
         Ok(Pinned::Known { ca_file, .. }) => config.trust.extra_ca = Some(ca_file),
         Ok(Pinned::FirstUse {

@@ -57,11 +57,19 @@ pub fn open(path: &Path, options: &mut OpenOptions) -> std::io::Result<File> {
     Ok(file)
 }
 
-/// Writes `contents` to `path` owner-only, replacing what was there.
+/// Writes `contents` to `path` owner-only, replacing what was there: into a new file
+/// beside it (never a link someone left there, never a file someone else has open),
+/// then renamed over it.
 pub fn write(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    open(path, &mut options)?.write_all(contents)
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let written = write_new(&tmp, contents).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Writes `contents` to a new file at `path` owner-only; fails if `path` exists.

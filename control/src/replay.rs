@@ -12,10 +12,12 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::tokens::Claims;
 
-/// Live token ids one subject may hold. Tokens live about a minute and the control
-/// API's rate limit mints far fewer per subject in that time; the cap stops one key
-/// holder from filling the record that every tenant shares.
-pub const MAX_PER_SUBJECT: usize = 4096;
+/// Live token ids one subject may hold (anonymous subjects grouped by IPv6 /48).
+/// Tokens live about a minute and the control API's rate limit (20/s, burst 40)
+/// mints about 1,240 per client in that time; the cap stops one key holder, or one
+/// network's worth of anonymous addresses, from filling the record every tenant
+/// shares.
+pub const MAX_PER_SUBJECT: usize = 2048;
 
 /// Live token ids in all. Stops a fleet of subjects from growing the record without
 /// bound (about 150 bytes an id).
@@ -101,26 +103,27 @@ impl ReplayCache {
     /// Records every id of `claims` as used, or none of them.
     pub fn claim(&mut self, claims: &[&Claims], now: u64) -> Result<(), ReplayError> {
         self.expire(now);
-        let mut wanted: HashMap<&str, usize> = HashMap::new();
+        let mut wanted: HashMap<String, usize> = HashMap::new();
         for (i, c) in claims.iter().enumerate() {
             if self.live.contains_key(&c.jti) || claims[..i].iter().any(|p| p.jti == c.jti) {
                 return Err(ReplayError::Reused);
             }
-            *wanted.entry(c.sub.as_str()).or_default() += 1;
+            *wanted.entry(subject_group(&c.sub)).or_default() += 1;
         }
         if self.live.len() + claims.len() > self.max_total {
             return Err(ReplayError::Full);
         }
         for (subject, n) in &wanted {
-            let held = self.per_subject.get(*subject).copied().unwrap_or(0);
+            let held = self.per_subject.get(subject).copied().unwrap_or(0);
             if held + n > self.max_per_subject {
                 return Err(ReplayError::Full);
             }
         }
         for c in claims {
-            self.live.insert(c.jti.clone(), (c.sub.clone(), c.exp));
+            let group = subject_group(&c.sub);
+            self.live.insert(c.jti.clone(), (group.clone(), c.exp));
             self.by_expiry.insert((c.exp, c.jti.clone()));
-            *self.per_subject.entry(c.sub.clone()).or_default() += 1;
+            *self.per_subject.entry(group).or_default() += 1;
         }
         Ok(())
     }
@@ -131,6 +134,24 @@ impl ReplayCache {
         for c in claims {
             self.forget(&c.jti);
         }
+    }
+}
+
+/// The group a subject's ids count against: an API key alone, an anonymous IPv4
+/// address alone, anonymous IPv6 addresses by their /48 (one site's worth of /64s).
+fn subject_group(subject: &str) -> String {
+    let anonymous = subject.strip_prefix(crate::auth::ANONYMOUS_PREFIX);
+    match anonymous.and_then(|ip| ip.parse::<std::net::Ipv6Addr>().ok()) {
+        Some(v6) => {
+            let mut seg = v6.segments();
+            seg[3..].fill(0);
+            format!(
+                "{}{}/48",
+                crate::auth::ANONYMOUS_PREFIX,
+                std::net::Ipv6Addr::from(seg)
+            )
+        }
+        None => subject.to_string(),
     }
 }
 
@@ -187,6 +208,31 @@ mod tests {
         assert_eq!(cache.len(), 1, "only y is live");
         assert_eq!(cache.per_subject.get("s"), Some(&1));
         assert_eq!(cache.by_expiry.len(), 1);
+    }
+
+    #[test]
+    fn anonymous_ipv6_subjects_count_by_their_48() {
+        let mut cache = ReplayCache::with_limits(2, 2, 100);
+        cache
+            .claim(&[&claims("anonymous:2001:db8:1:1::", "a", 100)], 10)
+            .unwrap();
+        cache
+            .claim(&[&claims("anonymous:2001:db8:1:2::", "b", 100)], 10)
+            .unwrap();
+        assert_eq!(
+            cache.claim(&[&claims("anonymous:2001:db8:1:3::", "c", 100)], 10),
+            Err(ReplayError::Full),
+            "three /64s of one /48 are one subject"
+        );
+        cache
+            .claim(&[&claims("anonymous:2001:db8:2:1::", "d", 100)], 10)
+            .unwrap();
+        cache
+            .claim(&[&claims("anonymous:192.0.2.1", "e", 100)], 10)
+            .unwrap();
+        cache
+            .claim(&[&claims("anonymous:192.0.2.2", "f", 100)], 10)
+            .unwrap();
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Default of [`ServeConfig::max_connections_per_ip`].
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 32;
 /// Default of [`ServeConfig::header_timeout`].
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default of [`ServeConfig::request_timeout`].
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -93,6 +93,9 @@ impl PortPool {
         } else {
             tokio::net::TcpSocket::new_v6()?
         };
+        // On Unix, SO_REUSEADDR only lets a port in TIME_WAIT be bound again. On
+        // Windows it would let a tunnel bind a port another program listens on.
+        #[cfg(unix)]
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
         // std's listeners queue 128 connections; a burst of viewers needs more.
@@ -101,6 +104,14 @@ impl PortPool {
 
     fn bind_requested(&self, port: u16) -> Result<TcpListener, PlacementError> {
         match self.range {
+            _ if self.own.contains(&port) => {
+                return Err(PlacementError {
+                    code: "port_not_allowed",
+                    message: format!(
+                        "port {port} is one of the server's own; pick another --remote-port or leave it out"
+                    ),
+                });
+            }
             PortRange::Range(lo, hi) if !(lo..=hi).contains(&port) => {
                 return Err(PlacementError {
                     code: "port_not_allowed",
@@ -144,6 +155,9 @@ impl PortPool {
             % span;
         for i in 0..span.min(4096) {
             let port = lo + ((start + i) % span) as u16;
+            if self.own.contains(&port) {
+                continue;
+            }
             if let Ok(l) = self.bind(port) {
                 return Ok(l);
             }

@@ -32,8 +32,9 @@ pub use session::{Session, Stream, TransportKind, UnknownTransport};
 pub use traits::{TransportSession, TransportStream};
 
 /// Whether `host` (a name or an IP address, IPv6 with or without brackets) is this
-/// machine: a loopback address, `localhost` or a name under `.localhost`. Traffic to it
-/// never crosses a network, so plain `http://`, `tcp` and `ws` are allowed to it.
+/// machine: a loopback address or `localhost`. Traffic to it never crosses a network,
+/// so plain `http://`, `tcp` and `ws` are allowed to it. Names under `.localhost` are
+/// not counted: a resolver without special handling may send them to DNS.
 pub fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
@@ -44,8 +45,7 @@ pub fn is_loopback_host(host: &str) -> bool {
             }
         };
     }
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    host == "localhost" || host.ends_with(".localhost")
+    host.trim_end_matches('.').eq_ignore_ascii_case("localhost")
 }
 
 /// [`is_loopback_host`] of the host of `HOST:PORT`.
