@@ -30,10 +30,13 @@ pub enum FloodKind {
     Ping,
     /// Streams the peer opened and reset before sending a byte of data on them.
     ResetOpen,
+    /// Frames without payload that change nothing: for a stream that is gone or reset,
+    /// a repeated FIN, or credit on top of a window already at its maximum.
+    Ignored,
 }
 
 impl FloodKind {
-    const COUNT: usize = 4;
+    const COUNT: usize = 5;
 
     fn index(self) -> usize {
         match self {
@@ -41,6 +44,7 @@ impl FloodKind {
             FloodKind::ZeroWindowUpdate => 1,
             FloodKind::Ping => 2,
             FloodKind::ResetOpen => 3,
+            FloodKind::Ignored => 4,
         }
     }
 
@@ -67,6 +71,7 @@ impl FloodKind {
             FloodKind::ZeroWindowUpdate => "zero-increment window updates",
             FloodKind::Ping => "pings",
             FloodKind::ResetOpen => "streams opened and reset",
+            FloodKind::Ignored => "frames that change nothing",
         }
     }
 }
@@ -100,6 +105,12 @@ pub struct FloodLimits {
     /// Stops the rapid-reset attack (CVE-2023-44487): each open makes the application
     /// accept a stream and start work that the reset throws away.
     pub reset_opens: u32,
+    /// Frames without payload that change nothing (for a stream already gone or
+    /// reset, a repeated FIN, credit past the largest window) per window. Stops the
+    /// same CPU flood with frames that are not literally empty. A correct peer sends
+    /// a few such frames after each stream the Edge resets (those already in flight),
+    /// so the default leaves room for thousands of resets per window.
+    pub ignored: u32,
 }
 
 impl Default for FloodLimits {
@@ -110,6 +121,7 @@ impl Default for FloodLimits {
             zero_window_updates: 100,
             pings: 50,
             reset_opens: 200,
+            ignored: 5000,
         }
     }
 }
@@ -121,6 +133,7 @@ impl FloodLimits {
             FloodKind::ZeroWindowUpdate => self.zero_window_updates,
             FloodKind::Ping => self.pings,
             FloodKind::ResetOpen => self.reset_opens,
+            FloodKind::Ignored => self.ignored,
         }
     }
 }
@@ -177,6 +190,7 @@ mod tests {
             zero_window_updates: 3,
             pings: 3,
             reset_opens: 3,
+            ignored: 3,
         }
     }
 
@@ -256,7 +270,31 @@ mod tests {
     #[test]
     fn each_flood_kind_ends_in_a_flood_go_away() {
         type Flood = fn(u32) -> Vec<Frame>;
-        let floods: [(FloodKind, Flood); 4] = [
+        let floods: [(FloodKind, Flood); 7] = [
+            // Credit for a stream that never existed.
+            (FloodKind::Ignored, |_| {
+                vec![Frame::WindowUpdate {
+                    stream: StreamId(999),
+                    flags: Flags::empty(),
+                    increment: 1,
+                }]
+            }),
+            // A FIN on a stream already finished.
+            (FloodKind::Ignored, |_| {
+                vec![Frame::Data {
+                    stream: StreamId(1),
+                    flags: Flags::FIN,
+                    payload: Bytes::new(),
+                }]
+            }),
+            // Credit past the largest window.
+            (FloodKind::Ignored, |_| {
+                vec![Frame::WindowUpdate {
+                    stream: StreamId(1),
+                    flags: Flags::empty(),
+                    increment: u32::MAX,
+                }]
+            }),
             (FloodKind::EmptyData, |_| {
                 vec![Frame::Data {
                     stream: StreamId(1),

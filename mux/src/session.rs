@@ -557,8 +557,13 @@ impl Session {
             return Ok(());
         }
         let peer_opened = id.0 % 2 == self.peer_parity();
+        let carries_data = payload.as_ref().is_some_and(|p| !p.is_empty());
         let Some(s) = self.streams.get_mut(&id) else {
-            // A frame for a stream already freed (e.g. in flight after our RST).
+            // A frame for a stream already freed (e.g. in flight after our RST). Data
+            // costs the peer its bandwidth; a bare frame costs only our CPU.
+            if !carries_data {
+                self.spend(FloodKind::Ignored, now)?;
+            }
             return Ok(());
         };
         if flags.contains(Flags::RST) {
@@ -582,8 +587,25 @@ impl Session {
             return Ok(());
         }
         if s.reset {
+            if !carries_data {
+                self.spend(FloodKind::Ignored, now)?;
+            }
             return Ok(());
         }
+        // A bare frame that neither adds credit (the window is at its maximum or the
+        // increment is zero) nor ends the stream changes nothing.
+        let no_effect = !carries_data
+            && (increment == 0 || s.send_credit == u32::MAX)
+            && (!flags.contains(Flags::FIN) || s.recv_fin)
+            && !flags.contains(Flags::SYN)
+            && !flags.contains(Flags::ACK);
+        // (Frames without any flag and increment were counted as empty already.)
+        if no_effect && !(flags.0 == 0 && increment == 0) {
+            self.spend(FloodKind::Ignored, now)?;
+        }
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Ok(());
+        };
         if let Some(payload) = payload
             && !payload.is_empty()
         {
