@@ -216,7 +216,7 @@ pub async fn connect(
     Ok(Session::Quic(QuicSession {
         conn,
         endpoint: Some(endpoint),
-        open_window: None,
+        open_limits: None,
     }))
 }
 
@@ -239,26 +239,32 @@ pub struct QuicSession {
     conn: Connection,
     /// The agent's own endpoint, kept alive as long as the session.
     endpoint: Option<Endpoint>,
-    /// At the Edge: the connection receive window once the hello is accepted.
-    open_window: Option<VarInt>,
+    /// At the Edge: the connection receive window and the streams the agent may
+    /// open once its hello is accepted.
+    open_limits: Option<(VarInt, VarInt)>,
 }
 
 impl QuicSession {
-    /// Wraps a connection the Edge accepted, which holds the [`PRE_HELLO_WINDOW`]
-    /// until [`Self::hello_accepted`] gives it the [`connection_window`] of `mux`.
+    /// Wraps a connection the Edge accepted, which holds the [`PRE_HELLO_WINDOW`] and
+    /// [`AGENT_OPENED_STREAMS`] until [`Self::hello_accepted`] gives it the
+    /// [`connection_window`] and the stream limit of `mux`.
     pub fn accepted(conn: Connection, mux: &Config) -> QuicSession {
+        let mux = mux.clone().normalized();
+        let streams = u32::try_from(mux.max_streams).unwrap_or(u32::MAX);
         QuicSession {
             conn,
             endpoint: None,
-            open_window: Some(connection_window(&mux.clone().normalized())),
+            open_limits: Some((connection_window(&mux), VarInt::from_u32(streams))),
         }
     }
 
-    /// The agent's hello was accepted: the Edge's receive window grows to what a busy
-    /// session needs.
+    /// The agent's hello was accepted: the session gets the window and stream limit
+    /// of a busy session (the Edge itself still refuses streams an agent opens after
+    /// its hello).
     pub fn hello_accepted(&self) {
-        if let Some(window) = self.open_window {
+        if let Some((window, streams)) = self.open_limits {
             self.conn.set_receive_window(window);
+            self.conn.set_max_concurrent_bi_streams(streams);
         }
     }
 }
