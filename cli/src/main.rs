@@ -111,6 +111,34 @@ fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
+/// Raises the soft open-file limit (RLIMIT_NOFILE) to the hard one: every viewer,
+/// agent and origin connection is a descriptor, and a default soft limit (often 1024)
+/// would fail accepts long before the caps bind. The server sizes its caps below the
+/// result ([`open_file_limit`]).
+#[cfg(unix)]
+fn raise_open_file_limit() {
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "could not raise the open-file limit");
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_open_file_limit() {}
+
+/// The soft open-file limit now in force; `None` where there is none to read.
+#[cfg(unix)]
+pub(crate) fn open_file_limit() -> Option<u64> {
+    rlimit::getrlimit(rlimit::Resource::NOFILE)
+        .ok()
+        .map(|(soft, _)| soft)
+}
+
+/// The soft open-file limit now in force; `None` where there is none to read.
+#[cfg(not(unix))]
+pub(crate) fn open_file_limit() -> Option<u64> {
+    None
+}
+
 fn main() {
     let cli = Cli::parse();
     let printer = Printer { json: cli.json };
@@ -122,6 +150,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+    raise_open_file_limit();
     let runtime = match runtime_for(&cli.command) {
         Ok(r) => r,
         Err(e) => {

@@ -13,6 +13,7 @@ use netbore_control::{Control, ControlConfig};
 use netbore_edge::certs::CertManager;
 use netbore_edge::http::upstream::UpstreamConfig;
 use netbore_edge::http::{Ingress, IngressConfig};
+use netbore_edge::limits::{ViewerCaps, ViewerLimits};
 use netbore_edge::{AuditLog, Edge, EdgeConfig, PortPool, PortRange, Registry, RegistryConfig};
 use netbore_transport::TransportKind;
 use serde_json::json;
@@ -51,8 +52,24 @@ pub(crate) struct ServerArgs {
     pub(crate) redirect_http: bool,
     /// Seconds an HTTPS viewer may take to send its TLS hello, and again to finish the
     /// handshake.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = netbore_edge::http::DEFAULT_TLS_HANDSHAKE_TIMEOUT.as_secs())]
     pub(crate) tls_handshake_timeout: u64,
+    /// Seconds a viewer may take to send a request head, and, once connected (after
+    /// TLS), to start its first request (HTTP version detection and the h2 preface
+    /// included).
+    #[arg(long, default_value_t = netbore_edge::http::DEFAULT_HEADER_TIMEOUT.as_secs())]
+    pub(crate) viewer_header_timeout: u64,
+    /// Seconds a viewer connection may stay with no request in flight (HTTP/1.1
+    /// keep-alive and h2) before the Edge closes it.
+    #[arg(long, default_value_t = netbore_edge::http::DEFAULT_IDLE_TIMEOUT.as_secs())]
+    pub(crate) viewer_idle_timeout: u64,
+    /// Seconds an upgraded viewer connection (WebSocket) may pass no byte either way
+    /// before the Edge closes it.
+    #[arg(long, default_value_t = netbore_edge::http::DEFAULT_UPGRADE_IDLE_TIMEOUT.as_secs())]
+    pub(crate) viewer_upgrade_idle_timeout: u64,
+    /// Seconds between h2 keep-alive pings to viewers, and for each to be answered.
+    #[arg(long, default_value_t = netbore_edge::http::DEFAULT_H2_KEEPALIVE.as_secs())]
+    pub(crate) viewer_h2_keepalive: u64,
     /// ACME directory URL HTTPS certificates are ordered from, one per tunnel name on
     /// first use, proven by HTTP-01 on --http-addr (which must be reachable on port
     /// 80 from the directory), e.g. https://acme-v02.api.letsencrypt.org/directory.
@@ -81,6 +98,10 @@ pub(crate) struct ServerArgs {
     /// ACME orders started per minute, all names together (further orders wait).
     #[arg(long, default_value_t = netbore_edge::acme::DEFAULT_ORDERS_PER_MINUTE)]
     pub(crate) acme_orders_per_minute: u32,
+    /// ACME orders started per hour for the names of one tunnel owner (an API key or
+    /// an anonymous address); past it its new names get no certificate for the hour.
+    #[arg(long, default_value_t = netbore_edge::acme::DEFAULT_ORDERS_PER_OWNER_PER_HOUR)]
+    pub(crate) acme_orders_per_owner_per_hour: u32,
     /// Fraction of its lifetime after which an ACME certificate is renewed (tests).
     #[arg(long, default_value_t = netbore_edge::acme::DEFAULT_RENEW_FRACTION, hide = true)]
     pub(crate) acme_renew_fraction: f64,
@@ -131,15 +152,44 @@ pub(crate) struct ServerArgs {
     /// pools (requests without a body, and the rest).
     #[arg(long, default_value_t = 64)]
     pub(crate) max_idle_upstream: usize,
-    /// Viewer connections HTTP ingress serves at once.
-    #[arg(long, default_value_t = 10_000)]
+    /// Viewer connections served at once: HTTP and HTTPS ingress and TCP tunnels'
+    /// ports together (lowered to fit the open-file limit).
+    #[arg(long, default_value_t = netbore_edge::limits::DEFAULT_MAX_VIEWER_CONNECTIONS)]
     pub(crate) max_viewer_connections: usize,
+    /// Viewer connections one client address (IPv6: one /64) may hold at once.
+    #[arg(long, default_value_t = netbore_edge::limits::DEFAULT_MAX_VIEWER_CONNECTIONS_PER_IP)]
+    pub(crate) max_viewer_connections_per_ip: usize,
+    /// Streams (requests in flight, WebSockets, TCP and TLS connections) one client
+    /// address may hold at once.
+    #[arg(long, default_value_t = netbore_edge::limits::DEFAULT_MAX_VIEWER_STREAMS_PER_IP)]
+    pub(crate) max_viewer_streams_per_ip: usize,
+    /// Streams (requests in flight, WebSockets, TCP and TLS connections) one tunnel
+    /// serves at once; further HTTP requests get a 503 `tunnel_busy`.
+    #[arg(long, default_value_t = netbore_edge::limits::DEFAULT_MAX_STREAMS_PER_TUNNEL)]
+    pub(crate) max_streams_per_tunnel: usize,
     /// Most live tunnels one API key may hold (stops one key taking every port or name).
     #[arg(long, default_value_t = 20)]
     pub(crate) max_tunnels_per_key: usize,
     /// Most live tunnels anonymous agents from one IP address may hold.
     #[arg(long, default_value_t = 5)]
     pub(crate) max_tunnels_per_anonymous_ip: usize,
+    /// Most live tunnels anonymous agents from one IPv6 /48 may hold (stops one
+    /// client with a /48 from using 65,536 /64s).
+    #[arg(long, default_value_t = netbore_control::DEFAULT_MAX_TUNNELS_PER_ANONYMOUS_IPV6_48)]
+    pub(crate) max_tunnels_per_anonymous_ipv6_48: usize,
+    /// Most live anonymous tunnels on the server, all clients together (API keys keep
+    /// working past it).
+    #[arg(long, default_value_t = netbore_control::DEFAULT_MAX_ANONYMOUS_TUNNELS)]
+    pub(crate) max_anonymous_tunnels: usize,
+    /// Most tunnel records the store keeps, all owners together; past it creates are
+    /// refused (503) once owners' oldest offline records are forgotten.
+    #[arg(long, default_value_t = netbore_control::DEFAULT_MAX_TUNNEL_RECORDS)]
+    pub(crate) max_tunnel_records: usize,
+    /// Load balancers in front of the control API, as CIDR blocks, comma-separated:
+    /// from these peers the client address is the rightmost untrusted one of
+    /// X-Forwarded-For (default: none; the header is ignored).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) trusted_proxies: Vec<netbore_control::client_addr::Cidr>,
     /// Most names one API key may reserve.
     #[arg(long, default_value_t = 100)]
     pub(crate) max_names_per_key: usize,
@@ -287,6 +337,7 @@ fn edge_tls(args: &ServerArgs, data_dir: &std::path::Path) -> anyhow::Result<Edg
 fn acme_source(
     args: &ServerArgs,
     data_dir: &std::path::Path,
+    tunnels: std::sync::Arc<dyn netbore_edge::acme::TunnelLookup>,
 ) -> anyhow::Result<netbore_edge::acme::AcmeSource> {
     use netbore_edge::acme::{AcmeConfig, AcmeSource, Challenge};
     let directory = args.acme_directory.as_deref().unwrap_or_default();
@@ -299,11 +350,13 @@ fn acme_source(
         },
         wait: Duration::from_secs(args.acme_wait.max(1)),
         orders_per_minute: args.acme_orders_per_minute.max(1),
+        orders_per_owner_per_hour: args.acme_orders_per_owner_per_hour.max(1),
         renew_fraction: args.acme_renew_fraction,
         renew_check: Duration::from_secs(args.acme_renew_check.max(1)),
         ..AcmeConfig::new(directory, email, data_dir)
     };
-    AcmeSource::new(config).context("could not open the ACME store in the data directory")
+    AcmeSource::with_tunnels(config, tunnels)
+        .context("could not open the ACME store in the data directory")
 }
 
 pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
@@ -355,34 +408,13 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         Some(l) => Some(l.local_addr()?),
         None => None,
     };
-    let mut acme_challenges = None;
-    let (certs, https_ca) = match (&https_listener, &args.cert, &args.key) {
-        (None, _, _) => (None, None),
-        (Some(_), _, _) if args.acme_directory.is_some() => {
-            let source = acme_source(args, &data_dir)?;
-            acme_challenges = Some(source.challenges());
-            source.spawn_renewal();
-            (Some(CertManager::new(&args.domain, Box::new(source))), None)
-        }
-        (Some(_), Some(cert), Some(key)) => {
-            let source = netbore_edge::certs::FileSource::load(cert, key)?;
-            (Some(CertManager::new(&args.domain, Box::new(source))), None)
-        }
-        (Some(_), _, _) => {
-            let source = netbore_edge::certs::DevCaSource::new(&data_dir, args.cert_cache)?;
-            let ca = source.ca_file();
-            (
-                Some(CertManager::new(&args.domain, Box::new(source))),
-                Some(ca),
-            )
-        }
-    };
-    let bound = Bound {
+    let mut bound = Bound {
         control: control_listener.local_addr()?,
         agent: agent_listener.local_addr()?,
         http: http_listener.local_addr()?,
         https,
-        https_ca,
+        // Known once the certificate source is made, after the registry.
+        https_ca: None,
         transports: ORDER
             .iter()
             .copied()
@@ -413,6 +445,31 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         },
         ports,
     );
+    let mut acme_challenges = None;
+    let (certs, https_ca) = match (&https_listener, &args.cert, &args.key) {
+        (None, _, _) => (None, None),
+        (Some(_), _, _) if args.acme_directory.is_some() => {
+            // Only names an agent serves now are ordered, paid from their owner's budget.
+            let tunnels = netbore_edge::acme::RegistryLookup::new(registry.clone(), store.clone());
+            let source = acme_source(args, &data_dir, std::sync::Arc::new(tunnels))?;
+            acme_challenges = Some(source.challenges());
+            source.spawn_renewal();
+            (Some(CertManager::new(&args.domain, Box::new(source))), None)
+        }
+        (Some(_), Some(cert), Some(key)) => {
+            let source = netbore_edge::certs::FileSource::load(cert, key)?;
+            (Some(CertManager::new(&args.domain, Box::new(source))), None)
+        }
+        (Some(_), _, _) => {
+            let source = netbore_edge::certs::DevCaSource::new(&data_dir, args.cert_cache)?;
+            let ca = source.ca_file();
+            (
+                Some(CertManager::new(&args.domain, Box::new(source))),
+                Some(ca),
+            )
+        }
+    };
+    bound.https_ca = https_ca;
     let audit_path = args
         .audit_log
         .clone()
@@ -439,6 +496,10 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         mask_agent_ip: args.mask_agent_ip,
         max_tunnels_per_key: args.max_tunnels_per_key,
         max_tunnels_per_anonymous_ip: args.max_tunnels_per_anonymous_ip,
+        max_tunnels_per_anonymous_ipv6_48: args.max_tunnels_per_anonymous_ipv6_48,
+        max_anonymous_tunnels: args.max_anonymous_tunnels,
+        max_tunnel_records: args.max_tunnel_records.max(1),
+        trusted_proxies: args.trusted_proxies.clone(),
         max_names_per_key: args.max_names_per_key,
         api_rate: RateConfig {
             rate: args.api_rate,
@@ -453,21 +514,32 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
             .collect(),
         ..ControlConfig::default()
     };
+    let (max_viewers, max_api) = fit_connection_caps(args);
+    let viewer_limits = ViewerLimits::new(ViewerCaps {
+        max_connections: max_viewers,
+        max_connections_per_ip: args.max_viewer_connections_per_ip,
+        max_streams_per_ip: args.max_viewer_streams_per_ip,
+        max_streams_per_tunnel: args.max_streams_per_tunnel,
+    });
     let edge_config = EdgeConfig {
         domain: args.domain.clone(),
         hello_timeout: Duration::from_secs(args.hello_timeout.max(1)),
         mask_agent_ip: args.mask_agent_ip,
+        viewer_limits: viewer_limits.clone(),
     };
     let edge = Edge::new(edge_config, signer.verifier(), registry.clone(), audit);
     let ingress = Ingress::new(
         registry.clone(),
         IngressConfig {
             mask_agent_ip: args.mask_agent_ip,
-            max_connections: args.max_viewer_connections.max(1),
+            header_timeout: Duration::from_secs(args.viewer_header_timeout.max(1)),
+            idle_timeout: Duration::from_secs(args.viewer_idle_timeout.max(1)),
+            upgrade_idle_timeout: Duration::from_secs(args.viewer_upgrade_idle_timeout.max(1)),
+            h2_keepalive: Duration::from_secs(args.viewer_h2_keepalive.max(1)),
+            limits: viewer_limits,
             tls_handshake_timeout: Duration::from_secs(args.tls_handshake_timeout.max(1)),
             redirect_https_port: bound.https.filter(|_| args.redirect_http).map(|a| a.port()),
             acme_challenges,
-            ..IngressConfig::default()
         },
     );
     let https = https_listener.zip(certs);
@@ -482,7 +554,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
     let serve_config = netbore_control::serve::ServeConfig {
         tls: Some(control_tls),
         insecure_http: args.insecure_http_control,
-        max_connections: args.max_api_connections.max(1),
+        max_connections: max_api,
         max_connections_per_ip: args.max_api_connections_per_ip.max(1),
         header_timeout: Duration::from_secs(args.api_header_timeout.max(1)),
         request_timeout: Duration::from_secs(args.api_request_timeout.max(1)),
@@ -495,6 +567,31 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
     });
     tokio::spawn(edge.serve(agent_listener));
     Ok(bound)
+}
+
+/// `--max-viewer-connections` and `--max-api-connections`, lowered in proportion when
+/// together they would pass what the open-file limit leaves (one warning line says
+/// so).
+fn fit_connection_caps(args: &ServerArgs) -> (usize, usize) {
+    let caps = [
+        args.max_viewer_connections.max(1),
+        args.max_api_connections.max(1),
+    ];
+    let Some(nofile) = crate::open_file_limit() else {
+        return (caps[0], caps[1]);
+    };
+    match netbore_edge::limits::fit_to_descriptors(nofile, caps) {
+        None => (caps[0], caps[1]),
+        Some([viewers, api]) => {
+            tracing::warn!(
+                open_file_limit = nofile,
+                "the open-file limit is too low for --max-viewer-connections {} and --max-api-connections {}; serving {viewers} and {api} (raise the hard limit, e.g. LimitNOFILE= in systemd)",
+                caps[0],
+                caps[1],
+            );
+            (viewers, api)
+        }
+    }
 }
 
 /// How often the server looks for keys revoked by `netbore key revoke`.

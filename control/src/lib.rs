@@ -9,6 +9,8 @@
 
 pub mod api;
 mod auth;
+pub mod client_addr;
+mod limits;
 pub mod names;
 pub mod private_fs;
 pub mod rate;
@@ -29,6 +31,8 @@ use ring::rand::SystemRandom;
 
 use crate::api::{EdgeCandidate, Protocol};
 pub use crate::auth::Caller;
+use crate::client_addr::Cidr;
+use crate::limits::AnonymousTunnels;
 use crate::rate::{RateConfig, RateLimiter};
 pub use crate::reservations::Reserved;
 pub use crate::revocation::RevocationSweep;
@@ -112,6 +116,13 @@ pub trait Placement: Send + Sync + 'static {
     fn disconnect(&self, tunnel_id: &str, reason: DisconnectReason) -> bool;
 }
 
+/// Default of [`ControlConfig::max_tunnels_per_anonymous_ipv6_48`].
+pub const DEFAULT_MAX_TUNNELS_PER_ANONYMOUS_IPV6_48: usize = 20;
+/// Default of [`ControlConfig::max_anonymous_tunnels`].
+pub const DEFAULT_MAX_ANONYMOUS_TUNNELS: usize = 1000;
+/// Default of [`ControlConfig::max_tunnel_records`].
+pub const DEFAULT_MAX_TUNNEL_RECORDS: usize = 100_000;
+
 /// Settings of the control plane.
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
@@ -131,12 +142,28 @@ pub struct ControlConfig {
     /// Most live tunnels anonymous callers from one IP address may hold. Stops one
     /// anonymous client from taking every public port or name of the server.
     pub max_tunnels_per_anonymous_ip: usize,
+    /// Most live tunnels anonymous callers from one IPv6 /48 may hold (each /64 in it
+    /// also has [`Self::max_tunnels_per_anonymous_ip`]). Stops one client whose
+    /// provider routed it a /48 from taking the server with 65,536 /64s.
+    pub max_tunnels_per_anonymous_ipv6_48: usize,
+    /// Most live anonymous tunnels on the server, all callers together. Stops many
+    /// addresses (a botnet, a cloud account's worth of IPs) from taking every public
+    /// port or name; API keys keep working past it.
+    pub max_anonymous_tunnels: usize,
     /// Most names one API key may reserve. Stops one key from squatting the namespace.
     pub max_names_per_key: usize,
     /// Most tunnel records (with their recreate tokens) kept per owner; past it the
     /// oldest offline ones are forgotten. Stops one client from growing the store
     /// without bound by creating tunnels it never deletes.
     pub max_records_per_owner: usize,
+    /// Most tunnel records in the store, all owners together; past it creates are
+    /// refused (503). Stops many owners, each under its own quota, from filling the
+    /// disk.
+    pub max_tunnel_records: usize,
+    /// Load balancers whose `X-Forwarded-For` is believed ([`client_addr`]). Empty:
+    /// the header is ignored and every client is its TCP peer. Stops a client that
+    /// reaches the API directly from choosing the address its limits count.
+    pub trusted_proxies: Vec<Cidr>,
     /// Per-client rate of control API requests. Stops one client from keeping the
     /// control plane busy for everyone else.
     pub api_rate: RateConfig,
@@ -156,8 +183,12 @@ impl Default for ControlConfig {
             mask_agent_ip: false,
             max_tunnels_per_key: 20,
             max_tunnels_per_anonymous_ip: 5,
+            max_tunnels_per_anonymous_ipv6_48: DEFAULT_MAX_TUNNELS_PER_ANONYMOUS_IPV6_48,
+            max_anonymous_tunnels: DEFAULT_MAX_ANONYMOUS_TUNNELS,
             max_names_per_key: 100,
             max_records_per_owner: 200,
+            max_tunnel_records: DEFAULT_MAX_TUNNEL_RECORDS,
+            trusted_proxies: Vec::new(),
             api_rate: RateConfig::default(),
             denied_names: names::DEFAULT_DENIED_NAMES
                 .split(',')
@@ -175,6 +206,8 @@ pub struct Control {
     store: Arc<dyn Store>,
     rng: SystemRandom,
     rate: RateLimiter,
+    /// The anonymous tunnels this process placed that may still be live.
+    anonymous: AnonymousTunnels,
     /// Held while a tunnel is created or deleted, so two creates of one owner cannot
     /// both pass the limit check, and a name check and its placement are one step.
     lifecycle: Mutex<()>,
@@ -205,6 +238,7 @@ impl Control {
             store,
             rng: SystemRandom::new(),
             rate,
+            anonymous: AnonymousTunnels::default(),
             lifecycle: Mutex::new(()),
         }
     }

@@ -9,6 +9,7 @@ use crate::api::{
     ApiError, CreateTunnelRequest, CreateTunnelResponse, Protocol, TunnelInfo, TunnelState,
 };
 use crate::auth::{ANONYMOUS_PREFIX, Caller, loggable_owner};
+use crate::limits::ipv6_48;
 use crate::names::{normalize, random_name};
 use crate::secrets::{hash_secret, new_recreate_token};
 use crate::store::TunnelRecord;
@@ -39,6 +40,10 @@ fn name_taken(name: &str) -> ApiError {
         "name_taken",
         format!("the name {name} is reserved by another API key; pick another name"),
     )
+}
+
+fn limit_reached(message: String) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "limit_reached", message)
 }
 
 fn placement_error(e: PlacementError) -> ApiError {
@@ -156,10 +161,51 @@ impl Control {
                 "anonymous agents at your address already hold {live} live tunnels, the most this server allows; stop one first or use an API key"
             ),
         };
+        Err(limit_reached(message))
+    }
+
+    /// Refuses a new live anonymous tunnel past the limit of the caller's IPv6 /48 or
+    /// the server's limit on anonymous tunnels (`except` as in [`Self::check_limit`]).
+    fn check_anonymous_limits(
+        &self,
+        caller: &Caller,
+        except: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let Caller::Anonymous { ip } = caller else {
+            return Ok(());
+        };
+        let count = self.anonymous.count(*ip, except, |id| self.is_live(id));
+        if count.total >= self.config.max_anonymous_tunnels {
+            return Err(limit_reached(format!(
+                "this server already holds {} live anonymous tunnels, the most it allows; try again later or use an API key",
+                count.total
+            )));
+        }
+        if ipv6_48(*ip).is_some() && count.same_48 >= self.config.max_tunnels_per_anonymous_ipv6_48
+        {
+            return Err(limit_reached(format!(
+                "anonymous agents in your IPv6 /48 already hold {} live tunnels, the most this server allows; stop one first or use an API key",
+                count.same_48
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a new tunnel record when the store holds the most the server allows.
+    fn check_record_cap(&self) -> Result<(), ApiError> {
+        let records = self.store.count_tunnels().map_err(ApiError::store)?;
+        if usize::try_from(records).unwrap_or(usize::MAX) < self.config.max_tunnel_records {
+            return Ok(());
+        }
+        tracing::warn!(
+            records,
+            max = self.config.max_tunnel_records,
+            "tunnel records at --max-tunnel-records; creates are refused"
+        );
         Err(ApiError::new(
-            StatusCode::FORBIDDEN,
+            StatusCode::SERVICE_UNAVAILABLE,
             "limit_reached",
-            message,
+            "this server holds the most tunnel records it allows and cannot create more now; reclaim an existing tunnel with its recreate token or try again later",
         ))
     }
 
@@ -200,7 +246,11 @@ impl Control {
     ) -> Result<CreateTunnelResponse, ApiError> {
         let owner = caller.owner();
         self.check_limit(caller, None)?;
+        self.check_anonymous_limits(caller, None)?;
+        // The owner's own oldest offline records make room first; only what is
+        // still past the server's cap is refused.
         self.forget_old_records(&owner)?;
+        self.check_record_cap()?;
         let tunnel_id = format!("tun_{}", self.signer.random_hex(10));
         let mut place = PlaceRequest {
             tunnel_id: tunnel_id.clone(),
@@ -234,6 +284,9 @@ impl Control {
             self.placement
                 .disconnect(&record.tunnel_id, DisconnectReason::Deleted);
             return Err(ApiError::store(e));
+        }
+        if let Caller::Anonymous { ip } = caller {
+            self.anonymous.insert(&record.tunnel_id, *ip);
         }
         tracing::info!(
             tunnel_id = %record.tunnel_id,
@@ -332,6 +385,7 @@ impl Control {
             },
         };
         self.check_limit(&owner, Some(&record.tunnel_id))?;
+        self.check_anonymous_limits(&owner, Some(&record.tunnel_id))?;
         let placed = self
             .placement
             .place(&PlaceRequest {
@@ -342,6 +396,10 @@ impl Control {
                 hold: self.hold(),
             })
             .map_err(placement_error)?;
+        match &owner {
+            Caller::Anonymous { ip } => self.anonymous.insert(&record.tunnel_id, *ip),
+            Caller::Key { .. } => self.anonymous.remove(&record.tunnel_id),
+        }
         let mut record = record;
         if placed.public_url != record.public_url {
             self.store

@@ -13,6 +13,7 @@ pub mod certs;
 pub mod dev_ca;
 pub mod handshake;
 pub mod http;
+pub mod limits;
 pub mod ports;
 pub mod registry;
 mod tcp_tunnel;
@@ -60,6 +61,9 @@ pub struct EdgeConfig {
     pub hello_timeout: Duration,
     /// Keep agents' addresses out of public logs (the audit log still has them).
     pub mask_agent_ip: bool,
+    /// The viewer budget TCP tunnels' public ports take from: connections in all and
+    /// per address, and streams per tunnel (shared with HTTP ingress).
+    pub viewer_limits: limits::ViewerLimits,
 }
 
 impl Default for EdgeConfig {
@@ -68,6 +72,7 @@ impl Default for EdgeConfig {
             domain: "localhost".into(),
             hello_timeout: Duration::from_secs(10),
             mask_agent_ip: false,
+            viewer_limits: limits::ViewerLimits::default(),
         }
     }
 }
@@ -167,6 +172,7 @@ impl Edge {
                     t.slot,
                     listener,
                     t.tunnel_id.clone(),
+                    self.config.viewer_limits.clone(),
                 ))),
                 registry::Claimed::Http | registry::Claimed::Tls => None,
             };

@@ -1,5 +1,9 @@
 //! A TCP tunnel at the Edge: every viewer connection on the public port becomes one
 //! stream to the agent, opened with a [`StreamHeader`] and then piped both ways.
+//!
+//! Each viewer connection takes a slot of the Edge's viewer budget (in all and for
+//! its address) and one of the tunnel's streams; a viewer over any cap is closed at
+//! once, before a stream is opened.
 
 use netbore_transport::proto::StreamHeader;
 use netbore_transport::{Session, pipe};
@@ -7,12 +11,15 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::limits::ViewerLimits;
+
 /// Serves viewers on `listener` until the task is aborted (the session ended).
 pub(crate) async fn run(
     session: Session,
     slot: u32,
     listener: std::net::TcpListener,
     tunnel_id: String,
+    limits: ViewerLimits,
 ) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -21,14 +28,36 @@ pub(crate) async fn run(
             return;
         }
     };
-    // Dropped with this task: aborting the tunnel disconnects its viewers.
+    let max_streams = limits.caps().max_streams_per_tunnel;
+    // Dropped with this task: aborting the tunnel disconnects its viewers. Its
+    // length is the tunnel's streams in flight.
     let mut viewers = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, viewer)) => {
+                    if viewers.len() >= max_streams {
+                        tracing::debug!(%tunnel_id, %viewer, "tunnel at its stream cap; viewer closed");
+                        continue;
+                    }
+                    let admitted = limits.try_admit(viewer.ip());
+                    let (held, client_stream) = match admitted {
+                        Ok(held) => {
+                            let stream = held.try_stream();
+                            (held, stream)
+                        }
+                        Err(e) => {
+                            tracing::debug!(%tunnel_id, %viewer, reason = %e, "viewer refused");
+                            continue;
+                        }
+                    };
+                    let Some(client_stream) = client_stream else {
+                        tracing::debug!(%tunnel_id, %viewer, "viewer address at its stream cap; closed");
+                        continue;
+                    };
                     let session = session.clone();
                     viewers.spawn(async move {
+                        let _held = (held, client_stream);
                         let _ = socket.set_nodelay(true);
                         let mut stream = match session.open().await {
                             Ok(s) => s,

@@ -4,6 +4,7 @@
 //! holds the certificate; the Edge never sees the plaintext.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use netbore_transport::proto::StreamHeader;
@@ -11,12 +12,15 @@ use netbore_transport::{Session, pipe};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::limits::{StreamCount, StreamGuard};
+
 /// One TLS tunnel served by an agent session.
 #[derive(Debug)]
 pub struct TlsTunnel {
     tunnel_id: String,
     session: Session,
     slot: u32,
+    streams: Arc<StreamCount>,
 }
 
 impl TlsTunnel {
@@ -26,7 +30,13 @@ impl TlsTunnel {
             tunnel_id,
             session,
             slot,
+            streams: Arc::default(),
         }
+    }
+
+    /// One more viewer connection, unless `max` are served already.
+    pub fn try_stream(&self, max: usize) -> Option<StreamGuard> {
+        self.streams.try_take(max)
     }
 
     /// Carries `socket` from `viewer` to the agent: `hello` (the bytes already read)

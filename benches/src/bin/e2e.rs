@@ -614,7 +614,41 @@ async fn idle_viewers(public: SocketAddr, n: usize) -> Vec<TcpStream> {
 
 /// Starts `netbore server` from `bin` on loopback (every port chosen by the OS) for
 /// `domain`; returns it and its `listening` event.
+/// Flags that lift the Edge's per-client, per-tunnel and anonymous caps, for a binary
+/// that has them (a `--baseline` built before they existed has not): the harness is
+/// one client on one address opening thousands of connections through one tunnel.
+const LIFTED_CAPS: &[&str] = &[
+    "--max-viewer-connections",
+    "100000",
+    "--max-viewer-connections-per-ip",
+    "100000",
+    "--max-viewer-streams-per-ip",
+    "100000",
+    "--max-streams-per-tunnel",
+    "100000",
+    "--max-anonymous-tunnels",
+    "100000",
+];
+
+/// The caps of [`LIFTED_CAPS`] that `bin server` accepts.
+fn lifted_caps(bin: &std::path::Path) -> Vec<&'static str> {
+    let help = Command::new(bin)
+        .args(["server", "--help"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    LIFTED_CAPS
+        .chunks(2)
+        .filter(|flag| {
+            help.contains(&format!("{} ", flag[0])) || help.contains(&format!("{}\n", flag[0]))
+        })
+        .flatten()
+        .copied()
+        .collect()
+}
+
 fn netbore_server(bin: &std::path::Path, domain: &str, data: &str) -> (Proc, serde_json::Value) {
+    let caps = lifted_caps(bin);
     let server = Proc::spawn(
         bin,
         &[
@@ -641,7 +675,10 @@ fn netbore_server(bin: &std::path::Path, domain: &str, data: &str) -> (Proc, ser
             "100000",
             "--data-dir",
             data,
-        ],
+        ]
+        .into_iter()
+        .chain(caps.iter().copied())
+        .collect::<Vec<_>>(),
     );
     let listening = server.wait_for("listening");
     (server, listening)

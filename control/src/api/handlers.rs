@@ -1,7 +1,7 @@
 //! One handler a route: authenticate, parse, call [`Control`], answer. The work runs
 //! on tokio's blocking pool: the store is synchronous and may wait on another writer.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Json;
@@ -17,25 +17,26 @@ use super::{
 };
 use crate::{Caller, Control, Reserved};
 
-/// Who sent the request: the `Authorization` header and the client address, checked
-/// on the blocking pool.
+/// Who sent the request: the `Authorization` header and the client address (the
+/// peer, or what a trusted proxy says: [`crate::client_addr`]), checked on the
+/// blocking pool.
 struct Credentials {
     authorization: Option<Vec<u8>>,
-    client: SocketAddr,
+    client: IpAddr,
 }
 
 impl Credentials {
-    fn new(headers: &HeaderMap, client: SocketAddr) -> Self {
+    fn new(control: &Control, headers: &HeaderMap, peer: SocketAddr) -> Self {
         Credentials {
             authorization: headers
                 .get(header::AUTHORIZATION)
                 .map(|v| v.as_bytes().to_vec()),
-            client,
+            client: control.client_ip(peer, headers),
         }
     }
 
     fn caller(&self, control: &Control) -> Result<Caller, ApiError> {
-        control.authenticate(self.authorization.as_deref(), self.client.ip())
+        control.authenticate(self.authorization.as_deref(), self.client)
     }
 }
 
@@ -81,7 +82,7 @@ pub(super) async fn create_tunnel(
     headers: HeaderMap,
     request: Result<Json<CreateTunnelRequest>, JsonRejection>,
 ) -> Result<Json<CreateTunnelResponse>, ApiError> {
-    let who = Credentials::new(&headers, client);
+    let who = Credentials::new(&control, &headers, client);
     blocking(control, move |control| {
         let caller = who.caller(control)?;
         let request = body(request)?;
@@ -96,7 +97,7 @@ pub(super) async fn list_tunnels(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Json<TunnelList>, ApiError> {
-    let who = Credentials::new(&headers, client);
+    let who = Credentials::new(&control, &headers, client);
     let tunnels = blocking(control, move |control| {
         control.list_tunnels(&who.caller(control)?)
     })
@@ -110,7 +111,7 @@ pub(super) async fn show_tunnel(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<TunnelInfo>, ApiError> {
-    let who = Credentials::new(&headers, client);
+    let who = Credentials::new(&control, &headers, client);
     blocking(control, move |control| {
         let caller = who.caller(control)?;
         control.tunnel(&caller, &path(id)?)
@@ -125,7 +126,7 @@ pub(super) async fn delete_tunnel(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let who = Credentials::new(&headers, client);
+    let who = Credentials::new(&control, &headers, client);
     blocking(control, move |control| {
         let caller = who.caller(control)?;
         control.delete_tunnel(&caller, &path(id)?)
@@ -140,7 +141,7 @@ pub(super) async fn reserve_name(
     headers: HeaderMap,
     request: Result<Json<NameRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let who = Credentials::new(&headers, client);
+    let who = Credentials::new(&control, &headers, client);
     let (info, reserved): (NameInfo, Reserved) = blocking(control, move |control| {
         let caller = who.caller(control)?;
         let request = body(request)?;
@@ -159,7 +160,7 @@ pub(super) async fn list_names(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Json<NameList>, ApiError> {
-    let who = Credentials::new(&headers, client);
+    let who = Credentials::new(&control, &headers, client);
     let names = blocking(control, move |control| {
         control.list_names(&who.caller(control)?)
     })
@@ -173,7 +174,7 @@ pub(super) async fn release_name(
     headers: HeaderMap,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let who = Credentials::new(&headers, client);
+    let who = Credentials::new(&control, &headers, client);
     blocking(control, move |control| {
         let caller = who.caller(control)?;
         control.release_name(&caller, &path(name)?)

@@ -84,16 +84,18 @@ async fn openapi() -> impl IntoResponse {
     )
 }
 
-/// Counts the request against its client's bucket; 429 with `Retry-After` when empty.
+/// Counts the request against its client's bucket (the peer, or what a trusted proxy
+/// says: [`crate::client_addr`]); 429 with `Retry-After` when empty.
 async fn rate_limit(
     State(control): State<Arc<Control>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     request: Request,
     next: Next,
 ) -> Response {
+    let client = control.client_ip(client, request.headers());
     match control
         .rate_limiter()
-        .check(client.ip(), std::time::Instant::now())
+        .check(client, std::time::Instant::now())
     {
         Ok(()) => next.run(request).await,
         Err(wait) => {

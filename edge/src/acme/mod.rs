@@ -9,6 +9,11 @@
 //! Orders per name are deduplicated (one order at a time for a name, every waiting
 //! viewer shares it) and rate limited across names; a failed order is logged once with
 //! its name and the directory's error, and the name is not ordered again for a while.
+//!
+//! Only names an agent serves now are ordered or renewed ([`TunnelLookup`]): a name
+//! that is pending, offline or gone costs no order, and its certificate lapses. Each
+//! tunnel owner (API key, or anonymous address) has an hourly order budget, so one
+//! owner cycling through names cannot spend the directory's limits for everyone.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -29,7 +34,11 @@ use tokio::sync::watch;
 
 use crate::certs::CertSource;
 
+mod budget;
+mod tunnels;
 mod validity;
+use budget::OwnerBudget;
+pub use tunnels::{RegistryLookup, TunnelLookup};
 use validity::validity;
 
 /// The path under which HTTP-01 challenges are fetched (RFC 8555, section 8.3).
@@ -43,6 +52,12 @@ pub const DEFAULT_ORDERS_PER_MINUTE: u32 = 10;
 /// Default of `--acme-wait`: how long a viewer's first handshake for a name waits
 /// for its certificate before the handshake is given up.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+
+/// Default of `--acme-orders-per-owner-per-hour`: orders started in any hour for the
+/// names of one tunnel owner (an API key, or an anonymous client's address). Stops one
+/// owner from spending the directory's limits (Let's Encrypt: 50 certificates per
+/// registered domain a week) by creating tunnel after tunnel under new names.
+pub const DEFAULT_ORDERS_PER_OWNER_PER_HOUR: u32 = 5;
 
 /// After a failed order, how long before the name is ordered again. Stops a name the
 /// directory refuses from costing an order on every viewer connection.
@@ -84,6 +99,8 @@ pub struct AcmeConfig {
     pub wait: Duration,
     /// See [`DEFAULT_ORDERS_PER_MINUTE`].
     pub orders_per_minute: u32,
+    /// See [`DEFAULT_ORDERS_PER_OWNER_PER_HOUR`].
+    pub orders_per_owner_per_hour: u32,
     /// See [`DEFAULT_RENEW_FRACTION`].
     pub renew_fraction: f64,
     /// See [`DEFAULT_RENEW_CHECK`].
@@ -101,6 +118,7 @@ impl AcmeConfig {
             challenge: Challenge::Http01,
             wait: DEFAULT_WAIT,
             orders_per_minute: DEFAULT_ORDERS_PER_MINUTE,
+            orders_per_owner_per_hour: DEFAULT_ORDERS_PER_OWNER_PER_HOUR,
             renew_fraction: DEFAULT_RENEW_FRACTION,
             renew_check: DEFAULT_RENEW_CHECK,
         }
@@ -231,6 +249,14 @@ struct Inner {
     /// Start times of the orders of the last minute (tokio's clock, so tests can
     /// pause it).
     orders: tokio::sync::Mutex<VecDeque<tokio::time::Instant>>,
+    /// Which names an agent serves now, and whose they are; `None`: every name is
+    /// served, and is its own owner.
+    tunnels: Option<Arc<dyn TunnelLookup>>,
+    /// Orders of the last hour, by owner.
+    owner_orders: OwnerBudget,
+    /// Names whose certificate is due but was not renewed (no agent serves them),
+    /// already said in the log.
+    not_renewed: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -239,6 +265,7 @@ impl std::fmt::Debug for Inner {
             .field("directory", &self.config.directory)
             .field("certificates", &lock(&self.certs).len())
             .field("orders_in_flight", &lock(&self.inflight).len())
+            .field("tunnels", &self.tunnels)
             .finish_non_exhaustive()
     }
 }
@@ -249,8 +276,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl AcmeSource {
     /// The source for `config`, with the certificates stored in `config.dir` that are
-    /// still valid loaded (never ordered again on restart).
+    /// still valid loaded (never ordered again on restart). Every name counts as
+    /// served and as its own owner; [`Self::with_tunnels`] asks the Edge instead.
     pub fn new(config: AcmeConfig) -> Result<Self, AcmeError> {
+        Self::build(config, None)
+    }
+
+    /// [`Self::new`], ordering and renewing only names `tunnels` says an agent serves
+    /// now, within their owner's budget.
+    pub fn with_tunnels(
+        config: AcmeConfig,
+        tunnels: Arc<dyn TunnelLookup>,
+    ) -> Result<Self, AcmeError> {
+        Self::build(config, Some(tunnels))
+    }
+
+    fn build(
+        config: AcmeConfig,
+        tunnels: Option<Arc<dyn TunnelLookup>>,
+    ) -> Result<Self, AcmeError> {
         netbore_control::private_fs::create_dir(&config.dir).map_err(|cause| AcmeError::Store {
             path: config.dir.clone(),
             cause,
@@ -278,6 +322,9 @@ impl AcmeSource {
                 failed: Mutex::default(),
                 account: tokio::sync::OnceCell::new(),
                 orders: tokio::sync::Mutex::default(),
+                tunnels,
+                owner_orders: OwnerBudget::default(),
+                not_renewed: Mutex::default(),
             }),
         })
     }
@@ -301,16 +348,31 @@ impl AcmeSource {
                 tokio::time::sleep(every).await;
                 let Some(inner) = inner.upgrade() else { return };
                 let now = SystemTime::now();
-                let due: Vec<String> = lock(&inner.certs)
-                    .iter()
-                    .filter(|(_, h)| h.renew_at(inner.config.renew_fraction) <= now)
-                    .map(|(n, _)| n.clone())
-                    .collect();
+                let due: Vec<String> = {
+                    let mut certs = lock(&inner.certs);
+                    // An expired certificate is never served: it goes, and its name
+                    // is ordered again only if a viewer asks while an agent serves it.
+                    certs.retain(|_, h| h.not_after > now);
+                    certs
+                        .iter()
+                        .filter(|(_, h)| h.renew_at(inner.config.renew_fraction) <= now)
+                        .map(|(n, _)| n.clone())
+                        .collect()
+                };
+                inner.owner_orders.prune();
                 for name in due {
-                    if !lock(&inner.inflight).contains_key(&name) {
-                        tracing::info!(%name, "renewing the ACME certificate");
-                        Inner::start_order(&inner, &name);
+                    if lock(&inner.inflight).contains_key(&name) {
+                        continue;
                     }
+                    let Some(owner) = inner.online_owner(&name).await else {
+                        if lock(&inner.not_renewed).insert(name.clone()) {
+                            tracing::info!(%name, "ACME certificate not renewed: no agent serves the name now (renewed when a viewer next asks while one does)");
+                        }
+                        continue;
+                    };
+                    lock(&inner.not_renewed).remove(&name);
+                    tracing::info!(%name, "renewing the ACME certificate");
+                    Inner::start_order(&inner, &name, &owner);
                 }
             }
         });
@@ -331,11 +393,37 @@ impl CertSource for AcmeSource {
 
     fn prepare<'a>(&'a self, name: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
+            let inner = &self.inner;
             if self.certified_key(name).is_some() {
+                // A certificate due for renewal whose name was offline at the last
+                // check is renewed now that a viewer asks; this viewer does not wait.
+                let due = lock(&inner.certs)
+                    .get(name)
+                    .is_some_and(|h| h.renew_at(inner.config.renew_fraction) <= SystemTime::now());
+                if due
+                    && !lock(&inner.inflight).contains_key(name)
+                    && let Some(owner) = inner.online_owner(name).await
+                {
+                    lock(&inner.not_renewed).remove(name);
+                    tracing::info!(%name, "renewing the ACME certificate");
+                    Inner::start_order(inner, name, &owner);
+                }
                 return;
             }
-            let Some(mut done) = Inner::start_order(&self.inner, name) else {
-                return;
+            // Joining an order under way costs nothing and asks nothing.
+            let under_way = lock(&inner.inflight).get(name).cloned();
+            let mut done = match under_way {
+                Some(done) => done,
+                None => {
+                    let Some(owner) = inner.online_owner(name).await else {
+                        tracing::debug!(%name, "no ACME order: no agent serves the name now");
+                        return;
+                    };
+                    let Some(done) = Inner::start_order(inner, name, &owner) else {
+                        return;
+                    };
+                    done
+                }
             };
             let wait = self.inner.config.wait;
             if tokio::time::timeout(wait, done.wait_for(|d| *d))
@@ -349,9 +437,22 @@ impl CertSource for AcmeSource {
 }
 
 impl Inner {
-    /// The order of `name` under way, or a new one; `None` when the name failed
-    /// recently.
-    fn start_order(inner: &Arc<Inner>, name: &str) -> Option<watch::Receiver<bool>> {
+    /// The owner of the tunnel an agent serves under `name` now (see
+    /// [`TunnelLookup`]); without a lookup, the name itself.
+    async fn online_owner(&self, name: &str) -> Option<String> {
+        let Some(tunnels) = self.tunnels.clone() else {
+            return Some(name.to_string());
+        };
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || tunnels.online_owner(&name))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The order of `name` under way, or a new one paid from `owner`'s budget; `None`
+    /// when the name failed recently or the owner's budget is spent.
+    fn start_order(inner: &Arc<Inner>, name: &str, owner: &str) -> Option<watch::Receiver<bool>> {
         let mut inflight = lock(&inner.inflight);
         if let Some(rx) = inflight.get(name) {
             return Some(rx.clone());
@@ -360,6 +461,10 @@ impl Inner {
             .get(name)
             .is_some_and(|at| at.elapsed() < RETRY_AFTER_FAILURE)
         {
+            return None;
+        }
+        let limit = inner.config.orders_per_owner_per_hour;
+        if !inner.owner_orders.take(owner, name, limit) {
             return None;
         }
         let (tx, rx) = watch::channel(false);
@@ -677,6 +782,30 @@ mod tests {
             "the third waits a minute: {:?}",
             start.elapsed()
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Says no agent serves any name.
+    #[derive(Debug)]
+    struct NothingOnline;
+
+    impl TunnelLookup for NothingOnline {
+        fn online_owner(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_no_agent_serves_is_not_ordered() {
+        let dir = std::env::temp_dir().join(format!("netbore-acme-offline-{}", std::process::id()));
+        let mut config = AcmeConfig::new("https://acme.invalid/dir", "ops@example.test", &dir);
+        config.wait = Duration::from_secs(5);
+        let source = AcmeSource::with_tunnels(config, Arc::new(NothingOnline)).unwrap();
+        source.prepare("app.example.test").await;
+        assert!(lock(&source.inner.inflight).is_empty());
+        assert!(lock(&source.inner.failed).is_empty(), "no order was tried");
+        assert!(source.inner.orders.lock().await.is_empty());
+        assert!(source.inner.owner_orders.is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

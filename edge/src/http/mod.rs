@@ -5,6 +5,8 @@
 //! control as backpressure; WebSocket upgrades pass through as a byte pipe.
 
 pub mod agent_stream;
+pub mod body;
+pub mod deadline;
 pub mod h1;
 pub mod headers;
 pub mod host;
@@ -17,36 +19,65 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{Either, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::certs::CertManager;
+use crate::limits::{Refused, ViewerLimits, ViewerSlot};
 use crate::registry::{Registry, Route};
+pub use body::ViewerBody;
+use body::{InFlight, Streams};
+use deadline::Timeouts;
 use headers::ForwardContext;
 use host::AuthorityError;
 use pages::Failure;
-use upstream::{HttpTunnel, PooledBody, UpstreamError};
+use upstream::{HttpTunnel, UpstreamError};
 
-/// The body of every response the Edge sends a viewer: the origin's, or the Edge's
-/// own page.
-pub type ViewerBody = Either<PooledBody, Full<Bytes>>;
+/// Default of [`IngressConfig::header_timeout`].
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default of [`IngressConfig::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of [`IngressConfig::upgrade_idle_timeout`].
+pub const DEFAULT_UPGRADE_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default of [`IngressConfig::h2_keepalive`].
+pub const DEFAULT_H2_KEEPALIVE: Duration = Duration::from_secs(30);
+/// Default of [`IngressConfig::tls_handshake_timeout`].
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a plain-HTTP viewer over its address's connection cap is sent, in one
+/// non-blocking write, before its connection is closed.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+x-netbore-error: too_many_connections\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
 /// Settings of HTTP ingress.
 #[derive(Debug, Clone)]
 pub struct IngressConfig {
     /// Keep the agent's address out of every header (`--mask-agent-ip`).
     pub mask_agent_ip: bool,
-    /// How long a viewer may take to send a request's headers. Stops slow-header
-    /// (slowloris) viewers from holding connections.
+    /// How long a viewer may take to send a request's head, and, from the moment
+    /// its connection is accepted (after TLS, when there is TLS), to start its first
+    /// request: version detection and the h2 preface included. Stops slow-header
+    /// (slowloris) and silent viewers from holding connections.
     pub header_timeout: Duration,
-    /// Most viewer connections served at once, plain and TLS together; further ones
-    /// wait in the listen queue.
-    pub max_connections: usize,
+    /// How long a connection may stay without a request in flight (HTTP/1.1
+    /// keep-alive and h2 alike) before the Edge closes it. Stops idle connections
+    /// from holding slots.
+    pub idle_timeout: Duration,
+    /// How long a switched-protocol connection (WebSocket) may pass no byte either
+    /// way before the Edge closes it. Stops idle upgraded connections from holding
+    /// slots and streams forever.
+    pub upgrade_idle_timeout: Duration,
+    /// Interval of h2 keep-alive pings, and how long each may wait for its
+    /// acknowledgement. Stops a vanished h2 viewer from holding its requests.
+    pub h2_keepalive: Duration,
+    /// The viewer budget (connections in all and per address, streams per address
+    /// and per tunnel), shared with TCP tunnels. Over the global cap, further
+    /// connections wait in the listen queue; over any other, they are refused.
+    pub limits: ViewerLimits,
     /// How long a viewer may take to send its TLS hello, and again to finish the
     /// handshake (`--tls-handshake-timeout`). Stops silent connections from holding
     /// connection slots.
@@ -63,17 +94,22 @@ impl Default for IngressConfig {
     fn default() -> Self {
         IngressConfig {
             mask_agent_ip: false,
-            header_timeout: Duration::from_secs(30),
-            max_connections: 10_000,
-            tls_handshake_timeout: Duration::from_secs(10),
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            upgrade_idle_timeout: DEFAULT_UPGRADE_IDLE_TIMEOUT,
+            h2_keepalive: DEFAULT_H2_KEEPALIVE,
+            limits: ViewerLimits::default(),
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             redirect_https_port: None,
             acme_challenges: None,
         }
     }
 }
 
-/// What the Edge knows about the viewer connection a request came on.
-#[derive(Debug, Clone)]
+/// What the Edge knows about the viewer connection a request came on. It holds the
+/// connection's slot of the viewer budget, so the slot is released only when the
+/// connection, every request on it and any protocol switch it made have ended.
+#[derive(Debug)]
 pub struct ViewerConn {
     /// The viewer's address.
     pub viewer: SocketAddr,
@@ -81,15 +117,21 @@ pub struct ViewerConn {
     pub tls_name: Option<Arc<str>>,
     /// The viewer's IP address as a header value, made once for all its requests.
     pub viewer_ip: HeaderValue,
+    /// Requests in flight, for the connection's deadlines.
+    pub(crate) activity: deadline::Activity,
+    slot: ViewerSlot,
 }
 
 impl ViewerConn {
-    /// A viewer connection from `viewer`, over TLS for `tls_name` when given.
-    pub fn new(viewer: SocketAddr, tls_name: Option<Arc<str>>) -> Self {
+    /// A viewer connection from `viewer` holding `slot`, over TLS for `tls_name`
+    /// when given.
+    pub fn new(viewer: SocketAddr, tls_name: Option<Arc<str>>, slot: ViewerSlot) -> Self {
         ViewerConn {
             viewer,
             tls_name,
             viewer_ip: headers::ip_header(viewer.ip()),
+            activity: deadline::Activity::default(),
+            slot,
         }
     }
 }
@@ -107,17 +149,14 @@ struct TlsIngress {
 pub struct Ingress {
     registry: Registry,
     config: Arc<IngressConfig>,
-    slots: Arc<Semaphore>,
 }
 
 impl Ingress {
     /// Ingress routing by `registry`.
     pub fn new(registry: Registry, config: IngressConfig) -> Self {
-        let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
         Ingress {
             registry,
             config: Arc::new(config),
-            slots,
         }
     }
 
@@ -147,7 +186,7 @@ impl Ingress {
             // One loop takes a slot and then accepts from whichever listener is ready:
             // one loop per listener would each hold a slot while idle, and with a budget
             // of one, starve the other.
-            let Ok(permit) = self.slots.clone().acquire_owned().await else {
+            let Some(permit) = self.config.limits.acquire().await else {
                 return;
             };
             let (accepted, tls) = tokio::select! {
@@ -156,17 +195,27 @@ impl Ingress {
             };
             match accepted {
                 Ok((socket, viewer)) => {
+                    let slot = match self.config.limits.admit(permit, viewer.ip()) {
+                        Ok(slot) => slot,
+                        Err(e) => {
+                            refuse(&socket, viewer, e, tls.is_none());
+                            continue;
+                        }
+                    };
                     let ingress = self.clone();
                     tokio::spawn(async move {
                         let _ = socket.set_nodelay(true);
                         match tls {
                             None => {
-                                let conn = ViewerConn::new(viewer, None);
+                                let conn = ViewerConn::new(viewer, None, slot);
                                 ingress.serve_io(socket, conn).await;
                             }
-                            Some(tls) => ingress.serve_tls_connection(socket, viewer, &tls).await,
+                            Some(tls) => {
+                                ingress
+                                    .serve_tls_connection(socket, viewer, slot, &tls)
+                                    .await;
+                            }
                         }
-                        drop(permit);
                     });
                 }
                 Err(e) => {
@@ -179,8 +228,9 @@ impl Ingress {
 
     async fn serve_tls_connection(
         &self,
-        mut socket: tokio::net::TcpStream,
+        mut socket: TcpStream,
         viewer: SocketAddr,
+        slot: ViewerSlot,
         tls: &TlsIngress,
     ) {
         let limit = self.config.tls_handshake_timeout;
@@ -201,6 +251,11 @@ impl Ingress {
             .and_then(|s| host::tunnel_name(s, self.registry.domain()))
             && let Some(Route::Tls(tunnel)) = self.registry.route(&name)
         {
+            let max = slot.caps().max_streams_per_tunnel;
+            let (Some(_client), Some(_tunnel)) = (slot.try_stream(), tunnel.try_stream(max)) else {
+                tracing::debug!(%viewer, tunnel = %name, "TLS viewer over a stream cap; closed");
+                return;
+            };
             tunnel.forward(socket, viewer, hello.bytes).await;
             return;
         }
@@ -237,7 +292,7 @@ impl Ingress {
             tracing::info!(%viewer, %sni, "TLS-ALPN-01 validation handshake answered");
             return;
         }
-        let conn = ViewerConn::new(viewer, Some(sni.into()));
+        let conn = ViewerConn::new(viewer, Some(sni.into()), slot);
         self.serve_io(stream, conn).await;
     }
 
@@ -251,32 +306,60 @@ impl Ingress {
         let conn = Arc::new(conn);
         let registry = self.registry.clone();
         let config = self.config.clone();
+        let service_conn = conn.clone();
         let service = hyper::service::service_fn(move |request| {
             let registry = registry.clone();
             let config = config.clone();
-            let conn = conn.clone();
+            let request_in_flight = InFlight::begin(service_conn.clone());
+            let conn = service_conn.clone();
             async move {
-                Ok::<_, std::convert::Infallible>(handle(request, &conn, &registry, &config).await)
+                let response = handle(request, &conn, &registry, &config).await;
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| body.ending(request_in_flight)),
+                )
             }
         });
+        let config = &self.config;
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.config.header_timeout);
-        if let Err(e) = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .await
-        {
-            tracing::debug!(%viewer, error = %e, "viewer connection ended with an error");
+            .header_read_timeout(config.header_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(config.h2_keepalive)
+            .keep_alive_timeout(config.h2_keepalive);
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let timeouts = Timeouts {
+            first_request: config.header_timeout,
+            idle: config.idle_timeout,
+        };
+        let driven = deadline::drive(connection, &conn.activity, timeouts, |c| {
+            c.graceful_shutdown();
+        });
+        match driven.await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                tracing::debug!(%viewer, error = %e, "viewer connection ended with an error");
+            }
+            None => tracing::debug!(%viewer, "viewer connection closed at its deadline"),
         }
     }
 }
 
+/// Closes the connection of a viewer over a cap at once; a plain-HTTP one is first
+/// offered a 503 in one write that never waits (nothing is buffered for it).
+fn refuse(socket: &TcpStream, viewer: SocketAddr, why: Refused, plain: bool) {
+    tracing::debug!(%viewer, reason = %why, "viewer connection refused");
+    if plain {
+        let _ = socket.try_write(TOO_MANY_CONNECTIONS);
+    }
+}
+
 /// Accepts from `listener`, or waits forever when there is none.
-async fn accept_some(
-    listener: Option<&TcpListener>,
-) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+async fn accept_some(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
     match listener {
         Some(l) => l.accept().await,
         None => std::future::pending().await,
@@ -291,7 +374,7 @@ pub async fn serve(listener: TcpListener, registry: Registry, config: IngressCon
 /// Answers one viewer request.
 pub async fn handle(
     request: Request<Incoming>,
-    conn: &ViewerConn,
+    conn: &Arc<ViewerConn>,
     registry: &Registry,
     config: &IngressConfig,
 ) -> Response<ViewerBody> {
@@ -352,7 +435,7 @@ fn acme_challenge(
         .path()
         .strip_prefix(crate::acme::HTTP01_PREFIX)?;
     let body = challenges.respond(token)?;
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    let mut response = Response::new(ViewerBody::page(Full::new(Bytes::from(body))));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
@@ -377,19 +460,21 @@ fn redirect_to_https(
     let Ok(location) = HeaderValue::from_str(&location) else {
         return page(Failure::bad_host(), request);
     };
-    let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
+    let mut response = Response::new(ViewerBody::page(Full::new(Bytes::new())));
     *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
     response.headers_mut().insert(header::LOCATION, location);
     response
 }
 
 fn page(failure: Failure, request: &Request<Incoming>) -> Response<ViewerBody> {
-    failure.into_response(request.headers()).map(Either::Right)
+    failure
+        .into_response(request.headers())
+        .map(ViewerBody::page)
 }
 
 async fn forward(
     mut request: Request<Incoming>,
-    conn: &ViewerConn,
+    conn: &Arc<ViewerConn>,
     host: &str,
     proto: &'static str,
     tunnel: &Arc<HttpTunnel>,
@@ -401,7 +486,18 @@ async fn forward(
         if let Some(a) = accept.clone() {
             h.insert(header::ACCEPT, a);
         }
-        failure.into_response(&h).map(Either::Right)
+        failure.into_response(&h).map(ViewerBody::page)
+    };
+    let caps = conn.slot.caps();
+    let Some(tunnel_stream) = tunnel.try_stream(caps.max_streams_per_tunnel) else {
+        return failure_page(Failure::tunnel_busy(host, caps.max_streams_per_tunnel));
+    };
+    let Some(client_stream) = conn.slot.try_stream() else {
+        return failure_page(Failure::viewer_busy(caps.max_streams_per_ip));
+    };
+    let streams = Streams {
+        tunnel: tunnel_stream,
+        client: client_stream,
     };
     let upgrade = headers::wants_upgrade(request.headers());
     let viewer_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
@@ -438,11 +534,16 @@ async fn forward(
     };
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     headers::prepare_response(response.headers_mut(), switching);
+    let mut streams = Some(streams);
     if switching {
         match viewer_upgrade {
             Some(viewer_upgrade) => {
                 let origin_upgrade = hyper::upgrade::on(&mut response);
-                tokio::spawn(splice_upgraded(viewer_upgrade, origin_upgrade));
+                // The pipe holds the request (so the connection's slot and deadline
+                // wait for it) and its streams until it ends.
+                let held = (InFlight::begin(conn.clone()), streams.take());
+                let idle = config.upgrade_idle_timeout;
+                tokio::spawn(splice_upgraded(viewer_upgrade, origin_upgrade, idle, held));
             }
             None => {
                 return failure_page(Failure::upstream_broken(
@@ -457,11 +558,17 @@ async fn forward(
     // The viewer's connection has its own version; an HTTP/1.0 origin must not turn
     // it into a 1.0 reply.
     *response.version_mut() = hyper::Version::HTTP_11;
-    response.map(Either::Left)
+    response.map(|body| ViewerBody::origin(body, streams))
 }
 
-/// Pipes a switched-protocol connection (WebSocket) between viewer and origin.
-async fn splice_upgraded(viewer: hyper::upgrade::OnUpgrade, origin: hyper::upgrade::OnUpgrade) {
+/// Pipes a switched-protocol connection (WebSocket) between viewer and origin until
+/// both close or no byte has moved for `idle`; `held` is released at the end.
+async fn splice_upgraded(
+    viewer: hyper::upgrade::OnUpgrade,
+    origin: hyper::upgrade::OnUpgrade,
+    idle: Duration,
+    held: (InFlight, Option<Streams>),
+) {
     let (viewer, origin) = match tokio::try_join!(viewer, origin) {
         Ok(pair) => pair,
         Err(e) => {
@@ -469,9 +576,12 @@ async fn splice_upgraded(viewer: hyper::upgrade::OnUpgrade, origin: hyper::upgra
             return;
         }
     };
-    let mut viewer = TokioIo::new(viewer);
+    let viewer = TokioIo::new(viewer);
     let mut origin = TokioIo::new(origin);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut viewer, &mut origin).await {
-        tracing::debug!(error = %e, "an upgraded connection ended with an error");
+    match deadline::splice_until_idle(viewer, &mut origin, idle).await {
+        Ok(true) => {}
+        Ok(false) => tracing::debug!(?idle, "an upgraded connection was idle; closed"),
+        Err(e) => tracing::debug!(error = %e, "an upgraded connection ended with an error"),
     }
+    drop(held);
 }

@@ -72,6 +72,28 @@ impl Failure {
         }
     }
 
+    /// The tunnel at `host` serves `max` streams already.
+    pub fn tunnel_busy(host: &str, max: usize) -> Self {
+        Failure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "tunnel_busy",
+            message: format!(
+                "the tunnel at {host} is serving as many requests as it may at once ({max}); try again shortly"
+            ),
+        }
+    }
+
+    /// The viewer's address holds `max` streams already.
+    pub fn viewer_busy(max: usize) -> Self {
+        Failure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "viewer_busy",
+            message: format!(
+                "your address has as many requests in flight as it may ({max}); wait for some to finish"
+            ),
+        }
+    }
+
     /// A request on a TLS connection set up for `sni` names another host.
     pub fn misdirected(host: &str, sni: &str) -> Self {
         Failure {

@@ -24,6 +24,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::agent_stream::{AgentStream, OriginUnreachable};
 use super::h1;
+use crate::limits::{StreamCount, StreamGuard};
 
 /// Limits of upstream connections.
 #[derive(Debug, Clone)]
@@ -106,6 +107,7 @@ pub struct HttpTunnel {
     config: UpstreamConfig,
     idle: Mutex<Vec<Upstream>>,
     idle_lean: Mutex<Vec<LeanConn>>,
+    streams: Arc<StreamCount>,
 }
 
 impl HttpTunnel {
@@ -128,6 +130,7 @@ impl HttpTunnel {
             config,
             idle: Mutex::new(Vec::new()),
             idle_lean: Mutex::new(Vec::new()),
+            streams: Arc::default(),
         }
     }
 
@@ -149,6 +152,11 @@ impl HttpTunnel {
     /// The agent's IP address as a header value.
     pub fn agent_ip(&self) -> &hyper::header::HeaderValue {
         &self.agent_ip
+    }
+
+    /// One more request in flight (or WebSocket), unless `max` are already.
+    pub fn try_stream(&self, max: usize) -> Option<StreamGuard> {
+        self.streams.try_take(max)
     }
 
     /// True once the agent's session has ended.

@@ -1,0 +1,281 @@
+//! Deadlines of a viewer's HTTP connection. Until its first request starts, the
+//! connection has the header timeout from the moment it was handed to HTTP (after TLS,
+//! when there is TLS): that bounds version detection, the h2 preface and settings, and
+//! the first request head. Between requests (no request in flight, for HTTP/1.1 and
+//! h2 alike) it has the idle timeout. A protocol switch (WebSocket) counts as a
+//! request in flight until its byte pipe ends, which has an idle timeout of its own.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// How long a connection told to shut down gracefully (an h2 GOAWAY) may take before
+/// it is dropped.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// The two deadlines of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// From the start until the first request.
+    pub first_request: Duration,
+    /// From the end of a request until the next one starts.
+    pub idle: Duration,
+}
+
+/// What a connection is doing, as its deadlines need it: requests in flight and when
+/// the last one ended. Each request costs two atomic adds and a clock read.
+#[derive(Debug)]
+pub struct Activity {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    served: AtomicBool,
+    /// Milliseconds after `opened` when a request last ended.
+    last_end: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            last_end: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    /// A request started.
+    pub fn begin(&self) {
+        self.served.store(true, Ordering::Release);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A request (or a protocol switch's pipe) ended.
+    pub fn end(&self) {
+        // Stored before the count drops: whoever sees no request in flight sees this
+        // end (or a later one) too.
+        let at = Instant::now().saturating_duration_since(self.opened);
+        self.last_end
+            .fetch_max(at.as_millis() as u64, Ordering::AcqRel);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// When the connection is to end if no request starts before; `None` while one
+    /// is in flight.
+    pub fn deadline(&self, timeouts: Timeouts) -> Option<Instant> {
+        if self.in_flight() > 0 {
+            return None;
+        }
+        if !self.served.load(Ordering::Acquire) {
+            return Some(self.opened + timeouts.first_request);
+        }
+        let last_end = Duration::from_millis(self.last_end.load(Ordering::Acquire));
+        Some(self.opened + last_end + timeouts.idle)
+    }
+}
+
+/// Drives `conn` until it ends or misses a deadline of `activity`; then asks it to
+/// shut down with `shutdown` and gives it [`SHUTDOWN_GRACE`] before dropping it.
+/// Returns the connection's result, or `None` if it was dropped unfinished.
+pub async fn drive<C, T>(
+    mut conn: Pin<&mut C>,
+    activity: &Activity,
+    timeouts: Timeouts,
+    shutdown: impl FnOnce(Pin<&mut C>),
+) -> Option<T>
+where
+    C: Future<Output = T>,
+{
+    let sleep = tokio::time::sleep(timeouts.first_request);
+    tokio::pin!(sleep);
+    loop {
+        let now = Instant::now();
+        // Nothing wakes this loop when a request starts or ends (that would cost
+        // every request a wake-up): it looks again every quarter of the idle
+        // timeout, so a connection ends at most that late.
+        let tick = now + timeouts.idle / 4;
+        match activity.deadline(timeouts) {
+            Some(at) if at <= now => break,
+            Some(at) => sleep.as_mut().reset(at.min(tick)),
+            None => sleep.as_mut().reset(tick),
+        }
+        tokio::select! {
+            done = conn.as_mut() => return Some(done),
+            () = sleep.as_mut() => {}
+        }
+    }
+    shutdown(conn.as_mut());
+    tokio::time::timeout(SHUTDOWN_GRACE, conn).await.ok()
+}
+
+/// Copies between `viewer` and `origin` both ways until both ends close, or until no
+/// byte has moved either way for `idle`. Returns `Ok(false)` on the idle timeout.
+pub async fn splice_until_idle<A, B>(viewer: A, origin: &mut B, idle: Duration) -> io::Result<bool>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let epoch = Instant::now();
+    let last = AtomicU64::new(0);
+    let mut viewer = Watched {
+        inner: viewer,
+        epoch,
+        last: &last,
+    };
+    let copy = tokio::io::copy_bidirectional(&mut viewer, origin);
+    tokio::pin!(copy);
+    let sleep = tokio::time::sleep(idle);
+    tokio::pin!(sleep);
+    loop {
+        let quiet_until = epoch + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
+        if quiet_until <= Instant::now() {
+            return Ok(false);
+        }
+        sleep.as_mut().reset(quiet_until);
+        tokio::select! {
+            done = copy.as_mut() => return done.map(|_| true),
+            () = sleep.as_mut() => {}
+        }
+    }
+}
+
+/// An I/O object that notes when bytes last moved through it. Every byte of a splice
+/// passes the viewer's side, one way or the other.
+struct Watched<'a, T> {
+    inner: T,
+    epoch: Instant,
+    last: &'a AtomicU64,
+}
+
+impl<T> Watched<'_, T> {
+    fn touch(&self) {
+        let at = Instant::now().saturating_duration_since(self.epoch);
+        self.last.store(at.as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<'_, T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<'_, T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const T: Timeouts = Timeouts {
+        first_request: Duration::from_secs(2),
+        idle: Duration::from_secs(5),
+    };
+
+    /// Drives a connection that never ends on its own; returns when it was cut.
+    async fn cut_after(activity: &Activity) -> Duration {
+        let start = Instant::now();
+        let conn = std::future::pending::<()>();
+        tokio::pin!(conn);
+        assert!(drive(conn, activity, T, |_| {}).await.is_none());
+        // The grace after the shutdown request is part of the drive.
+        start.elapsed() - SHUTDOWN_GRACE
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_without_a_request_ends_at_the_first_deadline() {
+        let activity = Activity::default();
+        assert_eq!(cut_after(&activity).await, T.first_request);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_ends_after_the_idle_timeout_from_its_last_request() {
+        let activity = std::sync::Arc::new(Activity::default());
+        let a = activity.clone();
+        tokio::spawn(async move {
+            a.begin();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            a.end();
+        });
+        // 30 s in flight (past both timeouts), then 5 s idle, seen at the next look
+        // (every 1.25 s).
+        let cut = cut_after(&activity).await;
+        assert!(
+            cut >= Duration::from_secs(35) && cut <= Duration::from_millis(36_250),
+            "{cut:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_ends_first_returns_its_result() {
+        let activity = Activity::default();
+        let conn = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            7
+        };
+        tokio::pin!(conn);
+        assert_eq!(drive(conn, &activity, T, |_| {}).await, Some(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_splice_ends_after_idle_seconds_without_a_byte() {
+        let (viewer, mut viewer_peer) = tokio::io::duplex(1024);
+        let (mut origin, mut origin_peer) = tokio::io::duplex(1024);
+        let pipe = tokio::spawn(async move {
+            let start = Instant::now();
+            let r = splice_until_idle(viewer, &mut origin, Duration::from_secs(10)).await;
+            (r.unwrap(), start.elapsed())
+        });
+        // Bytes every 6 s keep it alive; then silence ends it 10 s later.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            viewer_peer.write_all(b"ping").await.unwrap();
+            let mut got = [0u8; 4];
+            origin_peer.read_exact(&mut got).await.unwrap();
+        }
+        let (finished, after) = pipe.await.unwrap();
+        assert!(!finished);
+        assert_eq!(after.as_secs(), 28);
+    }
+}
