@@ -360,3 +360,42 @@ fn an_agent_pins_the_servers_ca_on_first_use_and_refuses_a_changed_one() {
     assert_eq!(error["code"], "untrusted_certificate");
     assert_eq!(wrong.wait_exit(Duration::from_secs(5)), Some(1));
 }
+
+/// Agent sessions that never say hello are capped per address: past 16, the next ones
+/// are told to go at once instead of holding a task and buffers for the hello timeout.
+#[tokio::test]
+async fn sessions_that_never_say_hello_are_capped_per_address() {
+    use tokio::io::AsyncWriteExt;
+
+    let server = Server::start();
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        let session = netbore_transport::tcp::connect(server.agent, Default::default())
+            .await
+            .unwrap();
+        // A byte on a stream makes the listener hand the session to the Edge.
+        let mut stream = session.open().await.unwrap();
+        stream.write_all(b"x").await.unwrap();
+        stream.flush().await.unwrap();
+        silent.push((session, stream));
+    }
+    // The Edge takes them in whatever order their set-up finishes: any 4 are closed,
+    // well before the 10 s hello timeout, and 16 wait for their hello.
+    let started = std::time::Instant::now();
+    let closed = || silent.iter().filter(|(s, _)| s.is_closed()).count();
+    while closed() < 4 && started.elapsed() < Duration::from_secs(6) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(closed(), 4, "after {:?}", started.elapsed());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(closed(), 4, "the other 16 wait for their hello");
+    drop(silent);
+    // Their slots come back once they are gone.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = origin.local_addr().unwrap().to_string();
+    let agent = tokio::task::spawn_blocking(move || {
+        common::Agent::start(&server, &origin, &["--transport", "tcp"]);
+    });
+    agent.await.unwrap();
+}

@@ -39,6 +39,8 @@ impl Control {
         self.check_not_denied(&name)?;
         // A poisoned lock guards no data; the store and the Edge keep their own state.
         let _guard = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        // Revoked since it authenticated? (A revocation sweep takes this lock too.)
+        self.check_key_still_valid(caller)?;
         // A live tunnel of someone else keeps its name; reserving it would strand them.
         for t in self.store.tunnels_named(&name).map_err(ApiError::store)? {
             if t.owner != key

@@ -100,7 +100,7 @@ fn check_request(request: &CreateTunnelRequest) -> Result<Checked, ApiError> {
 
 impl Control {
     /// Refuses a caller whose key was revoked since it authenticated.
-    fn check_key_still_valid(&self, caller: &Caller) -> Result<(), ApiError> {
+    pub(crate) fn check_key_still_valid(&self, caller: &Caller) -> Result<(), ApiError> {
         let Caller::Key { id } = caller else {
             return Ok(());
         };
@@ -376,6 +376,8 @@ impl Control {
             ));
         }
         if let Some(name) = &record.name {
+            // A name the operator denied after the tunnel took it is not given back.
+            self.check_not_denied(name)?;
             self.check_reservation(name, &record.owner)?;
         }
         let owner = match record.owner.strip_prefix(ANONYMOUS_PREFIX) {

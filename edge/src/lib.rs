@@ -84,7 +84,19 @@ pub struct Edge {
     verifier: TokenVerifier,
     registry: Registry,
     audit: AuditLog,
+    /// Agent sessions that have not said hello yet, in all and per address.
+    pending_hellos: limits::ViewerLimits,
 }
+
+/// Agent sessions waiting for their hello at once. Each holds a task, a socket and
+/// its buffers for up to `hello_timeout`: stops a flood of sessions that never say
+/// hello (the listener's own set-up cap ends when the transport is up).
+pub const MAX_PENDING_HELLOS: usize = 1024;
+
+/// Agent sessions waiting for their hello from one address (IPv6: one /64). Stops
+/// one client from taking every slot of [`MAX_PENDING_HELLOS`]; an agent opens one
+/// session (two while it moves to QUIC).
+pub const MAX_PENDING_HELLOS_PER_IP: usize = 16;
 
 impl Edge {
     /// An Edge verifying tokens with `verifier`, serving the tunnels of `registry`.
@@ -99,6 +111,11 @@ impl Edge {
             verifier,
             registry,
             audit,
+            pending_hellos: limits::ViewerLimits::new(limits::ViewerCaps {
+                max_connections: MAX_PENDING_HELLOS,
+                max_connections_per_ip: MAX_PENDING_HELLOS_PER_IP,
+                ..limits::ViewerCaps::default()
+            }),
         })
     }
 
@@ -115,9 +132,15 @@ impl Edge {
     pub async fn serve(self: Arc<Self>, mut listener: netbore_transport::Listener) {
         loop {
             match listener.accept().await {
-                Ok(session) => {
-                    tokio::spawn(self.clone().run_session(session));
-                }
+                Ok(session) => match self.pending_hellos.try_admit(session.peer_addr().ip()) {
+                    Ok(slot) => {
+                        tokio::spawn(self.clone().run_session(session, slot));
+                    }
+                    Err(refused) => {
+                        tracing::debug!(peer = %session.peer_addr(), ?refused, "too many agent sessions before their hello; closed one");
+                        session.close(GoAwayCode::CLOSED_BY_APPLICATION);
+                    }
+                },
                 Err(e) => {
                     tracing::error!(error = %e, "the agent listener stopped");
                     return;
@@ -127,7 +150,9 @@ impl Edge {
     }
 
     /// Runs one agent session: hello, then its tunnels until the session ends.
-    pub async fn run_session(self: Arc<Self>, session: Session) {
+    /// `pending` is the session's slot among those waiting for a hello, given back
+    /// once the hello is answered.
+    pub async fn run_session(self: Arc<Self>, session: Session, pending: limits::ViewerSlot) {
         let peer = session.peer_addr();
         let agent = self.public_agent(peer);
         let (closing_tx, mut closing) = mpsc::unbounded_channel();
@@ -136,7 +161,9 @@ impl Edge {
             agent: peer,
             closing: closing_tx,
         };
-        let bound = match handshake::accept_hello(&self, &session, &handle).await {
+        let hello = handshake::accept_hello(&self, &session, &handle).await;
+        drop(pending);
+        let bound = match hello {
             Ok(bound) => bound,
             Err(e) => {
                 tracing::info!(%agent, code = %e.code, "agent refused: {}", e.message);
