@@ -215,7 +215,7 @@ pub fn parse_fingerprint(text: &str) -> Option<String> {
 pub async fn presented_chain(addr: &str) -> std::io::Result<(Vec<CertificateDer<'static>>, bool)> {
     let algorithms = provider().signature_verification_algorithms;
     let recorder = Arc::new(RecordingVerifier {
-        algorithms,
+        inner: InsecureVerifier { algorithms },
         chain: std::sync::Mutex::new(Vec::new()),
     });
     let config = ClientConfig::builder_with_provider(provider())
@@ -252,10 +252,11 @@ pub async fn presented_chain(addr: &str) -> std::io::Result<(Vec<CertificateDer<
     Ok((chain, trusted))
 }
 
-/// Records the chain a server presents and accepts it (used only to read it).
+/// Records the chain a server presents and accepts it (used only to read it); the
+/// handshake's signatures are checked as [`InsecureVerifier`] checks them.
 #[derive(Debug)]
 struct RecordingVerifier {
-    algorithms: WebPkiSupportedAlgorithms,
+    inner: InsecureVerifier,
     chain: std::sync::Mutex<Vec<CertificateDer<'static>>>,
 }
 
@@ -280,7 +281,7 @@ impl ServerCertVerifier for RecordingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        self.inner.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -289,11 +290,11 @@ impl ServerCertVerifier for RecordingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.inner.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
+        self.inner.supported_verify_schemes()
     }
 }
 
