@@ -57,3 +57,24 @@ pub(crate) async fn stop_signal() {
     }
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// The machine's physical memory in bytes, where the system says (Linux).
+pub(crate) fn physical_memory() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line
+            .trim_start_matches("MemTotal:")
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}

@@ -167,6 +167,12 @@ pub(crate) struct ServerArgs {
     /// serves at once; further HTTP requests get a 503 `tunnel_busy`.
     #[arg(long, default_value_t = netbore_edge::limits::DEFAULT_MAX_STREAMS_PER_TUNNEL)]
     pub(crate) max_streams_per_tunnel: usize,
+    /// Bytes the Edge may be made to buffer for tunnels, all agents together (the sum
+    /// of the receive windows it grants for viewers' streams, which is what viewers who
+    /// stop reading can make it hold). Beyond it new streams are refused (HTTP: 503
+    /// `edge_busy`). Default: half of the machine's memory (1 GiB where unknown).
+    #[arg(long)]
+    pub(crate) max_buffered_bytes: Option<u64>,
     /// Most live tunnels one API key may hold (stops one key taking every port or name).
     #[arg(long, default_value_t = 20)]
     pub(crate) max_tunnels_per_key: usize,
@@ -262,6 +268,9 @@ impl ServerArgs {
         Ok(parsed.server)
     }
 }
+
+/// The window budget (`--max-buffered-bytes`) where the machine's memory is unknown.
+const DEFAULT_WINDOW_BUDGET: u64 = 1 << 30;
 
 /// The control plane's database inside the data directory.
 pub(crate) const STORE_FILE: &str = "netbore.db";
@@ -363,7 +372,13 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let signer = TokenSigner::load_or_create(&data_dir.join("control-ed25519.pk8"))?;
     let store = std::sync::Arc::new(SqliteStore::open(&data_dir.join(STORE_FILE))?);
-    let mux_config = netbore_edge::agent_session_config(args.mux.config());
+    let mut mux_config = netbore_edge::agent_session_config(args.mux.config());
+    let window_budget = args.max_buffered_bytes.unwrap_or_else(|| {
+        crate::platform::physical_memory().map_or(DEFAULT_WINDOW_BUDGET, |m| m / 2)
+    });
+    mux_config.window_budget = Some(std::sync::Arc::new(netbore_mux::WindowBudget::new(
+        window_budget,
+    )));
     let edge_tls = edge_tls(args, &data_dir)?;
     // The control API's HTTPS shows agents the same certificate as their transports.
     let control_tls = edge_tls.config.clone();
@@ -594,17 +609,24 @@ fn fit_connection_caps(args: &ServerArgs) -> (usize, usize) {
     }
 }
 
-/// How often the server looks for keys revoked by `netbore key revoke`.
-const REVOCATION_SWEEP: Duration = Duration::from_secs(2);
+/// How often the server reads the store's change marker (one cheap query) to notice
+/// keys revoked by `netbore key revoke` from another process.
+const REVOCATION_CHECK: Duration = Duration::from_millis(100);
 
-/// Takes the tunnels of newly revoked keys offline, every [`REVOCATION_SWEEP`].
+/// How often the server reads every key even when the marker did not move, and how
+/// long it waits after the store failed to answer.
+const REVOCATION_SWEEP: Duration = Duration::from_secs(5);
+
+/// Takes the tunnels of newly revoked keys offline: reads the store's change marker
+/// every [`REVOCATION_CHECK`] and sweeps when it moved (or [`REVOCATION_SWEEP`] passed).
 async fn sweep_revoked_keys(control: std::sync::Arc<Control>) {
     let mut sweep = netbore_control::RevocationSweep::new();
     loop {
-        tokio::time::sleep(REVOCATION_SWEEP).await;
+        tokio::time::sleep(REVOCATION_CHECK).await;
         let c = control.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let r = c.sweep_revoked_keys(&mut sweep);
+            let now = std::time::Instant::now();
+            let r = c.poll_revoked_keys(&mut sweep, now, REVOCATION_SWEEP);
             (r, sweep)
         })
         .await;
@@ -613,6 +635,7 @@ async fn sweep_revoked_keys(control: std::sync::Arc<Control>) {
             Ok((Err(e), s)) => {
                 tracing::warn!(error = %e, "could not look for revoked API keys");
                 sweep = s;
+                tokio::time::sleep(REVOCATION_SWEEP).await;
             }
             Err(_) => return,
         }

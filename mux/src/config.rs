@@ -1,9 +1,11 @@
 //! Session limits. Every limit has a safe default; each doc comment says what it bounds.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::budget::FloodLimits;
 use crate::frame::HEADER_LEN;
+use crate::memory::WindowBudget;
 
 /// The receive window every stream starts with, fixed by the protocol so that a new
 /// stream can carry data in its very first frame. A larger configured window is
@@ -70,6 +72,12 @@ pub struct Config {
     /// updates, pings, streams opened and reset at once); see [`FloodLimits`].
     /// Exceeding one ends the session with go-away `FLOOD`.
     pub flood: FloodLimits,
+    /// A budget of receive windows shared with other sessions (at the Edge: every
+    /// agent's). A stream opens only when its initial window fits in it (opens beyond
+    /// it fail with [`crate::SessionError::WindowBudget`] or are reset) and windows
+    /// grow only into what is left, so the bytes all sessions together can be made
+    /// to buffer stay under its limit. `None`: each session is bounded on its own.
+    pub window_budget: Option<Arc<WindowBudget>>,
 }
 
 impl Default for Config {
@@ -87,6 +95,7 @@ impl Default for Config {
             close_timeout: Duration::from_secs(3),
             max_read_buffer: 1024 * 1024 + HEADER_LEN,
             flood: FloodLimits::default(),
+            window_budget: None,
         }
     }
 }

@@ -43,6 +43,9 @@ pub enum SessionError {
     /// Opening one more stream would exceed the limit.
     #[error("the session already has the maximum of {0} streams open")]
     TooManyStreams(usize),
+    /// The shared [`crate::WindowBudget`] has no room for one more stream's window.
+    #[error("there is no memory left for another stream ({0} bytes of receive window are granted)")]
+    WindowBudget(u64),
     /// Every stream id of this side was used.
     #[error("the session ran out of stream ids")]
     StreamIdsExhausted,

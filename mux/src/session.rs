@@ -12,13 +12,16 @@ use bytes::{Bytes, BytesMut};
 use crate::budget::{FloodBudget, FloodKind};
 use crate::config::{Config, MAX_SEND_FRAME, PROTOCOL_INITIAL_WINDOW, SMALL_PAYLOAD};
 use crate::error::{SessionError, StreamError};
-use crate::frame::{
-    Flags, Frame, FrameDecoder, FrameType, GoAwayCode, HEADER_LEN, Header, StreamId,
-};
+use crate::frame::{Flags, Frame, FrameDecoder, FrameType, GoAwayCode, StreamId};
 use crate::stream_state::StreamState;
 
 /// The smallest RTT window auto-tuning assumes (see `maybe_credit`).
 const MIN_TUNING_RTT: Duration = Duration::from_micros(250);
+
+/// How long received data may wait unread before it is copied out of the read buffers
+/// it shares (see [`StreamState::compact`]): a stream read promptly is never copied,
+/// and one nobody reads pins only what it holds.
+const STALLED: Duration = Duration::from_millis(200);
 
 /// Which end of the session this is; decides the parity of the stream ids it opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +108,8 @@ pub struct Session {
     window_total: u64,
     buffered_total: usize,
     ping_opaque: u32,
+    /// When to look for stalled streams to compact, while any stream holds data.
+    compact_at: Option<Instant>,
     ping_sent_at: Option<Instant>,
     next_ping_at: Option<Instant>,
     rtt: Option<Duration>,
@@ -138,6 +143,7 @@ impl Session {
             window_total: 0,
             buffered_total: 0,
             ping_opaque: 0,
+            compact_at: None,
             ping_sent_at: None,
             next_ping_at,
             rtt: None,
@@ -285,10 +291,14 @@ impl Session {
         }
     }
 
-    /// Fires due timers: sends a keepalive ping or declares the peer dead.
+    /// Fires due timers: compacts what stalled streams hold, sends a keepalive ping
+    /// or declares the peer dead.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.state != State::Open {
             return;
+        }
+        if self.compact_at.is_some_and(|at| now >= at) {
+            self.compact_stalled(now);
         }
         if let Some(sent) = self.ping_sent_at {
             if now.saturating_duration_since(sent) >= self.config.keepalive_timeout {
@@ -346,12 +356,27 @@ impl Session {
         if self.streams.len() >= self.config.max_streams {
             return Err(SessionError::TooManyStreams(self.config.max_streams));
         }
-        let id = StreamId(self.next_stream_id);
-        self.next_stream_id = self
+        let next = self
             .next_stream_id
             .checked_add(2)
             .ok_or(SessionError::StreamIdsExhausted)?;
+        // Only streams this end opens take from the shared budget: at the Edge those
+        // are the viewers' streams, while what an agent may open (before or after its
+        // hello) is bounded per session by the accept backlog.
+        let window = self.config.initial_stream_window;
+        if let Some(budget) = &self.config.window_budget
+            && !budget.take(u64::from(window))
+        {
+            return Err(SessionError::WindowBudget(budget.granted()));
+        }
+        let id = StreamId(self.next_stream_id);
+        self.next_stream_id = next;
         self.insert_stream(id);
+        if self.config.window_budget.is_some()
+            && let Some(s) = self.streams.get_mut(&id)
+        {
+            s.charged = window;
+        }
         let extra = self.config.initial_stream_window - PROTOCOL_INITIAL_WINDOW;
         self.push_control(FrameType::WindowUpdate, Flags::SYN, id, extra);
         Ok(id)
@@ -398,8 +423,7 @@ impl Session {
         if s.reset && !s.recv_fin {
             return Err(StreamError::Reset);
         }
-        if let Some(chunk) = s.recv.pop_front() {
-            s.recv_buffered -= chunk.len();
+        if let Some(chunk) = s.pop_recv() {
             self.buffered_total -= chunk.len();
             // Chunks are bounded by max_frame_size, which fits in u32.
             s.recv_consumed += chunk.len() as u32;
@@ -516,13 +540,35 @@ impl Session {
         if self.state != State::Open {
             return None;
         }
-        match self.ping_sent_at {
+        let keepalive = match self.ping_sent_at {
             Some(sent) => Some(sent + self.config.keepalive_timeout),
             None => self.next_ping_at,
+        };
+        match (keepalive, self.compact_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
     // ----- internals -----
+
+    /// Compacts every stream whose received data has waited [`STALLED`] unread, and
+    /// schedules the next look for the others.
+    fn compact_stalled(&mut self, now: Instant) {
+        let mut next: Option<Instant> = None;
+        for s in self.streams.values_mut() {
+            let Some(since) = s.unowned_since else {
+                continue;
+            };
+            if now.saturating_duration_since(since) >= STALLED {
+                s.compact();
+            } else {
+                let at = since + STALLED;
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        self.compact_at = next;
+    }
 
     /// Counts one frame against its flood budget.
     fn spend(&mut self, kind: FloodKind, now: Instant) -> Result<(), SessionError> {
@@ -626,9 +672,9 @@ impl Session {
             }
             if !s.recv_fin {
                 let was_empty = s.recv.is_empty();
-                s.recv_buffered += payload.len();
                 self.buffered_total += payload.len();
-                s.recv.push_back(payload);
+                s.push_recv(payload, now);
+                self.compact_at.get_or_insert(now + STALLED);
                 if was_empty {
                     self.events.push_back(Event::Readable(id));
                 }
@@ -679,6 +725,7 @@ impl Session {
         }
     }
 
+    /// Registers a stream whose initial window was taken from the budget.
     fn insert_stream(&mut self, id: StreamId) {
         let window = self.config.initial_stream_window;
         self.streams
@@ -744,6 +791,11 @@ impl Session {
         {
             growth = s.recv_window.min(max_window - s.recv_window);
             growth = growth.min(u32::try_from(room).unwrap_or(u32::MAX));
+            if let Some(budget) = &self.config.window_budget {
+                // Fits in u32: at most the growth asked for.
+                growth = budget.take_up_to(u64::from(growth)) as u32;
+                s.charged += growth;
+            }
         }
         s.last_credit_at = Some(now);
         s.recv_window += growth;
@@ -761,61 +813,26 @@ impl Session {
         if s.released && (s.reset || (s.send_fin && s.recv_fin)) {
             let s = self.streams.remove(&id).expect("stream present");
             self.window_total -= u64::from(s.recv_window);
+            if let Some(budget) = &self.config.window_budget {
+                budget.give_back(u64::from(s.charged));
+            }
             self.buffered_total -= s.recv_buffered;
         }
     }
+}
 
-    fn push_control(&mut self, ty: FrameType, flags: Flags, stream: StreamId, length: u32) {
-        let header = Header {
-            ty,
-            flags,
-            stream,
-            length,
-        };
-        self.reserve_tail(HEADER_LEN);
-        header.encode(&mut self.tail);
-        self.queued_bytes += HEADER_LEN;
-    }
-
-    fn push_small_data(&mut self, id: StreamId, data: &[u8]) {
-        let header = Header {
-            ty: FrameType::Data,
-            flags: Flags::empty(),
-            stream: id,
-            length: data.len() as u32,
-        };
-        self.reserve_tail(HEADER_LEN + data.len());
-        header.encode(&mut self.tail);
-        self.tail.extend_from_slice(data);
-        self.queued_bytes += HEADER_LEN + data.len();
-    }
-
-    fn push_large_data(&mut self, id: StreamId, data: Bytes) {
-        let header = Header {
-            ty: FrameType::Data,
-            flags: Flags::empty(),
-            stream: id,
-            length: data.len() as u32,
-        };
-        self.reserve_tail(HEADER_LEN);
-        header.encode(&mut self.tail);
-        self.seal_tail();
-        self.queued_bytes += HEADER_LEN + data.len();
-        self.out.push_back(data);
-    }
-
-    fn seal_tail(&mut self) {
-        if !self.tail.is_empty() {
-            self.out.push_back(self.tail.split().freeze());
-        }
-    }
-
-    fn reserve_tail(&mut self, n: usize) {
-        if self.tail.capacity() - self.tail.len() < n {
-            self.tail.reserve(n.max(16 * 1024));
+impl Drop for Session {
+    /// Gives back what the streams still tracked took from the shared budget.
+    fn drop(&mut self) {
+        if let Some(budget) = &self.config.window_budget {
+            let charged = self.streams.values().map(|s| u64::from(s.charged)).sum();
+            budget.give_back(charged);
         }
     }
 }
+
+#[path = "session_output.rs"]
+mod output;
 
 #[cfg(test)]
 #[path = "session_tests.rs"]

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::budget::FloodLimits;
-use crate::frame::FrameError;
+use crate::frame::{FrameError, HEADER_LEN};
 
 fn server(config: Config) -> (Session, Instant) {
     let now = Instant::now();
@@ -185,5 +185,147 @@ proptest! {
         if consumed >= valid_len + HEADER_LEN {
             prop_assert!(failed, "the bad header was read but not refused");
         }
+    }
+}
+
+/// Moves everything `from` queued into `to`'s input.
+fn pump(from: &mut Session, to: &mut Session, now: Instant) {
+    let mut out = VecDeque::new();
+    from.poll_transmit(&mut out);
+    let mut buf = BytesMut::new();
+    for chunk in out {
+        buf.extend_from_slice(&chunk);
+    }
+    to.handle_input(&mut buf, now).unwrap();
+}
+
+#[test]
+fn streams_open_only_while_their_windows_fit_the_shared_budget() {
+    let window = u64::from(PROTOCOL_INITIAL_WINDOW);
+    let budget = std::sync::Arc::new(crate::WindowBudget::new(3 * window));
+    let shared = Config {
+        window_budget: Some(budget.clone()),
+        ..Config::default()
+    };
+    let (mut edge, now) = server(shared.clone());
+    let (mut other_edge, _) = server(shared);
+    let mut agent = Session::new(
+        Role::Client,
+        Config {
+            keepalive_interval: None,
+            ..Config::default()
+        },
+        now,
+    );
+
+    // Two sessions share three windows.
+    let a = edge.open_stream().unwrap();
+    let _b = other_edge.open_stream().unwrap();
+    let _c = edge.open_stream().unwrap();
+    assert_eq!(budget.granted(), 3 * window);
+    assert_eq!(
+        other_edge.open_stream(),
+        Err(SessionError::WindowBudget(3 * window))
+    );
+    // A stream the peer opens takes nothing from it (the accept backlog bounds those).
+    agent.open_stream().unwrap();
+    pump(&mut agent, &mut edge, now);
+    assert!(edge.accept_stream().is_some());
+    assert_eq!(budget.granted(), 3 * window);
+
+    // A closed stream gives its window back; a dropped session gives back all of its.
+    edge.reset(a);
+    edge.release(a);
+    assert_eq!(budget.granted(), 2 * window);
+    assert!(other_edge.open_stream().is_ok());
+    assert_eq!(budget.granted(), 3 * window);
+    drop(edge);
+    assert_eq!(budget.granted(), 2 * window);
+    drop(other_edge);
+    assert_eq!(budget.granted(), 0);
+}
+
+#[test]
+fn windows_grow_only_into_what_the_budget_has_left() {
+    let window = u64::from(PROTOCOL_INITIAL_WINDOW);
+    let budget = std::sync::Arc::new(crate::WindowBudget::new(window + window / 2));
+    let (mut edge, mut now) = server(Config {
+        window_budget: Some(budget.clone()),
+        ..Config::default()
+    });
+    let mut agent = Session::new(
+        Role::Client,
+        Config {
+            keepalive_interval: None,
+            ..Config::default()
+        },
+        now,
+    );
+    let id = edge.open_stream().unwrap();
+    pump(&mut edge, &mut agent, now);
+    // The agent sends fast and the Edge reads at once: the window would double each
+    // time, but only half a window is left in the budget.
+    let chunk = vec![7u8; 64 * 1024];
+    for _ in 0..64 {
+        let mut sent = 0;
+        while sent < chunk.len() {
+            let n = agent.write(id, &chunk[sent..]).unwrap();
+            if n == 0 {
+                break;
+            }
+            sent += n;
+        }
+        pump(&mut agent, &mut edge, now);
+        while let Ok(ReadOutcome::Data(_)) = edge.read(id, now) {}
+        pump(&mut edge, &mut agent, now);
+        now += std::time::Duration::from_micros(10);
+    }
+    assert_eq!(edge.stats().window_total, window + window / 2);
+    assert_eq!(budget.granted(), window + window / 2);
+    drop(edge);
+    assert_eq!(budget.granted(), 0);
+}
+
+#[test]
+fn data_left_unread_stops_pinning_the_read_buffer_it_arrived_in() {
+    let (mut edge, now) = server(Config::default());
+    let mut agent = Session::new(
+        Role::Client,
+        Config {
+            keepalive_interval: None,
+            ..Config::default()
+        },
+        now,
+    );
+    let id = edge.open_stream().unwrap();
+    pump(&mut edge, &mut agent, now);
+    agent.write(id, &[1u8; 3000]).unwrap();
+    let mut out = VecDeque::new();
+    agent.poll_transmit(&mut out);
+    // One read buffer, much larger than what the stream keeps.
+    let mut buf = BytesMut::with_capacity(256 * 1024);
+    for chunk in out {
+        buf.extend_from_slice(&chunk);
+    }
+    edge.handle_input(&mut buf, now).unwrap();
+    assert!(buf.is_empty());
+    assert!(
+        !buf.try_reclaim(256 * 1024),
+        "the unread data shares the read buffer"
+    );
+    // Read promptly nothing is copied; left unread, it is copied out once stalled.
+    edge.handle_timeout(now + STALLED / 2);
+    assert!(!buf.try_reclaim(256 * 1024));
+    let at = edge.poll_timeout().expect("a look for stalled streams is due");
+    assert!(at <= now + STALLED);
+    edge.handle_timeout(now + STALLED);
+    assert!(
+        buf.try_reclaim(256 * 1024),
+        "the stalled stream still pins the read buffer"
+    );
+    assert_eq!(edge.poll_timeout(), None);
+    match edge.read(id, now + STALLED).unwrap() {
+        ReadOutcome::Data(d) => assert_eq!(&d[..], &[1u8; 3000][..]),
+        other => panic!("{other:?}"),
     }
 }

@@ -35,6 +35,13 @@ pub(crate) struct StreamState {
     pub(crate) reset: bool,
     /// The application dropped its handle.
     pub(crate) released: bool,
+    /// Window bytes taken from the shared budget for this stream, given back when it
+    /// is freed.
+    pub(crate) charged: u32,
+    /// How many chunks at the front of `recv` own their memory (were compacted).
+    pub(crate) owned: usize,
+    /// When the oldest chunk that still shares a read buffer arrived, if any.
+    pub(crate) unowned_since: Option<Instant>,
 }
 
 impl StreamState {
@@ -53,6 +60,9 @@ impl StreamState {
             send_fin: false,
             reset: false,
             released: false,
+            charged: 0,
+            owned: 0,
+            unowned_since: None,
         }
     }
 
@@ -61,6 +71,46 @@ impl StreamState {
         let n = self.recv_buffered;
         self.recv.clear();
         self.recv_buffered = 0;
+        self.owned = 0;
+        self.unowned_since = None;
         n
+    }
+
+    /// Queues a received chunk (a slice of the driver's read buffer).
+    pub(crate) fn push_recv(&mut self, chunk: Bytes, now: Instant) {
+        self.recv_buffered += chunk.len();
+        self.recv.push_back(chunk);
+        self.unowned_since.get_or_insert(now);
+    }
+
+    /// Takes the oldest received chunk.
+    pub(crate) fn pop_recv(&mut self) -> Option<Bytes> {
+        let chunk = self.recv.pop_front()?;
+        self.recv_buffered -= chunk.len();
+        if self.owned > 0 {
+            self.owned -= 1;
+        } else if self.recv.is_empty() {
+            self.unowned_since = None;
+        }
+        Some(chunk)
+    }
+
+    /// Copies the chunks that still share read buffers into one of their own, so
+    /// that a stream nobody reads pins only the bytes it holds, not the (larger)
+    /// buffers they were read into. Returns the bytes copied.
+    pub(crate) fn compact(&mut self) -> usize {
+        self.unowned_since = None;
+        let shared = self.recv.len() - self.owned;
+        if shared == 0 {
+            return 0;
+        }
+        let len: usize = self.recv.iter().skip(self.owned).map(Bytes::len).sum();
+        let mut joined = bytes::BytesMut::with_capacity(len);
+        for chunk in self.recv.drain(self.owned..) {
+            joined.extend_from_slice(&chunk);
+        }
+        self.recv.push_back(joined.freeze());
+        self.owned = self.recv.len();
+        len
     }
 }

@@ -20,6 +20,7 @@ pub mod pipe;
 pub mod proto;
 pub mod proxy;
 pub mod quic;
+mod quic_windows;
 mod session;
 pub mod tcp;
 pub mod tls;
@@ -86,7 +87,34 @@ pub enum TransportError {
     /// The QUIC connection failed or ended.
     #[error("the QUIC connection failed: {0}")]
     Quic(String),
+    /// The peer allowed no more streams, and none ended within this time.
+    #[error("the agent allows no more streams and none ended within {0:?}")]
+    StreamLimit(std::time::Duration),
     /// The transport cannot run through an HTTP proxy.
     #[error("{0} cannot run through an HTTP proxy; choose wss or tls, or unset the proxy")]
     NotThroughProxy(TransportKind),
+}
+
+/// Why a live session could not open one more stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// The Edge's window budget has no room for another stream's window.
+    Memory,
+    /// The session has as many streams open as it (or its peer) allows.
+    Streams,
+}
+
+impl TransportError {
+    /// The reason, when opening a stream failed only because the session is busy:
+    /// the viewer should hear "try again shortly", not "the agent is offline".
+    pub fn busy(&self) -> Option<Busy> {
+        match self {
+            TransportError::Session(netbore_mux::SessionError::WindowBudget(_)) => {
+                Some(Busy::Memory)
+            }
+            TransportError::Session(netbore_mux::SessionError::TooManyStreams(_))
+            | TransportError::StreamLimit(_) => Some(Busy::Streams),
+            _ => None,
+        }
+    }
 }

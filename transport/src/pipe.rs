@@ -23,8 +23,10 @@ use crate::Stream;
 const READ_SIZE: usize = 128 * 1024;
 /// Most chunks gathered into one vectored socket write.
 const GATHER_CHUNKS: usize = 16;
-/// Bytes gathered before they are written.
-const GATHER_BYTES: usize = 512 * 1024;
+/// Bytes gathered before they are written. Data gathered has left the stream (and
+/// its sender was credited for it), so this, not the stream's window, is what a
+/// viewer who stops reading makes the pipe hold.
+const GATHER_BYTES: usize = 128 * 1024;
 
 /// Bytes moved each way by a finished pipe.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -131,7 +133,9 @@ fn poll_up<S: AsyncRead + Unpin>(
 }
 
 /// Stream → socket. Chunks that have already arrived are gathered (up to
-/// [`GATHER_CHUNKS`] and [`GATHER_BYTES`]) and written with one vectored write.
+/// [`GATHER_CHUNKS`] and [`GATHER_BYTES`]) and written with one vectored write;
+/// nothing more is taken from the stream until they are all written, so a socket
+/// that accepts nothing leaves the rest in the stream, under its flow control.
 fn poll_down<S: AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
     socket: &mut S,
@@ -139,7 +143,7 @@ fn poll_down<S: AsyncWrite + Unpin>(
     dir: &mut Gather,
 ) -> Poll<io::Result<()>> {
     loop {
-        if !dir.eof {
+        if !dir.eof && dir.chunks.is_empty() {
             while dir.chunks.len() < GATHER_CHUNKS && dir.queued < GATHER_BYTES {
                 match stream.poll_read_chunk(cx) {
                     Poll::Ready(Ok(Some(chunk))) => {

@@ -23,6 +23,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, Endpoint, EndpointConfig, RecvStream, SendStream, VarInt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::quic_windows::{SessionWindows, StreamWindow};
 use crate::traits::{TransportSession, TransportStream};
 use crate::{Session, TransportError, TransportKind};
 
@@ -36,6 +37,10 @@ pub const UDP_BUFFER: usize = 8 * 1024 * 1024;
 
 /// Largest chunk handed out by one zero-copy read.
 const MAX_CHUNK: usize = 256 * 1024;
+
+/// How long the Edge waits for the agent to allow one more stream (QUIC's stream limit
+/// is the agent's to raise) before the viewer is answered that the tunnel is busy.
+pub const STREAM_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Error code of a stream reset by [`TransportStream::reset`] or dropped unfinished.
 const RESET_CODE: VarInt = VarInt::from_u32(0);
@@ -87,9 +92,27 @@ pub const PRE_HELLO_WINDOW: u32 = 64 * 1024;
 /// [`QuicSession::hello_accepted`].
 pub fn edge_transport_config(mux: &Config) -> quinn::TransportConfig {
     let mut t = transport_config(mux);
+    if mux.window_budget.is_some() {
+        t.stream_receive_window(VarInt::from_u32(edge_stream_window(mux)));
+    }
     t.max_concurrent_bidi_streams(VarInt::from_u32(AGENT_OPENED_STREAMS));
     t.receive_window(VarInt::from_u32(PRE_HELLO_WINDOW));
     t
+}
+
+/// The most one stream may buffer at an Edge with a window budget. quinn grants a
+/// stream its whole window at once (the mux grows a window only while the stream is
+/// read quickly), so the Edge takes this much from the budget per stream: 1 MiB
+/// still carries about 160 Mbit/s per stream at 50 ms RTT (more than most agents'
+/// uplinks), and keeps one viewer who stops reading from holding more.
+pub const EDGE_STREAM_WINDOW: u32 = 1024 * 1024;
+
+/// The Edge's QUIC stream window under a window budget: [`EDGE_STREAM_WINDOW`], or
+/// less when `--max-stream-window` says so.
+pub fn edge_stream_window(mux: &Config) -> u32 {
+    mux.max_stream_window
+        .min(EDGE_STREAM_WINDOW)
+        .max(mux.initial_stream_window)
 }
 
 /// Cubic with RFC 9002's initial window for datagrams of up to [`MAX_UDP_PAYLOAD`]:
@@ -217,6 +240,7 @@ pub async fn connect(
         conn,
         endpoint: Some(endpoint),
         open_limits: None,
+        windows: None,
     }))
 }
 
@@ -242,6 +266,9 @@ pub struct QuicSession {
     /// At the Edge: the connection receive window and the streams the agent may
     /// open once its hello is accepted.
     open_limits: Option<(VarInt, VarInt)>,
+    /// At the Edge, when it has a window budget: the session's share of it, which
+    /// sets its connection window instead of `open_limits`'s.
+    windows: Option<Arc<SessionWindows>>,
 }
 
 impl QuicSession {
@@ -252,6 +279,7 @@ impl QuicSession {
         let mux = mux.clone().normalized();
         let streams = u32::try_from(mux.max_streams).unwrap_or(u32::MAX);
         QuicSession {
+            windows: SessionWindows::new(&conn, &mux),
             conn,
             endpoint: None,
             open_limits: Some((connection_window(&mux), VarInt::from_u32(streams))),
@@ -263,7 +291,10 @@ impl QuicSession {
     /// its hello).
     pub fn hello_accepted(&self) {
         if let Some((window, streams)) = self.open_limits {
-            self.conn.set_receive_window(window);
+            match &self.windows {
+                Some(windows) => windows.hello_accepted(),
+                None => self.conn.set_receive_window(window),
+            }
             self.conn.set_max_concurrent_bi_streams(streams);
         }
     }
@@ -272,13 +303,17 @@ impl QuicSession {
 impl TransportSession for QuicSession {
     type Stream = QuicStream;
 
+    /// Under a window budget the stream first takes its window from it; a stream
+    /// past the agent's stream limit waits at most [`STREAM_OPEN_TIMEOUT`].
     async fn open(&self) -> Result<QuicStream, TransportError> {
-        let (send, recv) = self
-            .conn
-            .open_bi()
+        let window = self.windows.as_ref().map(|w| w.reserve()).transpose()?;
+        let (send, recv) = tokio::time::timeout(STREAM_OPEN_TIMEOUT, self.conn.open_bi())
             .await
+            .map_err(|_| TransportError::StreamLimit(STREAM_OPEN_TIMEOUT))?
             .map_err(|e| TransportError::Quic(e.to_string()))?;
-        Ok(QuicStream::new(send, recv))
+        let mut stream = QuicStream::new(send, recv);
+        stream.window = window;
+        Ok(stream)
     }
 
     async fn accept(&self) -> Option<QuicStream> {
@@ -333,6 +368,9 @@ pub struct QuicStream {
     send: SendStream,
     recv: RecvStream,
     finished: bool,
+    /// At the Edge under a window budget: the window this stream holds, given back
+    /// (after the stream is stopped, below) when it is dropped.
+    window: Option<StreamWindow>,
 }
 
 impl QuicStream {
@@ -341,6 +379,7 @@ impl QuicStream {
             send,
             recv,
             finished: false,
+            window: None,
         }
     }
 }

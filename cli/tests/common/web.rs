@@ -258,6 +258,7 @@ impl Body for ChannelBody {
 }
 
 /// A response as a test sees it.
+#[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub headers: hyper::HeaderMap,

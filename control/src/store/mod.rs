@@ -156,4 +156,16 @@ pub trait Store: Send + Sync + 'static {
     /// How many tunnel records the store holds, all owners together. Cheap: the
     /// server asks on every create.
     fn count_tunnels(&self) -> Result<u64, StoreError>;
+
+    /// A value that changes whenever a key may have been revoked since it was last
+    /// read: at least on every revocation, made through this store or by another
+    /// process on the same backend (other writes may change it too). Only equality
+    /// between two reads means anything. Cheap: the running server reads it many
+    /// times a second and looks at the keys only when it moved.
+    ///
+    /// `None`: the backend has no cheap marker, and callers look at the keys every
+    /// time.
+    fn change_marker(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
 }

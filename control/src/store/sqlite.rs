@@ -2,8 +2,11 @@
 //!
 //! One connection behind a mutex: control-plane calls are few and short. The file is in
 //! WAL mode with a busy timeout, so `netbore key …` can write while the server runs.
+//! The change marker is `PRAGMA data_version`, which moves when another connection
+//! (such as `netbore key revoke`) commits.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -52,6 +55,9 @@ const TUNNEL_COLUMNS: &str =
 /// The store in one SQLite file.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Keys revoked through this handle: `PRAGMA data_version` ignores the
+    /// connection's own commits, so [`Store::change_marker`] counts these itself.
+    own_revocations: AtomicU64,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -129,6 +135,7 @@ impl SqliteStore {
             .map_err(backend)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            own_revocations: AtomicU64::new(0),
         })
     }
 
@@ -279,6 +286,10 @@ impl Store for SqliteStore {
         tx.execute("DELETE FROM reserved_names WHERE key_id = ?1", [id])
             .map_err(backend)?;
         tx.commit().map_err(backend)?;
+        // Counted while the connection is still locked, so a marker read after this
+        // commit is visible also sees the count.
+        self.own_revocations.fetch_add(1, Ordering::Relaxed);
+        drop(conn);
         Ok(changed > 0)
     }
 
@@ -423,5 +434,62 @@ impl Store for SqliteStore {
             .query_row("SELECT COUNT(*) FROM tunnels", [], |r| r.get(0))
             .map_err(backend)?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn change_marker(&self) -> Result<Option<u64>, StoreError> {
+        let conn = self.conn();
+        // Differs between two reads on one connection exactly when another connection
+        // committed in between (WAL or not; every other process's writes included).
+        // The pragma opens its own read transaction, and this store never leaves one
+        // open between calls, so it sees every commit made before it. SQLite keeps it
+        // in 32 bits; this connection's own revocations go in the high half.
+        let version: i64 = conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(backend)?;
+        let version = u64::try_from(version).unwrap_or(0) & u64::from(u32::MAX);
+        let own = self.own_revocations.load(Ordering::Relaxed);
+        Ok(Some((own << 32) | version))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::create_api_key;
+
+    #[test]
+    fn the_change_marker_moves_when_any_handle_revokes_a_key() {
+        let dir = std::env::temp_dir().join(format!("netbore-marker-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("netbore.db");
+        // The server's handle, and `netbore key` in another process.
+        let server = SqliteStore::open(&path).unwrap();
+        let cli = SqliteStore::open(&path).unwrap();
+        let key = create_api_key(&cli, "k").unwrap().record;
+
+        let marker = |s: &SqliteStore| s.change_marker().unwrap().unwrap();
+        let before = marker(&server);
+        assert_eq!(marker(&server), before, "nothing committed in between");
+        // The server's own writes other than revocations leave it alone.
+        create_api_key(&server, "other").unwrap();
+        assert_eq!(marker(&server), before);
+
+        assert!(cli.revoke_key(&key.id).unwrap());
+        let after_cli = marker(&server);
+        assert_ne!(after_cli, before, "another connection's commit");
+        assert_eq!(marker(&server), after_cli);
+
+        let other = create_api_key(&cli, "third").unwrap().record;
+        let after_create = marker(&server);
+        assert!(server.revoke_key(&other.id).unwrap());
+        assert_ne!(
+            marker(&server),
+            after_create,
+            "this handle's own revocation"
+        );
+
+        drop((server, cli));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

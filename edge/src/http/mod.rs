@@ -519,6 +519,12 @@ async fn forward(
         Ok(r) => r,
         Err(UpstreamError::AgentOffline(_)) => return failure_page(Failure::agent_offline(host)),
         Err(UpstreamError::Timeout(after)) => return failure_page(Failure::origin_timeout(after)),
+        Err(UpstreamError::Busy(netbore_transport::Busy::Memory)) => {
+            return failure_page(Failure::edge_busy());
+        }
+        Err(UpstreamError::Busy(netbore_transport::Busy::Streams)) => {
+            return failure_page(Failure::agent_busy(host));
+        }
         // A connection that broke because the agent's session ended is the agent
         // going offline, not a fault of the origin.
         Err(UpstreamError::Broken(_)) if tunnel.is_offline() => {

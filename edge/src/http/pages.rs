@@ -83,6 +83,27 @@ impl Failure {
         }
     }
 
+    /// The Edge's window budget is spent: it buffers as much for tunnels as it may.
+    pub fn edge_busy() -> Self {
+        Failure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "edge_busy",
+            message: "the server is carrying as much tunnel traffic as its memory allows; try again shortly"
+                .into(),
+        }
+    }
+
+    /// The agent of the tunnel at `host` allows no more streams at once.
+    pub fn agent_busy(host: &str) -> Self {
+        Failure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "tunnel_busy",
+            message: format!(
+                "the agent of the tunnel at {host} takes no more requests at once; try again shortly"
+            ),
+        }
+    }
+
     /// The viewer's address holds `max` streams already.
     pub fn viewer_busy(max: usize) -> Self {
         Failure {

@@ -53,6 +53,10 @@ pub enum UpstreamError {
     /// The agent's session is gone or refused a new stream.
     #[error("the agent is offline ({0})")]
     AgentOffline(String),
+    /// The session is alive but cannot take one more stream now: the Edge's window
+    /// budget is spent, or the agent allows no more streams.
+    #[error("the tunnel cannot take another stream now")]
+    Busy(netbore_transport::Busy),
     /// The origin did not start a response in time.
     #[error("the origin did not answer within {0:?}")]
     Timeout(Duration),
@@ -329,7 +333,10 @@ impl HttpTunnel {
     /// Opens a stream to the agent for a connection to the origin.
     async fn open(&self, viewer: SocketAddr) -> Result<AgentStream, UpstreamError> {
         let offline = |e: &dyn std::fmt::Display| UpstreamError::AgentOffline(e.to_string());
-        let mut stream = self.session.open().await.map_err(|e| offline(&e))?;
+        let mut stream = self.session.open().await.map_err(|e| match e.busy() {
+            Some(busy) => UpstreamError::Busy(busy),
+            None => offline(&e),
+        })?;
         let header = StreamHeader {
             slot: self.slot,
             viewer,
