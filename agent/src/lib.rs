@@ -304,12 +304,21 @@ pub async fn run_until(
                         transport: session.kind(),
                     });
                 }
+                let metrics = netbore_metrics::agent();
+                metrics.set_state(
+                    netbore_metrics::SessionState::Online,
+                    session.kind().as_str(),
+                );
                 let origins: Vec<origin::Origin> = config
                     .tunnels
                     .iter()
-                    .map(|t| origin::Origin {
+                    .zip(&created)
+                    .map(|(t, c)| origin::Origin {
                         addr: t.local.clone(),
                         protocol: t.protocol,
+                        metrics: std::sync::Arc::new(
+                            metrics.tunnels.add(&c.tunnel_id, t.protocol.as_str()),
+                        ),
                     })
                     .collect();
                 let ids: Vec<String> = created.iter().map(|c| c.tunnel_id.clone()).collect();
@@ -335,6 +344,7 @@ pub async fn run_until(
                         return closed;
                     }
                     _ = origin::serve(&session, origins, config.connect_timeout) => {}
+                    () = report_rtt(&session) => {}
                     () = &mut stop => {
                         session.close_and_flush(netbore_mux::GoAwayCode::NORMAL, GOODBYE_LIMIT).await;
                         return AgentError::Stopped;
@@ -362,6 +372,9 @@ pub async fn run_until(
             Err(e) => e.to_string(),
         };
         attempt += 1;
+        let metrics = netbore_metrics::agent();
+        metrics.set_state(netbore_metrics::SessionState::Reconnecting, "");
+        metrics.reconnects.inc(&[reconnect_reason(&reason)]);
         let delay = backoff::delay(attempt, config.max_backoff);
         on_event(AgentEvent::Reconnecting {
             attempt,
@@ -372,6 +385,25 @@ pub async fn run_until(
             () = tokio::time::sleep(delay) => {}
             () = &mut stop => return AgentError::Stopped,
         }
+    }
+}
+
+/// Keeps the metrics' RTT to the Edge current while the session lives.
+async fn report_rtt(session: &Session) {
+    loop {
+        if let Some(rtt) = session.rtt() {
+            netbore_metrics::agent().set_rtt(rtt);
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// A reconnect's reason as a metrics label: few values, never an address.
+fn reconnect_reason(reason: &str) -> &'static str {
+    if reason.starts_with("the session to the Edge ended") {
+        "session_ended"
+    } else {
+        "connect_failed"
     }
 }
 

@@ -31,6 +31,8 @@ pub(crate) struct Origin {
     pub(crate) addr: String,
     /// The tunnel's protocol.
     pub(crate) protocol: Protocol,
+    /// The tunnel's counters (and its place in the metrics while the session lives).
+    pub(crate) metrics: Arc<netbore_metrics::TunnelGuard>,
 }
 
 /// Accepts streams until the session ends, each piped to its tunnel's origin.
@@ -63,13 +65,23 @@ async fn forward(mut stream: Stream, origins: Arc<[Origin]>, timeout: Duration) 
         return;
     };
     let addr = origin.addr.as_str();
+    let metrics = netbore_metrics::agent();
+    let _open = metrics.streams_open.hold();
+    let started = std::time::Instant::now();
     let failure = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(socket)) => {
+            metrics.origin_connect.observe(started.elapsed());
             let _ = socket.set_nodelay(true);
             if origin.protocol == Protocol::Http && stream.write_all(&[CONNECTED]).await.is_err() {
                 return;
             }
-            if let Err(e) = pipe::join(socket, stream).await {
+            let stats = origin.metrics.stats();
+            // The origin is the socket: what goes to the stream goes out to viewers.
+            let counted = pipe::Counted {
+                to_stream: &stats.bytes_out,
+                from_stream: &stats.bytes_in,
+            };
+            if let Err(e) = pipe::join_counted(socket, stream, Some(counted)).await {
                 tracing::debug!(viewer = %header.viewer, error = %e, "viewer stream ended with an error");
             }
             return;
@@ -81,6 +93,7 @@ async fn forward(mut stream: Stream, origins: Arc<[Origin]>, timeout: Duration) 
             "the local service at {addr} did not accept a connection within {timeout:?}; is it overloaded?"
         ),
     };
+    metrics.origin_failures.inc();
     tracing::warn!("{failure} (viewer {})", header.viewer);
     match origin.protocol {
         Protocol::Http => answer_unreachable(stream, &failure, timeout).await,
@@ -175,6 +188,7 @@ mod tests {
         let origins = vec![Origin {
             addr: origin,
             protocol: Protocol::Http,
+            metrics: Arc::new(netbore_metrics::agent().tunnels.add("t_test", "http")),
         }];
         tokio::spawn(async move { serve(&agent, origins, Duration::from_secs(5)).await });
         edge

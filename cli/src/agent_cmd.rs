@@ -70,6 +70,10 @@ pub(crate) struct AgentArgs {
     /// and costs the least CPU per request; more let a busy tunnel use more cores.
     #[arg(long, env = "NETBORE_THREADS", default_value_t = 1)]
     pub(crate) threads: usize,
+    /// Serve Prometheus metrics (`/metrics`), `/healthz` and `/readyz` (ready while
+    /// the session to the Edge is up) on this address; off unless given.
+    #[arg(long)]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub(crate) mux: crate::MuxArgs,
 }
@@ -303,6 +307,19 @@ async fn pin_ca(config: &mut AgentConfig, args: &AgentArgs, printer: Printer) {
 }
 
 async fn run(mut config: AgentConfig, args: &AgentArgs, printer: Printer) -> anyhow::Result<()> {
+    if let Some(addr) = args.metrics_addr {
+        let ready: crate::metrics_http::Readiness =
+            std::sync::Arc::new(|| match netbore_metrics::agent().state() {
+                netbore_metrics::SessionState::Online => Ok(()),
+                _ => Err("the session to the Edge is not up".to_string()),
+            });
+        let at = crate::metrics_http::start(addr, netbore_metrics::Role::Agent, ready).await?;
+        printer.event(
+            "metrics",
+            serde_json::json!({ "metrics": format!("http://{at}") }),
+            &format!("Metrics: http://{at}/metrics"),
+        );
+    }
     pin_ca(&mut config, args, printer).await;
     let error = netbore_agent::run_until(
         config,

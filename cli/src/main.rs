@@ -5,6 +5,7 @@ mod agent_cmd;
 mod ca_cmd;
 mod demo;
 mod key_cmd;
+mod metrics_http;
 mod output;
 mod platform;
 mod server;
@@ -24,8 +25,21 @@ struct Cli {
     /// Print one JSON object per line on stdout and nothing else there.
     #[arg(long, global = true)]
     json: bool,
+    /// Log lines on stderr as text or as one JSON object per line (`RUST_LOG`
+    /// chooses what is logged).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per event, its fields (`tunnel_id` and so on) as keys.
+    Json,
 }
 
 // Parsed once at start-up; boxing the big variant would buy nothing.
@@ -145,11 +159,14 @@ fn main() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("warn,netbore=info,netbore_edge=info,netbore_agent=info")
     });
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     raise_open_file_limit();
     let runtime = match runtime_for(&cli.command) {
         Ok(r) => r,

@@ -173,6 +173,14 @@ pub(crate) struct ServerArgs {
     /// `edge_busy`). Default: half of the machine's memory (1 GiB where unknown).
     #[arg(long)]
     pub(crate) max_buffered_bytes: Option<u64>,
+    /// Serve Prometheus metrics (`/metrics`), `/healthz` and `/readyz` on this address
+    /// (off unless given; plain HTTP, so keep it on a private address).
+    #[arg(long)]
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    /// Tunnels that get a `tunnel` label of their own in the metrics (the busiest);
+    /// the others are counted under `tunnel="other"`.
+    #[arg(long, default_value_t = netbore_metrics::DEFAULT_TUNNEL_LABELS)]
+    pub(crate) metrics_tunnel_labels: usize,
     /// Most live tunnels one API key may hold (stops one key taking every port or name).
     #[arg(long, default_value_t = 20)]
     pub(crate) max_tunnels_per_key: usize,
@@ -297,6 +305,8 @@ pub(crate) struct Bound {
     pub(crate) transports: Vec<TransportKind>,
     /// The development CA agents should trust, when the Edge uses one.
     pub(crate) dev_ca: Option<PathBuf>,
+    /// The control plane's store (its health is part of `/readyz`).
+    pub(crate) store: std::sync::Arc<SqliteStore>,
 }
 
 /// The Edge's certificate for the TLS transports (tls, wss, quic), and the development
@@ -372,6 +382,9 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let signer = TokenSigner::load_or_create(&data_dir.join("control-ed25519.pk8"))?;
     let store = std::sync::Arc::new(SqliteStore::open(&data_dir.join(STORE_FILE))?);
+    netbore_metrics::server()
+        .tunnels
+        .set_max_labels(args.metrics_tunnel_labels);
     let mut mux_config = netbore_edge::agent_session_config(args.mux.config());
     let window_budget = args.max_buffered_bytes.unwrap_or_else(|| {
         crate::platform::physical_memory().map_or(DEFAULT_WINDOW_BUDGET, |m| m / 2)
@@ -436,6 +449,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
             .filter(|k| *k != TransportKind::Quic || agent_listener.quic_addr().is_some())
             .collect(),
         dev_ca: edge_tls.dev_ca.clone(),
+        store: store.clone(),
     };
     let own_ports = [
         Some(bound.control),
@@ -645,6 +659,22 @@ async fn sweep_revoked_keys(control: std::sync::Arc<Control>) {
 /// Runs `netbore server` until interrupted.
 pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()> {
     let bound = start(&args).await?;
+    let metrics = match args.metrics_addr {
+        Some(addr) => {
+            let store = bound.store.clone();
+            let ready: crate::metrics_http::Readiness = std::sync::Arc::new(move || {
+                netbore_control::store::Store::health(&*store)
+                    .map_err(|e| format!("the store does not answer: {e}"))
+            });
+            let at = crate::metrics_http::start(addr, netbore_metrics::Role::Server, ready).await?;
+            Some(format!("http://{at}"))
+        }
+        None => None,
+    };
+    let metrics_line = metrics
+        .as_ref()
+        .map(|m| format!("\n  metrics       {m}/metrics"))
+        .unwrap_or_default();
     let transports: Vec<&str> = bound.transports.iter().map(|t| t.as_str()).collect();
     let ca = bound.dev_ca.as_ref().map(|p| p.display().to_string());
     // Agents pin the development CA by this on first use, or take it with
@@ -696,9 +726,10 @@ pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()
             "transports": transports,
             "ca": ca,
             "ca_fingerprint": ca_fingerprint,
+            "metrics": metrics,
         }),
         &format!(
-            "Netbore server is up\n  control API   https://{} (http:// from this machine only)\n  agents        {} ({}){ca_line}\n  HTTP tunnels  http://*.{}:{}{https_line}\n  TCP tunnels   ports {} on {}\n  anonymous     {}",
+            "Netbore server is up\n  control API   https://{} (http:// from this machine only)\n  agents        {} ({}){ca_line}\n  HTTP tunnels  http://*.{}:{}{https_line}\n  TCP tunnels   ports {} on {}\n  anonymous     {}{metrics_line}",
             bound.control,
             bound.agent,
             transports.join(", "),

@@ -194,6 +194,24 @@ pub enum TokenError {
     Invalid(String),
 }
 
+impl TokenError {
+    /// The refusal's reason as a metrics label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TokenError::Expired => "expired",
+            TokenError::Reused => "reused",
+            TokenError::TooMany => "too_many",
+            TokenError::Invalid(_) => "invalid",
+        }
+    }
+
+    fn count(&self) {
+        netbore_metrics::server()
+            .token_refusals
+            .inc(&[self.reason()]);
+    }
+}
+
 /// Verifies tokens: algorithm pinned to EdDSA, signature, expiry, issuer, audience,
 /// and single use (through a [`ReplayCache`]).
 pub struct TokenVerifier {
@@ -231,16 +249,19 @@ impl TokenVerifier {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid(e.to_string()),
             })
+            .inspect_err(TokenError::count)
     }
 
     /// Uses up every checked token of `claims`, or none of them when one was used
     /// before or its owner holds too many.
     pub fn consume(&self, claims: &[&Claims]) -> Result<(), TokenError> {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.claim(claims, unix_now()).map_err(|e| match e {
-            ReplayError::Reused => TokenError::Reused,
-            ReplayError::Full => TokenError::TooMany,
-        })
+        seen.claim(claims, unix_now())
+            .map_err(|e| match e {
+                ReplayError::Reused => TokenError::Reused,
+                ReplayError::Full => TokenError::TooMany,
+            })
+            .inspect_err(TokenError::count)
     }
 
     /// Gives back tokens [`Self::consume`] used up whose tunnels could not be claimed:

@@ -166,6 +166,9 @@ impl Edge {
         let bound = match hello {
             Ok(bound) => bound,
             Err(e) => {
+                netbore_metrics::server()
+                    .handshake_failures
+                    .inc(&[e.code.as_str()]);
                 tracing::info!(%agent, code = %e.code, "agent refused: {}", e.message);
                 // The agent closes once it has read the answer; closing first could
                 // drop it on the way (a QUIC close discards unsent stream data).
@@ -178,6 +181,7 @@ impl Edge {
                 return;
             }
         };
+        let _counted = netbore_metrics::server().agent_session(session.kind().as_str());
         let mut hello_stream = bound.hello_stream;
         let mut tasks = tokio::task::JoinSet::new();
         // The agent has no reason to open more streams after its hello: refuse them.

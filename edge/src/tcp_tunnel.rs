@@ -5,6 +5,7 @@
 //! its address) and one of the tunnel's streams; a viewer over any cap is closed at
 //! once, before a stream is opened.
 
+use netbore_metrics::ViewerProtocol;
 use netbore_transport::proto::StreamHeader;
 use netbore_transport::{Session, pipe};
 use tokio::io::AsyncWriteExt;
@@ -28,6 +29,8 @@ pub(crate) async fn run(
             return;
         }
     };
+    // The tunnel is in the metrics while this task runs.
+    let metrics = std::sync::Arc::new(netbore_metrics::server().tunnels.add(&tunnel_id, "tcp"));
     let max_streams = limits.caps().max_streams_per_tunnel;
     // Dropped with this task: aborting the tunnel disconnects its viewers. Its
     // length is the tunnel's streams in flight.
@@ -56,21 +59,32 @@ pub(crate) async fn run(
                         continue;
                     };
                     let session = session.clone();
+                    let metrics = metrics.clone();
                     viewers.spawn(async move {
-                        let _held = (held, client_stream);
+                        let server = netbore_metrics::server();
+                        let _held = (held, client_stream, server.viewer_connection(ViewerProtocol::Tcp));
                         let _ = socket.set_nodelay(true);
                         let mut stream = match session.open().await {
                             Ok(s) => s,
                             Err(e) => {
+                                if e.busy() == Some(netbore_transport::Busy::Memory) {
+                                    server.budget_refusals.inc();
+                                }
                                 tracing::debug!(%viewer, error = %e, "could not open a stream to the agent");
                                 return;
                             }
                         };
+                        let _open = server.streams_open.hold();
                         let header = StreamHeader { slot, viewer }.encode();
                         if stream.write_all(&header).await.is_err() {
                             return;
                         }
-                        if let Err(e) = pipe::join(socket, stream).await {
+                        let stats = metrics.stats();
+                        let counted = pipe::Counted {
+                            to_stream: &stats.bytes_in,
+                            from_stream: &stats.bytes_out,
+                        };
+                        if let Err(e) = pipe::join_counted(socket, stream, Some(counted)).await {
                             tracing::debug!(%viewer, error = %e, "viewer connection ended with an error");
                         }
                     });

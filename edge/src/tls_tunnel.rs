@@ -21,12 +21,15 @@ pub struct TlsTunnel {
     session: Session,
     slot: u32,
     streams: Arc<StreamCount>,
+    /// The tunnel's place in the metrics, while it is served.
+    metrics: netbore_metrics::TunnelGuard,
 }
 
 impl TlsTunnel {
     /// The tunnel `tunnel_id`, whose streams carry `slot` on `session`.
     pub fn new(tunnel_id: String, session: Session, slot: u32) -> Self {
         TlsTunnel {
+            metrics: netbore_metrics::server().tunnels.add(&tunnel_id, "tls"),
             tunnel_id,
             session,
             slot,
@@ -42,9 +45,14 @@ impl TlsTunnel {
     /// Carries `socket` from `viewer` to the agent: `hello` (the bytes already read)
     /// first, then everything else both ways, until either side closes.
     pub async fn forward(&self, socket: TcpStream, viewer: SocketAddr, hello: Bytes) {
+        let server = netbore_metrics::server();
+        let _viewer = server.viewer_connection(netbore_metrics::ViewerProtocol::Tls);
         let mut stream = match self.session.open().await {
             Ok(s) => s,
             Err(e) => {
+                if e.busy() == Some(netbore_transport::Busy::Memory) {
+                    server.budget_refusals.inc();
+                }
                 tracing::debug!(tunnel_id = %self.tunnel_id, %viewer, error = %e, "could not open a stream to the agent");
                 return;
             }
@@ -54,10 +62,17 @@ impl TlsTunnel {
             viewer,
         }
         .encode();
+        let _open = server.streams_open.hold();
         if stream.write_all(&header).await.is_err() || stream.write_all(&hello).await.is_err() {
             return;
         }
-        if let Err(e) = pipe::join(socket, stream).await {
+        let stats = self.metrics.stats();
+        stats.bytes_in.add(hello.len() as u64);
+        let counted = pipe::Counted {
+            to_stream: &stats.bytes_in,
+            from_stream: &stats.bytes_out,
+        };
+        if let Err(e) = pipe::join_counted(socket, stream, Some(counted)).await {
             tracing::debug!(tunnel_id = %self.tunnel_id, %viewer, error = %e, "TLS viewer connection ended with an error");
         }
     }

@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
+use netbore_metrics::Counter;
 use netbore_mux::buffer::RecycledBuffer;
 use netbore_mux::write_queue::poll_write_queue;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -57,9 +58,30 @@ struct Gather {
     total: u64,
 }
 
+/// Counters a pipe adds to as bytes move (one relaxed atomic add per read or write).
+#[derive(Debug, Clone, Copy)]
+pub struct Counted<'a> {
+    /// Bytes read from the socket and written to the stream.
+    pub to_stream: &'a Counter,
+    /// Bytes read from the stream and written to the socket.
+    pub from_stream: &'a Counter,
+}
+
 /// Copies between `socket` and `stream` until both directions have ended. An error
 /// in either direction resets the stream and ends both.
-pub async fn join<S>(mut socket: S, mut stream: Stream) -> io::Result<Transferred>
+pub async fn join<S>(socket: S, stream: Stream) -> io::Result<Transferred>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    join_counted(socket, stream, None).await
+}
+
+/// [`join`], adding what moves to `counted` as it moves.
+pub async fn join_counted<S>(
+    mut socket: S,
+    mut stream: Stream,
+    counted: Option<Counted<'_>>,
+) -> io::Result<Transferred>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -68,12 +90,25 @@ where
     let mut buf = RecycledBuffer::new(READ_SIZE);
     let result = poll_fn(|cx| {
         if !up.done
-            && let Poll::Ready(Err(e)) = poll_up(cx, &mut socket, &mut stream, &mut up, &mut buf)
+            && let Poll::Ready(Err(e)) = poll_up(
+                cx,
+                &mut socket,
+                &mut stream,
+                &mut up,
+                &mut buf,
+                counted.map(|c| c.to_stream),
+            )
         {
             return Poll::Ready(Err(e));
         }
         if !down.done
-            && let Poll::Ready(Err(e)) = poll_down(cx, &mut socket, &mut stream, &mut down)
+            && let Poll::Ready(Err(e)) = poll_down(
+                cx,
+                &mut socket,
+                &mut stream,
+                &mut down,
+                counted.map(|c| c.from_stream),
+            )
         {
             return Poll::Ready(Err(e));
         }
@@ -103,6 +138,7 @@ fn poll_up<S: AsyncRead + Unpin>(
     stream: &mut Stream,
     dir: &mut Direction,
     buf: &mut RecycledBuffer,
+    counter: Option<&Counter>,
 ) -> Poll<io::Result<()>> {
     loop {
         if let Some(data) = &mut dir.pending {
@@ -127,6 +163,9 @@ fn poll_up<S: AsyncRead + Unpin>(
             dir.eof = true;
         } else {
             dir.total += n as u64;
+            if let Some(c) = counter {
+                c.add(n as u64);
+            }
             dir.pending = Some(buf.get_mut().split().freeze());
         }
     }
@@ -141,6 +180,7 @@ fn poll_down<S: AsyncWrite + Unpin>(
     socket: &mut S,
     stream: &mut Stream,
     dir: &mut Gather,
+    counter: Option<&Counter>,
 ) -> Poll<io::Result<()>> {
     loop {
         if !dir.eof && dir.chunks.is_empty() {
@@ -171,6 +211,9 @@ fn poll_down<S: AsyncWrite + Unpin>(
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             dir.total += written as u64;
+            if let Some(c) = counter {
+                c.add(written as u64);
+            }
             dir.queued -= written;
             continue;
         }

@@ -8,6 +8,7 @@
 //! - `/sse`: five server-sent events, 300 ms apart;
 //! - `/slow/MS`: answers after MS milliseconds;
 //! - `/connections`: how many TCP connections the origin has accepted;
+//! - `/status/N`: an answer with status N;
 //! - `/ws`: a WebSocket echo;
 //! - anything else: `hello` with the path.
 
@@ -159,6 +160,10 @@ async fn route(mut req: Request<Incoming>, count: Arc<AtomicU64>) -> Response<Or
     }
     if path == "/connections" {
         return full(StatusCode::OK, count.load(Ordering::Relaxed).to_string());
+    }
+    if let Some(code) = path.strip_prefix("/status/") {
+        let status = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok());
+        return full(status.unwrap_or(StatusCode::BAD_REQUEST), "as asked");
     }
     if path == "/ws" {
         let Some(key) = req.headers().get("sec-websocket-key").cloned() else {

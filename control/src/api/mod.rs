@@ -97,8 +97,17 @@ async fn rate_limit(
         .rate_limiter()
         .check(client, std::time::Instant::now())
     {
-        Ok(()) => next.run(request).await,
+        Ok(()) => {
+            // The route's template, not its path: ids stay out of the labels.
+            let route = route_of(request.uri().path());
+            let response = next.run(request).await;
+            netbore_metrics::server()
+                .api_requests
+                .inc(&[route, response.status().as_str()]);
+            response
+        }
         Err(wait) => {
+            netbore_metrics::server().rate_limited.inc(&["api"]);
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let mut response = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -115,6 +124,23 @@ async fn rate_limit(
             response
         }
     }
+}
+
+/// The template in [`ROUTES`] that `path` matches (`/tunnels/{id}` for
+/// `/tunnels/t_123`), or `unmatched`: ids and names stay out of metrics labels.
+fn route_of(path: &str) -> &'static str {
+    let parts: Vec<&str> = path.split('/').collect();
+    ROUTES
+        .iter()
+        .map(|(_, template)| *template)
+        .find(|template| {
+            let t: Vec<&str> = template.split('/').collect();
+            t.len() == parts.len()
+                && t.iter()
+                    .zip(&parts)
+                    .all(|(t, p)| t == p || (t.starts_with('{') && !p.is_empty()))
+        })
+        .unwrap_or("unmatched")
 }
 
 #[cfg(test)]

@@ -127,3 +127,12 @@ async fn router_serves_every_documented_route() {
     assert!(head.contains("application/json"));
     assert_eq!(body, serde_json::from_str::<Value>(OPENAPI).unwrap());
 }
+
+#[test]
+fn metrics_label_requests_by_route_template() {
+    assert_eq!(super::route_of("/tunnels/t_abc"), "/tunnels/{id}");
+    assert_eq!(super::route_of("/tunnels/create"), "/tunnels/create");
+    assert_eq!(super::route_of("/names/x"), "/names/{name}");
+    assert_eq!(super::route_of("/tunnels/"), "unmatched");
+    assert_eq!(super::route_of("/etc/passwd"), "unmatched");
+}

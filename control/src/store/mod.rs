@@ -168,4 +168,9 @@ pub trait Store: Send + Sync + 'static {
     fn change_marker(&self) -> Result<Option<u64>, StoreError> {
         Ok(None)
     }
+
+    /// Whether the store answers now (for `/readyz`): `Err` says why not.
+    fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -436,6 +436,20 @@ impl Store for SqliteStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    fn health(&self) -> Result<(), StoreError> {
+        let conn = self.conn();
+        // An open connection keeps answering from a database file that was deleted;
+        // a store whose file is gone would lose everything at the next start.
+        if let Some(path) = conn.path().filter(|p| !p.is_empty())
+            && !Path::new(path).exists()
+        {
+            return Err(StoreError::Backend(format!(
+                "the database file {path} is gone"
+            )));
+        }
+        conn.query_row("SELECT 1", [], |_| Ok(())).map_err(backend)
+    }
+
     fn change_marker(&self) -> Result<Option<u64>, StoreError> {
         let conn = self.conn();
         // Differs between two reads on one connection exactly when another connection

@@ -219,6 +219,17 @@ struct Held {
 }
 
 impl Held {
+    /// Shows the certificate's expiry in the metrics, under `name`.
+    fn count_expiry(&self, name: &str) {
+        let at = self
+            .not_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        netbore_metrics::server()
+            .certificate_expiry
+            .set(&[name], at);
+    }
+
     fn renew_at(&self, fraction: f64) -> SystemTime {
         let life = self
             .not_after
@@ -352,7 +363,13 @@ impl AcmeSource {
                     let mut certs = lock(&inner.certs);
                     // An expired certificate is never served: it goes, and its name
                     // is ordered again only if a viewer asks while an agent serves it.
-                    certs.retain(|_, h| h.not_after > now);
+                    certs.retain(|name, h| {
+                        let keep = h.not_after > now;
+                        if !keep {
+                            netbore_metrics::server().certificate_expiry.remove(&[name]);
+                        }
+                        keep
+                    });
                     certs
                         .iter()
                         .filter(|(_, h)| h.renew_at(inner.config.renew_fraction) <= now)
@@ -476,10 +493,13 @@ impl Inner {
             match inner.order(&name).await {
                 Ok(held) => {
                     tracing::info!(%name, not_after = ?held.not_after, "ACME certificate issued");
+                    netbore_metrics::server().acme_orders.inc(&["issued"]);
+                    held.count_expiry(&name);
                     lock(&inner.certs).insert(name.clone(), held);
                     lock(&inner.failed).remove(&name);
                 }
                 Err(e) => {
+                    netbore_metrics::server().acme_orders.inc(&["failed"]);
                     // Name and error in the message itself: one line says it all.
                     tracing::error!(directory = %inner.config.directory, "ACME could not issue a certificate for {name}: {e}");
                     lock(&inner.failed).insert(name.clone(), Instant::now());
@@ -725,6 +745,7 @@ fn load_stored(dir: &Path, provider: &Arc<CryptoProvider>) -> HashMap<String, He
             .and_then(|(chain, key)| certified(&chain, &key, provider));
         match loaded {
             Ok(held) if held.not_after > SystemTime::now() => {
+                held.count_expiry(name);
                 certs.insert(name.to_string(), held);
             }
             Ok(_) => tracing::info!(%name, "stored ACME certificate expired; ordered again on use"),

@@ -207,6 +207,8 @@ impl Ingress {
                         let _ = socket.set_nodelay(true);
                         match tls {
                             None => {
+                                let _counted = netbore_metrics::server()
+                                    .viewer_connection(netbore_metrics::ViewerProtocol::Http);
                                 let conn = ViewerConn::new(viewer, None, slot);
                                 ingress.serve_io(socket, conn).await;
                             }
@@ -292,6 +294,8 @@ impl Ingress {
             tracing::info!(%viewer, %sni, "TLS-ALPN-01 validation handshake answered");
             return;
         }
+        let _counted =
+            netbore_metrics::server().viewer_connection(netbore_metrics::ViewerProtocol::Https);
         let conn = ViewerConn::new(viewer, Some(sni.into()), slot);
         self.serve_io(stream, conn).await;
     }
