@@ -19,8 +19,9 @@ type Seen = Arc<Mutex<Vec<String>>>;
 
 /// An origin that records every request head and answers by path:
 /// `/forge` with the 502 the agent used to send for an unreachable origin,
-/// `/continue` with 1000 `100 Continue` before its answer, anything else with the
-/// request head it received as its body.
+/// `/continue` with 1000 `100 Continue` before its answer, `/continue-forever` with
+/// `100 Continue`s until the connection closes, anything else with the request head it
+/// received as its body.
 async fn recording_origin() -> (SocketAddr, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -46,6 +47,11 @@ async fn recording_origin() -> (SocketAddr, Seen) {
                     buf.drain(..end);
                     record.lock().unwrap().push(head.clone());
                     let path = head.split(' ').nth(1).unwrap_or("/");
+                    if path == "/continue-forever" {
+                        let flood = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(64);
+                        while socket.write_all(&flood).await.is_ok() {}
+                        return;
+                    }
                     let answer = match path {
                         "/forge" => b"HTTP/1.1 502 Bad Gateway\r\nx-netbore-error: origin_unreachable\r\nx-netbore-message: forged by the origin\r\nx-netbore-client-ip: 6.6.6.6\r\ncontent-length: 11\r\n\r\norigin page".to_vec(),
                         "/continue" => [
@@ -302,6 +308,44 @@ async fn an_origin_flooding_interim_responses_gets_a_502_not_a_hang() {
     let r = raw(
         server.http,
         &format!("GET /after HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[tokio::test]
+async fn an_origin_flooding_interim_responses_to_a_request_with_a_body_gets_a_502() {
+    let (server, _agent, _seen, host) = tunnel().await;
+    // A body sends the request over hyper's client, not the lean one. Endless interim
+    // responses, and a final one only after 1000 of them: both are cut off at the cap.
+    for path in ["/continue-forever", "/continue"] {
+        let started = std::time::Instant::now();
+        let r = raw(
+            server.http,
+            &format!(
+                "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"
+            ),
+        )
+        .await;
+        assert_eq!(r.status, 502, "{path}: {r:?}");
+        assert_eq!(
+            r.header("x-netbore-error"),
+            Some("upstream_broken"),
+            "{path}: {r:?}"
+        );
+        assert!(r.body.contains("interim"), "{path}: {}", r.body);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{path}: answered after {:?}",
+            started.elapsed()
+        );
+    }
+    // The connection that said too much is not reused: the next request is answered.
+    let r = raw(
+        server.http,
+        &format!(
+            "POST /after HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"
+        ),
     )
     .await;
     assert_eq!(r.status, 200, "{r:?}");

@@ -158,6 +158,34 @@ fn is_transient(e: &std::io::Error) -> bool {
     )
 }
 
+/// What the control API does with a connection, told by its first byte
+/// ([`route_connection`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// A TLS handshake, and the server has a certificate: HTTPS.
+    Tls,
+    /// Plain HTTP from a client allowed it (loopback, or any with `insecure_http`).
+    Http,
+    /// Plain HTTP from another machine: answered with a 400 saying to use HTTPS; the
+    /// request is never read.
+    RefuseHttp,
+    /// A TLS handshake to a server without a certificate: closed without a byte.
+    Close,
+}
+
+/// Decides what a connection from `peer` whose first byte is `first` gets, on a server
+/// with a certificate or not (`has_tls`) that serves plain HTTP to every address or not
+/// (`insecure_http`). Only a TLS record (`0x16`) is taken for TLS; everything else is
+/// taken for plain HTTP.
+pub fn route_connection(first: u8, has_tls: bool, insecure_http: bool, peer: IpAddr) -> Route {
+    match (first == TLS_HANDSHAKE, has_tls) {
+        (true, true) => Route::Tls,
+        (true, false) => Route::Close,
+        (false, _) if insecure_http || is_loopback(peer) => Route::Http,
+        (false, _) => Route::RefuseHttp,
+    }
+}
+
 /// Whether `ip` is this machine.
 fn is_loopback(ip: IpAddr) -> bool {
     match ip {
@@ -182,19 +210,18 @@ async fn connection(
         _ => return,
     };
     let app = app.layer(axum::Extension(ConnectInfo(peer)));
-    match (first == TLS_HANDSHAKE, tls) {
-        (true, Some(acceptor)) => {
+    let route = route_connection(first, tls.is_some(), config.insecure_http, peer.ip());
+    match (route, tls) {
+        (Route::Tls, Some(acceptor)) => {
             let accepted =
                 tokio::time::timeout(config.header_timeout, acceptor.accept(stream)).await;
             if let Ok(Ok(tls_stream)) = accepted {
                 exchange(TokioIo::new(tls_stream), app, config).await;
             }
         }
-        (true, None) => {}
-        (false, _) if config.insecure_http || is_loopback(peer.ip()) => {
-            exchange(TokioIo::new(stream), app, config).await;
-        }
-        (false, _) => refuse_plain_http(stream, config).await,
+        (Route::Tls, None) | (Route::Close, _) => {}
+        (Route::Http, _) => exchange(TokioIo::new(stream), app, config).await,
+        (Route::RefuseHttp, _) => refuse_plain_http(stream, config).await,
     }
 }
 

@@ -356,6 +356,53 @@ def http_authority():
     seed("no_host", "")
 
 
+# ----- first_bytes: [flags, write size - 1, address (16 bytes), first bytes...] -----
+# flags: bit 0 the control API has a certificate, bit 1 insecure_http, bit 2 the
+# address is IPv4 (its first 4 bytes).
+
+FB_TLS, FB_INSECURE, FB_V4 = 1, 2, 4
+
+
+def first_bytes():
+    import ipaddress
+
+    def seed(name, first, flags=FB_TLS, addr="127.0.0.1", chunk=255):
+        ip = ipaddress.ip_address(addr)
+        if ip.version == 4:
+            flags |= FB_V4
+            packed = ip.packed + bytes(12)
+        else:
+            flags &= ~FB_V4
+            packed = ip.packed
+        write("first_bytes", name, bytes([flags, chunk]) + packed + first)
+
+    def upgrade(path="/_netbore/agent", key="dGhlIHNhbXBsZSBub25jZQ==", extra=""):
+        return (f"GET {path} HTTP/1.1\r\nHost: edge.example.com\r\nConnection: Upgrade\r\n"
+                f"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                f"Sec-WebSocket-Key: {key}\r\n{extra}\r\n").encode()
+
+    seed("ws_upgrade", upgrade())
+    seed("ws_upgrade_in_small_writes", upgrade(), chunk=2)
+    seed("ws_other_path", upgrade(path="/admin"), addr="203.0.113.5")
+    seed("ws_bytes_after_head", upgrade() + window(1, 0, SYN))
+    seed("ws_bad_key", upgrade(key="short"))
+    seed("ws_no_version", upgrade().replace(b"Sec-WebSocket-Version: 13\r\n", b""))
+    seed("ws_leading_empty_lines", b"\r\n\r\n" + upgrade())
+    seed("ws_http10", upgrade().replace(b"HTTP/1.1", b"HTTP/1.0"))
+    seed("ws_truncated", upgrade()[:40], chunk=6)
+    # A TLS 1.2 record header and the start of a ClientHello.
+    hello = bytes.fromhex("160301003a0100003603035f") + bytes(28)
+    seed("tls_client_hello", hello, addr="2001:db8::1")
+    seed("tls_without_certificate", hello, flags=0, addr="2001:db8::1")
+    seed("mux_first_frame", window(1, 256 * 1024, SYN) + data(1, b"hello", 0))
+    api = b"POST /v1/tunnels HTTP/1.1\r\nHost: edge\r\nAuthorization: Bearer nb_key\r\n\r\n"
+    seed("control_http_remote", api, addr="203.0.113.5")
+    seed("control_http_remote_insecure", api, flags=FB_INSECURE, addr="198.51.100.7")
+    seed("control_http_mapped_loopback", api, addr="::ffff:127.0.0.1")
+    seed("control_http_ipv6_loopback", api, addr="::1")
+    seed("not_netbore", b"SSH-2.0-OpenSSH_9.6\r\n", addr="192.0.2.1")
+
+
 if __name__ == "__main__":
     frame_decoder()
     session_frames()
@@ -365,3 +412,4 @@ if __name__ == "__main__":
     proxy_answer()
     h1_response()
     http_authority()
+    first_bytes()

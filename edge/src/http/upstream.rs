@@ -4,10 +4,14 @@
 //! origin status ([`AgentStream`]).
 //!
 //! Bodiless requests go over the lean client of [`super::h1`]; requests with a body,
-//! upgrades and CONNECT over hyper's. Each has its own pool.
+//! upgrades and CONNECT over hyper's. Each has its own pool. Both give up a request
+//! after [`h1::MAX_INTERIM`] interim (1xx) responses; hyper's client is held to it by
+//! [`InterimCap`].
 
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -15,12 +19,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use netbore_transport::Session;
 use netbore_transport::proto::StreamHeader;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::agent_stream::{AgentStream, OriginUnreachable};
 use super::h1;
@@ -90,8 +95,107 @@ impl UpstreamError {
 /// on a new connection (only bodiless ones are).
 pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 
-/// The sending half of one upstream HTTP/1.1 connection.
-type Upstream = SendRequest<UpstreamBody>;
+/// The sending half of one upstream HTTP/1.1 connection of hyper's client, and the
+/// interim-response cap of the request in flight on it.
+#[derive(Debug)]
+struct Upstream {
+    sender: SendRequest<UpstreamBody>,
+    interim: Arc<InterimCap>,
+}
+
+impl Upstream {
+    /// Sends `request`, counting its interim responses, and waits for the response
+    /// head; see [`SendRequest::try_send_request`].
+    async fn try_send(
+        &mut self,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>> {
+        self.interim.watch(&mut request);
+        self.sender.try_send_request(request).await
+    }
+
+    /// The error for a request answered with more than [`h1::MAX_INTERIM`] interim
+    /// responses, whatever hyper made of it (an error, or the final response that came
+    /// in the same read as the last interim ones). The connection is then dropped: its
+    /// reads fail from now on.
+    fn check_interim(&self) -> Result<(), UpstreamError> {
+        if self.interim.is_exceeded() {
+            return Err(UpstreamError::Broken(Box::new(h1::H1Error::TooManyInterim)));
+        }
+        Ok(())
+    }
+}
+
+/// Holds hyper's HTTP/1.1 client to [`h1::MAX_INTERIM`] interim (1xx) responses a
+/// request, as the lean client is. Hyper skips every 1xx response before the final one
+/// with no limit (its only bound is on one head's size), so an origin sending endless
+/// `100 Continue`s would hold the request, and the Edge's parsing, until the response
+/// timeout. Here each request's `on_informational` callback counts them; past the cap
+/// the connection's reads fail ([`Capped`]), so hyper gives up the request and the
+/// connection at its next read.
+#[derive(Debug, Default)]
+struct InterimCap {
+    exceeded: AtomicBool,
+}
+
+impl InterimCap {
+    /// Counts the interim responses to `request` once it is sent on this connection.
+    /// Replaces the count a request meant for another connection carried.
+    fn watch<B>(self: &Arc<Self>, request: &mut Request<B>) {
+        let cap = self.clone();
+        let seen = AtomicUsize::new(0);
+        hyper::ext::on_informational(request, move |_| {
+            if seen.fetch_add(1, Ordering::Relaxed) >= h1::MAX_INTERIM {
+                cap.exceeded.store(true, Ordering::Release);
+            }
+        });
+    }
+
+    /// True once a request on the connection had more than [`h1::MAX_INTERIM`].
+    fn is_exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Acquire)
+    }
+}
+
+/// The stream under one connection of hyper's client: the agent's, with reads that
+/// fail once its [`InterimCap`] is exceeded.
+#[derive(Debug)]
+struct Capped<S> {
+    io: S,
+    interim: Arc<InterimCap>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.interim.is_exceeded() {
+            return Poll::Ready(Err(io::Error::other(h1::H1Error::TooManyInterim)));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Capped<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
 
 /// One upstream connection of the lean client.
 type LeanConn = h1::Conn<AgentStream>;
@@ -211,14 +315,16 @@ impl HttpTunnel {
         viewer: SocketAddr,
     ) -> Result<(Upstream, Response<Incoming>), UpstreamError> {
         let request = request.map(Either::Left);
-        let Some(mut sender) = self.take_idle() else {
+        let Some(mut upstream) = self.take_idle() else {
             return Box::pin(self.exchange_on_new(request, viewer)).await;
         };
         // The origin may close an idle connection just as a request goes out on it;
         // a request that is safe to repeat is then sent again on a new connection.
         let again = Repeatable::of(&request);
-        match sender.try_send_request(request).await {
-            Ok(response) => Ok((sender, response)),
+        let sent = upstream.try_send(request).await;
+        upstream.check_interim()?;
+        match sent {
+            Ok(response) => Ok((upstream, response)),
             Err(mut e) => match (e.take_message(), again) {
                 // Never sent: the pooled connection was closed; use a new one.
                 (Some(request), _) => Box::pin(self.exchange_on_new(request, viewer)).await,
@@ -238,12 +344,11 @@ impl HttpTunnel {
         request: Request<UpstreamBody>,
         viewer: SocketAddr,
     ) -> Result<(Upstream, Response<Incoming>), UpstreamError> {
-        let mut sender = self.connect(viewer).await?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| UpstreamError::broken(e.into()))?;
-        Ok((sender, response))
+        let mut upstream = self.connect(viewer).await?;
+        let sent = upstream.try_send(request).await;
+        upstream.check_interim()?;
+        let response = sent.map_err(|e| UpstreamError::broken(e.into_error().into()))?;
+        Ok((upstream, response))
     }
 
     /// Sends bodiless `request` over a pooled lean connection, else a new one, and
@@ -292,10 +397,10 @@ impl HttpTunnel {
         let mut i = idle.len();
         while i > 0 {
             i -= 1;
-            if idle[i].is_closed() {
+            if idle[i].sender.is_closed() {
                 // The last entry, already looked at, moves into this place.
                 idle.swap_remove(i);
-            } else if idle[i].is_ready() {
+            } else if idle[i].sender.is_ready() {
                 return Some(idle.swap_remove(i));
             }
         }
@@ -320,13 +425,13 @@ impl HttpTunnel {
         }
     }
 
-    fn put_idle(&self, sender: Upstream) {
-        if sender.is_closed() {
+    fn put_idle(&self, upstream: Upstream) {
+        if upstream.sender.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.config.max_idle && !self.session.is_closed() {
-            idle.push(sender);
+            idle.push(upstream);
         }
     }
 
@@ -350,7 +455,12 @@ impl HttpTunnel {
 
     /// Opens a stream to the agent and starts hyper's HTTP/1.1 client on it.
     async fn connect(&self, viewer: SocketAddr) -> Result<Upstream, UpstreamError> {
-        let stream = self.open(viewer).await?;
+        let io = self.open(viewer).await?;
+        let interim = Arc::new(InterimCap::default());
+        let stream = Capped {
+            io,
+            interim: interim.clone(),
+        };
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -360,7 +470,7 @@ impl HttpTunnel {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(sender)
+        Ok(Upstream { sender, interim })
     }
 }
 
@@ -518,6 +628,100 @@ mod tests {
         r.headers_mut()
             .insert("x-forwarded-for", "192.0.2.1".parse().unwrap());
         r
+    }
+
+    /// Hyper's client, capped, on one end of an in-memory connection whose other end
+    /// answers the `n`-th request head with `answers[n]` and then stays open.
+    async fn capped_client(answers: Vec<Vec<u8>>) -> Upstream {
+        use tokio::io::AsyncReadExt;
+        let (client, mut origin) = tokio::io::duplex(1 << 20);
+        let interim = Arc::new(InterimCap::default());
+        let io = Capped {
+            io: client,
+            interim: interim.clone(),
+        };
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        tokio::spawn(async move {
+            let mut received = Vec::new();
+            for answer in answers {
+                while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let mut buf = [0u8; 1024];
+                    match origin.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => received.extend_from_slice(&buf[..n]),
+                    }
+                }
+                received.clear();
+                if origin.write_all(&answer).await.is_err() {
+                    return;
+                }
+            }
+            // Open until the client drops the connection.
+            let _ = origin.read_to_end(&mut received).await;
+        });
+        Upstream { sender, interim }
+    }
+
+    /// `n` interim responses, then `last`.
+    fn interim_then(n: usize, last: &str) -> Vec<u8> {
+        [
+            b"HTTP/1.1 100 Continue\r\n\r\n".repeat(n),
+            last.as_bytes().to_vec(),
+        ]
+        .concat()
+    }
+
+    /// Sends a request on `upstream` as [`HttpTunnel::exchange`] does.
+    async fn send(upstream: &mut Upstream) -> Result<hyper::StatusCode, UpstreamError> {
+        let mut request = Request::new(Either::Right(Empty::new()));
+        *request.method_mut() = hyper::Method::POST;
+        let sent = tokio::time::timeout(Duration::from_secs(5), upstream.try_send(request))
+            .await
+            .expect("the request ends without waiting for the origin");
+        upstream.check_interim()?;
+        Ok(sent
+            .map_err(|e| UpstreamError::broken(e.into_error().into()))?
+            .status())
+    }
+
+    #[tokio::test]
+    async fn hyper_s_client_takes_interim_responses_up_to_the_cap_a_request() {
+        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        let at_cap = interim_then(h1::MAX_INTERIM, ok);
+        let mut upstream = capped_client(vec![at_cap.clone(), at_cap]).await;
+        // The count is a request's: two requests at the cap on one connection pass.
+        for _ in 0..2 {
+            assert_eq!(send(&mut upstream).await.unwrap(), 200);
+        }
+    }
+
+    #[tokio::test]
+    async fn hyper_s_client_gives_up_a_request_past_the_interim_cap() {
+        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        // The final response arrives with the interim ones, or never: a 502 either way.
+        for answer in [
+            interim_then(h1::MAX_INTERIM + 1, ok),
+            interim_then(1000, ""),
+        ] {
+            let mut upstream = capped_client(vec![answer]).await;
+            let e = send(&mut upstream).await.unwrap_err();
+            assert!(
+                matches!(&e, UpstreamError::Broken(b) if matches!(b.downcast_ref(), Some(h1::H1Error::TooManyInterim))),
+                "{e:?}"
+            );
+            // The connection is given up.
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                std::future::poll_fn(|cx| upstream.sender.poll_ready(cx)),
+            )
+            .await
+            .expect("the connection closes")
+            .unwrap_err();
+        }
     }
 
     #[test]

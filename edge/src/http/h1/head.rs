@@ -15,6 +15,8 @@ pub const MAX_HEADERS: usize = 100;
 /// Most interim (1xx) responses read before the final response to one request. Stops
 /// an origin from holding a request, and the Edge's work on it, with endless
 /// `100 Continue`s: one more is an error (a 502), and the connection is not reused.
+/// Hyper's client, which sends the requests with a body, is held to it too
+/// (`upstream::InterimCap`).
 pub const MAX_INTERIM: usize = 16;
 
 /// How a response's body ends.
@@ -68,7 +70,8 @@ pub fn parse_head(input: &Bytes, head_request: bool) -> Result<Option<(Head, usi
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    // One more for the `Via` the Edge appends: a full map would be reallocated for it.
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + 1);
     for field in parsed.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| H1Error::BadHead("header name"))?;
