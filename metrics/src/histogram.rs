@@ -69,16 +69,20 @@ impl Snapshot {
         self.sum_micros = self.sum_micros.saturating_sub(other.sum_micros);
     }
 
-    /// Sum in seconds, count, and the cumulative buckets.
+    /// Sum in seconds, count, and each bucket's own count (the encoder makes them
+    /// cumulative).
     pub(crate) fn encoded(&self) -> (f64, u64, Vec<(f64, u64)>) {
-        let mut running = 0;
-        let mut buckets = Vec::with_capacity(self.counts.len());
-        for (i, c) in self.counts.iter().enumerate() {
-            running += c;
-            let upper = DURATION_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
-            buckets.push((upper, running));
-        }
-        (self.sum_micros as f64 / 1e6, running, buckets)
+        let buckets: Vec<(f64, u64)> = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let upper = DURATION_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
+                (upper, *c)
+            })
+            .collect();
+        let count = self.counts.iter().sum();
+        (self.sum_micros as f64 / 1e6, count, buckets)
     }
 }
 
@@ -87,7 +91,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_are_cumulative_and_end_at_inf() {
+    fn exposed_buckets_are_cumulative_and_end_at_inf() {
         let h = Histogram::default();
         h.observe(Duration::from_millis(3));
         h.observe(Duration::from_millis(30));
@@ -96,7 +100,38 @@ mod tests {
         assert_eq!(count, 3);
         assert!((sum - 60.033).abs() < 1e-6);
         assert_eq!(buckets[0], (0.005, 1));
-        assert_eq!(buckets[3], (0.05, 2));
-        assert_eq!(*buckets.last().unwrap(), (f64::INFINITY, 3));
+        assert_eq!(buckets[3], (0.05, 1));
+        assert_eq!(*buckets.last().unwrap(), (f64::INFINITY, 1));
+        // What a scrape shows: the encoder accumulates.
+        let mut out = String::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(Exposed(h)));
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &registry).unwrap();
+        assert!(out.contains("t_bucket{le=\"0.005\"} 1\n"), "{out}");
+        assert!(out.contains("t_bucket{le=\"0.05\"} 2\n"), "{out}");
+        assert!(out.contains("t_bucket{le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("t_count 3\n"), "{out}");
+    }
+
+    #[derive(Debug)]
+    struct Exposed(Histogram);
+
+    impl prometheus_client::collector::Collector for Exposed {
+        fn encode(
+            &self,
+            mut encoder: prometheus_client::encoding::DescriptorEncoder,
+        ) -> Result<(), std::fmt::Error> {
+            let (sum, count, buckets) = self.0.snapshot().encoded();
+            encoder
+                .encode_descriptor(
+                    "t",
+                    "test",
+                    None,
+                    prometheus_client::metrics::MetricType::Histogram,
+                )?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    sum, count, &buckets, None,
+                )
+        }
     }
 }

@@ -7,9 +7,11 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
+use netbore_metrics::TunnelStats;
 use netbore_transport::Stream;
 use netbore_transport::proto::OriginStatus;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -51,6 +53,11 @@ impl OriginUnreachable {
 pub struct AgentStream {
     io: Stream,
     status: Status,
+    /// The tunnel's counters: bytes written count as `in` (from viewers), bytes
+    /// handed on as `out` (to viewers).
+    stats: Arc<TunnelStats>,
+    /// Counts the stream among those open while it lives.
+    _open: netbore_metrics::GaugeGuard,
 }
 
 #[derive(Debug)]
@@ -64,11 +71,14 @@ enum Status {
 }
 
 impl AgentStream {
-    /// The stream `io`, whose first bytes will be the agent's origin status.
-    pub fn new(io: Stream) -> Self {
+    /// The stream `io`, whose first bytes will be the agent's origin status, counted
+    /// in `stats`.
+    pub fn new(io: Stream, stats: Arc<TunnelStats>) -> Self {
         AgentStream {
             io,
             status: Status::Pending(BytesMut::new()),
+            stats,
+            _open: netbore_metrics::server().streams_open.hold(),
         }
     }
 
@@ -118,9 +128,14 @@ impl ReadChunk for AgentStream {
         if let Status::Connected(rest) = &mut self.status
             && !rest.is_empty()
         {
+            self.stats.bytes_out.add(rest.len() as u64);
             return Poll::Ready(Ok(Some(std::mem::take(rest))));
         }
-        self.io.poll_read_chunk(cx)
+        let chunk = ready!(self.io.poll_read_chunk(cx))?;
+        if let Some(c) = &chunk {
+            self.stats.bytes_out.add(c.len() as u64);
+        }
+        Poll::Ready(Ok(chunk))
     }
 }
 
@@ -140,9 +155,15 @@ impl AsyncRead for AgentStream {
             let n = rest.len().min(buf.remaining());
             buf.put_slice(&rest[..n]);
             rest.advance(n);
+            this.stats.bytes_out.add(n as u64);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        this.stats
+            .bytes_out
+            .add((buf.filled().len() - before) as u64);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -152,7 +173,10 @@ impl AsyncWrite for AgentStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let n = ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
+        this.stats.bytes_in.add(n as u64);
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -476,7 +476,25 @@ fn page(failure: Failure, request: &Request<Incoming>) -> Response<ViewerBody> {
         .map(ViewerBody::page)
 }
 
+/// Forwards one request ([`forward_request`]) and counts it: every answer to the tunnel's viewers (the
+/// Edge's own error pages too) by status class, and the time to its head.
 async fn forward(
+    request: Request<Incoming>,
+    conn: &Arc<ViewerConn>,
+    host: &str,
+    proto: &'static str,
+    tunnel: &Arc<HttpTunnel>,
+    config: &IngressConfig,
+) -> Response<ViewerBody> {
+    let started = std::time::Instant::now();
+    let response = forward_request(request, conn, host, proto, tunnel, config).await;
+    tunnel
+        .stats()
+        .request(response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn forward_request(
     mut request: Request<Incoming>,
     conn: &Arc<ViewerConn>,
     host: &str,

@@ -216,6 +216,8 @@ pub struct HttpTunnel {
     idle: Mutex<Vec<Upstream>>,
     idle_lean: Mutex<Vec<LeanConn>>,
     streams: Arc<StreamCount>,
+    /// The tunnel's place in the metrics, while it is served.
+    metrics: netbore_metrics::TunnelGuard,
 }
 
 impl HttpTunnel {
@@ -229,6 +231,7 @@ impl HttpTunnel {
         config: UpstreamConfig,
     ) -> Self {
         HttpTunnel {
+            metrics: netbore_metrics::server().tunnels.add(&tunnel_id, "http"),
             tunnel_id,
             name,
             session,
@@ -265,6 +268,11 @@ impl HttpTunnel {
     /// One more request in flight (or WebSocket), unless `max` are already.
     pub fn try_stream(&self, max: usize) -> Option<StreamGuard> {
         self.streams.try_take(max)
+    }
+
+    /// The tunnel's counters.
+    pub fn stats(&self) -> &Arc<netbore_metrics::TunnelStats> {
+        self.metrics.stats()
     }
 
     /// True once the agent's session has ended.
@@ -439,7 +447,12 @@ impl HttpTunnel {
     async fn open(&self, viewer: SocketAddr) -> Result<AgentStream, UpstreamError> {
         let offline = |e: &dyn std::fmt::Display| UpstreamError::AgentOffline(e.to_string());
         let mut stream = self.session.open().await.map_err(|e| match e.busy() {
-            Some(busy) => UpstreamError::Busy(busy),
+            Some(busy) => {
+                if busy == netbore_transport::Busy::Memory {
+                    netbore_metrics::server().budget_refusals.inc();
+                }
+                UpstreamError::Busy(busy)
+            }
             None => offline(&e),
         })?;
         let header = StreamHeader {
@@ -450,7 +463,7 @@ impl HttpTunnel {
             .write_all(&header.encode())
             .await
             .map_err(|e| offline(&e))?;
-        Ok(AgentStream::new(stream))
+        Ok(AgentStream::new(stream, self.metrics.stats().clone()))
     }
 
     /// Opens a stream to the agent and starts hyper's HTTP/1.1 client on it.
