@@ -395,3 +395,59 @@ fn json_logs_are_one_object_per_line_and_carry_the_tunnel_id() {
     assert_eq!(about.len(), 1, "{logs}");
     assert_eq!(about[0]["tunnel_id"], tunnel, "{logs}");
 }
+
+#[test]
+fn a_masked_agent_address_is_in_the_audit_log_only() {
+    let data = common::TempDir::new("data");
+    let dd = data.0.to_str().unwrap().to_string();
+    let mut command = std::process::Command::new(common::bin());
+    command.env("RUST_LOG", "debug").args([
+        "server",
+        "--mask-agent-ip",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--control-addr",
+        "127.0.0.1:0",
+        "--agent-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--tcp-ports",
+        "0",
+        "--tcp-bind-ip",
+        "127.0.0.1",
+        "--allow-anonymous",
+        "--domain",
+        "127.0.0.1",
+        "--data-dir",
+        &dd,
+    ]);
+    let mut server = Proc::spawn_command(command);
+    let listening = server.expect_event("listening", Duration::from_secs(20));
+    let url = format!("http://{}", listening["control"].as_str().unwrap());
+    let origin = echo_origin();
+    let mut agent = Proc::spawn(&["tcp", &origin.to_string(), "--server", &url]);
+    let online = agent.expect_event("online", Duration::from_secs(20));
+    echo_through(common::public_addr(&online), 64 * 1024);
+    let (_, text) = fetch(metrics_addr(&listening), "/metrics");
+    agent.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    server.kill();
+
+    let audit = std::fs::read_to_string(data.0.join("audit.log")).unwrap();
+    let agent_addr = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find_map(|e| e["agent"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no agent address in the audit log: {audit}"));
+    let logs = server.stderr();
+    assert!(logs.contains("tunnel online"), "{logs}");
+    assert!(
+        !logs.contains(&agent_addr),
+        "{agent_addr} appears in the logs: {logs}"
+    );
+    assert!(
+        !text.contains(&agent_addr),
+        "{agent_addr} appears in the metrics"
+    );
+}
