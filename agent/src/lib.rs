@@ -316,6 +316,7 @@ pub async fn run_until(
                     .map(|(t, c)| origin::Origin {
                         addr: t.local.clone(),
                         protocol: t.protocol,
+                        tunnel_id: c.tunnel_id.clone(),
                         metrics: std::sync::Arc::new(
                             metrics.tunnels.add(&c.tunnel_id, t.protocol.as_str()),
                         ),

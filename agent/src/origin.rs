@@ -31,6 +31,8 @@ pub(crate) struct Origin {
     pub(crate) addr: String,
     /// The tunnel's protocol.
     pub(crate) protocol: Protocol,
+    /// The tunnel's id, for logs.
+    pub(crate) tunnel_id: String,
     /// The tunnel's counters (and its place in the metrics while the session lives).
     pub(crate) metrics: Arc<netbore_metrics::TunnelGuard>,
 }
@@ -82,7 +84,7 @@ async fn forward(mut stream: Stream, origins: Arc<[Origin]>, timeout: Duration) 
                 from_stream: &stats.bytes_in,
             };
             if let Err(e) = pipe::join_counted(socket, stream, Some(counted)).await {
-                tracing::debug!(viewer = %header.viewer, error = %e, "viewer stream ended with an error");
+                tracing::debug!(tunnel_id = %origin.tunnel_id, viewer = %header.viewer, error = %e, "viewer stream ended with an error");
             }
             return;
         }
@@ -94,7 +96,7 @@ async fn forward(mut stream: Stream, origins: Arc<[Origin]>, timeout: Duration) 
         ),
     };
     metrics.origin_failures.inc();
-    tracing::warn!("{failure} (viewer {})", header.viewer);
+    tracing::warn!(tunnel_id = %origin.tunnel_id, "{failure} (viewer {})", header.viewer);
     match origin.protocol {
         Protocol::Http => answer_unreachable(stream, &failure, timeout).await,
         Protocol::Tcp | Protocol::Tls => stream.reset(),
@@ -188,6 +190,7 @@ mod tests {
         let origins = vec![Origin {
             addr: origin,
             protocol: Protocol::Http,
+            tunnel_id: "t_test".into(),
             metrics: Arc::new(netbore_metrics::agent().tunnels.add("t_test", "http")),
         }];
         tokio::spawn(async move { serve(&agent, origins, Duration::from_secs(5)).await });

@@ -60,6 +60,7 @@ pub(crate) async fn run(
                     };
                     let session = session.clone();
                     let metrics = metrics.clone();
+                    let tunnel_id = tunnel_id.clone();
                     viewers.spawn(async move {
                         let server = netbore_metrics::server();
                         let _held = (held, client_stream, server.viewer_connection(ViewerProtocol::Tcp));
@@ -70,7 +71,7 @@ pub(crate) async fn run(
                                 if e.busy() == Some(netbore_transport::Busy::Memory) {
                                     server.budget_refusals.inc();
                                 }
-                                tracing::debug!(%viewer, error = %e, "could not open a stream to the agent");
+                                tracing::debug!(%tunnel_id, %viewer, error = %e, "could not open a stream to the agent");
                                 return;
                             }
                         };
@@ -85,7 +86,7 @@ pub(crate) async fn run(
                             from_stream: &stats.bytes_out,
                         };
                         if let Err(e) = pipe::join_counted(socket, stream, Some(counted)).await {
-                            tracing::debug!(%viewer, error = %e, "viewer connection ended with an error");
+                            tracing::debug!(%tunnel_id, %viewer, error = %e, "viewer connection ended with an error");
                         }
                     });
                 }

@@ -37,6 +37,11 @@ impl TlsTunnel {
         }
     }
 
+    /// The tunnel's id.
+    pub fn tunnel_id(&self) -> &str {
+        &self.tunnel_id
+    }
+
     /// One more viewer connection, unless `max` are served already.
     pub fn try_stream(&self, max: usize) -> Option<StreamGuard> {
         self.streams.try_take(max)

@@ -255,7 +255,7 @@ impl Ingress {
         {
             let max = slot.caps().max_streams_per_tunnel;
             let (Some(_client), Some(_tunnel)) = (slot.try_stream(), tunnel.try_stream(max)) else {
-                tracing::debug!(%viewer, tunnel = %name, "TLS viewer over a stream cap; closed");
+                tracing::debug!(tunnel_id = tunnel.tunnel_id(), %viewer, tunnel = %name, "TLS viewer over a stream cap; closed");
                 return;
             };
             tunnel.forward(socket, viewer, hello.bytes).await;

@@ -338,7 +338,7 @@ impl HttpTunnel {
                 (Some(request), _) => Box::pin(self.exchange_on_new(request, viewer)).await,
                 // Sent, and the connection closed without an answer.
                 (None, Some(again)) if e.error().is_incomplete_message() => {
-                    tracing::debug!(tunnel = %self.name, "a pooled connection closed under a request; sending it again");
+                    tracing::debug!(tunnel_id = %self.tunnel_id, tunnel = %self.name, "a pooled connection closed under a request; sending it again");
                     Box::pin(self.exchange_on_new(again.request(), viewer)).await
                 }
                 (None, _) => Err(UpstreamError::broken(e.into_error().into())),
@@ -372,7 +372,7 @@ impl HttpTunnel {
             match Self::round_trip(&mut conn, &request, head_request).await {
                 Ok(head) => return Ok((conn, head)),
                 Err(h1::H1Error::Closed) => {
-                    tracing::debug!(tunnel = %self.name, "a pooled connection closed under a request; sending it again");
+                    tracing::debug!(tunnel_id = %self.tunnel_id, tunnel = %self.name, "a pooled connection closed under a request; sending it again");
                 }
                 Err(e) => return Err(UpstreamError::broken(e.into())),
             }
