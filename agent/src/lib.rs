@@ -296,6 +296,11 @@ pub async fn run_until(
                 for h in held.iter_mut() {
                     h.online_this_run = true;
                 }
+                // Ready before anyone hears it is online.
+                netbore_metrics::agent().set_state(
+                    netbore_metrics::SessionState::Online,
+                    session.kind().as_str(),
+                );
                 for (i, c) in created.iter().enumerate() {
                     on_event(AgentEvent::Online {
                         tunnel_id: c.tunnel_id.clone(),
@@ -305,10 +310,6 @@ pub async fn run_until(
                     });
                 }
                 let metrics = netbore_metrics::agent();
-                metrics.set_state(
-                    netbore_metrics::SessionState::Online,
-                    session.kind().as_str(),
-                );
                 let origins: Vec<origin::Origin> = config
                     .tunnels
                     .iter()
