@@ -1,11 +1,12 @@
 //! `netbore key create|list|revoke`: manages API keys in the server's store directly,
-//! so it works whether or not the server runs (the store takes concurrent writers).
+//! so it works whether or not the server runs (the store takes concurrent writers):
+//! the SQLite file in the data directory, or with `--redis` the store a fleet of
+//! servers shares.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use netbore_control::secrets::create_api_key;
-use netbore_control::store::{SqliteStore, Store};
 use serde_json::json;
 
 use crate::output::Printer;
@@ -17,6 +18,16 @@ pub(crate) struct KeyArgs {
     /// The server's data directory (where its store lives).
     #[arg(long, env = "NETBORE_DATA_DIR", global = true)]
     pub(crate) data_dir: Option<PathBuf>,
+    /// Manage the keys of the store the servers started with `--redis URL` share
+    /// (redis://[:PASSWORD@]HOST[:PORT][/DB]) instead of the one in the data directory.
+    #[arg(
+        long,
+        env = "NETBORE_REDIS",
+        hide_env_values = true,
+        value_name = "URL",
+        global = true
+    )]
+    pub(crate) redis: Option<String>,
     #[command(subcommand)]
     pub(crate) action: KeyAction,
 }
@@ -43,10 +54,10 @@ pub(crate) enum KeyAction {
 /// Runs `netbore key …`.
 pub(crate) async fn run(args: KeyArgs, printer: Printer) -> anyhow::Result<()> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
-    let store = SqliteStore::open(&data_dir.join(STORE_FILE))?;
+    let store = netbore_control::store::open(args.redis.as_deref(), &data_dir.join(STORE_FILE))?;
     match args.action {
         KeyAction::Create { label } => {
-            let key = create_api_key(&store, &label)?;
+            let key = create_api_key(&*store, &label)?;
             printer.event(
                 "key_created",
                 json!({

@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context;
 use netbore_control::api::EdgeCandidate;
 use netbore_control::rate::RateConfig;
-use netbore_control::store::SqliteStore;
 use netbore_control::tokens::TokenSigner;
 use netbore_control::{Control, ControlConfig};
 use netbore_edge::certs::CertManager;
@@ -122,6 +121,17 @@ pub(crate) struct ServerArgs {
     /// or ~/.local/share/netbore; %LOCALAPPDATA%\netbore\data on Windows).
     #[arg(long, env = "NETBORE_DATA_DIR")]
     pub(crate) data_dir: Option<PathBuf>,
+    /// Keep the control store (API keys, reserved names, tunnel records with their
+    /// recreate-token hashes) in the Redis at this URL, redis://[:PASSWORD@]HOST[:PORT][/DB],
+    /// instead of DATA_DIR/netbore.db, so every server given the same URL shares it.
+    /// DATA_DIR still holds this node's own files: its signing key, CA and audit log.
+    #[arg(
+        long,
+        env = "NETBORE_REDIS",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub(crate) redis: Option<String>,
     /// Public host name of this server (used in public URLs and handed to agents).
     #[arg(long, default_value = "localhost")]
     pub(crate) domain: String,
@@ -306,7 +316,7 @@ pub(crate) struct Bound {
     /// The development CA agents should trust, when the Edge uses one.
     pub(crate) dev_ca: Option<PathBuf>,
     /// The control plane's store (its health is part of `/readyz`).
-    pub(crate) store: std::sync::Arc<SqliteStore>,
+    pub(crate) store: std::sync::Arc<dyn netbore_control::store::Store>,
 }
 
 /// The Edge's certificate for the TLS transports (tls, wss, quic), and the development
@@ -381,7 +391,7 @@ fn acme_source(
 pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let signer = TokenSigner::load_or_create(&data_dir.join("control-ed25519.pk8"))?;
-    let store = std::sync::Arc::new(SqliteStore::open(&data_dir.join(STORE_FILE))?);
+    let store = netbore_control::store::open(args.redis.as_deref(), &data_dir.join(STORE_FILE))?;
     netbore_metrics::server()
         .tunnels
         .set_max_labels(args.metrics_tunnel_labels);

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 pub mod hello;
 pub mod pebble;
+pub mod redis;
 pub mod web;
 
 /// The binary under test.

@@ -1,16 +1,38 @@
 //! The control plane's durable state behind one trait: API keys, reserved names and
 //! tunnel records (with the hash of each recreate token).
 //!
-//! [`SqliteStore`] keeps it in one file in the data directory, so a restart loses no
-//! key, name or recreate token. The trait speaks only plain Rust types, so a shared
-//! backend (Redis) can implement it too. Secrets never reach the store: keys and
-//! recreate tokens arrive here already hashed.
+//! Two backends, with the same semantics (`control/tests/store.rs` runs every test
+//! against both):
+//!
+//! - [`SqliteStore`] keeps it in one file in the data directory, so a restart loses
+//!   no key, name or recreate token. The default, for a single node.
+//! - [`RedisStore`] keeps it in Redis (`netbore server --redis URL`), so several
+//!   nodes share one set of keys, names and tunnel records; each change is one
+//!   atomic Lua script, and every key carries one Redis Cluster hash tag. The schema
+//!   is in `docs/protocols/registry.md`.
+//!
+//! [`open`] picks one the way the server's flags say. Secrets never reach the store:
+//! keys and recreate tokens arrive here already hashed.
 
+mod redis;
 mod sqlite;
 
+pub use redis::RedisStore;
 pub use sqlite::SqliteStore;
 
+use std::path::Path;
+use std::sync::Arc;
+
 use crate::api::Protocol;
+
+/// The store the server's flags select: the Redis at `redis_url` when given (shared
+/// by every node pointed at it), else the SQLite file at `sqlite_path`.
+pub fn open(redis_url: Option<&str>, sqlite_path: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match redis_url {
+        Some(url) => Arc::new(RedisStore::open(url)?),
+        None => Arc::new(SqliteStore::open(sqlite_path)?),
+    })
+}
 
 /// Why the store could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +44,14 @@ pub enum StoreError {
         /// The database file.
         path: String,
         /// What the backend said.
+        reason: String,
+    },
+    /// The shared store's Redis could not be reached, or its URL is not one.
+    #[error("could not reach Redis at {url}: {reason}; check --redis and that Redis is running")]
+    Unreachable {
+        /// The Redis URL, its password hidden.
+        url: String,
+        /// What went wrong.
         reason: String,
     },
     /// A read or write failed.
@@ -172,5 +202,13 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store answers now (for `/readyz`): `Err` says why not.
     fn health(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+/// So holders of an `Arc<dyn Store>` can derive `Debug`; the store's contents are not
+/// shown.
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dyn Store")
     }
 }

@@ -1,0 +1,171 @@
+//! Two `netbore server` nodes sharing one control store in a real `redis-server`
+//! (`--redis`), each with its own data directory: an API key made once with
+//! `netbore key --redis` works on both, a name reserved on one is refused to another
+//! key on the other, a tunnel created on one is listed on the other, and a revocation
+//! reaches both at once. And the one-sentence error when Redis is not there.
+
+mod common;
+
+use std::time::Duration;
+
+use common::redis::RedisServer;
+use common::{Proc, Server, TempDir, free_port, key_cmd};
+use serde_json::{Value, json};
+
+/// `netbore key ARGS --redis URL`, run from a directory no server uses: exit code
+/// and events.
+fn key(redis: &RedisServer, args: &[&str]) -> (i32, Vec<Value>) {
+    let nowhere = TempDir::new("key-cli");
+    let mut with_redis = args.to_vec();
+    with_redis.extend_from_slice(&["--redis", &redis.url]);
+    key_cmd(&nowhere, &with_redis)
+}
+
+/// Creates a key in the shared store: its id and secret.
+fn create_key(redis: &RedisServer, label: &str) -> (String, String) {
+    let (code, events) = key(redis, &["create", "--label", label]);
+    assert_eq!(code, 0, "{events:?}");
+    (
+        events[0]["id"].as_str().unwrap().to_string(),
+        events[0]["key"].as_str().unwrap().to_string(),
+    )
+}
+
+fn tunnel_ids(listed: &common::HttpResponse) -> Vec<String> {
+    assert_eq!(listed.status, 200, "{listed:?}");
+    listed.body["tunnels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tunnel_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn two_nodes_share_keys_names_and_tunnels_through_redis() {
+    let redis = RedisServer::start();
+    let a = Server::start_with(&["--redis", &redis.url]);
+    let b = Server::start_with(&["--redis", &redis.url]);
+    assert_ne!(a.data_dir.0, b.data_dir.0);
+    let (id, secret) = create_key(&redis, "fleet");
+    let (_, other) = create_key(&redis, "other");
+
+    // The key authenticates on both nodes.
+    let on_a = a.api(
+        "POST",
+        "/tunnels/create",
+        Some(&secret),
+        Some(&json!({"protocol": "tcp"})),
+    );
+    assert_eq!(on_a.status, 200, "{on_a:?}");
+    let on_b = b.api(
+        "POST",
+        "/tunnels/create",
+        Some(&secret),
+        Some(&json!({"protocol": "tcp"})),
+    );
+    assert_eq!(on_b.status, 200, "{on_b:?}");
+
+    // A name reserved through node A is refused to another key on node B.
+    let reserved = a.api(
+        "POST",
+        "/names",
+        Some(&secret),
+        Some(&json!({"name": "shop"})),
+    );
+    assert_eq!(reserved.status, 201, "{reserved:?}");
+    b.api(
+        "POST",
+        "/names",
+        Some(&other),
+        Some(&json!({"name": "shop"})),
+    )
+    .assert_error(409, "name_taken");
+    b.api(
+        "POST",
+        "/tunnels/create",
+        Some(&other),
+        Some(&json!({"protocol": "http", "name": "shop"})),
+    )
+    .assert_error(409, "name_taken");
+    let held = b.api("GET", "/names", Some(&secret), None);
+    assert_eq!(held.body["names"][0]["name"], "shop", "{held:?}");
+
+    // A tunnel created on node A is listed on node B, and the other way round.
+    let shop = a.api(
+        "POST",
+        "/tunnels/create",
+        Some(&secret),
+        Some(&json!({"protocol": "http", "name": "shop"})),
+    );
+    assert_eq!(shop.status, 200, "{shop:?}");
+    let shop_id = shop.body["tunnel_id"].as_str().unwrap().to_string();
+    let from_b = tunnel_ids(&b.api("GET", "/tunnels", Some(&secret), None));
+    let from_a = tunnel_ids(&a.api("GET", "/tunnels", Some(&secret), None));
+    assert_eq!(from_a, from_b);
+    for created in [&on_a, &on_b] {
+        assert!(from_b.contains(&created.body["tunnel_id"].as_str().unwrap().to_string()));
+    }
+    assert!(from_b.contains(&shop_id), "{from_b:?}");
+    assert_eq!(from_b.len(), 3);
+
+    // `netbore key revoke --redis` makes both nodes refuse the key at once.
+    let (code, events) = key(&redis, &["revoke", &id]);
+    assert_eq!(code, 0, "{events:?}");
+    for node in [&a, &b] {
+        let msg = node
+            .api("GET", "/tunnels", Some(&secret), None)
+            .assert_error(401, "unauthorized");
+        assert!(msg.contains("revoked"), "{msg}");
+    }
+    // Its name is free again, on either node, for the other key.
+    let freed = b.api(
+        "POST",
+        "/names",
+        Some(&other),
+        Some(&json!({"name": "shop"})),
+    );
+    assert_eq!(freed.status, 201, "{freed:?}");
+
+    let (code, events) = key(&redis, &["list"]);
+    assert_eq!(code, 0, "{events:?}");
+    let keys = events[0]["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    let revoked = keys.iter().find(|k| k["id"] == id.as_str()).unwrap();
+    assert_eq!(revoked["revoked"], true);
+}
+
+#[test]
+fn an_unreachable_redis_is_one_sentence_naming_the_flag() {
+    // A port below the ephemeral range that nobody listens on.
+    let url = format!("redis://127.0.0.1:{}/0", free_port());
+    let expected = format!(
+        "could not reach Redis at {url}: connection refused; check --redis and that Redis is running"
+    );
+
+    let data_dir = TempDir::new("fleet-down");
+    let dd = data_dir.0.to_str().unwrap();
+    let mut server = Proc::spawn(&[
+        "server",
+        "--control-addr",
+        "127.0.0.1:0",
+        "--agent-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--tcp-ports",
+        "0",
+        "--data-dir",
+        dd,
+        "--redis",
+        &url,
+    ]);
+    let error = server.expect_event("error", Duration::from_secs(20));
+    assert_eq!(error["message"], expected.as_str(), "{error}");
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(1));
+
+    let (code, events) = key_cmd(&data_dir, &["list", "--redis", &url]);
+    assert_eq!(code, 1);
+    assert_eq!(events[0]["event"], "error");
+    assert_eq!(events[0]["message"], expected.as_str());
+}
