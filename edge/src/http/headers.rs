@@ -15,6 +15,11 @@ const X_NETBORE_CLIENT_IP: HeaderName = HeaderName::from_static("x-netbore-clien
 const X_NETBORE_AGENT_IP: HeaderName = HeaderName::from_static("x-netbore-agent-ip");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
+/// Most headers [`prepare_request`] adds to a request that switches no protocol:
+/// `X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto`, `Host`, `X-Forwarded-Host`,
+/// `X-Netbore-Client-IP` and `X-Netbore-Agent-IP`.
+const FORWARDING_HEADERS: usize = 7;
+
 /// What the Edge knows about a request it forwards.
 #[derive(Debug, Clone, Copy)]
 pub struct ForwardContext<'a> {
@@ -48,28 +53,43 @@ pub fn prepare_request(headers: &mut HeaderMap, cx: &ForwardContext<'_>, upgrade
         .flatten();
     // Spoofed `X-Netbore-*` and `Forwarded` headers go with the hop-by-hop ones.
     remove_hop_by_hop(headers, true);
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).map(|v| v.to_str()) {
-        Some(Ok(prior)) if !prior.trim().is_empty() => {
-            let viewer = cx.viewer.to_str().unwrap_or_default();
-            HeaderValue::from_str(&format!("{prior}, {viewer}")).ok()
+    // Room for every header added below, made at once: a map grown one insert at a
+    // time reallocates and rehashes at each doubling (three times for a request
+    // that came with only `Host` on a map hyper recycled from a small response).
+    let switch = if upgrade_to.is_some() { 2 } else { 0 };
+    headers.reserve(FORWARDING_HEADERS + switch);
+    // One look-up for the viewer's chain and its replacement.
+    match headers.entry(X_FORWARDED_FOR) {
+        header::Entry::Occupied(mut prior) => {
+            let chained = match prior.get().to_str() {
+                Ok(chain) if !chain.trim().is_empty() => {
+                    let viewer = cx.viewer.to_str().unwrap_or_default();
+                    HeaderValue::from_str(&format!("{chain}, {viewer}")).ok()
+                }
+                _ => Some(cx.viewer.clone()),
+            };
+            if let Some(v) = chained {
+                prior.insert(v);
+            }
         }
-        _ => Some(cx.viewer.clone()),
-    };
-    if let Some(v) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR, v);
+        header::Entry::Vacant(slot) => {
+            slot.insert(cx.viewer.clone());
+        }
     }
     headers.insert(X_REAL_IP, cx.viewer.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(cx.proto));
-    // The host usually is the viewer's own `Host` value, already canonical: reuse it.
-    // Either way the origin gets exactly one `Host`, the routed one.
-    let host = headers
-        .get(header::HOST)
-        .filter(|v| v.as_bytes() == cx.host.as_bytes())
-        .cloned()
-        .or_else(|| HeaderValue::from_str(cx.host).ok());
-    match host {
-        Some(host) => {
+    // The host usually is the viewer's own and only `Host` value, already
+    // canonical: it stays. Either way the origin gets exactly one `Host`, the
+    // routed one.
+    let mut sent = headers.get_all(header::HOST).iter();
+    let routed = match (sent.next(), sent.next()) {
+        (Some(only), None) if only.as_bytes() == cx.host.as_bytes() => Some(only.clone()),
+        _ => HeaderValue::from_str(cx.host).ok().inspect(|host| {
             headers.insert(header::HOST, host.clone());
+        }),
+    };
+    match routed {
+        Some(host) => {
             headers.insert(X_FORWARDED_HOST, host);
         }
         // Never: a canonical authority is a valid header value.
@@ -103,15 +123,15 @@ pub fn prepare_response(headers: &mut HeaderMap, upgrade: bool) {
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus
-/// `Expect`, which the Edge answers itself.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+/// `Expect`, which the Edge answers itself. `text` is `name` as a string.
+fn is_hop_by_hop(name: &HeaderName, text: &str) -> bool {
     *name == header::CONNECTION
         || *name == header::TE
         || *name == header::TRAILER
         || *name == header::TRANSFER_ENCODING
         || *name == header::UPGRADE
         || *name == header::EXPECT
-        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+        || matches!(text, "keep-alive" | "proxy-connection")
 }
 
 /// Removes hop-by-hop headers, including any a `Connection` header names, and every
@@ -122,8 +142,10 @@ fn remove_hop_by_hop(headers: &mut HeaderMap, request: bool) {
     let mut connection = false;
     for name in headers.keys() {
         connection |= *name == header::CONNECTION;
-        if is_hop_by_hop(name)
-            || name.as_str().starts_with(NETBORE_PREFIX)
+        // One look-up of a standard name's text for both tests.
+        let text = name.as_str();
+        if is_hop_by_hop(name, text)
+            || text.starts_with(NETBORE_PREFIX)
             || (request && *name == header::FORWARDED)
         {
             doomed.push(name.clone());

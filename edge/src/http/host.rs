@@ -82,12 +82,17 @@ impl Authority {
         {
             return Err(AuthorityError::Malformed);
         }
-        let mut canonical = String::with_capacity(host.len() + 6);
-        canonical.extend(host.iter().map(|&b| char::from(b.to_ascii_lowercase())));
+        // Every request is routed by this: bytes are lowercased in place and the port
+        // written by hand, with no per-character push and no formatting machinery.
+        let mut canonical = Vec::with_capacity(host.len() + 6);
+        canonical.extend_from_slice(host);
+        canonical.make_ascii_lowercase();
         if let Some(port) = port {
-            use fmt::Write;
-            let _ = write!(canonical, ":{port}");
+            canonical.push(b':');
+            push_decimal(&mut canonical, port);
         }
+        // ASCII only: the checks above let no other byte through.
+        let canonical = String::from_utf8(canonical).map_err(|_| AuthorityError::Malformed)?;
         Ok(Authority {
             canonical,
             host_len: host.len(),
@@ -109,6 +114,22 @@ impl Authority {
     pub fn as_str(&self) -> &str {
         &self.canonical
     }
+}
+
+/// Appends `n` in decimal, without leading zeros.
+fn push_decimal(out: &mut Vec<u8>, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 impl fmt::Display for Authority {
@@ -253,6 +274,18 @@ mod tests {
         assert_eq!(a.port(), Some(8080));
         let a = Authority::parse(b"APP.localhost.").unwrap();
         assert_eq!((a.as_str(), a.port()), ("app.localhost", None));
+        for (raw, canonical) in [
+            ("a.b:0", "a.b:0"),
+            ("a.b:00000", "a.b:0"),
+            ("a.b:7", "a.b:7"),
+            ("a.b:00443", "a.b:443"),
+            ("A-b_C.D:65535", "a-b_c.d:65535"),
+        ] {
+            assert_eq!(
+                Authority::parse(raw.as_bytes()).unwrap().as_str(),
+                canonical
+            );
+        }
         for bad in [
             "",
             ".",

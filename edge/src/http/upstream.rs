@@ -301,7 +301,10 @@ impl HttpTunnel {
             let body = h1::Body::new(conn, &head);
             return Ok(head.response.map(|()| PooledBody::lean(body, self.clone())));
         }
-        let (sender, response) = tokio::time::timeout(timeout, self.exchange(request, viewer))
+        // Boxed: hyper's path is large, and inline it would grow the future of every
+        // request, bodiless ones on the lean path too.
+        let exchange = Box::pin(self.exchange(request, viewer));
+        let (sender, response) = tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| UpstreamError::Timeout(timeout))??;
         // The connection is reusable once the response body has been read; a protocol
