@@ -97,11 +97,21 @@ async fn budget_holds(transport: &str) {
     // Time for every window to fill.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let grown = server.proc.rss_kib().saturating_sub(before);
-    eprintln!("{transport}: {served} of {} viewers served; the server grew by {grown} KiB", viewers.len());
+    eprintln!(
+        "{transport}: {served} of {} viewers served; the server grew by {grown} KiB",
+        viewers.len()
+    );
+    // The budget, plus what each viewer connection may hold on its way to the socket
+    // (one gather of 128 KiB and the read buffers its chunks share), plus the
+    // process's own growth under load. Without the budget the mux session grows by
+    // ~75 MiB here and QUIC by hundreds.
+    let per_viewer = 512 * 1024;
+    let limit = BUDGET + viewers.len() as u64 * per_viewer + 16 * MIB;
     assert!(
-        grown < (BUDGET + 32 * MIB) / 1024,
-        "{transport}: the server grew by {grown} KiB with a budget of {} KiB",
-        BUDGET / 1024
+        grown < limit / 1024,
+        "{transport}: the server grew by {grown} KiB with a budget of {} KiB (limit {} KiB)",
+        BUDGET / 1024,
+        limit / 1024
     );
     assert!(served > 0, "{transport}: no viewer was served at all");
     assert!(
