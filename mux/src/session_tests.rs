@@ -316,7 +316,9 @@ fn data_left_unread_stops_pinning_the_read_buffer_it_arrived_in() {
     // Read promptly nothing is copied; left unread, it is copied out once stalled.
     edge.handle_timeout(now + STALLED / 2);
     assert!(!buf.try_reclaim(256 * 1024));
-    let at = edge.poll_timeout().expect("a look for stalled streams is due");
+    let at = edge
+        .poll_timeout()
+        .expect("a look for stalled streams is due");
     assert!(at <= now + STALLED);
     edge.handle_timeout(now + STALLED);
     assert!(
