@@ -233,6 +233,10 @@ fn tunnel_labels_stop_at_the_cap() {
     for a in &agents {
         echo_through(a.public, MIB);
     }
+    // Each connection adds its bytes when it ends (and every 256 KiB before).
+    scrape_until(metrics, |s| {
+        sum(s, "netbore_tunnel_bytes_total", &["direction=\"in\""]) >= (3 * MIB) as f64
+    });
     let (_, text) = fetch(metrics, "/metrics");
     let labelled: std::collections::HashSet<&str> = text
         .lines()

@@ -58,6 +58,33 @@ struct Gather {
     total: u64,
 }
 
+/// Bytes a pipe tallies before it adds them to a shared counter.
+const TALLY_FLUSH: u64 = 256 * 1024;
+
+/// One direction's bytes not yet added to its shared counter.
+struct Tally<'a> {
+    counter: Option<&'a Counter>,
+    pending: u64,
+}
+
+impl Tally<'_> {
+    fn add(&mut self, n: u64) {
+        self.pending += n;
+        if self.pending >= TALLY_FLUSH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(c) = self.counter
+            && self.pending > 0
+        {
+            c.add(self.pending);
+        }
+        self.pending = 0;
+    }
+}
+
 /// Counters a pipe adds to as bytes move (one relaxed atomic add per read or write).
 #[derive(Debug, Clone, Copy)]
 pub struct Counted<'a> {
@@ -76,7 +103,10 @@ where
     join_counted(socket, stream, None).await
 }
 
-/// [`join`], adding what moves to `counted` as it moves.
+/// [`join`], adding what moves to `counted`: each direction keeps its own tally and
+/// adds it to the shared counter every [`TALLY_FLUSH`] bytes and when the pipe ends,
+/// so the many connections of a busy tunnel do not all write one cache line per
+/// chunk.
 pub async fn join_counted<S>(
     mut socket: S,
     mut stream: Stream,
@@ -88,6 +118,14 @@ where
     let mut up = Direction::default();
     let mut down = Gather::default();
     let mut buf = RecycledBuffer::new(READ_SIZE);
+    let mut up_tally = Tally {
+        counter: counted.map(|c| c.to_stream),
+        pending: 0,
+    };
+    let mut down_tally = Tally {
+        counter: counted.map(|c| c.from_stream),
+        pending: 0,
+    };
     let result = poll_fn(|cx| {
         if !up.done
             && let Poll::Ready(Err(e)) = poll_up(
@@ -96,19 +134,14 @@ where
                 &mut stream,
                 &mut up,
                 &mut buf,
-                counted.map(|c| c.to_stream),
+                &mut up_tally,
             )
         {
             return Poll::Ready(Err(e));
         }
         if !down.done
-            && let Poll::Ready(Err(e)) = poll_down(
-                cx,
-                &mut socket,
-                &mut stream,
-                &mut down,
-                counted.map(|c| c.from_stream),
-            )
+            && let Poll::Ready(Err(e)) =
+                poll_down(cx, &mut socket, &mut stream, &mut down, &mut down_tally)
         {
             return Poll::Ready(Err(e));
         }
@@ -119,6 +152,8 @@ where
         }
     })
     .await;
+    up_tally.flush();
+    down_tally.flush();
     match result {
         Ok(()) => Ok(Transferred {
             to_stream: up.total,
@@ -138,7 +173,7 @@ fn poll_up<S: AsyncRead + Unpin>(
     stream: &mut Stream,
     dir: &mut Direction,
     buf: &mut RecycledBuffer,
-    counter: Option<&Counter>,
+    tally: &mut Tally<'_>,
 ) -> Poll<io::Result<()>> {
     loop {
         if let Some(data) = &mut dir.pending {
@@ -163,9 +198,7 @@ fn poll_up<S: AsyncRead + Unpin>(
             dir.eof = true;
         } else {
             dir.total += n as u64;
-            if let Some(c) = counter {
-                c.add(n as u64);
-            }
+            tally.add(n as u64);
             dir.pending = Some(buf.get_mut().split().freeze());
         }
     }
@@ -181,7 +214,7 @@ fn poll_down<S: AsyncWrite + Unpin>(
     socket: &mut S,
     stream: &mut Stream,
     dir: &mut Gather,
-    counter: Option<&Counter>,
+    tally: &mut Tally<'_>,
 ) -> Poll<io::Result<()>> {
     loop {
         if !dir.eof {
@@ -212,9 +245,7 @@ fn poll_down<S: AsyncWrite + Unpin>(
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             dir.total += written as u64;
-            if let Some(c) = counter {
-                c.add(written as u64);
-            }
+            tally.add(written as u64);
             dir.queued -= written;
             continue;
         }
