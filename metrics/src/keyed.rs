@@ -12,12 +12,29 @@ use prometheus_client::metrics::MetricType;
 /// Most distinct keys one family holds.
 const MAX_KEYS: usize = 1000;
 
-fn key_of(map_len: usize, has: bool, values: &[&str]) -> Vec<String> {
-    if has || map_len < MAX_KEYS {
-        values.iter().map(|v| (*v).to_string()).collect()
+/// The map key of `values`: the values themselves, or `other` for each once the
+/// family holds [`MAX_KEYS`] keys and these are not among them.
+fn key_of<V>(map: &BTreeMap<Vec<String>, V>, values: &[&str]) -> Vec<String> {
+    let key: Vec<String> = values.iter().map(|v| (*v).to_string()).collect();
+    if map.len() < MAX_KEYS || map.contains_key(&key) {
+        key
     } else {
         values.iter().map(|_| "other".to_string()).collect()
     }
+}
+
+/// `labels` paired with one key's values, as the encoder takes them.
+fn label_set<'a>(labels: &[&'a str], values: &'a [String]) -> Vec<(&'a str, &'a str)> {
+    labels
+        .iter()
+        .copied()
+        .zip(values.iter().map(String::as_str))
+        .collect()
+}
+
+/// The map key of `values` for a look-up.
+fn lookup(values: &[&str]) -> Vec<String> {
+    values.iter().map(|v| (*v).to_string()).collect()
 }
 
 /// Monotonic counts per label values.
@@ -40,16 +57,14 @@ impl KeyedCounters {
     pub fn inc(&self, values: &[&str]) {
         debug_assert_eq!(values.len(), self.labels.len());
         let mut map = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        let owned: Vec<String> = values.iter().map(|v| (*v).to_string()).collect();
-        let key = key_of(map.len(), map.contains_key(&owned), values);
+        let key = key_of(&map, values);
         *map.entry(key).or_default() += 1;
     }
 
     /// The count of `values`.
     pub fn get(&self, values: &[&str]) -> u64 {
         let map = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        let owned: Vec<String> = values.iter().map(|v| (*v).to_string()).collect();
-        map.get(&owned).copied().unwrap_or(0)
+        map.get(&lookup(values)).copied().unwrap_or(0)
     }
 
     pub(crate) fn encode(
@@ -65,12 +80,7 @@ impl KeyedCounters {
             .clone();
         let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
         for (values, count) in &map {
-            let labels: Vec<(&str, &str)> = self
-                .labels
-                .iter()
-                .copied()
-                .zip(values.iter().map(String::as_str))
-                .collect();
+            let labels = label_set(self.labels, values);
             metric
                 .encode_family(&labels)?
                 .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(count, None)?;
@@ -98,8 +108,7 @@ impl KeyedGauges {
     /// Adds `delta` to the value of `values`; a value back at zero is removed.
     pub fn add(&self, values: &[&str], delta: f64) {
         let mut map = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        let owned: Vec<String> = values.iter().map(|v| (*v).to_string()).collect();
-        let key = key_of(map.len(), map.contains_key(&owned), values);
+        let key = key_of(&map, values);
         let v = map.entry(key.clone()).or_default();
         *v += delta;
         if *v == 0.0 {
@@ -110,23 +119,20 @@ impl KeyedGauges {
     /// Sets the value of `values`.
     pub fn set(&self, values: &[&str], value: f64) {
         let mut map = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        let owned: Vec<String> = values.iter().map(|v| (*v).to_string()).collect();
-        let key = key_of(map.len(), map.contains_key(&owned), values);
+        let key = key_of(&map, values);
         map.insert(key, value);
     }
 
     /// Removes the value of `values`.
     pub fn remove(&self, values: &[&str]) {
         let mut map = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        let owned: Vec<String> = values.iter().map(|v| (*v).to_string()).collect();
-        map.remove(&owned);
+        map.remove(&lookup(values));
     }
 
     /// The value of `values`, if set.
     pub fn get(&self, values: &[&str]) -> Option<f64> {
         let map = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        let owned: Vec<String> = values.iter().map(|v| (*v).to_string()).collect();
-        map.get(&owned).copied()
+        map.get(&lookup(values)).copied()
     }
 
     pub(crate) fn encode(
@@ -142,14 +148,31 @@ impl KeyedGauges {
             .clone();
         let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
         for (values, value) in &map {
-            let labels: Vec<(&str, &str)> = self
-                .labels
-                .iter()
-                .copied()
-                .zip(values.iter().map(String::as_str))
-                .collect();
+            let labels = label_set(self.labels, values);
             metric.encode_family(&labels)?.encode_gauge(value)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_past_the_cap_count_under_other() {
+        let c = KeyedCounters::new(&["code"]);
+        for i in 0..MAX_KEYS {
+            c.inc(&[&i.to_string()]);
+        }
+        c.inc(&["0"]);
+        c.inc(&["new"]);
+        assert_eq!(c.get(&["0"]), 2);
+        assert_eq!(c.get(&["new"]), 0);
+        assert_eq!(c.get(&["other"]), 1);
+        let g = KeyedGauges::new(&["name"]);
+        g.add(&["a"], 1.0);
+        g.add(&["a"], -1.0);
+        assert_eq!(g.get(&["a"]), None, "a value back at zero is removed");
     }
 }
