@@ -27,7 +27,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 
-TARGETS=(frame_decoder session_frames session_pair handshake stream_header http_routing http_authority proxy_answer h1_response first_bytes)
+TARGETS=(frame_decoder session_frames session_pair handshake stream_header http_routing http_authority proxy_answer h1_response first_bytes proxy_v2)
 
 echo "== cargo fuzz build (all targets, once)"
 cargo fuzz build

@@ -279,6 +279,7 @@ mod tests {
                 .map(String::from)
                 .to_vec(),
             development_ca: dev,
+            ..EdgeCandidate::default()
         }]
     }
 

@@ -74,6 +74,9 @@ impl TunnelSpec {
 pub struct AgentConfig {
     /// The control plane.
     pub server: ControlUrl,
+    /// Other nodes of the same fleet to create the tunnels on when `server` cannot be
+    /// reached (more `--server`s); the agent adds those the control plane lists.
+    pub fallback_servers: Vec<ControlUrl>,
     /// The tunnels, all carried by one session.
     pub tunnels: Vec<TunnelSpec>,
     /// Mux limits.
@@ -111,6 +114,7 @@ impl AgentConfig {
     pub fn new(server: ControlUrl, tunnels: Vec<TunnelSpec>) -> Self {
         AgentConfig {
             server,
+            fallback_servers: Vec::new(),
             tunnels,
             mux: MuxConfig::default(),
             connect_timeout: Duration::from_secs(10),
@@ -263,6 +267,9 @@ pub async fn run_until(
             name: t.name.clone(),
         })
         .collect();
+    // The control planes to try, the first one first; a failure to reach one moves
+    // to the next.
+    let mut servers = Servers::new(&config);
     let mut attempt = 0u32;
     let mut ever_online = false;
     let tls = std::sync::OnceLock::new();
@@ -273,7 +280,7 @@ pub async fn run_until(
     loop {
         let upgrading = upgrade.is_some();
         let connected = tokio::select! {
-            c = connect(&config, &mut held, store.as_ref(), &tls, upgrade.take()) => c,
+            c = connect(&config, servers.current(), &mut held, store.as_ref(), &tls, upgrade.take()) => c,
             () = &mut stop => {
                 if let Some(old) = previous.take() {
                     old.close_and_flush(netbore_mux::GoAwayCode::NORMAL, GOODBYE_LIMIT).await;
@@ -293,6 +300,7 @@ pub async fn run_until(
             }) => {
                 ever_online = true;
                 attempt = 0;
+                servers.learn(&created[0].edges);
                 for h in held.iter_mut() {
                     h.online_this_run = true;
                 }
@@ -371,7 +379,15 @@ pub async fn run_until(
                 tracing::info!(error = %e, "moving onto QUIC failed; reconnecting");
                 continue;
             }
-            Err(e) => e.to_string(),
+            Err(e) => {
+                if matches!(
+                    e,
+                    AgentError::ControlUnreachable { .. } | AgentError::EdgeUnreachable { .. }
+                ) {
+                    servers.next();
+                }
+                e.to_string()
+            }
         };
         attempt += 1;
         let metrics = netbore_metrics::agent();
@@ -450,17 +466,17 @@ async fn watch_notices(
 /// back to a fresh create when the server no longer knows the token.
 async fn create_one(
     config: &AgentConfig,
+    server: &ControlUrl,
     spec: &TunnelSpec,
     held: &mut Held,
     store: Option<&state::StateDir>,
     tls: &std::sync::OnceLock<ClientTls>,
 ) -> Result<CreateTunnelResponse, AgentError> {
     let key = config.api_key.as_deref();
-    let trust = match config.server.tls {
+    let trust = match server.tls {
         true => Some(dialer::trust(config, tls)?.http1),
         false => None,
     };
-    let server = &config.server;
     let (trust, insecure) = (trust.as_ref(), config.insecure_http);
     let fresh = CreateTunnelRequest {
         protocol: spec.protocol,
@@ -475,6 +491,7 @@ async fn create_one(
         };
         match control_call(
             config,
+            server,
             control_client::create_tunnel(server, trust, insecure, key, &reclaim),
         )
         .await
@@ -502,6 +519,7 @@ async fn create_one(
     }
     let created = control_call(
         config,
+        server,
         control_client::create_tunnel(server, trust, insecure, key, &fresh),
     )
     .await?;
@@ -518,13 +536,14 @@ async fn create_one(
 /// accepts and never answers must not hold the agent.
 async fn control_call<T>(
     config: &AgentConfig,
+    server: &ControlUrl,
     call: impl std::future::Future<Output = Result<T, AgentError>>,
 ) -> Result<T, AgentError> {
     tokio::time::timeout(config.connect_timeout, call)
         .await
         .unwrap_or_else(|_| {
             Err(AgentError::ControlUnreachable {
-                url: config.server.to_string(),
+                url: server.to_string(),
                 reason: format!("no answer within {:?}", config.connect_timeout),
             })
         })
@@ -543,6 +562,7 @@ struct Connected {
 /// session already dialed by a probe), say hello.
 async fn connect(
     config: &AgentConfig,
+    server: &ControlUrl,
     held: &mut [Held],
     store: Option<&state::StateDir>,
     tls: &std::sync::OnceLock<ClientTls>,
@@ -550,7 +570,7 @@ async fn connect(
 ) -> Result<Connected, AgentError> {
     let mut created = Vec::with_capacity(held.len());
     for (spec, h) in config.tunnels.iter().zip(held.iter_mut()) {
-        let c = create_one(config, spec, h, store, tls).await?;
+        let c = create_one(config, server, spec, h, store, tls).await?;
         h.port = public_port(&c.public_url).filter(|_| spec.protocol == Protocol::Tcp);
         h.name = c.name.clone();
         created.push(c);
@@ -576,6 +596,7 @@ async fn connect(
         version: PROTOCOL_VERSION,
         tokens: created.iter().map(|c| c.ephemeral_token.clone()).collect(),
         agent: concat!("netbore/", env!("CARGO_PKG_VERSION")).into(),
+        link: None,
     };
     let exchange = async {
         let mut stream = session
@@ -609,6 +630,54 @@ async fn connect(
             code: body.code.as_str().into(),
             message: body.message,
         }),
+    }
+}
+
+/// Most control planes an agent keeps to move to (its `--server`s and those learned).
+const MAX_SERVERS: usize = 16;
+
+/// The control planes an agent may create its tunnels on: its `--server`s, then the
+/// fleet nodes the control plane lists ([`EdgeCandidate::control_url`]).
+///
+/// [`EdgeCandidate::control_url`]: netbore_control::api::EdgeCandidate::control_url
+struct Servers {
+    list: Vec<ControlUrl>,
+    current: usize,
+}
+
+impl Servers {
+    fn new(config: &AgentConfig) -> Self {
+        let mut list = vec![config.server.clone()];
+        for s in &config.fallback_servers {
+            if !list.contains(s) && list.len() < MAX_SERVERS {
+                list.push(s.clone());
+            }
+        }
+        Servers { list, current: 0 }
+    }
+
+    fn current(&self) -> &ControlUrl {
+        &self.list[self.current % self.list.len()]
+    }
+
+    /// Moves on to the next control plane (the first again after the last).
+    fn next(&mut self) {
+        self.current = (self.current + 1) % self.list.len();
+        if self.list.len() > 1 {
+            tracing::info!(server = %self.current(), "trying the next control plane of the fleet");
+        }
+    }
+
+    /// Adds the fleet nodes' control planes listed in `edges`.
+    fn learn(&mut self, edges: &[netbore_control::api::EdgeCandidate]) {
+        for url in edges.iter().filter_map(|e| e.control_url.as_deref()) {
+            match url.parse::<ControlUrl>() {
+                Ok(url) if !self.list.contains(&url) && self.list.len() < MAX_SERVERS => {
+                    self.list.push(url);
+                }
+                _ => {}
+            }
+        }
     }
 }
 

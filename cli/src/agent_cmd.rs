@@ -16,9 +16,16 @@ use crate::output::Printer;
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct AgentArgs {
     /// The control plane, e.g. https://tunnel.example.com:7834 (a HOST:PORT without
-    /// a scheme means https, or http on this machine).
-    #[arg(long, env = "NETBORE_SERVER", default_value = "http://localhost:7834")]
-    pub(crate) server: ControlUrl,
+    /// a scheme means https, or http on this machine). Give it several times (or
+    /// comma-separated) for the nodes of a fleet: when one cannot be reached the
+    /// agent moves to the next, and it learns the others from the first it reaches.
+    #[arg(
+        long,
+        env = "NETBORE_SERVER",
+        default_value = "http://localhost:7834",
+        value_delimiter = ','
+    )]
+    pub(crate) server: Vec<ControlUrl>,
     /// API key (omit to connect anonymously where the server allows it).
     #[arg(long, env = "NETBORE_KEY", hide_env_values = true)]
     pub(crate) key: Option<String>,
@@ -94,9 +101,16 @@ impl std::str::FromStr for TransportArg {
 }
 
 impl AgentArgs {
+    /// The first `--server`: the one recreate tokens and pins are kept for.
+    fn primary(&self) -> &ControlUrl {
+        // clap's default gives at least one.
+        &self.server[0]
+    }
+
     /// The agent configuration for `tunnels`.
     fn config(&self, tunnels: Vec<TunnelSpec>) -> anyhow::Result<AgentConfig> {
-        let mut config = AgentConfig::new(self.server.clone(), tunnels);
+        let mut config = AgentConfig::new(self.primary().clone(), tunnels);
+        config.fallback_servers = self.server.iter().skip(1).cloned().collect();
         config.transport = self.transport.0;
         config.quic_fallback_after = Duration::from_millis(self.quic_fallback_after_ms.max(1));
         config.quic_probe_interval = Duration::from_secs(self.quic_probe_interval.max(1));
@@ -113,7 +127,12 @@ impl AgentArgs {
             extra_ca: self.ca.clone(),
             insecure_skip_verify: self.insecure_skip_verify,
         };
-        if self.insecure_http && !self.server.tls && !self.server.is_loopback() {
+        if self.insecure_http
+            && self
+                .server
+                .iter()
+                .any(|server| !server.tls && !server.is_loopback())
+        {
             eprintln!(
                 "WARNING: --insecure-http is on: the API key and tunnel tokens cross the network in clear text; use https:// instead"
             );
@@ -126,7 +145,8 @@ impl AgentArgs {
         if self.fresh
             && let Some(dir) = &config.state_dir
         {
-            let state = netbore_agent::state::StateDir::new(dir.clone(), &self.server.to_string());
+            let state =
+                netbore_agent::state::StateDir::new(dir.clone(), &self.primary().to_string());
             for t in &config.tunnels {
                 state.forget(t);
             }

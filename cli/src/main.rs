@@ -4,11 +4,13 @@
 mod agent_cmd;
 mod ca_cmd;
 mod demo;
+mod fleet;
 mod key_cmd;
 mod metrics_http;
 mod output;
 mod platform;
 mod server;
+mod server_args;
 
 use clap::{Parser, Subcommand};
 

@@ -116,6 +116,13 @@ pub trait Placement: Send + Sync + 'static {
     fn disconnect(&self, tunnel_id: &str, reason: DisconnectReason) -> bool;
 }
 
+/// The other nodes of a fleet, as the control plane hands them to agents.
+pub trait Nodes: Send + Sync + 'static {
+    /// The live nodes other than this one that take new tunnels (not draining), best
+    /// first: this node's region first, then the least loaded.
+    fn others(&self) -> Vec<EdgeCandidate>;
+}
+
 /// Default of [`ControlConfig::max_tunnels_per_anonymous_ipv6_48`].
 pub const DEFAULT_MAX_TUNNELS_PER_ANONYMOUS_IPV6_48: usize = 20;
 /// Default of [`ControlConfig::max_anonymous_tunnels`].
@@ -211,6 +218,8 @@ pub struct Control {
     /// Held while a tunnel is created or deleted, so two creates of one owner cannot
     /// both pass the limit check, and a name check and its placement are one step.
     lifecycle: Mutex<()>,
+    /// The fleet's other nodes, when this node is part of one.
+    nodes: std::sync::OnceLock<Arc<dyn Nodes>>,
 }
 
 impl std::fmt::Debug for Control {
@@ -240,7 +249,23 @@ impl Control {
             rate,
             anonymous: AnonymousTunnels::default(),
             lifecycle: Mutex::new(()),
+            nodes: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Makes this control plane hand agents the fleet's other nodes after its own
+    /// Edge. Set once; later calls are ignored.
+    pub fn set_nodes(&self, nodes: Arc<dyn Nodes>) {
+        let _ = self.nodes.set(nodes);
+    }
+
+    /// The Edges handed to agents: this node's, then the fleet's other live nodes.
+    pub fn candidates(&self) -> Vec<EdgeCandidate> {
+        let mut edges = self.config.edges.clone();
+        if let Some(nodes) = self.nodes.get() {
+            edges.extend(nodes.others());
+        }
+        edges
     }
 
     /// The settings.

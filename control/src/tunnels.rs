@@ -453,7 +453,7 @@ impl Control {
             protocol: record.protocol,
             name: record.name.clone(),
             public_url: record.public_url.clone(),
-            edges: self.config.edges.clone(),
+            edges: self.candidates(),
             ephemeral_token: token,
             expires_in: self.config.token_ttl.as_secs(),
             recreate_token,

@@ -5,17 +5,15 @@
 //! one Redis (two nodes) seeing each other's writes at once, racing for names, and
 //! health when Redis goes away.
 
-mod common;
-
 use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 
-use common::RedisServer;
 use netbore_control::api::Protocol;
 use netbore_control::secrets::{create_api_key, hash_secret};
 use netbore_control::store::{
     ApiKeyRecord, RedisStore, Reserve, SqliteStore, Store, StoreError, TunnelRecord,
 };
+use netbore_test_support::redis::RedisServer;
 
 struct TempDir(PathBuf);
 

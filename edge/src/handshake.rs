@@ -34,6 +34,8 @@ pub struct Bound {
     pub tunnels: Vec<ClaimedTunnel>,
     /// The hello stream, kept open for later control messages.
     pub hello_stream: Stream,
+    /// Set when the hello opened a fleet link from this node (no tunnels then).
+    pub link_from: Option<String>,
 }
 
 /// Waits for the agent's hello and answers it. On error the reply has been sent (when
@@ -68,6 +70,36 @@ pub async fn accept_hello(
             )));
         }
     };
+    if let Some(link) = &hello.link {
+        let accepted = hello.tokens.is_empty()
+            && edge
+                .registry
+                .directory()
+                .is_some_and(|d| crate::fleet::link::accepts(d.as_ref(), link));
+        if !accepted {
+            let body = ErrorBody {
+                code: ErrorCode::Unauthorized,
+                message:
+                    "this fleet link's proof is not valid here; give every node the same --redis"
+                        .into(),
+            };
+            return Err(reply_error(&mut stream, body).await);
+        }
+        session.hello_accepted();
+        proto::write_message(
+            &mut stream,
+            &HelloReply::Ok {
+                tunnels: Vec::new(),
+            },
+        )
+        .await
+        .map_err(|e| protocol_error(format!("could not answer the hello: {e}")))?;
+        return Ok(Bound {
+            tunnels: Vec::new(),
+            hello_stream: stream,
+            link_from: Some(link.from.clone()),
+        });
+    }
     match check_hello(edge, &hello, handle) {
         Ok(tunnels) => {
             let reply = HelloReply::Ok {
@@ -87,6 +119,7 @@ pub async fn accept_hello(
             Ok(Bound {
                 tunnels,
                 hello_stream: stream,
+                link_from: None,
             })
         }
         Err(body) => Err(reply_error(&mut stream, body).await),

@@ -2,7 +2,9 @@
 //! turns every viewer connection on a TCP tunnel's public port into a stream to the
 //! agent, routes viewers' HTTP and HTTPS requests by host name to HTTP tunnels
 //! ([`http`], certificates from [`certs`]), and passes TLS through unopened to TLS
-//! tunnels chosen by SNI ([`tls_tunnel`]).
+//! tunnels chosen by SNI ([`tls_tunnel`]). Behind a TCP load balancer it learns each
+//! viewer's address from the PROXY protocol header of a trusted proxy
+//! ([`proxy_protocol`]).
 //!
 //! It does not mint tokens (it holds only the control plane's public key). The
 //! [`Registry`] is the table of tunnels the control plane places and agents claim.
@@ -11,10 +13,12 @@ pub mod acme;
 pub mod audit;
 pub mod certs;
 pub mod dev_ca;
+pub mod fleet;
 pub mod handshake;
 pub mod http;
 pub mod limits;
 pub mod ports;
+pub mod proxy_protocol;
 pub mod registry;
 mod tcp_tunnel;
 pub mod tls_tunnel;
@@ -64,6 +68,9 @@ pub struct EdgeConfig {
     /// The viewer budget TCP tunnels' public ports take from: connections in all and
     /// per address, and streams per tunnel (shared with HTTP ingress).
     pub viewer_limits: limits::ViewerLimits,
+    /// PROXY protocol v2 from trusted proxies on TCP tunnels' public ports
+    /// (`--proxy-protocol`); `None` reads no header from anyone.
+    pub proxy_protocol: Option<proxy_protocol::ProxyProtocol>,
 }
 
 impl Default for EdgeConfig {
@@ -73,6 +80,7 @@ impl Default for EdgeConfig {
             hello_timeout: Duration::from_secs(10),
             mask_agent_ip: false,
             viewer_limits: limits::ViewerLimits::default(),
+            proxy_protocol: None,
         }
     }
 }
@@ -181,6 +189,18 @@ impl Edge {
                 return;
             }
         };
+        if let Some(from) = bound.link_from {
+            tracing::debug!(node = %from, "fleet link opened");
+            let _hello = bound.hello_stream;
+            fleet::link::serve(
+                self.registry.clone(),
+                session,
+                from,
+                self.config.hello_timeout,
+            )
+            .await;
+            return;
+        }
         let _counted = netbore_metrics::server().agent_session(session.kind().as_str());
         let mut hello_stream = bound.hello_stream;
         let mut tasks = tokio::task::JoinSet::new();
@@ -204,6 +224,7 @@ impl Edge {
                     listener,
                     t.tunnel_id.clone(),
                     self.config.viewer_limits.clone(),
+                    self.config.proxy_protocol.clone(),
                 ))),
                 registry::Claimed::Http | registry::Claimed::Tls => None,
             };

@@ -146,12 +146,17 @@ impl ViewerLimits {
     /// A slot for a connection accepted from `ip`, or why there is none, at once:
     /// for listeners that accept before they know whether they can serve.
     pub fn try_admit(&self, ip: IpAddr) -> Result<ViewerSlot, Refused> {
-        let permit = self
-            .slots
+        self.admit(self.try_acquire()?, ip)
+    }
+
+    /// A slot of the global budget at once, or [`Refused::Full`]: for a connection
+    /// whose address is known only later (a PROXY protocol header), given to
+    /// [`admit`](Self::admit) then.
+    pub fn try_acquire(&self) -> Result<OwnedSemaphorePermit, Refused> {
+        self.slots
             .clone()
             .try_acquire_owned()
-            .map_err(|_| Refused::Full)?;
-        self.admit(permit, ip)
+            .map_err(|_| Refused::Full)
     }
 
     fn shard(&self, key: IpAddr) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Client>> {

@@ -192,6 +192,12 @@ impl PortPool {
         })
     }
 
+    /// Binds `port` on the public address for a tunnel another node of the fleet holds
+    /// (its viewers are relayed there: [`crate::fleet::mirror`]).
+    pub fn bind_mirror(&self, port: u16) -> std::io::Result<TcpListener> {
+        self.bind(port)
+    }
+
     /// Binds a public port for `tunnel_id`: the `requested` one, or a free one from the
     /// range.
     pub fn bind_for(

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use netbore_control::api::Protocol;
@@ -22,6 +22,8 @@ use netbore_transport::proto::{ErrorBody, ErrorCode};
 use tokio::sync::mpsc;
 
 use crate::PortPool;
+use crate::fleet::remote::Remote;
+use crate::fleet::{Directory, RouteKey};
 use crate::http::upstream::HttpTunnel;
 use crate::tls_tunnel::TlsTunnel;
 
@@ -129,6 +131,25 @@ pub struct Registry {
     tables: Arc<Mutex<Tables>>,
     /// The hot path of HTTP ingress reads only this map.
     routes: Arc<RwLock<HashMap<String, Route>>>,
+    /// Online tunnels by route key ([`RouteKey`]'s text), for streams other nodes
+    /// relay here over a fleet link.
+    links: Arc<RwLock<HashMap<String, LinkTarget>>>,
+    /// The fleet's directory and the tunnels other nodes hold, when this node is
+    /// part of a fleet.
+    remote: Arc<OnceLock<Arc<Remote>>>,
+}
+
+/// Where a stream relayed from another node for a tunnel goes: the agent session
+/// serving it and the slot its streams carry.
+#[derive(Debug, Clone)]
+pub struct LinkTarget {
+    /// The tunnel.
+    pub tunnel_id: String,
+    /// The agent's session.
+    pub session: Session,
+    /// The tunnel's slot on it.
+    pub slot: u32,
+    generation: u64,
 }
 
 impl Registry {
@@ -139,6 +160,45 @@ impl Registry {
             ports,
             tables: Arc::default(),
             routes: Arc::default(),
+            links: Arc::default(),
+            remote: Arc::default(),
+        }
+    }
+
+    /// Makes this registry part of a fleet: tunnels brought online here are published
+    /// to `directory` and withdrawn when they go offline, and tunnels other nodes
+    /// hold are reached over links dialed with `link_mux` settings. Set once, before
+    /// agents connect; later calls are ignored.
+    pub fn set_directory(&self, directory: Arc<dyn Directory>, link_mux: netbore_mux::Config) {
+        let remote = Remote::new(directory, link_mux, self.config.upstream.clone());
+        let _ = self.remote.set(Arc::new(remote));
+    }
+
+    /// The fleet's directory, when this node is part of one.
+    pub fn directory(&self) -> Option<&Arc<dyn Directory>> {
+        self.remote.get().map(|r| r.directory())
+    }
+
+    /// The tunnels other nodes of the fleet hold, when this node is part of one.
+    pub fn remote(&self) -> Option<&Arc<Remote>> {
+        self.remote.get()
+    }
+
+    /// The online tunnel of route key `key`, for a stream relayed from another node.
+    pub fn link_target(&self, key: &str) -> Option<LinkTarget> {
+        self.links
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// The route key of a tunnel of `protocol` with `name` or public `port`.
+    fn route_key(protocol: Protocol, name: Option<&str>, port: Option<u16>) -> Option<RouteKey> {
+        match protocol {
+            Protocol::Http => name.map(|n| RouteKey::Http(n.to_string())),
+            Protocol::Tls => name.map(|n| RouteKey::Tls(n.to_string())),
+            Protocol::Tcp => port.map(RouteKey::Tcp),
         }
     }
 
@@ -246,6 +306,21 @@ impl Registry {
             .and_then(|l| l.local_addr().ok())
             .map(|a| a.port());
         let url = self.public_url(entry.protocol, entry.name.as_deref(), port);
+        if let Some(key) = Self::route_key(entry.protocol, entry.name.as_deref(), port) {
+            let target = LinkTarget {
+                tunnel_id: claims.tid.clone(),
+                session: handle.session.clone(),
+                slot,
+                generation,
+            };
+            self.links
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.to_string(), target);
+            if let Some(directory) = self.directory() {
+                directory.publish(&key, &claims.tid, Some(handle.agent));
+            }
+        }
         entry.phase = Phase::Online {
             agent: handle.agent,
             since: unix_now(),
@@ -264,12 +339,53 @@ impl Registry {
         if entry.generation != generation {
             return;
         }
+        let port = entry
+            .listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port());
+        if matches!(entry.phase, Phase::Online { .. }) {
+            self.unlink(
+                entry.protocol,
+                entry.name.as_deref(),
+                port,
+                generation,
+                tunnel_id,
+            );
+        }
         entry.phase = Phase::Offline {
             since: Instant::now(),
         };
         entry.listener = None;
         if let Some(name) = entry.name.clone() {
             self.set_route(&name, Some(Route::Offline));
+        }
+    }
+
+    /// Stops relaying links' streams to the tunnel's session of `generation`, and
+    /// withdraws it from the fleet's directory.
+    fn unlink(
+        &self,
+        protocol: Protocol,
+        name: Option<&str>,
+        port: Option<u16>,
+        generation: u64,
+        tunnel_id: &str,
+    ) {
+        let Some(key) = Self::route_key(protocol, name, port) else {
+            return;
+        };
+        let key_text = key.to_string();
+        let mut links = self.links.write().unwrap_or_else(|e| e.into_inner());
+        if links
+            .get(&key_text)
+            .is_some_and(|t| t.generation == generation)
+        {
+            links.remove(&key_text);
+            drop(links);
+            if let Some(directory) = self.directory() {
+                directory.withdraw(&key, tunnel_id);
+            }
         }
     }
 
@@ -364,17 +480,24 @@ impl Placement for Registry {
         // listener so the port never closes in between.
         let mut listener = None;
         if let Some(old) = tables.tunnels.get_mut(id) {
-            if let Phase::Online { closing, .. } = &old.phase {
-                let _ = closing.send(Closing {
-                    tunnel_id: id.to_string(),
-                    reason: DisconnectReason::Replaced,
-                });
-            }
             let old_port = old
                 .listener
                 .as_ref()
                 .and_then(|l| l.local_addr().ok())
                 .map(|a| a.port());
+            if let Phase::Online { closing, .. } = &old.phase {
+                let _ = closing.send(Closing {
+                    tunnel_id: id.to_string(),
+                    reason: DisconnectReason::Replaced,
+                });
+                self.unlink(
+                    old.protocol,
+                    old.name.as_deref(),
+                    old_port,
+                    old.generation,
+                    id,
+                );
+            }
             if request.protocol == Protocol::Tcp
                 && old_port.is_some()
                 && (request.port.is_none() || request.port == old_port)
@@ -389,7 +512,13 @@ impl Placement for Registry {
             }
         }
         if request.protocol == Protocol::Tcp && listener.is_none() {
-            listener = Some(Arc::new(self.ports.bind_for(id, request.port)?));
+            // A port this node mirrors for another node's tunnel (the tunnel moving
+            // here, say) is taken over without closing.
+            let mirrored = request.port.and_then(|p| self.remote()?.mirrors().take(p));
+            listener = Some(Arc::new(match mirrored {
+                Some(l) => l,
+                None => self.ports.bind_for(id, request.port)?,
+            }));
         }
         let port = listener
             .as_ref()

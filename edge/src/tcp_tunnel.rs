@@ -3,24 +3,45 @@
 //!
 //! Each viewer connection takes a slot of the Edge's viewer budget (in all and for
 //! its address) and one of the tunnel's streams; a viewer over any cap is closed at
-//! once, before a stream is opened.
+//! once, before a stream is opened. A connection from a trusted proxy under
+//! `--proxy-protocol` takes its global slot at once and its address's share once its
+//! PROXY header has named the viewer.
 
-use netbore_metrics::ViewerProtocol;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use netbore_metrics::{TunnelGuard, ViewerProtocol};
 use netbore_transport::proto::StreamHeader;
 use netbore_transport::{Session, pipe};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
-use crate::limits::ViewerLimits;
+use crate::limits::{StreamGuard, ViewerLimits, ViewerSlot};
+use crate::proxy_protocol::ProxyProtocol;
+
+/// What every viewer connection of one tunnel shares.
+#[derive(Debug, Clone)]
+struct Tunnel {
+    session: Session,
+    slot: u32,
+    tunnel_id: Arc<str>,
+    limits: ViewerLimits,
+    /// The tunnel's place in the metrics, while this task runs.
+    metrics: Arc<TunnelGuard>,
+}
 
 /// Serves viewers on `listener` until the task is aborted (the session ended).
+/// `proxy_protocol`: the viewers of connections from trusted proxies are named by a
+/// PROXY header (`--proxy-protocol`).
 pub(crate) async fn run(
     session: Session,
     slot: u32,
     listener: std::net::TcpListener,
     tunnel_id: String,
     limits: ViewerLimits,
+    proxy_protocol: Option<ProxyProtocol>,
 ) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -29,73 +50,122 @@ pub(crate) async fn run(
             return;
         }
     };
-    // The tunnel is in the metrics while this task runs.
-    let metrics = std::sync::Arc::new(netbore_metrics::server().tunnels.add(&tunnel_id, "tcp"));
-    let max_streams = limits.caps().max_streams_per_tunnel;
+    let tunnel = Tunnel {
+        metrics: Arc::new(netbore_metrics::server().tunnels.add(&tunnel_id, "tcp")),
+        session,
+        slot,
+        tunnel_id: tunnel_id.into(),
+        limits,
+    };
+    let max_streams = tunnel.limits.caps().max_streams_per_tunnel;
     // Dropped with this task: aborting the tunnel disconnects its viewers. Its
     // length is the tunnel's streams in flight.
     let mut viewers = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((socket, viewer)) => {
+                Ok((socket, peer)) => {
+                    let tunnel_id = &tunnel.tunnel_id;
                     if viewers.len() >= max_streams {
-                        tracing::debug!(%tunnel_id, %viewer, "tunnel at its stream cap; viewer closed");
+                        tracing::debug!(%tunnel_id, viewer = %peer, "tunnel at its stream cap; viewer closed");
                         continue;
                     }
-                    let admitted = limits.try_admit(viewer.ip());
-                    let (held, client_stream) = match admitted {
-                        Ok(held) => {
-                            let stream = held.try_stream();
-                            (held, stream)
-                        }
+                    let permit = match tunnel.limits.try_acquire() {
+                        Ok(permit) => permit,
                         Err(e) => {
-                            tracing::debug!(%tunnel_id, %viewer, reason = %e, "viewer refused");
+                            tracing::debug!(%tunnel_id, viewer = %peer, reason = %e, "viewer refused");
                             continue;
                         }
                     };
-                    let Some(client_stream) = client_stream else {
-                        tracing::debug!(%tunnel_id, %viewer, "viewer address at its stream cap; closed");
-                        continue;
-                    };
-                    let session = session.clone();
-                    let metrics = metrics.clone();
-                    let tunnel_id = tunnel_id.clone();
-                    viewers.spawn(async move {
-                        let server = netbore_metrics::server();
-                        let _held = (held, client_stream, server.viewer_connection(ViewerProtocol::Tcp));
-                        let _ = socket.set_nodelay(true);
-                        let mut stream = match session.open().await {
-                            Ok(s) => s,
-                            Err(e) => {
-                                if e.busy() == Some(netbore_transport::Busy::Memory) {
-                                    server.budget_refusals.inc();
-                                }
-                                tracing::debug!(%tunnel_id, %viewer, error = %e, "could not open a stream to the agent");
-                                return;
-                            }
-                        };
-                        let _open = server.streams_open.hold();
-                        let header = StreamHeader { slot, viewer }.encode();
-                        if stream.write_all(&header).await.is_err() {
-                            return;
+                    let tunnel = tunnel.clone();
+                    match proxy_protocol.as_ref().filter(|p| p.expects_header(peer.ip())) {
+                        None => {
+                            let Some(held) = tunnel.admit(permit, peer) else { continue };
+                            viewers.spawn(tunnel.forward(socket, peer, held));
                         }
-                        let stats = metrics.stats();
-                        let counted = pipe::Counted {
-                            to_stream: &stats.bytes_in,
-                            from_stream: &stats.bytes_out,
-                        };
-                        if let Err(e) = pipe::join_counted(socket, stream, Some(counted)).await {
-                            tracing::debug!(%tunnel_id, %viewer, error = %e, "viewer connection ended with an error");
+                        Some(proxy_protocol) => {
+                            let proxy_protocol = proxy_protocol.clone();
+                            viewers.spawn(async move {
+                                let mut socket = socket;
+                                let viewer = match proxy_protocol.viewer(&mut socket, peer).await {
+                                    Ok(viewer) => viewer,
+                                    Err(e) => {
+                                        tracing::debug!(tunnel_id = %tunnel.tunnel_id, proxy = %peer, error = %e, "PROXY header refused; connection closed");
+                                        return;
+                                    }
+                                };
+                                let Some(held) = tunnel.admit(permit, viewer) else { return };
+                                tunnel.forward(socket, viewer, held).await;
+                            });
                         }
-                    });
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(%tunnel_id, error = %e, "accepting a viewer failed");
+                    tracing::warn!(tunnel_id = %tunnel.tunnel_id, error = %e, "accepting a viewer failed");
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
             },
             Some(_) = viewers.join_next(), if !viewers.is_empty() => {}
+        }
+    }
+}
+
+impl Tunnel {
+    /// The share of `viewer`'s address and one of its streams, for a connection
+    /// holding `permit`; `None` (logged) over either cap.
+    fn admit(
+        &self,
+        permit: OwnedSemaphorePermit,
+        viewer: SocketAddr,
+    ) -> Option<(ViewerSlot, StreamGuard)> {
+        let tunnel_id = &self.tunnel_id;
+        let held = match self.limits.admit(permit, viewer.ip()) {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::debug!(%tunnel_id, %viewer, reason = %e, "viewer refused");
+                return None;
+            }
+        };
+        let Some(stream) = held.try_stream() else {
+            tracing::debug!(%tunnel_id, %viewer, "viewer address at its stream cap; closed");
+            return None;
+        };
+        Some((held, stream))
+    }
+
+    /// Carries `socket` from `viewer` to the agent on a new stream, both ways, until
+    /// either side closes; `held` is released at the end.
+    async fn forward(self, socket: TcpStream, viewer: SocketAddr, held: (ViewerSlot, StreamGuard)) {
+        let tunnel_id = &self.tunnel_id;
+        let server = netbore_metrics::server();
+        let _held = (held, server.viewer_connection(ViewerProtocol::Tcp));
+        let _ = socket.set_nodelay(true);
+        let mut stream = match self.session.open().await {
+            Ok(s) => s,
+            Err(e) => {
+                if e.busy() == Some(netbore_transport::Busy::Memory) {
+                    server.budget_refusals.inc();
+                }
+                tracing::debug!(%tunnel_id, %viewer, error = %e, "could not open a stream to the agent");
+                return;
+            }
+        };
+        let _open = server.streams_open.hold();
+        let header = StreamHeader {
+            slot: self.slot,
+            viewer,
+        }
+        .encode();
+        if stream.write_all(&header).await.is_err() {
+            return;
+        }
+        let stats = self.metrics.stats();
+        let counted = pipe::Counted {
+            to_stream: &stats.bytes_in,
+            from_stream: &stats.bytes_out,
+        };
+        if let Err(e) = pipe::join_counted(socket, stream, Some(counted)).await {
+            tracing::debug!(%tunnel_id, %viewer, error = %e, "viewer connection ended with an error");
         }
     }
 }

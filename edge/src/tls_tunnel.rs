@@ -23,6 +23,8 @@ pub struct TlsTunnel {
     streams: Arc<StreamCount>,
     /// The tunnel's place in the metrics, while it is served.
     metrics: netbore_metrics::TunnelGuard,
+    /// For a tunnel another node holds: what starts each stream on the link to it.
+    preamble: Option<Vec<u8>>,
 }
 
 impl TlsTunnel {
@@ -34,7 +36,22 @@ impl TlsTunnel {
             session,
             slot,
             streams: Arc::default(),
+            preamble: None,
         }
+    }
+
+    /// A tunnel another node holds, reached over `link` whose streams start with
+    /// `preamble` ([`crate::fleet::link`]).
+    pub fn via_link(tunnel_id: String, link: Session, preamble: Vec<u8>) -> Self {
+        TlsTunnel {
+            preamble: Some(preamble),
+            ..TlsTunnel::new(tunnel_id, link, 0)
+        }
+    }
+
+    /// True once the session carrying the tunnel has ended.
+    pub fn is_offline(&self) -> bool {
+        self.session.is_closed()
     }
 
     /// The tunnel's id.
@@ -62,11 +79,14 @@ impl TlsTunnel {
                 return;
             }
         };
-        let header = StreamHeader {
-            slot: self.slot,
-            viewer,
-        }
-        .encode();
+        let mut header = self.preamble.clone().unwrap_or_default();
+        header.extend_from_slice(
+            &StreamHeader {
+                slot: self.slot,
+                viewer,
+            }
+            .encode(),
+        );
         let _open = server.streams_open.hold();
         if stream.write_all(&header).await.is_err() || stream.write_all(&hello).await.is_err() {
             return;

@@ -403,6 +403,45 @@ def first_bytes():
     seed("not_netbore", b"SSH-2.0-OpenSSH_9.6\r\n", addr="192.0.2.1")
 
 
+# ----- proxy_v2: the bytes a connection starts with; an odd first byte puts the
+# ----- rest after the 12-byte signature -----
+
+PP2_SIGNATURE = b"\r\n\r\n\0\r\nQUIT\n"
+
+
+def pp2(command, family, payload):
+    return PP2_SIGNATURE + bytes([0x20 | command, family]) + struct.pack(">H", len(payload)) + payload
+
+
+def proxy_v2():
+    import ipaddress
+
+    def tcp(src, dst, sport, dport, tlvs=b""):
+        s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+        family = 0x11 if s.version == 4 else 0x21
+        return pp2(1, family, s.packed + d.packed + struct.pack(">HH", sport, dport) + tlvs)
+
+    def seed(name, blob):
+        write("proxy_v2", name, bytes([0]) + blob)
+
+    request = b"GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n"
+    seed("ipv4_then_request", tcp("203.0.113.7", "192.0.2.1", 51000, 80) + request)
+    seed("ipv6", tcp("2001:db8::7", "2001:db8::1", 443, 8443))
+    authority = b"\x02\x00\x0fapp.example.com"
+    seed("tlvs", tcp("198.51.100.4", "192.0.2.1", 1, 443, authority + b"\xea\x00\x05\x01vpce"))
+    seed("local", pp2(0, 0x00, b""))
+    seed("unspec", pp2(1, 0x00, b""))
+    seed("unix", pp2(1, 0x31, bytes(216)))
+    seed("udp", pp2(1, 0x12, bytes(12)))
+    seed("truncated", tcp("203.0.113.7", "192.0.2.1", 1, 2)[:20])
+    seed("bad_version", tcp("203.0.113.7", "192.0.2.1", 1, 2).replace(b"QUIT\n\x21", b"QUIT\n\x11"))
+    seed("short_addresses", pp2(1, 0x21, bytes(20)))
+    seed("oversize", PP2_SIGNATURE + b"\x21\x11\xff\xff")
+    seed("version_1", b"PROXY TCP4 203.0.113.7 192.0.2.1 51000 80\r\n")
+    # After the signature (odd first byte): version, family and length at once.
+    write("proxy_v2", "after_signature", bytes([1, 0x21, 0x11, 0x00, 0x0c]) + bytes(12))
+
+
 if __name__ == "__main__":
     frame_decoder()
     session_frames()
@@ -413,3 +452,4 @@ if __name__ == "__main__":
     h1_response()
     http_authority()
     first_bytes()
+    proxy_v2()

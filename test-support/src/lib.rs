@@ -2,8 +2,9 @@
 //! a throwaway CA and leaf certificate ([`Pki`]), deterministic byte patterns and
 //! their checksums ([`Pattern`], [`Checksum`], [`send_pattern`], [`read_all`]),
 //! loopback TCP helpers ([`round_trip`], [`echo_origin`], [`read_until_closed`]), a
-//! small HTTP CONNECT proxy ([`start_proxy`]) and a rustls viewer
-//! ([`tls_client_config`], [`tls_connect`]).
+//! small HTTP CONNECT proxy ([`start_proxy`]), a rustls viewer
+//! ([`tls_client_config`], [`tls_connect`]) and a real `redis-server`
+//! ([`redis::RedisServer`]).
 //!
 //! Everything binds `127.0.0.1:0` and panics on unexpected failure, as a test should.
 //! It is only ever a dev-dependency and is not published. It knows nothing of the
@@ -15,6 +16,7 @@
 mod pattern;
 mod pki;
 mod proxy;
+pub mod redis;
 mod tcp;
 mod tls_client;
 

@@ -14,6 +14,7 @@
 //! use. This crate knows nothing of tokens, routing or the control plane.
 
 mod dial;
+pub mod link;
 mod listener;
 pub mod mux_session;
 pub mod pipe;

@@ -24,6 +24,10 @@ pub struct Hello {
     pub tokens: Vec<String>,
     /// Agent software name and version, for logs.
     pub agent: String,
+    /// Set, with no tokens, by a fleet node opening a link to another node
+    /// ([`crate::link`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<crate::link::LinkHello>,
 }
 
 /// The Edge's answer to a [`Hello`].
@@ -403,6 +407,7 @@ mod tests {
             version: PROTOCOL_VERSION,
             tokens: vec!["t".into()],
             agent: "x".into(),
+            link: None,
         };
         let mut buf = Vec::new();
         write_message(&mut buf, &hello).await.unwrap();

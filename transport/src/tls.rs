@@ -155,6 +155,35 @@ impl ClientTls {
     }
 }
 
+impl ClientTls {
+    /// Configurations that accept exactly the server certificate whose
+    /// [`fingerprint`] is `leaf` (names and dates are not checked; the handshake's
+    /// signature is): how a fleet node checks another node, whose fingerprint it read
+    /// from the node list, whatever CA signed it.
+    pub fn pinned_leaf(leaf: &str) -> Result<ClientTls, TlsError> {
+        let algorithms = provider().signature_verification_algorithms;
+        let verifier = PinnedLeafVerifier {
+            inner: InsecureVerifier { algorithms },
+            fingerprint: leaf.to_string(),
+        };
+        let base = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        let with_alpn = |alpn: &[u8]| {
+            let mut c = base.clone();
+            c.alpn_protocols = vec![alpn.to_vec()];
+            Arc::new(c)
+        };
+        Ok(ClientTls {
+            mux: with_alpn(ALPN_MUX),
+            http1: with_alpn(ALPN_HTTP1),
+            quic: with_alpn(crate::quic::ALPN_QUIC),
+        })
+    }
+}
+
 /// The system's roots plus the certificates of `extra_ca`.
 fn roots(extra_ca: Option<&Path>) -> Result<RootCertStore, TlsError> {
     let mut store = RootCertStore::empty();
@@ -273,6 +302,54 @@ impl ServerCertVerifier for RecordingVerifier {
         chain.push(end_entity.clone().into_owned());
         chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
         Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Accepts one certificate, by its fingerprint ([`ClientTls::pinned_leaf`]).
+#[derive(Debug)]
+struct PinnedLeafVerifier {
+    inner: InsecureVerifier,
+    fingerprint: String,
+}
+
+impl ServerCertVerifier for PinnedLeafVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if fingerprint(end_entity) == self.fingerprint {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
     }
 
     fn verify_tls12_signature(

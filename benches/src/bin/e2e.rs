@@ -790,6 +790,7 @@ async fn open_tunnels(
             version: PROTOCOL_VERSION,
             tokens,
             agent: "e2e".into(),
+            link: None,
         };
         proto::write_message(&mut stream, &hello).await.unwrap();
         let reply: HelloReply = proto::read_message(&mut stream).await.unwrap();

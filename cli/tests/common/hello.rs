@@ -47,6 +47,7 @@ pub async fn hello_on(
         version: PROTOCOL_VERSION,
         tokens,
         agent: "test".into(),
+        link: None,
     };
     proto::write_message(&mut stream, &hello).await.unwrap();
     let reply = tokio::time::timeout(Duration::from_secs(2), proto::read_message(&mut stream))

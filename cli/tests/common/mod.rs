@@ -221,11 +221,12 @@ impl Server {
             http,
             "--tcp-ports",
             "0",
-            "--tcp-bind-ip",
-            "127.0.0.1",
             "--data-dir",
             &dd,
         ];
+        if !extra.contains(&"--tcp-bind-ip") {
+            args.extend_from_slice(&["--tcp-bind-ip", "127.0.0.1"]);
+        }
         if !extra.contains(&"--domain") {
             args.extend_from_slice(&["--domain", "127.0.0.1"]);
         }

@@ -85,7 +85,7 @@ impl CreateTunnelRequest {
 }
 
 /// One Edge an agent may connect to, in preference order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgeCandidate {
     /// `host:port` of the Edge's agent listener.
     pub addr: String,
@@ -95,6 +95,16 @@ pub struct EdgeCandidate {
     /// when given it (`--ca`); agents on `auto` without it skip the TLS transports.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub development_ca: bool,
+    /// The fleet node's id (absent on a single server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The node's region (`--region`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The node's control API, where an agent creates its tunnels again when the node
+    /// it used is gone (absent on a single server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_url: Option<String>,
 }
 
 /// Answer to `POST /tunnels/create`.

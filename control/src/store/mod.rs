@@ -17,7 +17,7 @@
 mod redis;
 mod sqlite;
 
-pub use redis::RedisStore;
+pub use redis::{RedisStore, redact_url};
 pub use sqlite::SqliteStore;
 
 use std::path::Path;

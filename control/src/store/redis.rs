@@ -72,7 +72,7 @@ impl std::fmt::Debug for RedisStore {
 }
 
 /// `url` with the password of its user part, if any, replaced by `***`.
-fn redact(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -183,7 +183,7 @@ impl RedisStore {
     /// Connects to the Redis at `url` (`redis://[:PASSWORD@]HOST[:PORT][/DB]`, or
     /// `redis+unix:///PATH`) and checks or writes the schema version there.
     pub fn open(url: &str) -> Result<Self, StoreError> {
-        let shown = redact(url);
+        let shown = redact_url(url);
         let client = Client::open(url).map_err(|e| StoreError::Unreachable {
             url: shown.clone(),
             reason: format!("not a Redis URL ({})", describe(&e)),
@@ -617,23 +617,23 @@ mod tests {
     #[test]
     fn urls_are_shown_without_their_password() {
         assert_eq!(
-            redact("redis://127.0.0.1:6379/2"),
+            redact_url("redis://127.0.0.1:6379/2"),
             "redis://127.0.0.1:6379/2"
         );
         assert_eq!(
-            redact("redis://:s3cret@redis.internal:6379/0"),
+            redact_url("redis://:s3cret@redis.internal:6379/0"),
             "redis://:***@redis.internal:6379/0"
         );
         assert_eq!(
-            redact("redis://netbore:p@ss@host/1"),
+            redact_url("redis://netbore:p@ss@host/1"),
             "redis://netbore:***@host/1"
         );
-        assert_eq!(redact("redis://user@host"), "redis://user@host");
+        assert_eq!(redact_url("redis://user@host"), "redis://user@host");
         assert_eq!(
-            redact("redis+unix:///run/redis.sock"),
+            redact_url("redis+unix:///run/redis.sock"),
             "redis+unix:///run/redis.sock"
         );
-        assert_eq!(redact("not a url"), "not a url");
+        assert_eq!(redact_url("not a url"), "not a url");
     }
 
     #[test]

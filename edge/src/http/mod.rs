@@ -28,6 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::certs::CertManager;
 use crate::limits::{Refused, ViewerLimits, ViewerSlot};
+use crate::proxy_protocol::ProxyProtocol;
 use crate::registry::{Registry, Route};
 pub use body::ViewerBody;
 use body::{InFlight, Streams};
@@ -88,6 +89,9 @@ pub struct IngressConfig {
     /// Pending ACME HTTP-01 challenges, answered on plain HTTP before any routing
     /// (and before `--redirect-http`); `None` without an ACME source.
     pub acme_challenges: Option<Arc<crate::acme::Http01Challenges>>,
+    /// PROXY protocol v2 from trusted proxies on the HTTP and HTTPS listeners
+    /// (`--proxy-protocol`); `None` reads no header from anyone.
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 impl Default for IngressConfig {
@@ -102,6 +106,7 @@ impl Default for IngressConfig {
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             redirect_https_port: None,
             acme_challenges: None,
+            proxy_protocol: None,
         }
     }
 }
@@ -194,37 +199,74 @@ impl Ingress {
                 a = accept_some(https.as_ref()) => (a, tls.clone()),
             };
             match accepted {
-                Ok((socket, viewer)) => {
-                    let slot = match self.config.limits.admit(permit, viewer.ip()) {
+                Ok((socket, peer)) => {
+                    let ingress = self.clone();
+                    let proxied = self.config.proxy_protocol.as_ref();
+                    if let Some(proxy_protocol) = proxied.filter(|p| p.expects_header(peer.ip())) {
+                        // The global slot is held while the header is read; the
+                        // address's share is the viewer's, once it is named.
+                        let proxy_protocol = proxy_protocol.clone();
+                        tokio::spawn(async move {
+                            let mut socket = socket;
+                            let viewer = match proxy_protocol.viewer(&mut socket, peer).await {
+                                Ok(viewer) => viewer,
+                                Err(e) => {
+                                    tracing::debug!(proxy = %peer, error = %e, "PROXY header refused; connection closed");
+                                    return;
+                                }
+                            };
+                            let slot = match ingress.config.limits.admit(permit, viewer.ip()) {
+                                Ok(slot) => slot,
+                                Err(e) => return refuse(&socket, viewer, e, tls.is_none()),
+                            };
+                            ingress.serve_connection(socket, viewer, slot, tls).await;
+                        });
+                        continue;
+                    }
+                    let slot = match self.config.limits.admit(permit, peer.ip()) {
                         Ok(slot) => slot,
                         Err(e) => {
-                            refuse(&socket, viewer, e, tls.is_none());
+                            refuse(&socket, peer, e, tls.is_none());
                             continue;
                         }
                     };
-                    let ingress = self.clone();
-                    tokio::spawn(async move {
-                        let _ = socket.set_nodelay(true);
-                        match tls {
-                            None => {
-                                let _counted = netbore_metrics::server()
-                                    .viewer_connection(netbore_metrics::ViewerProtocol::Http);
-                                let conn = ViewerConn::new(viewer, None, slot);
-                                ingress.serve_io(socket, conn).await;
-                            }
-                            Some(tls) => {
-                                ingress
-                                    .serve_tls_connection(socket, viewer, slot, &tls)
-                                    .await;
-                            }
-                        }
-                    });
+                    tokio::spawn(ingress.serve_connection(socket, peer, slot, tls));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a viewer failed");
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
+        }
+    }
+
+    /// Serves one viewer connection holding `slot`: plain HTTP, or TLS (HTTPS or
+    /// passthrough) with `tls`.
+    async fn serve_connection(
+        self,
+        socket: TcpStream,
+        viewer: SocketAddr,
+        slot: ViewerSlot,
+        tls: Option<Arc<TlsIngress>>,
+    ) {
+        let _ = socket.set_nodelay(true);
+        match tls {
+            None => {
+                let _counted = netbore_metrics::server()
+                    .viewer_connection(netbore_metrics::ViewerProtocol::Http);
+                let conn = ViewerConn::new(viewer, None, slot);
+                self.serve_io(socket, conn).await;
+            }
+            Some(tls) => self.serve_tls_connection(socket, viewer, slot, &tls).await,
+        }
+    }
+
+    /// The TLS passthrough tunnel `name`, served here or by another node.
+    async fn tls_route(&self, name: &str) -> Option<Arc<crate::tls_tunnel::TlsTunnel>> {
+        match self.registry.route(name) {
+            Some(Route::Tls(tunnel)) => Some(tunnel),
+            Some(Route::Online(_)) => None,
+            _ => self.registry.remote()?.tls(name).await,
         }
     }
 
@@ -251,7 +293,7 @@ impl Ingress {
         if let Some(name) = sni
             .as_deref()
             .and_then(|s| host::tunnel_name(s, self.registry.domain()))
-            && let Some(Route::Tls(tunnel)) = self.registry.route(&name)
+            && let Some(tunnel) = self.tls_route(&name).await
         {
             let max = slot.caps().max_streams_per_tunnel;
             let (Some(_client), Some(_tunnel)) = (slot.try_stream(), tunnel.try_stream(max)) else {
@@ -419,12 +461,24 @@ pub async fn handle(
         "http"
     };
     let host = authority.as_str();
-    match registry.route(name) {
+    let local = registry.route(name);
+    if let Some(Route::Online(tunnel)) = &local {
+        return forward(request, conn, host, proto, tunnel, config).await;
+    }
+    // Not served here: another node of the fleet may hold it.
+    if !matches!(local, Some(Route::Tls(_)))
+        && let Some(remote) = registry.remote()
+        && let Some(tunnel) = remote.http(name).await
+    {
+        return forward(request, conn, host, proto, &tunnel, config).await;
+    }
+    match local {
         // A TLS tunnel's name is served only as TLS, by the HTTPS listener's
         // passthrough: never through an HTTP request.
         None | Some(Route::Tls(_)) => page(Failure::no_tunnel(host), &request),
-        Some(Route::Offline) => page(Failure::agent_offline(host), &request),
-        Some(Route::Online(tunnel)) => forward(request, conn, host, proto, &tunnel, config).await,
+        Some(Route::Offline) | Some(Route::Online(_)) => {
+            page(Failure::agent_offline(host), &request)
+        }
     }
 }
 

@@ -218,9 +218,28 @@ pub struct HttpTunnel {
     streams: Arc<StreamCount>,
     /// The tunnel's place in the metrics, while it is served.
     metrics: netbore_metrics::TunnelGuard,
+    /// For a tunnel another node holds: what starts each stream on the link to it
+    /// ([`crate::fleet::link`]), before the stream header.
+    preamble: Option<Vec<u8>>,
 }
 
 impl HttpTunnel {
+    /// A tunnel another node holds, reached over `link` (a session to that node)
+    /// whose streams start with `preamble`.
+    pub fn via_link(
+        tunnel_id: String,
+        name: String,
+        link: Session,
+        agent: SocketAddr,
+        config: UpstreamConfig,
+        preamble: Vec<u8>,
+    ) -> Self {
+        HttpTunnel {
+            preamble: Some(preamble),
+            ..HttpTunnel::new(tunnel_id, name, link, 0, agent, config)
+        }
+    }
+
     /// A tunnel whose streams carry `slot` on `session`.
     pub fn new(
         tunnel_id: String,
@@ -242,6 +261,7 @@ impl HttpTunnel {
             idle: Mutex::new(Vec::new()),
             idle_lean: Mutex::new(Vec::new()),
             streams: Arc::default(),
+            preamble: None,
         }
     }
 
@@ -462,10 +482,15 @@ impl HttpTunnel {
             slot: self.slot,
             viewer,
         };
-        stream
-            .write_all(&header.encode())
-            .await
-            .map_err(|e| offline(&e))?;
+        let written = match &self.preamble {
+            None => stream.write_all(&header.encode()).await,
+            Some(preamble) => {
+                let mut head = preamble.clone();
+                head.extend_from_slice(&header.encode());
+                stream.write_all(&head).await
+            }
+        };
+        written.map_err(|e| offline(&e))?;
         Ok(AgentStream::new(stream, self.metrics.stats().clone()))
     }
 

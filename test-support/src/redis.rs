@@ -1,8 +1,6 @@
-//! A real `redis-server` for the store tests: one process per test, on a Unix socket
+//! A real `redis-server` for the store and fleet tests: one process per test, on a Unix socket
 //! in its own temporary directory (no port to race for), no persistence, killed on
 //! drop.
-
-#![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

@@ -1,0 +1,287 @@
+//! Three `netbore server` nodes on 127.0.0.2, 127.0.0.3 and 127.0.0.4 (the same port
+//! numbers) sharing one real `redis-server`: a tunnel held by one node answers
+//! through all three over the node-to-node link, candidates list the other nodes,
+//! and when the holding node is killed the agent moves to a survivor with the same
+//! URL.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer;
+use common::web::{self, Reply};
+use common::{Server, TempDir, free_port};
+
+/// One node of a test fleet.
+struct Node {
+    server: Server,
+    ip: &'static str,
+}
+
+/// The same three port numbers on each node's own loopback address.
+struct Fleet {
+    nodes: Vec<Node>,
+    control: u16,
+    agent: u16,
+    http: u16,
+    _redis: RedisServer,
+}
+
+const IPS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+
+impl Fleet {
+    fn start(extra: &[&str]) -> Fleet {
+        let redis = RedisServer::start();
+        let (control, agent, http) = (free_port(), free_port(), free_port());
+        let nodes = IPS
+            .iter()
+            .map(|ip| Node {
+                server: start_node(&redis.url, ip, control, agent, http, extra),
+                ip,
+            })
+            .collect();
+        Fleet {
+            nodes,
+            control,
+            agent,
+            http,
+            _redis: redis,
+        }
+    }
+
+    /// The candidates node `i` hands agents, once every node is in them (each learns
+    /// of the others at its next heartbeat, within a second).
+    fn candidates(&self, i: usize) -> Vec<serde_json::Value> {
+        let start = Instant::now();
+        loop {
+            let created = self.nodes[i].server.api(
+                "POST",
+                "/tunnels/create",
+                None,
+                Some(&serde_json::json!({"protocol": "http"})),
+            );
+            assert_eq!(created.status, 200, "{created:?}");
+            let edges = created.body["edges"].as_array().unwrap().clone();
+            if edges.len() == self.nodes.len() || start.elapsed() > Duration::from_secs(3) {
+                return edges;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn http_addr(&self, i: usize) -> SocketAddr {
+        format!("{}:{}", self.nodes[i].ip, self.http)
+            .parse()
+            .unwrap()
+    }
+}
+
+fn start_node(
+    redis: &str,
+    ip: &str,
+    control: u16,
+    agent: u16,
+    http: u16,
+    extra: &[&str],
+) -> Server {
+    let mut args = vec![
+        "--redis",
+        redis,
+        "--domain",
+        "localhost",
+        "--tcp-bind-ip",
+        ip,
+    ];
+    args.extend_from_slice(extra);
+    Server::start_opts(
+        TempDir::new("fleet-node"),
+        &format!("{ip}:{control}"),
+        &format!("{ip}:{agent}"),
+        &format!("{ip}:{http}"),
+        true,
+        &args,
+    )
+}
+
+async fn get(addr: SocketAddr, host: &str, path: &str) -> Reply {
+    web::request(addr, "GET", host, path, &[], Vec::new()).await
+}
+
+/// Polls `addr` until the tunnel answers 200, for at most `limit`.
+async fn answers_within(addr: SocketAddr, host: &str, limit: Duration) -> Reply {
+    let start = Instant::now();
+    loop {
+        let r = match tokio::net::TcpStream::connect(addr).await {
+            Ok(s) => Some(web::request_on(s, "GET", host, "/hello", &[], Vec::new()).await),
+            Err(_) => None,
+        };
+        match r {
+            Some(r) if r.status == 200 => return r,
+            other if start.elapsed() > limit => {
+                panic!("{host} did not answer through {addr} within {limit:?}: {other:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_tunnel_held_by_one_node_answers_through_all_three() {
+    let origin = web::start_origin().await;
+    let fleet = Fleet::start(&["--max-tunnels-per-anonymous-ip", "50"]);
+    let first = &fleet.nodes[0].server;
+    let agent = common::HttpAgent::start(first, &origin.addr.to_string(), &["--name", "shop"]);
+    let host = format!("shop.localhost:{}", fleet.http);
+    assert_eq!(agent.host, host);
+
+    for i in 0..3 {
+        let r = answers_within(fleet.http_addr(i), &host, Duration::from_secs(5)).await;
+        assert_eq!(r.text(), "hello /hello", "through node {i}");
+        // The viewer's address reaches the origin, not the relaying node's.
+        let r = get(fleet.http_addr(i), &host, "/headers").await;
+        assert_eq!(r.status, 200);
+        let headers = r.json();
+        assert_eq!(
+            headers["x-forwarded-for"], "127.0.0.1",
+            "through node {i}: {headers}"
+        );
+    }
+    // A 1 MiB body passes the link both ways intact.
+    let body: Vec<u8> = (0..1_048_576u32).map(|i| (i % 251) as u8).collect();
+    let r = web::request(
+        fleet.http_addr(2),
+        "POST",
+        &host,
+        "/echo",
+        &[],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body == body, "the echoed body differs");
+    // A name no node holds is a 404 everywhere.
+    let r = get(
+        fleet.http_addr(1),
+        &format!("nobody.localhost:{}", fleet.http),
+        "/",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+
+    // The create answer lists every node, the asked one first, each with its control
+    // API.
+    let edges = fleet.candidates(0);
+    let addrs: Vec<&str> = edges.iter().map(|e| e["addr"].as_str().unwrap()).collect();
+    assert_eq!(addrs.len(), 3, "{edges:?}");
+    assert_eq!(addrs[0], format!("127.0.0.2:{}", fleet.agent));
+    for ip in IPS {
+        assert!(
+            addrs.contains(&format!("{ip}:{}", fleet.agent).as_str()),
+            "{edges:?}"
+        );
+    }
+    for e in &edges {
+        let url = e["control_url"].as_str().unwrap();
+        let ip = e["addr"].as_str().unwrap().split(':').next().unwrap();
+        assert_eq!(url, format!("http://{ip}:{}", fleet.control));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_holding_node_moves_the_tunnel_with_its_url_to_a_survivor() {
+    let origin = web::start_origin().await;
+    let mut fleet = Fleet::start(&["--max-tunnels-per-anonymous-ip", "50"]);
+    assert_eq!(fleet.candidates(0).len(), 3);
+    // The agent knows only the first node; it learns the others from it.
+    let mut agent = common::HttpAgent::spawn(
+        &fleet.nodes[0].server,
+        &origin.addr.to_string(),
+        &["--name", "shop", "--transport", "tcp"],
+    );
+    let online = agent.expect_event("online", Duration::from_secs(20));
+    let url = online["public_url"].as_str().unwrap().to_string();
+    let host = format!("shop.localhost:{}", fleet.http);
+    answers_within(fleet.http_addr(2), &host, Duration::from_secs(5)).await;
+
+    // kill -9 of the node holding the tunnel, which is also the agent's --server.
+    let killed = Instant::now();
+    fleet.nodes[0].server.proc.kill();
+    let again = agent.expect_event("online", Duration::from_secs(15));
+    assert_eq!(again["public_url"], url.as_str(), "{again}");
+    for i in [1, 2] {
+        let r = answers_within(fleet.http_addr(i), &host, Duration::from_secs(10)).await;
+        assert_eq!(r.text(), "hello /hello");
+    }
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "the tunnel answered again after {took:?}"
+    );
+    agent.kill();
+}
+
+/// Echoes 64 KiB through `addr` and checks every byte came back.
+async fn echoes(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let sent: Vec<u8> = (0..65_536u32).map(|i| (i % 253) as u8).collect();
+    if s.write_all(&sent).await.is_err() {
+        return false;
+    }
+    let mut got = vec![0u8; sent.len()];
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got)).await;
+    matches!(read, Ok(Ok(_))) && got == sent
+}
+
+/// Polls until a TCP tunnel echoes through `addr`, for at most `limit`.
+async fn echoes_within(addr: SocketAddr, limit: Duration) {
+    let start = Instant::now();
+    while !echoes(addr).await {
+        assert!(
+            start.elapsed() < limit,
+            "no echo through {addr} within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_tunnel_answers_on_its_port_at_every_node_and_keeps_it_through_failover() {
+    let (origin, _echo) = netbore_test_support::echo_origin().await;
+    let mut fleet = Fleet::start(&["--max-tunnels-per-anonymous-ip", "50"]);
+    assert_eq!(fleet.candidates(0).len(), 3);
+    let mut agent = common::Proc::spawn(&[
+        "tcp",
+        &origin.to_string(),
+        "--server",
+        &fleet.nodes[0].server.url(),
+        "--transport",
+        "tcp",
+    ]);
+    let online = agent.expect_event("online", Duration::from_secs(20));
+    let url = online["public_url"].as_str().unwrap().to_string();
+    let port: u16 = url.rsplit_once(':').unwrap().1.parse().unwrap();
+    for ip in IPS {
+        // Every node opens the port within a poll of the directory.
+        echoes_within(
+            format!("{ip}:{port}").parse().unwrap(),
+            Duration::from_secs(5),
+        )
+        .await;
+    }
+
+    fleet.nodes[0].server.proc.kill();
+    let again = agent.expect_event("online", Duration::from_secs(15));
+    assert_eq!(again["public_url"], url.as_str(), "{again}");
+    for ip in &IPS[1..] {
+        echoes_within(
+            format!("{ip}:{port}").parse().unwrap(),
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+    agent.kill();
+}

@@ -1,0 +1,218 @@
+//! The node-to-node link (`docs/protocols/fleet.md`): a node relays a viewer whose
+//! tunnel another node holds over a session to that node's agent listener.
+//!
+//! - The dialing side ([`LinkPool`]) keeps one session per node, dialed on first
+//!   use over the `tls` transport with the holder's certificate pinned by the
+//!   fingerprint it published, and proven with the fleet secret in its hello.
+//! - The holding side ([`serve`]) checks the proof, then relays each stream the
+//!   link opens to the agent session serving the stream's route, unopened.
+//!
+//! Agents and viewers never speak it: a hello with a link and no valid proof is
+//! refused like a bad token, and viewers only reach ingress listeners.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use netbore_transport::link::{LinkHello, LinkRoute, check_link_proof, link_proof};
+use netbore_transport::proto::{self, Hello, HelloReply, PROTOCOL_VERSION, StreamHeader};
+use netbore_transport::tls::ClientTls;
+use netbore_transport::{Dial, Session, Stream, TransportKind, pipe};
+use tokio::io::AsyncWriteExt;
+use tokio::task::JoinSet;
+
+use super::{Directory, Holder};
+use crate::registry::Registry;
+
+/// How long dialing a node and its hello may take, and how long a relayed stream may
+/// take to say which route it is for.
+pub const LINK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a link could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// This node has not read the fleet secret yet.
+    #[error("this node has not joined the fleet yet (no fleet secret)")]
+    NoSecret,
+    /// Dialing or the hello failed.
+    #[error("could not open a link to node {node} at {addr}: {reason}")]
+    Dial {
+        /// The node.
+        node: String,
+        /// Its agent listener.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Whether a link hello proves membership of the fleet `directory` belongs to.
+pub fn accepts(directory: &dyn Directory, link: &LinkHello) -> bool {
+    link.to == directory.node_id()
+        && directory
+            .link_secret()
+            .is_some_and(|secret| check_link_proof(&secret, &link.from, &link.to, &link.proof))
+}
+
+/// Serves an accepted link from node `from`: relays every stream it opens until the
+/// session ends. Dropping the future stops every relay at once.
+pub async fn serve(registry: Registry, session: Session, from: String, timeout: Duration) {
+    let mut relays = JoinSet::new();
+    loop {
+        tokio::select! {
+            stream = session.accept() => match stream {
+                Some(stream) => {
+                    relays.spawn(relay(registry.clone(), stream, timeout));
+                }
+                None => break,
+            },
+            Some(_) = relays.join_next(), if !relays.is_empty() => {}
+        }
+    }
+    let reason = session.closed().await;
+    tracing::debug!(node = %from, %reason, "fleet link ended");
+}
+
+/// Relays one stream of a link to the agent serving its route.
+async fn relay(registry: Registry, mut stream: Stream, timeout: Duration) {
+    let head = async {
+        let route = LinkRoute::read(&mut stream).await?;
+        let header = StreamHeader::read(&mut stream).await?;
+        Ok::<_, std::io::Error>((route, header))
+    };
+    let (route, header) = match tokio::time::timeout(timeout, head).await {
+        Ok(Ok(head)) => head,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "a link stream began with garbage");
+            stream.reset();
+            return;
+        }
+        Err(_) => {
+            stream.reset();
+            return;
+        }
+    };
+    let Some(target) = registry.link_target(&route.0) else {
+        tracing::debug!(route = %route.0, "a link stream for a tunnel not online here");
+        stream.reset();
+        return;
+    };
+    let mut agent = match target.session.open().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(tunnel_id = %target.tunnel_id, error = %e, "could not open a stream to the agent for a link");
+            stream.reset();
+            return;
+        }
+    };
+    let header = StreamHeader {
+        slot: target.slot,
+        viewer: header.viewer,
+    };
+    if agent.write_all(&header.encode()).await.is_err() {
+        stream.reset();
+        return;
+    }
+    if let Err(e) = pipe::join(stream, agent).await {
+        tracing::debug!(tunnel_id = %target.tunnel_id, error = %e, "a relayed stream ended with an error");
+    }
+}
+
+/// One session per node this node relays to, dialed on first use.
+#[derive(Debug)]
+pub struct LinkPool {
+    directory: Arc<dyn Directory>,
+    mux: netbore_mux::Config,
+    /// node id → (its address, the session and the hello stream that keeps it).
+    sessions: tokio::sync::Mutex<HashMap<String, (String, Session, Stream)>>,
+}
+
+impl LinkPool {
+    /// A pool dialing with `mux` settings, proving membership with `directory`'s
+    /// secret.
+    pub fn new(directory: Arc<dyn Directory>, mux: netbore_mux::Config) -> Self {
+        LinkPool {
+            directory,
+            mux,
+            sessions: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// The live session to `holder`, dialed now if there is none.
+    pub async fn session(&self, holder: &Holder) -> Result<Session, LinkError> {
+        let mut sessions = self.sessions.lock().await;
+        if let Some((addr, session, _)) = sessions.get(&holder.node)
+            && *addr == holder.addr
+            && !session.is_closed()
+        {
+            return Ok(session.clone());
+        }
+        sessions.remove(&holder.node);
+        let (session, hello) = tokio::time::timeout(LINK_TIMEOUT, self.dial(holder))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {LINK_TIMEOUT:?}")))
+            .map_err(|reason| LinkError::Dial {
+                node: holder.node.clone(),
+                addr: holder.addr.clone(),
+                reason,
+            })?;
+        // Sessions to nodes that left are dropped as their connections end.
+        sessions.retain(|_, (_, s, _)| !s.is_closed());
+        sessions.insert(
+            holder.node.clone(),
+            (holder.addr.clone(), session.clone(), hello),
+        );
+        Ok(session)
+    }
+
+    async fn dial(&self, holder: &Holder) -> Result<(Session, Stream), String> {
+        let secret = self
+            .directory
+            .link_secret()
+            .ok_or_else(|| LinkError::NoSecret.to_string())?;
+        let from = self.directory.node_id().to_string();
+        let tls = ClientTls::pinned_leaf(&holder.cert).map_err(|e| e.to_string())?;
+        let dial = Dial {
+            kind: TransportKind::Tls,
+            addr: holder.addr.clone(),
+            tls: Some(tls),
+            proxy: None,
+            mux: self.mux.clone(),
+        };
+        let session = dial.connect().await.map_err(|e| e.to_string())?;
+        let mut stream = session.open().await.map_err(|e| e.to_string())?;
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            tokens: Vec::new(),
+            agent: concat!("netbore-node/", env!("CARGO_PKG_VERSION")).into(),
+            link: Some(LinkHello {
+                proof: link_proof(&secret, &from, &holder.node),
+                from,
+                to: holder.node.clone(),
+            }),
+        };
+        proto::write_message(&mut stream, &hello)
+            .await
+            .map_err(|e| e.to_string())?;
+        match proto::read_message::<HelloReply>(&mut stream).await {
+            Ok(HelloReply::Ok { .. }) => Ok((session, stream)),
+            Ok(HelloReply::Error(body)) => Err(body.message),
+            Err(e) => Err(format!("no answer to the link hello: {e}")),
+        }
+    }
+}
+
+/// The stream preamble of a relayed stream for `route`, `viewer`'s.
+pub fn preamble(route: &str) -> Option<Vec<u8>> {
+    LinkRoute(route.to_string()).encode()
+}
+
+/// Opens a relayed stream for `route` on `session` (a link) with the viewer's header.
+pub async fn open(session: &Session, route: &[u8], viewer: SocketAddr) -> std::io::Result<Stream> {
+    let mut stream = session.open().await.map_err(std::io::Error::other)?;
+    let mut head = route.to_vec();
+    head.extend_from_slice(&StreamHeader { slot: 0, viewer }.encode());
+    stream.write_all(&head).await?;
+    Ok(stream)
+}

@@ -1,0 +1,168 @@
+//! Tunnels other nodes hold, as this node's ingress reaches them: an [`HttpTunnel`]
+//! or [`TlsTunnel`] whose streams go over a link to the holder ([`super::link`]).
+//!
+//! Each is cached by route with the directory entry's generation it was made for, so
+//! the pooled keep-alive connections to the holder are reused request after request,
+//! and a tunnel that moved (a new generation, another node) gets a fresh one at its
+//! next request. Only routes the directory names are cached, so viewers inventing
+//! names cannot grow the cache; entries whose tunnel left the directory are dropped
+//! when the cache passes [`PRUNE_AT`].
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use netbore_transport::Session;
+
+use super::link::{self, LinkPool};
+use super::mirror::Mirrors;
+use super::{Directory, Holder, RouteKey};
+use crate::http::upstream::{HttpTunnel, UpstreamConfig};
+use crate::tls_tunnel::TlsTunnel;
+
+/// Cached remote tunnels past which entries no longer in the directory are dropped.
+pub const PRUNE_AT: usize = 1024;
+
+#[derive(Debug)]
+struct Cached<T> {
+    generation: u64,
+    node: String,
+    tunnel: Arc<T>,
+}
+
+/// The remote tunnels this node's ingress reaches.
+#[derive(Debug)]
+pub struct Remote {
+    directory: Arc<dyn Directory>,
+    pool: LinkPool,
+    upstream: UpstreamConfig,
+    http: Mutex<HashMap<String, Cached<HttpTunnel>>>,
+    tls: Mutex<HashMap<String, Cached<TlsTunnel>>>,
+    mirrors: Mirrors,
+}
+
+impl Remote {
+    /// Remote tunnels found in `directory`, over links dialed with `mux` settings,
+    /// spoken to with `upstream` settings.
+    pub fn new(
+        directory: Arc<dyn Directory>,
+        mux: netbore_mux::Config,
+        upstream: UpstreamConfig,
+    ) -> Self {
+        Remote {
+            pool: LinkPool::new(directory.clone(), mux),
+            directory,
+            upstream,
+            http: Mutex::default(),
+            tls: Mutex::default(),
+            mirrors: Mirrors::default(),
+        }
+    }
+
+    /// The TCP ports this node mirrors for tunnels other nodes hold.
+    pub fn mirrors(&self) -> &Mirrors {
+        &self.mirrors
+    }
+
+    /// The directory.
+    pub fn directory(&self) -> &Arc<dyn Directory> {
+        &self.directory
+    }
+
+    /// The HTTP tunnel `name` as held by another node, if one holds it.
+    pub async fn http(&self, name: &str) -> Option<Arc<HttpTunnel>> {
+        let key = RouteKey::Http(name.to_string());
+        let upstream = self.upstream.clone();
+        self.cached(&self.http, key, |holder, link, preamble| {
+            HttpTunnel::via_link(
+                holder.tunnel_id.clone(),
+                name.to_string(),
+                link,
+                holder
+                    .agent
+                    .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
+                upstream,
+                preamble,
+            )
+        })
+        .await
+    }
+
+    /// The TLS passthrough tunnel `name` as held by another node, if one holds it.
+    pub async fn tls(&self, name: &str) -> Option<Arc<TlsTunnel>> {
+        let key = RouteKey::Tls(name.to_string());
+        self.cached(&self.tls, key, |holder, link, preamble| {
+            TlsTunnel::via_link(holder.tunnel_id.clone(), link, preamble)
+        })
+        .await
+    }
+
+    /// A link session to the holder of `route` and the stream preamble for it.
+    pub async fn link_for(&self, route: &RouteKey) -> Option<(Session, Vec<u8>, Holder)> {
+        let holder = self.directory.holder(route)?;
+        let preamble = link::preamble(&route.to_string())?;
+        match self.pool.session(&holder).await {
+            Ok(session) => Some((session, preamble, holder)),
+            Err(e) => {
+                tracing::warn!(error = %e, route = %route, "could not reach the node holding a tunnel");
+                None
+            }
+        }
+    }
+
+    async fn cached<T: Offline>(
+        &self,
+        cache: &Mutex<HashMap<String, Cached<T>>>,
+        key: RouteKey,
+        make: impl FnOnce(&Holder, Session, Vec<u8>) -> T,
+    ) -> Option<Arc<T>> {
+        let holder = self.directory.holder(&key)?;
+        let text = key.to_string();
+        {
+            let cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = cache.get(&text)
+                && c.generation == holder.generation
+                && c.node == holder.node
+                && !c.tunnel.is_offline()
+            {
+                return Some(c.tunnel.clone());
+            }
+        }
+        let (session, preamble, holder) = self.link_for(&key).await?;
+        let tunnel = Arc::new(make(&holder, session, preamble));
+        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= PRUNE_AT {
+            cache.retain(|k, c| {
+                RouteKey::parse(k)
+                    .and_then(|k| self.directory.holder(&k))
+                    .is_some_and(|h| h.generation == c.generation)
+            });
+        }
+        cache.insert(
+            text,
+            Cached {
+                generation: holder.generation,
+                node: holder.node,
+                tunnel: tunnel.clone(),
+            },
+        );
+        Some(tunnel)
+    }
+}
+
+/// Whether a cached tunnel's link has ended.
+trait Offline {
+    fn is_offline(&self) -> bool;
+}
+
+impl Offline for HttpTunnel {
+    fn is_offline(&self) -> bool {
+        HttpTunnel::is_offline(self)
+    }
+}
+
+impl Offline for TlsTunnel {
+    fn is_offline(&self) -> bool {
+        TlsTunnel::is_offline(self)
+    }
+}

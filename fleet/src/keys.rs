@@ -1,0 +1,98 @@
+//! The fleet's keys in Redis and the scripts that change them
+//! (`docs/protocols/registry.md`, "The fleet").
+//!
+//! Every key starts with `netbore:{fleet}:`: the `{fleet}` hash tag puts them in one
+//! Redis Cluster slot, so every script's keys sit on one node.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Every key of the fleet starts with this.
+pub(crate) const PREFIX: &str = "netbore:{fleet}:";
+
+/// Sorted set: node id → the Redis time of its last heartbeat, in milliseconds.
+pub(crate) fn nodes() -> String {
+    format!("{PREFIX}nodes")
+}
+
+/// Hash: one node's `incarnation` and `info` (JSON of [`crate::NodeInfo`]).
+pub(crate) fn node(id: &str) -> String {
+    format!("{PREFIX}node:{id}")
+}
+
+/// Hash: route key (`http:NAME`, `tls:NAME`, `tcp:PORT`) → `NODE INCARNATION
+/// GENERATION TUNNEL_ID AGENT` (AGENT is `-` when masked).
+pub(crate) fn routes() -> String {
+    format!("{PREFIX}routes")
+}
+
+/// String: the last generation handed out.
+pub(crate) fn generation() -> String {
+    format!("{PREFIX}generation")
+}
+
+/// String: the secret links between nodes are proven with (hex).
+pub(crate) fn secret() -> String {
+    format!("{PREFIX}secret")
+}
+
+/// The pub/sub channel route changes are announced on: `set KEY VALUE`,
+/// `del KEY GENERATION`.
+pub(crate) fn channel() -> String {
+    format!("{PREFIX}routes")
+}
+
+/// Writes a node's record and heartbeat, and drops nodes silent for six leases.
+/// `KEYS`: nodes, node:<id>. `ARGV`: id, incarnation, lease in ms, info.
+/// Answers 1 when the record was missing or of another incarnation (a new node, or
+/// a Redis that lost its data): the node must publish its tunnels again.
+pub(crate) static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[3])
+local known = redis.call('HGET', KEYS[2], 'incarnation')
+redis.call('HSET', KEYS[2], 'incarnation', ARGV[2], 'info', ARGV[4])
+redis.call('PEXPIRE', KEYS[2], lease * 6)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - lease * 6)
+if known ~= ARGV[2] then return 1 end
+return 0
+",
+    )
+});
+
+/// Takes a route for this node with a new generation and announces it.
+/// `KEYS`: routes, generation. `ARGV`: route key, `NODE INCARNATION`, `TUNNEL_ID
+/// AGENT`, channel. Answers the generation.
+pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local g = redis.call('INCR', KEYS[2])
+local v = ARGV[2] .. ' ' .. g .. ' ' .. ARGV[3]
+redis.call('HSET', KEYS[1], ARGV[1], v)
+redis.call('PUBLISH', ARGV[4], 'set ' .. ARGV[1] .. ' ' .. v)
+return g
+",
+    )
+});
+
+/// Drops a route if it is still the one this node took at that generation (a node
+/// cut off from the fleet never removes its successor's entry), and announces it.
+/// `KEYS`: routes. `ARGV`: route key, `NODE INCARNATION GENERATION`, channel.
+/// Answers 1 when removed.
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return 0 end
+if string.sub(v, 1, string.len(ARGV[2]) + 1) ~= ARGV[2] .. ' ' then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local g = string.match(ARGV[2], '(%S+)$')
+redis.call('PUBLISH', ARGV[3], 'del ' .. ARGV[1] .. ' ' .. g)
+return 1
+",
+    )
+});

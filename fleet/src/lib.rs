@@ -1,0 +1,321 @@
+//! What the nodes of a Netbore fleet share through Redis besides the control store:
+//! the node list with heartbeats, the tunnel directory (which node holds which
+//! tunnel, fenced by generations), and pub/sub announcements of its changes. The
+//! Edge and the control plane see it only through their traits
+//! ([`netbore_edge::fleet::Directory`], [`netbore_control::Nodes`]).
+//!
+//! `docs/protocols/registry.md` ("The fleet") lists the keys and scripts. In short:
+//! each node heartbeats its record every [`HEARTBEAT`]; a node silent for [`LEASE`]
+//! is dead to the others, and so are the routes it published, at once, without
+//! touching them. A route is taken with a new generation from one counter and
+//! removed only by the node and generation that took it, so a node cut off from
+//! Redis can never remove or overwrite the entry of the node that took its tunnel
+//! over. Each node keeps a replica of the whole route table, loaded when it
+//! subscribes and kept current by the announcements, so the forwarding path never
+//! waits on Redis, and keeps working from the replica while Redis is away.
+//!
+//! Two threads per node, owned by [`Fleet`] and stopped when it is dropped: the
+//! worker (heartbeats, the node list, publishing this node's routes, publishing them
+//! all again when Redis lost them) and the subscriber.
+
+mod keys;
+mod replica;
+mod worker;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use netbore_control::api::EdgeCandidate;
+use netbore_edge::fleet::{Directory, Holder, RouteKey};
+use serde::{Deserialize, Serialize};
+
+use crate::replica::Replica;
+use crate::worker::Command;
+
+/// How often a node writes its heartbeat and reads the node list.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How long after its last heartbeat a node, and every tunnel it published, is dead
+/// to the others.
+pub const LEASE: Duration = Duration::from_secs(5);
+
+/// How long connecting to Redis and each command may take.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A node as the node list describes it (JSON in its record).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's id (`--node-id`).
+    pub id: String,
+    /// Random, new each time the node starts: routes published by an earlier run are
+    /// not this run's.
+    #[serde(default)]
+    pub incarnation: String,
+    /// `--region`, or empty.
+    #[serde(default)]
+    pub region: String,
+    /// `HOST:PORT` agents and other nodes dial.
+    pub agent_addr: String,
+    /// The node's control API.
+    pub control_url: String,
+    /// Transports offered to agents, most preferred first.
+    #[serde(default)]
+    pub transports: Vec<String>,
+    /// The agent listener's certificate comes from the node's development CA.
+    #[serde(default)]
+    pub development_ca: bool,
+    /// The fingerprint of the certificate the agent listener shows (links pin it).
+    pub link_cert: String,
+    /// Tunnels the node holds.
+    #[serde(default)]
+    pub load: u64,
+    /// The node is draining: it takes no new tunnels.
+    #[serde(default)]
+    pub draining: bool,
+}
+
+/// Why a node could not join its fleet.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// Redis did not answer.
+    #[error("could not reach Redis at {url}: {reason}; check --redis and that Redis is running")]
+    Unreachable {
+        /// The URL, password hidden.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The node id would break the directory's format.
+    #[error(
+        "the node id {0:?} is not usable; use letters, digits, '.', '-', '_' and ':' (at most 64)"
+    )]
+    BadNodeId(String),
+}
+
+/// Whether `id` can be a node id: it is written space-separated in route entries.
+pub fn valid_node_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'))
+}
+
+/// State the threads and the traits share.
+#[derive(Debug)]
+struct Shared {
+    node: NodeInfo,
+    mask_agent: bool,
+    replica: RwLock<Replica>,
+    secret: RwLock<Option<Vec<u8>>>,
+    stop: AtomicBool,
+    /// Routes this node holds (its load).
+    held: AtomicU64,
+}
+
+/// This node's membership of a fleet. Dropping it stops its threads (the node's
+/// record then expires after [`LEASE`]).
+#[derive(Debug)]
+pub struct Fleet {
+    shared: Arc<Shared>,
+    commands: Mutex<mpsc::Sender<Command>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Fleet {
+    /// Joins the fleet in the Redis at `url` as `node` (its `incarnation` is made
+    /// here): writes the node's record, reads the link secret and the node list, then
+    /// starts the threads. Agents' addresses go into the directory unless
+    /// `mask_agent`.
+    pub fn join(url: &str, mut node: NodeInfo, mask_agent: bool) -> Result<Arc<Fleet>, FleetError> {
+        if !valid_node_id(&node.id) {
+            return Err(FleetError::BadNodeId(node.id));
+        }
+        node.incarnation = random_hex(8);
+        let client = redis::Client::open(url).map_err(|e| FleetError::Unreachable {
+            url: redact(url),
+            reason: e.to_string(),
+        })?;
+        let shared = Arc::new(Shared {
+            node,
+            mask_agent,
+            replica: RwLock::default(),
+            secret: RwLock::default(),
+            stop: AtomicBool::new(false),
+            held: AtomicU64::new(0),
+        });
+        let (tx, rx) = mpsc::channel();
+        let mut worker = worker::Worker::new(client.clone(), shared.clone(), rx);
+        worker
+            .first_contact()
+            .map_err(|e| FleetError::Unreachable {
+                url: redact(url),
+                reason: e.to_string(),
+            })?;
+        let mut threads = Vec::new();
+        threads.push(
+            std::thread::Builder::new()
+                .name("fleet-worker".into())
+                .spawn(move || worker.run())
+                .expect("spawning a thread works"),
+        );
+        let subscriber = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("fleet-subscriber".into())
+                .spawn(move || worker::subscribe(client, subscriber))
+                .expect("spawning a thread works"),
+        );
+        Ok(Arc::new(Fleet {
+            shared,
+            commands: Mutex::new(tx),
+            threads: Mutex::new(threads),
+        }))
+    }
+
+    /// This node's record.
+    pub fn node(&self) -> &NodeInfo {
+        &self.shared.node
+    }
+
+    /// The live nodes, this one included.
+    pub fn live_nodes(&self) -> Vec<NodeInfo> {
+        let replica = self
+            .shared
+            .replica
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut nodes: Vec<NodeInfo> = replica.nodes().cloned().collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        nodes
+    }
+
+    fn send(&self, command: Command) {
+        let commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = commands.send(command);
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        // Wake the worker; the subscriber sees the flag within its read timeout.
+        drop(std::mem::replace(
+            &mut *self.commands.lock().unwrap_or_else(|e| e.into_inner()),
+            mpsc::channel().0,
+        ));
+        for thread in self
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Directory for Fleet {
+    fn node_id(&self) -> &str {
+        &self.shared.node.id
+    }
+
+    fn link_secret(&self) -> Option<Vec<u8>> {
+        self.shared
+            .secret
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn publish(&self, route: &RouteKey, tunnel_id: &str, agent: Option<SocketAddr>) {
+        self.send(Command::Publish {
+            key: route.to_string(),
+            tunnel_id: tunnel_id.to_string(),
+            agent: agent.filter(|_| !self.shared.mask_agent),
+        });
+    }
+
+    fn withdraw(&self, route: &RouteKey, tunnel_id: &str) {
+        self.send(Command::Withdraw {
+            key: route.to_string(),
+            tunnel_id: tunnel_id.to_string(),
+        });
+    }
+
+    fn holder(&self, route: &RouteKey) -> Option<Holder> {
+        let replica = self
+            .shared
+            .replica
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let (entry, node) = replica.holder(&route.to_string())?;
+        (node.id != self.shared.node.id).then(|| Holder {
+            node: node.id.clone(),
+            addr: node.agent_addr.clone(),
+            cert: node.link_cert.clone(),
+            tunnel_id: entry.tunnel_id.clone(),
+            generation: entry.generation,
+            agent: entry.agent,
+        })
+    }
+
+    fn remote_tcp_ports(&self) -> Vec<u16> {
+        let replica = self
+            .shared
+            .replica
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        replica.remote_tcp_ports(&self.shared.node.id)
+    }
+}
+
+impl netbore_control::Nodes for Fleet {
+    fn others(&self) -> Vec<EdgeCandidate> {
+        let me = &self.shared.node;
+        let mut nodes: Vec<NodeInfo> = self
+            .live_nodes()
+            .into_iter()
+            .filter(|n| n.id != me.id && !n.draining)
+            .collect();
+        nodes.sort_by_key(|n| (n.region != me.region, n.load));
+        nodes
+            .into_iter()
+            .map(|n| EdgeCandidate {
+                addr: n.agent_addr,
+                transports: n.transports,
+                development_ca: n.development_ca,
+                node: Some(n.id),
+                region: Some(n.region).filter(|r| !r.is_empty()),
+                control_url: Some(n.control_url),
+            })
+            .collect()
+    }
+}
+
+/// `n` random bytes as lowercase hex.
+fn random_hex(n: usize) -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = vec![0u8; n];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system RNG works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `url` with its password, if any, as `***`.
+fn redact(url: &str) -> String {
+    netbore_control::store::redact_url(url)
+}
+
+/// Parses the node list's JSON records, skipping unreadable ones.
+fn parse_nodes(records: HashMap<String, String>) -> Vec<NodeInfo> {
+    records
+        .into_values()
+        .filter_map(|info| serde_json::from_str(&info).ok())
+        .collect()
+}

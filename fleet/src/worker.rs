@@ -1,0 +1,293 @@
+//! The fleet's two threads: the worker (heartbeats, node list, this node's routes)
+//! and the subscriber (the route table replica).
+//!
+//! Both use the blocking Redis client with [`IO_TIMEOUT`] on every call, and drop a
+//! connection after any error that is not Redis's own error reply; the next round
+//! opens a new one. While Redis is away the worker keeps what this node holds in
+//! memory and writes it all again once Redis answers; the replica keeps serving.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use redis::{Client, Commands, Connection, RedisResult};
+
+use crate::{HEARTBEAT, IO_TIMEOUT, LEASE, Shared, keys, parse_nodes, random_hex};
+
+/// A change to this node's routes, from the Edge's registry.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// A tunnel came online here.
+    Publish {
+        key: String,
+        tunnel_id: String,
+        agent: Option<SocketAddr>,
+    },
+    /// It went offline here.
+    Withdraw { key: String, tunnel_id: String },
+}
+
+/// A route this node holds.
+#[derive(Debug)]
+struct Held {
+    tunnel_id: String,
+    agent: Option<SocketAddr>,
+    /// The generation Redis gave it; `None` until written.
+    generation: Option<u64>,
+}
+
+/// The worker thread's state.
+pub(crate) struct Worker {
+    client: Client,
+    shared: Arc<Shared>,
+    commands: Receiver<Command>,
+    conn: Option<Connection>,
+    held: HashMap<String, Held>,
+    /// Routes withdrawn while Redis was away: (key, generation) to remove.
+    withdrawn: Vec<(String, u64)>,
+    /// Every held route must be written again (Redis lost them, or a write failed).
+    republish: bool,
+}
+
+fn connect(client: &Client) -> RedisResult<Connection> {
+    let conn = client.get_connection_with_timeout(IO_TIMEOUT)?;
+    conn.set_read_timeout(Some(IO_TIMEOUT))?;
+    conn.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(conn)
+}
+
+impl Worker {
+    pub(crate) fn new(client: Client, shared: Arc<Shared>, commands: Receiver<Command>) -> Self {
+        Worker {
+            client,
+            shared,
+            commands,
+            conn: None,
+            held: HashMap::new(),
+            withdrawn: Vec::new(),
+            republish: false,
+        }
+    }
+
+    /// The first round, before the node serves: record, secret, node list, and the
+    /// route table (the subscriber loads it again once subscribed).
+    pub(crate) fn first_contact(&mut self) -> RedisResult<()> {
+        self.tick()?;
+        let conn = self.conn.as_mut().expect("opened by the tick");
+        let all: HashMap<String, String> = conn.hgetall(keys::routes())?;
+        self.shared
+            .replica
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .load(all);
+        Ok(())
+    }
+
+    /// Runs until the fleet is dropped.
+    pub(crate) fn run(mut self) {
+        let mut next_tick = Instant::now() + HEARTBEAT;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.commands.recv_timeout(wait) {
+                Ok(command) => self.apply(command),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if self.shared.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + HEARTBEAT;
+                if let Err(e) = self.tick() {
+                    tracing::warn!(error = %e, "the fleet's Redis did not answer; tunnels keep being served from this node's copy");
+                    self.conn = None;
+                }
+            }
+        }
+    }
+
+    /// Opens the connection if there is none.
+    fn ensure_conn(&mut self) -> RedisResult<()> {
+        if self.conn.is_none() {
+            self.conn = Some(connect(&self.client)?);
+            // Whatever was written before may be gone (a restarted Redis).
+            self.republish = true;
+        }
+        Ok(())
+    }
+
+    /// Heartbeat, secret, node list, and any writes that are due.
+    fn tick(&mut self) -> RedisResult<()> {
+        let mut info = self.shared.node.clone();
+        info.load = self.held.len() as u64;
+        self.shared.held.store(info.load, Ordering::Relaxed);
+        let info = serde_json::to_string(&info).expect("a node record serializes");
+        let lease = LEASE.as_millis() as u64;
+        let node = self.shared.node.clone();
+        self.ensure_conn()?;
+        let conn = self.conn.as_mut().expect("opened above");
+        let lost: u8 = keys::HEARTBEAT
+            .key(keys::nodes())
+            .key(keys::node(&node.id))
+            .arg(&node.id)
+            .arg(&node.incarnation)
+            .arg(lease)
+            .arg(info)
+            .invoke(conn)?;
+        let () = redis::cmd("SET")
+            .arg(keys::secret())
+            .arg(random_hex(32))
+            .arg("NX")
+            .query(conn)?;
+        let secret: String = conn.get(keys::secret())?;
+        let secret = secret.into_bytes();
+        let (seconds, micros): (u64, u64) = redis::cmd("TIME").query(conn)?;
+        let now = seconds * 1000 + micros / 1000;
+        let ids: Vec<String> =
+            conn.zrangebyscore(keys::nodes(), now.saturating_sub(lease), "+inf")?;
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hget(keys::node(id), "info");
+        }
+        let infos: Vec<Option<String>> = pipe.query(conn)?;
+        let records = ids
+            .into_iter()
+            .zip(infos)
+            .filter_map(|(id, info)| info.map(|i| (id, i)))
+            .collect();
+        let nodes = parse_nodes(records);
+        *self
+            .shared
+            .secret
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(secret);
+        self.shared
+            .replica
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_nodes(nodes);
+        if lost == 1 {
+            self.republish = true;
+        }
+        self.sync()
+    }
+
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::Publish {
+                key,
+                tunnel_id,
+                agent,
+            } => {
+                // Taken again here (a recreate): the new claim supersedes the old.
+                self.held.insert(
+                    key,
+                    Held {
+                        tunnel_id,
+                        agent,
+                        generation: None,
+                    },
+                );
+            }
+            Command::Withdraw { key, tunnel_id } => {
+                if self
+                    .held
+                    .get(&key)
+                    .is_some_and(|h| h.tunnel_id == tunnel_id)
+                    && let Some(held) = self.held.remove(&key)
+                    && let Some(generation) = held.generation
+                {
+                    self.withdrawn.push((key, generation));
+                }
+            }
+        }
+        if let Err(e) = self.sync() {
+            tracing::warn!(error = %e, "could not write to the fleet's Redis; retrying on the next heartbeat");
+            self.conn = None;
+        }
+    }
+
+    /// Writes what is due: withdrawals, then routes without a generation (all of them
+    /// after Redis lost them).
+    fn sync(&mut self) -> RedisResult<()> {
+        let node = self.shared.node.clone();
+        let owner = format!("{} {}", node.id, node.incarnation);
+        self.ensure_conn()?;
+        if self.republish {
+            for held in self.held.values_mut() {
+                held.generation = None;
+            }
+        }
+        let conn = self.conn.as_mut().expect("opened above");
+        while let Some((key, generation)) = self.withdrawn.last() {
+            let _: u8 = keys::RELEASE
+                .key(keys::routes())
+                .arg(key)
+                .arg(format!("{owner} {generation}"))
+                .arg(keys::channel())
+                .invoke(conn)?;
+            self.withdrawn.pop();
+        }
+        for (key, held) in self.held.iter_mut().filter(|(_, h)| h.generation.is_none()) {
+            let agent = held
+                .agent
+                .map_or_else(|| "-".to_string(), |a| a.to_string());
+            let generation: u64 = keys::CLAIM
+                .key(keys::routes())
+                .key(keys::generation())
+                .arg(key)
+                .arg(&owner)
+                .arg(format!("{} {agent}", held.tunnel_id))
+                .arg(keys::channel())
+                .invoke(conn)?;
+            held.generation = Some(generation);
+        }
+        self.republish = false;
+        Ok(())
+    }
+}
+
+/// The subscriber thread: subscribes, loads the whole table, applies announcements;
+/// on any error waits a heartbeat and starts over (a fresh load), until stopped.
+pub(crate) fn subscribe(client: Client, shared: Arc<Shared>) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        if let Err(e) = subscribe_once(&client, &shared) {
+            tracing::debug!(error = %e, "the fleet's announcements stopped; subscribing again");
+            std::thread::sleep(HEARTBEAT);
+        }
+    }
+}
+
+fn subscribe_once(client: &Client, shared: &Shared) -> RedisResult<()> {
+    let mut conn = connect(client)?;
+    let mut pubsub = conn.as_pubsub();
+    pubsub.subscribe(keys::channel())?;
+    // Announcements from here on queue up on the subscription while the table loads;
+    // generations make applying one twice harmless.
+    let all: HashMap<String, String> = connect(client)?.hgetall(keys::routes())?;
+    shared
+        .replica
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .load(all);
+    pubsub.set_read_timeout(Some(Duration::from_secs(1)))?;
+    loop {
+        if shared.stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match pubsub.get_message() {
+            Ok(message) => {
+                let payload: String = message.get_payload()?;
+                let mut replica = shared.replica.write().unwrap_or_else(|e| e.into_inner());
+                if !replica.apply(&payload) {
+                    tracing::debug!(%payload, "ignored a malformed fleet announcement");
+                }
+            }
+            Err(e) if e.is_timeout() => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
