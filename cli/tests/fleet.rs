@@ -285,3 +285,97 @@ async fn a_tcp_tunnel_answers_on_its_port_at_every_node_and_keeps_it_through_fai
     }
     agent.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_tokens_and_links_hold_across_nodes_and_redis_down_is_one_clear_answer() {
+    use netbore_transport::link::LinkHello;
+    use netbore_transport::proto::{self, ErrorCode, Hello, HelloReply, PROTOCOL_VERSION};
+
+    let origin = web::start_origin().await;
+    let mut fleet = Fleet::start(&["--max-tunnels-per-key", "1"]);
+    let keys_dir = TempDir::new("fleet-keys");
+    let (code, events) = common::key_cmd(
+        &keys_dir,
+        &["create", "--label", "one", "--redis", &fleet._redis.url],
+    );
+    assert_eq!(code, 0, "{events:?}");
+    let key = events[0]["key"].as_str().unwrap().to_string();
+    let _agent = common::HttpAgent::start(
+        &fleet.nodes[0].server,
+        &origin.addr.to_string(),
+        &["--key", &key, "--name", "one"],
+    );
+    let host = format!("one.localhost:{}", fleet.http);
+    answers_within(fleet.http_addr(1), &host, Duration::from_secs(5)).await;
+
+    // The key's one tunnel is served by node 0: node 1 refuses it a second.
+    let second = fleet.nodes[1].server.api(
+        "POST",
+        "/tunnels/create",
+        Some(&key),
+        Some(&serde_json::json!({"protocol": "http"})),
+    );
+    second.assert_error(403, "limit_reached");
+    // And lists it as online.
+    let listed = fleet.nodes[1]
+        .server
+        .api("GET", "/tunnels", Some(&key), None);
+    assert_eq!(listed.status, 200, "{listed:?}");
+    assert_eq!(listed.body["tunnels"][0]["status"], "online", "{listed:?}");
+
+    // A token minted by node 2 is refused by node 1's Edge.
+    let minted = fleet.nodes[2].server.api(
+        "POST",
+        "/tunnels/create",
+        None,
+        Some(&serde_json::json!({"protocol": "tcp"})),
+    );
+    assert_eq!(minted.status, 200, "{minted:?}");
+    let token = minted.body["ephemeral_token"].as_str().unwrap().to_string();
+    let reply = common::hello::hello(&fleet.nodes[1].server, vec![token]).await;
+    assert!(
+        matches!(&reply, HelloReply::Error(e) if e.code == ErrorCode::BadToken),
+        "{reply:?}"
+    );
+
+    // Whoever reaches an agent port cannot open a link without the fleet's secret.
+    let target = fleet.nodes[1].server.listening["node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let session = netbore_transport::tcp::connect(fleet.nodes[1].server.agent, Default::default())
+        .await
+        .unwrap();
+    let mut stream = session.open().await.unwrap();
+    let forged = Hello {
+        version: PROTOCOL_VERSION,
+        tokens: Vec::new(),
+        agent: "intruder".into(),
+        link: Some(LinkHello {
+            from: "intruder".into(),
+            to: target,
+            proof: "00".repeat(32),
+        }),
+    };
+    proto::write_message(&mut stream, &forged).await.unwrap();
+    let reply: HelloReply = proto::read_message(&mut stream).await.unwrap();
+    assert!(
+        matches!(&reply, HelloReply::Error(e) if e.code == ErrorCode::Unauthorized),
+        "{reply:?}"
+    );
+
+    // Redis gone: a create is one clear refusal, the live tunnel keeps answering
+    // through every node from their copies of the directory.
+    fleet._redis.kill();
+    let refused = fleet.nodes[1].server.api(
+        "POST",
+        "/tunnels/create",
+        None,
+        Some(&serde_json::json!({"protocol": "http"})),
+    );
+    refused.assert_error(503, "store_unavailable");
+    for i in 0..3 {
+        let r = get(fleet.http_addr(i), &host, "/hello").await;
+        assert_eq!(r.status, 200, "through node {i} with Redis down");
+    }
+}

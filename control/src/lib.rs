@@ -89,6 +89,13 @@ pub enum TunnelStatus {
         /// When it came online, seconds since the epoch.
         since: u64,
     },
+    /// Another node of the fleet serves it.
+    Elsewhere {
+        /// That node's id.
+        node: String,
+        /// The agent's address, when that node did not mask it.
+        agent: Option<SocketAddr>,
+    },
 }
 
 /// Why the control plane takes a tunnel away from its agent.
@@ -116,11 +123,15 @@ pub trait Placement: Send + Sync + 'static {
     fn disconnect(&self, tunnel_id: &str, reason: DisconnectReason) -> bool;
 }
 
-/// The other nodes of a fleet, as the control plane hands them to agents.
+/// The other nodes of a fleet, as the control plane sees them.
 pub trait Nodes: Send + Sync + 'static {
     /// The live nodes other than this one that take new tunnels (not draining), best
     /// first: this node's region first, then the least loaded.
     fn others(&self) -> Vec<EdgeCandidate>;
+
+    /// The live node other than this one whose Edge serves `tunnel_id` now, and the
+    /// agent's address when that node did not mask it.
+    fn serving(&self, tunnel_id: &str) -> Option<(String, Option<SocketAddr>)>;
 }
 
 /// Default of [`ControlConfig::max_tunnels_per_anonymous_ipv6_48`].
@@ -250,6 +261,18 @@ impl Control {
             anonymous: AnonymousTunnels::default(),
             lifecycle: Mutex::new(()),
             nodes: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The tunnel's state: at this node's Edge, or else at another node of the fleet
+    /// (so limits and listings count tunnels wherever they are served).
+    pub fn status(&self, tunnel_id: &str) -> TunnelStatus {
+        match self.placement.status(tunnel_id) {
+            TunnelStatus::Offline => match self.nodes.get().and_then(|n| n.serving(tunnel_id)) {
+                Some((node, agent)) => TunnelStatus::Elsewhere { node, agent },
+                None => TunnelStatus::Offline,
+            },
+            local => local,
         }
     }
 

@@ -43,9 +43,7 @@ impl Control {
         self.check_key_still_valid(caller)?;
         // A live tunnel of someone else keeps its name; reserving it would strand them.
         for t in self.store.tunnels_named(&name).map_err(ApiError::store)? {
-            if t.owner != key
-                && !matches!(self.placement.status(&t.tunnel_id), TunnelStatus::Offline)
-            {
+            if t.owner != key && !matches!(self.status(&t.tunnel_id), TunnelStatus::Offline) {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "name_taken",

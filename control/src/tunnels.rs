@@ -133,7 +133,7 @@ impl Control {
     }
 
     fn is_live(&self, tunnel_id: &str) -> bool {
-        !matches!(self.placement.status(tunnel_id), TunnelStatus::Offline)
+        !matches!(self.status(tunnel_id), TunnelStatus::Offline)
     }
 
     /// Refuses a new live tunnel for `caller` past its limit (`except` is the tunnel
@@ -462,12 +462,13 @@ impl Control {
 
     /// The tunnel as the API shows it, with its state at the Edge.
     fn info(&self, record: TunnelRecord) -> TunnelInfo {
-        let (status, agent, since) = match self.placement.status(&record.tunnel_id) {
+        let (status, agent, since) = match self.status(&record.tunnel_id) {
             TunnelStatus::Offline => (TunnelState::Offline, None, None),
             TunnelStatus::Pending => (TunnelState::Pending, None, None),
             TunnelStatus::Online { agent, since } => {
                 (TunnelState::Online, Some(agent), Some(since))
             }
+            TunnelStatus::Elsewhere { agent, .. } => (TunnelState::Online, agent, None),
         };
         TunnelInfo {
             tunnel_id: record.tunnel_id,

@@ -295,6 +295,16 @@ impl netbore_control::Nodes for Fleet {
             })
             .collect()
     }
+
+    fn serving(&self, tunnel_id: &str) -> Option<(String, Option<SocketAddr>)> {
+        let replica = self
+            .shared
+            .replica
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let (entry, node) = replica.serving(tunnel_id)?;
+        (node.id != self.shared.node.id).then(|| (node.id.clone(), entry.agent))
+    }
 }
 
 /// `n` random bytes as lowercase hex.

@@ -36,6 +36,8 @@ impl RouteEntry {
 #[derive(Debug, Default)]
 pub(crate) struct Replica {
     routes: HashMap<String, RouteEntry>,
+    /// Tunnel id → its route key (the newest entry's).
+    by_tunnel: HashMap<String, String>,
     nodes: HashMap<String, NodeInfo>,
 }
 
@@ -45,6 +47,11 @@ impl Replica {
         self.routes = all
             .into_iter()
             .filter_map(|(k, v)| RouteEntry::parse(&v).map(|e| (k, e)))
+            .collect();
+        self.by_tunnel = self
+            .routes
+            .iter()
+            .map(|(k, e)| (e.tunnel_id.clone(), k.clone()))
             .collect();
     }
 
@@ -61,6 +68,8 @@ impl Replica {
                     .get(key)
                     .is_none_or(|old| old.generation < entry.generation);
                 if newer {
+                    self.by_tunnel
+                        .insert(entry.tunnel_id.clone(), key.to_string());
                     self.routes.insert(key.to_string(), entry);
                 }
                 true
@@ -73,8 +82,10 @@ impl Replica {
                     .routes
                     .get(key)
                     .is_some_and(|e| e.generation == generation)
+                    && let Some(entry) = self.routes.remove(key)
+                    && self.by_tunnel.get(&entry.tunnel_id).map(String::as_str) == Some(key)
                 {
-                    self.routes.remove(key);
+                    self.by_tunnel.remove(&entry.tunnel_id);
                 }
                 true
             }
@@ -98,6 +109,11 @@ impl Replica {
         let entry = self.routes.get(key)?;
         let node = self.nodes.get(&entry.node)?;
         (node.incarnation == entry.incarnation).then_some((entry, node))
+    }
+
+    /// The entry of tunnel `tunnel_id` and its live node.
+    pub(crate) fn serving(&self, tunnel_id: &str) -> Option<(&RouteEntry, &NodeInfo)> {
+        self.holder(self.by_tunnel.get(tunnel_id)?)
     }
 
     /// The ports of TCP tunnels held by live nodes other than `me`.
@@ -148,8 +164,10 @@ mod tests {
         // a's withdrawal of generation 5 does not remove b's entry.
         assert!(r.apply("del http:shop 5"));
         assert!(r.holder("http:shop").is_some());
+        assert_eq!(r.serving("t1").unwrap().1.id, "b");
         assert!(r.apply("del http:shop 6"));
         assert!(r.holder("http:shop").is_none());
+        assert!(r.serving("t1").is_none());
         assert!(!r.apply("set http:x"));
         assert!(!r.apply("del http:x y"));
         assert!(!r.apply("hello"));

@@ -46,6 +46,13 @@ impl ApiError {
     /// A store failure: logged in full, answered as a 500 that says to retry.
     pub fn store(e: StoreError) -> Self {
         tracing::error!(error = %e, "the store failed");
+        if matches!(e, StoreError::Unreachable { .. }) {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the server cannot reach its shared store right now; existing tunnels keep working, try again in a moment",
+            );
+        }
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
