@@ -380,11 +380,17 @@ pub async fn run_until(
                 continue;
             }
             Err(e) => {
-                if matches!(
-                    e,
-                    AgentError::ControlUnreachable { .. } | AgentError::EdgeUnreachable { .. }
-                ) {
-                    servers.next();
+                let elsewhere = match &e {
+                    AgentError::ControlUnreachable { .. } | AgentError::EdgeUnreachable { .. } => {
+                        true
+                    }
+                    AgentError::Refused { code, .. } => code == "store_unavailable",
+                    _ => false,
+                };
+                // The next node is tried at once; the delays grow again once every
+                // node has failed.
+                if elsewhere && servers.next() {
+                    attempt = 0;
                 }
                 e.to_string()
             }
@@ -660,12 +666,14 @@ impl Servers {
         &self.list[self.current % self.list.len()]
     }
 
-    /// Moves on to the next control plane (the first again after the last).
-    fn next(&mut self) {
+    /// Moves on to the next control plane (the first again after the last); true
+    /// when that is another one not tried since the first.
+    fn next(&mut self) -> bool {
         self.current = (self.current + 1) % self.list.len();
         if self.list.len() > 1 {
             tracing::info!(server = %self.current(), "trying the next control plane of the fleet");
         }
+        self.current != 0
     }
 
     /// Adds the fleet nodes' control planes listed in `edges`.

@@ -148,15 +148,16 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
     let window_budget = args.max_buffered_bytes.unwrap_or_else(|| {
         crate::platform::physical_memory().map_or(DEFAULT_WINDOW_BUDGET, |m| m / 2)
     });
-    mux_config.window_budget = Some(std::sync::Arc::new(netbore_mux::WindowBudget::new(
-        window_budget,
-    )));
+    let window_budget = std::sync::Arc::new(netbore_mux::WindowBudget::new(window_budget));
+    // What pipes gather for viewers past their first 128 KiB comes from the same budget.
+    netbore_transport::pipe::charge_gathers_to(window_budget.clone());
+    mux_config.window_budget = Some(window_budget);
     let edge_tls = edge_tls(args, &data_dir)?;
     let link_cert = edge_tls.leaf.clone();
     // The control API's HTTPS shows agents the same certificate as their transports.
     let control_tls = edge_tls.config.clone();
     let listener_config = netbore_transport::ListenerConfig {
-        mux: mux_config,
+        mux: mux_config.clone(),
         tls: Some(edge_tls.config),
         quic: !args.no_quic,
         handshake_timeout: Duration::from_secs(args.hello_timeout.max(1)),
@@ -282,11 +283,15 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
                 development_ca: bound.dev_ca.is_some(),
                 link_cert,
             };
-            let fleet = crate::fleet::join(url, &args.fleet, spec, args.mask_agent_ip)?;
-            registry.set_directory(
-                fleet.clone(),
-                netbore_edge::agent_session_config(args.mux.config()),
-            );
+            // Joining talks to Redis with the blocking client: off the runtime's threads.
+            let (url, fleet_args, mask) = (url.clone(), args.fleet.clone(), args.mask_agent_ip);
+            let fleet = tokio::task::spawn_blocking(move || {
+                crate::fleet::join(&url, &fleet_args, spec, mask)
+            })
+            .await
+            .context("joining the fleet stopped")??;
+            // Links count against the same window budget as agents' sessions.
+            registry.set_directory(fleet.clone(), mux_config.clone());
             Some(fleet)
         }
         None => None,
@@ -364,7 +369,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
             tls_handshake_timeout: Duration::from_secs(args.tls_handshake_timeout.max(1)),
             redirect_https_port: bound.https.filter(|_| args.redirect_http).map(|a| a.port()),
             acme_challenges,
-            proxy_protocol,
+            proxy_protocol: proxy_protocol.clone(),
         },
     );
     let https = https_listener.zip(certs);
@@ -381,6 +386,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
             registry,
             mirror_ports,
             edge_viewer_limits,
+            proxy_protocol,
         ));
     }
     bound.fleet = fleet;

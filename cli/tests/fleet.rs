@@ -160,6 +160,14 @@ async fn an_http_tunnel_held_by_one_node_answers_through_all_three() {
     .await;
     assert_eq!(r.status, 200);
     assert!(r.body == body, "the echoed body differs");
+    // Another node will not give the name to a stranger.
+    let taken = fleet.nodes[1].server.api(
+        "POST",
+        "/tunnels/create",
+        None,
+        Some(&serde_json::json!({"protocol": "http", "name": "shop"})),
+    );
+    taken.assert_error(409, "name_taken");
     // A name no node holds is a 404 everywhere.
     let r = get(
         fleet.http_addr(1),
@@ -272,6 +280,15 @@ async fn a_tcp_tunnel_answers_on_its_port_at_every_node_and_keeps_it_through_fai
         )
         .await;
     }
+
+    // No other node hands the port to another tunnel.
+    let taken = fleet.nodes[2].server.api(
+        "POST",
+        "/tunnels/create",
+        None,
+        Some(&serde_json::json!({"protocol": "tcp", "remote_port": port})),
+    );
+    taken.assert_error(409, "port_in_use");
 
     fleet.nodes[0].server.proc.kill();
     let again = agent.expect_event("online", Duration::from_secs(15));

@@ -86,6 +86,8 @@ pub async fn accept_hello(
             return Err(reply_error(&mut stream, body).await);
         }
         session.hello_accepted();
+        // A link's streams are viewers, many at once, not an agent's one hello.
+        session.set_accept_backlog(crate::fleet::link::LINK_ACCEPT_BACKLOG);
         proto::write_message(
             &mut stream,
             &HelloReply::Ok {

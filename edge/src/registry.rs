@@ -193,6 +193,17 @@ impl Registry {
             .cloned()
     }
 
+    /// Whether another live node of the fleet serves one of `keys` for a tunnel other
+    /// than `tunnel_id`.
+    fn held_elsewhere_by_another(&self, keys: &[RouteKey], tunnel_id: &str) -> bool {
+        let Some(directory) = self.directory() else {
+            return false;
+        };
+        keys.iter()
+            .filter_map(|k| directory.holder(k))
+            .any(|h| h.tunnel_id != tunnel_id)
+    }
+
     /// The route key of a tunnel of `protocol` with `name` or public `port`.
     fn route_key(protocol: Protocol, name: Option<&str>, port: Option<u16>) -> Option<RouteKey> {
         match protocol {
@@ -472,6 +483,18 @@ impl Placement for Registry {
                         ),
                     });
                 }
+                // Another node of the fleet serves the name for another tunnel.
+                if self.held_elsewhere_by_another(
+                    &[RouteKey::Http(name.clone()), RouteKey::Tls(name.clone())],
+                    id,
+                ) {
+                    return Err(PlacementError {
+                        code: "name_taken",
+                        message: format!(
+                            "the name {name} is in use by another tunnel; pick another --name"
+                        ),
+                    });
+                }
                 Some(name)
             }
             Protocol::Tcp => None,
@@ -514,7 +537,25 @@ impl Placement for Registry {
         if request.protocol == Protocol::Tcp && listener.is_none() {
             // A port this node mirrors for another node's tunnel (the tunnel moving
             // here, say) is taken over without closing.
-            let mirrored = request.port.and_then(|p| self.remote()?.mirrors().take(p));
+            if let Some(port) = request.port
+                && self.held_elsewhere_by_another(&[RouteKey::Tcp(port)], id)
+            {
+                return Err(PlacementError {
+                    code: "port_in_use",
+                    message: format!(
+                        "public port {port} is in use by another tunnel; ask for another port or none"
+                    ),
+                });
+            }
+            // Only the tunnel itself (moving here) takes its port's mirror over.
+            let mirrored = request
+                .port
+                .filter(|p| {
+                    self.directory()
+                        .and_then(|d| d.holder(&RouteKey::Tcp(*p)))
+                        .is_some_and(|h| h.tunnel_id == id)
+                })
+                .and_then(|p| self.remote()?.mirrors().take(p));
             listener = Some(Arc::new(match mirrored {
                 Some(l) => l,
                 None => self.ports.bind_for(id, request.port)?,

@@ -18,14 +18,24 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
+use crate::fleet::remote::Remote;
+use crate::fleet::{RouteKey, link};
 use crate::limits::{StreamGuard, ViewerLimits, ViewerSlot};
 use crate::proxy_protocol::ProxyProtocol;
+
+/// Where a tunnel's viewers go.
+#[derive(Debug, Clone)]
+enum Target {
+    /// The agent session serving the tunnel here, and the tunnel's slot on it.
+    Agent { session: Session, slot: u32 },
+    /// The node holding the tunnel, over a fleet link ([`crate::fleet::mirror`]).
+    Relay { remote: Arc<Remote>, port: u16 },
+}
 
 /// What every viewer connection of one tunnel shares.
 #[derive(Debug, Clone)]
 struct Tunnel {
-    session: Session,
-    slot: u32,
+    target: Target,
     tunnel_id: Arc<str>,
     limits: ViewerLimits,
     /// The tunnel's place in the metrics, while this task runs.
@@ -43,6 +53,31 @@ pub(crate) async fn run(
     limits: ViewerLimits,
     proxy_protocol: Option<ProxyProtocol>,
 ) {
+    let target = Target::Agent { session, slot };
+    serve(listener, target, tunnel_id, limits, proxy_protocol).await;
+}
+
+/// Serves viewers on `listener`, a public port this node mirrors for the tunnel
+/// `tunnel_id` another node holds, relaying each to that node, until aborted.
+pub(crate) async fn relay(
+    remote: Arc<Remote>,
+    port: u16,
+    listener: std::net::TcpListener,
+    tunnel_id: String,
+    limits: ViewerLimits,
+    proxy_protocol: Option<ProxyProtocol>,
+) {
+    let target = Target::Relay { remote, port };
+    serve(listener, target, tunnel_id, limits, proxy_protocol).await;
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    target: Target,
+    tunnel_id: String,
+    limits: ViewerLimits,
+    proxy_protocol: Option<ProxyProtocol>,
+) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -52,8 +87,7 @@ pub(crate) async fn run(
     };
     let tunnel = Tunnel {
         metrics: Arc::new(netbore_metrics::server().tunnels.add(&tunnel_id, "tcp")),
-        session,
-        slot,
+        target,
         tunnel_id: tunnel_id.into(),
         limits,
     };
@@ -140,25 +174,43 @@ impl Tunnel {
         let server = netbore_metrics::server();
         let _held = (held, server.viewer_connection(ViewerProtocol::Tcp));
         let _ = socket.set_nodelay(true);
-        let mut stream = match self.session.open().await {
-            Ok(s) => s,
-            Err(e) => {
-                if e.busy() == Some(netbore_transport::Busy::Memory) {
-                    server.budget_refusals.inc();
+        let stream = match &self.target {
+            Target::Agent { session, slot } => {
+                let mut stream = match session.open().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        if e.busy() == Some(netbore_transport::Busy::Memory) {
+                            server.budget_refusals.inc();
+                        }
+                        tracing::debug!(%tunnel_id, %viewer, error = %e, "could not open a stream to the agent");
+                        return;
+                    }
+                };
+                let header = StreamHeader {
+                    slot: *slot,
+                    viewer,
                 }
-                tracing::debug!(%tunnel_id, %viewer, error = %e, "could not open a stream to the agent");
-                return;
+                .encode();
+                if stream.write_all(&header).await.is_err() {
+                    return;
+                }
+                stream
+            }
+            Target::Relay { remote, port } => {
+                let route = RouteKey::Tcp(*port);
+                let Some((session, preamble, _)) = remote.link_for(&route).await else {
+                    return;
+                };
+                match link::open(&session, &preamble, viewer).await {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::debug!(%tunnel_id, %viewer, error = %e, "could not relay a viewer to the node holding the tunnel");
+                        return;
+                    }
+                }
             }
         };
         let _open = server.streams_open.hold();
-        let header = StreamHeader {
-            slot: self.slot,
-            viewer,
-        }
-        .encode();
-        if stream.write_all(&header).await.is_err() {
-            return;
-        }
         let stats = self.metrics.stats();
         let counted = pipe::Counted {
             to_stream: &stats.bytes_in,

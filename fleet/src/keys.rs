@@ -38,7 +38,7 @@ pub(crate) fn secret() -> String {
 }
 
 /// The pub/sub channel route changes are announced on: `set KEY VALUE`,
-/// `del KEY GENERATION`.
+/// `del KEY NODE INCARNATION GENERATION`.
 pub(crate) fn channel() -> String {
     format!("{PREFIX}routes")
 }
@@ -66,10 +66,20 @@ return 0
 
 /// Takes a route for this node with a new generation and announces it.
 /// `KEYS`: routes, generation. `ARGV`: route key, `NODE INCARNATION`, `TUNNEL_ID
-/// AGENT`, channel. Answers the generation.
+/// AGENT`, channel, mode. Mode `take` takes the route whoever has it (an agent brought
+/// the tunnel online here now); `keep` takes it only when it is absent or still this
+/// node's (writing routes again after Redis lost them or a connection broke, which
+/// must not undo a move to another node in between). Answers the generation, or -1
+/// when `keep` found another node's entry.
 pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+if ARGV[5] == 'keep' then
+  local old = redis.call('HGET', KEYS[1], ARGV[1])
+  if old and string.sub(old, 1, string.len(ARGV[2]) + 1) ~= ARGV[2] .. ' ' then
+    return -1
+  end
+end
 local g = redis.call('INCR', KEYS[2])
 local v = ARGV[2] .. ' ' .. g .. ' ' .. ARGV[3]
 redis.call('HSET', KEYS[1], ARGV[1], v)
@@ -90,8 +100,7 @@ local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
 if string.sub(v, 1, string.len(ARGV[2]) + 1) ~= ARGV[2] .. ' ' then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
-local g = string.match(ARGV[2], '(%S+)$')
-redis.call('PUBLISH', ARGV[3], 'del ' .. ARGV[1] .. ' ' .. g)
+redis.call('PUBLISH', ARGV[3], 'del ' .. ARGV[1] .. ' ' .. ARGV[2])
 return 1
 ",
     )

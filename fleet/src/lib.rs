@@ -113,6 +113,9 @@ struct Shared {
     replica: RwLock<Replica>,
     secret: RwLock<Option<Vec<u8>>>,
     stop: AtomicBool,
+    /// Set by the worker when Redis lost its data: the subscriber loads the route
+    /// table again.
+    reload: AtomicBool,
     /// Routes this node holds (its load).
     held: AtomicU64,
 }
@@ -146,6 +149,7 @@ impl Fleet {
             replica: RwLock::default(),
             secret: RwLock::default(),
             stop: AtomicBool::new(false),
+            reload: AtomicBool::new(false),
             held: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel();

@@ -74,15 +74,19 @@ impl Replica {
                 }
                 true
             }
-            (Some("del"), Some(key), Some(generation)) => {
-                let Ok(generation) = generation.parse::<u64>() else {
+            (Some("del"), Some(key), Some(owner)) => {
+                let mut parts = owner.split(' ');
+                let (Some(node), Some(incarnation), Some(Ok(generation)), None) = (
+                    parts.next(),
+                    parts.next(),
+                    parts.next().map(str::parse::<u64>),
+                    parts.next(),
+                ) else {
                     return false;
                 };
-                if self
-                    .routes
-                    .get(key)
-                    .is_some_and(|e| e.generation == generation)
-                    && let Some(entry) = self.routes.remove(key)
+                if self.routes.get(key).is_some_and(|e| {
+                    e.generation == generation && e.node == node && e.incarnation == incarnation
+                }) && let Some(entry) = self.routes.remove(key)
                     && self.by_tunnel.get(&entry.tunnel_id).map(String::as_str) == Some(key)
                 {
                     self.by_tunnel.remove(&entry.tunnel_id);
@@ -161,15 +165,18 @@ mod tests {
         let (entry, node) = r.holder("http:shop").unwrap();
         assert_eq!((node.id.as_str(), entry.generation), ("b", 6));
         assert_eq!(entry.agent, Some("127.0.0.1:9".parse().unwrap()));
-        // a's withdrawal of generation 5 does not remove b's entry.
-        assert!(r.apply("del http:shop 5"));
+        // a's withdrawal of generation 5 does not remove b's entry, nor does one
+        // naming b's generation with another node.
+        assert!(r.apply("del http:shop a 1 5"));
+        assert!(r.apply("del http:shop a 1 6"));
         assert!(r.holder("http:shop").is_some());
         assert_eq!(r.serving("t1").unwrap().1.id, "b");
-        assert!(r.apply("del http:shop 6"));
+        assert!(r.apply("del http:shop b 2 6"));
         assert!(r.holder("http:shop").is_none());
         assert!(r.serving("t1").is_none());
         assert!(!r.apply("set http:x"));
-        assert!(!r.apply("del http:x y"));
+        assert!(!r.apply("del http:x a 1 y"));
+        assert!(!r.apply("del http:x 5"));
         assert!(!r.apply("hello"));
     }
 

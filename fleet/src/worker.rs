@@ -17,6 +17,9 @@ use redis::{Client, Commands, Connection, RedisResult};
 
 use crate::{HEARTBEAT, IO_TIMEOUT, LEASE, Shared, keys, parse_nodes, random_hex};
 
+/// How often the subscriber checks its subscription is alive.
+const PING_EVERY: Duration = Duration::from_secs(5);
+
 /// A change to this node's routes, from the Edge's registry.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -37,6 +40,10 @@ struct Held {
     agent: Option<SocketAddr>,
     /// The generation Redis gave it; `None` until written.
     generation: Option<u64>,
+    /// Written once already: writing it again must not take it from another node.
+    written: bool,
+    /// Another node took it while this one was cut off: not written again.
+    lost: bool,
 }
 
 /// The worker thread's state.
@@ -171,6 +178,9 @@ impl Worker {
             .set_nodes(nodes);
         if lost == 1 {
             self.republish = true;
+            // Redis lost the table (or this is the first heartbeat): the subscriber
+            // loads it afresh rather than trust announcements alone.
+            self.shared.reload.store(true, Ordering::Relaxed);
         }
         self.sync()
     }
@@ -189,6 +199,8 @@ impl Worker {
                         tunnel_id,
                         agent,
                         generation: None,
+                        written: false,
+                        lost: false,
                     },
                 );
             }
@@ -231,19 +243,32 @@ impl Worker {
                 .invoke(conn)?;
             self.withdrawn.pop();
         }
-        for (key, held) in self.held.iter_mut().filter(|(_, h)| h.generation.is_none()) {
+        let due = self
+            .held
+            .iter_mut()
+            .filter(|(_, h)| h.generation.is_none() && !h.lost);
+        for (key, held) in due {
             let agent = held
                 .agent
                 .map_or_else(|| "-".to_string(), |a| a.to_string());
-            let generation: u64 = keys::CLAIM
+            let mode = if held.written { "keep" } else { "take" };
+            let generation: i64 = keys::CLAIM
                 .key(keys::routes())
                 .key(keys::generation())
                 .arg(key)
                 .arg(&owner)
                 .arg(format!("{} {agent}", held.tunnel_id))
                 .arg(keys::channel())
+                .arg(mode)
                 .invoke(conn)?;
-            held.generation = Some(generation);
+            held.written = true;
+            match u64::try_from(generation) {
+                Ok(generation) => held.generation = Some(generation),
+                Err(_) => {
+                    tracing::info!(route = %key, tunnel_id = %held.tunnel_id, "another node took this tunnel while this one could not reach Redis; not publishing it again");
+                    held.lost = true;
+                }
+            }
         }
         self.republish = false;
         Ok(())
@@ -274,9 +299,24 @@ fn subscribe_once(client: &Client, shared: &Shared) -> RedisResult<()> {
         .unwrap_or_else(|e| e.into_inner())
         .load(all);
     pubsub.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let mut pinged = Instant::now();
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             return Ok(());
+        }
+        if shared.reload.swap(false, Ordering::Relaxed) {
+            let all: HashMap<String, String> = connect(client)?.hgetall(keys::routes())?;
+            shared
+                .replica
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .load(all);
+        }
+        // A subscription that stopped delivering (a half-open connection) shows as a
+        // ping without an answer; the caller subscribes and loads again.
+        if pinged.elapsed() >= PING_EVERY {
+            let _: redis::Value = pubsub.ping()?;
+            pinged = Instant::now();
         }
         match pubsub.get_message() {
             Ok(message) => {

@@ -119,3 +119,41 @@ fn links_are_proven_with_one_secret_for_the_whole_fleet() {
     assert_ne!(stranger.link_secret(), a.link_secret());
     assert!(Fleet::join(&redis.url, node("bad id"), false).is_err());
 }
+
+#[test]
+fn a_node_cut_off_from_redis_does_not_take_back_a_tunnel_that_moved() {
+    let redis = RedisServer::start();
+    let a = Fleet::join(&redis.url, node("a"), false).unwrap();
+    let b = Fleet::join(&redis.url, node("b"), false).unwrap();
+    let c = Fleet::join(&redis.url, node("c"), false).unwrap();
+    let shop = RouteKey::Http("shop".into());
+    a.publish(&shop, "t1", None);
+    eventually(Duration::from_secs(2), "c sees a", || {
+        holder_node(&c, &shop).as_deref() == Some("a")
+    });
+    // The agent moved to b while a still had its old session.
+    b.publish(&shop, "t1", None);
+    eventually(Duration::from_secs(2), "c sees b", || {
+        holder_node(&c, &shop).as_deref() == Some("b")
+    });
+    // Every node's connection breaks; each writes its routes again when it
+    // reconnects. a's must not take the route back from b.
+    let mut conn = redis.connection();
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(&mut conn)
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(holder_node(&c, &shop).as_deref(), Some("b"));
+    let entry: String = redis::cmd("HGET")
+        .arg("netbore:{fleet}:routes")
+        .arg("http:shop")
+        .query(&mut conn)
+        .unwrap();
+    assert!(entry.starts_with("b "), "{entry}");
+    drop(a);
+}

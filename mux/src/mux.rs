@@ -97,6 +97,12 @@ impl Mux {
         inner.wake_driver_if_needed();
     }
 
+    /// Lets the peer open up to `backlog` streams the application has not accepted
+    /// yet (from now on; streams already refused stay refused).
+    pub fn set_accept_backlog(&self, backlog: usize) {
+        self.shared.lock().session.set_accept_backlog(backlog);
+    }
+
     /// True once the connection is gone.
     pub fn is_closed(&self) -> bool {
         self.closed_rx.borrow().is_some()

@@ -495,6 +495,12 @@ impl Session {
         self.maybe_remove(id);
     }
 
+    /// Lets the peer open up to `backlog` streams the application has not accepted
+    /// yet.
+    pub fn set_accept_backlog(&mut self, backlog: usize) {
+        self.config.accept_backlog = backlog;
+    }
+
     /// Queues a go-away with `code`; the driver flushes it and closes the connection.
     pub fn close(&mut self, code: GoAwayCode) {
         if self.state != State::Open {

@@ -10,10 +10,12 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
 use netbore_metrics::Counter;
+use netbore_mux::WindowBudget;
 use netbore_mux::buffer::RecycledBuffer;
 use netbore_mux::write_queue::poll_write_queue;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -24,10 +26,75 @@ use crate::Stream;
 const READ_SIZE: usize = 128 * 1024;
 /// Most chunks gathered into one vectored socket write.
 const GATHER_CHUNKS: usize = 16;
-/// Bytes gathered before they are written. Data gathered has left the stream (and
-/// its sender was credited for it), so this, not the stream's window, is what a
-/// viewer who stops reading makes the pipe hold.
+/// Bytes gathered before they are written, always allowed. Data gathered has left
+/// the stream (and its sender was credited for it), so this, not the stream's
+/// window, is what a viewer who stops reading makes the pipe hold.
 const GATHER_BYTES: usize = 128 * 1024;
+/// Bytes gathered at most: past [`GATHER_BYTES`] only while the budget given to
+/// [`charge_gathers_to`] has room (each 512 KiB writev moves 5–7 % more through one
+/// connection than 128 KiB ones, docs/benchmarks.md), or always in a process that
+/// set no budget (an agent, whose memory is its user's).
+const GATHER_MAX: usize = 512 * 1024;
+
+/// The budget gathers past [`GATHER_BYTES`] are charged to, when set.
+static GATHER_BUDGET: OnceLock<Arc<WindowBudget>> = OnceLock::new();
+
+/// Charges what pipes gather past [`GATHER_BYTES`] to `budget` (the Edge's
+/// `--max-buffered-bytes`, shared with its receive windows), so viewers who stop
+/// reading cannot make the Edge hold more than that in all. Set once at start; a
+/// process that never sets it lets every pipe gather [`GATHER_MAX`].
+pub fn charge_gathers_to(budget: Arc<WindowBudget>) {
+    let _ = GATHER_BUDGET.set(budget);
+}
+
+/// Bytes past [`GATHER_BYTES`] a pipe took from the budget; given back when its
+/// queue drains and when it ends.
+struct Extra {
+    budget: Option<Arc<WindowBudget>>,
+    taken: u64,
+}
+
+impl Default for Extra {
+    fn default() -> Self {
+        Extra {
+            budget: GATHER_BUDGET.get().cloned(),
+            taken: 0,
+        }
+    }
+}
+
+impl Extra {
+    /// How many bytes the queue may hold now, taking more from the budget when the
+    /// queue is full at its current limit.
+    fn limit(&mut self, queued: usize) -> usize {
+        let limit = GATHER_BYTES + self.taken as usize;
+        if queued < limit || limit >= GATHER_MAX {
+            return limit;
+        }
+        let want = (GATHER_MAX - limit) as u64;
+        self.taken += match &self.budget {
+            Some(budget) => budget.take_up_to(want),
+            None => want,
+        };
+        GATHER_BYTES + self.taken as usize
+    }
+
+    /// Gives everything back once the queue is within [`GATHER_BYTES`].
+    fn settle(&mut self, queued: usize) {
+        if self.taken > 0 && queued <= GATHER_BYTES {
+            if let Some(budget) = &self.budget {
+                budget.give_back(self.taken);
+            }
+            self.taken = 0;
+        }
+    }
+}
+
+impl Drop for Extra {
+    fn drop(&mut self) {
+        self.settle(0);
+    }
+}
 
 /// Bytes moved each way by a finished pipe.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,6 +120,7 @@ struct Direction {
 struct Gather {
     chunks: VecDeque<Bytes>,
     queued: usize,
+    extra: Extra,
     eof: bool,
     done: bool,
     total: u64,
@@ -218,7 +286,7 @@ fn poll_down<S: AsyncWrite + Unpin>(
 ) -> Poll<io::Result<()>> {
     loop {
         if !dir.eof {
-            while dir.chunks.len() < GATHER_CHUNKS && dir.queued < GATHER_BYTES {
+            while dir.chunks.len() < GATHER_CHUNKS && dir.queued < dir.extra.limit(dir.queued) {
                 match stream.poll_read_chunk(cx) {
                     Poll::Ready(Ok(Some(chunk))) => {
                         dir.queued += chunk.len();
@@ -247,6 +315,7 @@ fn poll_down<S: AsyncWrite + Unpin>(
             dir.total += written as u64;
             tally.add(written as u64);
             dir.queued -= written;
+            dir.extra.settle(dir.queued);
             continue;
         }
         if dir.eof {
@@ -255,5 +324,52 @@ fn poll_down<S: AsyncWrite + Unpin>(
             return Poll::Ready(Ok(()));
         }
         return Poll::Pending;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gathers_past_the_base_only_with_room_in_the_budget_and_give_it_back() {
+        let budget = Arc::new(WindowBudget::new(500 * 1024));
+        let mut extra = Extra {
+            budget: Some(budget.clone()),
+            taken: 0,
+        };
+        // Below the base nothing is taken.
+        assert_eq!(extra.limit(1000), GATHER_BYTES);
+        assert_eq!(budget.granted(), 0);
+        // Full at the base: the rest up to the maximum comes from the budget.
+        assert_eq!(extra.limit(GATHER_BYTES), GATHER_MAX);
+        assert_eq!(budget.granted(), (GATHER_MAX - GATHER_BYTES) as u64);
+        // A second pipe finds less room and gathers less.
+        let mut other = Extra {
+            budget: Some(budget.clone()),
+            taken: 0,
+        };
+        let left = 500 * 1024 - (GATHER_MAX - GATHER_BYTES);
+        assert_eq!(other.limit(GATHER_BYTES), GATHER_BYTES + left);
+        assert_eq!(budget.granted(), budget.limit());
+        // A third finds none and keeps to the base.
+        let mut third = Extra {
+            budget: Some(budget.clone()),
+            taken: 0,
+        };
+        assert_eq!(third.limit(GATHER_BYTES), GATHER_BYTES);
+        // Drained below the base, the first gives its share back; the second, when
+        // it ends.
+        extra.settle(GATHER_BYTES + 1);
+        assert_eq!(budget.granted(), budget.limit());
+        extra.settle(GATHER_BYTES);
+        drop(other);
+        assert_eq!(budget.granted(), 0);
+        // Without a budget (an agent) every pipe may gather the maximum.
+        let mut free = Extra {
+            budget: None,
+            taken: 0,
+        };
+        assert_eq!(free.limit(GATHER_BYTES), GATHER_MAX);
     }
 }

@@ -178,6 +178,15 @@ impl Session {
         }
     }
 
+    /// Lets the peer open up to `backlog` streams not accepted yet (a fleet link,
+    /// whose streams are viewers, unlike an agent's). QUIC sessions' stream limits
+    /// are raised by [`Self::hello_accepted`].
+    pub fn set_accept_backlog(&self, backlog: usize) {
+        if let Session::Mux(s) = self {
+            s.mux.set_accept_backlog(backlog);
+        }
+    }
+
     /// True once the session has ended.
     pub fn is_closed(&self) -> bool {
         match self {

@@ -29,6 +29,14 @@ use crate::registry::Registry;
 /// take to say which route it is for.
 pub const LINK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Streams a link may have open and not yet accepted by the holder (an agent session
+/// gets [`crate::AGENT_ACCEPT_BACKLOG`]): a burst of viewers at the relaying node.
+pub const LINK_ACCEPT_BACKLOG: usize = 1024;
+
+/// After a failed dial, how long requests for that node fail at once instead of
+/// dialing again (a dead node stays in the node list until its lease ends).
+pub const REDIAL_AFTER: Duration = Duration::from_secs(1);
+
 /// Why a link could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -124,8 +132,19 @@ async fn relay(registry: Registry, mut stream: Stream, timeout: Duration) {
 pub struct LinkPool {
     directory: Arc<dyn Directory>,
     mux: netbore_mux::Config,
-    /// node id → (its address, the session and the hello stream that keeps it).
-    sessions: tokio::sync::Mutex<HashMap<String, (String, Session, Stream)>>,
+    /// node id → its link, each behind its own lock, so a slow dial to one node
+    /// holds up only the viewers of that node.
+    nodes: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Link>>>>,
+}
+
+/// The link to one node.
+#[derive(Debug, Default)]
+struct Link {
+    /// The node's address and certificate, the session and the hello stream that
+    /// keeps it.
+    up: Option<(String, String, Session, Stream)>,
+    /// Dials fail at once until then.
+    failed_until: Option<tokio::time::Instant>,
 }
 
 impl LinkPool {
@@ -135,35 +154,59 @@ impl LinkPool {
         LinkPool {
             directory,
             mux,
-            sessions: tokio::sync::Mutex::default(),
+            nodes: std::sync::Mutex::default(),
         }
     }
 
     /// The live session to `holder`, dialed now if there is none.
     pub async fn session(&self, holder: &Holder) -> Result<Session, LinkError> {
-        let mut sessions = self.sessions.lock().await;
-        if let Some((addr, session, _)) = sessions.get(&holder.node)
+        let link = {
+            let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+            // Links to nodes that left are dropped once their sessions end.
+            nodes.retain(|node, link| {
+                node == &holder.node
+                    || link
+                        .try_lock()
+                        .map_or(true, |l| l.up.as_ref().is_some_and(|u| !u.2.is_closed()))
+            });
+            nodes.entry(holder.node.clone()).or_default().clone()
+        };
+        let mut link = link.lock().await;
+        if let Some((addr, cert, session, _)) = &link.up
             && *addr == holder.addr
+            && *cert == holder.cert
             && !session.is_closed()
         {
             return Ok(session.clone());
         }
-        sessions.remove(&holder.node);
-        let (session, hello) = tokio::time::timeout(LINK_TIMEOUT, self.dial(holder))
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {LINK_TIMEOUT:?}")))
-            .map_err(|reason| LinkError::Dial {
-                node: holder.node.clone(),
-                addr: holder.addr.clone(),
-                reason,
-            })?;
-        // Sessions to nodes that left are dropped as their connections end.
-        sessions.retain(|_, (_, s, _)| !s.is_closed());
-        sessions.insert(
-            holder.node.clone(),
-            (holder.addr.clone(), session.clone(), hello),
-        );
-        Ok(session)
+        link.up = None;
+        let failed = |reason: String| LinkError::Dial {
+            node: holder.node.clone(),
+            addr: holder.addr.clone(),
+            reason,
+        };
+        if link
+            .failed_until
+            .is_some_and(|t| tokio::time::Instant::now() < t)
+        {
+            return Err(failed("the last attempt failed a moment ago".into()));
+        }
+        let reason = match tokio::time::timeout(LINK_TIMEOUT, self.dial(holder)).await {
+            Ok(Ok((session, hello))) => {
+                link.failed_until = None;
+                link.up = Some((
+                    holder.addr.clone(),
+                    holder.cert.clone(),
+                    session.clone(),
+                    hello,
+                ));
+                return Ok(session);
+            }
+            Ok(Err(reason)) => reason,
+            Err(_) => format!("no answer within {LINK_TIMEOUT:?}"),
+        };
+        link.failed_until = Some(tokio::time::Instant::now() + REDIAL_AFTER);
+        Err(failed(reason))
     }
 
     async fn dial(&self, holder: &Holder) -> Result<(Session, Stream), String> {

@@ -12,13 +12,12 @@ use std::net::TcpListener;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use netbore_transport::pipe;
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::RouteKey;
-use super::link;
 use crate::limits::ViewerLimits;
 use crate::ports::PortPool;
+use crate::proxy_protocol::ProxyProtocol;
 use crate::registry::Registry;
 
 /// How often the mirrored ports follow the directory.
@@ -49,14 +48,20 @@ impl Mirrors {
 }
 
 /// Keeps this node's mirrors in step with the directory until dropped (then every
-/// mirrored port closes).
-pub async fn run(registry: Registry, ports: PortPool, limits: ViewerLimits) {
+/// mirrored port closes). Viewers of a mirrored port get what a TCP tunnel's get: the
+/// viewer caps, the tunnel's stream cap, PROXY headers from trusted proxies.
+pub async fn run(
+    registry: Registry,
+    ports: PortPool,
+    limits: ViewerLimits,
+    proxy_protocol: Option<ProxyProtocol>,
+) {
     let Some(remote) = registry.remote().cloned() else {
         return;
     };
     let mut tasks = JoinSet::new();
     loop {
-        let wanted: Vec<u16> = remote
+        let wanted: Vec<(u16, String)> = remote
             .directory()
             .remote_tcp_ports()
             .into_iter()
@@ -65,16 +70,17 @@ pub async fn run(registry: Registry, ports: PortPool, limits: ViewerLimits) {
                     .link_target(&RouteKey::Tcp(*p).to_string())
                     .is_none()
             })
+            .filter_map(|p| Some((p, remote.directory().holder(&RouteKey::Tcp(p))?.tunnel_id)))
             .collect();
         let mirrors = remote.mirrors();
         for port in mirrors.ports() {
-            if !wanted.contains(&port) {
+            if !wanted.iter().any(|(p, _)| *p == port) {
                 drop(mirrors.take(port));
                 tracing::debug!(port, "stopped mirroring a TCP tunnel's port");
             }
         }
         let held = mirrors.ports();
-        for port in wanted.into_iter().filter(|p| !held.contains(p)) {
+        for (port, tunnel_id) in wanted.into_iter().filter(|(p, _)| !held.contains(p)) {
             let listener = match ports.bind_mirror(port) {
                 Ok(l) => l,
                 Err(e) => {
@@ -82,11 +88,17 @@ pub async fn run(registry: Registry, ports: PortPool, limits: ViewerLimits) {
                     continue;
                 }
             };
-            let accepting = match listener.try_clone() {
-                Ok(l) => l,
-                Err(_) => continue,
+            let Ok(accepting) = listener.try_clone() else {
+                continue;
             };
-            let task = tasks.spawn(accept(registry.clone(), accepting, port, limits.clone()));
+            let task = tasks.spawn(crate::tcp_tunnel::relay(
+                remote.clone(),
+                port,
+                accepting,
+                tunnel_id,
+                limits.clone(),
+                proxy_protocol.clone(),
+            ));
             mirrors
                 .held
                 .lock()
@@ -95,48 +107,5 @@ pub async fn run(registry: Registry, ports: PortPool, limits: ViewerLimits) {
         }
         while tasks.try_join_next().is_some() {}
         tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Accepts viewers on a mirrored port and relays each to the holder.
-async fn accept(registry: Registry, listener: TcpListener, port: u16, limits: ViewerLimits) {
-    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-        return;
-    };
-    let mut viewers = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((socket, viewer)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                };
-                let Ok(slot) = limits.try_admit(viewer.ip()) else {
-                    continue;
-                };
-                let Some(stream_slot) = slot.try_stream() else {
-                    continue;
-                };
-                let registry = registry.clone();
-                viewers.spawn(async move {
-                    let _held = (slot, stream_slot);
-                    let _ = socket.set_nodelay(true);
-                    let route = RouteKey::Tcp(port);
-                    let Some(remote) = registry.remote() else { return };
-                    let Some((session, preamble, _)) = remote.link_for(&route).await else {
-                        return;
-                    };
-                    let Ok(stream) = link::open(&session, &preamble, viewer).await else {
-                        return;
-                    };
-                    let _counted = netbore_metrics::server()
-                        .viewer_connection(netbore_metrics::ViewerProtocol::Tcp);
-                    if let Err(e) = pipe::join(socket, stream).await {
-                        tracing::debug!(port, %viewer, error = %e, "relayed TCP viewer ended with an error");
-                    }
-                });
-            }
-            Some(_) = viewers.join_next(), if !viewers.is_empty() => {}
-        }
     }
 }

@@ -32,6 +32,8 @@ const BUF: usize = 256 * 1024;
 /// Origin: 'U' = read and discard until EOF; 'D' = write until the peer goes;
 /// 'G' = an HTTP/1.1 server answering `GET /1k` and `GET /1m` (keep-alive unless the
 /// request says `Connection: close`).
+mod fleet;
+
 async fn origin() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -648,6 +650,16 @@ fn lifted_caps(bin: &std::path::Path) -> Vec<&'static str> {
 }
 
 fn netbore_server(bin: &std::path::Path, domain: &str, data: &str) -> (Proc, serde_json::Value) {
+    netbore_server_with(bin, domain, data, &[])
+}
+
+/// [`netbore_server`] with `extra` flags.
+fn netbore_server_with(
+    bin: &std::path::Path,
+    domain: &str,
+    data: &str,
+    extra: &[&str],
+) -> (Proc, serde_json::Value) {
     let caps = lifted_caps(bin);
     let server = Proc::spawn(
         bin,
@@ -678,6 +690,7 @@ fn netbore_server(bin: &std::path::Path, domain: &str, data: &str) -> (Proc, ser
         ]
         .into_iter()
         .chain(caps.iter().copied())
+        .chain(extra.iter().copied())
         .collect::<Vec<_>>(),
     );
     let listening = server.wait_for("listening");
@@ -1016,6 +1029,7 @@ async fn main() {
     let mut floor: Option<f64> = None;
     let mut max_idle_rss_mib: Option<f64> = None;
     let mut only: Option<String> = None;
+    let mut fleet = false;
     let mut over: Vec<String> = ["tls", "ws", "wss", "quic"].map(String::from).to_vec();
     let mut write_doc: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
@@ -1073,6 +1087,9 @@ async fn main() {
                 )
             }
             "--quick" => quick = true,
+            // Two fleets of two nodes on one Redis each, an HTTP tunnel on the first
+            // node: viewers through the holder, and through the other node (the hop).
+            "--fleet" => fleet = true,
             "--origin-only" => {
                 // The harness's origin alone, for measuring by hand (h2load, wrk, oha).
                 let addr = origin().await;
@@ -1142,6 +1159,16 @@ async fn main() {
             origin,
             &format!("{dd}/http"),
         ));
+    }
+    if fleet {
+        for hop in [false, true] {
+            match fleet::http(&bin, origin, &format!("{dd}/fleet-{hop}"), hop).await {
+                Some(c) => contenders.push(c),
+                None => eprintln!(
+                    "the fleet contenders need redis-server: apt-get install redis-server"
+                ),
+            }
+        }
     }
     if let Some(path) = &baseline {
         contenders.push(netbore(

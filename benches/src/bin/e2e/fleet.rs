@@ -1,0 +1,119 @@
+//! `--fleet`: the node-to-node hop of a fleet (`docs/protocols/fleet.md`). Two nodes
+//! share a `redis-server` and an agent serves an HTTP tunnel on the first; viewers go
+//! through the holder, or through the other node, which relays every request over
+//! its link. Each contender gets its own Redis and nodes, so their CPU is their own.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::{Contender, Proc, free_port, netbore_server_with, spawn_quiet};
+
+/// A fleet of two nodes with an HTTP tunnel on the first, viewed through the first
+/// (`hop` false) or the second; `None` when `redis-server` is not installed.
+pub(crate) async fn http(
+    bin: &std::path::Path,
+    origin: SocketAddr,
+    data: &str,
+    hop: bool,
+) -> Option<Contender> {
+    let port = free_port();
+    let dir = format!("{data}/redis");
+    std::fs::create_dir_all(&dir).ok()?;
+    let redis = spawn_quiet(
+        "redis-server",
+        &[
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &dir,
+        ],
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let node =
+        |n: &str| netbore_server_with(bin, "localhost", &format!("{data}/{n}"), &["--redis", &url]);
+    let (holder, holding) = node("a");
+    let (other, relaying) = node("b");
+    let control = format!("http://{}", holding["control"].as_str()?);
+    let state = format!("{data}/agent-state");
+    let agent = Proc::spawn(
+        bin,
+        &[
+            "http",
+            &origin.to_string(),
+            "--server",
+            &control,
+            "--state-dir",
+            &state,
+        ],
+    );
+    let online = agent.wait_for("online");
+    let host = online["public_url"]
+        .as_str()?
+        .trim_start_matches("http://")
+        .to_string();
+    let (entry, entry_name) = if hop {
+        (&relaying, "b")
+    } else {
+        (&holding, "a")
+    };
+    let public: SocketAddr = entry["http"].as_str()?.parse().ok()?;
+    // The other node learns the route from the directory within moments.
+    if !answers(public, &host).await {
+        eprintln!("the fleet's tunnel did not answer through node {entry_name}");
+        return None;
+    }
+    let (name, procs) = if hop {
+        (
+            "netbore http via another node",
+            vec![other, agent, holder, redis],
+        )
+    } else {
+        (
+            "netbore http via the holder",
+            vec![holder, agent, other, redis],
+        )
+    };
+    Some(Contender {
+        name: name.into(),
+        procs,
+        public,
+        control: None,
+        http_host: Some(host),
+    })
+}
+
+/// Whether `GET /1k` for `host` through `public` answers 200 within ten seconds.
+async fn answers(public: SocketAddr, host: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(public).await {
+            let request = format!("GET /1k HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            let mut head = [0u8; 12];
+            if s.write_all(request.as_bytes()).await.is_ok()
+                && s.read_exact(&mut head).await.is_ok()
+                && head.ends_with(b" 200")
+            {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
