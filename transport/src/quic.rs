@@ -102,10 +102,11 @@ pub fn edge_transport_config(mux: &Config) -> quinn::TransportConfig {
 
 /// The most one stream may buffer at an Edge with a window budget. quinn grants a
 /// stream its whole window at once (the mux grows a window only while the stream is
-/// read quickly), so the Edge takes this much from the budget per stream: 1 MiB
-/// still carries about 160 Mbit/s per stream at 50 ms RTT (more than most agents'
-/// uplinks), and keeps one viewer who stops reading from holding more.
-pub const EDGE_STREAM_WINDOW: u32 = 1024 * 1024;
+/// read quickly), so the Edge takes up to this much from the budget per stream (less
+/// when the budget runs short): 4 MiB carries about 670 Mbit/s per stream at 50 ms
+/// RTT and keeps one viewer who stops reading from holding more. (1 MiB cost 5–12 %
+/// of one connection's download on loopback, docs/benchmarks.md, finding 29.)
+pub const EDGE_STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 
 /// The Edge's QUIC stream window under a window budget: [`EDGE_STREAM_WINDOW`], or
 /// less when `--max-stream-window` says so.
