@@ -66,11 +66,18 @@ impl Default for Extra {
 impl Extra {
     /// How many bytes the queue may hold now, taking more from the budget when the
     /// queue is full at its current limit.
+    #[inline]
     fn limit(&mut self, queued: usize) -> usize {
         let limit = GATHER_BYTES + self.taken as usize;
         if queued < limit || limit >= GATHER_MAX {
             return limit;
         }
+        self.grow(limit)
+    }
+
+    /// Takes what is left up to [`GATHER_MAX`] from the budget; the new limit.
+    #[cold]
+    fn grow(&mut self, limit: usize) -> usize {
         let want = (GATHER_MAX - limit) as u64;
         self.taken += match &self.budget {
             Some(budget) => budget.take_up_to(want),

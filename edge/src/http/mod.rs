@@ -266,7 +266,8 @@ impl Ingress {
         match self.registry.route(name) {
             Some(Route::Tls(tunnel)) => Some(tunnel),
             Some(Route::Online(_)) => None,
-            _ => self.registry.remote()?.tls(name).await,
+            // Boxed: the link's dial would otherwise sit in every connection's future.
+            _ => Box::pin(self.registry.remote()?.tls(name)).await,
         }
     }
 
@@ -468,7 +469,9 @@ pub async fn handle(
     // Not served here: another node of the fleet may hold it.
     if !matches!(local, Some(Route::Tls(_)))
         && let Some(remote) = registry.remote()
-        && let Some(tunnel) = remote.http(name).await
+        // Boxed: the link's dial (TLS and all) would otherwise be part of every
+        // request's future, which hyper moves on each request.
+        && let Some(tunnel) = Box::pin(remote.http(name)).await
     {
         return forward(request, conn, host, proto, &tunnel, config).await;
     }
