@@ -652,11 +652,15 @@ impl Session {
             && !flags.contains(Flags::SYN)
             && !flags.contains(Flags::ACK);
         // (Frames without any flag and increment were counted as empty already.)
-        if no_effect && !(flags.0 == 0 && increment == 0) {
+        let s = if no_effect && !(flags.0 == 0 && increment == 0) {
             self.spend(FloodKind::Ignored, now)?;
-        }
-        let Some(s) = self.streams.get_mut(&id) else {
-            return Ok(());
+            let Some(s) = self.streams.get_mut(&id) else {
+                return Ok(());
+            };
+            s
+        } else {
+            // The common case: one look-up per frame.
+            s
         };
         if let Some(payload) = payload
             && !payload.is_empty()
