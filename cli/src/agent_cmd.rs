@@ -107,8 +107,9 @@ impl AgentArgs {
         &self.server[0]
     }
 
-    /// The agent configuration for `tunnels`.
-    fn config(&self, tunnels: Vec<TunnelSpec>) -> anyhow::Result<AgentConfig> {
+    /// The agent configuration for `tunnels`: the one place every agent command
+    /// (`http`, `tcp`, `tls`, `start`) turns its flags into an [`AgentConfig`].
+    pub(crate) fn config(&self, tunnels: Vec<TunnelSpec>) -> anyhow::Result<AgentConfig> {
         let mut config = AgentConfig::new(self.primary().clone(), tunnels);
         config.fallback_servers = self.server.iter().skip(1).cloned().collect();
         config.transport = self.transport.0;
@@ -260,28 +261,44 @@ pub(crate) fn print_event(printer: Printer, event: AgentEvent) {
     }
 }
 
+/// A TCP tunnel to `local` (PORT or HOST:PORT), as `netbore tcp` and a config file's
+/// `proto = "tcp"` ask for it.
+pub(crate) fn tcp_tunnel(local: &str, remote_port: Option<u16>) -> anyhow::Result<TunnelSpec> {
+    Ok(TunnelSpec::tcp(local_addr(local)?, remote_port))
+}
+
+/// A TLS passthrough tunnel to `local` (PORT or HOST:PORT), as `netbore tls` and a
+/// config file's `proto = "tls"` ask for it.
+pub(crate) fn tls_tunnel(local: &str, name: Option<&str>) -> anyhow::Result<TunnelSpec> {
+    let name = name.map(str::to_ascii_lowercase);
+    Ok(TunnelSpec::tls(local_addr(local)?, name))
+}
+
+/// An HTTP tunnel to `local` (PORT, HOST:PORT or http://HOST[:PORT]), as `netbore
+/// http` and a config file's `proto = "http"` ask for it.
+pub(crate) fn http_tunnel(local: &str, name: Option<&str>) -> anyhow::Result<TunnelSpec> {
+    let name = name.map(str::to_ascii_lowercase);
+    Ok(TunnelSpec::http(local_http_addr(local)?, name))
+}
+
 /// Runs `netbore tcp` until a permanent error.
 pub(crate) async fn run_tcp(args: TcpArgs, printer: Printer) -> anyhow::Result<()> {
-    let local = local_addr(&args.local)?;
-    let config = args
-        .agent
-        .config(vec![TunnelSpec::tcp(local, args.remote_port)])?;
+    let tunnel = tcp_tunnel(&args.local, args.remote_port)?;
+    let config = args.agent.config(vec![tunnel])?;
     run(config, &args.agent, printer).await
 }
 
 /// Runs `netbore tls` until a permanent error.
 pub(crate) async fn run_tls(args: TlsArgs, printer: Printer) -> anyhow::Result<()> {
-    let local = local_addr(&args.local)?;
-    let name = args.name.map(|n| n.to_ascii_lowercase());
-    let config = args.agent.config(vec![TunnelSpec::tls(local, name)])?;
+    let tunnel = tls_tunnel(&args.local, args.name.as_deref())?;
+    let config = args.agent.config(vec![tunnel])?;
     run(config, &args.agent, printer).await
 }
 
 /// Runs `netbore http` until a permanent error.
 pub(crate) async fn run_http(args: HttpArgs, printer: Printer) -> anyhow::Result<()> {
-    let local = local_http_addr(&args.local)?;
-    let name = args.name.map(|n| n.to_ascii_lowercase());
-    let config = args.agent.config(vec![TunnelSpec::http(local, name)])?;
+    let tunnel = http_tunnel(&args.local, args.name.as_deref())?;
+    let config = args.agent.config(vec![tunnel])?;
     run(config, &args.agent, printer).await
 }
 
@@ -326,7 +343,13 @@ async fn pin_ca(config: &mut AgentConfig, args: &AgentArgs, printer: Printer) {
     }
 }
 
-async fn run(mut config: AgentConfig, args: &AgentArgs, printer: Printer) -> anyhow::Result<()> {
+/// Runs the agent `config` describes (its tunnels on one session) until a permanent
+/// error or a stop signal.
+pub(crate) async fn run(
+    mut config: AgentConfig,
+    args: &AgentArgs,
+    printer: Printer,
+) -> anyhow::Result<()> {
     if let Some(addr) = args.metrics_addr {
         let ready: crate::metrics_http::Readiness =
             std::sync::Arc::new(|| match netbore_metrics::agent().state() {

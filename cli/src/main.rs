@@ -3,16 +3,18 @@
 
 mod agent_cmd;
 mod ca_cmd;
+mod config;
 mod demo;
 mod fleet;
 mod key_cmd;
+mod meta_cmd;
 mod metrics_http;
 mod output;
 mod platform;
 mod server;
 mod server_args;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::output::Printer;
 
@@ -63,6 +65,17 @@ enum Command {
     Key(key_cmd::KeyArgs),
     /// The server's development CA, which agents trust with --ca for tls and wss.
     Ca(ca_cmd::CaArgs),
+    /// Start tunnels of the config file (netbore.toml) by name, or --all, over one
+    /// session.
+    Start(config::start::StartArgs),
+    /// Check the config file or store an API key in it.
+    Config(config::ConfigArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(meta_cmd::CompletionsArgs),
+    /// Print the man page (roff) on stdout.
+    Man,
+    /// Print the version.
+    Version,
 }
 
 /// Mux limits shared by every command that holds a session.
@@ -111,8 +124,14 @@ fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
         Command::Http(a) => a.agent.threads,
         Command::Tcp(a) => a.agent.threads,
         Command::Tls(a) => a.agent.threads,
+        Command::Start(a) => a.agent.threads,
         Command::Server(a) => a.threads,
-        Command::Key(_) | Command::Ca(_) => 1,
+        Command::Key(_)
+        | Command::Ca(_)
+        | Command::Config(_)
+        | Command::Completions(_)
+        | Command::Man
+        | Command::Version => 1,
         Command::Demo(_) => 0,
     };
     match threads {
@@ -156,7 +175,12 @@ pub(crate) fn open_file_limit() -> Option<u64> {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Start(args), Some(("start", start))) = (&mut cli.command, matches.subcommand())
+    {
+        args.note_defaults(start);
+    }
     let printer = Printer { json: cli.json };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("warn,netbore=info,netbore_edge=info,netbore_agent=info")
@@ -189,6 +213,11 @@ fn main() {
             Command::Demo(args) => demo::run(args, printer).await,
             Command::Key(args) => key_cmd::run(args, printer).await,
             Command::Ca(args) => ca_cmd::run(args, printer),
+            Command::Start(args) => config::start::run(args, printer).await,
+            Command::Config(args) => config::run(args, printer),
+            Command::Completions(args) => meta_cmd::completions(args, Cli::command()),
+            Command::Man => meta_cmd::man(Cli::command()),
+            Command::Version => meta_cmd::version(printer),
         }
     };
     // On a multi-thread runtime the command runs on a worker thread, not on the main

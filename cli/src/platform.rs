@@ -25,6 +25,22 @@ pub(crate) fn default_dir(kind: &str) -> PathBuf {
     PathBuf::from(format!("netbore-{kind}"))
 }
 
+/// The directory of the agent's config file: on Unix `$XDG_CONFIG_HOME/netbore` or
+/// `~/.config/netbore`; on Windows `%APPDATA%\netbore`; else `./netbore-config`.
+pub(crate) fn config_dir() -> PathBuf {
+    #[cfg(windows)]
+    if let Some(roaming) = std::env::var_os("APPDATA") {
+        return PathBuf::from(roaming).join("netbore");
+    }
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("netbore");
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        return PathBuf::from(home).join(".config").join("netbore");
+    }
+    PathBuf::from("netbore-config")
+}
+
 /// Completes when the user or the system asks the command to stop: Ctrl-C (SIGINT)
 /// or SIGTERM on Unix; Ctrl-C, Ctrl-Break, closing the console window, log-off or
 /// shut-down on Windows.
