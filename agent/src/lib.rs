@@ -7,6 +7,7 @@
 pub mod backoff;
 pub mod control_client;
 mod dialer;
+pub mod inspect;
 mod origin;
 pub mod pin;
 pub mod state;
@@ -35,6 +36,10 @@ pub struct TunnelSpec {
     /// The public port asked for by a TCP tunnel (`--remote-port`); allocated by the
     /// server if absent.
     pub remote_port: Option<u16>,
+    /// Its name in the inspector (a config file's table name).
+    pub label: Option<String>,
+    /// Whether the inspector records it (HTTP requests, or TCP connections).
+    pub inspect: bool,
 }
 
 impl TunnelSpec {
@@ -45,6 +50,8 @@ impl TunnelSpec {
             protocol: Protocol::Tcp,
             name: None,
             remote_port,
+            label: None,
+            inspect: true,
         }
     }
 
@@ -55,6 +62,8 @@ impl TunnelSpec {
             protocol: Protocol::Tls,
             name,
             remote_port: None,
+            label: None,
+            inspect: true,
         }
     }
 
@@ -65,6 +74,8 @@ impl TunnelSpec {
             protocol: Protocol::Http,
             name,
             remote_port: None,
+            label: None,
+            inspect: true,
         }
     }
 }
@@ -107,6 +118,10 @@ pub struct AgentConfig {
     /// Speak plain `http://` to a control plane on another machine
     /// (`--insecure-http`): the API key and tunnel tokens cross the network readable.
     pub insecure_http: bool,
+    /// The request inspector, when it is on: HTTP tunnels whose entry in its tunnel
+    /// list says so have their requests captured, TCP and TLS tunnels their
+    /// connections counted.
+    pub inspector: Option<inspect::Inspector>,
 }
 
 impl AgentConfig {
@@ -128,6 +143,7 @@ impl AgentConfig {
             proxy: None,
             proxy_from_env: true,
             insecure_http: false,
+            inspector: None,
         }
     }
 }
@@ -310,6 +326,9 @@ pub async fn run_until(
                     session.kind().as_str(),
                 );
                 for (i, c) in created.iter().enumerate() {
+                    if let Some(inspector) = &config.inspector {
+                        inspector.tunnel_online(i, &c.public_url);
+                    }
                     on_event(AgentEvent::Online {
                         tunnel_id: c.tunnel_id.clone(),
                         public_url: c.public_url.clone(),
@@ -322,13 +341,18 @@ pub async fn run_until(
                     .tunnels
                     .iter()
                     .zip(&created)
-                    .map(|(t, c)| origin::Origin {
+                    .enumerate()
+                    .map(|(i, (t, c))| origin::Origin {
                         addr: t.local.clone(),
                         protocol: t.protocol,
                         tunnel_id: c.tunnel_id.clone(),
                         metrics: std::sync::Arc::new(
                             metrics.tunnels.add(&c.tunnel_id, t.protocol.as_str()),
                         ),
+                        inspector: config
+                            .inspector
+                            .clone()
+                            .filter(|inspector| inspector.inspects(i)),
                     })
                     .collect();
                 let ids: Vec<String> = created.iter().map(|c| c.tunnel_id.clone()).collect();

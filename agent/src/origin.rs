@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use netbore_control::api::Protocol;
+
+use crate::inspect::capture::HttpTap;
 use netbore_transport::proto::{OriginStatus, StreamHeader};
 use netbore_transport::{Session, Stream, pipe};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,6 +37,8 @@ pub(crate) struct Origin {
     pub(crate) tunnel_id: String,
     /// The tunnel's counters (and its place in the metrics while the session lives).
     pub(crate) metrics: Arc<netbore_metrics::TunnelGuard>,
+    /// The inspector, when it records this tunnel's requests or connections.
+    pub(crate) inspector: Option<crate::inspect::Inspector>,
 }
 
 /// Accepts streams until the session ends, each piped to its tunnel's origin.
@@ -83,7 +87,27 @@ async fn forward(mut stream: Stream, origins: Arc<[Origin]>, timeout: Duration) 
                 to_stream: &stats.bytes_out,
                 from_stream: &stats.bytes_in,
             };
-            if let Err(e) = pipe::join_counted(socket, stream, Some(counted)).await {
+            let result = match (&origin.inspector, origin.protocol) {
+                (None, _) => pipe::join_counted(socket, stream, Some(counted)).await,
+                (Some(inspector), Protocol::Http) => {
+                    // Boxed: only inspected streams pay for the parser's state.
+                    let mut tap = Box::new(HttpTap::new(
+                        inspector.clone(),
+                        header.slot as usize,
+                        header.viewer.ip(),
+                        None,
+                    ));
+                    pipe::join_tapped(socket, stream, Some(counted), Some(&mut *tap)).await
+                }
+                (Some(inspector), Protocol::Tcp | Protocol::Tls) => {
+                    let seq = inspector.connection_opened(header.slot as usize, header.viewer);
+                    let result = pipe::join_counted(socket, stream, Some(counted)).await;
+                    let moved = result.as_ref().copied().unwrap_or_default();
+                    inspector.connection_closed(seq, moved.from_stream, moved.to_stream);
+                    result
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(tunnel_id = %origin.tunnel_id, viewer = %header.viewer, error = %e, "viewer stream ended with an error");
             }
             return;
@@ -192,6 +216,7 @@ mod tests {
             protocol: Protocol::Http,
             tunnel_id: "t_test".into(),
             metrics: Arc::new(netbore_metrics::agent().tunnels.add("t_test", "http")),
+            inspector: None,
         }];
         tokio::spawn(async move { serve(&agent, origins, Duration::from_secs(5)).await });
         edge

@@ -169,6 +169,15 @@ pub struct Counted<'a> {
     pub from_stream: &'a Counter,
 }
 
+/// Sees the bytes a pipe moves, in order, without changing them (the agent's request
+/// inspector). Called once per chunk read, before the chunk is written on.
+pub trait Tap: Send {
+    /// Bytes read from the stream, on their way to the socket.
+    fn read_from_stream(&mut self, data: &[u8]);
+    /// Bytes read from the socket, on their way to the stream.
+    fn read_from_socket(&mut self, data: &[u8]);
+}
+
 /// Copies between `socket` and `stream` until both directions have ended. An error
 /// in either direction resets the stream and ends both.
 pub async fn join<S>(socket: S, stream: Stream) -> io::Result<Transferred>
@@ -183,9 +192,22 @@ where
 /// so the many connections of a busy tunnel do not all write one cache line per
 /// chunk.
 pub async fn join_counted<S>(
+    socket: S,
+    stream: Stream,
+    counted: Option<Counted<'_>>,
+) -> io::Result<Transferred>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    join_tapped(socket, stream, counted, None).await
+}
+
+/// [`join_counted`], showing every chunk to `tap` as it passes.
+pub async fn join_tapped<S>(
     mut socket: S,
     mut stream: Stream,
     counted: Option<Counted<'_>>,
+    mut tap: Option<&mut dyn Tap>,
 ) -> io::Result<Transferred>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -210,13 +232,20 @@ where
                 &mut up,
                 &mut buf,
                 &mut up_tally,
+                tap.as_deref_mut(),
             )
         {
             return Poll::Ready(Err(e));
         }
         if !down.done
-            && let Poll::Ready(Err(e)) =
-                poll_down(cx, &mut socket, &mut stream, &mut down, &mut down_tally)
+            && let Poll::Ready(Err(e)) = poll_down(
+                cx,
+                &mut socket,
+                &mut stream,
+                &mut down,
+                &mut down_tally,
+                tap.as_deref_mut(),
+            )
         {
             return Poll::Ready(Err(e));
         }
@@ -249,6 +278,7 @@ fn poll_up<S: AsyncRead + Unpin>(
     dir: &mut Direction,
     buf: &mut RecycledBuffer,
     tally: &mut Tally<'_>,
+    mut tap: Option<&mut (dyn Tap + '_)>,
 ) -> Poll<io::Result<()>> {
     loop {
         if let Some(data) = &mut dir.pending {
@@ -274,7 +304,11 @@ fn poll_up<S: AsyncRead + Unpin>(
         } else {
             dir.total += n as u64;
             tally.add(n as u64);
-            dir.pending = Some(buf.get_mut().split().freeze());
+            let data = buf.get_mut().split().freeze();
+            if let Some(tap) = tap.as_deref_mut() {
+                tap.read_from_socket(&data);
+            }
+            dir.pending = Some(data);
         }
     }
 }
@@ -290,12 +324,16 @@ fn poll_down<S: AsyncWrite + Unpin>(
     stream: &mut Stream,
     dir: &mut Gather,
     tally: &mut Tally<'_>,
+    mut tap: Option<&mut (dyn Tap + '_)>,
 ) -> Poll<io::Result<()>> {
     loop {
         if !dir.eof {
             while dir.chunks.len() < GATHER_CHUNKS && dir.queued < dir.extra.limit(dir.queued) {
                 match stream.poll_read_chunk(cx) {
                     Poll::Ready(Ok(Some(chunk))) => {
+                        if let Some(tap) = tap.as_deref_mut() {
+                            tap.read_from_stream(&chunk);
+                        }
                         dir.queued += chunk.len();
                         dir.chunks.push_back(chunk);
                     }

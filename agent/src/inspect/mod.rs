@@ -1,0 +1,286 @@
+//! The request inspector: what went through the agent's HTTP tunnels, kept in memory
+//! for a person to look at, replay and export (`http://127.0.0.1:4040`), and what its
+//! TCP tunnels carried, connection by connection. The HTTP capture taps the bytes the
+//! agent pipes (the HTTP/1.1 the Edge speaks to it) without changing them; TCP
+//! tunnels stay a plain byte pipe and only count.
+
+pub mod api;
+pub(crate) mod capture;
+mod har;
+mod json;
+mod replay;
+mod store;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use netbore_control::api::Protocol;
+use tokio::sync::broadcast;
+
+use store::Store;
+pub use store::{Body, Change, Connection, Exchange, Head, ParsedHead, WsMessage};
+
+/// Default of [`InspectConfig::body_limit`].
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+/// Default of [`InspectConfig::db_size`].
+pub const DEFAULT_DB_SIZE: usize = 50 * 1024 * 1024;
+/// Where the inspector listens by default; the next ports up to
+/// [`DEFAULT_PORT_LAST`] are tried when it is taken.
+pub const DEFAULT_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4040);
+/// The last port tried after [`DEFAULT_ADDR`].
+pub const DEFAULT_PORT_LAST: u16 = 4049;
+
+/// Settings of the inspector.
+#[derive(Debug, Clone)]
+pub struct InspectConfig {
+    /// Bytes of each body kept (`--inspect-body-limit`).
+    pub body_limit: usize,
+    /// Bytes of history kept, oldest first out (`--inspect-db-size`).
+    pub db_size: usize,
+    /// Show `Authorization` and `Cookie` values (`--inspect-secrets`); hidden
+    /// otherwise (they are kept for replay, never shown).
+    pub secrets: bool,
+}
+
+impl Default for InspectConfig {
+    fn default() -> Self {
+        InspectConfig {
+            body_limit: DEFAULT_BODY_LIMIT,
+            db_size: DEFAULT_DB_SIZE,
+            secrets: false,
+        }
+    }
+}
+
+/// A tunnel as the inspector's API lists it.
+#[derive(Debug, Clone)]
+pub struct TunnelInfo {
+    /// Its name (the config file's table name, or the tunnel id).
+    pub name: String,
+    /// Where viewers reach it; empty until it is online.
+    pub public_url: String,
+    /// Its protocol.
+    pub protocol: Protocol,
+    /// The origin, `HOST:PORT`.
+    pub local: String,
+    /// Whether its HTTP requests are captured.
+    pub inspect: bool,
+}
+
+/// A finished or running request, for the console.
+#[derive(Debug, Clone)]
+pub struct RequestSummary {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    /// Response status, once it has come.
+    pub status: Option<u16>,
+    /// How long it took, once it has ended.
+    pub duration: Option<Duration>,
+    /// When it started.
+    pub started: SystemTime,
+}
+
+/// Counts and latency of the requests in the history, for the console.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    /// Requests kept in the history.
+    pub total: usize,
+    /// Of them, not finished yet.
+    pub open: usize,
+    /// Latency percentiles of the finished ones (the newest thousand).
+    pub p50: Option<Duration>,
+    /// 90th percentile.
+    pub p90: Option<Duration>,
+    /// 99th percentile.
+    pub p99: Option<Duration>,
+}
+
+/// The inspector: cheap to clone, shared by the agent's streams and its web server.
+#[derive(Debug, Clone)]
+pub struct Inspector {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: InspectConfig,
+    store: Mutex<Store>,
+    tunnels: Mutex<Vec<TunnelInfo>>,
+    addr: OnceLock<SocketAddr>,
+}
+
+impl Inspector {
+    /// An inspector with an empty history.
+    pub fn new(config: InspectConfig) -> Self {
+        Inspector {
+            inner: Arc::new(Inner {
+                store: Mutex::new(Store::new(config.db_size)),
+                config,
+                tunnels: Mutex::new(Vec::new()),
+                addr: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &InspectConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock leaves a usable history.
+        self.inner
+            .store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Hears every change to the history.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.store().subscribe()
+    }
+
+    /// Where its web page and API are served, once they are.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.inner.addr.get().copied()
+    }
+
+    /// `http://ADDR`, once it is served.
+    pub fn url(&self) -> Option<String> {
+        self.addr().map(|a| format!("http://{a}"))
+    }
+
+    pub(crate) fn set_addr(&self, addr: SocketAddr) {
+        let _ = self.inner.addr.set(addr);
+    }
+
+    /// Sets the tunnels it lists (the agent's, in order).
+    pub fn set_tunnels(&self, tunnels: Vec<TunnelInfo>) {
+        *self.tunnels_mut() = tunnels;
+    }
+
+    fn tunnels_mut(&self) -> MutexGuard<'_, Vec<TunnelInfo>> {
+        self.inner
+            .tunnels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The tunnels it lists.
+    pub fn tunnels(&self) -> Vec<TunnelInfo> {
+        self.tunnels_mut().clone()
+    }
+
+    /// Records tunnel `index`'s public URL once it is online.
+    pub fn tunnel_online(&self, index: usize, public_url: &str) {
+        if let Some(t) = self.tunnels_mut().get_mut(index) {
+            t.public_url = public_url.to_string();
+        }
+    }
+
+    /// Whether tunnel `index` is inspected: its HTTP requests captured, or its TCP
+    /// connections counted.
+    pub(crate) fn inspects(&self, index: usize) -> bool {
+        self.tunnels_mut().get(index).is_some_and(|t| t.inspect)
+    }
+
+    /// A copy of exchange `seq`, if it is still kept.
+    pub fn exchange(&self, seq: u64) -> Option<Exchange> {
+        self.store().get(seq).cloned()
+    }
+
+    /// Copies of the newest `limit` exchanges, newest first.
+    pub fn exchanges(&self, limit: usize) -> Vec<Exchange> {
+        self.store().newest(limit).cloned().collect()
+    }
+
+    /// Copies of the newest `limit` TCP connections, newest first.
+    pub fn connections(&self, limit: usize) -> Vec<Connection> {
+        self.store().newest_connections(limit).cloned().collect()
+    }
+
+    /// A copy of connection `seq`.
+    pub fn connection(&self, seq: u64) -> Option<Connection> {
+        self.store().connection(seq).cloned()
+    }
+
+    /// Forgets every request and connection.
+    pub fn clear(&self) {
+        self.store().clear();
+    }
+
+    /// Bytes the history holds, by the budget's measure (at most about
+    /// [`InspectConfig::db_size`]).
+    pub fn used(&self) -> usize {
+        self.store().used()
+    }
+
+    /// The newest `n` requests, newest first, for the console.
+    pub fn recent(&self, n: usize) -> Vec<RequestSummary> {
+        self.store()
+            .newest(n)
+            .map(|e| {
+                let request = e.request.request();
+                RequestSummary {
+                    method: request.method,
+                    target: request.target,
+                    status: e.response.as_ref().map(|r| r.response().status),
+                    duration: e.duration,
+                    started: e.started,
+                }
+            })
+            .collect()
+    }
+
+    /// Counts and latency percentiles of the history, for the console.
+    pub fn stats(&self) -> Stats {
+        let store = self.store();
+        let mut durations: Vec<Duration> = Vec::new();
+        let mut stats = Stats::default();
+        for e in store.newest(usize::MAX) {
+            stats.total += 1;
+            match e.duration {
+                Some(d) if durations.len() < 1000 => durations.push(d),
+                Some(_) => {}
+                None if e.error.is_none() => stats.open += 1,
+                None => {}
+            }
+        }
+        drop(store);
+        durations.sort_unstable();
+        let at = |q: f64| {
+            (!durations.is_empty())
+                .then(|| durations[((durations.len() - 1) as f64 * q).round() as usize])
+        };
+        stats.p50 = at(0.5);
+        stats.p90 = at(0.9);
+        stats.p99 = at(0.99);
+        stats
+    }
+
+    /// Records a TCP connection of tunnel `tunnel` from `viewer`, open now.
+    pub(crate) fn connection_opened(&self, tunnel: usize, viewer: SocketAddr) -> u64 {
+        self.store().add_connection(Connection {
+            seq: 0,
+            tunnel,
+            remote_addr: viewer.ip().to_string(),
+            started: SystemTime::now(),
+            duration: None,
+            bytes_in: 0,
+            bytes_out: 0,
+        })
+    }
+
+    /// Records that connection `seq` ended after moving these bytes.
+    pub(crate) fn connection_closed(&self, seq: u64, bytes_in: u64, bytes_out: u64) {
+        self.store().update_connection(seq, |c| {
+            c.duration = c.started.elapsed().ok();
+            c.bytes_in = bytes_in;
+            c.bytes_out = bytes_out;
+        });
+    }
+}

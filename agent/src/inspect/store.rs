@@ -1,0 +1,389 @@
+//! The inspector's history: captured exchanges and TCP connections, oldest first
+//! out once their bytes pass the memory budget, with a change feed for live views.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::broadcast;
+
+/// What a record costs besides its bytes (the struct, its vectors, the list slot).
+const RECORD_OVERHEAD: usize = 256;
+/// Changes a live view may fall behind by before it is told to reload.
+const FEED_CAPACITY: usize = 1024;
+/// The most TCP connections kept (each is a few dozen bytes).
+const MAX_CONNECTIONS: usize = 1000;
+/// The most WebSocket messages kept per exchange.
+pub(crate) const MAX_WS_MESSAGES: usize = 200;
+
+/// A request or response head as the agent saw it: its bytes, up to and including
+/// the blank line (parsed when it is shown, not when it passes).
+#[derive(Debug, Clone, Default)]
+pub struct Head {
+    /// The head's bytes.
+    pub raw: Vec<u8>,
+}
+
+/// A [`Head`], parsed.
+#[derive(Debug, Clone, Default)]
+pub struct ParsedHead {
+    /// Request method (empty for a response).
+    pub method: String,
+    /// Request target, path and query (empty for a response).
+    pub target: String,
+    /// Response status code (0 for a request).
+    pub status: u16,
+    /// Response reason phrase.
+    pub reason: String,
+    /// `HTTP/1.1` or `HTTP/1.0`.
+    pub version: &'static str,
+    /// Header fields in the order they came, values as sent.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Header fields a head may carry, at most, to be parsed.
+const MAX_FIELDS: usize = 128;
+
+impl Head {
+    /// The request head's fields (empty when the bytes are not a request head).
+    pub fn request(&self) -> ParsedHead {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut req = httparse::Request::new(&mut fields);
+        if !matches!(req.parse(&self.raw), Ok(httparse::Status::Complete(_))) {
+            return ParsedHead::default();
+        }
+        ParsedHead {
+            method: req.method.unwrap_or_default().to_string(),
+            target: req.path.unwrap_or_default().to_string(),
+            version: version(req.version),
+            headers: owned(req.headers),
+            ..ParsedHead::default()
+        }
+    }
+
+    /// The response head's fields (empty when the bytes are not a response head).
+    pub fn response(&self) -> ParsedHead {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut res = httparse::Response::new(&mut fields);
+        if !matches!(res.parse(&self.raw), Ok(httparse::Status::Complete(_))) {
+            return ParsedHead::default();
+        }
+        ParsedHead {
+            status: res.code.unwrap_or_default(),
+            reason: res.reason.unwrap_or_default().to_string(),
+            version: version(res.version),
+            headers: owned(res.headers),
+            ..ParsedHead::default()
+        }
+    }
+}
+
+fn version(minor: Option<u8>) -> &'static str {
+    if minor == Some(0) {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
+    }
+}
+
+fn owned(fields: &[httparse::Header<'_>]) -> Vec<(String, Vec<u8>)> {
+    fields
+        .iter()
+        .map(|h| (h.name.to_string(), h.value.to_vec()))
+        .collect()
+}
+
+impl ParsedHead {
+    /// The first value of header `name` (case-insensitive), as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+}
+
+/// A message body: its full size and the first bytes of it (decoded from chunked).
+#[derive(Debug, Clone, Default)]
+pub struct Body {
+    /// Bytes of body the message carried.
+    pub size: u64,
+    /// The first of them, up to the body limit.
+    pub captured: Vec<u8>,
+    /// `size` is more than was captured.
+    pub truncated: bool,
+}
+
+/// One WebSocket message of an upgraded exchange.
+#[derive(Debug, Clone)]
+pub struct WsMessage {
+    /// Sent by the viewer (true) or the origin.
+    pub from_viewer: bool,
+    /// When the agent saw its first byte.
+    pub time: SystemTime,
+    /// `text`, `binary`, `close`, `ping` or `pong`.
+    pub kind: &'static str,
+    /// Payload bytes.
+    pub size: u64,
+    /// The first of them, up to the body limit.
+    pub captured: Vec<u8>,
+}
+
+/// One request and its response.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// Sequence number, unique for the life of the process.
+    pub seq: u64,
+    /// The tunnel's index in the agent's tunnel list.
+    pub tunnel: usize,
+    /// The viewer's address the stream was opened for (the request's own is the
+    /// last `X-Forwarded-For` hop, which the Edge adds).
+    pub viewer: std::net::IpAddr,
+    /// When the request head was complete.
+    pub started: SystemTime,
+    /// From the request head to the end of the response.
+    pub duration: Option<Duration>,
+    /// The request this one replays.
+    pub replay_of: Option<u64>,
+    /// The request.
+    pub request: Head,
+    /// The request's body.
+    pub request_body: Body,
+    /// The response, once its head has come.
+    pub response: Option<Head>,
+    /// The response's body.
+    pub response_body: Body,
+    /// Messages after a WebSocket upgrade.
+    pub websocket: Vec<WsMessage>,
+    /// Why the exchange ended without a complete response.
+    pub error: Option<String>,
+}
+
+impl Exchange {
+    /// The record's `id` in the API.
+    pub fn id(&self) -> String {
+        format!("r_{:08}", self.seq)
+    }
+
+    fn bytes(&self) -> usize {
+        RECORD_OVERHEAD
+            + self.request.raw.len()
+            + self.request_body.captured.len()
+            + self.response.as_ref().map_or(0, |h| h.raw.len())
+            + self.response_body.captured.len()
+            + self
+                .websocket
+                .iter()
+                .map(|m| m.captured.len() + 64)
+                .sum::<usize>()
+    }
+}
+
+/// One TCP connection through a TCP or TLS tunnel.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Sequence number.
+    pub seq: u64,
+    /// The tunnel's index.
+    pub tunnel: usize,
+    /// The viewer's address.
+    pub remote_addr: String,
+    /// When the Edge opened it.
+    pub started: SystemTime,
+    /// How long it lasted, once it has ended.
+    pub duration: Option<Duration>,
+    /// Bytes from the viewer to the origin.
+    pub bytes_in: u64,
+    /// Bytes from the origin to the viewer.
+    pub bytes_out: u64,
+}
+
+/// A change the live views hear about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Exchange `seq` was added or updated.
+    Request(u64),
+    /// Connection `seq` was added or updated.
+    Connection(u64),
+    /// The history was cleared.
+    Cleared,
+}
+
+/// The history, behind the inspector's lock.
+#[derive(Debug)]
+pub(crate) struct Store {
+    budget: usize,
+    used: usize,
+    next_seq: u64,
+    exchanges: VecDeque<(Exchange, usize)>,
+    connections: VecDeque<Connection>,
+    feed: broadcast::Sender<Change>,
+}
+
+impl Store {
+    pub(crate) fn new(budget: usize) -> Self {
+        Store {
+            budget,
+            used: 0,
+            next_seq: 1,
+            exchanges: VecDeque::new(),
+            connections: VecDeque::new(),
+            feed: broadcast::channel(FEED_CAPACITY).0,
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.feed.subscribe()
+    }
+
+    fn next(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// Adds `exchange` (its `seq` is assigned here) and returns its sequence number.
+    pub(crate) fn add(&mut self, mut exchange: Exchange) -> u64 {
+        let seq = self.next();
+        exchange.seq = seq;
+        let bytes = exchange.bytes();
+        self.used += bytes;
+        self.exchanges.push_back((exchange, bytes));
+        self.evict();
+        let _ = self.feed.send(Change::Request(seq));
+        seq
+    }
+
+    /// Changes exchange `seq` with `f`, if it is still kept.
+    pub(crate) fn update(&mut self, seq: u64, f: impl FnOnce(&mut Exchange)) {
+        let Some(i) = self.position(seq) else {
+            return;
+        };
+        let (exchange, bytes) = &mut self.exchanges[i];
+        f(exchange);
+        let now = exchange.bytes();
+        self.used = self.used - *bytes + now;
+        *bytes = now;
+        self.evict();
+        let _ = self.feed.send(Change::Request(seq));
+    }
+
+    fn position(&self, seq: u64) -> Option<usize> {
+        self.exchanges
+            .binary_search_by_key(&seq, |(e, _)| e.seq)
+            .ok()
+    }
+
+    fn evict(&mut self) {
+        // The newest record stays even when it alone is over the budget.
+        while self.used > self.budget && self.exchanges.len() > 1 {
+            if let Some((_, bytes)) = self.exchanges.pop_front() {
+                self.used -= bytes;
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, seq: u64) -> Option<&Exchange> {
+        self.position(seq).map(|i| &self.exchanges[i].0)
+    }
+
+    /// The newest `limit` exchanges, newest first.
+    pub(crate) fn newest(&self, limit: usize) -> impl Iterator<Item = &Exchange> {
+        self.exchanges.iter().rev().take(limit).map(|(e, _)| e)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.exchanges.clear();
+        self.connections.clear();
+        self.used = 0;
+        let _ = self.feed.send(Change::Cleared);
+    }
+
+    /// Bytes the history holds, by the budget's measure.
+    pub(crate) fn used(&self) -> usize {
+        self.used
+    }
+
+    pub(crate) fn add_connection(&mut self, mut connection: Connection) -> u64 {
+        let seq = self.next();
+        connection.seq = seq;
+        self.connections.push_back(connection);
+        if self.connections.len() > MAX_CONNECTIONS {
+            self.connections.pop_front();
+        }
+        let _ = self.feed.send(Change::Connection(seq));
+        seq
+    }
+
+    pub(crate) fn update_connection(&mut self, seq: u64, f: impl FnOnce(&mut Connection)) {
+        if let Ok(i) = self.connections.binary_search_by_key(&seq, |c| c.seq) {
+            f(&mut self.connections[i]);
+            let _ = self.feed.send(Change::Connection(seq));
+        }
+    }
+
+    pub(crate) fn connection(&self, seq: u64) -> Option<&Connection> {
+        self.connections
+            .binary_search_by_key(&seq, |c| c.seq)
+            .ok()
+            .map(|i| &self.connections[i])
+    }
+
+    /// The newest `limit` connections, newest first.
+    pub(crate) fn newest_connections(&self, limit: usize) -> impl Iterator<Item = &Connection> {
+        self.connections.iter().rev().take(limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange(body: usize) -> Exchange {
+        Exchange {
+            seq: 0,
+            tunnel: 0,
+            viewer: [192, 0, 2, 1].into(),
+            started: SystemTime::now(),
+            duration: None,
+            replay_of: None,
+            request: Head::default(),
+            request_body: Body {
+                size: body as u64,
+                captured: vec![b'x'; body],
+                truncated: false,
+            },
+            response: None,
+            response_body: Body::default(),
+            websocket: Vec::new(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn the_oldest_go_first_once_the_budget_is_spent() {
+        let mut store = Store::new(10_000);
+        let seqs: Vec<u64> = (0..10).map(|_| store.add(exchange(1000))).collect();
+        assert!(store.used() <= 10_000, "{}", store.used());
+        let kept: Vec<u64> = store.newest(100).map(|e| e.seq).collect();
+        assert_eq!(kept[0], seqs[9], "the newest is kept");
+        assert!(kept.len() < 10 && kept.len() >= 7, "{kept:?}");
+        assert!(store.get(seqs[0]).is_none());
+        // Growing a record past the budget evicts older ones, never the record.
+        store.update(seqs[9], |e| e.response_body.captured = vec![0; 9000]);
+        assert_eq!(store.newest(100).count(), 1);
+        assert!(store.get(seqs[9]).is_some());
+    }
+
+    #[test]
+    fn changes_reach_subscribers() {
+        let mut store = Store::new(1 << 20);
+        let mut feed = store.subscribe();
+        let seq = store.add(exchange(1));
+        store.update(seq, |e| e.duration = Some(Duration::from_millis(3)));
+        store.clear();
+        assert_eq!(feed.try_recv().unwrap(), Change::Request(seq));
+        assert_eq!(feed.try_recv().unwrap(), Change::Request(seq));
+        assert_eq!(feed.try_recv().unwrap(), Change::Cleared);
+        assert_eq!(store.used(), 0);
+    }
+}
