@@ -69,23 +69,26 @@ pub async fn bind(inspector: &Inspector, at: InspectAddr) -> Result<TcpListener,
             addr,
             reason: e.to_string(),
         })?,
-        InspectAddr::Default => {
-            let mut found = None;
-            for port in DEFAULT_ADDR.port()..=DEFAULT_PORT_LAST {
-                let mut addr = DEFAULT_ADDR;
-                addr.set_port(port);
-                if let Ok(l) = TcpListener::bind(addr).await {
-                    found = Some(l);
-                    break;
-                }
-            }
-            found.ok_or(BindError::AllTaken)?
-        }
+        InspectAddr::Default => bind_first_free(DEFAULT_ADDR, DEFAULT_PORT_LAST)
+            .await
+            .ok_or(BindError::AllTaken)?,
     };
     if let Ok(addr) = listener.local_addr() {
         inspector.set_addr(addr);
     }
     Ok(listener)
+}
+
+/// The first of `first`'s port up to `last` that can be bound on its host.
+async fn bind_first_free(first: SocketAddr, last: u16) -> Option<TcpListener> {
+    for port in first.port()..=last {
+        let mut addr = first;
+        addr.set_port(port);
+        if let Ok(l) = TcpListener::bind(addr).await {
+            return Some(l);
+        }
+    }
+    None
 }
 
 /// Serves the page and the API on `listener` until the process ends.
@@ -366,7 +369,21 @@ async fn events(State(inspector): State<Inspector>, headers: HeaderMap) -> Respo
 
 #[cfg(test)]
 mod tests {
-    use super::local_host;
+    use super::*;
+
+    #[tokio::test]
+    async fn a_taken_port_moves_the_inspector_to_the_next() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let first = taken.local_addr().unwrap();
+        let Some(last) = first.port().checked_add(3) else {
+            return;
+        };
+        let got = bind_first_free(first, last).await.expect("a free port");
+        let port = got.local_addr().unwrap().port();
+        assert!(port > first.port() && port <= last, "{port}");
+        // None free: none found.
+        assert!(bind_first_free(first, first.port()).await.is_none());
+    }
 
     #[test]
     fn only_local_hosts_pass() {
