@@ -8,7 +8,8 @@
 # agent (`BIN http` or `BIN tcp`, --transport tcp), one of them under
 # `valgrind --tool=callgrind`; sends 200 warm-up requests, zeroes the counters, sends
 # REQUESTS (3,000) keep-alive GETs of 1 KiB on one connection, dumps the counters and
-# prints the instructions per request. Needs valgrind and python3.
+# prints the instructions per request. Needs valgrind and python3. AGENT_FLAGS adds
+# flags to the agent (e.g. AGENT_FLAGS="--inspect off").
 set -euo pipefail
 BIN=$(realpath "$1"); MODE=$2; WHO=$3; N=${4:-3000}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,7 +30,7 @@ field() { python3 -c "import json,sys; [print(json.loads(l)['$2']) for l in open
 CONTROL=$(field "$D/server.json" control listening)
 HTTP=$(field "$D/server.json" http listening)
 "${A[@]}" "$BIN" "$MODE" "$ORIGIN" --server "http://$CONTROL" --state-dir "$D/agent" \
-  --json --transport tcp > "$D/agent.json" 2>/dev/null &
+  --json --transport tcp ${AGENT_FLAGS:-} > "$D/agent.json" 2>/dev/null &
 APID=$!
 for _ in $(seq 100); do grep -q '"online"' "$D/agent.json" 2>/dev/null && break; sleep 0.3; done
 URL=$(field "$D/agent.json" public_url online)

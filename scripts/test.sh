@@ -13,13 +13,17 @@ cd "$(dirname "$0")/.."
 # pebble-challtestsrv (the ACME directory of cli/tests/acme.rs), MinGW-w64 (the C parts
 # of ring and SQLite in the Windows build), prometheus for promtool (cli/tests/metrics.rs
 # checks the exposition with it), redis-server (the Redis store of control/tests/store.rs
-# and the two-node fleet of cli/tests/fleet_store.rs).
+# and the two-node fleet of cli/tests/fleet_store.rs), chromium with chromium-driver
+# (cli/tests/inspector_browser.rs drives the inspector's page in headless Chromium
+# through chromedriver).
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v pebble >/dev/null 2>&1 || missing+=(pebble)
 command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || missing+=(gcc-mingw-w64-x86-64)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+[[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
 if [[ ${#missing[@]} -gt 0 ]]; then
     if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
         echo "== apt-get install ${missing[*]}"

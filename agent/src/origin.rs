@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use netbore_control::api::Protocol;
 
+use crate::inspect::ByteCount;
 use crate::inspect::capture::HttpTap;
 use netbore_transport::proto::{OriginStatus, StreamHeader};
 use netbore_transport::{Session, Stream, pipe};
@@ -101,9 +102,12 @@ async fn forward(mut stream: Stream, origins: Arc<[Origin]>, timeout: Duration) 
                 }
                 (Some(inspector), Protocol::Tcp | Protocol::Tls) => {
                     let seq = inspector.connection_opened(header.slot as usize, header.viewer);
-                    let result = pipe::join_counted(socket, stream, Some(counted)).await;
-                    let moved = result.as_ref().copied().unwrap_or_default();
-                    inspector.connection_closed(seq, moved.from_stream, moved.to_stream);
+                    // Counted as they pass, so a connection that ends in a reset
+                    // still shows what it moved.
+                    let mut moved = ByteCount::default();
+                    let result =
+                        pipe::join_tapped(socket, stream, Some(counted), Some(&mut moved)).await;
+                    inspector.connection_closed(seq, moved.from_viewer, moved.to_viewer);
                     result
                 }
             };

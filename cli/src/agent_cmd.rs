@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use netbore_agent::inspect::api::InspectAddr;
+use netbore_agent::inspect::{InspectConfig, Inspector, TunnelInfo};
 use netbore_agent::pin::{Pinned, pin_server_ca};
 use netbore_agent::{AgentConfig, AgentEvent, ControlUrl, TunnelSpec};
 use netbore_transport::TransportKind;
@@ -81,8 +83,54 @@ pub(crate) struct AgentArgs {
     /// the session to the Edge is up) on this address; off unless given.
     #[arg(long)]
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
+    /// The request inspector's web page and API (ngrok's agent API): an address,
+    /// or off. By default 127.0.0.1:4040, or the next free port up to 4049.
+    #[arg(
+        long,
+        env = "NETBORE_INSPECT",
+        default_value = "127.0.0.1:4040",
+        value_name = "ADDR|off"
+    )]
+    pub(crate) inspect: InspectArg,
+    /// Bytes of each request and response body the inspector keeps.
+    #[arg(long, env = "NETBORE_INSPECT_BODY_LIMIT", default_value_t = netbore_agent::inspect::DEFAULT_BODY_LIMIT)]
+    pub(crate) inspect_body_limit: usize,
+    /// Bytes of history the inspector keeps in memory, oldest first out.
+    #[arg(long, env = "NETBORE_INSPECT_DB_SIZE", default_value_t = netbore_agent::inspect::DEFAULT_DB_SIZE)]
+    pub(crate) inspect_db_size: usize,
+    /// Show Authorization and Cookie values in the inspector (hidden by default;
+    /// replays send them either way).
+    #[arg(long, env = "NETBORE_INSPECT_SECRETS")]
+    pub(crate) inspect_secrets: bool,
     #[command(flatten)]
     pub(crate) mux: crate::MuxArgs,
+}
+
+/// `--inspect`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InspectArg(pub(crate) Option<InspectAddr>);
+
+impl std::str::FromStr for InspectArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if ["off", "false", "no", "0"]
+            .iter()
+            .any(|o| s.eq_ignore_ascii_case(o))
+        {
+            return Ok(InspectArg(None));
+        }
+        let addr: std::net::SocketAddr = s.parse().map_err(|_| {
+            format!("{s:?} is not an address; write HOST:PORT like 127.0.0.1:4040, or off")
+        })?;
+        Ok(InspectArg(Some(
+            if addr == netbore_agent::inspect::DEFAULT_ADDR {
+                InspectAddr::Default
+            } else {
+                InspectAddr::At(addr)
+            },
+        )))
+    }
 }
 
 /// `--transport`: `auto` or one transport.
@@ -237,26 +285,51 @@ pub(crate) fn local_addr(local: &str) -> anyhow::Result<String> {
 
 /// Prints agent events.
 pub(crate) fn print_event(printer: Printer, event: AgentEvent) {
+    print_event_with(printer, event, None);
+}
+
+/// Prints agent events; `online` names the inspector's address when it runs.
+pub(crate) fn print_event_with(printer: Printer, event: AgentEvent, inspector: Option<&str>) {
     match event {
         AgentEvent::Online {
             tunnel_id,
             public_url,
             local,
             transport,
+        } => {
+            let mut fields = json!({ "tunnel_id": tunnel_id, "public_url": public_url, "local": local, "transport": transport.as_str() });
+            if let Some(url) = inspector {
+                fields["inspector"] = url.into();
+            }
+            printer.event(
+                "online",
+                fields,
+                &format!(
+                    "Tunnel online: {public_url} -> {local} (over {})",
+                    transport.as_str()
+                ),
+            )
+        }
+        AgentEvent::TunnelClosed {
+            tunnel_id,
+            code,
+            message,
         } => printer.event(
-            "online",
-            json!({ "tunnel_id": tunnel_id, "public_url": public_url, "local": local, "transport": transport.as_str() }),
-            &format!("Tunnel online: {public_url} -> {local} (over {})", transport.as_str()),
-        ),
-        AgentEvent::TunnelClosed { tunnel_id, code, message } => printer.event(
             "tunnel_closed",
             json!({ "tunnel_id": tunnel_id, "code": code, "message": message }),
             &message,
         ),
-        AgentEvent::Reconnecting { attempt, delay, reason } => printer.event(
+        AgentEvent::Reconnecting {
+            attempt,
+            delay,
+            reason,
+        } => printer.event(
             "reconnecting",
             json!({ "attempt": attempt, "delay_ms": delay.as_millis() as u64, "reason": reason }),
-            &format!("{reason}; reconnecting in {:.1} s (attempt {attempt})", delay.as_secs_f64()),
+            &format!(
+                "{reason}; reconnecting in {:.1} s (attempt {attempt})",
+                delay.as_secs_f64()
+            ),
         ),
     }
 }
@@ -343,6 +416,76 @@ async fn pin_ca(config: &mut AgentConfig, args: &AgentArgs, printer: Printer) {
     }
 }
 
+/// Stops the inspector's server when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts the request inspector unless `--inspect off`: binds its address, serves
+/// its page and API, and gives it to the agent. Its server stops when the returned
+/// guard is dropped.
+async fn start_inspector(
+    config: &mut AgentConfig,
+    args: &AgentArgs,
+    printer: Printer,
+) -> anyhow::Result<Option<AbortOnDrop>> {
+    let Some(at) = args.inspect.0 else {
+        return Ok(None);
+    };
+    let inspector = Inspector::new(InspectConfig {
+        body_limit: args.inspect_body_limit,
+        db_size: args.inspect_db_size,
+        secrets: args.inspect_secrets,
+    });
+    inspector.set_tunnels(
+        config
+            .tunnels
+            .iter()
+            .enumerate()
+            .map(|(i, t)| TunnelInfo {
+                name: t.label.clone().unwrap_or_else(|| {
+                    if config.tunnels.len() == 1 {
+                        "command_line".to_string()
+                    } else {
+                        format!("command_line_{}", i + 1)
+                    }
+                }),
+                public_url: String::new(),
+                protocol: t.protocol,
+                local: t.local.clone(),
+                inspect: t.inspect,
+            })
+            .collect(),
+    );
+    let listener = match netbore_agent::inspect::api::bind(&inspector, at).await {
+        Ok(listener) => listener,
+        // Ten agents on one machine already: this one runs without an inspector.
+        Err(e @ netbore_agent::inspect::api::BindError::AllTaken) => {
+            tracing::warn!("{e}; running without it");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let url = inspector.url().unwrap_or_default();
+    printer.event(
+        "inspector",
+        json!({ "inspector": url }),
+        &format!("Inspector: {url}"),
+    );
+    let serving = inspector.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = netbore_agent::inspect::api::serve(serving, listener).await {
+            tracing::warn!(error = %e, "the inspector's server stopped");
+        }
+    });
+    config.inspector = Some(inspector);
+    Ok(Some(AbortOnDrop(task)))
+}
+
 /// Runs the agent `config` describes (its tunnels on one session) until a permanent
 /// error or a stop signal.
 pub(crate) async fn run(
@@ -364,12 +507,22 @@ pub(crate) async fn run(
         );
     }
     pin_ca(&mut config, args, printer).await;
+    let _inspector_task = start_inspector(&mut config, args, printer).await?;
+    // The live console on a terminal; plain lines (or JSON) otherwise.
+    let inspector_url = config.inspector.as_ref().and_then(Inspector::url);
+    let console =
+        crate::console::Console::start_if_wanted(printer, &config, config.inspector.clone());
     let error = netbore_agent::run_until(
         config,
-        |e| print_event(printer, e),
+        |e| match &console {
+            Some(console) => console.handle_event(e),
+            None => print_event_with(printer, e, inspector_url.as_deref()),
+        },
         crate::platform::stop_signal(),
     )
     .await;
+    // The terminal as it was, before anything else is printed.
+    drop(console);
     if let netbore_agent::AgentError::Stopped = error {
         return Ok(());
     }

@@ -4,6 +4,7 @@
 mod agent_cmd;
 mod ca_cmd;
 mod config;
+mod console;
 mod demo;
 mod fleet;
 mod key_cmd;

@@ -223,7 +223,7 @@ fn the_api_lists_tunnels_captures_replays_and_exports() {
 
     // Replay with edits: another method, path, headers and body.
     let edit = format!(
-        "{{\"id\":\"{first_id}\",\"method\":\"PUT\",\"uri\":\"/edited\",\"headers\":[[\"host\",\"{}\"],[\"x-edited\",\"yes\"]],\"body\":\"new body\"}}",
+        "{{\"id\":\"{first_id}\",\"method\":\"PUT\",\"uri\":\"/edited\",\"headers\":[[\"host\",\"{}\"],[\"x-edited\",\"yes\"],[\"authorization\",\"[redacted]\"]],\"body\":\"new body\"}}",
         agent.host
     );
     let (status, body) = call(&inspector, "POST", "/api/requests/http", Some(&edit));
@@ -236,8 +236,12 @@ fn the_api_lists_tunnels_captures_replays_and_exports() {
         assert!(last.contains("content-length: 8"), "{last}");
         assert!(last.ends_with("new body"), "{last}");
         assert!(
-            !last.contains("s3cret"),
+            !last.contains("user-agent"),
             "the edited headers replace all: {last}"
+        );
+        assert!(
+            last.contains("authorization: Bearer s3cret"),
+            "a hidden value sent back as shown is the original: {last}"
         );
     }
     // A bad edit is refused with one sentence, and nothing reaches the origin.

@@ -87,6 +87,14 @@ impl AgentMetrics {
         let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
         self.rtt_micros.store(micros, Ordering::Relaxed);
     }
+
+    /// The latest round-trip time to the Edge; `None` before the first measure.
+    pub fn rtt(&self) -> Option<Duration> {
+        match self.rtt_micros.load(Ordering::Relaxed) {
+            0 => None,
+            micros => Some(Duration::from_micros(micros)),
+        }
+    }
 }
 
 impl Collector for &'static AgentMetrics {

@@ -3,8 +3,9 @@
 //! their checksums ([`Pattern`], [`Checksum`], [`send_pattern`], [`read_all`]),
 //! loopback TCP helpers ([`round_trip`], [`echo_origin`], [`read_until_closed`]), a
 //! small HTTP CONNECT proxy ([`start_proxy`]), a rustls viewer
-//! ([`tls_client_config`], [`tls_connect`]) and a real `redis-server`
-//! ([`redis::RedisServer`]).
+//! ([`tls_client_config`], [`tls_connect`]), a real `redis-server`
+//! ([`redis::RedisServer`]) and a headless Chromium through `chromedriver`
+//! ([`webdriver::Browser`]).
 //!
 //! Everything binds `127.0.0.1:0` and panics on unexpected failure, as a test should.
 //! It is only ever a dev-dependency and is not published. It knows nothing of the
@@ -19,6 +20,7 @@ mod proxy;
 pub mod redis;
 mod tcp;
 mod tls_client;
+pub mod webdriver;
 
 pub use pattern::{Checksum, Pattern, pattern_checksum, read_all, send_pattern};
 pub use pki::Pki;

@@ -16,8 +16,6 @@ use super::store::{Body, Exchange, Head, MAX_WS_MESSAGES, WsMessage};
 
 /// The longest head followed; a longer one ends the capture of its stream.
 const MAX_HEAD: usize = 64 * 1024;
-/// Header fields parsed per head, at most.
-const MAX_FIELDS: usize = 128;
 /// The longest chunk-size or trailer line followed.
 const MAX_LINE: usize = 4096;
 
@@ -48,6 +46,8 @@ struct Waiting {
 struct Side {
     state: State,
     head: Vec<u8>,
+    /// The framing fields of `head`, once it is complete.
+    fields: Fields,
     body: Body,
 }
 
@@ -138,23 +138,13 @@ impl HttpTap {
     }
 
     fn request_head(&mut self) {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-        let mut req = httparse::Request::new(&mut fields);
-        if !matches!(
-            req.parse(&self.request.head),
-            Ok(httparse::Status::Complete(_))
-        ) {
-            self.stop();
-            return;
-        }
-        let head_request = req.method == Some("HEAD");
-        let upgrade = field(req.headers, "upgrade").is_some();
-        let framing = if field(req.headers, "transfer-encoding")
-            .is_some_and(|v| v.eq_ignore_ascii_case(b"chunked"))
-        {
+        let head = &self.request.head;
+        let head_request = head.starts_with(b"HEAD ");
+        let fields = &self.request.fields;
+        let framing = if fields.chunked {
             Some(Framing::Chunked(Chunk::Size { line: Vec::new() }))
         } else {
-            match content_length(req.headers) {
+            match fields.content_length {
                 Ok(Some(n)) if n > 0 => Some(Framing::Length(n)),
                 Ok(_) => None,
                 Err(()) => {
@@ -163,14 +153,16 @@ impl HttpTap {
                 }
             }
         };
+        let upgrade = fields.upgrade;
         let head = Head {
             raw: std::mem::take(&mut self.request.head),
         };
+        let now = Instant::now();
         let seq = self.inspector.store().add(Exchange {
             seq: 0,
             tunnel: self.tunnel,
             viewer: self.viewer,
-            started: SystemTime::now(),
+            started: wall_clock(now),
             duration: None,
             replay_of: self.replay_of,
             request: head,
@@ -182,7 +174,7 @@ impl HttpTap {
         });
         self.waiting.push_back(Waiting {
             seq,
-            started: Instant::now(),
+            started: now,
             head_request,
             upgrade,
         });
@@ -204,12 +196,13 @@ impl HttpTap {
     }
 
     fn response_head(&mut self) {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-        let mut res = httparse::Response::new(&mut fields);
-        let parsed = res.parse(&self.response.head);
-        let (Ok(httparse::Status::Complete(_)), Some(status), Some(front)) =
-            (parsed, res.code, self.waiting.front())
-        else {
+        let head = &self.response.head;
+        let status = head
+            .strip_prefix(b"HTTP/1.")
+            .and_then(|rest| rest.get(2..5))
+            .and_then(|code| std::str::from_utf8(code).ok())
+            .and_then(|code| code.parse::<u16>().ok());
+        let (Some(status), Some(front)) = (status, self.waiting.front()) else {
             self.stop();
             return;
         };
@@ -239,18 +232,15 @@ impl HttpTap {
             }
             return;
         }
+        let fields = &self.response.fields;
         let framing = if front.head_request || status == 204 || status == 304 {
             None
-        } else if field(res.headers, "transfer-encoding").is_some() {
-            if field(res.headers, "transfer-encoding")
-                .is_some_and(|v| v.eq_ignore_ascii_case(b"chunked"))
-            {
-                Some(Framing::Chunked(Chunk::Size { line: Vec::new() }))
-            } else {
-                Some(Framing::UntilClose)
-            }
+        } else if fields.chunked {
+            Some(Framing::Chunked(Chunk::Size { line: Vec::new() }))
+        } else if fields.transfer_encoding {
+            Some(Framing::UntilClose)
         } else {
-            match content_length(res.headers) {
+            match fields.content_length {
                 Ok(Some(0)) => None,
                 Ok(Some(n)) => Some(Framing::Length(n)),
                 Ok(None) => Some(Framing::UntilClose),
@@ -406,41 +396,40 @@ impl Side {
                 .iter()
                 .position(|&b| b != b'\r' && b != b'\n')
                 .unwrap_or(data.len());
-        }
-        let mut from = start;
-        while let Some(i) = data[from..].iter().position(|&b| b == b'\n') {
-            let at = from + i;
-            if self.blank_line_ends_at(data, start, at) {
-                self.head.extend_from_slice(&data[start..=at]);
-                return (at + 1, Done::Head);
+            // Most heads arrive whole: one pass over their lines finds both the
+            // end and the framing fields, then one copy of the exact size.
+            let rest = &data[start..];
+            self.fields = Fields::new();
+            let mut line_start = 0;
+            for end in memchr::memchr_iter(b'\n', rest) {
+                let line = &rest[line_start..end];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.is_empty() {
+                    self.head = rest[..end + 1].to_vec();
+                    return (start + end + 1, Done::Head);
+                }
+                if line_start > 0 {
+                    self.fields.note(line);
+                }
+                line_start = end + 1;
             }
-            from = at + 1;
         }
-        self.head.extend_from_slice(&data[start..]);
+        // The end may straddle the chunks: search from the last three bytes held.
+        let held = self.head.len();
+        let take = (data.len() - start).min(MAX_HEAD + 4 - held.min(MAX_HEAD));
+        self.head.extend_from_slice(&data[start..start + take]);
+        let from = held.saturating_sub(3);
+        if let Some(i) = end_of_head().find(&self.head[from..]) {
+            let end = from + i + 4;
+            self.head.truncate(end);
+            self.fields = Fields::scan(&self.head);
+            return (start + end - held, Done::Head);
+        }
         if self.head.len() > MAX_HEAD {
             self.head = Vec::new();
             self.state = State::Off;
         }
-        (data.len(), Done::Nothing)
-    }
-
-    /// Whether the `\n` at `data[at]` ends an empty line, looking back into what
-    /// the head already holds when the line started in an earlier chunk.
-    fn blank_line_ends_at(&self, data: &[u8], start: usize, at: usize) -> bool {
-        let before = |n: usize| -> Option<u8> {
-            // The byte `n` places before `at`, in `data[start..]` or the held head.
-            if at >= start + n {
-                Some(data[at - n])
-            } else {
-                let back = n - (at - start);
-                self.head.len().checked_sub(back).map(|i| self.head[i])
-            }
-        };
-        match before(1) {
-            Some(b'\n') => true,
-            Some(b'\r') => before(2) == Some(b'\n'),
-            _ => false,
-        }
+        (start + take, Done::Nothing)
     }
 }
 
@@ -534,30 +523,87 @@ fn keep(body: &mut Body, data: &[u8], limit: usize) {
         .extend_from_slice(&data[..room.min(data.len())]);
 }
 
-fn field<'h>(fields: &[httparse::Header<'h>], name: &str) -> Option<&'h [u8]> {
-    fields
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| h.value)
+/// The wall-clock time of `now`, from one reading of both clocks taken once: one
+/// clock read per request instead of two.
+fn wall_clock(now: Instant) -> SystemTime {
+    static BASE: std::sync::OnceLock<(Instant, SystemTime)> = std::sync::OnceLock::new();
+    let (instant, system) = *BASE.get_or_init(|| (Instant::now(), SystemTime::now()));
+    system + now.saturating_duration_since(instant)
 }
 
-/// The `Content-Length`, if any; an error when it is not one number.
-fn content_length(fields: &[httparse::Header<'_>]) -> Result<Option<u64>, ()> {
-    let mut found = None;
-    for h in fields
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
-    {
-        let n: u64 = std::str::from_utf8(h.value)
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or(())?;
-        if found.is_some_and(|f| f != n) {
-            return Err(());
-        }
-        found = Some(n);
+/// The blank line that ends a head, its searcher built once.
+fn end_of_head() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
+        std::sync::OnceLock::new();
+    FINDER.get_or_init(|| memchr::memmem::Finder::new(b"\r\n\r\n"))
+}
+
+/// What framing needs of a head's fields, found by one pass over its lines (the
+/// heads come from the Edge and the origin; the capture only needs their framing).
+struct Fields {
+    /// `Content-Length`, if any; an error when it is not one number.
+    content_length: Result<Option<u64>, ()>,
+    /// A `Transfer-Encoding` field is present.
+    transfer_encoding: bool,
+    /// Its last coding is `chunked`.
+    chunked: bool,
+    /// An `Upgrade` field is present.
+    upgrade: bool,
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        Fields::new()
     }
-    Ok(found)
+}
+
+impl Fields {
+    fn new() -> Fields {
+        Fields {
+            content_length: Ok(None),
+            transfer_encoding: false,
+            chunked: false,
+            upgrade: false,
+        }
+    }
+
+    /// The fields of a whole head (its first line is skipped).
+    fn scan(head: &[u8]) -> Fields {
+        let mut fields = Fields::new();
+        let mut lines = head.split(|&b| b == b'\n').skip(1);
+        for line in &mut lines {
+            fields.note(line.strip_suffix(b"\r").unwrap_or(line));
+        }
+        fields
+    }
+
+    /// Notes one field line (without its line end).
+    fn note(&mut self, line: &[u8]) {
+        // Only names of 7, 14 or 17 bytes matter, and a name ends at its colon:
+        // three looks tell whether this line can be one of them.
+        let Some(colon) = [7, 14, 17]
+            .into_iter()
+            .find(|&at| line.get(at) == Some(&b':'))
+        else {
+            return;
+        };
+        let name = &line[..colon];
+        let value = line[colon + 1..].trim_ascii();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+            self.content_length = match (n, self.content_length) {
+                (Some(n), Ok(None)) => Ok(Some(n)),
+                (Some(n), Ok(Some(m))) if n == m => Ok(Some(n)),
+                _ => Err(()),
+            };
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.transfer_encoding = true;
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            self.chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            self.upgrade = true;
+        }
+    }
 }
 
 impl Frames {

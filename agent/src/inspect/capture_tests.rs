@@ -27,6 +27,9 @@ fn capture(inspector: &Inspector, requests: &[u8], responses: &[u8], step: usize
     all
 }
 
+/// Method, target, status, request body, response body.
+type Seen = (String, String, u16, Vec<u8>, Vec<u8>);
+
 const REQUESTS: &[u8] = b"\r\nGET /a?x=1 HTTP/1.1\r\nhost: app\r\n\r\n\
 POST /b HTTP/1.1\r\nhost: app\r\ncontent-length: 5\r\n\r\nhello\
 PUT /c HTTP/1.1\r\nhost: app\r\ntransfer-encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nx-trailer: 1\r\n\r\n\
@@ -43,7 +46,7 @@ fn pipelined_exchanges_are_found_whatever_the_pieces() {
     for step in [1, 2, 3, 7, 64, usize::MAX] {
         let inspector = inspector(1024);
         let all = capture(&inspector, REQUESTS, RESPONSES, step.min(REQUESTS.len()));
-        let summary: Vec<(String, String, u16, Vec<u8>, Vec<u8>)> = all
+        let summary: Vec<Seen> = all
             .iter()
             .map(|e| {
                 let req = e.request.request();

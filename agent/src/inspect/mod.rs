@@ -84,19 +84,41 @@ pub struct RequestSummary {
     pub started: SystemTime,
 }
 
+/// Requests [`Inspector::stats`] looks at, newest first.
+const STATS_WINDOW: usize = 1000;
+
 /// Counts and latency of the requests in the history, for the console.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Stats {
     /// Requests kept in the history.
     pub total: usize,
-    /// Of them, not finished yet.
+    /// Of the newest thousand, not finished yet.
     pub open: usize,
-    /// Latency percentiles of the finished ones (the newest thousand).
+    /// Latency percentiles of the finished ones among the newest thousand.
     pub p50: Option<Duration>,
     /// 90th percentile.
     pub p90: Option<Duration>,
     /// 99th percentile.
     pub p99: Option<Duration>,
+}
+
+/// Bytes a TCP tunnel's connection moved each way, counted as they pass.
+#[derive(Debug, Default)]
+pub(crate) struct ByteCount {
+    /// From the viewer (read from the stream).
+    pub(crate) from_viewer: u64,
+    /// To the viewer (read from the origin).
+    pub(crate) to_viewer: u64,
+}
+
+impl netbore_transport::pipe::Tap for ByteCount {
+    fn read_from_stream(&mut self, data: &[u8]) {
+        self.from_viewer += data.len() as u64;
+    }
+
+    fn read_from_socket(&mut self, data: &[u8]) {
+        self.to_viewer += data.len() as u64;
+    }
 }
 
 /// The inspector: cheap to clone, shared by the agent's streams and its web server.
@@ -236,16 +258,19 @@ impl Inspector {
             .collect()
     }
 
-    /// Counts and latency percentiles of the history, for the console.
+    /// Counts and latency percentiles of the history, for the console: the count of
+    /// all it keeps, the rest from the newest [`STATS_WINDOW`] (so a redraw costs
+    /// the same whatever the history holds).
     pub fn stats(&self) -> Stats {
         let store = self.store();
-        let mut durations: Vec<Duration> = Vec::new();
-        let mut stats = Stats::default();
-        for e in store.newest(usize::MAX) {
-            stats.total += 1;
+        let mut durations: Vec<Duration> = Vec::with_capacity(STATS_WINDOW);
+        let mut stats = Stats {
+            total: store.len(),
+            ..Stats::default()
+        };
+        for e in store.newest(STATS_WINDOW) {
             match e.duration {
-                Some(d) if durations.len() < 1000 => durations.push(d),
-                Some(_) => {}
+                Some(d) => durations.push(d),
                 None if e.error.is_none() => stats.open += 1,
                 None => {}
             }

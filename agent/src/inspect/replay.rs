@@ -86,9 +86,20 @@ pub(crate) async fn replay(
         )));
     }
     let fields: Vec<(String, Vec<u8>)> = match &edits.headers {
+        // A hidden value sent back as shown means "as it was".
         Some(h) => h
             .iter()
-            .map(|(n, v)| (n.clone(), v.clone().into_bytes()))
+            .map(|(n, v)| {
+                let value = match original
+                    .headers
+                    .iter()
+                    .find(|(o, _)| o.eq_ignore_ascii_case(n))
+                {
+                    Some((_, was)) if v == super::json::REDACTED => was.clone(),
+                    _ => v.clone().into_bytes(),
+                };
+                (n.clone(), value)
+            })
             .collect(),
         None => original.headers.clone(),
     };

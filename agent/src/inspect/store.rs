@@ -298,6 +298,11 @@ impl Store {
         let _ = self.feed.send(Change::Cleared);
     }
 
+    /// Exchanges kept.
+    pub(crate) fn len(&self) -> usize {
+        self.exchanges.len()
+    }
+
     /// Bytes the history holds, by the budget's measure.
     pub(crate) fn used(&self) -> usize {
         self.used

@@ -12,6 +12,7 @@
 //! resident, a gross-regression guard for memory (idle near 6 MiB; a binary without its code layout near 12).)
 //! (`--baseline` runs a second netbore binary, e.g. one built from an older commit, in the same run and over the same transports;
 //! `--origin-only` serves just the harness's origin (`/1k`, `/1m`) for tools run by hand;
+//! `--inspector-ab` adds `netbore http` with the request inspector off beside the default (on);
 //! `--only TEXT` runs only the figures whose name contains TEXT, without the memory table;
 //! `--peer NAME` (repeatable) adds one peer: bore, rathole-tcp, rathole-websocket,
 //! rathole-websocket-tls or rathole-noise;
@@ -740,22 +741,26 @@ fn netbore_over(
 /// Starts `netbore server` and `netbore http` from `bin` in front of `origin`: the
 /// Edge parses every request and routes it by host name.
 fn netbore_http(name: &str, bin: &std::path::Path, origin: SocketAddr, data: &str) -> Contender {
+    netbore_http_with(name, bin, origin, data, &[])
+}
+
+/// [`netbore_http`] with `extra` flags for the agent.
+fn netbore_http_with(
+    name: &str,
+    bin: &std::path::Path,
+    origin: SocketAddr,
+    data: &str,
+    extra: &[&str],
+) -> Contender {
     let (server, listening) = netbore_server(bin, "localhost", data);
     let control = listening["control"].as_str().unwrap().to_string();
     let public = listening["http"].as_str().unwrap().parse().unwrap();
     let url = format!("http://{control}");
     let state = format!("{data}/agent-state");
-    let agent = Proc::spawn(
-        bin,
-        &[
-            "http",
-            &origin.to_string(),
-            "--server",
-            &url,
-            "--state-dir",
-            &state,
-        ],
-    );
+    let origin = origin.to_string();
+    let mut args = vec!["http", &origin, "--server", &url, "--state-dir", &state];
+    args.extend_from_slice(extra);
+    let agent = Proc::spawn(bin, &args);
     let online = agent.wait_for("online");
     let host = online["public_url"]
         .as_str()
@@ -1013,7 +1018,7 @@ fn rathole_keypair() -> Option<(String, String)> {
 /// Says what was wrong with the command line, with the usage, and exits with status 2.
 fn usage_error(what: &str) -> ! {
     eprintln!(
-        "e2e: {what}; usage: e2e [--seconds S] [--rounds N] [--quick] [--peers | --peer NAME ...] [--only TEXT] [--over tls,ws,wss,quic|none] [--write-doc PATH] [--floor RATIO] [--max-idle-rss MIB] [--baseline OTHER_NETBORE] [--origin-only]"
+        "e2e: {what}; usage: e2e [--seconds S] [--rounds N] [--quick] [--peers | --peer NAME ...] [--only TEXT] [--over tls,ws,wss,quic|none] [--write-doc PATH] [--floor RATIO] [--max-idle-rss MIB] [--baseline OTHER_NETBORE] [--origin-only] [--inspector-ab]"
     );
     std::process::exit(2)
 }
@@ -1030,6 +1035,7 @@ async fn main() {
     let mut max_idle_rss_mib: Option<f64> = None;
     let mut only: Option<String> = None;
     let mut fleet = false;
+    let mut inspector_ab = false;
     let mut over: Vec<String> = ["tls", "ws", "wss", "quic"].map(String::from).to_vec();
     let mut write_doc: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
@@ -1090,6 +1096,7 @@ async fn main() {
             // Two fleets of two nodes on one Redis each, an HTTP tunnel on the first
             // node: viewers through the holder, and through the other node (the hop).
             "--fleet" => fleet = true,
+            "--inspector-ab" => inspector_ab = true,
             "--origin-only" => {
                 // The harness's origin alone, for measuring by hand (h2load, wrk, oha).
                 let addr = origin().await;
@@ -1159,6 +1166,15 @@ async fn main() {
             origin,
             &format!("{dd}/http"),
         ));
+        if inspector_ab {
+            contenders.push(netbore_http_with(
+                "netbore http, inspector off",
+                &bin,
+                origin,
+                &format!("{dd}/http-no-inspector"),
+                &["--inspect", "off"],
+            ));
+        }
     }
     if fleet {
         for hop in [false, true] {
