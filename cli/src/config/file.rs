@@ -19,13 +19,22 @@ use netbore_agent::{ControlUrl, TunnelSpec};
 use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
-use crate::agent_cmd::{self, TransportArg};
+use crate::agent_cmd::{self, InspectArg, TransportArg};
 
 /// The keys allowed at the top of the file.
-const TOP_KEYS: &[&str] = &["server", "key", "transport", "tunnels"];
+const TOP_KEYS: &[&str] = &[
+    "server",
+    "key",
+    "transport",
+    "inspect",
+    "inspect_body_limit",
+    "inspect_db_size",
+    "inspect_secrets",
+    "tunnels",
+];
 
 /// The keys allowed in a `[tunnels.NAME]` table.
-const TUNNEL_KEYS: &[&str] = &["proto", "addr", "name", "remote_port"];
+const TUNNEL_KEYS: &[&str] = &["proto", "addr", "name", "remote_port", "inspect"];
 
 /// Keys written from habit (other tools' names and near misses) and the key meant.
 const ALIASES: &[(&str, &str)] = &[
@@ -47,6 +56,8 @@ const ALIASES: &[(&str, &str)] = &[
     ("domain", "name"),
     ("remote_addr", "remote_port"),
     ("public_port", "remote_port"),
+    ("inspector", "inspect"),
+    ("web_addr", "inspect"),
 ];
 
 /// What a config file says. Fields the file leaves out are empty.
@@ -58,6 +69,14 @@ pub(crate) struct ConfigFile {
     pub(crate) key: Option<String>,
     /// `transport`.
     pub(crate) transport: Option<TransportArg>,
+    /// `inspect`: the inspector's address, or off.
+    pub(crate) inspect: Option<InspectArg>,
+    /// `inspect_body_limit`.
+    pub(crate) inspect_body_limit: Option<usize>,
+    /// `inspect_db_size`.
+    pub(crate) inspect_db_size: Option<usize>,
+    /// `inspect_secrets`.
+    pub(crate) inspect_secrets: Option<bool>,
     /// The `[tunnels.NAME]` tables, in the file's order.
     pub(crate) tunnels: Vec<Tunnel>,
 }
@@ -100,6 +119,16 @@ pub(crate) fn parse(text: &str) -> Result<ConfigFile, Vec<Problem>> {
                     .map(str::to_string);
             }
             "transport" => file.transport = transport(value, &mut problems),
+            "inspect" => file.inspect = inspect(value, &mut problems),
+            "inspect_body_limit" => {
+                file.inspect_body_limit = bytes(value, "inspect_body_limit", &mut problems);
+            }
+            "inspect_db_size" => {
+                file.inspect_db_size = bytes(value, "inspect_db_size", &mut problems);
+            }
+            "inspect_secrets" => {
+                file.inspect_secrets = boolean(value, "inspect_secrets", &mut problems);
+            }
             "tunnels" => file.tunnels = tunnels(value, &mut problems),
             _ => problems.unknown_key(key, TOP_KEYS, "at the top of the file"),
         }
@@ -303,6 +332,7 @@ fn tunnel(
     let before = problems.0.len();
     let place = format!("in [tunnels.{label}]");
     let (mut proto, mut addr, mut public_name, mut remote_port) = (None, None, None, None);
+    let mut inspected = true;
     for (key, v) in table.iter() {
         match key.get_ref().as_ref() {
             "proto" => proto = protocol(v, problems),
@@ -313,6 +343,7 @@ fn tunnel(
                     .map(|n| (n, key.span()));
             }
             "remote_port" => remote_port = port(v, problems).map(|p| (p, key.span())),
+            "inspect" => inspected = boolean(v, "inspect", problems).unwrap_or(true),
             _ => problems.unknown_key(key, TUNNEL_KEYS, &place),
         }
     }
@@ -359,10 +390,65 @@ fn tunnel(
     if problems.0.len() > before {
         return None;
     }
+    let mut spec = spec.ok()?;
+    spec.label = Some(label.to_string());
+    spec.inspect = inspected;
     Some(Tunnel {
         name: label.to_string(),
-        spec: spec.ok()?,
+        spec,
     })
+}
+
+/// `inspect = "127.0.0.1:4040"`, `"off"`, or `false`.
+fn inspect(value: &Spanned<DeValue<'_>>, problems: &mut Problems) -> Option<InspectArg> {
+    const EXAMPLE: &str = "inspect = \"127.0.0.1:4040\" or inspect = false";
+    match value.get_ref() {
+        DeValue::Boolean(false) => Some(InspectArg(None)),
+        DeValue::Boolean(true) => "127.0.0.1:4040".parse().ok(),
+        DeValue::String(text) => match text.parse::<InspectArg>() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                problems.at(value.span(), format!("{e}; write {EXAMPLE}"));
+                None
+            }
+        },
+        _ => {
+            problems.at(
+                value.span(),
+                format!("inspect takes an address or false; write {EXAMPLE}"),
+            );
+            None
+        }
+    }
+}
+
+/// A count of bytes, without quotes.
+fn bytes(value: &Spanned<DeValue<'_>>, key: &str, problems: &mut Problems) -> Option<usize> {
+    let n = match value.get_ref() {
+        DeValue::Integer(i) => usize::from_str_radix(i.as_str(), i.radix()).ok(),
+        _ => None,
+    };
+    if n.is_none() {
+        problems.at(
+            value.span(),
+            format!("{key} is a number of bytes; write it without quotes, e.g. {key} = 65536"),
+        );
+    }
+    n
+}
+
+/// `true` or `false`.
+fn boolean(value: &Spanned<DeValue<'_>>, key: &str, problems: &mut Problems) -> Option<bool> {
+    match value.get_ref() {
+        DeValue::Boolean(b) => Some(*b),
+        _ => {
+            problems.at(
+                value.span(),
+                format!("{key} is true or false; write {key} = false without quotes"),
+            );
+            None
+        }
+    }
 }
 
 /// A tunnel's `proto`.
@@ -454,6 +540,43 @@ addr = "127.0.0.1:8443"
                 (line, column, p.message)
             })
             .collect()
+    }
+
+    #[test]
+    fn inspector_settings_are_read_and_checked() {
+        let file = parse(
+            "inspect = \"127.0.0.1:4999\"\ninspect_body_limit = 1024\ninspect_db_size = 1_000_000\ninspect_secrets = true\n[tunnels.web]\nproto = \"http\"\naddr = 80\n[tunnels.quiet]\nproto = \"http\"\naddr = 81\ninspect = false\n",
+        )
+        .unwrap();
+        assert_eq!(
+            file.inspect.unwrap().0,
+            Some(netbore_agent::inspect::api::InspectAddr::At(
+                "127.0.0.1:4999".parse().unwrap()
+            ))
+        );
+        assert_eq!(file.inspect_body_limit, Some(1024));
+        assert_eq!(file.inspect_db_size, Some(1_000_000));
+        assert_eq!(file.inspect_secrets, Some(true));
+        assert_eq!(file.tunnels[0].spec.label.as_deref(), Some("web"));
+        assert!(file.tunnels[0].spec.inspect);
+        assert!(!file.tunnels[1].spec.inspect);
+        assert_eq!(parse("inspect = false\n").unwrap().inspect.unwrap().0, None);
+        let text = "inspect = 4040\ninspect_db_size = \"50MB\"\n[tunnels.web]\nproto = \"http\"\naddr = 80\ninspect = \"no\"\n";
+        let problems = parse(text).unwrap_err();
+        let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(problems.len(), 3, "{messages:#?}");
+        assert!(
+            messages[0].contains("inspect takes an address or false"),
+            "{messages:#?}"
+        );
+        assert!(
+            messages[1].contains("inspect_db_size is a number of bytes"),
+            "{messages:#?}"
+        );
+        assert!(
+            messages[2].contains("inspect is true or false"),
+            "{messages:#?}"
+        );
     }
 
     #[test]

@@ -37,6 +37,12 @@ struct Defaulted {
     server: bool,
     /// `--transport`.
     transport: bool,
+    /// `--inspect`.
+    inspect: bool,
+    /// `--inspect-body-limit`.
+    inspect_body_limit: bool,
+    /// `--inspect-db-size`.
+    inspect_db_size: bool,
 }
 
 impl StartArgs {
@@ -47,6 +53,9 @@ impl StartArgs {
         self.defaulted = Defaulted {
             server: defaulted("server"),
             transport: defaulted("transport"),
+            inspect: defaulted("inspect"),
+            inspect_body_limit: defaulted("inspect_body_limit"),
+            inspect_db_size: defaulted("inspect_db_size"),
         };
     }
 }
@@ -115,6 +124,17 @@ fn with_file(mut agent: AgentArgs, defaulted: Defaulted, file: ConfigFile) -> Ag
     if let (true, Some(transport)) = (defaulted.transport, file.transport) {
         agent.transport = transport;
     }
+    if let (true, Some(inspect)) = (defaulted.inspect, file.inspect) {
+        agent.inspect = inspect;
+    }
+    if let (true, Some(limit)) = (defaulted.inspect_body_limit, file.inspect_body_limit) {
+        agent.inspect_body_limit = limit;
+    }
+    if let (true, Some(size)) = (defaulted.inspect_db_size, file.inspect_db_size) {
+        agent.inspect_db_size = size;
+    }
+    // A flag can only turn it on.
+    agent.inspect_secrets |= file.inspect_secrets.unwrap_or(false);
     agent
 }
 
