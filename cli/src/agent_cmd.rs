@@ -436,6 +436,13 @@ async fn start_inspector(
     let Some(at) = args.inspect.0 else {
         return Ok(None);
     };
+    if let InspectAddr::At(addr) = at
+        && !addr.ip().is_loopback()
+    {
+        eprintln!(
+            "WARNING: the inspector listens on {addr}, off loopback: anyone who can reach it can read this agent's traffic and replay requests with their credentials; use 127.0.0.1 unless that is what you want"
+        );
+    }
     let inspector = Inspector::new(InspectConfig {
         body_limit: args.inspect_body_limit,
         db_size: args.inspect_db_size,

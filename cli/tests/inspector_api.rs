@@ -420,6 +420,24 @@ fn tcp_tunnels_list_their_connections() {
     });
     let tunnels = get_json(&inspector, "/api/tunnels");
     assert_eq!(tunnels["tunnels"][0]["proto"], "tcp");
+
+    // Another site's page may not even make it work, and no page may frame it.
+    let raw = |extra: &str| {
+        let mut s = TcpStream::connect(&at).unwrap();
+        write!(
+            s,
+            "GET /api/requests/http/har HTTP/1.1\r\nhost: {at}\r\n{extra}connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer.to_ascii_lowercase()
+    };
+    assert!(raw("sec-fetch-site: cross-site\r\n").starts_with("http/1.1 403"));
+    let own = raw("sec-fetch-site: same-origin\r\n");
+    assert!(own.starts_with("http/1.1 200"), "{own}");
+    assert!(own.contains("x-frame-options: deny"), "{own}");
+    assert!(own.contains("frame-ancestors 'none'"), "{own}");
 }
 
 #[test]

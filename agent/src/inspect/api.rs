@@ -126,6 +126,20 @@ async fn guard(State(inspector): State<Inspector>, request: Request, next: Next)
             "the inspector answers only to its own address; open it at the address the agent printed",
         );
     }
+    // Browsers say where a request comes from: another site's page may not even
+    // read (a history export costs the agent memory and CPU, answered or not).
+    let site = request
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none");
+    if site == "cross-site" || site == "same-site" {
+        return error(
+            StatusCode::FORBIDDEN,
+            "bad_origin",
+            "the inspector answers only its own page; open it at the address the agent printed",
+        );
+    }
     if request.method() != Method::GET {
         let json = request
             .headers()
@@ -148,7 +162,22 @@ async fn guard(State(inspector): State<Inspector>, request: Request, next: Next)
             );
         }
     }
-    next.run(request).await
+    let mut response = next.run(request).await;
+    // Never inside another site's frame (a disguised click on Replay), never
+    // sniffed as another type.
+    let headers = response.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("frame-ancestors 'none'"),
+        );
+    }
+    response
 }
 
 /// `localhost[:port]`, a loopback address, or the inspector's own address.

@@ -36,6 +36,8 @@ pub(crate) struct HttpTap {
 
 struct Waiting {
     seq: u64,
+    /// A `CONNECT`: a 2xx answer makes the rest a tunnel, not HTTP.
+    connect: bool,
     started: Instant,
     head_request: bool,
     upgrade: bool,
@@ -82,6 +84,8 @@ enum Chunk {
     DataEnd,
     /// In the trailer section, the current line this long.
     Trailer { line: usize },
+    /// Not chunked framing after all: nothing more is followed on this side.
+    Lost,
 }
 
 /// One direction of a WebSocket: the frame being read and the message being built.
@@ -140,6 +144,7 @@ impl HttpTap {
     fn request_head(&mut self) {
         let head = &self.request.head;
         let head_request = head.starts_with(b"HEAD ");
+        let connect = head.starts_with(b"CONNECT ");
         let fields = &self.request.fields;
         let framing = if fields.chunked {
             Some(Framing::Chunked(Chunk::Size { line: Vec::new() }))
@@ -174,6 +179,7 @@ impl HttpTap {
         });
         self.waiting.push_back(Waiting {
             seq,
+            connect,
             started: now,
             head_request,
             upgrade,
@@ -186,7 +192,8 @@ impl HttpTap {
     }
 
     fn request_body_done(&mut self) {
-        let body = std::mem::take(&mut self.request.body);
+        let mut body = std::mem::take(&mut self.request.body);
+        body.captured.shrink_to_fit();
         self.request.state = State::Head;
         if let Some(w) = self.waiting.back() {
             self.inspector
@@ -232,6 +239,12 @@ impl HttpTap {
             }
             return;
         }
+        if front.connect && (200..300).contains(&status) {
+            // A tunnel from here on: its bytes are not HTTP.
+            self.response_done();
+            self.stop();
+            return;
+        }
         let fields = &self.response.fields;
         let framing = if front.head_request || status == 204 || status == 304 {
             None
@@ -266,7 +279,8 @@ impl HttpTap {
         let head = Head {
             raw: std::mem::take(&mut self.response.head),
         };
-        let body = std::mem::take(&mut self.response.body);
+        let mut body = std::mem::take(&mut self.response.body);
+        body.captured.shrink_to_fit();
         self.response.state = State::Head;
         let Some(w) = self.waiting.pop_front() else {
             return;
@@ -405,6 +419,10 @@ impl Side {
                 let line = &rest[line_start..end];
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 if line.is_empty() {
+                    if end >= MAX_HEAD {
+                        self.state = State::Off;
+                        return (data.len(), Done::Nothing);
+                    }
                     self.head = rest[..end + 1].to_vec();
                     return (start + end + 1, Done::Head);
                 }
@@ -422,6 +440,8 @@ impl Side {
         if let Some(i) = end_of_head().find(&self.head[from..]) {
             let end = from + i + 4;
             self.head.truncate(end);
+            // The record keeps this Vec: no room beyond the head it counts.
+            self.head.shrink_to_fit();
             self.fields = Fields::scan(&self.head);
             return (start + end - held, Done::Head);
         }
@@ -460,17 +480,25 @@ impl Chunk {
             match self {
                 Chunk::Size { line } => {
                     let Some(i) = rest.iter().position(|&b| b == b'\n') else {
-                        line.extend_from_slice(&rest[..rest.len().min(MAX_LINE)]);
+                        if line.len() + rest.len() > MAX_LINE {
+                            *self = Chunk::Lost;
+                        } else {
+                            line.extend_from_slice(rest);
+                        }
                         return (data.len(), false);
                     };
-                    line.extend_from_slice(&rest[..i.min(MAX_LINE)]);
+                    if line.len() + i > MAX_LINE {
+                        *self = Chunk::Lost;
+                        return (data.len(), false);
+                    }
+                    line.extend_from_slice(&rest[..i]);
                     used += i + 1;
                     let size = chunk_size(line);
                     *self = match size {
                         Some(0) => Chunk::Trailer { line: 0 },
                         Some(n) => Chunk::Data(n),
-                        // Not a chunk size: the body ends here for the capture.
-                        None => return (data.len(), true),
+                        // Not a chunk size: this side is not followed any more.
+                        None => Chunk::Lost,
                     };
                 }
                 Chunk::Data(left) => {
@@ -489,6 +517,7 @@ impl Chunk {
                     }
                     None => return (data.len(), false),
                 },
+                Chunk::Lost => return (data.len(), false),
                 Chunk::Trailer { line } => {
                     let b = rest[0];
                     used += 1;

@@ -188,3 +188,49 @@ proptest::proptest! {
         proptest::prop_assert!(inspector.used() <= 1 << 20);
     }
 }
+
+#[test]
+fn an_endless_chunk_size_line_is_not_held() {
+    let inspector = inspector(64);
+    let mut tap = HttpTap::new(inspector.clone(), 0, [192, 0, 2, 1].into(), None);
+    tap.read_from_stream(b"GET / HTTP/1.1\r\n\r\n");
+    tap.read_from_socket(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+    let digits = vec![b'1'; 1024];
+    for _ in 0..1000 {
+        tap.read_from_socket(&digits);
+    }
+    let State::Body(Framing::Chunked(chunk)) = &tap.response.state else {
+        panic!("the response side left its body");
+    };
+    assert!(
+        matches!(chunk, Chunk::Lost),
+        "the line was followed past its cap"
+    );
+}
+
+#[test]
+fn a_connect_tunnel_is_not_read_as_http() {
+    let inspector = inspector(64);
+    let all = capture(
+        &inspector,
+        b"CONNECT db:5432 HTTP/1.1\r\nhost: db:5432\r\n\r\nGET /planted HTTP/1.1\r\nauthorization: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+        1000,
+    );
+    // In this order the planted request is read before the 200 is seen, so it
+    // is recorded; what follows the 200 is not.
+    let methods: Vec<String> = all.iter().map(|e| e.request.request().method).collect();
+    assert_eq!(methods[0], "CONNECT");
+    assert_eq!(all[0].response.as_ref().unwrap().response().status, 200);
+    let inspector = super::super::Inspector::new(InspectConfig::default());
+    let mut tap = HttpTap::new(inspector.clone(), 0, [192, 0, 2, 1].into(), None);
+    tap.read_from_stream(b"CONNECT db:5432 HTTP/1.1\r\nhost: db:5432\r\n\r\n");
+    tap.read_from_socket(b"HTTP/1.1 200 OK\r\n\r\n");
+    tap.read_from_stream(b"GET /planted HTTP/1.1\r\nauthorization: x\r\n\r\n");
+    drop(tap);
+    assert_eq!(
+        inspector.exchanges(10).len(),
+        1,
+        "nothing planted after the 200"
+    );
+}

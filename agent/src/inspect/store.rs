@@ -166,14 +166,14 @@ impl Exchange {
 
     fn bytes(&self) -> usize {
         RECORD_OVERHEAD
-            + self.request.raw.len()
-            + self.request_body.captured.len()
-            + self.response.as_ref().map_or(0, |h| h.raw.len())
-            + self.response_body.captured.len()
+            + self.request.raw.capacity()
+            + self.request_body.captured.capacity()
+            + self.response.as_ref().map_or(0, |h| h.raw.capacity())
+            + self.response_body.captured.capacity()
             + self
                 .websocket
                 .iter()
-                .map(|m| m.captured.len() + 64)
+                .map(|m| m.captured.capacity() + 64)
                 .sum::<usize>()
     }
 }
