@@ -174,6 +174,13 @@ fn the_api_lists_tunnels_captures_replays_and_exports() {
         let requests = list["requests"].as_array().unwrap();
         requests.len() == 2 && requests.iter().all(|r| r["duration"].as_u64() > Some(0))
     });
+    let summaries = get_json(&inspector, "/api/requests/http?summary=1");
+    let row = &summaries["requests"][0];
+    assert_eq!(row["summary"], true);
+    assert_eq!(row["request"]["uri"], "/second");
+    assert_eq!(row["response"]["status_code"], 200);
+    assert_eq!(row["remote_addr"], "127.0.0.1");
+    assert!(row["request"].get("headers").is_none(), "{row}");
     let list = get_json(&inspector, "/api/requests/http?limit=1");
     assert_eq!(list["requests"].as_array().unwrap().len(), 1, "limit");
     let newest = &list["requests"][0];

@@ -244,6 +244,20 @@ fn limit(uri: &Uri) -> usize {
 }
 
 async fn list(State(inspector): State<Inspector>, uri: Uri) -> axum::Json<Value> {
+    if uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .any(|p| p == "summary=1")
+    {
+        let tunnels = inspector.tunnels();
+        let v = View {
+            secrets: inspector.config().secrets,
+            tunnels: &tunnels,
+        };
+        let requests = inspector.map_exchanges(limit(&uri), |e| show::summary(v, e));
+        return axum::Json(json!({ "uri": "/api/requests/http", "requests": requests }));
+    }
     let exchanges = inspector.exchanges(limit(&uri));
     let requests: Vec<Value> = view(&inspector, |v| {
         exchanges
@@ -371,12 +385,21 @@ async fn events(State(inspector): State<Inspector>, headers: HeaderMap) -> Respo
         futures_util::stream::unfold((inspector, feed), |(inspector, mut feed)| async move {
             let event = loop {
                 let event = match feed.recv().await {
-                    Ok(Change::Request(seq)) => match inspector.exchange(seq) {
-                        Some(e) => Event::default()
-                            .event("request")
-                            .data(view(&inspector, |v| show::exchange(v, &e, false)).to_string()),
-                        None => continue,
-                    },
+                    // A summary, made under the lock: a record's bodies are fetched
+                    // when a person opens it, not copied for every change.
+                    Ok(Change::Request(seq)) => {
+                        let tunnels = inspector.tunnels();
+                        let v = View {
+                            secrets: inspector.config().secrets,
+                            tunnels: &tunnels,
+                        };
+                        match inspector.with_exchange(seq, |e| show::summary(v, e)) {
+                            Some(summary) => {
+                                Event::default().event("request").data(summary.to_string())
+                            }
+                            None => continue,
+                        }
+                    }
                     Ok(Change::Connection(seq)) => match inspector.connection(seq) {
                         Some(c) => Event::default()
                             .event("connection")

@@ -610,10 +610,14 @@ impl Fields {
     fn note(&mut self, line: &[u8]) {
         // Only names of 7, 14 or 17 bytes matter, and a name ends at its colon:
         // three looks tell whether this line can be one of them.
-        let Some(colon) = [7, 14, 17]
-            .into_iter()
-            .find(|&at| line.get(at) == Some(&b':'))
-        else {
+        let colon_at = |at: usize| line.len() > at && line[at] == b':';
+        let colon = if colon_at(7) {
+            7
+        } else if colon_at(14) {
+            14
+        } else if colon_at(17) {
+            17
+        } else {
             return;
         };
         let name = &line[..colon];

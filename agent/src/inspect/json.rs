@@ -190,6 +190,36 @@ pub(crate) fn exchange(view: View<'_>, e: &Exchange, with_raw: bool) -> Value {
     })
 }
 
+/// What a list row needs of a request record, without headers or bodies: the live
+/// feed's and the page's list's shape (`"summary": true`; the record itself is at
+/// its `uri`).
+pub(crate) fn summary(view: View<'_>, e: &Exchange) -> Value {
+    let req = e.request.request_line();
+    let id = request_id(e.seq);
+    let response = e.response.as_ref().map(|head| {
+        let (status, reason) = head.status_line();
+        json!({
+            "status": format!("{status} {reason}"),
+            "status_code": status,
+            "body": { "size": e.response_body.size },
+        })
+    });
+    json!({
+        "summary": true,
+        "uri": format!("/api/requests/http/{id}"),
+        "id": id,
+        "tunnel_name": view.tunnel_name(e.tunnel),
+        "remote_addr": e.remote_addr(),
+        "start": rfc3339(e.started),
+        "duration": e.duration.map_or(0, |d| d.as_nanos() as u64),
+        "replay_of": e.replay_of.map(request_id),
+        "error": e.error,
+        "request": { "method": req.0, "uri": req.1, "body": { "size": e.request_body.size } },
+        "response": response,
+        "websocket": (!e.websocket.is_empty()).then(|| json!({ "count": e.websocket.len() })),
+    })
+}
+
 /// One TCP connection record.
 pub(crate) fn connection(view: View<'_>, c: &Connection) -> Value {
     json!({

@@ -215,6 +215,16 @@ impl Inspector {
         self.store().get(seq).cloned()
     }
 
+    /// `f` of exchange `seq`, under the history's lock (no copy of its bodies).
+    pub(crate) fn with_exchange<R>(&self, seq: u64, f: impl FnOnce(&Exchange) -> R) -> Option<R> {
+        self.store().get(seq).map(f)
+    }
+
+    /// `f` of each of the newest `limit` exchanges, newest first, under the lock.
+    pub(crate) fn map_exchanges<R>(&self, limit: usize, f: impl FnMut(&Exchange) -> R) -> Vec<R> {
+        self.store().newest(limit).map(f).collect()
+    }
+
     /// Copies of the newest `limit` exchanges, newest first.
     pub fn exchanges(&self, limit: usize) -> Vec<Exchange> {
         self.store().newest(limit).cloned().collect()
@@ -246,11 +256,11 @@ impl Inspector {
         self.store()
             .newest(n)
             .map(|e| {
-                let request = e.request.request();
+                let (method, target) = e.request.request_line();
                 RequestSummary {
-                    method: request.method,
-                    target: request.target,
-                    status: e.response.as_ref().map(|r| r.response().status),
+                    method: method.to_string(),
+                    target: target.to_string(),
+                    status: e.response.as_ref().map(|r| r.status_line().0),
                     duration: e.duration,
                     started: e.started,
                 }

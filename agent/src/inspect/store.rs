@@ -92,6 +92,54 @@ fn owned(fields: &[httparse::Header<'_>]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+impl Head {
+    /// A request head's method and target, without parsing its fields.
+    pub fn request_line(&self) -> (&str, &str) {
+        let line = self.first_line();
+        let mut parts = line.split(' ');
+        (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        )
+    }
+
+    /// A response head's status code and reason, without parsing its fields.
+    pub fn status_line(&self) -> (u16, &str) {
+        let line = self.first_line();
+        let mut parts = line.splitn(3, ' ');
+        let _version = parts.next();
+        let status = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, parts.next().unwrap_or_default())
+    }
+
+    fn first_line(&self) -> &str {
+        let end = memchr::memchr(b'\n', &self.raw).unwrap_or(self.raw.len());
+        let line = &self.raw[..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        std::str::from_utf8(line).unwrap_or_default()
+    }
+}
+
+impl Exchange {
+    /// The viewer's address: the last `X-Forwarded-For` hop (added by the Edge), or
+    /// the address the stream was opened for.
+    pub fn remote_addr(&self) -> String {
+        let raw = &self.request.raw;
+        let mut found = None;
+        for line in raw.split(|&b| b == b'\n') {
+            if line.len() > 16 && line[..16].eq_ignore_ascii_case(b"x-forwarded-for:") {
+                found = Some(&line[16..]);
+            }
+        }
+        found
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| self.viewer.to_string())
+    }
+}
+
 impl ParsedHead {
     /// The first value of header `name` (case-insensitive), as text.
     pub fn header(&self, name: &str) -> Option<&str> {
