@@ -369,6 +369,26 @@ impl Drop for HttpTap {
         if matches!(self.response.state, State::Body(Framing::UntilClose)) {
             self.response_done();
         }
+        // A body the stream ended in the middle of is kept as far as it came, marked
+        // cut (so it is never replayed as if it were whole).
+        if matches!(self.request.state, State::Body(_))
+            && let Some(w) = self.waiting.back()
+        {
+            let mut body = std::mem::take(&mut self.request.body);
+            body.truncated = true;
+            self.inspector
+                .store()
+                .update(w.seq, |e| e.request_body = body);
+        }
+        if matches!(self.response.state, State::Body(_))
+            && let Some(w) = self.waiting.front()
+        {
+            let mut body = std::mem::take(&mut self.response.body);
+            body.truncated = true;
+            self.inspector
+                .store()
+                .update(w.seq, |e| e.response_body = body);
+        }
         let mut store = self.inspector.store();
         for w in self.waiting.drain(..) {
             store.update(w.seq, |e| {

@@ -234,3 +234,17 @@ fn a_connect_tunnel_is_not_read_as_http() {
         "nothing planted after the 200"
     );
 }
+
+#[test]
+fn a_body_cut_by_the_end_of_its_stream_is_marked_cut() {
+    let inspector = inspector(64);
+    let all = capture(
+        &inspector,
+        b"POST / HTTP/1.1\r\ncontent-length: 10\r\n\r\n0123",
+        b"",
+        100,
+    );
+    assert_eq!(all[0].request_body.captured, b"0123");
+    assert!(all[0].request_body.truncated, "never replayed as whole");
+    assert!(all[0].error.is_some());
+}

@@ -41,7 +41,7 @@ pub(crate) enum ReplayError {
     #[error("no request {0} is kept; it may have left the history")]
     NotFound(String),
     #[error(
-        "the request's body was larger than --inspect-body-limit, so it cannot be replayed as it was; replay it with an edited body"
+        "the request's body was not captured whole (it was larger than --inspect-body-limit, or its connection ended first), so it cannot be replayed as it was; replay it with an edited body"
     )]
     Truncated,
     #[error("{0}")]
