@@ -161,6 +161,8 @@ pub enum AgentEvent {
         local: String,
         /// Transport of the session.
         transport: TransportKind,
+        /// The tunnel's name in a config file (`netbore start`).
+        name: Option<String>,
     },
     /// The Edge took one tunnel away for good (deleted, or reclaimed by another agent);
     /// the others stay online.
@@ -334,6 +336,7 @@ pub async fn run_until(
                         public_url: c.public_url.clone(),
                         local: config.tunnels[i].local.clone(),
                         transport: session.kind(),
+                        name: config.tunnels[i].label.clone(),
                     });
                 }
                 let metrics = netbore_metrics::agent();

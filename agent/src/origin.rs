@@ -88,29 +88,36 @@ async fn forward(mut stream: Stream, origins: Arc<[Origin]>, timeout: Duration) 
                 to_stream: &stats.bytes_out,
                 from_stream: &stats.bytes_in,
             };
-            let result = match (&origin.inspector, origin.protocol) {
-                (None, _) => pipe::join_counted(socket, stream, Some(counted)).await,
+            // One pipe future whatever is inspected (each stream's task holds it).
+            // An HTTP stream's parser is boxed: only inspected streams pay for it.
+            // A TCP connection's bytes are counted as they pass, so one that ends
+            // in a reset still shows what it moved.
+            let mut http_tap: Option<Box<HttpTap>> = None;
+            let mut moved = ByteCount::default();
+            let tap: Option<&mut dyn pipe::Tap> = match (&origin.inspector, origin.protocol) {
+                (None, _) => None,
                 (Some(inspector), Protocol::Http) => {
-                    // Boxed: only inspected streams pay for the parser's state.
-                    let mut tap = Box::new(HttpTap::new(
+                    let tap = http_tap.insert(Box::new(HttpTap::new(
                         inspector.clone(),
                         header.slot as usize,
                         header.viewer.ip(),
                         None,
-                    ));
-                    pipe::join_tapped(socket, stream, Some(counted), Some(&mut *tap)).await
+                    )));
+                    Some(&mut **tap)
                 }
                 (Some(inspector), Protocol::Tcp | Protocol::Tls) => {
-                    let seq = inspector.connection_opened(header.slot as usize, header.viewer);
-                    // Counted as they pass, so a connection that ends in a reset
-                    // still shows what it moved.
-                    let mut moved = ByteCount::default();
-                    let result =
-                        pipe::join_tapped(socket, stream, Some(counted), Some(&mut moved)).await;
-                    inspector.connection_closed(seq, moved.from_viewer, moved.to_viewer);
-                    result
+                    moved.connection =
+                        inspector.connection_opened(header.slot as usize, header.viewer);
+                    Some(&mut moved)
                 }
             };
+            let result = pipe::join_tapped(socket, stream, Some(counted), tap).await;
+            drop(http_tap);
+            if let Some(inspector) = &origin.inspector
+                && moved.connection != 0
+            {
+                inspector.connection_closed(moved.connection, moved.from_viewer, moved.to_viewer);
+            }
             if let Err(e) = result {
                 tracing::debug!(tunnel_id = %origin.tunnel_id, viewer = %header.viewer, error = %e, "viewer stream ended with an error");
             }

@@ -296,8 +296,12 @@ pub(crate) fn print_event_with(printer: Printer, event: AgentEvent, inspector: O
             public_url,
             local,
             transport,
+            name,
         } => {
             let mut fields = json!({ "tunnel_id": tunnel_id, "public_url": public_url, "local": local, "transport": transport.as_str() });
+            if let Some(name) = &name {
+                fields["name"] = name.as_str().into();
+            }
             if let Some(url) = inspector {
                 fields["inspector"] = url.into();
             }

@@ -179,6 +179,7 @@ addr = "127.0.0.1:9"
             .starts_with("http://"),
         "{online}"
     );
+    assert_eq!(online["name"], "web", "the file's name for it: {online}");
     // Every tunnel of a session is created before the first goes online.
     let tunnels = tunnels_of(&server, &key);
     assert_eq!(tunnels.len(), 1, "{tunnels:#?}");

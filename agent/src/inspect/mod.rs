@@ -105,6 +105,8 @@ pub struct Stats {
 /// Bytes a TCP tunnel's connection moved each way, counted as they pass.
 #[derive(Debug, Default)]
 pub(crate) struct ByteCount {
+    /// The connection's record (0: none).
+    pub(crate) connection: u64,
     /// From the viewer (read from the stream).
     pub(crate) from_viewer: u64,
     /// To the viewer (read from the origin).

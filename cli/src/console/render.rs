@@ -306,6 +306,7 @@ mod tests {
                 public_url: "http://app.tunnel.example.com".into(),
                 local: "127.0.0.1:3000".into(),
                 transport: TransportKind::Quic,
+                name: None,
             },
             Instant::now(),
         );

@@ -77,6 +77,7 @@ impl State {
                 public_url,
                 local,
                 transport,
+                ..
             } => {
                 self.status = Status::Online;
                 self.transport = Some(transport.as_str());
@@ -169,6 +170,7 @@ mod tests {
             public_url: url.into(),
             local: local.into(),
             transport: TransportKind::Quic,
+            name: None,
         }
     }
 
