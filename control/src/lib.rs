@@ -9,6 +9,7 @@
 
 pub mod api;
 mod auth;
+pub mod civil;
 pub mod client_addr;
 mod limits;
 pub mod names;

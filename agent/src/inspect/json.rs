@@ -68,17 +68,6 @@ pub(crate) fn parse_id(id: &str, prefix: &str) -> Option<u64> {
     id.strip_prefix(prefix)?.parse().ok()
 }
 
-/// The viewer's address: the last `X-Forwarded-For` hop (added by the Edge), or
-/// the address the stream was opened for.
-pub(crate) fn remote_addr(exchange: &Exchange, request: &ParsedHead) -> String {
-    request
-        .header("x-forwarded-for")
-        .and_then(|v| v.rsplit(',').next())
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| exchange.viewer.to_string())
-}
-
 fn headers(view: View<'_>, head: &ParsedHead) -> Value {
     let mut map = Map::new();
     for (name, value) in &head.headers {
@@ -179,7 +168,7 @@ pub(crate) fn exchange(view: View<'_>, e: &Exchange, with_raw: bool) -> Value {
         "uri": format!("/api/requests/http/{id}"),
         "id": id,
         "tunnel_name": view.tunnel_name(e.tunnel),
-        "remote_addr": remote_addr(e, &req),
+        "remote_addr": e.remote_addr(),
         "start": rfc3339(e.started),
         "duration": e.duration.map_or(0, |d| d.as_nanos() as u64),
         "replay_of": e.replay_of.map(request_id),
@@ -319,23 +308,15 @@ fn quote(s: &str) -> String {
 /// `2026-12-05T06:00:00.123Z`.
 pub(crate) fn rfc3339(t: SystemTime) -> String {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let c = netbore_control::civil::utc(since.as_secs());
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        c.year,
+        c.month,
+        c.day,
+        c.hour,
+        c.minute,
+        c.second,
         since.subsec_millis()
     )
 }

@@ -207,11 +207,6 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// The record's `id` in the API.
-    pub fn id(&self) -> String {
-        format!("r_{:08}", self.seq)
-    }
-
     fn bytes(&self) -> usize {
         RECORD_OVERHEAD
             + self.request.raw.capacity()
