@@ -12,12 +12,15 @@ use std::time::{Instant, SystemTime};
 use netbore_transport::pipe::Tap;
 
 use super::Inspector;
-use super::store::{Body, Exchange, Head, MAX_WS_MESSAGES, WsMessage};
+use super::store::{Body, Exchange, Head, MAX_WS_MESSAGES, Store, WsMessage};
+use super::websocket::Frames;
 
 /// The longest head followed; a longer one ends the capture of its stream.
 const MAX_HEAD: usize = 64 * 1024;
 /// The longest chunk-size or trailer line followed.
 const MAX_LINE: usize = 4096;
+/// Room a side keeps for the next head or body; more is given back once used.
+const KEEP_ROOM: usize = 4096;
 
 /// Taps one stream of an HTTP tunnel.
 pub(crate) struct HttpTap {
@@ -47,10 +50,45 @@ struct Waiting {
 #[derive(Default)]
 struct Side {
     state: State,
+    /// A head that came in pieces, or a response head until its body has come (a
+    /// head that comes whole is read where it lies).
     head: Vec<u8>,
-    /// The framing fields of `head`, once it is complete.
+    /// The framing fields of the head, once it is complete.
     fields: Fields,
-    body: Body,
+    body: Capture,
+}
+
+/// A body as it passes: its size and its first bytes, up to the body limit, held
+/// until it ends and is copied into the history.
+#[derive(Default)]
+struct Capture {
+    size: u64,
+    captured: Vec<u8>,
+    truncated: bool,
+}
+
+impl Capture {
+    /// The body for the record (`whole`: it came in one piece, read where it lies;
+    /// `cut`: the stream ended in its middle); this one starts again, empty.
+    fn finish(&mut self, store: &mut Store, whole: Option<&[u8]>, cut: bool) -> Body {
+        let body = Body {
+            size: self.size,
+            captured: store.copy(whole.unwrap_or(&self.captured)),
+            truncated: self.truncated || cut,
+        };
+        self.size = 0;
+        self.truncated = false;
+        reuse(&mut self.captured);
+        body
+    }
+}
+
+/// Empties `room`, keeping its allocation for the next message unless it is large.
+fn reuse(room: &mut Vec<u8>) {
+    room.clear();
+    if room.capacity() > KEEP_ROOM {
+        *room = Vec::new();
+    }
 }
 
 #[derive(Default)]
@@ -88,26 +126,14 @@ enum Chunk {
     Lost,
 }
 
-/// One direction of a WebSocket: the frame being read and the message being built.
-#[derive(Default)]
-struct Frames {
-    header: [u8; 14],
-    have: usize,
-    remaining: u64,
-    mask: Option<[u8; 4]>,
-    masked_at: usize,
-    /// The data message being built (across continuation frames).
-    message: Option<WsMessage>,
-    /// A control frame being read.
-    control: Option<WsMessage>,
-    fin: bool,
-}
-
 /// What a step of a side's parser ended.
 enum Done {
     Nothing,
-    Head,
-    Body,
+    /// A head: the bytes taken from this offset on, or (`None`) the side's `head`.
+    Head(Option<usize>),
+    /// A body: all of it is the bytes taken from this offset on, or (`None`) the
+    /// side's `body` holds what is kept of it.
+    Body(Option<usize>),
 }
 
 impl HttpTap {
@@ -141,8 +167,11 @@ impl HttpTap {
         self.waiting.back().map(|w| w.seq)
     }
 
-    fn request_head(&mut self) {
-        let head = &self.request.head;
+    /// A request head has ended: `whole` when it came in one piece, else it is the
+    /// side's `head`.
+    fn request_head(&mut self, whole: Option<&[u8]>) {
+        let held = std::mem::take(&mut self.request.head);
+        let head = whole.unwrap_or(&held);
         let head_request = head.starts_with(b"HEAD ");
         let connect = head.starts_with(b"CONNECT ");
         let fields = &self.request.fields;
@@ -159,11 +188,12 @@ impl HttpTap {
             }
         };
         let upgrade = fields.upgrade;
-        let head = Head {
-            raw: std::mem::take(&mut self.request.head),
-        };
         let now = Instant::now();
-        let seq = self.inspector.store().add(Exchange {
+        let mut store = self.inspector.store();
+        let head = Head {
+            raw: store.copy(head),
+        };
+        let seq = store.add(Exchange {
             seq: 0,
             tunnel: self.tunnel,
             viewer: self.viewer,
@@ -177,6 +207,9 @@ impl HttpTap {
             websocket: Vec::new(),
             error: None,
         });
+        drop(store);
+        self.request.head = held;
+        reuse(&mut self.request.head);
         self.waiting.push_back(Waiting {
             seq,
             connect,
@@ -191,24 +224,28 @@ impl HttpTap {
         };
     }
 
-    fn request_body_done(&mut self) {
-        let mut body = std::mem::take(&mut self.request.body);
-        body.captured.shrink_to_fit();
+    fn request_body_done(&mut self, whole: Option<&[u8]>) {
         self.request.state = State::Head;
+        let mut store = self.inspector.store();
+        let body = self.request.body.finish(&mut store, whole, false);
         if let Some(w) = self.waiting.back() {
-            self.inspector
-                .store()
-                .update(w.seq, |e| e.request_body = body);
+            store.update(w.seq, |e| e.request_body = body);
         }
     }
 
-    fn response_head(&mut self) {
+    /// A response head has ended: `whole` when it came in one piece, else it is the
+    /// side's `head` (where it stays until the response is recorded).
+    fn response_head(&mut self, whole: Option<&[u8]>) {
+        if let Some(whole) = whole {
+            self.response.head.clear();
+            self.response.head.extend_from_slice(whole);
+        }
         let head = &self.response.head;
         let status = head
             .strip_prefix(b"HTTP/1.")
             .and_then(|rest| rest.get(2..5))
-            .and_then(|code| std::str::from_utf8(code).ok())
-            .and_then(|code| code.parse::<u16>().ok());
+            .and_then(decimal)
+            .and_then(|code| u16::try_from(code).ok());
         let (Some(status), Some(front)) = (status, self.waiting.front()) else {
             self.stop();
             return;
@@ -226,7 +263,7 @@ impl HttpTap {
         };
         if status == 101 {
             let (upgrade, seq) = (front.upgrade, front.seq);
-            self.response_done();
+            self.response_done(None);
             if upgrade {
                 self.upgraded = Some(seq);
                 self.request.state = State::WebSocket(Box::default());
@@ -241,7 +278,7 @@ impl HttpTap {
         }
         if front.connect && (200..300).contains(&status) {
             // A tunnel from here on: its bytes are not HTTP.
-            self.response_done();
+            self.response_done(None);
             self.stop();
             return;
         }
@@ -265,7 +302,7 @@ impl HttpTap {
         };
         match framing {
             Some(f) => self.response.state = State::Body(f),
-            None => self.response_done(),
+            None => self.response_done(None),
         }
         if let Some(early) = early {
             // Not upgraded: what came meanwhile is the next request.
@@ -274,23 +311,24 @@ impl HttpTap {
         }
     }
 
-    /// Records the response whose head (and body, if any) the response side holds.
-    fn response_done(&mut self) {
-        let head = Head {
-            raw: std::mem::take(&mut self.response.head),
-        };
-        let mut body = std::mem::take(&mut self.response.body);
-        body.captured.shrink_to_fit();
+    /// Records the response whose head the response side holds, and its body:
+    /// `whole` when it came in one piece, else what the side holds of it.
+    fn response_done(&mut self, whole: Option<&[u8]>) {
         self.response.state = State::Head;
-        let Some(w) = self.waiting.pop_front() else {
-            return;
-        };
-        let duration = w.started.elapsed();
-        self.inspector.store().update(w.seq, |e| {
-            e.response = Some(head);
-            e.response_body = body;
-            e.duration = Some(duration);
-        });
+        if let Some(w) = self.waiting.pop_front() {
+            let duration = w.started.elapsed();
+            let mut store = self.inspector.store();
+            let head = Head {
+                raw: store.copy(&self.response.head),
+            };
+            let body = self.response.body.finish(&mut store, whole, false);
+            store.update(w.seq, |e| {
+                e.response = Some(head);
+                e.response_body = body;
+                e.duration = Some(duration);
+            });
+        }
+        reuse(&mut self.response.head);
     }
 
     /// Stops following the stream (what was captured stays).
@@ -316,11 +354,12 @@ impl Tap for HttpTap {
     fn read_from_stream(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             let (used, done) = self.request.step(data, self.limit);
-            data = &data[used..];
+            let (piece, rest) = data.split_at(used);
+            data = rest;
             match done {
                 Done::Nothing => {}
-                Done::Head => self.request_head(),
-                Done::Body => self.request_body_done(),
+                Done::Head(at) => self.request_head(at.map(|start| &piece[start..])),
+                Done::Body(at) => self.request_body_done(at.map(|start| &piece[start..])),
             }
             if let State::WebSocket(frames) = &mut self.request.state {
                 let seq = self.upgraded;
@@ -340,11 +379,12 @@ impl Tap for HttpTap {
     fn read_from_socket(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             let (used, done) = self.response.step(data, self.limit);
-            data = &data[used..];
+            let (piece, rest) = data.split_at(used);
+            data = rest;
             match done {
                 Done::Nothing => {}
-                Done::Head => self.response_head(),
-                Done::Body => self.response_done(),
+                Done::Head(at) => self.response_head(at.map(|start| &piece[start..])),
+                Done::Body(at) => self.response_done(at.map(|start| &piece[start..])),
             }
             if let State::WebSocket(frames) = &mut self.response.state {
                 let seq = self.upgraded;
@@ -367,29 +407,23 @@ impl Drop for HttpTap {
     /// waiting never got (all of) theirs.
     fn drop(&mut self) {
         if matches!(self.response.state, State::Body(Framing::UntilClose)) {
-            self.response_done();
+            self.response_done(None);
         }
         // A body the stream ended in the middle of is kept as far as it came, marked
         // cut (so it is never replayed as if it were whole).
+        let mut store = self.inspector.store();
         if matches!(self.request.state, State::Body(_))
             && let Some(w) = self.waiting.back()
         {
-            let mut body = std::mem::take(&mut self.request.body);
-            body.truncated = true;
-            self.inspector
-                .store()
-                .update(w.seq, |e| e.request_body = body);
+            let body = self.request.body.finish(&mut store, None, true);
+            store.update(w.seq, |e| e.request_body = body);
         }
         if matches!(self.response.state, State::Body(_))
             && let Some(w) = self.waiting.front()
         {
-            let mut body = std::mem::take(&mut self.response.body);
-            body.truncated = true;
-            self.inspector
-                .store()
-                .update(w.seq, |e| e.response_body = body);
+            let body = self.response.body.finish(&mut store, None, true);
+            store.update(w.seq, |e| e.response_body = body);
         }
-        let mut store = self.inspector.store();
         for w in self.waiting.drain(..) {
             store.update(w.seq, |e| {
                 e.error =
@@ -405,9 +439,23 @@ impl Side {
     fn step(&mut self, data: &[u8], limit: usize) -> (usize, Done) {
         match &mut self.state {
             State::Head => self.step_head(data),
+            // A body that is all here and all kept is read where it lies.
+            State::Body(Framing::Length(left))
+                if self.body.size == 0 && *left <= data.len() as u64 && *left <= limit as u64 =>
+            {
+                self.body.size = *left;
+                (*left as usize, Done::Body(Some(0)))
+            }
             State::Body(framing) => {
                 let (used, ended) = framing.step(data, &mut self.body, limit);
-                (used, if ended { Done::Body } else { Done::Nothing })
+                (
+                    used,
+                    if ended {
+                        Done::Body(None)
+                    } else {
+                        Done::Nothing
+                    },
+                )
             }
             State::Upgrading(early) => {
                 if early.len() + data.len() > MAX_HEAD {
@@ -431,25 +479,14 @@ impl Side {
                 .position(|&b| b != b'\r' && b != b'\n')
                 .unwrap_or(data.len());
             // Most heads arrive whole: one pass over their lines finds both the
-            // end and the framing fields, then one copy of the exact size.
-            let rest = &data[start..];
+            // end and the framing fields, and the head is read where it lies.
             self.fields = Fields::new();
-            let mut line_start = 0;
-            for end in memchr::memchr_iter(b'\n', rest) {
-                let line = &rest[line_start..end];
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                if line.is_empty() {
-                    if end >= MAX_HEAD {
-                        self.state = State::Off;
-                        return (data.len(), Done::Nothing);
-                    }
-                    self.head = rest[..end + 1].to_vec();
-                    return (start + end + 1, Done::Head);
+            if let Some(end) = self.fields.scan_head(&data[start..]) {
+                if end > MAX_HEAD {
+                    self.state = State::Off;
+                    return (data.len(), Done::Nothing);
                 }
-                if line_start > 0 {
-                    self.fields.note(line);
-                }
-                line_start = end + 1;
+                return (start + end, Done::Head(Some(start)));
             }
         }
         // The end may straddle the chunks: search from the last three bytes held.
@@ -460,13 +497,11 @@ impl Side {
         if let Some(i) = end_of_head().find(&self.head[from..]) {
             let end = from + i + 4;
             self.head.truncate(end);
-            // The record keeps this Vec: no room beyond the head it counts.
-            self.head.shrink_to_fit();
             self.fields = Fields::scan(&self.head);
-            return (start + end - held, Done::Head);
+            return (start + end - held, Done::Head(None));
         }
         if self.head.len() > MAX_HEAD {
-            self.head = Vec::new();
+            reuse(&mut self.head);
             self.state = State::Off;
         }
         (start + take, Done::Nothing)
@@ -475,7 +510,7 @@ impl Side {
 
 impl Framing {
     /// Takes body bytes of `data`; returns the bytes used and whether the body ended.
-    fn step(&mut self, data: &[u8], body: &mut Body, limit: usize) -> (usize, bool) {
+    fn step(&mut self, data: &[u8], body: &mut Capture, limit: usize) -> (usize, bool) {
         match self {
             Framing::Length(left) => {
                 let n = (*left).min(data.len() as u64) as usize;
@@ -493,7 +528,7 @@ impl Framing {
 }
 
 impl Chunk {
-    fn step(&mut self, data: &[u8], body: &mut Body, limit: usize) -> (usize, bool) {
+    fn step(&mut self, data: &[u8], body: &mut Capture, limit: usize) -> (usize, bool) {
         let mut used = 0;
         while used < data.len() {
             let rest = &data[used..];
@@ -562,7 +597,7 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
 }
 
 /// Adds `data` to `body`: all of it to the size, up to `limit` to what is kept.
-fn keep(body: &mut Body, data: &[u8], limit: usize) {
+fn keep(body: &mut Capture, data: &[u8], limit: usize) {
     body.size += data.len() as u64;
     let room = limit.saturating_sub(body.captured.len());
     if room < data.len() {
@@ -570,6 +605,22 @@ fn keep(body: &mut Body, data: &[u8], limit: usize) {
     }
     body.captured
         .extend_from_slice(&data[..room.min(data.len())]);
+}
+
+/// The number written in `digits` (ASCII decimal, at most 19 digits).
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in digits {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n = n * 10 + u64::from(d);
+    }
+    Some(n)
 }
 
 /// The wall-clock time of `now`, from one reading of both clocks taken once: one
@@ -626,6 +677,31 @@ impl Fields {
         fields
     }
 
+    /// Finds where the head at the start of `bytes` ends (the length through its
+    /// blank line) and notes its framing fields on the way; `None` when it does
+    /// not end in `bytes`. One search per line, and only lines that can be a
+    /// framing field are looked at.
+    fn scan_head(&mut self, bytes: &[u8]) -> Option<usize> {
+        // The first line is the request or status line.
+        let mut at = memchr::memchr(b'\n', bytes)? + 1;
+        loop {
+            let rest = &bytes[at..];
+            match rest {
+                [b'\n', ..] => return Some(at + 1),
+                [b'\r', b'\n', ..] => return Some(at + 2),
+                [] => return None,
+                _ => {}
+            }
+            let end = memchr::memchr(b'\n', rest)?;
+            // `Content-Length`, `Transfer-Encoding` and `Upgrade`, in any case.
+            if matches!(rest[0] | 0x20, b'c' | b't' | b'u') {
+                let line = &rest[..end];
+                self.note(line.strip_suffix(b"\r").unwrap_or(line));
+            }
+            at += end + 1;
+        }
+    }
+
     /// Notes one field line (without its line end).
     fn note(&mut self, line: &[u8]) {
         // Only names of 7, 14 or 17 bytes matter, and a name ends at its colon:
@@ -643,7 +719,7 @@ impl Fields {
         let name = &line[..colon];
         let value = line[colon + 1..].trim_ascii();
         if name.eq_ignore_ascii_case(b"content-length") {
-            let n = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+            let n = decimal(value);
             self.content_length = match (n, self.content_length) {
                 (Some(n), Ok(None)) => Ok(Some(n)),
                 (Some(n), Ok(Some(m))) if n == m => Ok(Some(n)),
@@ -655,120 +731,6 @@ impl Fields {
             self.chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
         } else if name.eq_ignore_ascii_case(b"upgrade") {
             self.upgrade = true;
-        }
-    }
-}
-
-impl Frames {
-    /// Reads frames from `data`, pushing each finished message to `out`.
-    fn feed(&mut self, mut data: &[u8], from_viewer: bool, limit: usize, out: &mut Vec<WsMessage>) {
-        while !data.is_empty() {
-            if self.remaining == 0 && self.have < self.header_len() {
-                let need = self.header_len() - self.have;
-                let n = need.min(data.len());
-                self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
-                self.have += n;
-                data = &data[n..];
-                if self.have == self.header_len() {
-                    self.frame_started(from_viewer, out);
-                }
-                continue;
-            }
-            let n = self.remaining.min(data.len() as u64) as usize;
-            let payload = &data[..n];
-            let mask = self.mask;
-            let offset = self.masked_at;
-            if let Some(m) = self.current() {
-                m.size += n as u64;
-                let room = limit.saturating_sub(m.captured.len()).min(n);
-                let start = m.captured.len();
-                m.captured.extend_from_slice(&payload[..room]);
-                if let Some(mask) = mask {
-                    for (i, b) in m.captured[start..].iter_mut().enumerate() {
-                        *b ^= mask[(offset + i) % 4];
-                    }
-                }
-            }
-            self.masked_at += n;
-            self.remaining -= n as u64;
-            data = &data[n..];
-            if self.remaining == 0 {
-                self.frame_ended(out);
-            }
-        }
-    }
-
-    /// The length of the frame header being read, as far as its first bytes tell.
-    fn header_len(&self) -> usize {
-        if self.have < 2 {
-            return 2;
-        }
-        let extended = match self.header[1] & 0x7f {
-            126 => 2,
-            127 => 8,
-            _ => 0,
-        };
-        2 + extended + if self.header[1] & 0x80 != 0 { 4 } else { 0 }
-    }
-
-    fn frame_started(&mut self, from_viewer: bool, out: &mut Vec<WsMessage>) {
-        let h = self.header;
-        self.fin = h[0] & 0x80 != 0;
-        let opcode = h[0] & 0x0f;
-        let (len, at) = match h[1] & 0x7f {
-            126 => (u64::from(u16::from_be_bytes([h[2], h[3]])), 4),
-            127 => (
-                u64::from_be_bytes(h[2..10].try_into().unwrap_or([0; 8])),
-                10,
-            ),
-            n => (u64::from(n), 2),
-        };
-        self.mask = (h[1] & 0x80 != 0).then(|| [h[at], h[at + 1], h[at + 2], h[at + 3]]);
-        self.masked_at = 0;
-        self.remaining = len;
-        self.have = 0;
-        let kind = match opcode {
-            0 => None,
-            1 => Some("text"),
-            2 => Some("binary"),
-            8 => Some("close"),
-            9 => Some("ping"),
-            10 => Some("pong"),
-            _ => Some("binary"),
-        };
-        let new = |kind| WsMessage {
-            from_viewer,
-            time: SystemTime::now(),
-            kind,
-            size: 0,
-            captured: Vec::new(),
-        };
-        match kind {
-            Some(k) if opcode >= 8 => self.control = Some(new(k)),
-            Some(k) => self.message = Some(new(k)),
-            None if self.message.is_none() => self.message = Some(new("binary")),
-            None => {}
-        }
-        if len == 0 {
-            self.frame_ended(out);
-        }
-    }
-
-    fn current(&mut self) -> Option<&mut WsMessage> {
-        if self.control.is_some() {
-            self.control.as_mut()
-        } else {
-            self.message.as_mut()
-        }
-    }
-
-    fn frame_ended(&mut self, out: &mut Vec<WsMessage>) {
-        if let Some(c) = self.control.take() {
-            out.push(c);
-        } else if self.fin
-            && let Some(m) = self.message.take()
-        {
-            out.push(m);
         }
     }
 }

@@ -55,8 +55,8 @@ fn pipelined_exchanges_are_found_whatever_the_pieces() {
                     req.method,
                     req.target,
                     status,
-                    e.request_body.captured.clone(),
-                    e.response_body.captured.clone(),
+                    e.request_body.captured.to_vec(),
+                    e.response_body.captured.to_vec(),
                 )
             })
             .collect();
@@ -93,7 +93,7 @@ fn bodies_are_kept_up_to_the_limit_and_counted_whole() {
         b"HTTP/1.1 200 OK\r\n\r\nuntil the close",
         3,
     );
-    assert_eq!(all[0].request_body.captured, b"0123");
+    assert_eq!(all[0].request_body.captured, &b"0123"[..]);
     assert_eq!(all[0].request_body.size, 10);
     assert!(all[0].request_body.truncated);
     // A close-delimited body ends with the stream.
@@ -244,7 +244,7 @@ fn a_body_cut_by_the_end_of_its_stream_is_marked_cut() {
         b"",
         100,
     );
-    assert_eq!(all[0].request_body.captured, b"0123");
+    assert_eq!(all[0].request_body.captured, &b"0123"[..]);
     assert!(all[0].request_body.truncated, "never replayed as whole");
     assert!(all[0].error.is_some());
 }

@@ -10,16 +10,16 @@ mod har;
 mod json;
 mod replay;
 mod store;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use netbore_control::api::Protocol;
-use tokio::sync::broadcast;
 
 use store::Store;
-pub use store::{Body, Change, Connection, Exchange, Head, ParsedHead, WsMessage};
+pub use store::{Body, Change, Connection, Exchange, Feed, Head, ParsedHead, WsMessage};
 
 /// Default of [`InspectConfig::body_limit`].
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -164,7 +164,7 @@ impl Inspector {
     }
 
     /// Hears every change to the history.
-    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+    pub fn subscribe(&self) -> Feed {
         self.store().subscribe()
     }
 

@@ -71,7 +71,7 @@ pub(crate) async fn replay(
     let body = match &edits.body {
         Some(b) => b.clone().into_bytes(),
         None if exchange.request_body.truncated => return Err(ReplayError::Truncated),
-        None => exchange.request_body.captured.clone(),
+        None => exchange.request_body.captured.to_vec(),
     };
     let method = edits.method.as_deref().unwrap_or(&original.method);
     let target = edits.uri.as_deref().unwrap_or(&original.target);

@@ -2,12 +2,20 @@
 //! out once their bytes pass the memory budget, with a change feed for live views.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::{Bytes, BytesMut};
 use tokio::sync::broadcast;
 
 /// What a record costs besides its bytes (the struct, its vectors, the list slot).
 const RECORD_OVERHEAD: usize = 256;
+/// The history copies heads and bodies into blocks of this size, one after the
+/// other: writing a record touches memory in order instead of wherever the
+/// allocator finds room, and dropping the oldest records frees whole blocks.
+const BLOCK: usize = 64 * 1024;
+/// Pieces larger than this get an allocation of their own.
+const OWN_ALLOCATION: usize = BLOCK / 8;
 /// Changes a live view may fall behind by before it is told to reload.
 const FEED_CAPACITY: usize = 1024;
 /// The most TCP connections kept (each is a few dozen bytes).
@@ -20,7 +28,7 @@ pub(crate) const MAX_WS_MESSAGES: usize = 200;
 #[derive(Debug, Clone, Default)]
 pub struct Head {
     /// The head's bytes.
-    pub raw: Vec<u8>,
+    pub raw: Bytes,
 }
 
 /// A [`Head`], parsed.
@@ -156,7 +164,7 @@ pub struct Body {
     /// Bytes of body the message carried.
     pub size: u64,
     /// The first of them, up to the body limit.
-    pub captured: Vec<u8>,
+    pub captured: Bytes,
     /// `size` is more than was captured.
     pub truncated: bool,
 }
@@ -209,10 +217,10 @@ pub struct Exchange {
 impl Exchange {
     fn bytes(&self) -> usize {
         RECORD_OVERHEAD
-            + self.request.raw.capacity()
-            + self.request_body.captured.capacity()
-            + self.response.as_ref().map_or(0, |h| h.raw.capacity())
-            + self.response_body.captured.capacity()
+            + self.request.raw.len()
+            + self.request_body.captured.len()
+            + self.response.as_ref().map_or(0, |h| h.raw.len())
+            + self.response_body.captured.len()
             + self
                 .websocket
                 .iter()
@@ -251,6 +259,26 @@ pub enum Change {
     Cleared,
 }
 
+/// A live view's subscription to the history's changes (the history only sends
+/// them while a view is subscribed).
+#[derive(Debug)]
+pub struct Feed {
+    changes: broadcast::Receiver<Change>,
+    _open: Arc<()>,
+}
+
+impl Feed {
+    /// The next change.
+    pub async fn recv(&mut self) -> Result<Change, broadcast::error::RecvError> {
+        self.changes.recv().await
+    }
+
+    /// The next change, if one is waiting.
+    pub fn try_recv(&mut self) -> Result<Change, broadcast::error::TryRecvError> {
+        self.changes.try_recv()
+    }
+}
+
 /// The history, behind the inspector's lock.
 #[derive(Debug)]
 pub(crate) struct Store {
@@ -260,6 +288,10 @@ pub(crate) struct Store {
     exchanges: VecDeque<(Exchange, usize)>,
     connections: VecDeque<Connection>,
     feed: broadcast::Sender<Change>,
+    /// One more reference per open [`Feed`].
+    feeds: Arc<()>,
+    /// The rest of the block new records' bytes are copied into.
+    block: BytesMut,
 }
 
 impl Store {
@@ -271,11 +303,38 @@ impl Store {
             exchanges: VecDeque::new(),
             connections: VecDeque::new(),
             feed: broadcast::channel(FEED_CAPACITY).0,
+            feeds: Arc::new(()),
+            block: BytesMut::new(),
         }
     }
 
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Change> {
-        self.feed.subscribe()
+    /// A copy of `data` for a record: in the current block, or a new one.
+    pub(crate) fn copy(&mut self, data: &[u8]) -> Bytes {
+        if data.is_empty() {
+            return Bytes::new();
+        }
+        if data.len() > OWN_ALLOCATION {
+            return Bytes::copy_from_slice(data);
+        }
+        if self.block.capacity() < data.len() {
+            self.block = BytesMut::with_capacity(BLOCK);
+        }
+        self.block.extend_from_slice(data);
+        self.block.split().freeze()
+    }
+
+    pub(crate) fn subscribe(&self) -> Feed {
+        Feed {
+            changes: self.feed.subscribe(),
+            _open: Arc::clone(&self.feeds),
+        }
+    }
+
+    /// Tells the live views about `change`, if any is open.
+    fn changed(&self, change: Change) {
+        if Arc::strong_count(&self.feeds) > 1 {
+            let _ = self.feed.send(change);
+        }
     }
 
     fn next(&mut self) -> u64 {
@@ -292,7 +351,7 @@ impl Store {
         self.used += bytes;
         self.exchanges.push_back((exchange, bytes));
         self.evict();
-        let _ = self.feed.send(Change::Request(seq));
+        self.changed(Change::Request(seq));
         seq
     }
 
@@ -307,10 +366,16 @@ impl Store {
         self.used = self.used - *bytes + now;
         *bytes = now;
         self.evict();
-        let _ = self.feed.send(Change::Request(seq));
+        self.changed(Change::Request(seq));
     }
 
     fn position(&self, seq: u64) -> Option<usize> {
+        // Sequence numbers are mostly consecutive: try where `seq` would be then.
+        let first = self.exchanges.front()?.0.seq;
+        let guess = usize::try_from(seq.checked_sub(first)?).ok()?;
+        if self.exchanges.get(guess).is_some_and(|(e, _)| e.seq == seq) {
+            return Some(guess);
+        }
         self.exchanges
             .binary_search_by_key(&seq, |(e, _)| e.seq)
             .ok()
@@ -337,8 +402,9 @@ impl Store {
     pub(crate) fn clear(&mut self) {
         self.exchanges.clear();
         self.connections.clear();
+        self.block = BytesMut::new();
         self.used = 0;
-        let _ = self.feed.send(Change::Cleared);
+        self.changed(Change::Cleared);
     }
 
     /// Exchanges kept.
@@ -358,14 +424,14 @@ impl Store {
         if self.connections.len() > MAX_CONNECTIONS {
             self.connections.pop_front();
         }
-        let _ = self.feed.send(Change::Connection(seq));
+        self.changed(Change::Connection(seq));
         seq
     }
 
     pub(crate) fn update_connection(&mut self, seq: u64, f: impl FnOnce(&mut Connection)) {
         if let Ok(i) = self.connections.binary_search_by_key(&seq, |c| c.seq) {
             f(&mut self.connections[i]);
-            let _ = self.feed.send(Change::Connection(seq));
+            self.changed(Change::Connection(seq));
         }
     }
 
@@ -397,7 +463,7 @@ mod tests {
             request: Head::default(),
             request_body: Body {
                 size: body as u64,
-                captured: vec![b'x'; body],
+                captured: vec![b'x'; body].into(),
                 truncated: false,
             },
             response: None,
@@ -417,7 +483,7 @@ mod tests {
         assert!(kept.len() < 10 && kept.len() >= 7, "{kept:?}");
         assert!(store.get(seqs[0]).is_none());
         // Growing a record past the budget evicts older ones, never the record.
-        store.update(seqs[9], |e| e.response_body.captured = vec![0; 9000]);
+        store.update(seqs[9], |e| e.response_body.captured = vec![0; 9000].into());
         assert_eq!(store.newest(100).count(), 1);
         assert!(store.get(seqs[9]).is_some());
     }

@@ -18,7 +18,7 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use netbore_agent::inspect::Inspector;
+use netbore_agent::inspect::{Feed, Inspector};
 use netbore_agent::{AgentConfig, AgentEvent};
 use tokio::sync::{Notify, broadcast};
 
@@ -202,7 +202,7 @@ async fn redraw(
 
 /// Completes when the inspector's history changed (or changed too much to tell);
 /// never when there is no inspector or it has gone.
-async fn changed<T: Clone>(changes: &mut Option<broadcast::Receiver<T>>) {
+async fn changed(changes: &mut Option<Feed>) {
     let closed = match changes {
         Some(rx) => matches!(rx.recv().await, Err(broadcast::error::RecvError::Closed)),
         None => false,
