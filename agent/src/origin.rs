@@ -14,7 +14,7 @@ use std::time::Duration;
 use netbore_control::api::Protocol;
 
 use crate::inspect::ByteCount;
-use crate::inspect::capture::HttpTap;
+use crate::inspect::worker::QueuedTap;
 use netbore_transport::proto::{OriginStatus, StreamHeader};
 use netbore_transport::{Session, Stream, pipe};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -89,21 +89,19 @@ async fn forward(mut stream: Stream, origins: Arc<[Origin]>, timeout: Duration) 
                 from_stream: &stats.bytes_in,
             };
             // One pipe future whatever is inspected (each stream's task holds it).
-            // An HTTP stream's parser is boxed: only inspected streams pay for it.
+            // An HTTP stream's bytes are read by the capture thread: forwarding
+            // only copies them into its queue (the tap is boxed: only inspected
+            // streams pay for it).
             // A TCP connection's bytes are counted as they pass, so one that ends
             // in a reset still shows what it moved.
-            let mut http_tap: Option<Box<HttpTap>> = None;
+            let mut http_tap: Option<Box<QueuedTap>> = None;
             let mut moved = ByteCount::default();
             let tap: Option<&mut dyn pipe::Tap> = match (&origin.inspector, origin.protocol) {
                 (None, _) => None,
                 (Some(inspector), Protocol::Http) => {
-                    let tap = http_tap.insert(Box::new(HttpTap::new(
-                        inspector.clone(),
-                        header.slot as usize,
-                        header.viewer.ip(),
-                        None,
-                    )));
-                    Some(&mut **tap)
+                    http_tap = QueuedTap::new(inspector, header.slot as usize, header.viewer.ip())
+                        .map(Box::new);
+                    http_tap.as_deref_mut().map(|tap| tap as &mut dyn pipe::Tap)
                 }
                 (Some(inspector), Protocol::Tcp | Protocol::Tls) => {
                     moved.connection =

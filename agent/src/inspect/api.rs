@@ -162,6 +162,8 @@ async fn guard(State(inspector): State<Inspector>, request: Request, next: Next)
             );
         }
     }
+    // What an answer shows includes every request that passed before it was asked.
+    inspector.settle().await;
     let mut response = next.run(request).await;
     // Never inside another site's frame (a disguised click on Replay), never
     // sniffed as another type.

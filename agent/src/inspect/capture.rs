@@ -35,6 +35,8 @@ pub(crate) struct HttpTap {
     waiting: VecDeque<Waiting>,
     /// The exchange that switched the stream to WebSocket.
     upgraded: Option<u64>,
+    /// When the bytes being read passed the agent.
+    at: Instant,
 }
 
 struct Waiting {
@@ -65,6 +67,8 @@ struct Capture {
     size: u64,
     captured: Vec<u8>,
     truncated: bool,
+    /// Bytes before the limit passed unread: nothing more is kept.
+    holed: bool,
 }
 
 impl Capture {
@@ -74,10 +78,11 @@ impl Capture {
         let body = Body {
             size: self.size,
             captured: store.copy(whole.unwrap_or(&self.captured)),
-            truncated: self.truncated || cut,
+            truncated: self.truncated || self.holed || cut,
         };
         self.size = 0;
         self.truncated = false;
+        self.holed = false;
         reuse(&mut self.captured);
         body
     }
@@ -154,6 +159,86 @@ impl HttpTap {
             response: Side::default(),
             waiting: VecDeque::new(),
             upgraded: None,
+            at: Instant::now(),
+        }
+    }
+
+    /// Reads `data`, which passed the agent at `at`: from the viewer (the request
+    /// side) or from the origin.
+    pub(crate) fn feed(&mut self, from_viewer: bool, data: &[u8], at: Instant) {
+        self.at = at;
+        if from_viewer {
+            self.feed_request(data);
+        } else {
+            self.feed_response(data);
+        }
+    }
+
+    /// `n` bytes in one direction passed without being read: `asked` when the
+    /// capture said it did not need them ([`HttpTap::needless`]), else they were
+    /// lost on the way. Inside a body they only count (a body with a hole is kept
+    /// up to it and marked cut); anywhere else the capture of the stream ends.
+    pub(crate) fn pass_over(&mut self, from_viewer: bool, n: u64, asked: bool, at: Instant) {
+        self.at = at;
+        let limit = self.limit;
+        let side = if from_viewer {
+            &mut self.request
+        } else {
+            &mut self.response
+        };
+        if !asked && side.body.captured.len() < limit {
+            side.body.holed = true;
+        }
+        let ended = match &mut side.state {
+            State::Off => return,
+            State::Body(Framing::Length(left)) if n <= *left => {
+                *left -= n;
+                side.body.size += n;
+                *left == 0
+            }
+            State::Body(Framing::Chunked(Chunk::Data(left))) if n <= *left => {
+                *left -= n;
+                side.body.size += n;
+                if *left == 0 {
+                    side.state = State::Body(Framing::Chunked(Chunk::DataEnd));
+                }
+                false
+            }
+            State::Body(Framing::UntilClose) => {
+                side.body.size += n;
+                false
+            }
+            _ => {
+                self.stop();
+                return;
+            }
+        };
+        if ended {
+            if from_viewer {
+                self.request_body_done(None);
+            } else {
+                self.response_done(None);
+            }
+        }
+    }
+
+    /// Bytes coming next in one direction that the capture does not need to see
+    /// (the rest of a body past the body limit), or `None` when it needs none of
+    /// them (it follows the stream no more).
+    pub(crate) fn needless(&self, from_viewer: bool) -> Option<u64> {
+        let side = if from_viewer {
+            &self.request
+        } else {
+            &self.response
+        };
+        let full = side.body.holed || side.body.captured.len() >= self.limit;
+        match &side.state {
+            State::Off => None,
+            State::Body(Framing::Length(left)) if full => Some(*left),
+            State::Body(Framing::Chunked(Chunk::Data(left))) if full => Some(*left),
+            // Counted to the end, never read.
+            State::Body(Framing::UntilClose) if full => Some(u64::MAX),
+            _ => Some(0),
         }
     }
 
@@ -188,7 +273,7 @@ impl HttpTap {
             }
         };
         let upgrade = fields.upgrade;
-        let now = Instant::now();
+        let now = self.at;
         let mut store = self.inspector.store();
         let head = Head {
             raw: store.copy(head),
@@ -269,7 +354,7 @@ impl HttpTap {
                 self.request.state = State::WebSocket(Box::default());
                 self.response.state = State::WebSocket(Box::default());
                 if let Some(early) = early {
-                    self.read_from_stream(&early);
+                    self.feed_request(&early);
                 }
             } else {
                 self.stop();
@@ -307,7 +392,7 @@ impl HttpTap {
         if let Some(early) = early {
             // Not upgraded: what came meanwhile is the next request.
             self.request.state = State::Head;
-            self.read_from_stream(&early);
+            self.feed_request(&early);
         }
     }
 
@@ -316,7 +401,7 @@ impl HttpTap {
     fn response_done(&mut self, whole: Option<&[u8]>) {
         self.response.state = State::Head;
         if let Some(w) = self.waiting.pop_front() {
-            let duration = w.started.elapsed();
+            let duration = self.at.saturating_duration_since(w.started);
             let mut store = self.inspector.store();
             let head = Head {
                 raw: store.copy(&self.response.head),
@@ -332,7 +417,7 @@ impl HttpTap {
     }
 
     /// Stops following the stream (what was captured stays).
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.request.state = State::Off;
         self.response.state = State::Off;
     }
@@ -351,7 +436,17 @@ impl HttpTap {
 }
 
 impl Tap for HttpTap {
-    fn read_from_stream(&mut self, mut data: &[u8]) {
+    fn read_from_stream(&mut self, data: &[u8]) {
+        self.feed(true, data, Instant::now());
+    }
+
+    fn read_from_socket(&mut self, data: &[u8]) {
+        self.feed(false, data, Instant::now());
+    }
+}
+
+impl HttpTap {
+    fn feed_request(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             let (used, done) = self.request.step(data, self.limit);
             let (piece, rest) = data.split_at(used);
@@ -376,7 +471,7 @@ impl Tap for HttpTap {
         }
     }
 
-    fn read_from_socket(&mut self, mut data: &[u8]) {
+    fn feed_response(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             let (used, done) = self.response.step(data, self.limit);
             let (piece, rest) = data.split_at(used);
@@ -599,6 +694,9 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
 /// Adds `data` to `body`: all of it to the size, up to `limit` to what is kept.
 fn keep(body: &mut Capture, data: &[u8], limit: usize) {
     body.size += data.len() as u64;
+    if body.holed {
+        return;
+    }
     let room = limit.saturating_sub(body.captured.len());
     if room < data.len() {
         body.truncated = true;

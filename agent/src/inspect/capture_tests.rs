@@ -248,3 +248,64 @@ fn a_body_cut_by_the_end_of_its_stream_is_marked_cut() {
     assert!(all[0].request_body.truncated, "never replayed as whole");
     assert!(all[0].error.is_some());
 }
+
+#[test]
+fn bytes_passed_over_inside_a_body_only_count() {
+    let inspector = inspector(4);
+    let now = Instant::now();
+    let mut tap = HttpTap::new(inspector.clone(), 0, [192, 0, 2, 1].into(), None);
+    tap.feed(true, b"GET /big HTTP/1.1\r\n\r\n", now);
+    tap.feed(
+        false,
+        b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789",
+        now,
+    );
+    // The kept part is full: the rest of the body is not needed.
+    assert_eq!(tap.needless(false), Some(90));
+    tap.pass_over(false, 90, true, now);
+    // The next exchange on the stream is read as usual.
+    tap.feed(true, b"GET /next HTTP/1.1\r\n\r\n", now);
+    tap.feed(
+        false,
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        now,
+    );
+    drop(tap);
+    let mut all = inspector.exchanges(10);
+    all.reverse();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].response_body.size, 100);
+    assert_eq!(all[0].response_body.captured, &b"0123"[..]);
+    assert!(all[0].response_body.truncated);
+    assert!(all[0].duration.is_some());
+    assert_eq!(all[1].request.request_line().1, "/next");
+    assert_eq!(all[1].response_body.captured, &b"ok"[..]);
+}
+
+#[test]
+fn a_hole_before_the_limit_cuts_the_body_and_one_in_a_head_ends_the_capture() {
+    let inspector = inspector(64);
+    let now = Instant::now();
+    let mut tap = HttpTap::new(inspector.clone(), 0, [192, 0, 2, 1].into(), None);
+    tap.feed(true, b"GET / HTTP/1.1\r\n\r\n", now);
+    tap.feed(
+        false,
+        b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nab",
+        now,
+    );
+    // Lost bytes inside the body: what came after them is not kept.
+    tap.pass_over(false, 3, false, now);
+    tap.feed(false, b"fghij", now);
+    // Lost bytes where a head should start: nothing more is followed.
+    tap.feed(true, b"GET /x HT", now);
+    tap.pass_over(true, 5, false, now);
+    assert_eq!(tap.needless(true), None);
+    assert_eq!(tap.needless(false), None);
+    tap.feed(true, b"GET /y HTTP/1.1\r\n\r\n", now);
+    drop(tap);
+    let all = inspector.exchanges(10);
+    assert_eq!(all.len(), 1, "nothing is made up after the hole");
+    assert_eq!(all[0].response_body.size, 10);
+    assert_eq!(all[0].response_body.captured, &b"ab"[..]);
+    assert!(all[0].response_body.truncated);
+}

@@ -11,6 +11,7 @@ mod json;
 mod replay;
 mod store;
 mod websocket;
+pub(crate) mod worker;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -135,6 +136,8 @@ struct Inner {
     store: Mutex<Store>,
     tunnels: Mutex<Vec<TunnelInfo>>,
     addr: OnceLock<SocketAddr>,
+    /// HTTP streams' bytes on their way to the capture thread.
+    queue: Arc<worker::Queue>,
 }
 
 impl Inspector {
@@ -146,6 +149,7 @@ impl Inspector {
                 config,
                 tunnels: Mutex::new(Vec::new()),
                 addr: OnceLock::new(),
+                queue: Arc::default(),
             }),
         }
     }
@@ -161,6 +165,13 @@ impl Inspector {
             .store
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits (briefly) until every request that passed before the call is in the
+    /// history: the capture reads them on a thread of its own, a few milliseconds
+    /// behind.
+    pub async fn settle(&self) {
+        self.inner.queue.settle().await;
     }
 
     /// Hears every change to the history.

@@ -1,0 +1,488 @@
+//! The capture worker: an HTTP tunnel's bytes are read for the inspector on a
+//! thread of its own, so forwarding never parses them, never copies into the
+//! history and never waits for its lock (which the inspector's web page also
+//! takes). On the forwarding side a [`QueuedTap`] copies what passes into a queue
+//! bounded in bytes, and passes over what the worker said it does not need (a body
+//! past the body limit, a stream it follows no more); the worker wakes every few
+//! milliseconds and feeds each stream's bytes to its [`HttpTap`], with the time
+//! they passed.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use netbore_transport::pipe::Tap;
+
+use super::capture::HttpTap;
+use super::{Inner, Inspector};
+
+/// How long the worker lets bytes gather before it reads them.
+const TICK: Duration = Duration::from_millis(5);
+/// Bytes the queue holds at most; bytes that find it full pass unread (a body
+/// keeps what came before, marked cut; elsewhere its stream's capture ends).
+const QUEUE_BYTES: usize = 16 << 20;
+/// Bytes one direction of a stream may have waiting in the queue beyond the body
+/// limit, before the worker has read them.
+const WINDOW_PAST_LIMIT: u64 = 64 * 1024;
+/// Events the queue holds at most; a stream with an event that finds it full is
+/// followed no more.
+const QUEUE_EVENTS: usize = 64 * 1024;
+
+/// The two directions of a stream.
+const FROM_VIEWER: usize = 0;
+const FROM_ORIGIN: usize = 1;
+
+/// The queue between the forwarding side and the worker.
+#[derive(Debug, Default)]
+pub(crate) struct Queue {
+    batch: Mutex<Batch>,
+    /// Set while the worker sleeps with nothing to do.
+    parked: AtomicBool,
+    worker: OnceLock<Thread>,
+    next_stream: AtomicU64,
+    /// Events the worker has read, counted as `Batch::pushed` counts them.
+    read: AtomicU64,
+}
+
+/// What waits for the worker.
+#[derive(Debug, Default)]
+struct Batch {
+    events: Vec<Event>,
+    /// The bytes of the `Data` events, one after the other.
+    bytes: Vec<u8>,
+    /// Events pushed since the start.
+    pushed: u64,
+}
+
+#[derive(Debug)]
+struct Event {
+    stream: u64,
+    at: Instant,
+    what: What,
+}
+
+#[derive(Debug)]
+enum What {
+    Open {
+        tunnel: usize,
+        viewer: IpAddr,
+        shared: Arc<Shared>,
+    },
+    /// Bytes of one direction, at `start..start + len` of the batch's bytes.
+    Data {
+        direction: usize,
+        start: usize,
+        len: usize,
+    },
+    /// Bytes that passed unread: `asked` when the worker said it does not need them.
+    Pass {
+        direction: usize,
+        len: u64,
+        asked: bool,
+    },
+    /// Events of this stream were dropped (the queue was full): it is followed no
+    /// more.
+    Lost,
+    Close,
+}
+
+/// What one stream's two sides share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Per direction: the offset up to which the worker does not need the bytes.
+    needless_to: [AtomicU64; 2],
+    /// Per direction: the offset up to which the worker has read.
+    read_to: [AtomicU64; 2],
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Batch> {
+        self.batch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Wakes the worker if it sleeps.
+    fn wake(&self) {
+        if self.parked.load(Ordering::SeqCst)
+            && self.parked.swap(false, Ordering::SeqCst)
+            && let Some(worker) = self.worker.get()
+        {
+            worker.unpark();
+        }
+    }
+
+    /// Waits (up to a second, on a machine too busy to run the worker) until the
+    /// worker has read everything pushed before the call: what an API answer shows
+    /// includes every request that passed before it was asked for.
+    pub(crate) async fn settle(&self) {
+        let target = self.lock().pushed;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.read.load(Ordering::Acquire) < target && Instant::now() < deadline {
+            if let Some(worker) = self.worker.get() {
+                worker.unpark();
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// The forwarding side of one HTTP stream: copies what passes into the queue.
+pub(crate) struct QueuedTap {
+    queue: Arc<Queue>,
+    stream: u64,
+    shared: Arc<Shared>,
+    /// Per direction: bytes passed so far.
+    offset: [u64; 2],
+    /// Per direction: bytes the worker may have waiting.
+    window: u64,
+    /// An event was dropped: nothing more is sent but the close.
+    lost: bool,
+}
+
+impl QueuedTap {
+    /// Starts capturing a stream of tunnel `tunnel` opened for `viewer` (`None`
+    /// when the capture thread could not be started).
+    pub(crate) fn new(inspector: &Inspector, tunnel: usize, viewer: IpAddr) -> Option<Self> {
+        let queue = Arc::clone(&inspector.inner.queue);
+        if !start_worker(&queue, Arc::downgrade(&inspector.inner)) {
+            return None;
+        }
+        let shared = Arc::new(Shared::default());
+        let stream = queue.next_stream.fetch_add(1, Ordering::Relaxed);
+        let mut batch = queue.lock();
+        batch.push(
+            stream,
+            Instant::now(),
+            What::Open {
+                tunnel,
+                viewer,
+                shared: Arc::clone(&shared),
+            },
+        );
+        drop(batch);
+        queue.wake();
+        Some(QueuedTap {
+            queue,
+            stream,
+            shared,
+            offset: [0; 2],
+            window: inspector.config().body_limit as u64 + WINDOW_PAST_LIMIT,
+            lost: false,
+        })
+    }
+
+    fn pass(&mut self, direction: usize, data: &[u8]) {
+        let at = self.offset[direction];
+        let len = data.len() as u64;
+        self.offset[direction] += len;
+        let needless_to = self.shared.needless_to[direction].load(Ordering::Acquire);
+        if needless_to == u64::MAX || self.lost {
+            // Not followed any more: nothing to tell.
+            return;
+        }
+        let skip = needless_to.saturating_sub(at).min(len);
+        let rest = &data[skip as usize..];
+        let waiting =
+            (at + skip).saturating_sub(self.shared.read_to[direction].load(Ordering::Acquire));
+        let now = Instant::now();
+        let mut batch = self.queue.lock();
+        if batch.events.len() + 2 > QUEUE_EVENTS {
+            self.lost = true;
+            batch.push(self.stream, now, What::Lost);
+            return;
+        }
+        if skip > 0 {
+            batch.push(
+                self.stream,
+                now,
+                What::Pass {
+                    direction,
+                    len: skip,
+                    asked: true,
+                },
+            );
+        }
+        let mut hurry = false;
+        if !rest.is_empty() {
+            let fits = waiting + rest.len() as u64 <= self.window
+                && batch.bytes.len() + rest.len() <= QUEUE_BYTES;
+            if fits {
+                let start = batch.bytes.len();
+                batch.bytes.extend_from_slice(rest);
+                batch.push(
+                    self.stream,
+                    now,
+                    What::Data {
+                        direction,
+                        start,
+                        len: rest.len(),
+                    },
+                );
+                // A large body is coming: the worker should say soon how much of
+                // it it needs.
+                hurry = waiting + rest.len() as u64 > self.window / 2;
+            } else {
+                batch.push(
+                    self.stream,
+                    now,
+                    What::Pass {
+                        direction,
+                        len: rest.len() as u64,
+                        asked: false,
+                    },
+                );
+            }
+        }
+        drop(batch);
+        if hurry {
+            self.queue.parked.store(false, Ordering::SeqCst);
+            if let Some(worker) = self.queue.worker.get() {
+                worker.unpark();
+            }
+        } else {
+            self.queue.wake();
+        }
+    }
+}
+
+impl Tap for QueuedTap {
+    fn read_from_stream(&mut self, data: &[u8]) {
+        self.pass(FROM_VIEWER, data);
+    }
+
+    fn read_from_socket(&mut self, data: &[u8]) {
+        self.pass(FROM_ORIGIN, data);
+    }
+}
+
+impl Drop for QueuedTap {
+    fn drop(&mut self) {
+        self.queue
+            .lock()
+            .push(self.stream, Instant::now(), What::Close);
+        self.queue.wake();
+    }
+}
+
+impl Batch {
+    fn push(&mut self, stream: u64, at: Instant, what: What) {
+        self.events.push(Event { stream, at, what });
+        self.pushed += 1;
+    }
+}
+
+/// Starts the worker thread the first time an HTTP stream is captured (false when
+/// it cannot be). It ends once the inspector is gone and its last stream has closed.
+fn start_worker(queue: &Arc<Queue>, inspector: Weak<Inner>) -> bool {
+    static STARTING: Mutex<()> = Mutex::new(());
+    if queue.worker.get().is_some() {
+        return true;
+    }
+    let _one = STARTING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if queue.worker.get().is_some() {
+        return true;
+    }
+    let for_worker = Arc::clone(queue);
+    let spawned = thread::Builder::new()
+        .name("netbore-inspect".into())
+        .spawn(move || run(&for_worker, &inspector));
+    match spawned {
+        Ok(handle) => {
+            let _ = queue.worker.set(handle.thread().clone());
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the inspector could not start its capture thread, so requests are not captured; free some memory or threads and restart the agent");
+            false
+        }
+    }
+}
+
+/// One stream the worker follows.
+struct Followed {
+    tap: HttpTap,
+    shared: Arc<Shared>,
+    read_to: [u64; 2],
+}
+
+fn run(queue: &Queue, inspector: &Weak<Inner>) {
+    let mut streams: HashMap<u64, Followed> = HashMap::new();
+    let mut spare = Batch::default();
+    loop {
+        let mut batch = {
+            let mut current = queue.lock();
+            spare.pushed = current.pushed;
+            std::mem::replace(&mut *current, std::mem::take(&mut spare))
+        };
+        if batch.events.is_empty() {
+            if inspector.strong_count() == 0 && streams.is_empty() {
+                return;
+            }
+            queue.parked.store(true, Ordering::SeqCst);
+            if queue.lock().events.is_empty() {
+                thread::park_timeout(Duration::from_secs(1));
+            }
+            queue.parked.store(false, Ordering::SeqCst);
+            spare = batch;
+            continue;
+        }
+        let Some(inner) = inspector.upgrade() else {
+            return;
+        };
+        let owner = Inspector { inner };
+        for event in batch.events.drain(..) {
+            apply(&owner, &mut streams, &batch.bytes, event);
+        }
+        drop(owner);
+        queue.read.store(batch.pushed, Ordering::Release);
+        batch.bytes.clear();
+        spare = batch;
+        thread::park_timeout(TICK);
+    }
+}
+
+fn apply(inspector: &Inspector, streams: &mut HashMap<u64, Followed>, bytes: &[u8], event: Event) {
+    let Event { stream, at, what } = event;
+    let (direction, len) = match what {
+        What::Open {
+            tunnel,
+            viewer,
+            shared,
+        } => {
+            let tap = HttpTap::new(inspector.clone(), tunnel, viewer, None);
+            streams.insert(
+                stream,
+                Followed {
+                    tap,
+                    shared,
+                    read_to: [0; 2],
+                },
+            );
+            return;
+        }
+        What::Close => {
+            streams.remove(&stream);
+            return;
+        }
+        What::Lost => {
+            if let Some(f) = streams.get_mut(&stream) {
+                f.tap.stop();
+                for d in [FROM_VIEWER, FROM_ORIGIN] {
+                    f.shared.needless_to[d].store(u64::MAX, Ordering::Release);
+                }
+            }
+            return;
+        }
+        What::Data {
+            direction,
+            start,
+            len,
+        } => {
+            let Some(f) = streams.get_mut(&stream) else {
+                return;
+            };
+            f.tap
+                .feed(direction == FROM_VIEWER, &bytes[start..start + len], at);
+            (direction, len as u64)
+        }
+        What::Pass {
+            direction,
+            len,
+            asked,
+        } => {
+            let Some(f) = streams.get_mut(&stream) else {
+                return;
+            };
+            f.tap.pass_over(direction == FROM_VIEWER, len, asked, at);
+            (direction, len)
+        }
+    };
+    let Some(f) = streams.get_mut(&stream) else {
+        return;
+    };
+    f.read_to[direction] += len;
+    // Reading one side can change what the other needs (an upgrade's answer, a
+    // stream no longer followed): both are told.
+    for d in [FROM_VIEWER, FROM_ORIGIN] {
+        let needless_to = match f.tap.needless(d == FROM_VIEWER) {
+            None => u64::MAX,
+            Some(n) => f.read_to[d].saturating_add(n).min(u64::MAX - 1),
+        };
+        f.shared.needless_to[d].store(needless_to, Ordering::Release);
+        f.shared.read_to[d].store(f.read_to[d], Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::InspectConfig;
+
+    fn inspector(body_limit: usize) -> Inspector {
+        Inspector::new(InspectConfig {
+            body_limit,
+            db_size: 1 << 20,
+            secrets: false,
+        })
+    }
+
+    #[tokio::test]
+    async fn the_worker_records_what_passed_with_the_times_it_passed() {
+        let inspector = inspector(1024);
+        let mut tap = QueuedTap::new(&inspector, 0, [192, 0, 2, 1].into()).unwrap();
+        tap.read_from_stream(b"POST /a HTTP/1.1\r\ncontent-length: 2\r\n\r\nhi");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        tap.read_from_socket(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok");
+        inspector.settle().await;
+        let all = inspector.exchanges(10);
+        assert_eq!(all.len(), 1);
+        let e = &all[0];
+        assert_eq!(e.request_body.captured, &b"hi"[..]);
+        assert_eq!(e.response_body.captured, &b"ok"[..]);
+        // Timed when the bytes passed, not when the worker read them.
+        let took = e.duration.unwrap();
+        assert!(
+            took >= Duration::from_millis(30) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+        drop(tap);
+        inspector.settle().await;
+        assert!(inspector.exchanges(10)[0].error.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_large_body_is_not_copied_past_the_window_and_the_next_exchange_is_found() {
+        let limit = 1024;
+        let inspector = inspector(limit);
+        let mut tap = QueuedTap::new(&inspector, 0, [192, 0, 2, 1].into()).unwrap();
+        let size = 1 << 20;
+        tap.read_from_stream(b"GET /big HTTP/1.1\r\n\r\n");
+        tap.read_from_socket(
+            format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n").as_bytes(),
+        );
+        let chunk = vec![b'x'; 16 * 1024];
+        for _ in 0..size / chunk.len() {
+            tap.read_from_socket(&chunk);
+            let queued = inspector.inner.queue.lock().bytes.len() as u64;
+            assert!(queued <= tap.window + 64, "{queued} bytes queued");
+        }
+        inspector.settle().await;
+        tap.read_from_stream(b"GET /next HTTP/1.1\r\n\r\n");
+        tap.read_from_socket(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        inspector.settle().await;
+        let mut all = inspector.exchanges(10);
+        all.reverse();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].response_body.size, size as u64);
+        assert_eq!(all[0].response_body.captured.len(), limit);
+        assert!(all[0].response_body.truncated);
+        assert_eq!(all[1].request.request_line().1, "/next");
+        assert_eq!(all[1].response_body.captured, &b"ok"[..]);
+    }
+}
