@@ -236,6 +236,8 @@ impl HttpTap {
             State::Off => None,
             State::Body(Framing::Length(left)) if full => Some(*left),
             State::Body(Framing::Chunked(Chunk::Data(left))) if full => Some(*left),
+            // Not chunked framing after all: this side is followed no more.
+            State::Body(Framing::Chunked(Chunk::Lost)) => None,
             // Counted to the end, never read.
             State::Body(Framing::UntilClose) if full => Some(u64::MAX),
             _ => Some(0),
@@ -459,6 +461,7 @@ impl HttpTap {
             if let State::WebSocket(frames) = &mut self.request.state {
                 let seq = self.upgraded;
                 let mut messages = Vec::new();
+                frames.time = Some(wall_clock(self.at));
                 frames.feed(data, true, self.limit, &mut messages);
                 for m in messages {
                     self.ws_message(seq, m);
@@ -484,6 +487,7 @@ impl HttpTap {
             if let State::WebSocket(frames) = &mut self.response.state {
                 let seq = self.upgraded;
                 let mut messages = Vec::new();
+                frames.time = Some(wall_clock(self.at));
                 frames.feed(data, false, self.limit, &mut messages);
                 for m in messages {
                     self.ws_message(seq, m);
@@ -723,7 +727,7 @@ fn decimal(digits: &[u8]) -> Option<u64> {
 
 /// The wall-clock time of `now`, from one reading of both clocks taken once: one
 /// clock read per request instead of two.
-fn wall_clock(now: Instant) -> SystemTime {
+pub(crate) fn wall_clock(now: Instant) -> SystemTime {
     static BASE: std::sync::OnceLock<(Instant, SystemTime)> = std::sync::OnceLock::new();
     let (instant, system) = *BASE.get_or_init(|| (Instant::now(), SystemTime::now()));
     system + now.saturating_duration_since(instant)
@@ -784,8 +788,8 @@ impl Fields {
         let mut at = memchr::memchr(b'\n', bytes)? + 1;
         loop {
             let rest = &bytes[at..];
+            // The same end as a head that comes in pieces: CRLF CRLF.
             match rest {
-                [b'\n', ..] => return Some(at + 1),
                 [b'\r', b'\n', ..] => return Some(at + 2),
                 [] => return None,
                 _ => {}

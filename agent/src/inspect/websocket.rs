@@ -19,6 +19,8 @@ pub(crate) struct Frames {
     /// A control frame being read.
     control: Option<WsMessage>,
     fin: bool,
+    /// When the bytes being read passed the agent.
+    pub(crate) time: Option<SystemTime>,
 }
 
 impl Frames {
@@ -106,7 +108,7 @@ impl Frames {
         };
         let new = |kind| WsMessage {
             from_viewer,
-            time: SystemTime::now(),
+            time: self.time.unwrap_or_else(SystemTime::now),
             kind,
             size: 0,
             captured: Vec::new(),

@@ -24,12 +24,15 @@ const TICK: Duration = Duration::from_millis(5);
 /// Bytes the queue holds at most; bytes that find it full pass unread (a body
 /// keeps what came before, marked cut; elsewhere its stream's capture ends).
 const QUEUE_BYTES: usize = 16 << 20;
-/// Bytes one direction of a stream may have waiting in the queue beyond the body
-/// limit, before the worker has read them.
-const WINDOW_PAST_LIMIT: u64 = 64 * 1024;
+/// Bytes one direction of a stream may have waiting, past the body limit, before
+/// the worker is woken at once (a large body is coming; it says soon how much of
+/// it it needs).
+const HURRY_PAST_LIMIT: u64 = 32 * 1024;
 /// Events the queue holds at most; a stream with an event that finds it full is
-/// followed no more.
+/// followed no more, and no new stream is followed until the worker catches up.
 const QUEUE_EVENTS: usize = 64 * 1024;
+/// Room a queue keeps between bursts; more is given back when the worker is idle.
+const KEEP_ROOM: usize = 1 << 20;
 
 /// The two directions of a stream.
 const FROM_VIEWER: usize = 0;
@@ -45,6 +48,9 @@ pub(crate) struct Queue {
     next_stream: AtomicU64,
     /// Events the worker has read, counted as `Batch::pushed` counts them.
     read: AtomicU64,
+    /// The worker has ended (it never ends while the inspector lives, unless it
+    /// panicked): nothing more is queued.
+    ended: AtomicBool,
 }
 
 /// What waits for the worker.
@@ -121,7 +127,10 @@ impl Queue {
     pub(crate) async fn settle(&self) {
         let target = self.lock().pushed;
         let deadline = Instant::now() + Duration::from_secs(1);
-        while self.read.load(Ordering::Acquire) < target && Instant::now() < deadline {
+        while self.read.load(Ordering::Acquire) < target
+            && Instant::now() < deadline
+            && !self.ended.load(Ordering::Acquire)
+        {
             if let Some(worker) = self.worker.get() {
                 worker.unpark();
             }
@@ -137,8 +146,10 @@ pub(crate) struct QueuedTap {
     shared: Arc<Shared>,
     /// Per direction: bytes passed so far.
     offset: [u64; 2],
-    /// Per direction: bytes the worker may have waiting.
-    window: u64,
+    /// Bytes waiting for the worker in one direction past which it is woken at once.
+    hurry_at: u64,
+    /// Per direction: where the worker had read to when it was last hurried.
+    hurried: [Option<u64>; 2],
     /// An event was dropped: nothing more is sent but the close.
     lost: bool,
 }
@@ -154,6 +165,10 @@ impl QueuedTap {
         let shared = Arc::new(Shared::default());
         let stream = queue.next_stream.fetch_add(1, Ordering::Relaxed);
         let mut batch = queue.lock();
+        if batch.events.len() >= QUEUE_EVENTS {
+            // The worker is far behind: this stream passes uncaptured.
+            return None;
+        }
         batch.push(
             stream,
             Instant::now(),
@@ -170,7 +185,8 @@ impl QueuedTap {
             stream,
             shared,
             offset: [0; 2],
-            window: inspector.config().body_limit as u64 + WINDOW_PAST_LIMIT,
+            hurry_at: inspector.config().body_limit as u64 + HURRY_PAST_LIMIT,
+            hurried: [None; 2],
             lost: false,
         })
     }
@@ -186,8 +202,8 @@ impl QueuedTap {
         }
         let skip = needless_to.saturating_sub(at).min(len);
         let rest = &data[skip as usize..];
-        let waiting =
-            (at + skip).saturating_sub(self.shared.read_to[direction].load(Ordering::Acquire));
+        let read_to = self.shared.read_to[direction].load(Ordering::Acquire);
+        let waiting = (at + skip).saturating_sub(read_to) + rest.len() as u64;
         let now = Instant::now();
         let mut batch = self.queue.lock();
         if batch.events.len() + 2 > QUEUE_EVENTS {
@@ -206,11 +222,8 @@ impl QueuedTap {
                 },
             );
         }
-        let mut hurry = false;
         if !rest.is_empty() {
-            let fits = waiting + rest.len() as u64 <= self.window
-                && batch.bytes.len() + rest.len() <= QUEUE_BYTES;
-            if fits {
+            if batch.bytes.len() + rest.len() <= QUEUE_BYTES {
                 let start = batch.bytes.len();
                 batch.bytes.extend_from_slice(rest);
                 batch.push(
@@ -222,9 +235,6 @@ impl QueuedTap {
                         len: rest.len(),
                     },
                 );
-                // A large body is coming: the worker should say soon how much of
-                // it it needs.
-                hurry = waiting + rest.len() as u64 > self.window / 2;
             } else {
                 batch.push(
                     self.stream,
@@ -238,7 +248,10 @@ impl QueuedTap {
             }
         }
         drop(batch);
-        if hurry {
+        // A large body is coming (or the worker is far behind on this stream): it
+        // is woken at once, once per step of its reading, to say what it needs.
+        if waiting > self.hurry_at && self.hurried[direction] != Some(read_to) {
+            self.hurried[direction] = Some(read_to);
             self.queue.parked.store(false, Ordering::SeqCst);
             if let Some(worker) = self.queue.worker.get() {
                 worker.unpark();
@@ -280,13 +293,13 @@ impl Batch {
 fn start_worker(queue: &Arc<Queue>, inspector: Weak<Inner>) -> bool {
     static STARTING: Mutex<()> = Mutex::new(());
     if queue.worker.get().is_some() {
-        return true;
+        return !queue.ended.load(Ordering::Acquire);
     }
     let _one = STARTING
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if queue.worker.get().is_some() {
-        return true;
+        return !queue.ended.load(Ordering::Acquire);
     }
     let for_worker = Arc::clone(queue);
     let spawned = thread::Builder::new()
@@ -311,7 +324,22 @@ struct Followed {
     read_to: [u64; 2],
 }
 
+/// Marks the queue ended when the worker returns or unwinds.
+struct Ending<'a>(&'a Queue);
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        self.0.ended.store(true, Ordering::Release);
+        if std::thread::panicking() {
+            tracing::error!(
+                "the inspector's capture thread failed, so requests are no longer captured; restart the agent to capture them again"
+            );
+        }
+    }
+}
+
 fn run(queue: &Queue, inspector: &Weak<Inner>) {
+    let _ending = Ending(queue);
     let mut streams: HashMap<u64, Followed> = HashMap::new();
     let mut spare = Batch::default();
     loop {
@@ -329,6 +357,13 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
                 thread::park_timeout(Duration::from_secs(1));
             }
             queue.parked.store(false, Ordering::SeqCst);
+            // Idle: room a burst took is given back.
+            if batch.bytes.capacity() > KEEP_ROOM {
+                batch.bytes = Vec::new();
+            }
+            if batch.events.capacity() > KEEP_ROOM / 64 {
+                batch.events = Vec::new();
+            }
             spare = batch;
             continue;
         }
@@ -457,7 +492,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_large_body_is_not_copied_past_the_window_and_the_next_exchange_is_found() {
+    async fn a_large_body_is_copied_only_until_the_worker_says_it_is_past_the_limit() {
         let limit = 1024;
         let inspector = inspector(limit);
         let mut tap = QueuedTap::new(&inspector, 0, [192, 0, 2, 1].into()).unwrap();
@@ -467,11 +502,27 @@ mod tests {
             format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n").as_bytes(),
         );
         let chunk = vec![b'x'; 16 * 1024];
-        for _ in 0..size / chunk.len() {
+        let mut sent = 0;
+        let mut skipped = false;
+        while sent < size {
+            // Once the worker has said so, the rest of the body is only counted.
+            let told = tap.shared.needless_to[FROM_ORIGIN].load(Ordering::Acquire);
+            let queued = inspector.inner.queue.lock().bytes.len();
             tap.read_from_socket(&chunk);
-            let queued = inspector.inner.queue.lock().bytes.len() as u64;
-            assert!(queued <= tap.window + 64, "{queued} bytes queued");
+            sent += chunk.len();
+            if told >= tap.offset[FROM_ORIGIN] {
+                // (The worker may have taken the queue meanwhile: it can only shrink.)
+                let after = inspector.inner.queue.lock().bytes.len();
+                assert!(after <= queued, "copied past the limit");
+                skipped = true;
+            }
+            // Time for the worker (woken by the hurry) to read.
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
+        assert!(
+            skipped,
+            "the worker never said the rest of the body was not needed"
+        );
         inspector.settle().await;
         tap.read_from_stream(b"GET /next HTTP/1.1\r\n\r\n");
         tap.read_from_socket(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
@@ -484,5 +535,24 @@ mod tests {
         assert!(all[0].response_body.truncated);
         assert_eq!(all[1].request.request_line().1, "/next");
         assert_eq!(all[1].response_body.captured, &b"ok"[..]);
+    }
+
+    #[tokio::test]
+    async fn a_burst_on_one_stream_is_captured_whole_while_the_worker_lags() {
+        let inspector = inspector(1024);
+        let mut tap = QueuedTap::new(&inspector, 0, [192, 0, 2, 1].into()).unwrap();
+        let filler = "f".repeat(300);
+        let n = 600;
+        // Far more than a body limit's worth, faster than the worker reads.
+        for i in 0..n {
+            tap.read_from_stream(
+                format!("GET /r{i} HTTP/1.1\r\nx-filler: {filler}\r\n\r\n").as_bytes(),
+            );
+            tap.read_from_socket(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        }
+        inspector.settle().await;
+        let all = inspector.exchanges(usize::MAX);
+        assert_eq!(all.len(), n);
+        assert_eq!(all[0].request.request_line().1, format!("/r{}", n - 1));
     }
 }
