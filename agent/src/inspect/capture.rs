@@ -37,6 +37,8 @@ pub(crate) struct HttpTap {
     upgraded: Option<u64>,
     /// When the bytes being read passed the agent.
     at: Instant,
+    /// The capture fell behind and stopped following the stream.
+    gave_up: bool,
 }
 
 struct Waiting {
@@ -160,7 +162,15 @@ impl HttpTap {
             waiting: VecDeque::new(),
             upgraded: None,
             at: Instant::now(),
+            gave_up: false,
         }
+    }
+
+    /// Stops following the stream because the capture fell behind (its queue was
+    /// full): requests still waiting are marked so, not as cut by the connection.
+    pub(crate) fn give_up(&mut self) {
+        self.gave_up = true;
+        self.stop();
     }
 
     /// Reads `data`, which passed the agent at `at`: from the viewer (the request
@@ -523,11 +533,13 @@ impl Drop for HttpTap {
             let body = self.response.body.finish(&mut store, None, true);
             store.update(w.seq, |e| e.response_body = body);
         }
+        let error = if self.gave_up {
+            "the inspector fell behind under load and stopped capturing this connection; the request itself was forwarded"
+        } else {
+            "the connection closed before the origin's response was complete"
+        };
         for w in self.waiting.drain(..) {
-            store.update(w.seq, |e| {
-                e.error =
-                    Some("the connection closed before the origin's response was complete".into());
-            });
+            store.update(w.seq, |e| e.error = Some(error.into()));
         }
     }
 }

@@ -338,8 +338,19 @@ impl Drop for Ending<'_> {
     }
 }
 
+/// Lowers the calling thread's priority as far as it goes: forwarding comes first,
+/// and the capture uses what CPU is left (when there is none, the queue fills and
+/// the capture of the streams that find it full ends, marked so).
+fn yield_to_forwarding() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
+        tracing::debug!(error = %e, "the capture thread keeps its priority");
+    }
+}
+
 fn run(queue: &Queue, inspector: &Weak<Inner>) {
     let _ending = Ending(queue);
+    yield_to_forwarding();
     let mut streams: HashMap<u64, Followed> = HashMap::new();
     let mut spare = Batch::default();
     loop {
@@ -407,7 +418,7 @@ fn apply(inspector: &Inspector, streams: &mut HashMap<u64, Followed>, bytes: &[u
         }
         What::Lost => {
             if let Some(f) = streams.get_mut(&stream) {
-                f.tap.stop();
+                f.tap.give_up();
                 for d in [FROM_VIEWER, FROM_ORIGIN] {
                     f.shared.needless_to[d].store(u64::MAX, Ordering::Release);
                 }
