@@ -132,8 +132,11 @@ fn tcp_bytes_are_counted_on_the_server_and_the_agent() {
     let tunnel = online["tunnel_id"].as_str().unwrap().to_string();
 
     echo_through(common::public_addr(&online), 10 * MIB);
+    // Each direction's count is added in batches as bytes pass: both are waited for.
     let s = scrape_until(metrics, |s| {
-        sum(s, "netbore_tunnel_bytes_total", &["direction=\"out\""]) >= (10 * MIB) as f64
+        ["direction=\"in\"", "direction=\"out\""]
+            .iter()
+            .all(|d| sum(s, "netbore_tunnel_bytes_total", &[d]) >= (10 * MIB) as f64)
     });
     let bytes_in = sum(&s, "netbore_tunnel_bytes_total", &["direction=\"in\""]);
     let bytes_out = sum(&s, "netbore_tunnel_bytes_total", &["direction=\"out\""]);
@@ -157,11 +160,9 @@ fn tcp_bytes_are_counted_on_the_server_and_the_agent() {
     );
 
     let a = scrape_until(agent_metrics, |s| {
-        sum(
-            s,
-            "netbore_agent_tunnel_bytes_total",
-            &["direction=\"out\""],
-        ) >= (10 * MIB) as f64
+        ["direction=\"in\"", "direction=\"out\""]
+            .iter()
+            .all(|d| sum(s, "netbore_agent_tunnel_bytes_total", &[d]) >= (10 * MIB) as f64)
     });
     assert_eq!(
         sum(
