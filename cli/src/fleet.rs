@@ -50,6 +50,8 @@ pub(crate) struct NodeSpec {
     pub(crate) transports: Vec<String>,
     pub(crate) development_ca: bool,
     pub(crate) link_cert: String,
+    /// The raw public key this node signs tunnel tokens with.
+    pub(crate) signing_key: Vec<u8>,
 }
 
 /// Joins the fleet in the Redis at `url`.
@@ -58,6 +60,7 @@ pub(crate) fn join(
     args: &FleetArgs,
     spec: NodeSpec,
     mask_agent_ip: bool,
+    trusted: netbore_control::tokens::TrustedKeys,
 ) -> anyhow::Result<Arc<Fleet>> {
     let id = args
         .node_id
@@ -82,7 +85,12 @@ pub(crate) fn join(
         transports: spec.transports,
         development_ca: spec.development_ca,
         link_cert: spec.link_cert,
+        signing_key: spec
+            .signing_key
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
         ..NodeInfo::default()
     };
-    Fleet::join(url, node, mask_agent_ip).context("could not join the fleet")
+    Fleet::join(url, node, mask_agent_ip, trusted).context("could not join the fleet")
 }

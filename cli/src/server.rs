@@ -273,6 +273,8 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         )
     })?;
     let transports: Vec<String> = bound.transports.iter().map(|t| t.to_string()).collect();
+    // In a fleet, the verifier also accepts the tokens of the other live nodes.
+    let verifier = signer.verifier();
     let fleet = match &args.redis {
         Some(url) => {
             let spec = crate::fleet::NodeSpec {
@@ -282,11 +284,13 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
                 transports: transports.clone(),
                 development_ca: bound.dev_ca.is_some(),
                 link_cert,
+                signing_key: signer.public_key().to_vec(),
             };
             // Joining talks to Redis with the blocking client: off the runtime's threads.
             let (url, fleet_args, mask) = (url.clone(), args.fleet.clone(), args.mask_agent_ip);
+            let trusted = verifier.trusted();
             let fleet = tokio::task::spawn_blocking(move || {
-                crate::fleet::join(&url, &fleet_args, spec, mask)
+                crate::fleet::join(&url, &fleet_args, spec, mask, trusted)
             })
             .await
             .context("joining the fleet stopped")??;
@@ -356,7 +360,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         viewer_limits: viewer_limits.clone(),
         proxy_protocol: proxy_protocol.clone(),
     };
-    let edge = Edge::new(edge_config, signer.verifier(), registry.clone(), audit);
+    let edge = Edge::new(edge_config, verifier, registry.clone(), audit);
     let ingress = Ingress::new(
         registry.clone(),
         IngressConfig {

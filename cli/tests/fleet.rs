@@ -340,7 +340,11 @@ async fn limits_tokens_and_links_hold_across_nodes_and_redis_down_is_one_clear_a
     assert_eq!(listed.status, 200, "{listed:?}");
     assert_eq!(listed.body["tunnels"][0]["status"], "online", "{listed:?}");
 
-    // A token minted by node 2 is refused by node 1's Edge.
+    // A token minted by node 2 opens its tunnel at node 1 (every node trusts every
+    // live node's signing key), with the public URL node 2 gave it; it is used up in
+    // the whole fleet, so replayed at node 0 it is refused. (Node 1 learns node 2's
+    // key with its record, at its next heartbeat once both run: until then it
+    // refuses the token as signed by a key it does not know, and uses nothing up.)
     let minted = fleet.nodes[2].server.api(
         "POST",
         "/tunnels/create",
@@ -349,7 +353,47 @@ async fn limits_tokens_and_links_hold_across_nodes_and_redis_down_is_one_clear_a
     );
     assert_eq!(minted.status, 200, "{minted:?}");
     let token = minted.body["ephemeral_token"].as_str().unwrap().to_string();
-    let reply = common::hello::hello(&fleet.nodes[1].server, vec![token]).await;
+    let learnt = Instant::now() + Duration::from_secs(3);
+    let (_session, _stream, reply) = loop {
+        let answer = common::hello::open_hello(&fleet.nodes[1].server, vec![token.clone()]).await;
+        match &answer.2 {
+            HelloReply::Error(e) if e.code == ErrorCode::BadToken && Instant::now() < learnt => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => break answer,
+        }
+    };
+    match &reply {
+        HelloReply::Ok { tunnels } => {
+            assert_eq!(tunnels.len(), 1, "{reply:?}");
+            assert_eq!(
+                tunnels[0].public_url, minted.body["public_url"],
+                "{reply:?}"
+            );
+        }
+        other => panic!("node 1 refused node 2's token: {other:?}"),
+    }
+    for replayed_at in [0, 1] {
+        let reply =
+            common::hello::hello(&fleet.nodes[replayed_at].server, vec![token.clone()]).await;
+        assert!(
+            matches!(&reply, HelloReply::Error(e) if e.code == ErrorCode::TokenReused),
+            "replayed at node {replayed_at}: {reply:?}"
+        );
+    }
+    // A token signed by a key no node publishes is refused.
+    let stranger = netbore_control::tokens::TokenSigner::generate();
+    let (forged, _) = stranger
+        .mint(
+            "anonymous:127.0.0.1",
+            "tun_forged",
+            "tcp",
+            Some(20001),
+            None,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let reply = common::hello::hello(&fleet.nodes[1].server, vec![forged]).await;
     assert!(
         matches!(&reply, HelloReply::Error(e) if e.code == ErrorCode::BadToken),
         "{reply:?}"
@@ -383,7 +427,50 @@ async fn limits_tokens_and_links_hold_across_nodes_and_redis_down_is_one_clear_a
 
     // Redis gone: a create is one clear refusal, the live tunnel keeps answering
     // through every node from their copies of the directory.
+    // Two nodes asked for one port at once (neither tunnel online yet, so no route
+    // tells them apart): the fleet reserves it for the first, the second is refused.
+    let port = free_port();
+    let first = fleet.nodes[0].server.api(
+        "POST",
+        "/tunnels/create",
+        None,
+        Some(&serde_json::json!({"protocol": "tcp", "remote_port": port})),
+    );
+    assert_eq!(first.status, 200, "{first:?}");
+    let second = fleet.nodes[1].server.api(
+        "POST",
+        "/tunnels/create",
+        None,
+        Some(&serde_json::json!({"protocol": "tcp", "remote_port": port})),
+    );
+    second.assert_error(409, "port_in_use");
+    // Likewise a name.
+    let named = |i: usize| {
+        fleet.nodes[i].server.api(
+            "POST",
+            "/tunnels/create",
+            None,
+            Some(&serde_json::json!({"protocol": "http", "name": "race"})),
+        )
+    };
+    assert_eq!(named(2).status, 200);
+    named(0).assert_error(409, "name_taken");
+
+    let unused = fleet.nodes[1].server.api(
+        "POST",
+        "/tunnels/create",
+        None,
+        Some(&serde_json::json!({"protocol": "tcp"})),
+    );
+    assert_eq!(unused.status, 200, "{unused:?}");
     fleet._redis.kill();
+    // A hello cannot use its token up fleet-wide: refused with the store's code.
+    let token = unused.body["ephemeral_token"].as_str().unwrap().to_string();
+    let reply = common::hello::hello(&fleet.nodes[1].server, vec![token]).await;
+    assert!(
+        matches!(&reply, HelloReply::Error(e) if e.code == ErrorCode::StoreUnavailable),
+        "{reply:?}"
+    );
     let refused = fleet.nodes[1].server.api(
         "POST",
         "/tunnels/create",

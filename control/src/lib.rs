@@ -44,9 +44,9 @@ use crate::tokens::TokenSigner;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct PlacementError {
-    /// Stable code (`port_in_use`, `port_not_allowed`, `no_port_available`,
-    /// `name_taken`, `internal`).
-    pub code: &'static str,
+    /// Stable code (`PortInUse`, `PortNotAllowed`, `NoPortAvailable`, `NameTaken`,
+    /// `ProtocolNotServed`, `Internal`).
+    pub code: netbore_codes::ErrorCode,
     /// One sentence for a person.
     pub message: String,
 }

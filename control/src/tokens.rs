@@ -1,8 +1,15 @@
 //! Ephemeral tokens: EdDSA (Ed25519) JWTs minted by Control and verified by Edges.
-//! Edges hold only the public key, so an Edge can verify but never mint.
+//! Edges hold only public keys, so an Edge can verify but never mint.
+//!
+//! Every token names its signing key in the JWT header's `kid` (the first 8 bytes
+//! of the SHA-256 of the raw public key, in hex). A verifier trusts its own node's
+//! key and, in a fleet, the keys the other live nodes publish ([`TrustedKeys`]), so a
+//! token minted by any node verifies at every node, and a node's key can be replaced
+//! without a flag day: tokens name the key they need.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation, errors::ErrorKind};
@@ -48,6 +55,14 @@ pub struct Claims {
     pub name: Option<String>,
 }
 
+impl Claims {
+    /// The Unix second after which no verifier accepts the token any more, so its
+    /// id need not be remembered.
+    pub fn forget_after(&self) -> u64 {
+        self.exp.saturating_add(LEEWAY_SECS + 1)
+    }
+}
+
 /// Why a key could not be loaded or a token minted.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -72,6 +87,7 @@ pub enum KeyError {
 pub struct TokenSigner {
     encoding: EncodingKey,
     public_key: Vec<u8>,
+    kid: String,
     rng: SystemRandom,
 }
 
@@ -111,9 +127,11 @@ impl TokenSigner {
 
     fn from_pkcs8(der: &[u8]) -> Option<Self> {
         let pair = Ed25519KeyPair::from_pkcs8(der).ok()?;
+        let public_key = pair.public_key().as_ref().to_vec();
         Some(TokenSigner {
             encoding: EncodingKey::from_ed_der(der),
-            public_key: pair.public_key().as_ref().to_vec(),
+            kid: key_id(&public_key),
+            public_key,
             rng: SystemRandom::new(),
         })
     }
@@ -121,6 +139,11 @@ impl TokenSigner {
     /// The raw Ed25519 public key, for Edges.
     pub fn public_key(&self) -> &[u8] {
         &self.public_key
+    }
+
+    /// The key's id, written in every token's header.
+    pub fn kid(&self) -> &str {
+        &self.kid
     }
 
     /// A verifier for tokens of this signer.
@@ -163,8 +186,76 @@ impl TokenSigner {
 
     /// Signs arbitrary claims (tests use it to make expired tokens).
     pub fn sign(&self, claims: &Claims) -> Result<String, KeyError> {
-        let header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+        let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
         Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
+    }
+}
+
+/// The id of the raw Ed25519 `public_key`: the first 8 bytes of its SHA-256, in hex.
+pub fn key_id(public_key: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, public_key);
+    digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The public keys a verifier accepts besides its own, by `kid`: in a fleet, the
+/// keys the other live nodes publish. Cloning shares the set.
+#[derive(Clone, Default)]
+pub struct TrustedKeys {
+    keys: Arc<RwLock<KeysById>>,
+}
+
+/// `kid` → (raw public key, its decoding key).
+type KeysById = HashMap<String, (Vec<u8>, DecodingKey)>;
+
+impl std::fmt::Debug for TrustedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        f.debug_list().entries(keys.keys()).finish()
+    }
+}
+
+impl TrustedKeys {
+    /// Replaces the set with `keys` (raw Ed25519 public keys); each one's `kid` is
+    /// computed here, never taken from the publisher. Keys of the wrong length are
+    /// skipped.
+    pub fn replace<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>) {
+        let wanted: HashMap<String, &[u8]> = keys
+            .into_iter()
+            .filter(|k| k.len() == 32)
+            .map(|k| (key_id(k), k))
+            .collect();
+        let same = {
+            let current = self.keys.read().unwrap_or_else(|e| e.into_inner());
+            current.len() == wanted.len()
+                && wanted
+                    .iter()
+                    .all(|(kid, k)| current.get(kid).is_some_and(|(raw, _)| raw == k))
+        };
+        if same {
+            return;
+        }
+        let next = wanted
+            .into_iter()
+            .map(|(kid, k)| (kid, (k.to_vec(), DecodingKey::from_ed_der(k))))
+            .collect();
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = next;
+    }
+
+    fn get(&self, kid: &str) -> Option<DecodingKey> {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        keys.get(kid).map(|(_, key)| key.clone())
+    }
+
+    /// The ids of the keys in the set.
+    pub fn kids(&self) -> Vec<String> {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let mut kids: Vec<String> = keys.keys().cloned().collect();
+        kids.sort();
+        kids
     }
 }
 
@@ -212,10 +303,13 @@ impl TokenError {
     }
 }
 
-/// Verifies tokens: algorithm pinned to EdDSA, signature, expiry, issuer, audience,
-/// and single use (through a [`ReplayCache`]).
+/// Verifies tokens: algorithm pinned to EdDSA, the key named by `kid` (this node's
+/// or a [`TrustedKeys`] one), signature, expiry, issuer, audience, and single use
+/// on this node (through a [`ReplayCache`]; a fleet also records ids in Redis).
 pub struct TokenVerifier {
+    kid: String,
     key: DecodingKey,
+    others: TrustedKeys,
     validation: Validation,
     seen: Mutex<ReplayCache>,
 }
@@ -235,15 +329,49 @@ impl TokenVerifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = LEEWAY_SECS;
         TokenVerifier {
+            kid: key_id(public_key),
             key: DecodingKey::from_ed_der(public_key),
+            others: TrustedKeys::default(),
             validation,
             seen: Mutex::new(ReplayCache::new(LEEWAY_SECS)),
         }
     }
 
+    /// The set of other nodes' keys this verifier also accepts; the fleet keeps it
+    /// current.
+    pub fn trusted(&self) -> TrustedKeys {
+        self.others.clone()
+    }
+
     /// Checks `token` without using it up: signature, algorithm and claims.
     pub fn check(&self, token: &str) -> Result<Claims, TokenError> {
-        jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+        let kid = jsonwebtoken::decode_header(token)
+            .map_err(|e| TokenError::Invalid(e.to_string()))
+            .inspect_err(TokenError::count)?
+            .kid;
+        let foreign;
+        let key = match kid.as_deref() {
+            Some(kid) if kid == self.kid => &self.key,
+            Some(kid) => match self.others.get(kid) {
+                Some(key) => {
+                    foreign = key;
+                    &foreign
+                }
+                None => {
+                    let e = TokenError::Invalid(
+                        "signed with a key no live node of this server publishes".into(),
+                    );
+                    e.count();
+                    return Err(e);
+                }
+            },
+            None => {
+                let e = TokenError::Invalid("the token names no signing key (kid)".into());
+                e.count();
+                return Err(e);
+            }
+        };
+        jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
@@ -333,18 +461,24 @@ mod tests {
             Err(TokenError::Invalid(_))
         ));
 
-        // alg=none and HS256 tokens never pass: the algorithm is pinned.
+        // alg=none and HS256 tokens never pass, even naming the right key: the
+        // algorithm is pinned.
         let none = format!(
             "{}.{}.",
-            b64(r#"{"alg":"none","typ":"JWT"}"#),
+            b64(&format!(
+                r#"{{"alg":"none","typ":"JWT","kid":"{}"}}"#,
+                signer.kid()
+            )),
             b64(&serde_json::to_string(&claims).unwrap())
         );
         assert!(matches!(
             verifier.verify(&none),
             Err(TokenError::Invalid(_))
         ));
+        let mut hs_header = jsonwebtoken::Header::new(Algorithm::HS256);
+        hs_header.kid = Some(signer.kid().to_string());
         let hs = jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &hs_header,
             &claims,
             &EncodingKey::from_secret(signer.public_key()),
         )
@@ -369,6 +503,57 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn tokens_of_trusted_keys_verify_by_kid_until_the_key_leaves_the_set() {
+        let here = TokenSigner::generate();
+        let there = TokenSigner::generate();
+        let verifier = here.verifier();
+        let mint = |signer: &TokenSigner| {
+            signer
+                .mint("s", "t", "tcp", None, None, DEFAULT_TTL)
+                .unwrap()
+                .0
+        };
+        let header = jsonwebtoken::decode_header(&mint(&here)).unwrap();
+        assert_eq!(header.kid.as_deref(), Some(here.kid()));
+        assert_eq!(here.kid(), key_id(here.public_key()));
+        assert_eq!(here.kid().len(), 16);
+
+        let foreign = mint(&there);
+        assert!(matches!(
+            verifier.check(&foreign),
+            Err(TokenError::Invalid(_))
+        ));
+        verifier.trusted().replace([there.public_key()]);
+        assert_eq!(verifier.trusted().kids(), vec![there.kid().to_string()]);
+        assert!(verifier.verify(&foreign).is_ok());
+        assert!(verifier.verify(&mint(&here)).is_ok());
+
+        // A key published under another node's kid is filed under its own.
+        let impostor = TokenSigner::generate();
+        verifier.trusted().replace([impostor.public_key()]);
+        assert!(matches!(
+            verifier.check(&mint(&there)),
+            Err(TokenError::Invalid(_))
+        ));
+        // A token claiming a trusted kid but signed by another key fails its signature.
+        let mut claims = there
+            .mint("s", "t", "tcp", None, None, DEFAULT_TTL)
+            .unwrap()
+            .1;
+        claims.jti = "x".into();
+        let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+        header.kid = Some(impostor.kid().to_string());
+        let forged = jsonwebtoken::encode(&header, &claims, &there.encoding).unwrap();
+        assert!(matches!(
+            verifier.check(&forged),
+            Err(TokenError::Invalid(_))
+        ));
+        verifier.trusted().replace(std::iter::empty());
+        assert!(verifier.trusted().kids().is_empty());
+        assert!(verifier.check(&mint(&here)).is_ok());
     }
 
     #[test]

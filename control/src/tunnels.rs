@@ -47,13 +47,14 @@ fn limit_reached(message: String) -> ApiError {
 }
 
 fn placement_error(e: PlacementError) -> ApiError {
+    use netbore_codes::ErrorCode;
     let status = match e.code {
-        "internal" => StatusCode::INTERNAL_SERVER_ERROR,
-        "no_port_available" => StatusCode::SERVICE_UNAVAILABLE,
-        "protocol_not_served" => StatusCode::BAD_REQUEST,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::NoPortAvailable | ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::ProtocolNotServed => StatusCode::BAD_REQUEST,
         _ => StatusCode::CONFLICT,
     };
-    ApiError::new(status, e.code, e.message)
+    ApiError::new(status, e.code.as_str(), e.message)
 }
 
 /// The request after its shape was checked: a lowercase name only for HTTP, a port
@@ -313,7 +314,7 @@ impl Control {
             place.name = Some(name);
             match self.placement.place(place) {
                 Ok(placed) => return Ok(placed),
-                Err(e) if e.code == "name_taken" => continue,
+                Err(e) if e.code == netbore_codes::ErrorCode::NameTaken => continue,
                 Err(e) => return Err(placement_error(e)),
             }
         }

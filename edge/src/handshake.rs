@@ -102,7 +102,7 @@ pub async fn accept_hello(
             link_from: Some(link.from.clone()),
         });
     }
-    match check_hello(edge, &hello, handle) {
+    match check_hello(edge, &hello, handle).await {
         Ok(tunnels) => {
             let reply = HelloReply::Ok {
                 tunnels: tunnels
@@ -134,7 +134,7 @@ async fn reply_error(stream: &mut Stream, body: ErrorBody) -> ErrorBody {
     body
 }
 
-fn check_hello(
+async fn check_hello(
     edge: &Edge,
     hello: &Hello,
     handle: &SessionHandle,
@@ -171,6 +171,32 @@ fn check_hello(
     }
     let all: Vec<&_> = verified.iter().collect();
     edge.verifier.consume(&all).map_err(token_error)?;
+    // In a fleet a token verifies at every node: its id is used up at all of them.
+    let directory = edge.registry.directory().cloned();
+    if let Some(directory) = &directory {
+        let ids: Vec<(String, u64)> = verified
+            .iter()
+            .map(|c| (c.jti.clone(), c.forget_after()))
+            .collect();
+        let fleet = directory.clone();
+        let used = tokio::task::spawn_blocking(move || fleet.use_tokens(&ids)).await;
+        let refusal = match used {
+            Ok(Ok(true)) => None,
+            Ok(Ok(false)) => Some(token_error(TokenError::Reused)),
+            Ok(Err(e)) => Some(ErrorBody {
+                code: ErrorCode::StoreUnavailable,
+                message: e.to_string(),
+            }),
+            Err(_) => Some(ErrorBody {
+                code: ErrorCode::Internal,
+                message: "checking the tokens failed inside the server; try again".into(),
+            }),
+        };
+        if let Some(body) = refusal {
+            edge.verifier.release(&all);
+            return Err(body);
+        }
+    }
     let mut tunnels: Vec<ClaimedTunnel> = Vec::with_capacity(verified.len());
     for (slot, claims) in verified.iter().enumerate() {
         match edge.registry.claim(claims, slot as u32, handle) {
@@ -187,6 +213,11 @@ fn check_hello(
                 }
                 // The tunnels were not claimed: their tokens may be presented again.
                 edge.verifier.release(&all);
+                if let Some(directory) = directory {
+                    let ids: Vec<String> = verified.iter().map(|c| c.jti.clone()).collect();
+                    let _ =
+                        tokio::task::spawn_blocking(move || directory.give_back_tokens(&ids)).await;
+                }
                 return Err(e);
             }
         }

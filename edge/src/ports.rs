@@ -5,6 +5,7 @@
 use std::net::{IpAddr, SocketAddr, TcpListener};
 
 use netbore_control::PlacementError;
+use netbore_transport::proto::ErrorCode;
 
 /// Which public ports TCP tunnels may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +107,7 @@ impl PortPool {
         match self.range {
             _ if self.own.contains(&port) => {
                 return Err(PlacementError {
-                    code: "port_not_allowed",
+                    code: ErrorCode::PortNotAllowed,
                     message: format!(
                         "port {port} is one of the server's own; pick another --remote-port or leave it out"
                     ),
@@ -114,7 +115,7 @@ impl PortPool {
             }
             PortRange::Range(lo, hi) if !(lo..=hi).contains(&port) => {
                 return Err(PlacementError {
-                    code: "port_not_allowed",
+                    code: ErrorCode::PortNotAllowed,
                     message: format!(
                         "port {port} is outside this server's public range {lo}-{hi}; pick a port in it or leave --remote-port out"
                     ),
@@ -122,7 +123,7 @@ impl PortPool {
             }
             PortRange::Any if !self.allowed_any(port) => {
                 return Err(PlacementError {
-                    code: "port_not_allowed",
+                    code: ErrorCode::PortNotAllowed,
                     message: format!(
                         "port {port} is privileged or one of the server's own; pick a port from {LOWEST_ANY_PORT} up or leave --remote-port out"
                     ),
@@ -132,11 +133,11 @@ impl PortPool {
         }
         self.bind(port).map_err(|e| match e.kind() {
             std::io::ErrorKind::AddrInUse => PlacementError {
-                code: "port_in_use",
+                code: ErrorCode::PortInUse,
                 message: format!("port {port} is already in use on the server; pick another --remote-port or leave it out"),
             },
             _ => PlacementError {
-                code: "port_not_allowed",
+                code: ErrorCode::PortNotAllowed,
                 message: format!("the server cannot listen on port {port} ({e}); pick another --remote-port or leave it out"),
             },
         })
@@ -163,7 +164,7 @@ impl PortPool {
             }
         }
         Err(PlacementError {
-            code: "no_port_available",
+            code: ErrorCode::NoPortAvailable,
             message: format!(
                 "no public port is free in {lo}-{hi}; try again later or ask the operator to widen --tcp-ports"
             ),
@@ -178,7 +179,7 @@ impl PortPool {
         let mut refused = Vec::new();
         for _ in 0..ANY_PORT_TRIES {
             let listener = self.bind(0).map_err(|e| PlacementError {
-                code: "no_port_available",
+                code: ErrorCode::NoPortAvailable,
                 message: format!("the server could not open a public port ({e}); try again later"),
             })?;
             match listener.local_addr() {
@@ -187,7 +188,7 @@ impl PortPool {
             }
         }
         Err(PlacementError {
-            code: "no_port_available",
+            code: ErrorCode::NoPortAvailable,
             message: "the server found no free unprivileged public port; try again later or ask the operator to set --tcp-ports".into(),
         })
     }
@@ -234,7 +235,7 @@ mod tests {
         let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = held.local_addr().unwrap().port();
         let err = pool.bind_for("t", Some(port)).unwrap_err();
-        assert_eq!(err.code, "port_in_use");
+        assert_eq!(err.code, ErrorCode::PortInUse);
         assert!(err.message.contains(&port.to_string()), "{}", err.message);
     }
 
@@ -262,7 +263,7 @@ mod tests {
             assert!(seen.insert(port), "port {port} handed out twice");
         }
         let err = pool.bind_for("x", Some(lo - 1)).unwrap_err();
-        assert_eq!(err.code, "port_not_allowed");
+        assert_eq!(err.code, ErrorCode::PortNotAllowed);
         // A full range is one clear sentence too.
         let tiny = PortPool::new(
             "127.0.0.1".parse().unwrap(),
@@ -270,7 +271,7 @@ mod tests {
             Vec::new(),
         );
         let err = tiny.bind_for("y", None).unwrap_err();
-        assert_eq!(err.code, "no_port_available");
+        assert_eq!(err.code, ErrorCode::NoPortAvailable);
     }
 
     #[tokio::test]
@@ -280,7 +281,7 @@ mod tests {
         let pool = PortPool::new("127.0.0.1".parse().unwrap(), PortRange::Any, vec![own_port]);
         for port in [22, 443, 1023, own_port] {
             let err = pool.bind_for("t", Some(port)).unwrap_err();
-            assert_eq!(err.code, "port_not_allowed", "port {port}");
+            assert_eq!(err.code, ErrorCode::PortNotAllowed, "port {port}");
         }
         for i in 0..50 {
             let l = pool.bind_for(&format!("t{i}"), None).unwrap();

@@ -22,6 +22,10 @@ use netbore_transport::proto::{ErrorBody, ErrorCode};
 use tokio::sync::mpsc;
 
 use crate::PortPool;
+
+/// How many free ports placement tries before giving up when the fleet has reserved
+/// each for another tunnel.
+const RESERVE_TRIES: usize = 16;
 use crate::fleet::remote::Remote;
 use crate::fleet::{Directory, RouteKey};
 use crate::http::upstream::HttpTunnel;
@@ -204,6 +208,60 @@ impl Registry {
             .any(|h| h.tunnel_id != tunnel_id)
     }
 
+    /// In a fleet, reserves `route`'s name or port for `tunnel_id` in the shared
+    /// store, so two nodes placing at the same moment never both get it: `false`
+    /// when another tunnel has it. Always `true` on a single node.
+    fn reserve(
+        &self,
+        route: &RouteKey,
+        tunnel_id: &str,
+        hold: Duration,
+    ) -> Result<bool, PlacementError> {
+        let Some(directory) = self.directory() else {
+            return Ok(true);
+        };
+        directory
+            .reserve(route, tunnel_id, hold)
+            .map_err(|e| PlacementError {
+                code: ErrorCode::StoreUnavailable,
+                message: e.to_string(),
+            })
+    }
+
+    /// Binds a public port for `tunnel_id` (the `requested` one, or a free one) that
+    /// the fleet has reserved for it. A free port another node reserved is kept bound
+    /// until the end, so the next try gets another.
+    fn bind_reserved(
+        &self,
+        tunnel_id: &str,
+        requested: Option<u16>,
+        hold: Duration,
+    ) -> Result<TcpListener, PlacementError> {
+        let mut refused = Vec::new();
+        for _ in 0..RESERVE_TRIES {
+            let listener = self.ports.bind_for(tunnel_id, requested)?;
+            let Some(port) = listener.local_addr().ok().map(|a| a.port()) else {
+                return Ok(listener);
+            };
+            if self.reserve(&RouteKey::Tcp(port), tunnel_id, hold)? {
+                return Ok(listener);
+            }
+            if requested.is_some() {
+                return Err(PlacementError {
+                    code: ErrorCode::PortInUse,
+                    message: format!(
+                        "public port {port} is in use by another tunnel; ask for another port or none"
+                    ),
+                });
+            }
+            refused.push(listener);
+        }
+        Err(PlacementError {
+            code: ErrorCode::NoPortAvailable,
+            message: "the fleet has reserved every free port this server tried; try again".into(),
+        })
+    }
+
     /// The route key of a tunnel of `protocol` with `name` or public `port`.
     fn route_key(protocol: Protocol, name: Option<&str>, port: Option<u16>) -> Option<RouteKey> {
         match protocol {
@@ -261,6 +319,46 @@ impl Registry {
         }
     }
 
+    /// In a fleet, a token minted by another node names a tunnel placed there: its
+    /// agent came here instead (it could not reach that node's agent port, say). The
+    /// token was signed after the control plane's checks, and says what to place, so
+    /// the tunnel is placed here now, with the fleet's name and port checks.
+    fn adopt(&self, claims: &Claims) -> Result<(), ErrorBody> {
+        if self.directory().is_none()
+            || self
+                .tables()
+                .tunnels
+                .get(&claims.tid)
+                .is_some_and(|e| matches!(e.phase, Phase::Pending))
+        {
+            return Ok(());
+        }
+        let protocol = match claims.proto.as_str() {
+            "tcp" => Protocol::Tcp,
+            "http" => Protocol::Http,
+            "tls" => Protocol::Tls,
+            other => {
+                return Err(ErrorBody {
+                    code: ErrorCode::BadToken,
+                    message: format!(
+                        "the token names an unknown protocol {other:?}; update netbore"
+                    ),
+                });
+            }
+        };
+        let request = PlaceRequest {
+            tunnel_id: claims.tid.clone(),
+            protocol,
+            name: claims.name.clone(),
+            port: claims.port,
+            hold: Duration::from_secs(claims.exp.saturating_sub(unix_now()) + 5),
+        };
+        self.place(&request).map(|_| ()).map_err(|e| ErrorBody {
+            code: e.code,
+            message: e.message,
+        })
+    }
+
     /// Claims the tunnel a verified token names for the session in `handle`; `slot`
     /// is the number its streams carry.
     pub fn claim(
@@ -276,6 +374,7 @@ impl Registry {
                 claims.tid
             ),
         };
+        self.adopt(claims)?;
         let mut tables = self.tables();
         let entry = tables.tunnels.get_mut(&claims.tid).ok_or_else(gone)?;
         if !matches!(entry.phase, Phase::Pending) || entry.protocol.as_str() != claims.proto {
@@ -453,19 +552,19 @@ impl Placement for Registry {
             Protocol::Http | Protocol::Tls => {
                 if request.protocol == Protocol::Http && self.config.http_port.is_none() {
                     return Err(PlacementError {
-                        code: "protocol_not_served",
+                        code: ErrorCode::ProtocolNotServed,
                         message: "this server serves no HTTP tunnels; ask its operator to start it with --http-addr".into(),
                     });
                 }
                 if request.protocol == Protocol::Tls && self.config.https_port.is_none() {
                     return Err(PlacementError {
-                        code: "protocol_not_served",
+                        code: ErrorCode::ProtocolNotServed,
                         message: "this server serves no TLS tunnels; ask its operator to start it with --https-addr".into(),
                     });
                 }
                 let Some(name) = request.name.clone() else {
                     return Err(PlacementError {
-                        code: "internal",
+                        code: ErrorCode::Internal,
                         message: "a named tunnel was placed without a name; try again".into(),
                     });
                 };
@@ -477,19 +576,21 @@ impl Placement for Registry {
                         .is_some_and(|e| !matches!(e.phase, Phase::Offline { .. }))
                 {
                     return Err(PlacementError {
-                        code: "name_taken",
+                        code: ErrorCode::NameTaken,
                         message: format!(
                             "the name {name} is in use by another tunnel; pick another --name"
                         ),
                     });
                 }
-                // Another node of the fleet serves the name for another tunnel.
+                // Another node of the fleet serves the name for another tunnel, or
+                // placed it a moment ago.
                 if self.held_elsewhere_by_another(
                     &[RouteKey::Http(name.clone()), RouteKey::Tls(name.clone())],
                     id,
-                ) {
+                ) || !self.reserve(&RouteKey::Http(name.clone()), id, request.hold)?
+                {
                     return Err(PlacementError {
-                        code: "name_taken",
+                        code: ErrorCode::NameTaken,
                         message: format!(
                             "the name {name} is in use by another tunnel; pick another --name"
                         ),
@@ -541,7 +642,7 @@ impl Placement for Registry {
                 && self.held_elsewhere_by_another(&[RouteKey::Tcp(port)], id)
             {
                 return Err(PlacementError {
-                    code: "port_in_use",
+                    code: ErrorCode::PortInUse,
                     message: format!(
                         "public port {port} is in use by another tunnel; ask for another port or none"
                     ),
@@ -558,7 +659,7 @@ impl Placement for Registry {
                 .and_then(|p| self.remote()?.mirrors().take(p));
             listener = Some(Arc::new(match mirrored {
                 Some(l) => l,
-                None => self.ports.bind_for(id, request.port)?,
+                None => self.bind_reserved(id, request.port, request.hold)?,
             }));
         }
         let port = listener

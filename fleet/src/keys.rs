@@ -89,18 +89,78 @@ return g
     )
 });
 
-/// Drops a route if it is still the one this node took at that generation (a node
-/// cut off from the fleet never removes its successor's entry), and announces it.
-/// `KEYS`: routes. `ARGV`: route key, `NODE INCARNATION GENERATION`, channel.
-/// Answers 1 when removed.
+/// Drops a route if it is still this node's entry for that tunnel (a node cut off
+/// from the fleet never removes its successor's entry), and announces it.
+/// `KEYS`: routes. `ARGV`: route key, `NODE INCARNATION GENERATION` (or `NODE
+/// INCARNATION` when the node never learnt the generation: a claim whose answer was
+/// lost), channel, tunnel id. The announcement names the generation removed. Answers
+/// 1 when removed.
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
 if string.sub(v, 1, string.len(ARGV[2]) + 1) ~= ARGV[2] .. ' ' then return 0 end
+local node, inc, gen, tunnel = string.match(v, '^(%S+) (%S+) (%S+) (%S+)')
+if tunnel ~= ARGV[4] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('PUBLISH', ARGV[3], 'del ' .. ARGV[1] .. ' ' .. ARGV[2])
+redis.call('PUBLISH', ARGV[3], 'del ' .. ARGV[1] .. ' ' .. node .. ' ' .. inc .. ' ' .. gen)
+return 1
+",
+    )
+});
+
+/// String: a used token id (`jti`), kept until its token has expired.
+pub(crate) fn token_id(jti: &str) -> String {
+    format!("{PREFIX}jti:{jti}")
+}
+
+/// Records single-use token ids, all or none. `KEYS`: `jti:<id>` for each token.
+/// `ARGV`: the caller's random value, then the Unix time in seconds after which
+/// each id may be forgotten, in `KEYS` order. Answers 1 when no id was recorded
+/// before, or only with this caller's value (a retried call), and all are recorded
+/// now; 0 when one was used by another call (nothing is written).
+pub(crate) static USE_TOKENS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+for i = 1, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if v and v ~= ARGV[1] then return 0 end
+end
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[1], 'EXAT', ARGV[i + 1])
+end
+return 1
+",
+    )
+});
+
+/// String: the tunnel id a public name or port is reserved for. `what` is
+/// `name:NAME` (HTTP and TLS tunnels share names) or `port:PORT`.
+pub(crate) fn reservation(what: &str) -> String {
+    format!("{PREFIX}reserved:{what}")
+}
+
+/// What the route key `route` (`http:NAME`, `tls:NAME`, `tcp:PORT`) reserves.
+pub(crate) fn reserved_as(route: &str) -> Option<String> {
+    let (kind, rest) = route.split_once(':')?;
+    match kind {
+        "http" | "tls" => Some(format!("name:{rest}")),
+        "tcp" => Some(format!("port:{rest}")),
+        _ => None,
+    }
+}
+
+/// Reserves a public name or port for a tunnel. `KEYS`: `reserved:<what>`. `ARGV`:
+/// tunnel id, milliseconds to hold it. Answers 0 when it is reserved for another
+/// tunnel; else 1, and the reservation lasts at least that long from now.
+pub(crate) static RESERVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[1] then return 0 end
+if v and redis.call('PTTL', KEYS[1]) >= tonumber(ARGV[2]) then return 1 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 ",
     )

@@ -18,6 +18,7 @@
 //! worker (heartbeats, the node list, publishing this node's routes, publishing them
 //! all again when Redis lost them) and the subscriber.
 
+mod calls;
 mod keys;
 mod replica;
 mod worker;
@@ -30,7 +31,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use netbore_control::api::EdgeCandidate;
-use netbore_edge::fleet::{Directory, Holder, RouteKey};
+use netbore_control::tokens::TrustedKeys;
+use netbore_edge::fleet::{Directory, Holder, RouteKey, StoreUnavailable};
 use serde::{Deserialize, Serialize};
 
 use crate::replica::Replica;
@@ -42,6 +44,11 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long after its last heartbeat a node, and every tunnel it published, is dead
 /// to the others.
 pub const LEASE: Duration = Duration::from_secs(5);
+
+/// How long a public name or port stays reserved for its tunnel after the node
+/// holding it stopped refreshing the reservation (it died, or the tunnel went
+/// offline): its agent reclaims it elsewhere well within this.
+pub const RESERVATION_GRACE: Duration = Duration::from_secs(30);
 
 /// How long connecting to Redis and each command may take.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(3);
@@ -70,6 +77,10 @@ pub struct NodeInfo {
     pub development_ca: bool,
     /// The fingerprint of the certificate the agent listener shows (links pin it).
     pub link_cert: String,
+    /// The raw Ed25519 public key this node signs tunnel tokens with, in hex: the
+    /// other nodes accept its tokens while the node is alive.
+    #[serde(default)]
+    pub signing_key: String,
     /// Tunnels the node holds.
     #[serde(default)]
     pub load: u64,
@@ -118,6 +129,8 @@ struct Shared {
     reload: AtomicBool,
     /// Routes this node holds (its load).
     held: AtomicU64,
+    /// The token signing keys of the other live nodes, kept current by the worker.
+    trusted: TrustedKeys,
 }
 
 /// This node's membership of a fleet. Dropping it stops its threads (the node's
@@ -127,14 +140,21 @@ pub struct Fleet {
     shared: Arc<Shared>,
     commands: Mutex<mpsc::Sender<Command>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The connection of the calls the Edge waits for (token ids, reservations).
+    calls: calls::Calls,
 }
 
 impl Fleet {
     /// Joins the fleet in the Redis at `url` as `node` (its `incarnation` is made
     /// here): writes the node's record, reads the link secret and the node list, then
     /// starts the threads. Agents' addresses go into the directory unless
-    /// `mask_agent`.
-    pub fn join(url: &str, mut node: NodeInfo, mask_agent: bool) -> Result<Arc<Fleet>, FleetError> {
+    /// `mask_agent`. `trusted` is kept to the signing keys of the other live nodes.
+    pub fn join(
+        url: &str,
+        mut node: NodeInfo,
+        mask_agent: bool,
+        trusted: TrustedKeys,
+    ) -> Result<Arc<Fleet>, FleetError> {
         if !valid_node_id(&node.id) {
             return Err(FleetError::BadNodeId(node.id));
         }
@@ -151,6 +171,7 @@ impl Fleet {
             stop: AtomicBool::new(false),
             reload: AtomicBool::new(false),
             held: AtomicU64::new(0),
+            trusted,
         });
         let (tx, rx) = mpsc::channel();
         let mut worker = worker::Worker::new(client.clone(), shared.clone(), rx);
@@ -160,6 +181,7 @@ impl Fleet {
                 url: redact(url),
                 reason: e.to_string(),
             })?;
+        let calls = calls::Calls::new(client.clone());
         let mut threads = Vec::new();
         threads.push(
             std::thread::Builder::new()
@@ -178,6 +200,7 @@ impl Fleet {
             shared,
             commands: Mutex::new(tx),
             threads: Mutex::new(threads),
+            calls,
         }))
     }
 
@@ -276,6 +299,25 @@ impl Directory for Fleet {
             .unwrap_or_else(|e| e.into_inner());
         replica.remote_tcp_ports(&self.shared.node.id)
     }
+
+    fn use_tokens(&self, ids: &[(String, u64)]) -> Result<bool, StoreUnavailable> {
+        self.calls.record(ids)
+    }
+
+    fn give_back_tokens(&self, ids: &[String]) {
+        self.calls.forget(ids);
+    }
+
+    fn reserve(
+        &self,
+        route: &RouteKey,
+        tunnel_id: &str,
+        hold: Duration,
+    ) -> Result<bool, StoreUnavailable> {
+        let what = keys::reserved_as(&route.to_string()).expect("a route key has a kind");
+        self.calls
+            .reserve(&what, tunnel_id, hold.max(RESERVATION_GRACE))
+    }
 }
 
 impl netbore_control::Nodes for Fleet {
@@ -319,6 +361,17 @@ fn random_hex(n: usize) -> String {
         .fill(&mut bytes)
         .expect("the system RNG works");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Decodes lowercase or uppercase hex; `None` when it is not hex.
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// `url` with its password, if any, as `***`.

@@ -41,18 +41,43 @@ pub(crate) struct Replica {
     nodes: HashMap<String, NodeInfo>,
 }
 
-impl Replica {
-    /// Replaces the table with a full load (`HGETALL`); unparsable entries are skipped.
-    pub(crate) fn load(&mut self, all: HashMap<String, String>) {
-        self.routes = all
+/// A full route table, parsed from a load (`HGETALL`) before it replaces the
+/// replica's, so lookups never wait behind the parsing of a large table.
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    routes: HashMap<String, RouteEntry>,
+    by_tunnel: HashMap<String, String>,
+}
+
+impl Table {
+    /// Parses a full load; unparsable entries are skipped.
+    pub(crate) fn parse(all: HashMap<String, String>) -> Table {
+        let routes: HashMap<String, RouteEntry> = all
             .into_iter()
             .filter_map(|(k, v)| RouteEntry::parse(&v).map(|e| (k, e)))
             .collect();
-        self.by_tunnel = self
-            .routes
+        let by_tunnel = routes
             .iter()
             .map(|(k, e)| (e.tunnel_id.clone(), k.clone()))
             .collect();
+        Table { routes, by_tunnel }
+    }
+}
+
+impl Replica {
+    /// Replaces the table with a full load (`HGETALL`); unparsable entries are skipped.
+    #[cfg(test)]
+    pub(crate) fn load(&mut self, all: HashMap<String, String>) {
+        self.replace(Table::parse(all));
+    }
+
+    /// Replaces the table with one parsed beforehand; the old one is returned, to be
+    /// dropped outside the lock.
+    pub(crate) fn replace(&mut self, table: Table) -> Table {
+        Table {
+            routes: std::mem::replace(&mut self.routes, table.routes),
+            by_tunnel: std::mem::replace(&mut self.by_tunnel, table.by_tunnel),
+        }
     }
 
     /// Applies one pub/sub message; false if it is malformed.

@@ -6,7 +6,7 @@
 //! opens a new one. While Redis is away the worker keeps what this node holds in
 //! memory and writes it all again once Redis answers; the replica keeps serving.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,7 +15,14 @@ use std::time::{Duration, Instant};
 
 use redis::{Client, Commands, Connection, RedisResult};
 
-use crate::{HEARTBEAT, IO_TIMEOUT, LEASE, Shared, keys, parse_nodes, random_hex};
+use crate::replica::Table;
+use crate::{
+    HEARTBEAT, IO_TIMEOUT, LEASE, RESERVATION_GRACE, Shared, from_hex, keys, parse_nodes,
+    random_hex,
+};
+
+/// Claims sent in one pipeline.
+const CLAIM_BATCH: usize = 512;
 
 /// How often the subscriber checks its subscription is alive.
 const PING_EVERY: Duration = Duration::from_secs(5);
@@ -42,6 +49,8 @@ struct Held {
     generation: Option<u64>,
     /// Written once already: writing it again must not take it from another node.
     written: bool,
+    /// A claim was sent: Redis may hold an entry even when its answer was lost.
+    sent: bool,
     /// Another node took it while this one was cut off: not written again.
     lost: bool,
 }
@@ -53,13 +62,17 @@ pub(crate) struct Worker {
     commands: Receiver<Command>,
     conn: Option<Connection>,
     held: HashMap<String, Held>,
-    /// Routes withdrawn while Redis was away: (key, generation) to remove.
-    withdrawn: Vec<(String, u64)>,
+    /// Routes withdrawn here and not yet removed from Redis: key, the generation
+    /// (`None` when a claim's answer was lost: any of this incarnation's entries for
+    /// the tunnel), tunnel id.
+    withdrawn: Vec<(String, Option<u64>, String)>,
     /// Every held route must be written again (Redis lost them, or a write failed).
     republish: bool,
+    /// Held routes without a generation, to be written.
+    due: HashSet<String>,
 }
 
-fn connect(client: &Client) -> RedisResult<Connection> {
+pub(crate) fn connect(client: &Client) -> RedisResult<Connection> {
     let conn = client.get_connection_with_timeout(IO_TIMEOUT)?;
     conn.set_read_timeout(Some(IO_TIMEOUT))?;
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -76,6 +89,7 @@ impl Worker {
             held: HashMap::new(),
             withdrawn: Vec::new(),
             republish: false,
+            due: HashSet::new(),
         }
     }
 
@@ -85,11 +99,7 @@ impl Worker {
         self.tick()?;
         let conn = self.conn.as_mut().expect("opened by the tick");
         let all: HashMap<String, String> = conn.hgetall(keys::routes())?;
-        self.shared
-            .replica
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .load(all);
+        load(&self.shared, all);
         Ok(())
     }
 
@@ -99,7 +109,17 @@ impl Worker {
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match self.commands.recv_timeout(wait) {
-                Ok(command) => self.apply(command),
+                Ok(command) => {
+                    self.apply(command);
+                    // Whatever else is queued goes into the same writes.
+                    while let Ok(command) = self.commands.try_recv() {
+                        self.apply(command);
+                    }
+                    if let Err(e) = self.sync() {
+                        tracing::warn!(error = %e, "could not write to the fleet's Redis; retrying on the next heartbeat");
+                        self.conn = None;
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
@@ -166,6 +186,12 @@ impl Worker {
             .filter_map(|(id, info)| info.map(|i| (id, i)))
             .collect();
         let nodes = parse_nodes(records);
+        let keys: Vec<Vec<u8>> = nodes
+            .iter()
+            .filter(|n| n.id != node.id)
+            .filter_map(|n| from_hex(&n.signing_key))
+            .collect();
+        self.shared.trusted.replace(keys.iter().map(Vec::as_slice));
         *self
             .shared
             .secret
@@ -176,6 +202,7 @@ impl Worker {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .set_nodes(nodes);
+        self.refresh_reservations()?;
         if lost == 1 {
             self.republish = true;
             // Redis lost the table (or this is the first heartbeat): the subscriber
@@ -185,6 +212,7 @@ impl Worker {
         self.sync()
     }
 
+    /// Takes a change into this node's routes; [`Self::sync`] writes it.
     fn apply(&mut self, command: Command) {
         match command {
             Command::Publish {
@@ -193,6 +221,7 @@ impl Worker {
                 agent,
             } => {
                 // Taken again here (a recreate): the new claim supersedes the old.
+                self.due.insert(key.clone());
                 self.held.insert(
                     key,
                     Held {
@@ -200,6 +229,7 @@ impl Worker {
                         agent,
                         generation: None,
                         written: false,
+                        sent: false,
                         lost: false,
                     },
                 );
@@ -210,15 +240,11 @@ impl Worker {
                     .get(&key)
                     .is_some_and(|h| h.tunnel_id == tunnel_id)
                     && let Some(held) = self.held.remove(&key)
-                    && let Some(generation) = held.generation
+                    && (held.generation.is_some() || held.sent || held.written)
                 {
-                    self.withdrawn.push((key, generation));
+                    self.withdrawn.push((key, held.generation, held.tunnel_id));
                 }
             }
-        }
-        if let Err(e) = self.sync() {
-            tracing::warn!(error = %e, "could not write to the fleet's Redis; retrying on the next heartbeat");
-            self.conn = None;
         }
     }
 
@@ -229,50 +255,127 @@ impl Worker {
         let owner = format!("{} {}", node.id, node.incarnation);
         self.ensure_conn()?;
         if self.republish {
-            for held in self.held.values_mut() {
+            for (key, held) in self.held.iter_mut() {
                 held.generation = None;
+                self.due.insert(key.clone());
             }
         }
         let conn = self.conn.as_mut().expect("opened above");
-        while let Some((key, generation)) = self.withdrawn.last() {
+        while let Some((key, generation, tunnel_id)) = self.withdrawn.last() {
+            let entry_owner = match generation {
+                Some(generation) => format!("{owner} {generation}"),
+                None => owner.clone(),
+            };
             let _: u8 = keys::RELEASE
                 .key(keys::routes())
                 .arg(key)
-                .arg(format!("{owner} {generation}"))
+                .arg(entry_owner)
                 .arg(keys::channel())
+                .arg(tunnel_id)
                 .invoke(conn)?;
             self.withdrawn.pop();
         }
-        let due = self
-            .held
-            .iter_mut()
-            .filter(|(_, h)| h.generation.is_none() && !h.lost);
-        for (key, held) in due {
-            let agent = held
-                .agent
-                .map_or_else(|| "-".to_string(), |a| a.to_string());
-            let mode = if held.written { "keep" } else { "take" };
-            let generation: i64 = keys::CLAIM
-                .key(keys::routes())
-                .key(keys::generation())
-                .arg(key)
-                .arg(&owner)
-                .arg(format!("{} {agent}", held.tunnel_id))
-                .arg(keys::channel())
-                .arg(mode)
-                .invoke(conn)?;
-            held.written = true;
-            match u64::try_from(generation) {
-                Ok(generation) => held.generation = Some(generation),
-                Err(_) => {
-                    tracing::info!(route = %key, tunnel_id = %held.tunnel_id, "another node took this tunnel while this one could not reach Redis; not publishing it again");
-                    held.lost = true;
+        // Claims go in pipelines of CLAIM_BATCH: publishing many tunnels (after Redis
+        // lost them all, say) costs a round trip per batch, not per tunnel.
+        let mut batch: Vec<String> = Vec::with_capacity(CLAIM_BATCH);
+        let mut due = std::mem::take(&mut self.due).into_iter();
+        loop {
+            batch.clear();
+            batch.extend(
+                due.by_ref()
+                    .filter(|k| {
+                        self.held
+                            .get(k)
+                            .is_some_and(|h| h.generation.is_none() && !h.lost)
+                    })
+                    .take(CLAIM_BATCH),
+            );
+            if batch.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            for key in &batch {
+                let held = self.held.get_mut(key).expect("filtered above");
+                let agent = held
+                    .agent
+                    .map_or_else(|| "-".to_string(), |a| a.to_string());
+                let mode = if held.written { "keep" } else { "take" };
+                held.sent = true;
+                pipe.invoke_script(
+                    keys::CLAIM
+                        .key(keys::routes())
+                        .key(keys::generation())
+                        .arg(key)
+                        .arg(&owner)
+                        .arg(format!("{} {agent}", held.tunnel_id))
+                        .arg(keys::channel())
+                        .arg(mode),
+                );
+            }
+            keys::CLAIM.prepare_invoke().load(conn)?;
+            let generations: Vec<i64> = match pipe.query(conn) {
+                Ok(g) => g,
+                Err(e) => {
+                    // Written or not, these are still due, and so is the rest.
+                    self.due.extend(batch.drain(..));
+                    self.due.extend(due);
+                    return Err(e);
+                }
+            };
+            for (key, generation) in batch.iter().zip(generations) {
+                let held = self.held.get_mut(key).expect("filtered above");
+                held.written = true;
+                match u64::try_from(generation) {
+                    Ok(generation) => held.generation = Some(generation),
+                    Err(_) => {
+                        tracing::info!(route = %key, tunnel_id = %held.tunnel_id, "another node took this tunnel while this one could not reach Redis; not publishing it again");
+                        held.lost = true;
+                    }
                 }
             }
         }
         self.republish = false;
         Ok(())
     }
+
+    /// Keeps the reservation of each name and port this node serves for
+    /// [`RESERVATION_GRACE`] from now, in one pipeline.
+    fn refresh_reservations(&mut self) -> RedisResult<()> {
+        let grace = RESERVATION_GRACE.as_millis() as u64;
+        let mut pipe = redis::pipe();
+        let mut any = false;
+        for (key, held) in self.held.iter().filter(|(_, h)| !h.lost) {
+            if let Some(what) = keys::reserved_as(key) {
+                pipe.invoke_script(
+                    keys::RESERVE
+                        .key(keys::reservation(&what))
+                        .arg(&held.tunnel_id)
+                        .arg(grace),
+                )
+                .ignore();
+                any = true;
+            }
+        }
+        if any {
+            self.ensure_conn()?;
+            let conn = self.conn.as_mut().expect("opened above");
+            keys::RESERVE.prepare_invoke().load(conn)?;
+            let () = pipe.query(conn)?;
+        }
+        Ok(())
+    }
+}
+
+/// Replaces the replica's route table with the full load `all`, parsed before the
+/// lock is taken and the old table dropped after it is released.
+fn load(shared: &Shared, all: HashMap<String, String>) {
+    let table = Table::parse(all);
+    let old = shared
+        .replica
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .replace(table);
+    drop(old);
 }
 
 /// The subscriber thread: subscribes, loads the whole table, applies announcements;
@@ -293,11 +396,7 @@ fn subscribe_once(client: &Client, shared: &Shared) -> RedisResult<()> {
     // Announcements from here on queue up on the subscription while the table loads;
     // generations make applying one twice harmless.
     let all: HashMap<String, String> = connect(client)?.hgetall(keys::routes())?;
-    shared
-        .replica
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .load(all);
+    load(shared, all);
     pubsub.set_read_timeout(Some(Duration::from_secs(1)))?;
     let mut pinged = Instant::now();
     loop {
@@ -306,11 +405,7 @@ fn subscribe_once(client: &Client, shared: &Shared) -> RedisResult<()> {
         }
         if shared.reload.swap(false, Ordering::Relaxed) {
             let all: HashMap<String, String> = connect(client)?.hgetall(keys::routes())?;
-            shared
-                .replica
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .load(all);
+            load(shared, all);
         }
         // A subscription that stopped delivering (a half-open connection) shows as a
         // ping without an answer; the caller subscribes and loads again.

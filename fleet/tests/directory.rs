@@ -1,10 +1,12 @@
 //! The directory on a real `redis-server`, in process: three nodes' `Fleet`s publish,
 //! move and withdraw routes; a stale node's withdrawal cannot remove its successor's
 //! entry; a Redis that lost everything is filled again; a dead node's routes die with
-//! its lease.
+//! its lease; token ids are used once in the whole fleet, and each node trusts the
+//! signing keys of the live others.
 
 use std::time::{Duration, Instant};
 
+use netbore_control::tokens::{TokenSigner, TrustedKeys, unix_now};
 use netbore_edge::fleet::{Directory, RouteKey};
 use netbore_fleet::{Fleet, LEASE, NodeInfo};
 use netbore_test_support::redis::RedisServer;
@@ -38,9 +40,9 @@ fn holder_node(directory: &Fleet, key: &RouteKey) -> Option<String> {
 #[test]
 fn routes_follow_their_holder_and_stale_withdrawals_change_nothing() {
     let redis = RedisServer::start();
-    let a = Fleet::join(&redis.url, node("a"), false).unwrap();
-    let b = Fleet::join(&redis.url, node("b"), false).unwrap();
-    let c = Fleet::join(&redis.url, node("c"), false).unwrap();
+    let a = Fleet::join(&redis.url, node("a"), false, TrustedKeys::default()).unwrap();
+    let b = Fleet::join(&redis.url, node("b"), false, TrustedKeys::default()).unwrap();
+    let c = Fleet::join(&redis.url, node("c"), false, TrustedKeys::default()).unwrap();
     let shop = RouteKey::Http("shop".into());
     let second = Duration::from_secs(2);
 
@@ -76,10 +78,10 @@ fn routes_follow_their_holder_and_stale_withdrawals_change_nothing() {
 #[test]
 fn a_redis_that_lost_everything_is_filled_again_and_dead_nodes_lose_their_routes() {
     let redis = RedisServer::start();
-    let a = Fleet::join(&redis.url, node("a"), false).unwrap();
+    let a = Fleet::join(&redis.url, node("a"), false, TrustedKeys::default()).unwrap();
     let db = RouteKey::Tcp(20_001);
     a.publish(&db, "t2", None);
-    let b = Fleet::join(&redis.url, node("b"), false).unwrap();
+    let b = Fleet::join(&redis.url, node("b"), false, TrustedKeys::default()).unwrap();
     eventually(Duration::from_secs(2), "b sees the route", || {
         holder_node(&b, &db).as_deref() == Some("a")
     });
@@ -90,7 +92,7 @@ fn a_redis_that_lost_everything_is_filled_again_and_dead_nodes_lose_their_routes
     let mut conn = redis.connection();
     let () = redis::cmd("FLUSHALL").query(&mut conn).unwrap();
     eventually(Duration::from_secs(5), "a republishes", || {
-        let c = Fleet::join(&redis.url, node("c"), false).unwrap();
+        let c = Fleet::join(&redis.url, node("c"), false, TrustedKeys::default()).unwrap();
         let seen = holder_node(&c, &db).as_deref() == Some("a");
         drop(c);
         seen
@@ -109,23 +111,23 @@ fn a_redis_that_lost_everything_is_filled_again_and_dead_nodes_lose_their_routes
 #[test]
 fn links_are_proven_with_one_secret_for_the_whole_fleet() {
     let redis = RedisServer::start();
-    let a = Fleet::join(&redis.url, node("a"), false).unwrap();
-    let b = Fleet::join(&redis.url, node("b"), false).unwrap();
+    let a = Fleet::join(&redis.url, node("a"), false, TrustedKeys::default()).unwrap();
+    let b = Fleet::join(&redis.url, node("b"), false, TrustedKeys::default()).unwrap();
     let secret = a.link_secret().unwrap();
     assert_eq!(secret.len(), 64);
     assert_eq!(b.link_secret(), Some(secret));
     let other = RedisServer::start();
-    let stranger = Fleet::join(&other.url, node("a"), false).unwrap();
+    let stranger = Fleet::join(&other.url, node("a"), false, TrustedKeys::default()).unwrap();
     assert_ne!(stranger.link_secret(), a.link_secret());
-    assert!(Fleet::join(&redis.url, node("bad id"), false).is_err());
+    assert!(Fleet::join(&redis.url, node("bad id"), false, TrustedKeys::default()).is_err());
 }
 
 #[test]
 fn a_node_cut_off_from_redis_does_not_take_back_a_tunnel_that_moved() {
     let redis = RedisServer::start();
-    let a = Fleet::join(&redis.url, node("a"), false).unwrap();
-    let b = Fleet::join(&redis.url, node("b"), false).unwrap();
-    let c = Fleet::join(&redis.url, node("c"), false).unwrap();
+    let a = Fleet::join(&redis.url, node("a"), false, TrustedKeys::default()).unwrap();
+    let b = Fleet::join(&redis.url, node("b"), false, TrustedKeys::default()).unwrap();
+    let c = Fleet::join(&redis.url, node("c"), false, TrustedKeys::default()).unwrap();
     let shop = RouteKey::Http("shop".into());
     a.publish(&shop, "t1", None);
     eventually(Duration::from_secs(2), "c sees a", || {
@@ -156,4 +158,115 @@ fn a_node_cut_off_from_redis_does_not_take_back_a_tunnel_that_moved() {
         .unwrap();
     assert!(entry.starts_with("b "), "{entry}");
     drop(a);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn token_ids_are_used_once_fleet_wide_and_nodes_trust_each_others_signing_keys() {
+    let redis = RedisServer::start();
+    let (sign_a, sign_b) = (TokenSigner::generate(), TokenSigner::generate());
+    let (trust_a, trust_b) = (TrustedKeys::default(), TrustedKeys::default());
+    let with_key = |id: &str, signer: &TokenSigner| NodeInfo {
+        signing_key: hex(signer.public_key()),
+        ..node(id)
+    };
+    let a = Fleet::join(&redis.url, with_key("a", &sign_a), false, trust_a.clone()).unwrap();
+    let b = Fleet::join(&redis.url, with_key("b", &sign_b), false, trust_b.clone()).unwrap();
+    eventually(
+        Duration::from_secs(3),
+        "each node trusts the other's key",
+        || {
+            trust_a.kids() == vec![sign_b.kid().to_string()]
+                && trust_b.kids() == vec![sign_a.kid().to_string()]
+        },
+    );
+
+    let later = unix_now() + 60;
+    let ids = |names: &[&str]| -> Vec<(String, u64)> {
+        names.iter().map(|n| (n.to_string(), later)).collect()
+    };
+    assert_eq!(a.use_tokens(&ids(&["j1", "j2"])), Ok(true));
+    // Used at a: refused at b, and at a again; a set with one used id records none.
+    assert_eq!(b.use_tokens(&ids(&["j1"])), Ok(false));
+    assert_eq!(a.use_tokens(&ids(&["j2"])), Ok(false));
+    assert_eq!(b.use_tokens(&ids(&["j3", "j2"])), Ok(false));
+    assert_eq!(b.use_tokens(&ids(&["j3"])), Ok(true));
+    // Given back (its tunnel could not be claimed): usable again, once.
+    a.give_back_tokens(&["j1".to_string()]);
+    assert_eq!(b.use_tokens(&ids(&["j1"])), Ok(true));
+    assert_eq!(a.use_tokens(&ids(&["j1"])), Ok(false));
+    // Ids leave Redis when their tokens have expired.
+    assert_eq!(
+        a.use_tokens(&[("short".to_string(), unix_now() + 1)]),
+        Ok(true)
+    );
+    let mut conn = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("netbore:{fleet}:jti:short")
+        .query(&mut conn)
+        .unwrap();
+    assert!((0..=2).contains(&ttl), "ttl {ttl}");
+
+    // A node that stops loses the others' trust within its lease.
+    drop(b);
+    eventually(LEASE + Duration::from_secs(3), "a forgets b's key", || {
+        trust_a.kids().is_empty()
+    });
+    // Redis gone: using a token is a clear failure, fast the second time.
+    drop(redis);
+    assert!(a.use_tokens(&ids(&["j9"])).is_err());
+    let started = Instant::now();
+    assert!(a.use_tokens(&ids(&["j10"])).is_err());
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+#[test]
+fn names_and_ports_are_reserved_for_one_tunnel_across_the_fleet_and_outlive_their_holder() {
+    let redis = RedisServer::start();
+    let a = Fleet::join(&redis.url, node("a"), false, TrustedKeys::default()).unwrap();
+    let b = Fleet::join(&redis.url, node("b"), false, TrustedKeys::default()).unwrap();
+    let (port, shop) = (RouteKey::Tcp(20_001), RouteKey::Http("shop".into()));
+    let hold = Duration::from_secs(1);
+    assert_eq!(a.reserve(&port, "t1", hold), Ok(true));
+    assert_eq!(b.reserve(&port, "t2", hold), Ok(false));
+    // The same tunnel (moving to b, or adopted there) keeps it.
+    assert_eq!(b.reserve(&port, "t1", hold), Ok(true));
+    // HTTP and TLS tunnels share names.
+    assert_eq!(a.reserve(&shop, "t3", hold), Ok(true));
+    assert_eq!(
+        b.reserve(&RouteKey::Tls("shop".into()), "t4", hold),
+        Ok(false)
+    );
+    assert_eq!(
+        b.reserve(&RouteKey::Http("other".into()), "t4", hold),
+        Ok(true)
+    );
+
+    let mut conn = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut pttl = |what: &str| -> i64 {
+        redis::cmd("PTTL")
+            .arg(format!("netbore:{{fleet}}:reserved:{what}"))
+            .query(&mut conn)
+            .unwrap()
+    };
+    // While a serves t1, its heartbeats keep the reservation a full grace ahead.
+    a.publish(&port, "t1", None);
+    std::thread::sleep(Duration::from_millis(2500));
+    let grace = netbore_fleet::RESERVATION_GRACE.as_millis() as i64;
+    assert!(pttl("port:20001") > grace - 1500, "{}", pttl("port:20001"));
+    // After a stops, the port stays t1's for the grace, then is free.
+    drop(a);
+    std::thread::sleep(Duration::from_millis(1500));
+    let left = pttl("port:20001");
+    assert!(left > 0 && left <= grace, "{left}");
+    assert_eq!(b.reserve(&port, "t2", hold), Ok(false));
 }

@@ -79,77 +79,7 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-/// Stable error codes shared by the control API, the hello and the CLI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum ErrorCode {
-    /// The token is malformed, forged, for another audience, or signed with another algorithm.
-    BadToken,
-    /// The token's lifetime has passed.
-    TokenExpired,
-    /// The token was already used once.
-    TokenReused,
-    /// The requested public port is taken.
-    PortInUse,
-    /// The requested public port is outside the server's range.
-    PortNotAllowed,
-    /// No public port is free.
-    NoPortAvailable,
-    /// The tunnel named by the token is not reserved on this Edge (it expired).
-    UnknownTunnel,
-    /// The request is malformed.
-    BadRequest,
-    /// Credentials are required.
-    Unauthorized,
-    /// The peer speaks another protocol version or sent a malformed handshake.
-    ProtocolError,
-    /// The requested name is online or reserved by someone else.
-    NameTaken,
-    /// A limit on tunnels (per key or per anonymous address) is reached.
-    LimitReached,
-    /// Too many control API requests in a short time.
-    RateLimited,
-    /// The tunnel or resource does not exist.
-    NotFound,
-    /// The tunnel was deleted through the API.
-    TunnelDeleted,
-    /// Another agent reclaimed the tunnel with its recreate token.
-    Replaced,
-    /// Something failed inside the server.
-    Internal,
-}
-
-impl ErrorCode {
-    /// The code as it appears in JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BadToken => "bad_token",
-            ErrorCode::TokenExpired => "token_expired",
-            ErrorCode::TokenReused => "token_reused",
-            ErrorCode::PortInUse => "port_in_use",
-            ErrorCode::PortNotAllowed => "port_not_allowed",
-            ErrorCode::NoPortAvailable => "no_port_available",
-            ErrorCode::UnknownTunnel => "unknown_tunnel",
-            ErrorCode::BadRequest => "bad_request",
-            ErrorCode::Unauthorized => "unauthorized",
-            ErrorCode::ProtocolError => "protocol_error",
-            ErrorCode::NameTaken => "name_taken",
-            ErrorCode::LimitReached => "limit_reached",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::TunnelDeleted => "tunnel_deleted",
-            ErrorCode::Replaced => "replaced",
-            ErrorCode::Internal => "internal",
-        }
-    }
-}
-
-impl std::fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use netbore_codes::ErrorCode;
 
 /// Why a handshake message could not be read.
 #[derive(Debug, thiserror::Error)]

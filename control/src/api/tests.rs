@@ -21,7 +21,7 @@ struct NoEdge;
 impl Placement for NoEdge {
     fn place(&self, _: &PlaceRequest) -> Result<Placed, PlacementError> {
         Err(PlacementError {
-            code: "protocol_not_served",
+            code: netbore_codes::ErrorCode::ProtocolNotServed,
             message: "no Edge serves this control plane".into(),
         })
     }

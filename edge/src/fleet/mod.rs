@@ -68,8 +68,14 @@ pub struct Holder {
     pub agent: Option<SocketAddr>,
 }
 
+/// The fleet's shared store could not be reached to record a token's use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the fleet's shared store did not answer ({0}); try again shortly")]
+pub struct StoreUnavailable(pub String);
+
 /// The fleet's shared directory as the Edge uses it. Calls never block on the
-/// network: publishing is queued, lookups read a local replica.
+/// network (publishing is queued, lookups read a local replica), except the
+/// recording of used tokens, which the Edge makes from a blocking thread.
 pub trait Directory: Send + Sync + fmt::Debug + 'static {
     /// This node's id.
     fn node_id(&self) -> &str;
@@ -89,6 +95,29 @@ pub trait Directory: Send + Sync + fmt::Debug + 'static {
 
     /// The public ports of the TCP tunnels live nodes other than this one hold.
     fn remote_tcp_ports(&self) -> Vec<u16>;
+
+    /// Records the ids of tokens a hello presents as used at every node, all or
+    /// none: `Ok(true)` when none was used before at any node, `Ok(false)` when one
+    /// was. Each id is `(jti, Unix second after which it may be forgotten)`. Blocks
+    /// on the network.
+    fn use_tokens(&self, ids: &[(String, u64)]) -> Result<bool, StoreUnavailable>;
+
+    /// Reserves `route`'s public name or port (HTTP and TLS tunnels share names) for
+    /// `tunnel_id`, for at least `hold`, before the tunnel is placed: `Ok(false)` when
+    /// it is reserved for another tunnel. The holder keeps the reservation while the
+    /// tunnel lives, and for a grace period after (its agent may reclaim it at another
+    /// node). Blocks on the network.
+    fn reserve(
+        &self,
+        route: &RouteKey,
+        tunnel_id: &str,
+        hold: std::time::Duration,
+    ) -> Result<bool, StoreUnavailable>;
+
+    /// Forgets ids [`Directory::use_tokens`] recorded whose tunnels could not be
+    /// claimed after all, so the tokens may be presented again. Blocks on the network;
+    /// a failure only leaves the ids recorded until they expire.
+    fn give_back_tokens(&self, ids: &[String]);
 }
 
 #[cfg(test)]

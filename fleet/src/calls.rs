@@ -1,0 +1,136 @@
+//! The calls the Edge makes to the fleet's Redis and waits for, from its blocking
+//! threads: recording single-use token ids (a token minted by any node, which every
+//! node accepts, opens its tunnels once in the whole fleet) and reserving a public
+//! name or port for a tunnel before it is placed.
+//!
+//! One connection, used one call at a time. Each call can be tried again after its
+//! answer was lost: a token-id write carries a value of its own and finds it, a
+//! reservation finds its own tunnel id. After a failure to reach Redis, calls fail at
+//! once for [`BACK_OFF`]: hellos and creates arriving while Redis is away do not
+//! queue behind each other's timeouts.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use netbore_edge::fleet::StoreUnavailable;
+use redis::{Client, Connection, RedisResult};
+
+use crate::{keys, random_hex, worker::connect};
+
+/// How long calls fail at once after Redis could not be reached.
+const BACK_OFF: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct State {
+    conn: Option<Connection>,
+    /// Until when calls fail without trying.
+    down_until: Option<Instant>,
+    /// Why the last try failed.
+    reason: String,
+}
+
+/// The Edge's waited-for calls to the fleet's Redis.
+pub(crate) struct Calls {
+    client: Client,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Calls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Calls").finish_non_exhaustive()
+    }
+}
+
+impl Calls {
+    pub(crate) fn new(client: Client) -> Self {
+        Calls {
+            client,
+            state: Mutex::default(),
+        }
+    }
+
+    /// Records `ids` (`jti`, Unix second to forget it after), all or none: `true`
+    /// when none was recorded before.
+    pub(crate) fn record(&self, ids: &[(String, u64)]) -> Result<bool, StoreUnavailable> {
+        let mine = random_hex(8);
+        let mut script = keys::USE_TOKENS.prepare_invoke();
+        script.arg(&mine);
+        for (jti, forget_after) in ids {
+            script.key(keys::token_id(jti)).arg(*forget_after);
+        }
+        self.run(|conn| script.invoke::<u8>(conn)).map(|v| v == 1)
+    }
+
+    /// Reserves the public name or port `what` (`name:NAME`, `port:PORT`) for
+    /// `tunnel_id` for `hold`: `false` when it is reserved for another tunnel.
+    pub(crate) fn reserve(
+        &self,
+        what: &str,
+        tunnel_id: &str,
+        hold: Duration,
+    ) -> Result<bool, StoreUnavailable> {
+        let mut script = keys::RESERVE.prepare_invoke();
+        script
+            .key(keys::reservation(what))
+            .arg(tunnel_id)
+            .arg(hold.as_millis() as u64);
+        self.run(|conn| script.invoke::<u8>(conn)).map(|v| v == 1)
+    }
+
+    /// Forgets `ids`.
+    pub(crate) fn forget(&self, ids: &[String]) {
+        let keys: Vec<String> = ids.iter().map(|jti| keys::token_id(jti)).collect();
+        if let Err(e) = self.run(|conn| redis::cmd("DEL").arg(&keys).query::<u64>(conn)) {
+            tracing::debug!(error = %e, "could not give back unused token ids; they expire with their tokens");
+        }
+    }
+
+    /// Runs `call`, on a fresh connection a second time when the first failed on a
+    /// connection kept from earlier (Redis may have restarted since).
+    fn run<T>(
+        &self,
+        call: impl Fn(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T, StoreUnavailable> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.down_until.is_some_and(|t| Instant::now() < t) {
+            return Err(StoreUnavailable(state.reason.clone()));
+        }
+        for _ in 0..2 {
+            let kept = state.conn.is_some();
+            let conn = match state.conn.take() {
+                Some(conn) => conn,
+                None => match connect(&self.client) {
+                    Ok(conn) => conn,
+                    Err(e) => return Err(down(&mut state, e)),
+                },
+            };
+            let mut conn = conn;
+            match call(&mut conn) {
+                Ok(v) => {
+                    state.conn = Some(conn);
+                    state.down_until = None;
+                    return Ok(v);
+                }
+                // Redis's own error reply: the connection is fine, the call is not.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+                    ) =>
+                {
+                    state.conn = Some(conn);
+                    return Err(StoreUnavailable(e.to_string()));
+                }
+                Err(e) if !kept => return Err(down(&mut state, e)),
+                Err(_) => {}
+            }
+        }
+        Err(StoreUnavailable("the connection failed twice".into()))
+    }
+}
+
+fn down(state: &mut State, e: redis::RedisError) -> StoreUnavailable {
+    state.reason = e.to_string();
+    state.down_until = Some(Instant::now() + BACK_OFF);
+    StoreUnavailable(state.reason.clone())
+}
