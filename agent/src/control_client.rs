@@ -5,6 +5,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::Request;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper_util::rt::TokioIo;
+use netbore_codes::ErrorCode;
 use netbore_control::api::{CreateTunnelRequest, CreateTunnelResponse, ErrorResponse};
 use rustls_pki_types::ServerName;
 use std::sync::Arc;
@@ -122,7 +123,7 @@ async fn connect(
     {
         Ok(tls_stream) => Ok(Box::new(tls_stream)),
         Err(e) if e.to_string().contains("invalid peer certificate") => Err(AgentError::Refused {
-            code: "untrusted_certificate".into(),
+            code: ErrorCode::UntrustedCertificate,
             message: format!(
                 "the control plane's certificate at {url} is not trusted ({e}); pass --ca FILE with the CA that signed it, or --ca-fingerprint with the fingerprint the server prints"
             ),
@@ -149,7 +150,7 @@ pub async fn create_tunnel(
     };
     if !url.tls && !url.is_loopback() && !insecure_http {
         return Err(AgentError::Refused {
-            code: "insecure_control".into(),
+            code: ErrorCode::InsecureControl,
             message: format!(
                 "{url} would send the API key and tunnel tokens across the network in clear text; use https:// (or, knowingly, --insecure-http)"
             ),
@@ -170,7 +171,7 @@ pub async fn create_tunnel(
     let req = req
         .body(Full::new(Bytes::from(body)))
         .map_err(|_| AgentError::Refused {
-            code: "bad_request".into(),
+            code: ErrorCode::BadRequest,
             message: "the API key contains characters a header cannot carry; check --key".into(),
         })?;
     let response = sender

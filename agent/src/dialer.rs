@@ -7,6 +7,7 @@
 //! An Edge on its development CA is trusted only with `--ca`; without it, `auto` skips
 //! the TLS transports instead of failing on them.
 
+use netbore_codes::ErrorCode;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -71,7 +72,7 @@ fn no_edge(edges: &[EdgeCandidate], wanted: Option<TransportKind>) -> AgentError
         offered.join(", ")
     };
     AgentError::Refused {
-        code: "no_edge".into(),
+        code: ErrorCode::NoEdge,
         message: match wanted {
             Some(k) => format!(
                 "the server offers no Edge over {k} (it offers: {offered}); pass another --transport"
@@ -123,7 +124,12 @@ pub(crate) async fn dial_first(
             }
             // A certificate the agent does not trust is the user's to fix: trying the
             // next transport would only hide it.
-            Err(e) if e.code() == "untrusted_certificate" => return Err(e),
+            Err(
+                e @ AgentError::Refused {
+                    code: ErrorCode::UntrustedCertificate,
+                    ..
+                },
+            ) => return Err(e),
             Err(e) => {
                 tracing::debug!(transport = %attempt.kind, error = %e, "transport failed");
                 if auto && attempt.kind == TransportKind::Quic && probe.is_none() {
@@ -200,12 +206,12 @@ async fn dial(
         .map_err(|_| unreachable(format!("no answer within {deadline:?}")))?
         .map_err(|e| match e {
             TransportError::UntrustedCertificate { .. } => AgentError::Refused {
-                code: "untrusted_certificate".into(),
+                code: ErrorCode::UntrustedCertificate,
                 message: e.to_string(),
             },
             TransportError::Proxy(netbore_transport::proxy::ProxyError::Refused { .. }) => {
                 AgentError::Refused {
-                    code: "proxy_refused".into(),
+                    code: ErrorCode::ProxyRefused,
                     message: e.to_string(),
                 }
             }
@@ -214,7 +220,7 @@ async fn dial(
                 netbore_transport::proxy::ProxyError::CredentialsRequired { .. }
                 | netbore_transport::proxy::ProxyError::CredentialsRejected { .. },
             ) => AgentError::Refused {
-                code: "proxy_credentials".into(),
+                code: ErrorCode::ProxyCredentials,
                 message: e.to_string(),
             },
             other => unreachable(other.to_string()),
@@ -261,7 +267,7 @@ pub(crate) fn trust(
         return Ok(made.clone());
     }
     let made = ClientTls::new(&config.trust).map_err(|e| AgentError::Refused {
-        code: "tls_config".into(),
+        code: ErrorCode::TlsConfig,
         message: e.to_string(),
     })?;
     Ok(cache.get_or_init(|| made).clone())

@@ -12,6 +12,7 @@ mod origin;
 pub mod pin;
 pub mod state;
 
+use netbore_codes::ErrorCode;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -203,7 +204,7 @@ pub enum AgentError {
     #[error("{message}")]
     Refused {
         /// Stable code.
-        code: String,
+        code: ErrorCode,
         /// The server's sentence.
         message: String,
     },
@@ -225,7 +226,7 @@ impl AgentError {
     pub fn code(&self) -> &str {
         match self {
             AgentError::ControlUnreachable { .. } => "control_unreachable",
-            AgentError::Refused { code, .. } => code,
+            AgentError::Refused { code, .. } => code.as_str(),
             AgentError::EdgeUnreachable { .. } => "edge_unreachable",
             AgentError::Stopped => "stopped",
         }
@@ -233,8 +234,27 @@ impl AgentError {
 
     /// True when retrying cannot help (bad request, credentials, a port outside the range).
     pub fn is_permanent(&self) -> bool {
-        matches!(self, AgentError::Refused { code, .. }
-            if matches!(code.as_str(), "bad_request" | "unauthorized" | "port_not_allowed" | "port_in_use" | "protocol_error" | "name_taken" | "protocol_not_served" | "tunnel_deleted" | "replaced" | "no_edge" | "untrusted_certificate" | "proxy_refused" | "proxy_credentials" | "tls_config"))
+        use ErrorCode::*;
+        matches!(
+            self,
+            AgentError::Refused {
+                code: BadRequest
+                    | Unauthorized
+                    | PortNotAllowed
+                    | PortInUse
+                    | ProtocolError
+                    | NameTaken
+                    | ProtocolNotServed
+                    | TunnelDeleted
+                    | Replaced
+                    | NoEdge
+                    | UntrustedCertificate
+                    | ProxyRefused
+                    | ProxyCredentials
+                    | TlsConfig,
+                ..
+            }
+        )
     }
 }
 
@@ -411,7 +431,7 @@ pub async fn run_until(
                     AgentError::ControlUnreachable { .. } | AgentError::EdgeUnreachable { .. } => {
                         true
                     }
-                    AgentError::Refused { code, .. } => code == "store_unavailable",
+                    AgentError::Refused { code, .. } => *code == ErrorCode::StoreUnavailable,
                     _ => false,
                 };
                 // The next node is tried at once; the delays grow again once every
@@ -475,10 +495,7 @@ async fn watch_notices(
             }) => {
                 open.retain(|id| *id != tunnel_id);
                 if open.is_empty() {
-                    return AgentError::Refused {
-                        code: code.as_str().into(),
-                        message,
-                    };
+                    return AgentError::Refused { code, message };
                 }
                 on_event(AgentEvent::TunnelClosed {
                     tunnel_id,
@@ -530,17 +547,20 @@ async fn create_one(
         .await
         {
             Err(AgentError::Refused { code, .. })
-                if code == "not_found" && held.online_this_run =>
+                if code == ErrorCode::NotFound && held.online_this_run =>
             {
                 if let Some(s) = store {
                     s.forget(spec);
                 }
                 return Err(AgentError::Refused {
-                    code: "tunnel_deleted".into(),
+                    code: ErrorCode::TunnelDeleted,
                     message: "the server no longer knows this tunnel (it was deleted through the control API, or the server lost its data); run the command again for a new tunnel".into(),
                 });
             }
-            Err(AgentError::Refused { code, .. }) if code == "not_found" => {
+            Err(AgentError::Refused {
+                code: ErrorCode::NotFound,
+                ..
+            }) => {
                 tracing::info!("the server no longer knows this tunnel; creating a new one");
                 held.recreate_token = None;
                 if let Some(s) = store {
@@ -660,7 +680,7 @@ async fn connect(
             })
         }
         HelloReply::Error(body) => Err(AgentError::Refused {
-            code: body.code.as_str().into(),
+            code: body.code,
             message: body.message,
         }),
     }
@@ -675,6 +695,9 @@ const MAX_SERVERS: usize = 16;
 /// [`EdgeCandidate::control_url`]: netbore_control::api::EdgeCandidate::control_url
 struct Servers {
     list: Vec<ControlUrl>,
+    /// How many of `list`'s first entries the user gave (`--server`); the rest were
+    /// learned and are replaced by each newer answer.
+    given: usize,
     current: usize,
 }
 
@@ -686,7 +709,11 @@ impl Servers {
                 list.push(s.clone());
             }
         }
-        Servers { list, current: 0 }
+        Servers {
+            given: list.len(),
+            list,
+            current: 0,
+        }
     }
 
     fn current(&self) -> &ControlUrl {
@@ -703,20 +730,84 @@ impl Servers {
         self.current != 0
     }
 
-    /// Adds the fleet nodes' control planes listed in `edges`.
+    /// Learns the fleet's control planes from the nodes listed in `edges` (the live
+    /// ones, as the answering node sees them): they replace those learned before, so
+    /// nodes gone from the fleet are dropped and new ones fit. The `--server`s stay,
+    /// and so does the one in use.
     fn learn(&mut self, edges: &[netbore_control::api::EdgeCandidate]) {
-        for url in edges.iter().filter_map(|e| e.control_url.as_deref()) {
-            match url.parse::<ControlUrl>() {
-                Ok(url) if !self.list.contains(&url) && self.list.len() < MAX_SERVERS => {
-                    self.list.push(url);
-                }
-                _ => {}
+        let in_use = self.current().clone();
+        let mut list: Vec<ControlUrl> = self.list[..self.given].to_vec();
+        let learned = edges
+            .iter()
+            .filter_map(|e| e.control_url.as_deref()?.parse::<ControlUrl>().ok());
+        for url in std::iter::once(in_use.clone()).chain(learned) {
+            if !list.contains(&url) && list.len() < MAX_SERVERS {
+                list.push(url);
             }
         }
+        self.current = list.iter().position(|u| *u == in_use).unwrap_or(0);
+        self.list = list;
     }
 }
 
 /// The port of a `tcp://host:port` URL.
 fn public_port(url: &str) -> Option<u16> {
     url.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+}
+
+#[cfg(test)]
+mod servers_tests {
+    use super::*;
+    use netbore_control::api::EdgeCandidate;
+
+    fn url(host: &str) -> ControlUrl {
+        format!("http://{host}:7834").parse().unwrap()
+    }
+
+    fn edges(hosts: &[&str]) -> Vec<EdgeCandidate> {
+        hosts
+            .iter()
+            .map(|h| EdgeCandidate {
+                addr: format!("{h}:7835"),
+                transports: vec!["tcp".into()],
+                development_ca: false,
+                node: Some((*h).into()),
+                region: None,
+                control_url: Some(format!("http://{h}:7834")),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn learned_control_planes_follow_the_fleet_and_the_given_ones_stay() {
+        let mut config = AgentConfig::new(url("10.0.0.1"), Vec::new());
+        config.fallback_servers = vec![url("10.0.0.2")];
+        let mut servers = Servers::new(&config);
+        servers.learn(&edges(&["10.0.0.1", "10.0.0.3", "10.0.0.4"]));
+        assert_eq!(servers.list.len(), 4);
+        // The fleet moved on: .3 and .4 are gone, new nodes came. The old learned
+        // ones leave; the given ones stay; the one in use stays in use.
+        servers.next();
+        servers.next();
+        assert_eq!(*servers.current(), url("10.0.0.3"));
+        servers.learn(&edges(&["10.0.0.3", "10.0.0.5"]));
+        assert_eq!(
+            servers.list,
+            vec![
+                url("10.0.0.1"),
+                url("10.0.0.2"),
+                url("10.0.0.3"),
+                url("10.0.0.5")
+            ]
+        );
+        assert_eq!(*servers.current(), url("10.0.0.3"));
+        // Twenty replacement nodes over time never crowd out what is live now.
+        for round in 0..20 {
+            servers.learn(&edges(&[&format!("10.0.1.{round}")]));
+        }
+        servers.learn(&edges(&["10.0.2.1", "10.0.2.2"]));
+        assert!(servers.list.contains(&url("10.0.2.1")));
+        assert!(servers.list.contains(&url("10.0.2.2")));
+        assert!(servers.list.len() <= MAX_SERVERS);
+    }
 }

@@ -13,6 +13,7 @@
 //! TLS transports alike, so every later connection is verified in full (names,
 //! dates, signatures) against it.
 
+use netbore_codes::ErrorCode;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -48,11 +49,8 @@ pub enum Pinned {
     },
 }
 
-fn refused(code: &str, message: String) -> AgentError {
-    AgentError::Refused {
-        code: code.into(),
-        message,
-    }
+fn refused(code: ErrorCode, message: String) -> AgentError {
+    AgentError::Refused { code, message }
 }
 
 /// Reads the CA the control plane at `url` presents and decides whether to trust it:
@@ -90,7 +88,7 @@ pub async fn pin_server_ca(
     }
     if pinned.as_deref() == Some(PUBLIC) && expected.is_none() {
         return Err(refused(
-            "untrusted_certificate",
+            ErrorCode::UntrustedCertificate,
             format!(
                 "the control plane at {addr} showed a publicly trusted certificate before and now shows one no CA here signed; someone may be in the path (if the server really moved to its own CA, remove its line from {}, or pass --ca-fingerprint)",
                 known_file.display()
@@ -100,7 +98,7 @@ pub async fn pin_server_ca(
     // The last certificate of the chain is the CA a development server sends along.
     let Some(ca) = chain.last().filter(|_| chain.len() > 1) else {
         return Err(refused(
-            "untrusted_certificate",
+            ErrorCode::UntrustedCertificate,
             format!(
                 "the control plane at {url} shows a certificate no CA here signed and sends no CA to pin; pass --ca FILE with the CA that signed it"
             ),
@@ -111,13 +109,13 @@ pub async fn pin_server_ca(
     if let Some(expected) = expected {
         let wanted = parse_fingerprint(expected).ok_or_else(|| {
             refused(
-                "bad_request",
+                ErrorCode::BadRequest,
                 format!("--ca-fingerprint {expected:?} is not a SHA-256 fingerprint; copy the one the server prints (sha256:…)"),
             )
         })?;
         if wanted != seen {
             return Err(refused(
-                "untrusted_certificate",
+                ErrorCode::UntrustedCertificate,
                 format!(
                     "the control plane at {url} shows the CA {seen}, not the {wanted} given with --ca-fingerprint; check the server, or the fingerprint"
                 ),
@@ -138,7 +136,7 @@ pub async fn pin_server_ca(
             })
         }
         Some(pinned) => Err(refused(
-            "untrusted_certificate",
+            ErrorCode::UntrustedCertificate,
             format!(
                 "the control plane at {addr} now shows the CA {seen}, but this agent pinned {pinned} on first use; if the server's CA really changed, remove its line from {}",
                 known_file.display()
@@ -148,7 +146,7 @@ pub async fn pin_server_ca(
             save_ca(&ca_file, ca)?;
             remember(&known_file, &addr, &seen).map_err(|e| {
                 refused(
-                    "state_dir",
+                    ErrorCode::StateDir,
                     format!(
                         "could not pin the server's CA in {}: {e}; check the state directory",
                         known_file.display()
@@ -169,7 +167,7 @@ const PUBLIC: &str = "webpki";
 
 fn state_error(file: &Path, e: &std::io::Error) -> AgentError {
     refused(
-        "state_dir",
+        ErrorCode::StateDir,
         format!(
             "could not record the server's CA in {}: {e}; check the state directory",
             file.display()
@@ -199,7 +197,7 @@ fn save_ca(path: &Path, ca: &rustls_pki_types::CertificateDer<'_>) -> Result<(),
     let pem = pem_of(ca);
     netbore_control::private_fs::write(path, pem.as_bytes()).map_err(|e| {
         refused(
-            "state_dir",
+            ErrorCode::StateDir,
             format!(
                 "could not keep the server's CA in {}: {e}; check the state directory",
                 path.display()
@@ -209,7 +207,7 @@ fn save_ca(path: &Path, ca: &rustls_pki_types::CertificateDer<'_>) -> Result<(),
     // Read back as the TLS settings will, so a bad file fails here.
     rustls_pki_types::CertificateDer::from_pem_file(path).map_err(|e| {
         refused(
-            "state_dir",
+            ErrorCode::StateDir,
             format!(
                 "the server's CA in {} cannot be read back: {e}",
                 path.display()

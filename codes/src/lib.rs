@@ -46,8 +46,30 @@ pub enum ErrorCode {
     StoreUnavailable,
     /// The server does not serve tunnels of the asked protocol.
     ProtocolNotServed,
+    /// The API route does not take this method.
+    MethodNotAllowed,
+    /// A recreate token was presented for another protocol or name than its tunnel's.
+    RecreateMismatch,
+    /// The agent does not trust the certificate the server showed.
+    UntrustedCertificate,
+    /// The agent refused to send credentials to a control plane over plain HTTP off this machine.
+    InsecureControl,
+    /// The control plane offered no Edge the agent can use with its transport settings.
+    NoEdge,
+    /// The agent's HTTP proxy refused the connection.
+    ProxyRefused,
+    /// The agent's HTTP proxy wants credentials it was not given or refused them.
+    ProxyCredentials,
+    /// The agent's TLS settings (extra CA, pinned certificate) could not be used.
+    TlsConfig,
+    /// The agent's state directory could not be read or written.
+    StateDir,
     /// Something failed inside the server.
     Internal,
+    /// A code this build does not know (from a newer peer); its message says what
+    /// happened.
+    #[serde(other)]
+    Unknown,
 }
 
 impl ErrorCode {
@@ -72,7 +94,17 @@ impl ErrorCode {
             ErrorCode::Replaced => "replaced",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::ProtocolNotServed => "protocol_not_served",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::RecreateMismatch => "recreate_mismatch",
+            ErrorCode::UntrustedCertificate => "untrusted_certificate",
+            ErrorCode::InsecureControl => "insecure_control",
+            ErrorCode::NoEdge => "no_edge",
+            ErrorCode::ProxyRefused => "proxy_refused",
+            ErrorCode::ProxyCredentials => "proxy_credentials",
+            ErrorCode::TlsConfig => "tls_config",
+            ErrorCode::StateDir => "state_dir",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
         }
     }
 }
@@ -80,5 +112,27 @@ impl ErrorCode {
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_read_and_write_as_their_json_names_and_unknown_ones_are_kept_apart() {
+        for code in [
+            ErrorCode::BadToken,
+            ErrorCode::StoreUnavailable,
+            ErrorCode::ProtocolNotServed,
+            ErrorCode::UntrustedCertificate,
+            ErrorCode::Internal,
+        ] {
+            let json = format!("\"{}\"", code.as_str());
+            assert_eq!(serde_json::to_string(&code).unwrap(), json);
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), code);
+        }
+        let later: ErrorCode = serde_json::from_str("\"a_code_of_a_newer_server\"").unwrap();
+        assert_eq!(later, ErrorCode::Unknown);
     }
 }

@@ -1,6 +1,7 @@
 //! Who is calling: an API key from `Authorization: Bearer`, or an anonymous client
 //! known only by its IP address.
 
+use netbore_codes::ErrorCode;
 use std::net::IpAddr;
 
 use axum::http::StatusCode;
@@ -55,7 +56,7 @@ impl Caller {
             Caller::Key { id } => Ok(id),
             Caller::Anonymous { .. } => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 format!(
                     "{what} needs an API key; pass one as 'Authorization: Bearer KEY' (the server's operator creates keys with 'netbore key create')"
                 ),
@@ -65,7 +66,7 @@ impl Caller {
 }
 
 fn unauthorized(message: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
 }
 
 impl Control {

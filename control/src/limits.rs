@@ -219,14 +219,17 @@ mod tests {
         let e = control
             .create_tunnel(&anon("2001:db8:1:3::1"), &tcp())
             .unwrap_err();
-        assert_eq!((e.status().as_u16(), e.code()), (403, "limit_reached"));
+        assert_eq!(
+            (e.status().as_u16(), e.code().as_str()),
+            (403, "limit_reached")
+        );
         assert!(e.to_string().contains("/48"), "{e}");
         control.create_tunnel(&anon("10.0.0.1"), &tcp()).unwrap();
         // Three live anonymous tunnels: the server-wide cap.
         let e = control
             .create_tunnel(&anon("10.0.0.2"), &tcp())
             .unwrap_err();
-        assert_eq!(e.code(), "limit_reached");
+        assert_eq!(e.code().as_str(), "limit_reached");
         assert!(e.to_string().contains("anonymous tunnels"), "{e}");
         // A tunnel that went offline frees its place in both limits.
         edge.disconnect(&first.tunnel_id, DisconnectReason::Deleted);
@@ -251,7 +254,10 @@ mod tests {
         let e = control
             .create_tunnel(&anon("10.0.0.3"), &tcp())
             .unwrap_err();
-        assert_eq!((e.status().as_u16(), e.code()), (503, "limit_reached"));
+        assert_eq!(
+            (e.status().as_u16(), e.code().as_str()),
+            (503, "limit_reached")
+        );
         // An owner at its own quota with an offline record replaces it.
         edge.disconnect(&t1.tunnel_id, DisconnectReason::Deleted);
         control.create_tunnel(&a, &tcp()).unwrap();

@@ -2,6 +2,7 @@
 //! key's tunnel is offline.
 
 use axum::http::StatusCode;
+use netbore_codes::ErrorCode;
 
 use crate::api::{ApiError, NameInfo};
 use crate::auth::Caller;
@@ -34,8 +35,13 @@ impl Control {
         name: &str,
     ) -> Result<(NameInfo, Reserved), ApiError> {
         let key = caller.require_key("reserving a name")?;
-        let name = normalize(name)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+        let name = normalize(name).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                e.to_string(),
+            )
+        })?;
         self.check_not_denied(&name)?;
         // A poisoned lock guards no data; the store and the Edge keep their own state.
         let _guard = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
@@ -46,7 +52,7 @@ impl Control {
             if t.owner != key && !matches!(self.status(&t.tunnel_id), TunnelStatus::Offline) {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
-                    "name_taken",
+                    ErrorCode::NameTaken,
                     format!("the name {name} is in use by another tunnel; pick another name"),
                 ));
             }
@@ -61,14 +67,14 @@ impl Control {
             Reserve::Taken => {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
-                    "name_taken",
+                    ErrorCode::NameTaken,
                     format!("the name {name} is reserved by another API key; pick another name"),
                 ));
             }
             Reserve::LimitReached => {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
-                    "limit_reached",
+                    ErrorCode::LimitReached,
                     format!(
                         "this API key already reserves {} names, the most this server allows; release one first",
                         self.config.max_names_per_key
@@ -106,7 +112,7 @@ impl Control {
         } else {
             Err(ApiError::new(
                 StatusCode::NOT_FOUND,
-                "not_found",
+                ErrorCode::NotFound,
                 format!(
                     "you have not reserved the name {:?}; list yours with GET /names",
                     name.chars().take(64).collect::<String>()

@@ -1,6 +1,7 @@
 //! The tunnel lifecycle: create (fresh or reclaimed with a recreate token), list,
 //! show and delete, with the per-owner limits.
 
+use netbore_codes::ErrorCode;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -20,13 +21,13 @@ use crate::{Control, DisconnectReason, PlaceRequest, Placed, PlacementError, Tun
 const RANDOM_NAME_ATTEMPTS: usize = 5;
 
 fn bad_request(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
 }
 
 fn not_found_tunnel(id: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         format!(
             "you have no tunnel {:?}; list yours with GET /tunnels",
             id.chars().take(64).collect::<String>()
@@ -37,24 +38,23 @@ fn not_found_tunnel(id: &str) -> ApiError {
 fn name_taken(name: &str) -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
-        "name_taken",
+        ErrorCode::NameTaken,
         format!("the name {name} is reserved by another API key; pick another name"),
     )
 }
 
 fn limit_reached(message: String) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "limit_reached", message)
+    ApiError::new(StatusCode::FORBIDDEN, ErrorCode::LimitReached, message)
 }
 
 fn placement_error(e: PlacementError) -> ApiError {
-    use netbore_codes::ErrorCode;
     let status = match e.code {
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::NoPortAvailable | ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::ProtocolNotServed => StatusCode::BAD_REQUEST,
         _ => StatusCode::CONFLICT,
     };
-    ApiError::new(status, e.code.as_str(), e.message)
+    ApiError::new(status, e.code, e.message)
 }
 
 /// The request after its shape was checked: a lowercase name only for HTTP, a port
@@ -109,7 +109,7 @@ impl Control {
             Some(key) if !key.revoked => Ok(()),
             _ => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "this API key was revoked; ask the server's operator for a new one ('netbore key create')",
             )),
         }
@@ -120,7 +120,7 @@ impl Control {
         if self.config.denied_names.iter().any(|d| d == name) {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                "name_taken",
+                ErrorCode::NameTaken,
                 format!("the name {name} is reserved by this server; pick another name"),
             ));
         }
@@ -205,7 +205,7 @@ impl Control {
         );
         Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "limit_reached",
+            ErrorCode::LimitReached,
             "this server holds the most tunnel records it allows and cannot create more now; reclaim an existing tunnel with its recreate token or try again later",
         ))
     }
@@ -320,7 +320,7 @@ impl Control {
         }
         Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "internal",
+            ErrorCode::Internal,
             "no free random name was found; try again",
         ))
     }
@@ -339,7 +339,7 @@ impl Control {
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::NOT_FOUND,
-                    "not_found",
+                    ErrorCode::NotFound,
                     "this recreate token matches no tunnel (it was deleted or never issued); create a new tunnel without it",
                 )
             })?;
@@ -348,14 +348,15 @@ impl Control {
         if !record.owner.starts_with(ANONYMOUS_PREFIX) && record.owner != caller.owner() {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "this recreate token belongs to a tunnel created with an API key; send the same key with it",
             ));
         }
         // The request contradicts the tunnel the token reclaims: a conflict with
         // stored state, not a malformed request.
-        let mismatch =
-            |message: String| ApiError::new(StatusCode::CONFLICT, "recreate_mismatch", message);
+        let mismatch = |message: String| {
+            ApiError::new(StatusCode::CONFLICT, ErrorCode::RecreateMismatch, message)
+        };
         if record.protocol != protocol {
             let article = match record.protocol {
                 Protocol::Http => "an",

@@ -6,6 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use netbore_codes::ErrorCode;
+
 use crate::store::StoreError;
 
 /// The one error shape of the API.
@@ -18,8 +20,9 @@ pub struct ErrorResponse {
 /// Code and sentence of an API error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiErrorBody {
-    /// Stable code (`bad_request`, `unauthorized`, `port_in_use`, ...).
-    pub code: String,
+    /// Stable code (`bad_request`, `unauthorized`, `port_in_use`, ...); a code this
+    /// build does not know reads as [`ErrorCode::Unknown`].
+    pub code: ErrorCode,
     /// One sentence: what happened and what to do.
     pub message: String,
 }
@@ -29,13 +32,13 @@ pub struct ApiErrorBody {
 #[error("{message}")]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
 }
 
 impl ApiError {
     /// Builds an error.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -49,13 +52,13 @@ impl ApiError {
         if matches!(e, StoreError::Unreachable { .. }) {
             return ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
+                ErrorCode::StoreUnavailable,
                 "the server cannot reach its shared store right now; existing tunnels keep working, try again in a moment",
             );
         }
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "the server could not read or write its state; try again, and tell its operator if this persists",
         )
     }
@@ -65,7 +68,7 @@ impl ApiError {
         tracing::error!(error = %e, "internal error");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "the server failed to answer; try again, and tell its operator if this persists",
         )
     }
@@ -76,7 +79,7 @@ impl ApiError {
     }
 
     /// The stable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         self.code
     }
 }
@@ -85,7 +88,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorResponse {
             error: ApiErrorBody {
-                code: self.code.into(),
+                code: self.code,
                 message: self.message,
             },
         };

@@ -1,6 +1,7 @@
 //! One handler a route: authenticate, parse, call [`Control`], answer. The work runs
 //! on tokio's blocking pool: the store is synchronous and may wait on another writer.
 
+use netbore_codes::ErrorCode;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -54,7 +55,7 @@ fn body<T: DeserializeOwned>(body: Result<Json<T>, JsonRejection>) -> Result<T, 
     body.map(|Json(v)| v).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "bad_request",
+            ErrorCode::BadRequest,
             format!(
                 "the request body is not valid ({}); send JSON as docs/openapi.yaml describes",
                 e.body_text()
@@ -67,7 +68,7 @@ fn path(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     p.map(|Path(v)| v).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "bad_request",
+            ErrorCode::BadRequest,
             format!(
                 "the request path is not valid ({}); fix it and retry",
                 e.body_text()

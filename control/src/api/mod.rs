@@ -8,6 +8,7 @@ mod error;
 mod handlers;
 mod types;
 
+use netbore_codes::ErrorCode;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -59,14 +60,14 @@ pub fn router(control: Arc<Control>) -> Router {
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
-                "not_found",
+                ErrorCode::NotFound,
                 "there is no such API endpoint; see GET /openapi.json for the ones there are",
             )
         })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this endpoint does not take that method; see GET /openapi.json for the ones it takes",
             )
         })
@@ -111,7 +112,7 @@ async fn rate_limit(
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let mut response = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                ErrorCode::RateLimited,
                 format!(
                     "too many requests from your address; wait {} s and try again",
                     secs.max(1)
