@@ -295,7 +295,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
             .await
             .context("joining the fleet stopped")??;
             // Links count against the same window budget as agents' sessions.
-            registry.set_directory(fleet.clone(), mux_config.clone());
+            registry.set_directory(fleet.clone(), mux_config.clone(), store.clone());
             Some(fleet)
         }
         None => None,

@@ -381,6 +381,33 @@ async fn limits_tokens_and_links_hold_across_nodes_and_redis_down_is_one_clear_a
             "replayed at node {replayed_at}: {reply:?}"
         );
     }
+    // A tunnel deleted on the node that made it does not come back from its unused
+    // token at another node: adoption needs the tunnel's record.
+    let (code, events) = common::key_cmd(
+        &keys_dir,
+        &["create", "--label", "two", "--redis", &fleet._redis.url],
+    );
+    assert_eq!(code, 0, "{events:?}");
+    let key2 = events[0]["key"].as_str().unwrap().to_string();
+    let made = fleet.nodes[2].server.api(
+        "POST",
+        "/tunnels/create",
+        Some(&key2),
+        Some(&serde_json::json!({"protocol": "tcp"})),
+    );
+    assert_eq!(made.status, 200, "{made:?}");
+    let id = made.body["tunnel_id"].as_str().unwrap();
+    let deleted = fleet.nodes[2]
+        .server
+        .api("DELETE", &format!("/tunnels/{id}"), Some(&key2), None);
+    assert_eq!(deleted.status, 204, "{deleted:?}");
+    let token = made.body["ephemeral_token"].as_str().unwrap().to_string();
+    let reply = common::hello::hello(&fleet.nodes[1].server, vec![token]).await;
+    assert!(
+        matches!(&reply, HelloReply::Error(e) if e.code == ErrorCode::UnknownTunnel),
+        "{reply:?}"
+    );
+
     // A token signed by a key no node publishes is refused.
     let stranger = netbore_control::tokens::TokenSigner::generate();
     let (forged, _) = stranger
@@ -456,17 +483,25 @@ async fn limits_tokens_and_links_hold_across_nodes_and_redis_down_is_one_clear_a
     assert_eq!(named(2).status, 200);
     named(0).assert_error(409, "name_taken");
 
-    let unused = fleet.nodes[1].server.api(
-        "POST",
-        "/tunnels/create",
-        None,
-        Some(&serde_json::json!({"protocol": "tcp"})),
-    );
-    assert_eq!(unused.status, 200, "{unused:?}");
+    let create_at = |i: usize| {
+        let made = fleet.nodes[i].server.api(
+            "POST",
+            "/tunnels/create",
+            None,
+            Some(&serde_json::json!({"protocol": "tcp"})),
+        );
+        assert_eq!(made.status, 200, "{made:?}");
+        made.body["ephemeral_token"].as_str().unwrap().to_string()
+    };
+    let (own, foreign) = (create_at(1), create_at(2));
     fleet._redis.kill();
-    // A hello cannot use its token up fleet-wide: refused with the store's code.
-    let token = unused.body["ephemeral_token"].as_str().unwrap().to_string();
-    let reply = common::hello::hello(&fleet.nodes[1].server, vec![token]).await;
+    // A token cannot be used up fleet-wide now. Node 1's own token for a tunnel
+    // pending there still opens it (checked against node 1's own record of used
+    // ids); another node's token is refused with the store's code.
+    let (_own_session, _own_stream, reply) =
+        common::hello::open_hello(&fleet.nodes[1].server, vec![own]).await;
+    assert!(matches!(&reply, HelloReply::Ok { .. }), "{reply:?}");
+    let reply = common::hello::hello(&fleet.nodes[1].server, vec![foreign]).await;
     assert!(
         matches!(&reply, HelloReply::Error(e) if e.code == ErrorCode::StoreUnavailable),
         "{reply:?}"

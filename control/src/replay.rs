@@ -171,6 +171,7 @@ mod tests {
             proto: String::new(),
             port: None,
             name: None,
+            minted_elsewhere: false,
         }
     }
 

@@ -53,6 +53,10 @@ pub struct Claims {
     /// Name of an HTTP tunnel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Set by [`TokenVerifier::check`] when another node of the fleet signed the
+    /// token (never part of the token).
+    #[serde(skip)]
+    pub minted_elsewhere: bool,
 }
 
 impl Claims {
@@ -180,6 +184,7 @@ impl TokenSigner {
             proto: proto.into(),
             port,
             name: name.map(str::to_string),
+            minted_elsewhere: false,
         };
         self.sign(&claims).map(|t| (t, claims))
     }
@@ -371,8 +376,12 @@ impl TokenVerifier {
                 return Err(e);
             }
         };
+        let minted_elsewhere = !std::ptr::eq(key, &self.key);
         jsonwebtoken::decode::<Claims>(token, key, &self.validation)
-            .map(|data| data.claims)
+            .map(|data| Claims {
+                minted_elsewhere,
+                ..data.claims
+            })
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid(e.to_string()),
@@ -528,8 +537,8 @@ mod tests {
         ));
         verifier.trusted().replace([there.public_key()]);
         assert_eq!(verifier.trusted().kids(), vec![there.kid().to_string()]);
-        assert!(verifier.verify(&foreign).is_ok());
-        assert!(verifier.verify(&mint(&here)).is_ok());
+        assert!(verifier.verify(&foreign).unwrap().minted_elsewhere);
+        assert!(!verifier.verify(&mint(&here)).unwrap().minted_elsewhere);
 
         // A key published under another node's kid is filed under its own.
         let impostor = TokenSigner::generate();

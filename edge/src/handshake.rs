@@ -2,7 +2,9 @@
 //! token, claim each tunnel's reserved port, answer with the bound tunnels or a typed
 //! error.
 
-use netbore_control::tokens::TokenError;
+use std::sync::Arc;
+
+use netbore_control::tokens::{Claims, TokenError};
 use netbore_transport::proto::{
     self, BoundTunnel, ErrorBody, ErrorCode, Hello, HelloReply, PROTOCOL_VERSION,
 };
@@ -10,6 +12,7 @@ use netbore_transport::{Session, Stream};
 use tokio::io::AsyncWriteExt;
 
 use crate::Edge;
+use crate::fleet::Directory;
 use crate::registry::{Claimed, SessionHandle};
 
 /// A tunnel the hello bound.
@@ -173,27 +176,28 @@ async fn check_hello(
     edge.verifier.consume(&all).map_err(token_error)?;
     // In a fleet a token verifies at every node: its id is used up at all of them.
     let directory = edge.registry.directory().cloned();
-    if let Some(directory) = &directory {
-        let ids: Vec<(String, u64)> = verified
-            .iter()
-            .map(|c| (c.jti.clone(), c.forget_after()))
-            .collect();
-        let fleet = directory.clone();
-        let used = tokio::task::spawn_blocking(move || fleet.use_tokens(&ids)).await;
-        let refusal = match used {
-            Ok(Ok(true)) => None,
-            Ok(Ok(false)) => Some(token_error(TokenError::Reused)),
-            Ok(Err(e)) => Some(ErrorBody {
-                code: ErrorCode::StoreUnavailable,
-                message: e.to_string(),
-            }),
-            Err(_) => Some(ErrorBody {
-                code: ErrorCode::Internal,
-                message: "checking the tokens failed inside the server; try again".into(),
-            }),
-        };
-        if let Some(body) = refusal {
+    if let Some(directory) = &directory
+        && let Err(body) = use_fleet_wide(edge, directory, &verified).await
+    {
+        edge.verifier.release(&all);
+        return Err(body);
+    }
+    let ids: Vec<String> = verified.iter().map(|c| c.jti.clone()).collect();
+    // Tunnels another node placed are placed here first (off the runtime: placing
+    // reserves the name or port in the fleet's store).
+    for claims in verified.iter().filter(|c| c.minted_elsewhere) {
+        let (registry, owned) = (edge.registry.clone(), claims.clone());
+        let adopted = tokio::task::spawn_blocking(move || registry.adopt(&owned))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ErrorBody {
+                    code: ErrorCode::Internal,
+                    message: "placing the tunnel failed inside the server; try again".into(),
+                })
+            });
+        if let Err(body) = adopted {
             edge.verifier.release(&all);
+            give_back(directory, ids).await;
             return Err(body);
         }
     }
@@ -213,14 +217,58 @@ async fn check_hello(
                 }
                 // The tunnels were not claimed: their tokens may be presented again.
                 edge.verifier.release(&all);
-                if let Some(directory) = directory {
-                    let ids: Vec<String> = verified.iter().map(|c| c.jti.clone()).collect();
-                    let _ =
-                        tokio::task::spawn_blocking(move || directory.give_back_tokens(&ids)).await;
-                }
+                give_back(directory, ids).await;
                 return Err(e);
             }
         }
     }
     Ok(tunnels)
+}
+
+/// Gives back token ids recorded in the fleet's store for a hello that failed after.
+async fn give_back(directory: Option<Arc<dyn Directory>>, ids: Vec<String>) {
+    if let Some(directory) = directory {
+        let _ = tokio::task::spawn_blocking(move || directory.give_back_tokens(&ids)).await;
+    }
+}
+
+/// Records the ids of `verified` as used in the fleet's store. When the store does
+/// not answer, a hello whose tokens are all this node's own, for tunnels pending
+/// here, is still let through on this node's own record of used ids: agents keep
+/// reconnecting to the node that placed their tunnels through a Redis outage (the
+/// price: such a token could also be adopted once at a node that still reaches
+/// Redis, within its minute of life).
+async fn use_fleet_wide(
+    edge: &Edge,
+    directory: &Arc<dyn Directory>,
+    verified: &[Claims],
+) -> Result<(), ErrorBody> {
+    let ids: Vec<(String, u64)> = verified
+        .iter()
+        .map(|c| (c.jti.clone(), c.forget_after()))
+        .collect();
+    let fleet = directory.clone();
+    match tokio::task::spawn_blocking(move || fleet.use_tokens(&ids)).await {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) => Err(ErrorBody {
+            code: ErrorCode::TokenReused,
+            message: TokenError::Reused.to_string(),
+        }),
+        Ok(Err(_))
+            if verified
+                .iter()
+                .all(|c| !c.minted_elsewhere && edge.registry.is_pending(&c.tid)) =>
+        {
+            tracing::warn!("the fleet's store did not answer a hello; this node's own tokens were checked against its own record only");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(ErrorBody {
+            code: ErrorCode::StoreUnavailable,
+            message: e.to_string(),
+        }),
+        Err(_) => Err(ErrorBody {
+            code: ErrorCode::Internal,
+            message: "checking the tokens failed inside the server; try again".into(),
+        }),
+    }
 }

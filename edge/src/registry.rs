@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use netbore_control::api::Protocol;
+use netbore_control::store::Store;
 use netbore_control::tokens::{Claims, unix_now};
 use netbore_control::{
     DisconnectReason, PlaceRequest, Placed, Placement, PlacementError, TunnelStatus,
@@ -141,6 +142,9 @@ pub struct Registry {
     /// The fleet's directory and the tunnels other nodes hold, when this node is
     /// part of a fleet.
     remote: Arc<OnceLock<Arc<Remote>>>,
+    /// The fleet's control store: a tunnel is adopted from another node's token only
+    /// while its record exists (one deleted there must not come back here).
+    records: Arc<OnceLock<Arc<dyn Store>>>,
 }
 
 /// Where a stream relayed from another node for a tunnel goes: the agent session
@@ -166,6 +170,7 @@ impl Registry {
             routes: Arc::default(),
             links: Arc::default(),
             remote: Arc::default(),
+            records: Arc::default(),
         }
     }
 
@@ -173,9 +178,15 @@ impl Registry {
     /// to `directory` and withdrawn when they go offline, and tunnels other nodes
     /// hold are reached over links dialed with `link_mux` settings. Set once, before
     /// agents connect; later calls are ignored.
-    pub fn set_directory(&self, directory: Arc<dyn Directory>, link_mux: netbore_mux::Config) {
+    pub fn set_directory(
+        &self,
+        directory: Arc<dyn Directory>,
+        link_mux: netbore_mux::Config,
+        records: Arc<dyn Store>,
+    ) {
         let remote = Remote::new(directory, link_mux, self.config.upstream.clone());
         let _ = self.remote.set(Arc::new(remote));
+        let _ = self.records.set(records);
     }
 
     /// The fleet's directory, when this node is part of one.
@@ -228,31 +239,53 @@ impl Registry {
             })
     }
 
-    /// Binds a public port for `tunnel_id` (the `requested` one, or a free one) that
-    /// the fleet has reserved for it. A free port another node reserved is kept bound
-    /// until the end, so the next try gets another.
-    fn bind_reserved(
-        &self,
-        tunnel_id: &str,
-        requested: Option<u16>,
-        hold: Duration,
-    ) -> Result<TcpListener, PlacementError> {
+    /// In a fleet, reserves what `request` places (its name, its asked-for port, or
+    /// a free port, bound here and returned) before placement takes the table's lock.
+    fn reserve_for(&self, request: &PlaceRequest) -> Result<Option<TcpListener>, PlacementError> {
+        if self.directory().is_none() {
+            return Ok(None);
+        }
+        let id = request.tunnel_id.as_str();
+        match (request.protocol, &request.name, request.port) {
+            (Protocol::Http | Protocol::Tls, Some(name), _) => {
+                if !self.reserve(&RouteKey::Http(name.clone()), id, request.hold)? {
+                    return Err(PlacementError {
+                        code: ErrorCode::NameTaken,
+                        message: format!(
+                            "the name {name} is in use by another tunnel; pick another --name"
+                        ),
+                    });
+                }
+                Ok(None)
+            }
+            (Protocol::Tcp, _, Some(port)) => {
+                if !self.reserve(&RouteKey::Tcp(port), id, request.hold)? {
+                    return Err(PlacementError {
+                        code: ErrorCode::PortInUse,
+                        message: format!(
+                            "public port {port} is in use by another tunnel; ask for another port or none"
+                        ),
+                    });
+                }
+                Ok(None)
+            }
+            (Protocol::Tcp, _, None) => self.bind_reserved(id, request.hold).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Binds a free public port for `tunnel_id` that the fleet has reserved for it. A
+    /// port another node reserved is kept bound until the end, so the next try gets
+    /// another.
+    fn bind_reserved(&self, tunnel_id: &str, hold: Duration) -> Result<TcpListener, PlacementError> {
         let mut refused = Vec::new();
         for _ in 0..RESERVE_TRIES {
-            let listener = self.ports.bind_for(tunnel_id, requested)?;
+            let listener = self.ports.bind_for(tunnel_id, None)?;
             let Some(port) = listener.local_addr().ok().map(|a| a.port()) else {
                 return Ok(listener);
             };
             if self.reserve(&RouteKey::Tcp(port), tunnel_id, hold)? {
                 return Ok(listener);
-            }
-            if requested.is_some() {
-                return Err(PlacementError {
-                    code: ErrorCode::PortInUse,
-                    message: format!(
-                        "public port {port} is in use by another tunnel; ask for another port or none"
-                    ),
-                });
             }
             refused.push(listener);
         }
@@ -322,9 +355,13 @@ impl Registry {
     /// In a fleet, a token minted by another node names a tunnel placed there: its
     /// agent came here instead (it could not reach that node's agent port, say). The
     /// token was signed after the control plane's checks, and says what to place, so
-    /// the tunnel is placed here now, with the fleet's name and port checks.
-    fn adopt(&self, claims: &Claims) -> Result<(), ErrorBody> {
-        if self.directory().is_none()
+    /// the tunnel is placed here now, with the fleet's name and port checks, provided
+    /// the store still holds its record. Blocks on the network (call it from a
+    /// blocking thread, before [`Self::claim`]); nothing to do for this node's own
+    /// tokens, or a tunnel already pending here.
+    pub fn adopt(&self, claims: &Claims) -> Result<(), ErrorBody> {
+        if !claims.minted_elsewhere
+            || self.directory().is_none()
             || self
                 .tables()
                 .tunnels
@@ -332,6 +369,25 @@ impl Registry {
                 .is_some_and(|e| matches!(e.phase, Phase::Pending))
         {
             return Ok(());
+        }
+        let recorded = self.records.get().map(|store| store.tunnel(&claims.tid));
+        match recorded {
+            Some(Ok(Some(_))) => {}
+            Some(Err(e)) => {
+                return Err(ErrorBody {
+                    code: ErrorCode::StoreUnavailable,
+                    message: format!("the server cannot reach its shared store ({e}); try again in a moment"),
+                });
+            }
+            _ => {
+                return Err(ErrorBody {
+                    code: ErrorCode::UnknownTunnel,
+                    message: format!(
+                        "tunnel {} no longer exists; reconnect to get a new one",
+                        claims.tid
+                    ),
+                });
+            }
         }
         let protocol = match claims.proto.as_str() {
             "tcp" => Protocol::Tcp,
@@ -359,6 +415,14 @@ impl Registry {
         })
     }
 
+    /// Whether `tunnel_id` is placed here and waits for its agent.
+    pub fn is_pending(&self, tunnel_id: &str) -> bool {
+        self.tables()
+            .tunnels
+            .get(tunnel_id)
+            .is_some_and(|e| matches!(e.phase, Phase::Pending))
+    }
+
     /// Claims the tunnel a verified token names for the session in `handle`; `slot`
     /// is the number its streams carry.
     pub fn claim(
@@ -374,7 +438,6 @@ impl Registry {
                 claims.tid
             ),
         };
-        self.adopt(claims)?;
         let mut tables = self.tables();
         let entry = tables.tunnels.get_mut(&claims.tid).ok_or_else(gone)?;
         if !matches!(entry.phase, Phase::Pending) || entry.protocol.as_str() != claims.proto {
@@ -545,6 +608,9 @@ impl Registry {
 
 impl Placement for Registry {
     fn place(&self, request: &PlaceRequest) -> Result<Placed, PlacementError> {
+        // In a fleet, the name or port is reserved in the shared store first, before
+        // the table's lock is taken: nothing waits on Redis behind it.
+        let prebound = self.reserve_for(request)?;
         let mut tables = self.tables();
         self.prune(&mut tables);
         let id = request.tunnel_id.as_str();
@@ -582,13 +648,11 @@ impl Placement for Registry {
                         ),
                     });
                 }
-                // Another node of the fleet serves the name for another tunnel, or
-                // placed it a moment ago.
+                // Another node of the fleet serves the name for another tunnel.
                 if self.held_elsewhere_by_another(
                     &[RouteKey::Http(name.clone()), RouteKey::Tls(name.clone())],
                     id,
-                ) || !self.reserve(&RouteKey::Http(name.clone()), id, request.hold)?
-                {
+                ) {
                     return Err(PlacementError {
                         code: ErrorCode::NameTaken,
                         message: format!(
@@ -657,9 +721,10 @@ impl Placement for Registry {
                         .is_some_and(|h| h.tunnel_id == id)
                 })
                 .and_then(|p| self.remote()?.mirrors().take(p));
-            listener = Some(Arc::new(match mirrored {
-                Some(l) => l,
-                None => self.bind_reserved(id, request.port, request.hold)?,
+            listener = Some(Arc::new(match (mirrored, prebound) {
+                (Some(l), _) => l,
+                (None, Some(l)) => l,
+                (None, None) => self.ports.bind_for(id, request.port)?,
             }));
         }
         let port = listener

@@ -55,8 +55,11 @@ impl Calls {
         let mine = random_hex(8);
         let mut script = keys::USE_TOKENS.prepare_invoke();
         script.arg(&mine);
+        let now = netbore_control::tokens::unix_now();
         for (jti, forget_after) in ids {
-            script.key(keys::token_id(jti)).arg(*forget_after);
+            script
+                .key(keys::token_id(jti))
+                .arg(forget_after.saturating_sub(now).max(1));
         }
         self.run(|conn| script.invoke::<u8>(conn)).map(|v| v == 1)
     }

@@ -116,8 +116,9 @@ pub(crate) fn token_id(jti: &str) -> String {
 }
 
 /// Records single-use token ids, all or none. `KEYS`: `jti:<id>` for each token.
-/// `ARGV`: the caller's random value, then the Unix time in seconds after which
-/// each id may be forgotten, in `KEYS` order. Answers 1 when no id was recorded
+/// `ARGV`: the caller's random value, then how many seconds (at least 1) each id
+/// must be kept, in `KEYS` order (durations, not times: the nodes' clocks and
+/// Redis's need not agree). Answers 1 when no id was recorded
 /// before, or only with this caller's value (a retried call), and all are recorded
 /// now; 0 when one was used by another call (nothing is written).
 pub(crate) static USE_TOKENS: LazyLock<Script> = LazyLock::new(|| {
@@ -128,7 +129,7 @@ for i = 1, #KEYS do
   if v and v ~= ARGV[1] then return 0 end
 end
 for i = 1, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[1], 'EXAT', ARGV[i + 1])
+  redis.call('SET', KEYS[i], ARGV[1], 'EX', ARGV[i + 1])
 end
 return 1
 ",
@@ -139,6 +140,18 @@ return 1
 /// `name:NAME` (HTTP and TLS tunnels share names) or `port:PORT`.
 pub(crate) fn reservation(what: &str) -> String {
     format!("{PREFIX}reserved:{what}")
+}
+
+/// The route key of this node's held routes that a reservation `what` covers
+/// (`name:NAME` → `http:NAME`; a TLS tunnel's `tls:NAME` is checked by the caller
+/// through this too only for HTTP, which is enough to skip a needless release).
+pub(crate) fn reservation_route(what: &str) -> Option<String> {
+    let (kind, rest) = what.split_once(':')?;
+    match kind {
+        "name" => Some(format!("http:{rest}")),
+        "port" => Some(format!("tcp:{rest}")),
+        _ => None,
+    }
 }
 
 /// What the route key `route` (`http:NAME`, `tls:NAME`, `tcp:PORT`) reserves.
@@ -162,6 +175,20 @@ if v and v ~= ARGV[1] then return 0 end
 if v and redis.call('PTTL', KEYS[1]) >= tonumber(ARGV[2]) then return 1 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
+",
+    )
+});
+
+/// Drops a reservation if it is still this tunnel's. `KEYS`: `reserved:<what>`.
+/// `ARGV`: tunnel id. Answers 1 when dropped.
+pub(crate) static UNRESERVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
 ",
     )
 });

@@ -24,6 +24,14 @@ use crate::{
 /// Claims sent in one pipeline.
 const CLAIM_BATCH: usize = 512;
 
+/// How often the reservations of the names and ports this node serves are renewed
+/// (a third of [`RESERVATION_GRACE`]: two renewals may fail before one lapses).
+const REFRESH_EVERY: Duration = Duration::from_secs(RESERVATION_GRACE.as_secs() / 3);
+
+/// How long a node that left the node list stays trusted to have signed tokens:
+/// longer than any token lives.
+const KEY_MEMORY: Duration = Duration::from_secs(300);
+
 /// How often the subscriber checks its subscription is alive.
 const PING_EVERY: Duration = Duration::from_secs(5);
 
@@ -70,6 +78,12 @@ pub(crate) struct Worker {
     republish: bool,
     /// Held routes without a generation, to be written.
     due: HashSet<String>,
+    /// Reservations to drop: (what, tunnel id), of tunnels gone offline here.
+    unreserved: Vec<(String, String)>,
+    /// When the reservations of held routes were last renewed.
+    refreshed: Option<Instant>,
+    /// Other nodes' signing keys, and when each was last in a live node's record.
+    keys: HashMap<Vec<u8>, Instant>,
 }
 
 pub(crate) fn connect(client: &Client) -> RedisResult<Connection> {
@@ -90,6 +104,9 @@ impl Worker {
             withdrawn: Vec::new(),
             republish: false,
             due: HashSet::new(),
+            refreshed: None,
+            keys: HashMap::new(),
+            unreserved: Vec::new(),
         }
     }
 
@@ -98,6 +115,18 @@ impl Worker {
     pub(crate) fn first_contact(&mut self) -> RedisResult<()> {
         self.tick()?;
         let conn = self.conn.as_mut().expect("opened by the tick");
+        // Evicting keys would forget used token ids and reservations (they expire,
+        // so `volatile-*` policies evict them first). Some hosted Redis refuse CONFIG.
+        let policy: RedisResult<Vec<String>> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query(conn);
+        if let Ok(policy) = policy
+            && let Some(value) = policy.get(1)
+            && value != "noeviction"
+        {
+            tracing::warn!(policy = %value, "the fleet's Redis may evict keys (maxmemory-policy); set it to noeviction, or used tokens and reservations can be forgotten under memory pressure");
+        }
         let all: HashMap<String, String> = conn.hgetall(keys::routes())?;
         load(&self.shared, all);
         Ok(())
@@ -186,12 +215,20 @@ impl Worker {
             .filter_map(|(id, info)| info.map(|i| (id, i)))
             .collect();
         let nodes = parse_nodes(records);
-        let keys: Vec<Vec<u8>> = nodes
+        // The keys of live nodes, and of nodes gone for less than KEY_MEMORY: tokens
+        // a node minted just before it died still open their tunnels elsewhere.
+        let seen = Instant::now();
+        for key in nodes
             .iter()
             .filter(|n| n.id != node.id)
             .filter_map(|n| from_hex(&n.signing_key))
-            .collect();
-        self.shared.trusted.replace(keys.iter().map(Vec::as_slice));
+        {
+            self.keys.insert(key, seen);
+        }
+        self.keys.retain(|_, at| at.elapsed() < KEY_MEMORY);
+        self.shared
+            .trusted
+            .replace(self.keys.keys().map(Vec::as_slice));
         *self
             .shared
             .secret
@@ -202,14 +239,22 @@ impl Worker {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .set_nodes(nodes);
-        self.refresh_reservations()?;
         if lost == 1 {
             self.republish = true;
             // Redis lost the table (or this is the first heartbeat): the subscriber
             // loads it afresh rather than trust announcements alone.
             self.shared.reload.store(true, Ordering::Relaxed);
         }
-        self.sync()
+        self.sync()?;
+        if lost == 1 || self.refreshed.is_none_or(|at| at.elapsed() >= REFRESH_EVERY) {
+            self.refreshed = Some(Instant::now());
+            // A failed refresh is retried at the next round; the heartbeat stands.
+            if let Err(e) = self.refresh_reservations() {
+                tracing::warn!(error = %e, "could not renew this node's name and port reservations; retrying");
+                self.refreshed = None;
+            }
+        }
+        Ok(())
     }
 
     /// Takes a change into this node's routes; [`Self::sync`] writes it.
@@ -235,6 +280,12 @@ impl Worker {
                 );
             }
             Command::Withdraw { key, tunnel_id } => {
+                // The tunnel went offline here (not a node dying): its name or port is
+                // free again, as on a single server. (A node serving the same tunnel
+                // now, which it moved to, renews the reservation at its next renewal.)
+                if let Some(what) = keys::reserved_as(&key) {
+                    self.unreserved.push((what, tunnel_id.clone()));
+                }
                 if self
                     .held
                     .get(&key)
@@ -275,6 +326,18 @@ impl Worker {
                 .invoke(conn)?;
             self.withdrawn.pop();
         }
+        while let Some((what, tunnel_id)) = self.unreserved.last() {
+            // Not while this node serves the tunnel again (it came back at once).
+            let back = keys::reservation_route(what)
+                .is_some_and(|route| self.held.get(&route).is_some_and(|h| &h.tunnel_id == tunnel_id));
+            if !back {
+                let _: u8 = keys::UNRESERVE
+                    .key(keys::reservation(what))
+                    .arg(tunnel_id)
+                    .invoke(conn)?;
+            }
+            self.unreserved.pop();
+        }
         // Claims go in pipelines of CLAIM_BATCH: publishing many tunnels (after Redis
         // lost them all, say) costs a round trip per batch, not per tunnel.
         let mut batch: Vec<String> = Vec::with_capacity(CLAIM_BATCH);
@@ -312,8 +375,11 @@ impl Worker {
                         .arg(mode),
                 );
             }
-            keys::CLAIM.prepare_invoke().load(conn)?;
-            let generations: Vec<i64> = match pipe.query(conn) {
+            let sent = keys::CLAIM
+                .prepare_invoke()
+                .load(conn)
+                .and_then(|_| pipe.query::<Vec<i64>>(conn));
+            let generations = match sent {
                 Ok(g) => g,
                 Err(e) => {
                     // Written or not, these are still due, and so is the rest.
@@ -322,6 +388,8 @@ impl Worker {
                     return Err(e);
                 }
             };
+            // A short answer leaves the rest of the batch due.
+            self.due.extend(batch.iter().skip(generations.len()).cloned());
             for (key, generation) in batch.iter().zip(generations) {
                 let held = self.held.get_mut(key).expect("filtered above");
                 held.written = true;
