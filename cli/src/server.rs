@@ -238,6 +238,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         ports,
     );
     let mut acme_challenges = None;
+    let mut acme = None;
     let (certs, https_ca) = match (&https_listener, &args.cert, &args.key) {
         (None, _, _) => (None, None),
         (Some(_), _, _) if args.acme_directory.is_some() => {
@@ -246,6 +247,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
             let source = acme_source(args, &data_dir, std::sync::Arc::new(tunnels))?;
             acme_challenges = Some(source.challenges());
             source.spawn_renewal();
+            acme = Some(source.clone());
             (Some(CertManager::new(&args.domain, Box::new(source))), None)
         }
         (Some(_), Some(cert), Some(key)) => {
@@ -296,6 +298,10 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
             .context("joining the fleet stopped")??;
             // Links count against the same window budget as agents' sessions.
             registry.set_directory(fleet.clone(), mux_config.clone(), store.clone());
+            // Every node serves every certificate and answers every challenge.
+            if let Some(acme) = &acme {
+                acme.share_with(fleet.clone());
+            }
             Some(fleet)
         }
         None => None,

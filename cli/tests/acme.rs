@@ -349,3 +349,100 @@ async fn tls_alpn_01_is_answered_on_the_https_port() {
         1
     );
 }
+
+/// One node of a two-node fleet on `ip`, with the fleet's shared port numbers.
+fn fleet_node(pebble: &Pebble, redis: &str, ip: &str, ports: [u16; 4], extra: &[&str]) -> Server {
+    let [control, agent, http, https] = ports;
+    let https = format!("{ip}:{https}");
+    let ca = pebble.ca_file.to_str().unwrap().to_string();
+    let mut args = vec![
+        "--redis",
+        redis,
+        "--domain",
+        "localhost",
+        "--https-addr",
+        &https,
+        "--acme-directory",
+        &pebble.directory,
+        "--acme-email",
+        "ops@example.com",
+        "--acme-ca",
+        &ca,
+        "--acme-wait",
+        "30",
+    ];
+    args.extend_from_slice(extra);
+    Server::start_opts(
+        TempDir::new("acme-fleet"),
+        &format!("{ip}:{control}"),
+        &format!("{ip}:{agent}"),
+        &format!("{ip}:{http}"),
+        true,
+        &args,
+    )
+}
+
+/// A fleet of two: node A on 127.0.0.1, where pebble validates (its DNS answers
+/// 127.0.0.1 for every name), and node B on 127.0.0.2, which holds the tunnel and
+/// orders its certificate. A answers the challenge from what B shared, and then
+/// serves B's certificate to its own viewers without ordering.
+async fn a_fleet_shares_one_certificate(challenge: &[&str]) {
+    require_pebble();
+    let redis = common::redis::RedisServer::start();
+    let ports = [
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    ];
+    let pebble = Pebble::start_with(ports[2], ports[3], None);
+    let origin = web::start_origin().await;
+    let a = fleet_node(&pebble, &redis.url, "127.0.0.1", ports, challenge);
+    let b = fleet_node(&pebble, &redis.url, "127.0.0.2", ports, challenge);
+    let _agent = HttpAgent::start(&b, &origin.addr.to_string(), &["--name", "app"]);
+    // Node A learns of B, and so of B's tunnel, at its next heartbeat: until then
+    // its plain HTTP port answers the name with 404, then with the redirect to HTTPS.
+    let started = Instant::now();
+    while web::get(a.http, "app.localhost", "/").await.status == 404 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "node A never learnt of B's tunnel"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let viewer = client(&pebble_root(&pebble).await);
+    let via = |server: &Server| server.https.unwrap();
+
+    let (status, body, issued) = https_get(via(&b), "app.localhost", viewer.clone(), "/hello")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nB:\n{}\nA:\n{}", b.proc.stderr(), a.proc.stderr()));
+    assert_eq!((status, body.as_str()), (200, "hello /hello"));
+    assert_eq!(lines_with(&b.proc.stderr(), "ACME order started"), 1);
+
+    // Node A, which holds neither the tunnel nor the order, serves the same
+    // certificate, taken from the fleet, and relays the request to B.
+    let (status, body, served) = https_get(via(&a), "app.localhost", viewer, "/hello")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nA:\n{}", a.proc.stderr()));
+    assert_eq!((status, body.as_str()), (200, "hello /hello"));
+    assert_eq!(
+        served, issued,
+        "node A serves the certificate node B ordered"
+    );
+    let log = a.proc.stderr();
+    assert_eq!(lines_with(&log, "ACME order started"), 0, "{log}");
+    assert!(
+        log.contains("ACME certificate taken from the fleet"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_fleet_answers_http01_at_any_node_and_serves_one_certificate_everywhere() {
+    a_fleet_shares_one_certificate(&[]).await;
+}
+
+#[tokio::test]
+async fn a_fleet_answers_tls_alpn_01_at_any_node_and_serves_one_certificate_everywhere() {
+    a_fleet_shares_one_certificate(&["--acme-challenge", "tls-alpn-01"]).await;
+}

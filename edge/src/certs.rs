@@ -85,6 +85,14 @@ pub trait CertSource: Send + Sync + std::fmt::Debug {
         Box::pin(std::future::ready(()))
     }
 
+    /// Makes the TLS-ALPN-01 challenge certificate for `name` ready before a
+    /// validation's handshake, when it comes from elsewhere (another node of a
+    /// fleet); the others have nothing to do.
+    fn prepare_alpn<'a>(&'a self, name: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        let _ = name;
+        Box::pin(std::future::ready(()))
+    }
+
     /// The TLS-ALPN-01 challenge certificate for `name` while one is being validated
     /// (handshakes offering [`ACME_TLS_ALPN`]); `None` refuses the handshake.
     fn tls_alpn_challenge(&self, name: &str) -> Option<Arc<CertifiedKey>> {
@@ -275,6 +283,14 @@ impl CertManager {
     pub fn certified_key(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let name = self.edge_name(sni?)?;
         self.source.certified_key(&name)
+    }
+
+    /// Lets the source make `sni`'s TLS-ALPN-01 certificate ready before a
+    /// validation's handshake.
+    pub async fn prepare_alpn(&self, sni: &str) {
+        if let Some(name) = self.edge_name(sni) {
+            self.source.prepare_alpn(&name).await;
+        }
     }
 
     /// Lets the source make `sni`'s certificate ready before the handshake.

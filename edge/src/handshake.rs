@@ -259,7 +259,9 @@ async fn use_fleet_wide(
                 .iter()
                 .all(|c| !c.minted_elsewhere && edge.registry.is_pending(&c.tid)) =>
         {
-            tracing::warn!("the fleet's store did not answer a hello; this node's own tokens were checked against its own record only");
+            tracing::warn!(
+                "the fleet's store did not answer a hello; this node's own tokens were checked against its own record only"
+            );
             Ok(())
         }
         Ok(Err(e)) => Err(ErrorBody {

@@ -90,7 +90,7 @@ impl Calls {
 
     /// Runs `call`, on a fresh connection a second time when the first failed on a
     /// connection kept from earlier (Redis may have restarted since).
-    fn run<T>(
+    pub(crate) fn run<T>(
         &self,
         call: impl Fn(&mut Connection) -> RedisResult<T>,
     ) -> Result<T, StoreUnavailable> {

@@ -192,3 +192,24 @@ return 0
 ",
     )
 });
+
+/// String: the fleet's ACME account (JSON: directory and credentials).
+pub(crate) fn acme_account() -> String {
+    format!("{PREFIX}acme:account")
+}
+
+/// Hash: `chain` and `key` (PEM) of the ACME certificate of a name.
+pub(crate) fn acme_certificate(name: &str) -> String {
+    format!("{PREFIX}acme:cert:{name}")
+}
+
+/// String: the answer to an ACME challenge being validated (`kind` `http01` by
+/// token, `alpn` by name); expires.
+pub(crate) fn acme_challenge(kind: &str, id: &str) -> String {
+    format!("{PREFIX}acme:challenge:{kind}:{id}")
+}
+
+/// String: the id of the node ordering a name's certificate now; expires.
+pub(crate) fn acme_order(name: &str) -> String {
+    format!("{PREFIX}acme:order:{name}")
+}

@@ -18,6 +18,7 @@
 //! worker (heartbeats, the node list, publishing this node's routes, publishing them
 //! all again when Redis lost them) and the subscriber.
 
+mod acme;
 mod calls;
 mod keys;
 mod replica;

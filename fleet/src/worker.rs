@@ -246,7 +246,11 @@ impl Worker {
             self.shared.reload.store(true, Ordering::Relaxed);
         }
         self.sync()?;
-        if lost == 1 || self.refreshed.is_none_or(|at| at.elapsed() >= REFRESH_EVERY) {
+        if lost == 1
+            || self
+                .refreshed
+                .is_none_or(|at| at.elapsed() >= REFRESH_EVERY)
+        {
             self.refreshed = Some(Instant::now());
             // A failed refresh is retried at the next round; the heartbeat stands.
             if let Err(e) = self.refresh_reservations() {
@@ -328,8 +332,11 @@ impl Worker {
         }
         while let Some((what, tunnel_id)) = self.unreserved.last() {
             // Not while this node serves the tunnel again (it came back at once).
-            let back = keys::reservation_route(what)
-                .is_some_and(|route| self.held.get(&route).is_some_and(|h| &h.tunnel_id == tunnel_id));
+            let back = keys::reservation_route(what).is_some_and(|route| {
+                self.held
+                    .get(&route)
+                    .is_some_and(|h| &h.tunnel_id == tunnel_id)
+            });
             if !back {
                 let _: u8 = keys::UNRESERVE
                     .key(keys::reservation(what))
@@ -389,7 +396,8 @@ impl Worker {
                 }
             };
             // A short answer leaves the rest of the batch due.
-            self.due.extend(batch.iter().skip(generations.len()).cloned());
+            self.due
+                .extend(batch.iter().skip(generations.len()).cloned());
             for (key, generation) in batch.iter().zip(generations) {
                 let held = self.held.get_mut(key).expect("filtered above");
                 held.written = true;

@@ -124,4 +124,3 @@ pub(super) fn load_stored(dir: &Path, provider: &Arc<CryptoProvider>) -> HashMap
     }
     certs
 }
-

@@ -19,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use instant_acme::{
@@ -34,11 +34,13 @@ use crate::certs::CertSource;
 
 mod budget;
 mod certificate;
+pub mod shared;
 mod tunnels;
 mod validity;
 use budget::OwnerBudget;
-pub use tunnels::{RegistryLookup, TunnelLookup};
 use certificate::{Held, certified, load_stored, tls_alpn_certificate};
+pub use shared::{AcmeShare, SharedChallenge};
+pub use tunnels::{RegistryLookup, TunnelLookup};
 
 /// The path under which HTTP-01 challenges are fetched (RFC 8555, section 8.3).
 pub const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -159,12 +161,37 @@ pub enum AcmeError {
 #[derive(Debug, Default)]
 pub struct Http01Challenges {
     tokens: Mutex<HashMap<String, String>>,
+    /// In a fleet, the challenges of orders other nodes placed.
+    share: OnceLock<Arc<dyn AcmeShare>>,
 }
 
 impl Http01Challenges {
-    /// The body to answer for `token`, if a challenge with it is pending.
+    /// The body to answer for `token`, if a challenge with it is pending here.
     pub fn respond(&self, token: &str) -> Option<String> {
         self.lock().get(token).cloned()
+    }
+
+    /// The body to answer for `token`, if a challenge with it is pending here or, in
+    /// a fleet, at another node.
+    pub async fn answer(&self, token: &str) -> Option<String> {
+        if let Some(body) = self.respond(token) {
+            return Some(body);
+        }
+        // Tokens are base64url (RFC 8555: at least 128 bits); anything else is not
+        // worth asking the fleet about.
+        let plausible = (16..=128).contains(&token.len())
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let share = self.share.get()?.clone();
+        if !plausible {
+            return None;
+        }
+        let token = token.to_string();
+        tokio::task::spawn_blocking(move || share.challenge(SharedChallenge::Http01, &token))
+            .await
+            .ok()
+            .flatten()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
@@ -238,6 +265,11 @@ struct Inner {
     /// Names whose certificate is due but was not renewed (no agent serves them),
     /// already said in the log.
     not_renewed: Mutex<std::collections::HashSet<String>>,
+    /// In a fleet, the state the nodes share ([`shared`]).
+    share: OnceLock<Arc<dyn AcmeShare>>,
+    /// TLS-ALPN-01 certificates of orders other nodes placed, made from their shared
+    /// answers, by name, with when each was made.
+    shared_alpn: Mutex<HashMap<String, (Instant, Arc<CertifiedKey>)>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -306,6 +338,8 @@ impl AcmeSource {
                 tunnels,
                 owner_orders: OwnerBudget::default(),
                 not_renewed: Mutex::default(),
+                share: OnceLock::new(),
+                shared_alpn: Mutex::default(),
             }),
         })
     }
@@ -313,6 +347,13 @@ impl AcmeSource {
     /// The challenges plain HTTP ingress must answer.
     pub fn challenges(&self) -> Arc<Http01Challenges> {
         self.inner.challenges.clone()
+    }
+
+    /// Shares the account, certificates and challenges with the other nodes of a
+    /// fleet through `share` (set once, before viewers arrive).
+    pub fn share_with(&self, share: Arc<dyn AcmeShare>) {
+        let _ = self.inner.challenges.share.set(share.clone());
+        let _ = self.inner.share.set(share);
     }
 
     /// Starts the background check that renews certificates past
@@ -351,6 +392,10 @@ impl AcmeSource {
                     if lock(&inner.inflight).contains_key(&name) {
                         continue;
                     }
+                    // Another node of the fleet may have renewed it already.
+                    if inner.load_shared(&name).await {
+                        continue;
+                    }
                     let Some(owner) = inner.online_owner(&name).await else {
                         if lock(&inner.not_renewed).insert(name.clone()) {
                             tracing::info!(%name, "ACME certificate not renewed: no agent serves the name now (renewed when a viewer next asks while one does)");
@@ -375,7 +420,18 @@ impl CertSource for AcmeSource {
     }
 
     fn tls_alpn_challenge(&self, name: &str) -> Option<Arc<CertifiedKey>> {
-        lock(&self.inner.alpn_challenges).get(name).cloned()
+        lock(&self.inner.alpn_challenges)
+            .get(name)
+            .cloned()
+            .or_else(|| {
+                lock(&self.inner.shared_alpn)
+                    .get(name)
+                    .map(|(_, key)| key.clone())
+            })
+    }
+
+    fn prepare_alpn<'a>(&'a self, name: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.inner.prepare_shared_alpn(name))
     }
 
     fn prepare<'a>(&'a self, name: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
@@ -395,6 +451,10 @@ impl CertSource for AcmeSource {
                     tracing::info!(%name, "renewing the ACME certificate");
                     Inner::start_order(inner, name, &owner);
                 }
+                return;
+            }
+            // In a fleet, another node may hold it already.
+            if inner.load_shared(name).await {
                 return;
             }
             // Joining an order under way costs nothing and asks nothing.
@@ -460,6 +520,13 @@ impl Inner {
         let name = name.to_string();
         // The order runs on its own task: a viewer that hangs up does not cancel it.
         tokio::spawn(async move {
+            // In a fleet, one node orders a name; the others wait for its certificate.
+            if !inner.claim_order(&name).await {
+                inner.wait_for_shared(&name).await;
+                lock(&inner.inflight).remove(&name);
+                let _ = tx.send(true);
+                return;
+            }
             match inner.order(&name).await {
                 Ok(held) => {
                     tracing::info!(%name, not_after = ?held.not_after, "ACME certificate issued");
@@ -475,6 +542,7 @@ impl Inner {
                     lock(&inner.failed).insert(name.clone(), Instant::now());
                 }
             }
+            inner.end_order(&name).await;
             lock(&inner.inflight).remove(&name);
             let _ = tx.send(true);
         });
@@ -511,6 +579,13 @@ impl Inner {
                     None => Account::builder()?,
                 };
                 let path = self.config.dir.join("account.json");
+                // A fleet's nodes use one account.
+                if let Some(json) = self.shared_account().await
+                    && let Ok(stored) = serde_json::from_str::<StoredAccount>(&json)
+                    && stored.directory == self.config.directory
+                {
+                    return Ok(builder.from_credentials(stored.credentials).await?);
+                }
                 // The account of another directory (the operator changed
                 // --acme-directory) is not used: a new one is made and replaces it.
                 if let Ok(json) = std::fs::read(&path)
@@ -539,6 +614,7 @@ impl Inner {
                     .map_err(|e| AcmeError::Certificate(e.to_string()))?;
                 netbore_control::private_fs::write(&path, json.as_bytes())
                     .map_err(|cause| AcmeError::Store { path, cause })?;
+                self.publish(move |share| share.put_account(&json)).await;
                 tracing::info!(directory = %self.config.directory, "ACME account created");
                 Ok(account)
             })
@@ -579,14 +655,26 @@ impl Inner {
             match self.config.challenge {
                 Challenge::Http01 => {
                     let body = key_authorization.as_str().to_string();
-                    self.challenges.lock().insert(challenge.token.clone(), body);
+                    self.challenges
+                        .lock()
+                        .insert(challenge.token.clone(), body.clone());
                     guard.tokens.push(challenge.token.clone());
+                    let token = challenge.token.clone();
+                    self.publish(move |share| {
+                        share.put_challenge(SharedChallenge::Http01, &token, &body);
+                    })
+                    .await;
                 }
                 Challenge::TlsAlpn01 => {
                     let digest = key_authorization.digest();
                     let key = tls_alpn_certificate(name, digest.as_ref(), &self.provider)?;
                     lock(&self.alpn_challenges).insert(name.to_string(), Arc::new(key));
                     alpn_guard.names.push(name.to_string());
+                    let (owned, hex) = (name.to_string(), shared::hex(digest.as_ref()));
+                    self.publish(move |share| {
+                        share.put_challenge(SharedChallenge::TlsAlpn01, &owned, &hex);
+                    })
+                    .await;
                 }
             }
             challenge.set_ready().await?;
@@ -607,6 +695,9 @@ impl Inner {
         let key_pem = key.serialize_pem();
         let held = certified(&chain_pem, &key_pem, &self.provider)?;
         self.store(name, &chain_pem, &key_pem)?;
+        let owned = name.to_string();
+        self.publish(move |share| share.put_certificate(&owned, &chain_pem, &key_pem))
+            .await;
         Ok(held)
     }
 
@@ -645,91 +736,4 @@ async fn refusal(order: &mut instant_acme::Order) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renewal_falls_at_the_fraction_of_the_lifetime() {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["a.example.test".into()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let held = certified(&cert.pem(), &key.serialize_pem(), &provider).unwrap();
-        let life = held.not_after.duration_since(held.not_before).unwrap();
-        let at = held.renew_at(DEFAULT_RENEW_FRACTION);
-        let into = at.duration_since(held.not_before).unwrap();
-        assert!((into.as_secs_f64() / life.as_secs_f64() - 2.0 / 3.0).abs() < 1e-6);
-    }
-
-    #[test]
-    fn the_tls_alpn_certificate_carries_the_digest_in_a_critical_acme_identifier() {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let digest = [7u8; 32];
-        let key = tls_alpn_certificate("a.example.test", &digest, &provider).unwrap();
-        let der = key.end_entity_cert().unwrap().to_vec();
-        // id-pe-acmeIdentifier (1.3.6.1.5.5.7.1.31), critical, OCTET STRING { digest }.
-        let mut ext = vec![0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x01, 0x1f];
-        ext.extend_from_slice(&[0x01, 0x01, 0xff, 0x04, 0x22, 0x04, 0x20]);
-        ext.extend_from_slice(&digest);
-        assert!(der.windows(ext.len()).any(|w| w == ext.as_slice()));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn orders_beyond_the_rate_wait_for_the_minute_to_pass() {
-        let dir = std::env::temp_dir().join(format!("netbore-acme-rate-{}", std::process::id()));
-        let mut config = AcmeConfig::new("https://acme.invalid/dir", "ops@example.test", &dir);
-        config.orders_per_minute = 2;
-        let source = AcmeSource::new(config).unwrap();
-        let start = tokio::time::Instant::now();
-        source.inner.take_order_slot("a").await;
-        source.inner.take_order_slot("b").await;
-        assert_eq!(start.elapsed(), Duration::ZERO, "two orders start at once");
-        source.inner.take_order_slot("c").await;
-        assert!(
-            start.elapsed() >= Duration::from_secs(60),
-            "the third waits a minute: {:?}",
-            start.elapsed()
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    /// Says no agent serves any name.
-    #[derive(Debug)]
-    struct NothingOnline;
-
-    impl TunnelLookup for NothingOnline {
-        fn online_owner(&self, _: &str) -> Option<String> {
-            None
-        }
-    }
-
-    #[tokio::test]
-    async fn a_name_no_agent_serves_is_not_ordered() {
-        let dir = std::env::temp_dir().join(format!("netbore-acme-offline-{}", std::process::id()));
-        let mut config = AcmeConfig::new("https://acme.invalid/dir", "ops@example.test", &dir);
-        config.wait = Duration::from_secs(5);
-        let source = AcmeSource::with_tunnels(config, Arc::new(NothingOnline)).unwrap();
-        source.prepare("app.example.test").await;
-        assert!(lock(&source.inner.inflight).is_empty());
-        assert!(lock(&source.inner.failed).is_empty(), "no order was tried");
-        assert!(source.inner.orders.lock().await.is_empty());
-        assert!(source.inner.owner_orders.is_empty());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn challenge_tokens_leave_with_their_order() {
-        let challenges = Http01Challenges::default();
-        challenges.lock().insert("t1".into(), "t1.thumb".into());
-        {
-            let _guard = TokenGuard {
-                challenges: &challenges,
-                tokens: vec!["t1".into()],
-            };
-            assert_eq!(challenges.respond("t1").as_deref(), Some("t1.thumb"));
-        }
-        assert_eq!(challenges.respond("t1"), None);
-    }
-}
+mod tests;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use netbore_control::store::Store;
 
 use crate::Registry;
+use crate::fleet::RouteKey;
 use crate::registry::Route;
 
 /// Whether a tunnel serves a name now, and whose it is.
@@ -43,12 +44,20 @@ impl RegistryLookup {
 impl TunnelLookup for RegistryLookup {
     fn online_owner(&self, name: &str) -> Option<String> {
         let label = crate::http::host::tunnel_name(name, self.registry.domain())?;
-        let Some(Route::Online(tunnel)) = self.registry.route(&label) else {
-            return None;
+        // Served here, or in a fleet at another node (a viewer here still needs the
+        // certificate).
+        let tunnel_id = match self.registry.route(&label) {
+            Some(Route::Online(tunnel)) => tunnel.tunnel_id().to_string(),
+            _ => {
+                self.registry
+                    .directory()?
+                    .holder(&RouteKey::Http(label.clone()))?
+                    .tunnel_id
+            }
         };
         // A tunnel the store does not know (it cannot happen with one process, but a
         // store error can) is its own owner: the budget is then per name.
-        let owner = match self.store.tunnel(tunnel.tunnel_id()) {
+        let owner = match self.store.tunnel(&tunnel_id) {
             Ok(Some(record)) => record.owner,
             _ => format!("name:{label}"),
         };

@@ -310,12 +310,16 @@ impl Ingress {
         let routed = sni
             .as_deref()
             .and_then(|s| host::tunnel_name(s, self.registry.domain()))
-            .is_some_and(|name| self.registry.route(&name).is_some());
+            .is_some_and(|name| self.registry.serves_somewhere(&name));
         if let Some(sni) = &sni
             && routed
-            && !hello.acme_tls_alpn
         {
-            tls.certs.prepare(sni).await;
+            if hello.acme_tls_alpn {
+                // A validation of an order another node of the fleet placed.
+                tls.certs.prepare_alpn(sni).await;
+            } else {
+                tls.certs.prepare(sni).await;
+            }
         }
         // Without a name, or with one outside the Edge's domain, the resolver has no
         // certificate and the handshake ends with an alert.
@@ -427,7 +431,7 @@ pub async fn handle(
 ) -> Response<ViewerBody> {
     if conn.tls_name.is_none()
         && let Some(challenges) = &config.acme_challenges
-        && let Some(answer) = acme_challenge(challenges, &request)
+        && let Some(answer) = acme_challenge(challenges, &request).await
     {
         return answer;
     }
@@ -485,9 +489,10 @@ pub async fn handle(
     }
 }
 
-/// The key authorization of a pending HTTP-01 challenge, when `request` fetches
-/// one; any other token falls through to routing (an origin may answer its own).
-fn acme_challenge(
+/// The key authorization of a pending HTTP-01 challenge (this node's, or in a
+/// fleet another node's), when `request` fetches one; any other token falls through
+/// to routing (an origin may answer its own).
+async fn acme_challenge(
     challenges: &crate::acme::Http01Challenges,
     request: &Request<Incoming>,
 ) -> Option<Response<ViewerBody>> {
@@ -495,7 +500,7 @@ fn acme_challenge(
         .uri()
         .path()
         .strip_prefix(crate::acme::HTTP01_PREFIX)?;
-    let body = challenges.respond(token)?;
+    let body = challenges.answer(token).await?;
     let mut response = Response::new(ViewerBody::page(Full::new(Bytes::from(body))));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
