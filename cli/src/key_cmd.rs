@@ -18,16 +18,10 @@ pub(crate) struct KeyArgs {
     /// The server's data directory (where its store lives).
     #[arg(long, env = "NETBORE_DATA_DIR", global = true)]
     pub(crate) data_dir: Option<PathBuf>,
-    /// Manage the keys of the store the servers started with `--redis URL` share
-    /// (redis://[:PASSWORD@]HOST[:PORT][/DB]) instead of the one in the data directory.
-    #[arg(
-        long,
-        env = "NETBORE_REDIS",
-        hide_env_values = true,
-        value_name = "URL",
-        global = true
-    )]
-    pub(crate) redis: Option<String>,
+    /// The store the servers started with `--redis URL` share, instead of the one in
+    /// the data directory.
+    #[command(flatten)]
+    pub(crate) store: crate::redis_args::RedisArgs,
     #[command(subcommand)]
     pub(crate) action: KeyAction,
 }
@@ -54,7 +48,7 @@ pub(crate) enum KeyAction {
 /// Runs `netbore key …`.
 pub(crate) async fn run(args: KeyArgs, printer: Printer) -> anyhow::Result<()> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
-    let store = netbore_control::store::open(args.redis.as_deref(), &data_dir.join(STORE_FILE))?;
+    let store = netbore_control::store::open(args.store.url()?, &data_dir.join(STORE_FILE))?;
     match args.action {
         KeyAction::Create { label } => {
             let key = create_api_key(&*store, &label)?;

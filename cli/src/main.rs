@@ -12,6 +12,7 @@ mod meta_cmd;
 mod metrics_http;
 mod output;
 mod platform;
+mod redis_args;
 mod server;
 mod server_args;
 

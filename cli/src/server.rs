@@ -90,7 +90,7 @@ fn edge_tls(args: &ServerArgs, data_dir: &std::path::Path) -> anyhow::Result<Edg
             }
             if let Some(host) = &args.fleet.advertise {
                 names.push(host.trim_matches(['[', ']']).to_string());
-            } else if args.redis.is_some() && !args.agent_addr.ip().is_unspecified() {
+            } else if args.store.redis.is_some() && !args.agent_addr.ip().is_unspecified() {
                 names.push(args.agent_addr.ip().to_string());
             }
             names.extend(["localhost".to_string(), "127.0.0.1".to_string()]);
@@ -140,7 +140,7 @@ fn acme_source(
 pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let signer = TokenSigner::load_or_create(&data_dir.join("control-ed25519.pk8"))?;
-    let store = netbore_control::store::open(args.redis.as_deref(), &data_dir.join(STORE_FILE))?;
+    let store = netbore_control::store::open(args.store.url()?, &data_dir.join(STORE_FILE))?;
     netbore_metrics::server()
         .tunnels
         .set_max_labels(args.metrics_tunnel_labels);
@@ -277,7 +277,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
     let transports: Vec<String> = bound.transports.iter().map(|t| t.to_string()).collect();
     // In a fleet, the verifier also accepts the tokens of the other live nodes.
     let verifier = signer.verifier();
-    let fleet = match &args.redis {
+    let fleet = match &args.store.redis {
         Some(url) => {
             let spec = crate::fleet::NodeSpec {
                 host: args.fleet.advertised_host(bound.agent)?,

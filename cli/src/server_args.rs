@@ -108,17 +108,9 @@ pub(crate) struct ServerArgs {
     /// or ~/.local/share/netbore; %LOCALAPPDATA%\netbore\data on Windows).
     #[arg(long, env = "NETBORE_DATA_DIR")]
     pub(crate) data_dir: Option<PathBuf>,
-    /// Keep the control store (API keys, reserved names, tunnel records with their
-    /// recreate-token hashes) in the Redis at this URL, redis://[:PASSWORD@]HOST[:PORT][/DB],
-    /// instead of DATA_DIR/netbore.db, so every server given the same URL shares it.
-    /// DATA_DIR still holds this node's own files: its signing key, CA and audit log.
-    #[arg(
-        long,
-        env = "NETBORE_REDIS",
-        hide_env_values = true,
-        value_name = "URL"
-    )]
-    pub(crate) redis: Option<String>,
+    /// The fleet's shared store (`--redis`, `--redis-plaintext`).
+    #[command(flatten)]
+    pub(crate) store: crate::redis_args::RedisArgs,
     /// Public host name of this server (used in public URLs and handed to agents).
     #[arg(long, default_value = "localhost")]
     pub(crate) domain: String,

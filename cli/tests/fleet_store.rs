@@ -169,3 +169,79 @@ fn an_unreachable_redis_is_one_sentence_naming_the_flag() {
     assert_eq!(events[0]["event"], "error");
     assert_eq!(events[0]["message"], expected.as_str());
 }
+
+/// `netbore key ARGS --redis URL --json`, with `SSL_CERT_FILE` set to `ca` (or unset):
+/// exit code and events.
+fn key_over(url: &str, ca: Option<&std::path::Path>, args: &[&str]) -> (i32, Vec<Value>) {
+    let nowhere = TempDir::new("key-tls");
+    let mut command = std::process::Command::new(common::bin());
+    command
+        .arg("key")
+        .args(args)
+        .args(["--redis", url, "--json", "--data-dir"])
+        .arg(&nowhere.0)
+        .env_remove("SSL_CERT_FILE")
+        .stdin(std::process::Stdio::null());
+    if let Some(ca) = ca {
+        command.env("SSL_CERT_FILE", ca);
+    }
+    let out = command.output().expect("netbore runs");
+    let events = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (out.status.code().unwrap_or(-1), events)
+}
+
+#[test]
+fn the_store_is_reached_over_tls_and_plain_text_to_another_machine_is_refused() {
+    let pki = netbore_test_support::Pki::new();
+    let redis =
+        netbore_test_support::redis::RedisServer::start_tls(free_port(), &pki.cert, &pki.key);
+    assert!(redis.url.starts_with("rediss://"), "{}", redis.url);
+
+    // Keys over TLS, the server's certificate checked against the CA in SSL_CERT_FILE.
+    let (code, events) = key_over(&redis.url, Some(&pki.ca), &["create", "--label", "tls"]);
+    assert_eq!(code, 0, "{events:?}");
+    let (code, events) = key_over(&redis.url, Some(&pki.ca), &["list"]);
+    assert_eq!(code, 0, "{events:?}");
+    assert!(format!("{events:?}").contains("tls"), "{events:?}");
+    // A certificate the machine does not trust is refused.
+    let (code, events) = key_over(&redis.url, None, &["list"]);
+    assert_eq!(code, 1, "{events:?}");
+
+    // A server joins the fleet over TLS.
+    let data_dir = TempDir::new("fleet-tls");
+    let mut command = std::process::Command::new(common::bin());
+    command
+        .args([
+            "server",
+            "--control-addr",
+            "127.0.0.1:0",
+            "--agent-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--tcp-ports",
+            "0",
+            "--redis",
+            &redis.url,
+            "--data-dir",
+        ])
+        .arg(&data_dir.0)
+        .env("SSL_CERT_FILE", &pki.ca);
+    let server = Proc::spawn_command(command);
+    let listening = server.expect_event("listening", Duration::from_secs(20));
+    assert!(listening["node"].is_string(), "{listening}");
+
+    // redis:// to another machine is refused before anything is sent, in one sentence
+    // that says what to do, without the password.
+    let (code, events) = key_over("redis://:hunter2@192.0.2.1:6379/0", None, &["list"]);
+    assert_eq!(code, 1, "{events:?}");
+    let message = events[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("without TLS") && message.contains("rediss://"),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2"), "{message}");
+}

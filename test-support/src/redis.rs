@@ -20,6 +20,8 @@ pub struct RedisServer {
     pub url: String,
     /// What it printed so far (for failure messages).
     log: Arc<Mutex<String>>,
+    /// Arguments beyond the defaults (TLS), kept for restarts.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -34,17 +36,45 @@ impl RedisServer {
     }
 
     fn start_in(dir: PathBuf) -> RedisServer {
-        let (child, log) = Self::spawn(&dir);
+        let (child, log) = Self::spawn(&dir, &[]);
         RedisServer {
             child,
             url: format!("redis+unix://{}", dir.join("redis.sock").display()),
             dir,
             log,
+            extra: Vec::new(),
         }
     }
 
+    /// Starts a fresh `redis-server` that also speaks TLS on `127.0.0.1:port` with the
+    /// certificate `cert` and key `key` (PEM files; clients are not asked for one);
+    /// [`Self::url`] is then `rediss://127.0.0.1:PORT`.
+    pub fn start_tls(port: u16, cert: &std::path::Path, key: &std::path::Path) -> RedisServer {
+        let mut server = Self::start();
+        server.kill();
+        let _ = std::fs::remove_file(server.dir.join("redis.sock"));
+        let extra = vec![
+            "--tls-port".to_string(),
+            port.to_string(),
+            "--bind".to_string(),
+            "127.0.0.1".to_string(),
+            "--tls-cert-file".to_string(),
+            cert.display().to_string(),
+            "--tls-key-file".to_string(),
+            key.display().to_string(),
+            "--tls-auth-clients".to_string(),
+            "no".to_string(),
+        ];
+        let (child, log) = Self::spawn(&server.dir, &extra);
+        server.child = child;
+        server.log = log;
+        server.extra = extra;
+        server.url = format!("rediss://127.0.0.1:{port}");
+        server
+    }
+
     /// Runs redis-server in `dir` and waits until it accepts connections.
-    fn spawn(dir: &std::path::Path) -> (Child, Arc<Mutex<String>>) {
+    fn spawn(dir: &std::path::Path, extra: &[String]) -> (Child, Arc<Mutex<String>>) {
         let socket = dir.join("redis.sock");
         let spawned = Command::new("redis-server")
             .args(["--port", "0", "--unixsocket"])
@@ -59,6 +89,7 @@ impl RedisServer {
             ])
             .arg("--dir")
             .arg(dir)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -129,7 +160,7 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.kill();
         let _ = std::fs::remove_file(self.dir.join("redis.sock"));
-        let (child, log) = Self::spawn(&self.dir);
+        let (child, log) = Self::spawn(&self.dir, &self.extra);
         self.child = child;
         self.log = log;
     }

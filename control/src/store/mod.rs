@@ -17,7 +17,7 @@
 mod redis;
 mod sqlite;
 
-pub use redis::{RedisStore, redact_url};
+pub use redis::{RedisStore, check_transport, redact_url};
 pub use sqlite::SqliteStore;
 
 use std::path::Path;
@@ -45,6 +45,15 @@ pub enum StoreError {
         path: String,
         /// What the backend said.
         reason: String,
+    },
+    /// The Redis URL names another machine without TLS, and plain text was not
+    /// allowed.
+    #[error(
+        "{url} reaches Redis on another machine without TLS, so the fleet's secrets would cross the network readable; use rediss://, or pass --redis-plaintext if that network is private"
+    )]
+    Plaintext {
+        /// The Redis URL, its password hidden.
+        url: String,
     },
     /// The shared store's Redis could not be reached, or its URL is not one.
     #[error("could not reach Redis at {url}: {reason}; check --redis and that Redis is running")]

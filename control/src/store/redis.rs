@@ -35,6 +35,9 @@ use super::{ApiKeyRecord, Reserve, ReservedName, Store, StoreError, TunnelRecord
 use crate::api::Protocol;
 
 mod schema;
+mod transport;
+
+pub use transport::check_transport;
 
 use schema::{
     DELETE_TUNNEL, INIT, INSERT_KEY, INSERT_TUNNEL, RELEASE_NAME, RESERVE_NAME, REVOKE_KEY,
