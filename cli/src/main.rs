@@ -15,6 +15,7 @@ mod platform;
 mod redis_args;
 mod server;
 mod server_args;
+mod tunnels_cmd;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
@@ -65,6 +66,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Create, list and revoke API keys in the server's store.
     Key(key_cmd::KeyArgs),
+    /// List the tunnels of the server's store (with --redis, a fleet's, and the node
+    /// serving each).
+    Tunnels(tunnels_cmd::TunnelsArgs),
     /// The server's development CA, which agents trust with --ca for tls and wss.
     Ca(ca_cmd::CaArgs),
     /// Start tunnels of the config file (netbore.toml) by name, or --all, over one
@@ -129,6 +133,7 @@ fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
         Command::Start(a) => a.agent.threads,
         Command::Server(a) => a.threads,
         Command::Key(_)
+        | Command::Tunnels(_)
         | Command::Ca(_)
         | Command::Config(_)
         | Command::Completions(_)
@@ -214,6 +219,7 @@ fn main() {
             Command::Tls(args) => agent_cmd::run_tls(args, printer).await,
             Command::Demo(args) => demo::run(args, printer).await,
             Command::Key(args) => key_cmd::run(args, printer).await,
+            Command::Tunnels(args) => tunnels_cmd::run(args, printer).await,
             Command::Ca(args) => ca_cmd::run(args, printer),
             Command::Start(args) => config::start::run(args, printer).await,
             Command::Config(args) => config::run(args, printer),

@@ -194,6 +194,44 @@ async fn an_http_tunnel_held_by_one_node_answers_through_all_three() {
         let ip = e["addr"].as_str().unwrap().split(':').next().unwrap();
         assert_eq!(url, format!("http://{ip}:{}", fleet.control));
     }
+
+    // The operator's listing names the node serving each tunnel; the candidates'
+    // tunnels, whose agents never came, are offline.
+    let nowhere = TempDir::new("fleet-list");
+    let out = std::process::Command::new(common::bin())
+        .args([
+            "tunnels",
+            "list",
+            "--json",
+            "--redis",
+            &fleet._redis.url,
+            "--data-dir",
+        ])
+        .arg(&nowhere.0)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    let tunnels = listed["tunnels"].as_array().unwrap();
+    let shop: Vec<_> = tunnels
+        .iter()
+        .filter(|t| t["public_url"] == format!("http://{host}"))
+        .collect();
+    assert_eq!(shop.len(), 1, "{listed}");
+    assert_eq!(
+        shop[0]["node"],
+        format!("127.0.0.2:{}", fleet.agent),
+        "{listed}"
+    );
+    assert!(
+        tunnels.iter().filter(|t| t["node"].is_null()).count() >= 1,
+        "{listed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

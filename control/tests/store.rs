@@ -380,6 +380,17 @@ fn listings_come_in_their_documented_order(backend: &Backend) {
         .map(|t| t.tunnel_id)
         .collect();
     assert_eq!(named, of);
+    // And every owner's together, for operators.
+    let mut other = tunnel("tun_z", "anonymous:10.0.0.1", None, "z");
+    other.created_at = 20;
+    store.insert_tunnel(&other).unwrap();
+    let all: Vec<_> = store
+        .all_tunnels()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.tunnel_id)
+        .collect();
+    assert_eq!(all, ["tun_b", "tun_z", "tun_a", "tun_c"]);
 }
 
 fn duplicates_and_unknown_records_are_refused_or_ignored(backend: &Backend) {

@@ -354,6 +354,46 @@ impl netbore_control::Nodes for Fleet {
     }
 }
 
+/// Which live node serves each tunnel now, by tunnel id, read once from the fleet's
+/// Redis at `url` (for operators' listings; a node's own lookups use its replica).
+pub fn serving_nodes(url: &str) -> Result<HashMap<String, String>, FleetError> {
+    let unreachable = |e: redis::RedisError| FleetError::Unreachable {
+        url: redact(url),
+        reason: e.to_string(),
+    };
+    let client = redis::Client::open(url).map_err(unreachable)?;
+    let mut conn = worker::connect(&client).map_err(unreachable)?;
+    let read = |conn: &mut redis::Connection| -> redis::RedisResult<HashMap<String, String>> {
+        let (seconds, micros): (u64, u64) = redis::cmd("TIME").query(conn)?;
+        let now = seconds * 1000 + micros / 1000;
+        let lease = LEASE.as_millis() as u64;
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(keys::nodes())
+            .arg(now.saturating_sub(lease))
+            .arg("+inf")
+            .query(conn)?;
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hget(keys::node(id), "incarnation");
+        }
+        let incarnations: Vec<Option<String>> = pipe.query(conn)?;
+        let live: HashMap<String, String> = ids
+            .into_iter()
+            .zip(incarnations)
+            .filter_map(|(id, inc)| Some((id, inc?)))
+            .collect();
+        let routes: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(keys::routes()).query(conn)?;
+        Ok(routes
+            .values()
+            .filter_map(|v| replica::RouteEntry::parse(v))
+            .filter(|e| live.get(&e.node) == Some(&e.incarnation))
+            .map(|e| (e.tunnel_id, e.node))
+            .collect())
+    };
+    read(&mut conn).map_err(unreachable)
+}
+
 /// `n` random bytes as lowercase hex.
 fn random_hex(n: usize) -> String {
     use ring::rand::SecureRandom;

@@ -192,6 +192,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the tunnel (its recreate token stops working). False if absent.
     fn delete_tunnel(&self, tunnel_id: &str) -> Result<bool, StoreError>;
 
+    /// Every tunnel record, oldest first (operators' listings).
+    fn all_tunnels(&self) -> Result<Vec<TunnelRecord>, StoreError>;
+
     /// How many tunnel records the store holds, all owners together. Cheap: the
     /// server asks on every create.
     fn count_tunnels(&self) -> Result<u64, StoreError>;

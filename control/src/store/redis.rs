@@ -544,6 +544,10 @@ impl Store for RedisStore {
         Ok(found)
     }
 
+    fn all_tunnels(&self) -> Result<Vec<TunnelRecord>, StoreError> {
+        self.tunnels_in(&keys::tunnels())
+    }
+
     fn set_public_url(&self, tunnel_id: &str, public_url: &str) -> Result<(), StoreError> {
         let _changed: i64 = self.run(Idempotent::Yes, |c| {
             SET_PUBLIC_URL

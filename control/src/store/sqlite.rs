@@ -409,6 +409,11 @@ impl Store for SqliteStore {
         self.tunnels_where("name = ?1", name)
     }
 
+    fn all_tunnels(&self) -> Result<Vec<TunnelRecord>, StoreError> {
+        // A clause true of every row, so the one query shape serves.
+        self.tunnels_where("?1 = ?1", "all")
+    }
+
     fn set_public_url(&self, tunnel_id: &str, public_url: &str) -> Result<(), StoreError> {
         self.conn()
             .execute(
