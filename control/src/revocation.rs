@@ -260,6 +260,9 @@ mod tests {
         fn tunnels_named(&self, name: &str) -> Result<Vec<TunnelRecord>, StoreError> {
             self.inner().tunnels_named(name)
         }
+        fn all_tunnels(&self) -> Result<Vec<TunnelRecord>, StoreError> {
+            self.inner().all_tunnels()
+        }
         fn set_public_url(&self, id: &str, url: &str) -> Result<(), StoreError> {
             self.inner().set_public_url(id, url)
         }
