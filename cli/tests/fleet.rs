@@ -556,3 +556,50 @@ async fn limits_tokens_and_links_hold_across_nodes_and_redis_down_is_one_clear_a
         assert_eq!(r.status, 200, "through node {i} with Redis down");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnels_stream_cap_holds_at_its_holder_for_streams_other_nodes_relay() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (origin, _echo) = netbore_test_support::echo_origin().await;
+    let fleet = Fleet::start(&["--max-streams-per-tunnel", "2"]);
+    let _agent = common::Proc::spawn(&[
+        "tcp",
+        &origin.to_string(),
+        "--server",
+        &fleet.nodes[0].server.url(),
+        "--transport",
+        "tcp",
+    ]);
+    let online = _agent.expect_event("online", Duration::from_secs(20));
+    let url = online["public_url"].as_str().unwrap().to_string();
+    let port: u16 = url.rsplit_once(':').unwrap().1.parse().unwrap();
+    let at = |i: usize| -> SocketAddr { format!("{}:{port}", IPS[i]).parse().unwrap() };
+    for i in 0..3 {
+        echoes_within(at(i), Duration::from_secs(5)).await;
+    }
+    // An open connection that has echoed once (so it holds a stream at the holder).
+    let hold = |addr: SocketAddr| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+            .await
+            .expect("echo within 5 s")
+            .unwrap();
+        s
+    };
+    // Two viewers through node 1 take the tunnel's two streams at its holder.
+    let _first = hold(at(1)).await;
+    let _second = hold(at(1)).await;
+    // Node 2 has streams to spare, but the holder does not: the relayed connection
+    // is cut without an echo.
+    assert!(
+        !echoes(at(2)).await,
+        "a third stream was relayed past the cap"
+    );
+    drop((_first, _second));
+    // Once they end, the tunnel echoes through every node again.
+    for i in 0..3 {
+        echoes_within(at(i), Duration::from_secs(5)).await;
+    }
+}

@@ -197,6 +197,7 @@ impl Edge {
                 session,
                 from,
                 self.config.hello_timeout,
+                self.config.viewer_limits.caps().max_streams_per_tunnel,
             )
             .await;
             return;

@@ -59,6 +59,12 @@ impl TlsTunnel {
         &self.tunnel_id
     }
 
+    /// The count of the tunnel's streams in flight (shared with streams other nodes
+    /// relay to it).
+    pub fn stream_count(&self) -> Arc<StreamCount> {
+        self.streams.clone()
+    }
+
     /// One more viewer connection, unless `max` are served already.
     pub fn try_stream(&self, max: usize) -> Option<StreamGuard> {
         self.streams.try_take(max)

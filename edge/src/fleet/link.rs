@@ -64,14 +64,21 @@ pub fn accepts(directory: &dyn Directory, link: &LinkHello) -> bool {
 }
 
 /// Serves an accepted link from node `from`: relays every stream it opens until the
-/// session ends. Dropping the future stops every relay at once.
-pub async fn serve(registry: Registry, session: Session, from: String, timeout: Duration) {
+/// session ends, each tunnel's streams under `max_streams_per_tunnel` together with
+/// its viewers here. Dropping the future stops every relay at once.
+pub async fn serve(
+    registry: Registry,
+    session: Session,
+    from: String,
+    timeout: Duration,
+    max_streams_per_tunnel: usize,
+) {
     let mut relays = JoinSet::new();
     loop {
         tokio::select! {
             stream = session.accept() => match stream {
                 Some(stream) => {
-                    relays.spawn(relay(registry.clone(), stream, timeout));
+                    relays.spawn(relay(registry.clone(), stream, timeout, max_streams_per_tunnel));
                 }
                 None => break,
             },
@@ -83,7 +90,7 @@ pub async fn serve(registry: Registry, session: Session, from: String, timeout: 
 }
 
 /// Relays one stream of a link to the agent serving its route.
-async fn relay(registry: Registry, mut stream: Stream, timeout: Duration) {
+async fn relay(registry: Registry, mut stream: Stream, timeout: Duration, max_streams: usize) {
     let head = async {
         let route = LinkRoute::read(&mut stream).await?;
         let header = StreamHeader::read(&mut stream).await?;
@@ -106,6 +113,21 @@ async fn relay(registry: Registry, mut stream: Stream, timeout: Duration) {
         stream.reset();
         return;
     };
+    // The relaying node counted the viewer against its own share; a TCP or TLS
+    // tunnel's cap holds here too, so a fleet of nodes cannot give one tunnel more
+    // streams than one node would.
+    let counted = match &target.streams {
+        Some(count) => match count.try_take(max_streams) {
+            Some(guard) => Some(guard),
+            None => {
+                tracing::debug!(tunnel_id = %target.tunnel_id, "a link stream over the tunnel's stream cap");
+                stream.reset();
+                return;
+            }
+        },
+        None => None,
+    };
+    let _counted = counted;
     let mut agent = match target.session.open().await {
         Ok(s) => s,
         Err(e) => {

@@ -23,6 +23,7 @@ use netbore_transport::proto::{ErrorBody, ErrorCode};
 use tokio::sync::mpsc;
 
 use crate::PortPool;
+use crate::limits::StreamCount;
 
 mod fleet;
 
@@ -156,6 +157,12 @@ pub struct LinkTarget {
     pub session: Session,
     /// The tunnel's slot on it.
     pub slot: u32,
+    /// For a TCP or TLS tunnel (one relayed stream per viewer connection), the count
+    /// the per-tunnel stream cap applies to streams other nodes relay here (shared
+    /// with its viewers here for TLS), so a fleet's nodes together cannot give it
+    /// many times the cap. `None` for HTTP: a relayed stream is a pooled upstream
+    /// connection of the relaying node, which counts requests itself.
+    pub streams: Option<Arc<StreamCount>>,
     generation: u64,
 }
 
@@ -293,6 +300,9 @@ impl Registry {
             return Err(gone());
         }
         let generation = entry.generation;
+        // A TCP tunnel's viewers here are counted by its accept loop; streams relayed
+        // from other nodes get a count of their own, under the same cap.
+        let mut streams = Some(Arc::default());
         let claimed = match entry.protocol {
             Protocol::Tcp => {
                 let listener = entry
@@ -312,12 +322,14 @@ impl Registry {
                     handle.agent,
                     self.config.upstream.clone(),
                 );
+                streams = None;
                 self.set_route(&name, Some(Route::Online(Arc::new(tunnel))));
                 Claimed::Http
             }
             Protocol::Tls => {
                 let name = entry.name.clone().ok_or_else(gone)?;
                 let tunnel = TlsTunnel::new(claims.tid.clone(), handle.session.clone(), slot);
+                streams = Some(tunnel.stream_count());
                 self.set_route(&name, Some(Route::Tls(Arc::new(tunnel))));
                 Claimed::Tls
             }
@@ -333,6 +345,7 @@ impl Registry {
                 tunnel_id: claims.tid.clone(),
                 session: handle.session.clone(),
                 slot,
+                streams,
                 generation,
             };
             self.links
