@@ -392,7 +392,7 @@ async fn limits_tokens_and_links_hold_across_nodes_and_redis_down_is_one_clear_a
     assert_eq!(minted.status, 200, "{minted:?}");
     let token = minted.body["ephemeral_token"].as_str().unwrap().to_string();
     let learnt = Instant::now() + Duration::from_secs(3);
-    let (_session, _stream, reply) = loop {
+    let (adopted, _stream, reply) = loop {
         let answer = common::hello::open_hello(&fleet.nodes[1].server, vec![token.clone()]).await;
         match &answer.2 {
             HelloReply::Error(e) if e.code == ErrorCode::BadToken && Instant::now() < learnt => {
@@ -410,6 +410,38 @@ async fn limits_tokens_and_links_hold_across_nodes_and_redis_down_is_one_clear_a
             );
         }
         other => panic!("node 1 refused node 2's token: {other:?}"),
+    }
+    // This session serves the tunnel as an agent would: it echoes every stream. Every
+    // node reaches the tunnel on its port, node 2 too, whose own placement of it gives
+    // way to a relay once node 1 serves it.
+    let serving = adopted.clone();
+    tokio::spawn(async move {
+        while let Some(mut stream) = serving.accept().await {
+            tokio::spawn(async move {
+                if netbore_transport::proto::StreamHeader::read(&mut stream)
+                    .await
+                    .is_ok()
+                {
+                    let (mut from, mut to) = tokio::io::split(stream);
+                    let _ = tokio::io::copy(&mut from, &mut to).await;
+                }
+            });
+        }
+    });
+    let port: u16 = minted.body["public_url"]
+        .as_str()
+        .unwrap()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    for ip in IPS {
+        echoes_within(
+            format!("{ip}:{port}").parse().unwrap(),
+            Duration::from_secs(5),
+        )
+        .await;
     }
     for replayed_at in [0, 1] {
         let reply =

@@ -186,4 +186,31 @@ impl Registry {
             message: e.message,
         })
     }
+
+    /// Releases this node's pending TCP tunnels that another node now serves: their
+    /// agent said hello there with this node's token (the tunnel was adopted), so the
+    /// port must be this node's mirror of it, not a listener nobody accepts on until
+    /// the placement lapses. Called from the mirror's poll.
+    pub fn release_adopted_elsewhere(&self) {
+        let Some(directory) = self.directory() else {
+            return;
+        };
+        let adopted: Vec<(String, u64)> = {
+            let tables = self.tables();
+            tables
+                .tunnels
+                .iter()
+                .filter(|(_, e)| matches!(e.phase, Phase::Pending) && e.protocol == Protocol::Tcp)
+                .filter_map(|(id, e)| {
+                    let port = e.listener.as_ref()?.local_addr().ok()?.port();
+                    let holder = directory.holder(&RouteKey::Tcp(port))?;
+                    (holder.tunnel_id == *id).then(|| (id.clone(), e.generation))
+                })
+                .collect()
+        };
+        for (tunnel_id, generation) in adopted {
+            tracing::info!(%tunnel_id, "another node serves this tunnel now; its port here relays there");
+            self.release(&tunnel_id, generation);
+        }
+    }
 }
