@@ -10,12 +10,16 @@
 //! queue behind each other's timeouts.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use netbore_edge::fleet::StoreUnavailable;
 use redis::{Client, Connection, RedisResult};
 
 use crate::{keys, random_hex, worker::connect};
+
+/// Most [`Calls::try_run`] calls under way or waiting at once.
+const MAX_WAITING: usize = 8;
 
 /// How long calls fail at once after Redis could not be reached.
 const BACK_OFF: Duration = Duration::from_secs(1);
@@ -33,6 +37,8 @@ struct State {
 pub(crate) struct Calls {
     client: Client,
     state: Mutex<State>,
+    /// Calls of [`Calls::try_run`] under way or waiting.
+    waiting: AtomicUsize,
 }
 
 impl std::fmt::Debug for Calls {
@@ -46,6 +52,7 @@ impl Calls {
         Calls {
             client,
             state: Mutex::default(),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -88,6 +95,24 @@ impl Calls {
         }
     }
 
+    /// Runs `call` like [`Self::run`], unless [`MAX_WAITING`] calls already wait
+    /// their turn: then fails at once (`busy`) instead of queueing. For lookups a
+    /// stranger can cause (an ACME challenge fetched at this node), so a flood of them
+    /// costs one connection's worth of Redis time and a bounded queue, while a
+    /// directory's few concurrent validation requests all get their answer.
+    pub(crate) fn try_run<T>(
+        &self,
+        call: impl Fn(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T, StoreUnavailable> {
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= MAX_WAITING {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(StoreUnavailable("busy with other lookups".into()));
+        }
+        let result = self.run(call);
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        result
+    }
+
     /// Runs `call`, on a fresh connection a second time when the first failed on a
     /// connection kept from earlier (Redis may have restarted since).
     pub(crate) fn run<T>(
@@ -95,6 +120,14 @@ impl Calls {
         call: impl Fn(&mut Connection) -> RedisResult<T>,
     ) -> Result<T, StoreUnavailable> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.run_with(&mut state, call)
+    }
+
+    fn run_with<T>(
+        &self,
+        state: &mut State,
+        call: impl Fn(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T, StoreUnavailable> {
         if state.down_until.is_some_and(|t| Instant::now() < t) {
             return Err(StoreUnavailable(state.reason.clone()));
         }
@@ -104,7 +137,7 @@ impl Calls {
                 Some(conn) => conn,
                 None => match connect(&self.client) {
                     Ok(conn) => conn,
-                    Err(e) => return Err(down(&mut state, e)),
+                    Err(e) => return Err(down(state, e)),
                 },
             };
             let mut conn = conn;
@@ -124,7 +157,7 @@ impl Calls {
                     state.conn = Some(conn);
                     return Err(StoreUnavailable(e.to_string()));
                 }
-                Err(e) if !kept => return Err(down(&mut state, e)),
+                Err(e) if !kept => return Err(down(state, e)),
                 Err(_) => {}
             }
         }

@@ -213,3 +213,9 @@ pub(crate) fn acme_challenge(kind: &str, id: &str) -> String {
 pub(crate) fn acme_order(name: &str) -> String {
     format!("{PREFIX}acme:order:{name}")
 }
+
+/// String: a name whose order failed lately (the directory's limits on failed
+/// validations are the account's, which every node shares); expires.
+pub(crate) fn acme_failed(name: &str) -> String {
+    format!("{PREFIX}acme:failed:{name}")
+}

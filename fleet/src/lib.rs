@@ -143,6 +143,9 @@ pub struct Fleet {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// The connection of the calls the Edge waits for (token ids, reservations).
     calls: calls::Calls,
+    /// A connection of its own for ACME's calls, some of which a stranger can cause
+    /// (a challenge fetched here): they never hold up the calls agents wait for.
+    acme_calls: calls::Calls,
 }
 
 impl Fleet {
@@ -183,6 +186,7 @@ impl Fleet {
                 reason: e.to_string(),
             })?;
         let calls = calls::Calls::new(client.clone());
+        let acme_calls = calls::Calls::new(client.clone());
         let mut threads = Vec::new();
         threads.push(
             std::thread::Builder::new()
@@ -202,6 +206,7 @@ impl Fleet {
             commands: Mutex::new(tx),
             threads: Mutex::new(threads),
             calls,
+            acme_calls,
         }))
     }
 

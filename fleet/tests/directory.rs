@@ -281,3 +281,34 @@ fn names_and_ports_are_reserved_for_one_tunnel_across_the_fleet_and_outlive_thei
     assert!(left > 0 && left <= grace, "{left}");
     assert_eq!(b.reserve(&port, "t2", hold), Ok(false));
 }
+
+#[test]
+fn acme_state_is_shared_between_nodes() {
+    use netbore_edge::acme::{AcmeShare, SharedChallenge};
+    let redis = RedisServer::start();
+    let a = Fleet::join(&redis.url, node("a"), false, TrustedKeys::default()).unwrap();
+    let b = Fleet::join(&redis.url, node("b"), false, TrustedKeys::default()).unwrap();
+    a.put_challenge(SharedChallenge::Http01, "tok", "tok.thumb");
+    assert_eq!(
+        b.challenge(SharedChallenge::Http01, "tok").as_deref(),
+        Some("tok.thumb")
+    );
+    assert_eq!(b.challenge(SharedChallenge::TlsAlpn01, "tok"), None);
+    let later = unix_now() + 3600;
+    a.put_certificate("app.example", "https://ca/dir", "CHAIN", "KEY", later);
+    assert_eq!(
+        b.certificate("app.example", "https://ca/dir"),
+        Some(("CHAIN".to_string(), "KEY".to_string()))
+    );
+    // Another directory's certificate is not this fleet's.
+    assert_eq!(b.certificate("app.example", "https://other/dir"), None);
+    // One node orders a name at a time; a retried claim is its own.
+    assert!(a.claim_order("app.example"));
+    assert!(a.claim_order("app.example"));
+    assert!(!b.claim_order("app.example"));
+    a.end_order("app.example");
+    assert!(b.claim_order("app.example"));
+    assert!(!a.failed_recently("bad.example"));
+    b.put_failed("bad.example");
+    assert!(a.failed_recently("bad.example"));
+}

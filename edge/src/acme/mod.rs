@@ -163,7 +163,14 @@ pub struct Http01Challenges {
     tokens: Mutex<HashMap<String, String>>,
     /// In a fleet, the challenges of orders other nodes placed.
     share: OnceLock<Arc<dyn AcmeShare>>,
+    /// The second and the count of fleet lookups made in it (at most
+    /// [`SHARED_LOOKUPS_PER_SECOND`]: anyone may fetch a token).
+    lookups: Mutex<(u64, u32)>,
 }
+
+/// Most fleet lookups of HTTP-01 tokens a node makes in a second; a directory
+/// validating fetches a handful.
+const SHARED_LOOKUPS_PER_SECOND: u32 = 50;
 
 impl Http01Challenges {
     /// The body to answer for `token`, if a challenge with it is pending here.
@@ -184,7 +191,7 @@ impl Http01Challenges {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         let share = self.share.get()?.clone();
-        if !plausible {
+        if !plausible || !self.may_look_up() {
             return None;
         }
         let token = token.to_string();
@@ -196,6 +203,17 @@ impl Http01Challenges {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         self.tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes one of this second's fleet lookups, if any is left.
+    fn may_look_up(&self) -> bool {
+        let now = netbore_control::tokens::unix_now();
+        let mut lookups = lock(&self.lookups);
+        if lookups.0 != now {
+            *lookups = (now, 0);
+        }
+        lookups.1 = lookups.1.saturating_add(1);
+        lookups.1 <= SHARED_LOOKUPS_PER_SECOND
     }
 }
 
@@ -270,6 +288,9 @@ struct Inner {
     /// TLS-ALPN-01 certificates of orders other nodes placed, made from their shared
     /// answers, by name, with when each was made.
     shared_alpn: Mutex<HashMap<String, (Instant, Arc<CertifiedKey>)>>,
+    /// When the fleet was last asked for each name's certificate on a viewer's
+    /// behalf.
+    asked_fleet: Mutex<HashMap<String, Instant>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -340,6 +361,7 @@ impl AcmeSource {
                 not_renewed: Mutex::default(),
                 share: OnceLock::new(),
                 shared_alpn: Mutex::default(),
+                asked_fleet: Mutex::default(),
             }),
         })
     }
@@ -453,8 +475,9 @@ impl CertSource for AcmeSource {
                 }
                 return;
             }
-            // In a fleet, another node may hold it already.
-            if inner.load_shared(name).await {
+            // In a fleet, another node may hold it already (asked at most every few
+            // seconds per name, however many viewers ask).
+            if inner.may_ask_fleet(name) && inner.load_shared(name).await {
                 return;
             }
             // Joining an order under way costs nothing and asks nothing.
@@ -527,6 +550,13 @@ impl Inner {
                 let _ = tx.send(true);
                 return;
             }
+            // Another node may have stored it (or failed it) just before this claim.
+            if inner.load_shared(&name).await || inner.failed_elsewhere(&name).await {
+                inner.end_order(&name).await;
+                lock(&inner.inflight).remove(&name);
+                let _ = tx.send(true);
+                return;
+            }
             match inner.order(&name).await {
                 Ok(held) => {
                     tracing::info!(%name, not_after = ?held.not_after, "ACME certificate issued");
@@ -540,6 +570,8 @@ impl Inner {
                     // Name and error in the message itself: one line says it all.
                     tracing::error!(directory = %inner.config.directory, "ACME could not issue a certificate for {name}: {e}");
                     lock(&inner.failed).insert(name.clone(), Instant::now());
+                    let owned = name.clone();
+                    inner.publish(move |share| share.put_failed(&owned)).await;
                 }
             }
             inner.end_order(&name).await;
@@ -592,6 +624,10 @@ impl Inner {
                     && let Ok(stored) = serde_json::from_slice::<StoredAccount>(&json)
                     && stored.directory == self.config.directory
                 {
+                    // The fleet had none: this node's becomes everyone's.
+                    if let Ok(text) = String::from_utf8(json) {
+                        self.publish(move |share| share.put_account(&text)).await;
+                    }
                     return Ok(builder.from_credentials(stored.credentials).await?);
                 }
                 let contact = format!("mailto:{}", self.config.email);
@@ -695,9 +731,15 @@ impl Inner {
         let key_pem = key.serialize_pem();
         let held = certified(&chain_pem, &key_pem, &self.provider)?;
         self.store(name, &chain_pem, &key_pem)?;
-        let owned = name.to_string();
-        self.publish(move |share| share.put_certificate(&owned, &chain_pem, &key_pem))
-            .await;
+        let (owned, directory) = (name.to_string(), self.config.directory.clone());
+        let not_after = held
+            .not_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.publish(move |share| {
+            share.put_certificate(&owned, &directory, &chain_pem, &key_pem, not_after);
+        })
+        .await;
         Ok(held)
     }
 

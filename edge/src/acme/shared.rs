@@ -38,9 +38,9 @@ impl SharedChallenge {
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(600);
 
 /// How long a node's claim to be ordering a name lasts: longer than an order takes
-/// (its polling gives up after two minutes, after up to a minute waiting for the
-/// rate limit), so a node that died while ordering frees the name for another.
-pub const ORDER_CLAIM_TTL: Duration = Duration::from_secs(240);
+/// (up to a minute waiting for the rate limit, then two polls of up to two minutes
+/// each), so a node that died while ordering frees the name for another later.
+pub const ORDER_CLAIM_TTL: Duration = Duration::from_secs(600);
 
 /// ACME state shared by a fleet's nodes (see the module documentation).
 pub trait AcmeShare: Send + Sync + fmt::Debug + 'static {
@@ -50,17 +50,34 @@ pub trait AcmeShare: Send + Sync + fmt::Debug + 'static {
     /// Stores the account.
     fn put_account(&self, json: &str);
 
-    /// The certificate chain and private key (PEM) stored for `name`.
-    fn certificate(&self, name: &str) -> Option<(String, String)>;
+    /// The certificate chain and private key (PEM) stored for `name`, when the ACME
+    /// `directory` issued them. A lookup a viewer may cause: skipped (`None`) while
+    /// another is under way.
+    fn certificate(&self, name: &str, directory: &str) -> Option<(String, String)>;
 
-    /// Stores `name`'s certificate chain and private key (PEM).
-    fn put_certificate(&self, name: &str, chain_pem: &str, key_pem: &str);
+    /// Stores `name`'s certificate chain and private key (PEM) from `directory`,
+    /// until `not_after` (Unix seconds), when it is no use to anyone.
+    fn put_certificate(
+        &self,
+        name: &str,
+        directory: &str,
+        chain_pem: &str,
+        key_pem: &str,
+        not_after: u64,
+    );
+
+    /// Whether an order for `name` failed at any node lately.
+    fn failed_recently(&self, name: &str) -> bool;
+
+    /// Records that an order for `name` failed, for the fleet's other nodes.
+    fn put_failed(&self, name: &str);
 
     /// Stores the answer to a challenge of `kind` (by token for HTTP-01, by name for
     /// TLS-ALPN-01) for [`CHALLENGE_TTL`].
     fn put_challenge(&self, kind: SharedChallenge, id: &str, answer: &str);
 
-    /// The answer to a challenge of `kind`, while one is being validated.
+    /// The answer to a challenge of `kind`, while one is being validated. A lookup a
+    /// viewer may cause: skipped (`None`) while another is under way.
     fn challenge(&self, kind: SharedChallenge, id: &str) -> Option<String>;
 
     /// Claims the ordering of `name` for [`ORDER_CLAIM_TTL`]: `false` when another
@@ -76,6 +93,13 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// Most TLS-ALPN-01 certificates made from other nodes' answers kept at once.
 const MAX_SHARED_ALPN: usize = 256;
+
+/// How often, at most, viewers of one name make the fleet be asked for its
+/// certificate, or for its TLS-ALPN-01 answer.
+const ASK_EVERY: Duration = Duration::from_secs(5);
+
+/// Most names remembered as asked about; past it the memory starts afresh.
+const MAX_ASKED: usize = 4096;
 
 /// Lowercase hex of `bytes`.
 pub(super) fn hex(bytes: &[u8]) -> String {
@@ -117,8 +141,10 @@ impl Inner {
     /// Takes `name`'s certificate from the fleet when another node issued or renewed
     /// one valid now and newer than the one held here: `true` when it did.
     pub(super) async fn load_shared(&self, name: &str) -> bool {
-        let owned = name.to_string();
-        let Some(Some((chain, key))) = self.ask(move |share| share.certificate(&owned)).await
+        let (owned, directory) = (name.to_string(), self.config.directory.clone());
+        let Some(Some((chain, key))) = self
+            .ask(move |share| share.certificate(&owned, &directory))
+            .await
         else {
             return false;
         };
@@ -141,6 +167,37 @@ impl Inner {
         certs.insert(name.to_string(), held);
         tracing::info!(%name, "ACME certificate taken from the fleet");
         true
+    }
+
+    /// Whether a viewer's handshake for `name` may ask the fleet for its certificate
+    /// now (a fleet, and not asked within [`ASK_EVERY`]), recording that it did.
+    pub(super) fn may_ask_fleet(&self, name: &str) -> bool {
+        if self.share.get().is_none() {
+            return false;
+        }
+        let mut asked = lock(&self.asked_fleet);
+        if asked.get(name).is_some_and(|at| at.elapsed() < ASK_EVERY) {
+            return false;
+        }
+        if asked.len() >= MAX_ASKED {
+            asked.clear();
+        }
+        asked.insert(name.to_string(), Instant::now());
+        true
+    }
+
+    /// Whether an order for `name` failed at another node lately (this node then
+    /// waits as if it had failed here).
+    pub(super) async fn failed_elsewhere(&self, name: &str) -> bool {
+        let owned = name.to_string();
+        let failed = self
+            .ask(move |share| share.failed_recently(&owned))
+            .await
+            .unwrap_or(false);
+        if failed {
+            lock(&self.failed).insert(name.to_string(), Instant::now());
+        }
+        failed
     }
 
     /// Whether this node may order `name` now: always alone; in a fleet, when no
@@ -175,6 +232,26 @@ impl Inner {
     /// node.
     pub(super) async fn prepare_shared_alpn(&self, name: &str) {
         if self.share.get().is_none() || lock(&self.alpn_challenges).contains_key(name) {
+            return;
+        }
+        // One made a moment ago serves every handshake of this validation, and a
+        // name is asked about at most every few seconds, however many hellos come:
+        // a hello arriving while another asks waits (a second at most) for its answer.
+        let fresh = || {
+            lock(&self.shared_alpn)
+                .get(name)
+                .is_some_and(|(at, _)| at.elapsed() < ASK_EVERY)
+        };
+        if fresh() {
+            return;
+        }
+        if !self.may_ask_fleet(&format!("alpn:{name}")) {
+            for _ in 0..20 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if fresh() {
+                    return;
+                }
+            }
             return;
         }
         let owned = name.to_string();

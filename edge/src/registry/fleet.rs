@@ -187,10 +187,12 @@ impl Registry {
         })
     }
 
-    /// Releases this node's pending TCP tunnels that another node now serves: their
-    /// agent said hello there with this node's token (the tunnel was adopted), so the
-    /// port must be this node's mirror of it, not a listener nobody accepts on until
-    /// the placement lapses. Called from the mirror's poll.
+    /// Releases this node's pending TCP tunnels that another node took after they
+    /// were placed here: their agent said hello there with this node's token (the
+    /// tunnel was adopted), so the port must be this node's mirror of it, not a
+    /// listener nobody accepts on until the placement lapses. A tunnel placed here
+    /// while another node still held it (moving here) is kept: only a holder entry
+    /// newer than the one seen at placement counts. Called from the mirror's poll.
     pub fn release_adopted_elsewhere(&self) {
         let Some(directory) = self.directory() else {
             return;
@@ -204,13 +206,16 @@ impl Registry {
                 .filter_map(|(id, e)| {
                     let port = e.listener.as_ref()?.local_addr().ok()?.port();
                     let holder = directory.holder(&RouteKey::Tcp(port))?;
-                    (holder.tunnel_id == *id).then(|| (id.clone(), e.generation))
+                    let newer = e.placed_over.is_none_or(|seen| holder.generation > seen);
+                    (holder.tunnel_id == *id && newer).then(|| (id.clone(), e.generation))
                 })
                 .collect()
         };
         for (tunnel_id, generation) in adopted {
-            tracing::info!(%tunnel_id, "another node serves this tunnel now; its port here relays there");
-            self.release(&tunnel_id, generation);
+            // A hello that claimed it here in between keeps it.
+            if self.release_pending(&tunnel_id, generation) {
+                tracing::info!(%tunnel_id, "another node serves this tunnel now; its port here relays there");
+            }
         }
     }
 }

@@ -102,6 +102,10 @@ struct Entry {
     listener: Option<Arc<TcpListener>>,
     generation: u64,
     phase: Phase,
+    /// In a fleet, the directory generation of another node's entry for this
+    /// tunnel's route when it was placed here (a tunnel moving here): only a newer
+    /// one means another node adopted it since.
+    placed_over: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -269,6 +273,27 @@ impl Registry {
                 self.config.https_port.unwrap_or(443)
             ),
         }
+    }
+
+    /// Takes `tunnel_id` offline if it is still pending here in the placement of
+    /// `generation` (checked and done under one lock, so a hello claiming it in
+    /// between keeps it): true when it was.
+    fn release_pending(&self, tunnel_id: &str, generation: u64) -> bool {
+        let mut tables = self.tables();
+        let Some(entry) = tables.tunnels.get_mut(tunnel_id) else {
+            return false;
+        };
+        if !matches!(entry.phase, Phase::Pending) || entry.generation != generation {
+            return false;
+        }
+        entry.phase = Phase::Offline {
+            since: Instant::now(),
+        };
+        entry.listener = None;
+        if let Some(name) = entry.name.clone() {
+            self.set_route(&name, Some(Route::Offline));
+        }
+        true
     }
 
     /// Whether `tunnel_id` is placed here and waits for its agent.
@@ -595,6 +620,9 @@ impl Placement for Registry {
             .map(|a| a.port());
         tables.next_generation += 1;
         let generation = tables.next_generation;
+        let placed_over = Self::route_key(request.protocol, name.as_deref(), port)
+            .and_then(|key| self.directory()?.holder(&key))
+            .map(|h| h.generation);
         tables.tunnels.insert(
             id.to_string(),
             Entry {
@@ -603,6 +631,7 @@ impl Placement for Registry {
                 listener,
                 generation,
                 phase: Phase::Pending,
+                placed_over,
             },
         );
         if let Some(name) = &name {
