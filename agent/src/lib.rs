@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod control_client;
 mod dialer;
 pub mod inspect;
+mod moving;
 mod origin;
 pub mod pin;
 mod servers;
@@ -318,17 +319,25 @@ pub async fn run_until(
     let mut upgrade: Option<(Session, String)> = None;
     // The session being replaced by `upgrade`, closed once the new one is online.
     let mut previous: Option<Session> = None;
+    // A session on another node the tunnels moved to from a draining one.
+    let mut moved: Option<Connected> = None;
+    // Sessions the tunnels moved away from, finishing their streams in flight.
+    let mut retiring = tokio::task::JoinSet::new();
     loop {
         let upgrading = upgrade.is_some();
-        let connected = tokio::select! {
-            c = connect(&config, servers.current(), &mut held, store.as_ref(), &tls, upgrade.take()) => c,
-            () = &mut stop => {
-                if let Some(old) = previous.take() {
-                    old.close_and_flush(netbore_mux::GoAwayCode::NORMAL, GOODBYE_LIMIT).await;
+        let connected = match moved.take() {
+            Some(c) => Ok(c),
+            None => tokio::select! {
+                c = connect(&config, servers.current(), &mut held, store.as_ref(), &tls, upgrade.take()) => c,
+                () = &mut stop => {
+                    if let Some(old) = previous.take() {
+                        old.close_and_flush(netbore_mux::GoAwayCode::NORMAL, GOODBYE_LIMIT).await;
+                    }
+                    return AgentError::Stopped;
                 }
-                return AgentError::Stopped;
-            }
+            },
         };
+        while retiring.try_join_next().is_some() {}
         if let Some(old) = previous.take() {
             old.close(netbore_mux::GoAwayCode::NORMAL);
         }
@@ -391,32 +400,95 @@ pub async fn run_until(
                         None => std::future::pending().await,
                     }
                 };
-                tokio::select! {
-                    biased;
-                    closed = watch_notices(hello_stream, ids, &on_event) => {
-                        session.close(netbore_mux::GoAwayCode::NORMAL);
-                        for (i, t) in config.tunnels.iter().enumerate() {
-                            if let Some(s) = &store {
-                                s.forget(t);
+                tokio::pin!(probing);
+                let (from_edge, to_edge) = tokio::io::split(hello_stream);
+                let (notice_tx, mut notices) = tokio::sync::mpsc::channel(4);
+                let mut session_tasks = tokio::task::JoinSet::new();
+                session_tasks.spawn(moving::read_notices(from_edge, notice_tx));
+                let serve = origin::serve(&session, origins.clone(), config.connect_timeout);
+                tokio::pin!(serve);
+                let rtt = report_rtt(&session);
+                tokio::pin!(rtt);
+                let mut open = ids.clone();
+                // The move off a draining node, while this session still serves.
+                let mut moving: Option<Moving<'_>> = None;
+                let mut to_edge = Some(to_edge);
+                loop {
+                    tokio::select! {
+                        biased;
+                        Some(notice) = notices.recv() => match notice {
+                            EdgeNotice::TunnelClosed { tunnel_id, code, message } => {
+                                open.retain(|id| *id != tunnel_id);
+                                if !open.is_empty() {
+                                    on_event(AgentEvent::TunnelClosed {
+                                        tunnel_id,
+                                        code: code.as_str().into(),
+                                        message,
+                                    });
+                                    continue;
+                                }
+                                session.close(netbore_mux::GoAwayCode::NORMAL);
+                                for (i, t) in config.tunnels.iter().enumerate() {
+                                    if let Some(s) = &store {
+                                        s.forget(t);
+                                    }
+                                    held[i] = Held::default();
+                                }
+                                return AgentError::Refused { code, message };
                             }
-                            held[i] = Held::default();
+                            EdgeNotice::Draining { node, message } => {
+                                if moving.is_some() {
+                                    continue;
+                                }
+                                let Some(target) = moving::target(&servers, node.as_deref(), &created[0]) else {
+                                    tracing::info!("{message}; no other node to move to, so the tunnels stay until it closes");
+                                    continue;
+                                };
+                                tracing::info!(server = %target, "{message}");
+                                let mut moving_held = held.clone();
+                                let (config, store, tls) = (&config, store.as_ref(), &tls);
+                                moving = Some(Box::pin(async move {
+                                    let c = connect(config, &target, &mut moving_held, store, tls, None).await?;
+                                    Ok((c, moving_held, target))
+                                }));
+                            }
+                            other => tracing::debug!(?other, "ignored a notice this agent does not know"),
+                        },
+                        _ = &mut serve => break,
+                        () = &mut rtt => {}
+                        () = &mut stop => {
+                            session.close_and_flush(netbore_mux::GoAwayCode::NORMAL, GOODBYE_LIMIT).await;
+                            return AgentError::Stopped;
                         }
-                        return closed;
+                        better = &mut probing => {
+                            // QUIC answers again: reclaim the tunnels over it (same URLs),
+                            // then close this session.
+                            tracing::info!("QUIC is reachable again; moving the tunnels onto it");
+                            upgrade = Some(better);
+                            previous = Some(session.clone());
+                            break;
+                        }
+                        result = async { moving.as_mut().expect("guarded").await }, if moving.is_some() => {
+                            moving = None;
+                            match result {
+                                Ok((connected, moved_held, target)) => {
+                                    // Online at the new node: only now does the old one
+                                    // stop sending streams here.
+                                    held.clone_from_slice(&moved_held);
+                                    servers.select(&target);
+                                    if let Some(to_edge) = to_edge.take() {
+                                        moving::retire(&mut retiring, session.clone(), to_edge, origins.clone(), ids.clone(), config.connect_timeout);
+                                    }
+                                    moved = Some(connected);
+                                    break;
+                                }
+                                Err(e) => tracing::warn!(error = %e, "could not move the tunnels off the draining node; they stay until it closes"),
+                            }
+                        }
                     }
-                    _ = origin::serve(&session, origins, config.connect_timeout) => {}
-                    () = report_rtt(&session) => {}
-                    () = &mut stop => {
-                        session.close_and_flush(netbore_mux::GoAwayCode::NORMAL, GOODBYE_LIMIT).await;
-                        return AgentError::Stopped;
-                    }
-                    better = probing => {
-                        // QUIC answers again: reclaim the tunnels over it (same URLs),
-                        // then close this session.
-                        tracing::info!("QUIC is reachable again; moving the tunnels onto it");
-                        upgrade = Some(better);
-                        previous = Some(session);
-                        continue;
-                    }
+                }
+                if upgrade.is_some() || moved.is_some() {
+                    continue;
                 }
                 format!("the session to the Edge ended ({})", session.closed().await)
             }
@@ -478,40 +550,6 @@ fn reconnect_reason(reason: &str) -> &'static str {
         "session_ended"
     } else {
         "connect_failed"
-    }
-}
-
-/// Reads the Edge's notices until every tunnel of the session is closed for good (and
-/// returns why), or the stream ends (and waits forever: the session's end is reported
-/// elsewhere).
-async fn watch_notices(
-    mut hello_stream: Stream,
-    mut open: Vec<String>,
-    on_event: &impl Fn(AgentEvent),
-) -> AgentError {
-    loop {
-        match proto::read_message::<EdgeNotice>(&mut hello_stream).await {
-            Ok(EdgeNotice::TunnelClosed {
-                tunnel_id,
-                code,
-                message,
-            }) => {
-                open.retain(|id| *id != tunnel_id);
-                if open.is_empty() {
-                    return AgentError::Refused { code, message };
-                }
-                on_event(AgentEvent::TunnelClosed {
-                    tunnel_id,
-                    code: code.as_str().into(),
-                    message,
-                });
-            }
-            Ok(other) => tracing::debug!(?other, "ignored a notice this agent does not know"),
-            Err(e) => {
-                tracing::debug!(error = %e, "the Edge's notice stream ended");
-                std::future::pending::<()>().await;
-            }
-        }
     }
 }
 
@@ -604,6 +642,16 @@ async fn control_call<T>(
             })
         })
 }
+
+/// A move of the tunnels to another node in progress: the new session, what the
+/// agent holds there, and the control plane that placed them.
+type Moving<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<(Connected, Vec<Held>, ControlUrl), AgentError>>
+            + Send
+            + 'a,
+    >,
+>;
 
 /// A session that said hello and serves the tunnels.
 struct Connected {

@@ -47,6 +47,26 @@ impl Servers {
         self.current != 0
     }
 
+    /// The control plane in use unless it is `avoid`, else the next one that is not.
+    pub(crate) fn first_other_than(&self, avoid: Option<&ControlUrl>) -> Option<ControlUrl> {
+        (0..self.list.len())
+            .map(|i| &self.list[(self.current + i) % self.list.len()])
+            .find(|u| Some(*u) != avoid)
+            .cloned()
+    }
+
+    /// Makes `url` the control plane in use (added when it is not listed).
+    pub(crate) fn select(&mut self, url: &ControlUrl) {
+        match self.list.iter().position(|u| u == url) {
+            Some(i) => self.current = i,
+            None if self.list.len() < MAX_SERVERS => {
+                self.list.push(url.clone());
+                self.current = self.list.len() - 1;
+            }
+            None => {}
+        }
+    }
+
     /// Learns the fleet's control planes from the nodes listed in `edges` (the live
     /// ones, as the answering node sees them): they replace those learned before, so
     /// nodes gone from the fleet are dropped and new ones fit. The `--server`s stay,
@@ -122,5 +142,27 @@ mod tests {
         assert!(servers.list.contains(&url("10.0.2.1")));
         assert!(servers.list.contains(&url("10.0.2.2")));
         assert!(servers.list.len() <= MAX_SERVERS);
+    }
+
+    #[test]
+    fn a_move_goes_to_the_one_in_use_or_the_next_other_one() {
+        let config = AgentConfig::new(url("10.0.0.1"), Vec::new());
+        let mut servers = Servers::new(&config);
+        assert_eq!(servers.first_other_than(Some(&url("10.0.0.1"))), None);
+        servers.learn(&edges(&["10.0.0.1", "10.0.0.3", "10.0.0.4"]));
+        assert_eq!(
+            servers.first_other_than(Some(&url("10.0.0.1"))),
+            Some(url("10.0.0.3"))
+        );
+        assert_eq!(
+            servers.first_other_than(Some(&url("10.0.0.4"))),
+            Some(url("10.0.0.1"))
+        );
+        servers.select(&url("10.0.0.4"));
+        assert_eq!(*servers.current(), url("10.0.0.4"));
+        assert_eq!(
+            servers.first_other_than(Some(&url("10.0.0.4"))),
+            Some(url("10.0.0.1"))
+        );
     }
 }

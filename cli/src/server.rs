@@ -10,6 +10,7 @@ use netbore_control::rate::RateConfig;
 use netbore_control::tokens::TokenSigner;
 use netbore_control::{Control, ControlConfig};
 use netbore_edge::certs::CertManager;
+use netbore_edge::drain::Drain;
 use netbore_edge::http::upstream::UpstreamConfig;
 use netbore_edge::http::{Ingress, IngressConfig};
 use netbore_edge::limits::{ViewerCaps, ViewerLimits};
@@ -53,6 +54,8 @@ pub(crate) struct Bound {
     pub(crate) store: std::sync::Arc<dyn netbore_control::store::Store>,
     /// This node's membership of a fleet (`--redis`); its threads stop when dropped.
     pub(crate) fleet: Option<std::sync::Arc<netbore_fleet::Fleet>>,
+    /// The drain every listener and session of the node follows.
+    pub(crate) drain: Drain,
 }
 
 /// The Edge's certificate for the TLS transports (tls, wss, quic), and the development
@@ -212,6 +215,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         dev_ca: edge_tls.dev_ca.clone(),
         store: store.clone(),
         fleet: None,
+        drain: Drain::default(),
     };
     let own_ports = [
         Some(bound.control),
@@ -366,7 +370,13 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         viewer_limits: viewer_limits.clone(),
         proxy_protocol: proxy_protocol.clone(),
     };
-    let edge = Edge::new(edge_config, verifier, registry.clone(), audit);
+    let edge = Edge::new(
+        edge_config,
+        verifier,
+        registry.clone(),
+        audit,
+        bound.drain.clone(),
+    );
     let ingress = Ingress::new(
         registry.clone(),
         IngressConfig {
@@ -381,6 +391,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
             acme_challenges,
             proxy_protocol: proxy_protocol.clone(),
         },
+        bound.drain.clone(),
     );
     let https = https_listener.zip(certs);
     tokio::spawn(ingress.serve_both(http_listener, https));
@@ -397,6 +408,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
             mirror_ports,
             edge_viewer_limits,
             proxy_protocol,
+            bound.drain.clone(),
         ));
     }
     bound.fleet = fleet;
@@ -483,7 +495,14 @@ pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()
     let metrics = match args.metrics_addr {
         Some(addr) => {
             let store = bound.store.clone();
+            let drain = bound.drain.clone();
             let ready: crate::metrics_http::Readiness = std::sync::Arc::new(move || {
+                if drain.is_draining() {
+                    return Err(
+                        "the server is draining: send new viewers and agents to another node"
+                            .into(),
+                    );
+                }
                 netbore_control::store::Store::health(&*store)
                     .map_err(|e| format!("the store does not answer: {e}"))
             });
@@ -563,5 +582,74 @@ pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()
         ),
     );
     crate::platform::stop_signal().await;
+    let cut = drain(&args, &bound, &printer).await;
+    if cut > 0 {
+        std::process::exit(DRAIN_CUT_EXIT);
+    }
     Ok(())
+}
+
+/// The exit status of a server whose drain ended with viewer connections or
+/// streams still in flight (the log says how many).
+pub(crate) const DRAIN_CUT_EXIT: i32 = 3;
+
+/// How a drain ended.
+enum DrainEnd {
+    Idle,
+    Deadline,
+    Signal,
+}
+
+/// Drains the node (`docs/operations.md`, "Draining a node") and stops it; returns
+/// how many viewer connections and relayed streams were cut.
+async fn drain(args: &ServerArgs, bound: &Bound, printer: &Printer) -> usize {
+    let drain = &bound.drain;
+    drain.start();
+    if let Some(fleet) = &bound.fleet {
+        fleet.set_draining();
+    }
+    let timeout = Duration::from_secs(args.drain_timeout);
+    let linger = Duration::from_secs(args.drain_linger).min(timeout);
+    printer.event(
+        "draining",
+        json!({"in_flight": drain.in_flight(), "timeout_secs": args.drain_timeout}),
+        &format!(
+            "Draining: agents are told to move, {} viewer connections are in flight; exiting when they end, at the latest in {}s (a second Ctrl-C exits now)",
+            drain.in_flight(),
+            args.drain_timeout
+        ),
+    );
+    let idle = async {
+        tokio::time::sleep(linger).await;
+        drain.idle().await;
+    };
+    let ended = tokio::select! {
+        () = idle => DrainEnd::Idle,
+        () = tokio::time::sleep(timeout) => DrainEnd::Deadline,
+        () = crate::platform::stop_signal() => DrainEnd::Signal,
+    };
+    let cut = match ended {
+        DrainEnd::Idle => 0,
+        DrainEnd::Deadline | DrainEnd::Signal => drain.in_flight(),
+    };
+    drain.stop();
+    // Agent sessions close with a go-away, so agents reconnect at once.
+    let _ = tokio::time::timeout(netbore_edge::NOTICE_GRACE * 2, drain.sessions_closed()).await;
+    let why = match ended {
+        DrainEnd::Idle => "nothing was in flight",
+        DrainEnd::Deadline => "the drain timeout passed",
+        DrainEnd::Signal => "a second signal asked to exit now",
+    };
+    printer.event(
+        "stopped",
+        json!({"cut": cut, "reason": why}),
+        &format!("Stopped ({why}); {cut} viewer connections or streams were cut"),
+    );
+    if cut > 0 {
+        tracing::warn!(
+            cut,
+            "the drain ended with viewer connections or streams in flight; they were cut"
+        );
+    }
+    cut
 }

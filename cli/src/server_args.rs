@@ -127,6 +127,15 @@ pub(crate) struct ServerArgs {
     /// set-up, and again to send its hello.
     #[arg(long, default_value_t = 10)]
     pub(crate) hello_timeout: u64,
+    /// Seconds a draining server (SIGTERM, SIGINT) lets viewer connections and streams
+    /// in flight finish before it cuts them and exits; a second signal exits at once.
+    #[arg(long, env = "NETBORE_DRAIN_TIMEOUT", default_value_t = 30)]
+    pub(crate) drain_timeout: u64,
+    /// Seconds a draining server keeps accepting viewers after /readyz turns 503,
+    /// even when idle, so load balancers that check readiness stop sending to it
+    /// before it exits.
+    #[arg(long, env = "NETBORE_DRAIN_LINGER", default_value_t = 1)]
+    pub(crate) drain_linger: u64,
     /// Keep agents' addresses out of headers and public logs (the audit log keeps them).
     #[arg(long)]
     pub(crate) mask_agent_ip: bool,

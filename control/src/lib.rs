@@ -130,6 +130,9 @@ pub trait Nodes: Send + Sync + 'static {
     /// first: this node's region first, then the least loaded.
     fn others(&self) -> Vec<EdgeCandidate>;
 
+    /// Whether this node is draining: it is then no candidate while another node is.
+    fn draining(&self) -> bool;
+
     /// The live node other than this one whose Edge serves `tunnel_id` now, and the
     /// agent's address when that node did not mask it.
     fn serving(&self, tunnel_id: &str) -> Option<(String, Option<SocketAddr>)>;
@@ -283,11 +286,16 @@ impl Control {
         let _ = self.nodes.set(nodes);
     }
 
-    /// The Edges handed to agents: this node's, then the fleet's other live nodes.
+    /// The Edges handed to agents: this node's, then the fleet's other live nodes;
+    /// only the others while this node drains and there are others.
     pub fn candidates(&self) -> Vec<EdgeCandidate> {
         let mut edges = self.config.edges.clone();
         if let Some(nodes) = self.nodes.get() {
-            edges.extend(nodes.others());
+            let others = nodes.others();
+            if nodes.draining() && !others.is_empty() {
+                return others;
+            }
+            edges.extend(others);
         }
         edges
     }

@@ -13,6 +13,7 @@ pub mod acme;
 pub mod audit;
 pub mod certs;
 pub mod dev_ca;
+pub mod drain;
 pub mod fleet;
 pub mod handshake;
 pub mod http;
@@ -94,6 +95,8 @@ pub struct Edge {
     audit: AuditLog,
     /// Agent sessions that have not said hello yet, in all and per address.
     pending_hellos: limits::ViewerLimits,
+    /// The node's drain: sessions tell their agents to move when it starts.
+    drain: drain::Drain,
 }
 
 /// Agent sessions waiting for their hello at once. Each holds a task, a socket and
@@ -107,18 +110,21 @@ pub const MAX_PENDING_HELLOS: usize = 1024;
 pub const MAX_PENDING_HELLOS_PER_IP: usize = 16;
 
 impl Edge {
-    /// An Edge verifying tokens with `verifier`, serving the tunnels of `registry`.
+    /// An Edge verifying tokens with `verifier`, serving the tunnels of `registry`,
+    /// draining with `drain`.
     pub fn new(
         config: EdgeConfig,
         verifier: TokenVerifier,
         registry: Registry,
         audit: AuditLog,
+        drain: drain::Drain,
     ) -> Arc<Self> {
         Arc::new(Edge {
             config,
             verifier,
             registry,
             audit,
+            drain,
             pending_hellos: limits::ViewerLimits::new(limits::ViewerCaps {
                 max_connections: MAX_PENDING_HELLOS,
                 max_connections_per_ip: MAX_PENDING_HELLOS_PER_IP,
@@ -198,12 +204,14 @@ impl Edge {
                 from,
                 self.config.hello_timeout,
                 self.config.viewer_limits.caps().max_streams_per_tunnel,
+                self.drain.clone(),
             )
             .await;
             return;
         }
         let _counted = netbore_metrics::server().agent_session(session.kind().as_str());
-        let mut hello_stream = bound.hello_stream;
+        let _session = self.drain.session();
+        let (notices_from_agent, mut hello_stream) = tokio::io::split(bound.hello_stream);
         let mut tasks = tokio::task::JoinSet::new();
         // The agent has no reason to open more streams after its hello: refuse them.
         let extra = session.clone();
@@ -212,33 +220,87 @@ impl Edge {
                 stream.reset();
             }
         });
-        // Tunnels this session serves: id → (generation, the TCP tunnel's task).
+        // What the agent says on the hello stream: the tunnels it moved elsewhere.
+        let (moved_tx, mut moved_by_agent) = mpsc::channel(4);
+        tasks.spawn(read_agent_notices(notices_from_agent, moved_tx));
+        // Moved tunnels whose new holder this node's directory shows now.
+        let (shown_tx, mut shown_elsewhere) = mpsc::unbounded_channel();
+        // Tunnels this session serves: id → what it holds here.
         let mut live = HashMap::new();
         for t in bound.tunnels {
             tracing::info!(tunnel_id = %t.tunnel_id, public_url = %t.public_url, %agent, "tunnel online");
             self.audit
                 .record("tunnel_online", &t.tunnel_id, &t.public_url, peer);
-            let task = match t.claimed {
-                registry::Claimed::Tcp { listener } => Some(tasks.spawn(tcp_tunnel::run(
-                    session.clone(),
-                    t.slot,
-                    listener,
-                    t.tunnel_id.clone(),
-                    self.config.viewer_limits.clone(),
-                    self.config.proxy_protocol.clone(),
-                ))),
-                registry::Claimed::Http | registry::Claimed::Tls => None,
+            let (task, hand_over) = match t.claimed {
+                registry::Claimed::Tcp { listener } => {
+                    let (hand_over, moved) = tokio::sync::oneshot::channel();
+                    let task = tasks.spawn(tcp_tunnel::run(
+                        session.clone(),
+                        t.slot,
+                        listener,
+                        t.tunnel_id.clone(),
+                        self.config.viewer_limits.clone(),
+                        self.config.proxy_protocol.clone(),
+                        self.drain.clone(),
+                        moved,
+                    ));
+                    (Some(task), Some(hand_over))
+                }
+                registry::Claimed::Http | registry::Claimed::Tls => (None, None),
             };
-            live.insert(t.tunnel_id, (t.generation, t.public_url, task));
+            live.insert(
+                t.tunnel_id,
+                Live {
+                    generation: t.generation,
+                    url: t.public_url,
+                    task,
+                    hand_over,
+                    moving: false,
+                },
+            );
         }
+        let mut told_to_move = false;
         let reason = loop {
             tokio::select! {
                 reason = session.closed() => break reason.to_string(),
+                () = self.drain.reached(drain::Phase::Draining), if !told_to_move => {
+                    told_to_move = true;
+                    let node = self.registry.directory().map(|d| d.node_id().to_string());
+                    let message = match &node {
+                        Some(node) => format!("node {node} is draining; moving the tunnels to another node of the fleet"),
+                        None => "the server is draining (restarting); its tunnels come back when it does".to_string(),
+                    };
+                    let notice = EdgeNotice::Draining { node, message };
+                    let _ = proto::write_message(&mut hello_stream, &notice).await;
+                }
+                () = self.drain.reached(drain::Phase::Stopping) => {
+                    session.close_and_flush(GoAwayCode::NORMAL, NOTICE_GRACE).await;
+                    break "the server is stopping".to_string();
+                }
+                Some(moved) = moved_by_agent.recv() => {
+                    for tunnel_id in moved {
+                        let Some(l) = live.get_mut(&tunnel_id).filter(|l| !l.moving) else { continue };
+                        l.moving = true;
+                        tasks.spawn(until_shown_elsewhere(self.registry.clone(), tunnel_id, shown_tx.clone()));
+                    }
+                }
+                Some(tunnel_id) = shown_elsewhere.recv() => {
+                    let Some(l) = live.remove(&tunnel_id) else { continue };
+                    // Streams in flight on this session go on; new viewers go to the
+                    // new holder.
+                    self.registry.release(&tunnel_id, l.generation);
+                    if let (Some(hand_over), Some(remote)) = (l.hand_over, self.registry.remote()) {
+                        let _ = hand_over.send(remote.clone());
+                    }
+                    tracing::info!(%tunnel_id, %agent, "tunnel moved to another node");
+                    self.audit.record("tunnel_moved", &tunnel_id, &l.url, peer);
+                }
                 Some(c) = closing.recv() => {
-                    let Some((_, url, task)) = live.remove(&c.tunnel_id) else { continue };
-                    if let Some(task) = task {
+                    let Some(l) = live.remove(&c.tunnel_id) else { continue };
+                    if let Some(task) = l.task {
                         task.abort();
                     }
+                    let url = l.url;
                     let (code, message) = match c.reason {
                         DisconnectReason::Deleted => (ErrorCode::TunnelDeleted, format!("tunnel {} ({url}) was deleted through the control API", c.tunnel_id)),
                         DisconnectReason::Replaced => (ErrorCode::Replaced, format!("tunnel {} ({url}) was taken over by another agent with its recreate token", c.tunnel_id)),
@@ -262,11 +324,65 @@ impl Edge {
         // Dropping the set aborts every tunnel task: public ports close and viewers
         // are disconnected at once.
         drop(tasks);
-        for (tunnel_id, (generation, url, _)) in live {
-            self.registry.release(&tunnel_id, generation);
-            self.audit.record("tunnel_offline", &tunnel_id, &url, peer);
+        for (tunnel_id, l) in live {
+            self.registry.release(&tunnel_id, l.generation);
+            self.audit
+                .record("tunnel_offline", &tunnel_id, &l.url, peer);
         }
         drop(hello_stream);
         tracing::info!(%agent, %reason, "agent session ended; its tunnels are offline");
     }
+}
+
+/// A tunnel an agent session serves at this node.
+struct Live {
+    generation: u64,
+    url: String,
+    /// A TCP tunnel's task (its public port and viewers).
+    task: Option<tokio::task::AbortHandle>,
+    /// Tells a TCP tunnel's task that the tunnel moved to another node.
+    hand_over: Option<tokio::sync::oneshot::Sender<Arc<fleet::remote::Remote>>>,
+    /// The agent said it moved; waiting for the directory to show where.
+    moving: bool,
+}
+
+/// How long a moved tunnel keeps being served here at most while this node's
+/// directory does not show its new holder yet.
+pub const MOVE_GRACE: Duration = Duration::from_secs(5);
+
+/// Reads the agent's notices on the hello stream and passes on the tunnels it says it
+/// moved; ends with the stream or at the first message that is not a notice.
+async fn read_agent_notices(
+    mut from_agent: tokio::io::ReadHalf<netbore_transport::Stream>,
+    moved: mpsc::Sender<Vec<String>>,
+) {
+    loop {
+        match proto::read_message::<proto::AgentNotice>(&mut from_agent).await {
+            Ok(proto::AgentNotice::Moved { tunnel_ids }) => {
+                if moved.send(tunnel_ids).await.is_err() {
+                    return;
+                }
+            }
+            Ok(other) => tracing::debug!(?other, "ignored a notice this Edge does not know"),
+            Err(e) => {
+                tracing::debug!(error = %e, "the agent's notice stream ended");
+                return;
+            }
+        }
+    }
+}
+
+/// Waits until the directory shows `tunnel_id` held by another node (or
+/// [`MOVE_GRACE`] passed), then says so on `shown`: until then this node keeps
+/// serving the tunnel through the old session, so no viewer finds it nowhere.
+async fn until_shown_elsewhere(
+    registry: Registry,
+    tunnel_id: String,
+    shown: mpsc::UnboundedSender<String>,
+) {
+    let deadline = tokio::time::Instant::now() + MOVE_GRACE;
+    while !registry.held_by_another_node(&tunnel_id) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = shown.send(tunnel_id);
 }

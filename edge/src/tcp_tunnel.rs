@@ -15,9 +15,10 @@ use netbore_transport::proto::StreamHeader;
 use netbore_transport::{Session, pipe};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::task::JoinSet;
 
+use crate::drain::Drain;
 use crate::fleet::remote::Remote;
 use crate::fleet::{RouteKey, link};
 use crate::limits::{StreamGuard, ViewerLimits, ViewerSlot};
@@ -42,9 +43,13 @@ struct Tunnel {
     metrics: Arc<TunnelGuard>,
 }
 
-/// Serves viewers on `listener` until the task is aborted (the session ended).
-/// `proxy_protocol`: the viewers of connections from trusted proxies are named by a
-/// PROXY header (`--proxy-protocol`).
+/// Serves viewers on `listener` until the task is aborted (the session ended), each
+/// counted as `drain`'s work. `proxy_protocol`: the viewers of connections from
+/// trusted proxies are named by a PROXY header (`--proxy-protocol`). When `moved`
+/// names the fleet's remote tunnels (the agent moved the tunnel to another node),
+/// the listener is handed to this node's mirror of the port, which relays new
+/// viewers to the new holder, and the task ends once its viewers have.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     session: Session,
     slot: u32,
@@ -52,9 +57,26 @@ pub(crate) async fn run(
     tunnel_id: String,
     limits: ViewerLimits,
     proxy_protocol: Option<ProxyProtocol>,
+    drain: Drain,
+    moved: oneshot::Receiver<Arc<Remote>>,
 ) {
     let target = Target::Agent { session, slot };
-    serve(listener, target, tunnel_id, limits, proxy_protocol).await;
+    let moved = async {
+        match moved.await {
+            Ok(remote) => remote,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    serve(
+        listener,
+        target,
+        tunnel_id,
+        limits,
+        proxy_protocol,
+        drain,
+        moved,
+    )
+    .await;
 }
 
 /// Serves viewers on `listener`, a public port this node mirrors for the tunnel
@@ -66,9 +88,20 @@ pub(crate) async fn relay(
     tunnel_id: String,
     limits: ViewerLimits,
     proxy_protocol: Option<ProxyProtocol>,
+    drain: Drain,
 ) {
     let target = Target::Relay { remote, port };
-    serve(listener, target, tunnel_id, limits, proxy_protocol).await;
+    let moved = std::future::pending();
+    serve(
+        listener,
+        target,
+        tunnel_id,
+        limits,
+        proxy_protocol,
+        drain,
+        moved,
+    )
+    .await;
 }
 
 async fn serve(
@@ -77,6 +110,8 @@ async fn serve(
     tunnel_id: String,
     limits: ViewerLimits,
     proxy_protocol: Option<ProxyProtocol>,
+    drain: Drain,
+    moved: impl std::future::Future<Output = Arc<Remote>>,
 ) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -95,8 +130,14 @@ async fn serve(
     // Dropped with this task: aborting the tunnel disconnects its viewers. Its
     // length is the tunnel's streams in flight.
     let mut viewers = JoinSet::new();
+    tokio::pin!(moved);
     loop {
         tokio::select! {
+            remote = &mut moved => {
+                hand_over(listener, &remote, &tunnel.tunnel_id);
+                while viewers.join_next().await.is_some() {}
+                return;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     let tunnel_id = &tunnel.tunnel_id;
@@ -115,11 +156,17 @@ async fn serve(
                     match proxy_protocol.as_ref().filter(|p| p.expects_header(peer.ip())) {
                         None => {
                             let Some(held) = tunnel.admit(permit, peer) else { continue };
-                            viewers.spawn(tunnel.forward(socket, peer, held));
+                            let work = drain.work();
+                            viewers.spawn(async move {
+                                let _work = work;
+                                tunnel.forward(socket, peer, held).await;
+                            });
                         }
                         Some(proxy_protocol) => {
                             let proxy_protocol = proxy_protocol.clone();
+                            let work = drain.work();
                             viewers.spawn(async move {
+                                let _work = work;
                                 let mut socket = socket;
                                 let viewer = match proxy_protocol.viewer(&mut socket, peer).await {
                                     Ok(viewer) => viewer,
@@ -140,6 +187,21 @@ async fn serve(
                 }
             },
             Some(_) = viewers.join_next(), if !viewers.is_empty() => {}
+        }
+    }
+}
+
+/// Gives a moved tunnel's public port to this node's mirror of it, open all along:
+/// viewers connecting meanwhile wait in the listen queue, not refused.
+fn hand_over(listener: TcpListener, remote: &Remote, tunnel_id: &str) {
+    let port = listener.local_addr().map(|a| a.port());
+    match (port, listener.into_std()) {
+        (Ok(port), Ok(listener)) => {
+            tracing::info!(%tunnel_id, port, "the tunnel moved to another node; its port here relays there");
+            remote.mirrors().offer(port, listener);
+        }
+        (_, Err(e)) | (Err(e), _) => {
+            tracing::warn!(%tunnel_id, error = %e, "could not hand a moved tunnel's port to its mirror");
         }
     }
 }

@@ -130,6 +130,8 @@ struct Shared {
     reload: AtomicBool,
     /// Routes this node holds (its load).
     held: AtomicU64,
+    /// The node is draining: its record says so, and it is no candidate.
+    draining: AtomicBool,
     /// The token signing keys of the other live nodes, kept current by the worker.
     trusted: TrustedKeys,
 }
@@ -175,6 +177,7 @@ impl Fleet {
             stop: AtomicBool::new(false),
             reload: AtomicBool::new(false),
             held: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
             trusted,
         });
         let (tx, rx) = mpsc::channel();
@@ -208,6 +211,13 @@ impl Fleet {
             calls,
             acme_calls,
         }))
+    }
+
+    /// Marks this node draining in its record (written at once): the other nodes
+    /// stop handing it out as a candidate, and so does its own control plane.
+    pub fn set_draining(&self) {
+        self.shared.draining.store(true, Ordering::Release);
+        self.send(Command::Heartbeat);
     }
 
     /// This node's record.
@@ -346,6 +356,10 @@ impl netbore_control::Nodes for Fleet {
                 control_url: Some(n.control_url),
             })
             .collect()
+    }
+
+    fn draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Acquire)
     }
 
     fn serving(&self, tunnel_id: &str) -> Option<(String, Option<SocketAddr>)> {

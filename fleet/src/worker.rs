@@ -46,6 +46,8 @@ pub(crate) enum Command {
     },
     /// It went offline here.
     Withdraw { key: String, tunnel_id: String },
+    /// The node's record changed (it started draining): heartbeat now.
+    Heartbeat,
 }
 
 /// A route this node holds.
@@ -84,6 +86,8 @@ pub(crate) struct Worker {
     refreshed: Option<Instant>,
     /// Other nodes' signing keys, and when each was last in a live node's record.
     keys: HashMap<Vec<u8>, Instant>,
+    /// The node's record changed: write it before the next heartbeat is due.
+    heartbeat_now: bool,
 }
 
 pub(crate) fn connect(client: &Client) -> RedisResult<Connection> {
@@ -107,6 +111,7 @@ impl Worker {
             refreshed: None,
             keys: HashMap::new(),
             unreserved: Vec::new(),
+            heartbeat_now: false,
         }
     }
 
@@ -155,7 +160,7 @@ impl Worker {
             if self.shared.stop.load(Ordering::Relaxed) {
                 return;
             }
-            if Instant::now() >= next_tick {
+            if Instant::now() >= next_tick || std::mem::take(&mut self.heartbeat_now) {
                 next_tick = Instant::now() + HEARTBEAT;
                 if let Err(e) = self.tick() {
                     tracing::warn!(error = %e, "the fleet's Redis did not answer; tunnels keep being served from this node's copy");
@@ -179,6 +184,7 @@ impl Worker {
     fn tick(&mut self) -> RedisResult<()> {
         let mut info = self.shared.node.clone();
         info.load = self.held.len() as u64;
+        info.draining = self.shared.draining.load(Ordering::Acquire);
         self.shared.held.store(info.load, Ordering::Relaxed);
         let info = serde_json::to_string(&info).expect("a node record serializes");
         let lease = LEASE.as_millis() as u64;
@@ -283,11 +289,22 @@ impl Worker {
                     },
                 );
             }
+            Command::Heartbeat => self.heartbeat_now = true,
             Command::Withdraw { key, tunnel_id } => {
                 // The tunnel went offline here (not a node dying): its name or port is
-                // free again, as on a single server. (A node serving the same tunnel
-                // now, which it moved to, renews the reservation at its next renewal.)
-                if let Some(what) = keys::reserved_as(&key) {
+                // free again, as on a single server, unless another node serves the
+                // same tunnel now (it moved there: a drain).
+                let moved = {
+                    let replica = self
+                        .shared
+                        .replica
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner());
+                    replica.holder(&key).is_some_and(|(entry, node)| {
+                        entry.tunnel_id == tunnel_id && node.id != self.shared.node.id
+                    })
+                };
+                if !moved && let Some(what) = keys::reserved_as(&key) {
                     self.unreserved.push((what, tunnel_id.clone()));
                 }
                 if self

@@ -57,6 +57,30 @@ pub enum EdgeNotice {
         /// One sentence for a person.
         message: String,
     },
+    /// The node is draining (restarting or leaving the fleet): the agent should
+    /// move its tunnels to another node with their recreate tokens, say
+    /// [`AgentNotice::Moved`], and let this session go once it is idle. The node
+    /// keeps serving in flight and new viewers until then.
+    Draining {
+        /// The draining node's id in its fleet, if it is in one.
+        node: Option<String>,
+        /// One sentence for a person.
+        message: String,
+    },
+}
+
+/// A message the agent sends on the hello stream after [`HelloReply::Ok`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AgentNotice {
+    /// These tunnels of the session are online at another node now: the Edge stops
+    /// opening streams for them on this session once its directory shows their new
+    /// holder, and forwards their new viewers there.
+    Moved {
+        /// The tunnels.
+        tunnel_ids: Vec<String>,
+    },
 }
 
 /// A tunnel the Edge bound to this session.

@@ -23,6 +23,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 
 use super::{Directory, Holder};
+use crate::drain::Drain;
 use crate::registry::Registry;
 
 /// How long dialing a node and its hello may take, and how long a relayed stream may
@@ -65,20 +66,27 @@ pub fn accepts(directory: &dyn Directory, link: &LinkHello) -> bool {
 
 /// Serves an accepted link from node `from`: relays every stream it opens until the
 /// session ends, each tunnel's streams under `max_streams_per_tunnel` together with
-/// its viewers here. Dropping the future stops every relay at once.
+/// its viewers here, each counted as `drain`'s work. Dropping the future stops every
+/// relay at once.
 pub async fn serve(
     registry: Registry,
     session: Session,
     from: String,
     timeout: Duration,
     max_streams_per_tunnel: usize,
+    drain: Drain,
 ) {
     let mut relays = JoinSet::new();
     loop {
         tokio::select! {
             stream = session.accept() => match stream {
                 Some(stream) => {
-                    relays.spawn(relay(registry.clone(), stream, timeout, max_streams_per_tunnel));
+                    let work = drain.work();
+                    let relay = relay(registry.clone(), stream, timeout, max_streams_per_tunnel);
+                    relays.spawn(async move {
+                        let _work = work;
+                        relay.await;
+                    });
                 }
                 None => break,
             },

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::RouteKey;
+use crate::drain::Drain;
 use crate::limits::ViewerLimits;
 use crate::ports::PortPool;
 use crate::proxy_protocol::ProxyProtocol;
@@ -27,6 +28,9 @@ pub const POLL: Duration = Duration::from_millis(500);
 #[derive(Debug, Default)]
 pub struct Mirrors {
     held: Mutex<HashMap<u16, (TcpListener, AbortHandle)>>,
+    /// Listeners of tunnels that moved from here to another node, kept open for
+    /// the next poll to mirror ([`Mirrors::offer`]).
+    offered: Mutex<HashMap<u16, TcpListener>>,
 }
 
 impl Mirrors {
@@ -41,6 +45,23 @@ impl Mirrors {
         Some(listener)
     }
 
+    /// Takes `listener`, the public port of a tunnel that moved from this node to
+    /// another, to mirror it from the next poll on: the port never closes.
+    pub fn offer(&self, port: u16, listener: TcpListener) {
+        self.offered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(port, listener);
+    }
+
+    /// The offered listener of `port`, if any.
+    fn offered(&self, port: u16) -> Option<TcpListener> {
+        self.offered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&port)
+    }
+
     fn ports(&self) -> Vec<u16> {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         held.keys().copied().collect()
@@ -48,13 +69,14 @@ impl Mirrors {
 }
 
 /// Keeps this node's mirrors in step with the directory until dropped (then every
-/// mirrored port closes). Viewers of a mirrored port get what a TCP tunnel's get: the
+/// mirrored port closes), each viewer counted as `drain`'s work. Viewers of a mirrored port get what a TCP tunnel's get: the
 /// viewer caps, the tunnel's stream cap, PROXY headers from trusted proxies.
 pub async fn run(
     registry: Registry,
     ports: PortPool,
     limits: ViewerLimits,
     proxy_protocol: Option<ProxyProtocol>,
+    drain: Drain,
 ) {
     let Some(remote) = registry.remote().cloned() else {
         return;
@@ -81,8 +103,16 @@ pub async fn run(
             }
         }
         let held = mirrors.ports();
+        // An offered port no other node holds (the tunnel went offline meanwhile)
+        // closes.
+        mirrors
+            .offered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p, _| wanted.iter().any(|(w, _)| w == p));
         for (port, tunnel_id) in wanted.into_iter().filter(|(p, _)| !held.contains(p)) {
-            let listener = match ports.bind_mirror(port) {
+            let bound = mirrors.offered(port).map(Ok);
+            let listener = match bound.unwrap_or_else(|| ports.bind_mirror(port)) {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::debug!(port, error = %e, "could not mirror a TCP tunnel's port");
@@ -99,6 +129,7 @@ pub async fn run(
                 tunnel_id,
                 limits.clone(),
                 proxy_protocol.clone(),
+                drain.clone(),
             ));
             mirrors
                 .held

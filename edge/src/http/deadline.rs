@@ -16,9 +16,17 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::drain::Drain;
+
 /// How long a connection told to shut down gracefully (an h2 GOAWAY) may take before
 /// it is dropped.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// While the node drains, how long an HTTP/1.1 connection may stay without a request
+/// in flight before it is closed. Its requests' answers say `Connection: close`, so a
+/// busy client leaves by itself; closing an idle one at the very moment the drain
+/// starts would race a request its client is sending.
+pub const DRAIN_IDLE: Duration = Duration::from_millis(500);
 
 /// The two deadlines of a connection.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +46,8 @@ pub struct Activity {
     served: AtomicBool,
     /// Milliseconds after `opened` when a request last ended.
     last_end: AtomicU64,
+    /// The connection speaks h2.
+    h2: AtomicBool,
 }
 
 impl Default for Activity {
@@ -47,6 +57,7 @@ impl Default for Activity {
             in_flight: AtomicUsize::new(0),
             served: AtomicBool::new(false),
             last_end: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
         }
     }
 }
@@ -72,6 +83,18 @@ impl Activity {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
+    /// The connection carried an h2 request: a drain ends it with a GOAWAY at once.
+    pub fn set_h2(&self) {
+        if !self.h2.load(Ordering::Relaxed) {
+            self.h2.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// When a request last ended (or the connection opened).
+    fn last_end(&self) -> Instant {
+        self.opened + Duration::from_millis(self.last_end.load(Ordering::Acquire))
+    }
+
     /// Requests in flight now.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
@@ -93,11 +116,15 @@ impl Activity {
 
 /// Drives `conn` until it ends or misses a deadline of `activity`; then asks it to
 /// shut down with `shutdown` and gives it [`SHUTDOWN_GRACE`] before dropping it.
-/// Returns the connection's result, or `None` if it was dropped unfinished.
+/// When `drain` starts, it is asked to shut down too (a keep-alive connection closes
+/// after the request in flight, an h2 one sends GOAWAY), and is given as long as it
+/// takes: the node's drain deadline bounds it. Returns the connection's result, or
+/// `None` if it was dropped unfinished.
 pub async fn drive<C, T>(
     mut conn: Pin<&mut C>,
     activity: &Activity,
     timeouts: Timeouts,
+    drain: &Drain,
     shutdown: impl FnOnce(Pin<&mut C>),
 ) -> Option<T>
 where
@@ -105,7 +132,11 @@ where
 {
     let sleep = tokio::time::sleep(timeouts.first_request);
     tokio::pin!(sleep);
-    loop {
+    let notice = drain.draining_notice();
+    tokio::pin!(notice);
+    notice.as_mut().enable();
+    let mut draining = drain.is_draining();
+    while !draining {
         let now = Instant::now();
         // Nothing wakes this loop when a request starts or ends (that would cost
         // every request a wake-up): it looks again every quarter of the idle
@@ -116,15 +147,47 @@ where
             Some(at) => sleep.as_mut().reset(at.min(tick)),
             None => sleep.as_mut().reset(tick),
         }
-        if let Some(done) = until_done_or_elapsed(conn.as_mut(), sleep.as_mut()).await {
-            return Some(done);
+        match until_done_or_elapsed(conn.as_mut(), sleep.as_mut(), Some(notice.as_mut())).await {
+            Woken::Done(done) => return Some(done),
+            Woken::Elapsed => {}
+            Woken::Draining => draining = true,
+        }
+    }
+    if draining && !activity.h2.load(Ordering::Relaxed) {
+        // HTTP/1.1: closed once idle for a moment (its answers meanwhile end it).
+        let since = Instant::now();
+        loop {
+            let now = Instant::now();
+            let at = activity.last_end().max(since) + DRAIN_IDLE;
+            if activity.in_flight() == 0 && at <= now {
+                break;
+            }
+            sleep.as_mut().reset(at.max(now + DRAIN_IDLE / 4));
+            if let Woken::Done(done) =
+                until_done_or_elapsed(conn.as_mut(), sleep.as_mut(), None).await
+            {
+                return Some(done);
+            }
         }
     }
     shutdown(conn.as_mut());
+    if draining {
+        return Some(conn.await);
+    }
     tokio::time::timeout(SHUTDOWN_GRACE, conn).await.ok()
 }
 
-/// Polls `conn` until it ends (`Some`) or `sleep` elapses (`None`).
+/// Why [`until_done_or_elapsed`] returned.
+enum Woken<T> {
+    /// The connection ended.
+    Done(T),
+    /// The timer rang.
+    Elapsed,
+    /// The node started draining.
+    Draining,
+}
+
+/// Polls `conn` until it ends, `sleep` elapses or `draining` completes.
 ///
 /// The connection's task wakes several times for every request it serves, and each
 /// wake polls the connection; the timer is polled only once it has rung, or when it
@@ -135,11 +198,12 @@ where
 async fn until_done_or_elapsed<C: Future>(
     mut conn: Pin<&mut C>,
     mut sleep: Pin<&mut tokio::time::Sleep>,
-) -> Option<C::Output> {
+    mut draining: Option<Pin<&mut tokio::sync::futures::Notified<'_>>>,
+) -> Woken<C::Output> {
     let mut alarm: Option<Arc<Alarm>> = None;
     std::future::poll_fn(|cx| {
         if let Poll::Ready(done) = conn.as_mut().poll(cx) {
-            return Poll::Ready(Some(done));
+            return Poll::Ready(Woken::Done(done));
         }
         let alarm = match &alarm {
             Some(set) if set.task.will_wake(cx.waker()) => {
@@ -157,13 +221,16 @@ async fn until_done_or_elapsed<C: Future>(
         };
         // Polled with the alarm as its waker: when it fires, or when tokio defers the
         // poll for lack of budget, the alarm rings and wakes the task.
+        // The drain notice rings the same alarm.
         let waker = Waker::from(alarm);
-        if sleep
-            .as_mut()
-            .poll(&mut Context::from_waker(&waker))
-            .is_ready()
+        let mut alarm_cx = Context::from_waker(&waker);
+        if let Some(draining) = draining.as_mut()
+            && draining.as_mut().poll(&mut alarm_cx).is_ready()
         {
-            return Poll::Ready(None);
+            return Poll::Ready(Woken::Draining);
+        }
+        if sleep.as_mut().poll(&mut alarm_cx).is_ready() {
+            return Poll::Ready(Woken::Elapsed);
         }
         Poll::Pending
     })
@@ -287,9 +354,80 @@ mod tests {
         let start = Instant::now();
         let conn = std::future::pending::<()>();
         tokio::pin!(conn);
-        assert!(drive(conn, activity, T, |_| {}).await.is_none());
+        assert!(
+            drive(conn, activity, T, &Drain::default(), |_| {})
+                .await
+                .is_none()
+        );
         // The grace after the shutdown request is part of the drive.
         start.elapsed() - SHUTDOWN_GRACE
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_asks_an_h2_connection_to_shut_down_at_once_and_waits_for_it() {
+        let drain = Drain::default();
+        let activity = Activity::default();
+        // A request in flight: no deadline of its own.
+        activity.set_h2();
+        activity.begin();
+        let start = Instant::now();
+        let long = SHUTDOWN_GRACE * 10;
+        let conn = async move {
+            tokio::time::sleep(long).await;
+            7
+        };
+        tokio::pin!(conn);
+        let starter = drain.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            starter.start();
+        });
+        let asked = std::sync::Mutex::new(None);
+        let out = drive(conn, &activity, T, &drain, |_| {
+            *asked.lock().unwrap() = Some(start.elapsed());
+        })
+        .await;
+        assert_eq!(
+            out,
+            Some(7),
+            "a draining connection is not cut at the grace"
+        );
+        assert_eq!(*asked.lock().unwrap(), Some(Duration::from_millis(100)));
+        assert_eq!(start.elapsed(), long);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_draining_http1_connection_is_closed_once_idle_for_a_moment() {
+        let drain = Drain::default();
+        drain.start();
+        let activity = std::sync::Arc::new(Activity::default());
+        // A request runs from 0.1 s to 0.3 s; the connection is asked to close
+        // DRAIN_IDLE after it ended, and given as long as it takes.
+        let busy = activity.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            busy.begin();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            busy.end();
+        });
+        let start = Instant::now();
+        let conn = async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            8
+        };
+        tokio::pin!(conn);
+        let asked = std::sync::Mutex::new(None);
+        let out = drive(conn, &activity, T, &drain, |_| {
+            *asked.lock().unwrap() = Some(start.elapsed());
+        })
+        .await;
+        assert_eq!(out, Some(8));
+        let asked = asked.lock().unwrap().expect("asked to shut down");
+        assert!(
+            asked >= Duration::from_millis(300) + DRAIN_IDLE
+                && asked <= Duration::from_millis(300) + DRAIN_IDLE * 2,
+            "{asked:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -329,7 +467,11 @@ mod tests {
             }
         };
         tokio::pin!(conn);
-        assert!(drive(conn, &activity, T, |_| {}).await.is_none());
+        assert!(
+            drive(conn, &activity, T, &Drain::default(), |_| {})
+                .await
+                .is_none()
+        );
         assert_eq!(start.elapsed() - SHUTDOWN_GRACE, T.first_request);
     }
 
@@ -341,7 +483,10 @@ mod tests {
             7
         };
         tokio::pin!(conn);
-        assert_eq!(drive(conn, &activity, T, |_| {}).await, Some(7));
+        assert_eq!(
+            drive(conn, &activity, T, &Drain::default(), |_| {}).await,
+            Some(7)
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -27,6 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::certs::CertManager;
+use crate::drain::{Drain, Work};
 use crate::limits::{Refused, ViewerLimits, ViewerSlot};
 use crate::proxy_protocol::ProxyProtocol;
 use crate::registry::{Registry, Route};
@@ -125,18 +126,26 @@ pub struct ViewerConn {
     /// Requests in flight, for the connection's deadlines.
     pub(crate) activity: deadline::Activity,
     slot: ViewerSlot,
+    /// Counted as work a draining node waits for.
+    _work: Work,
 }
 
 impl ViewerConn {
-    /// A viewer connection from `viewer` holding `slot`, over TLS for `tls_name`
-    /// when given.
-    pub fn new(viewer: SocketAddr, tls_name: Option<Arc<str>>, slot: ViewerSlot) -> Self {
+    /// A viewer connection from `viewer` holding `slot` and counted as `work`, over
+    /// TLS for `tls_name` when given.
+    pub fn new(
+        viewer: SocketAddr,
+        tls_name: Option<Arc<str>>,
+        slot: ViewerSlot,
+        work: Work,
+    ) -> Self {
         ViewerConn {
             viewer,
             tls_name,
             viewer_ip: headers::ip_header(viewer.ip()),
             activity: deadline::Activity::default(),
             slot,
+            _work: work,
         }
     }
 }
@@ -154,14 +163,17 @@ struct TlsIngress {
 pub struct Ingress {
     registry: Registry,
     config: Arc<IngressConfig>,
+    drain: Drain,
 }
 
 impl Ingress {
-    /// Ingress routing by `registry`.
-    pub fn new(registry: Registry, config: IngressConfig) -> Self {
+    /// Ingress routing by `registry`, its connections counted by and closing with
+    /// `drain`.
+    pub fn new(registry: Registry, config: IngressConfig, drain: Drain) -> Self {
         Ingress {
             registry,
             config: Arc::new(config),
+            drain,
         }
     }
 
@@ -219,7 +231,10 @@ impl Ingress {
                                 Ok(slot) => slot,
                                 Err(e) => return refuse(&socket, viewer, e, tls.is_none()),
                             };
-                            ingress.serve_connection(socket, viewer, slot, tls).await;
+                            let work = ingress.drain.work();
+                            ingress
+                                .serve_connection(socket, viewer, slot, work, tls)
+                                .await;
                         });
                         continue;
                     }
@@ -230,7 +245,8 @@ impl Ingress {
                             continue;
                         }
                     };
-                    tokio::spawn(ingress.serve_connection(socket, peer, slot, tls));
+                    let work = self.drain.work();
+                    tokio::spawn(ingress.serve_connection(socket, peer, slot, work, tls));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a viewer failed");
@@ -240,13 +256,14 @@ impl Ingress {
         }
     }
 
-    /// Serves one viewer connection holding `slot`: plain HTTP, or TLS (HTTPS or
-    /// passthrough) with `tls`.
+    /// Serves one viewer connection holding `slot` and counted as `work`: plain
+    /// HTTP, or TLS (HTTPS or passthrough) with `tls`.
     async fn serve_connection(
         self,
         socket: TcpStream,
         viewer: SocketAddr,
         slot: ViewerSlot,
+        work: Work,
         tls: Option<Arc<TlsIngress>>,
     ) {
         let _ = socket.set_nodelay(true);
@@ -254,10 +271,13 @@ impl Ingress {
             None => {
                 let _counted = netbore_metrics::server()
                     .viewer_connection(netbore_metrics::ViewerProtocol::Http);
-                let conn = ViewerConn::new(viewer, None, slot);
+                let conn = ViewerConn::new(viewer, None, slot, work);
                 self.serve_io(socket, conn).await;
             }
-            Some(tls) => self.serve_tls_connection(socket, viewer, slot, &tls).await,
+            Some(tls) => {
+                self.serve_tls_connection(socket, viewer, slot, work, &tls)
+                    .await
+            }
         }
     }
 
@@ -276,6 +296,7 @@ impl Ingress {
         mut socket: TcpStream,
         viewer: SocketAddr,
         slot: ViewerSlot,
+        work: Work,
         tls: &TlsIngress,
     ) {
         let limit = self.config.tls_handshake_timeout;
@@ -343,7 +364,7 @@ impl Ingress {
         }
         let _counted =
             netbore_metrics::server().viewer_connection(netbore_metrics::ViewerProtocol::Https);
-        let conn = ViewerConn::new(viewer, Some(sni.into()), slot);
+        let conn = ViewerConn::new(viewer, Some(sni.into()), slot, work);
         self.serve_io(stream, conn).await;
     }
 
@@ -358,13 +379,26 @@ impl Ingress {
         let registry = self.registry.clone();
         let config = self.config.clone();
         let service_conn = conn.clone();
+        let drain = self.drain.clone();
         let service = hyper::service::service_fn(move |request| {
             let registry = registry.clone();
             let config = config.clone();
             let request_in_flight = InFlight::begin(service_conn.clone());
             let conn = service_conn.clone();
+            let drain = drain.clone();
+            let h1 = request.version() < hyper::Version::HTTP_2;
+            if !h1 {
+                conn.activity.set_h2();
+            }
             async move {
-                let response = handle(request, &conn, &registry, &config).await;
+                let mut response = handle(request, &conn, &registry, &config).await;
+                if h1 && drain.is_draining() && response.status() != StatusCode::SWITCHING_PROTOCOLS
+                {
+                    // The node drains: this connection ends with this answer.
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 Ok::<_, std::convert::Infallible>(
                     response.map(|body| body.ending(request_in_flight)),
                 )
@@ -387,7 +421,7 @@ impl Ingress {
             first_request: config.header_timeout,
             idle: config.idle_timeout,
         };
-        let driven = deadline::drive(connection, &conn.activity, timeouts, |c| {
+        let driven = deadline::drive(connection, &conn.activity, timeouts, &self.drain, |c| {
             c.graceful_shutdown();
         });
         match driven.await {
@@ -419,7 +453,9 @@ async fn accept_some(listener: Option<&TcpListener>) -> std::io::Result<(TcpStre
 
 /// Serves plain-HTTP viewers on `listener` forever.
 pub async fn serve(listener: TcpListener, registry: Registry, config: IngressConfig) {
-    Ingress::new(registry, config).serve(listener).await;
+    Ingress::new(registry, config, Drain::default())
+        .serve(listener)
+        .await;
 }
 
 /// Answers one viewer request.

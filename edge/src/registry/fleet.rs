@@ -112,6 +112,30 @@ impl Registry {
         })
     }
 
+    /// Whether the fleet's directory, as this node's replica has it, shows
+    /// `tunnel_id` held by another node now: its agent moved it there (a drain). The
+    /// moment it does, this node can forward the tunnel's new viewers there. `false`
+    /// on a single node and for tunnels unknown here.
+    pub fn held_by_another_node(&self, tunnel_id: &str) -> bool {
+        let Some(directory) = self.directory() else {
+            return false;
+        };
+        let key = {
+            let tables = self.tables();
+            let Some(entry) = tables.tunnels.get(tunnel_id) else {
+                return false;
+            };
+            let port = entry
+                .listener
+                .as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .map(|a| a.port());
+            Self::route_key(entry.protocol, entry.name.as_deref(), port)
+        };
+        key.and_then(|k| directory.holder(&k))
+            .is_some_and(|h| h.tunnel_id == tunnel_id && h.node != directory.node_id())
+    }
+
     /// Whether an HTTP or TLS tunnel named `name` is placed here or, in a fleet,
     /// online at another node.
     pub fn serves_somewhere(&self, name: &str) -> bool {

@@ -1,0 +1,88 @@
+//! Moving off a draining node (`docs/protocols/handshake.md`, "Draining"): make
+//! before break. The Edge says it drains; the agent reclaims its tunnels on another
+//! node of the fleet with their recreate tokens and says hello there; only then does
+//! it tell the old node the tunnels moved, and it keeps the old session until that
+//! node closes it, so streams in flight there finish.
+
+use std::time::Duration;
+
+use netbore_control::api::CreateTunnelResponse;
+use netbore_transport::proto::{self, AgentNotice, EdgeNotice};
+use netbore_transport::{Session, Stream};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::ControlUrl;
+use crate::origin::{self, Origin};
+use crate::servers::Servers;
+
+/// How long a session the agent moved away from is kept at most for the streams in
+/// flight on it (the draining node closes it sooner, when it stops).
+pub(crate) const RETIRE_LIMIT: Duration = Duration::from_secs(300);
+
+/// Reads the Edge's notices on the hello stream and passes them on; ends with the
+/// stream.
+pub(crate) async fn read_notices(
+    mut from_edge: ReadHalf<Stream>,
+    notices: mpsc::Sender<EdgeNotice>,
+) {
+    loop {
+        match proto::read_message::<EdgeNotice>(&mut from_edge).await {
+            Ok(notice) => {
+                if notices.send(notice).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the Edge's notice stream ended");
+                return;
+            }
+        }
+    }
+}
+
+/// The control plane to reclaim the tunnels on when node `draining` drains: the one
+/// in use unless it is that node's, else the next one that is not. `None` when there
+/// is nowhere else (a single server).
+pub(crate) fn target(
+    servers: &Servers,
+    draining: Option<&str>,
+    created: &CreateTunnelResponse,
+) -> Option<ControlUrl> {
+    let draining = draining?;
+    let avoid: Option<ControlUrl> = created
+        .edges
+        .iter()
+        .find(|e| e.node.as_deref() == Some(draining))
+        .and_then(|e| e.control_url.as_deref()?.parse().ok());
+    servers.first_other_than(avoid.as_ref())
+}
+
+/// Keeps `session`, which the agent moved its tunnels away from, serving the streams
+/// its node still opens until that node closes it (or [`RETIRE_LIMIT`]). Tells the
+/// node first, on `to_edge`, which tunnels moved.
+pub(crate) fn retire(
+    retiring: &mut JoinSet<()>,
+    session: Session,
+    mut to_edge: WriteHalf<Stream>,
+    origins: Vec<Origin>,
+    moved: Vec<String>,
+    timeout: Duration,
+) {
+    retiring.spawn(async move {
+        let notice = AgentNotice::Moved { tunnel_ids: moved };
+        if let Err(e) = proto::write_message(&mut to_edge, &notice).await {
+            tracing::debug!(error = %e, "could not tell the draining node the tunnels moved");
+        }
+        let serve = async {
+            tokio::select! {
+                _ = origin::serve(&session, origins, timeout) => {}
+                _ = session.closed() => {}
+            }
+        };
+        let _ = tokio::time::timeout(RETIRE_LIMIT, serve).await;
+        session.close(netbore_mux::GoAwayCode::NORMAL);
+        drop(to_edge);
+    });
+}
