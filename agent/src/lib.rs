@@ -436,11 +436,12 @@ pub async fn run_until(
                                 }
                                 return AgentError::Refused { code, message };
                             }
-                            EdgeNotice::Draining { node, message } => {
+                            EdgeNotice::Draining { node, controls, message } => {
                                 if moving.is_some() {
                                     continue;
                                 }
-                                let Some(target) = moving::target(&servers, node.as_deref(), &created[0]) else {
+                                servers.learn_controls(&controls);
+                                let Some(target) = moving::target(&servers, node.as_deref(), &controls, &created[0]) else {
                                     tracing::info!("{message}; no other node to move to, so the tunnels stay until it closes");
                                     continue;
                                 };

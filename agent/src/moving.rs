@@ -42,15 +42,20 @@ pub(crate) async fn read_notices(
     }
 }
 
-/// The control plane to reclaim the tunnels on when node `draining` drains: the one
-/// in use unless it is that node's, else the next one that is not. `None` when there
-/// is nowhere else (a single server).
+/// The control plane to reclaim the tunnels on when node `draining` drains: the
+/// first of the other nodes it named (`controls`), else the one in use unless it is
+/// that node's, else the next one that is not. `None` when there is nowhere else (a
+/// single server).
 pub(crate) fn target(
     servers: &Servers,
     draining: Option<&str>,
+    controls: &[String],
     created: &CreateTunnelResponse,
 ) -> Option<ControlUrl> {
     let draining = draining?;
+    if let Some(url) = controls.iter().find_map(|c| c.parse().ok()) {
+        return Some(url);
+    }
     let avoid: Option<ControlUrl> = created
         .edges
         .iter()

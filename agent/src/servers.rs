@@ -67,6 +67,15 @@ impl Servers {
         }
     }
 
+    /// Adds the control planes a draining node named (the fleet's other live nodes).
+    pub(crate) fn learn_controls(&mut self, controls: &[String]) {
+        for url in controls.iter().filter_map(|c| c.parse::<ControlUrl>().ok()) {
+            if !self.list.contains(&url) && self.list.len() < MAX_SERVERS {
+                self.list.push(url);
+            }
+        }
+    }
+
     /// Learns the fleet's control planes from the nodes listed in `edges` (the live
     /// ones, as the answering node sees them): they replace those learned before, so
     /// nodes gone from the fleet are dropped and new ones fit. The `--server`s stay,

@@ -600,7 +600,7 @@ enum DrainEnd {
     Signal,
 }
 
-/// Drains the node (`docs/operations.md`, "Draining a node") and stops it; returns
+/// Drains the node (`docs/deploy.md`, "Draining a node") and stops it; returns
 /// how many viewer connections and relayed streams were cut.
 async fn drain(args: &ServerArgs, bound: &Bound, printer: &Printer) -> usize {
     let drain = &bound.drain;

@@ -1,4 +1,4 @@
-//! A server's drain on SIGTERM (`docs/operations.md`, "Draining a node"), on a single
+//! A server's drain on SIGTERM (`docs/deploy.md`, "Draining a node"), on a single
 //! node: `/readyz` turns 503, work in flight finishes (a slow HTTP request, a 1 GiB
 //! download through a TCP tunnel, checksum intact), the node exits once idle with
 //! status 0; at `--drain-timeout` it cuts what is left and says how much, with exit

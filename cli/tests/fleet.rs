@@ -9,100 +9,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
+use common::fleet::{Fleet, IPS};
 use common::web::{self, Reply};
-use common::{Server, TempDir, free_port};
-
-/// One node of a test fleet.
-struct Node {
-    server: Server,
-    ip: &'static str,
-}
-
-/// The same three port numbers on each node's own loopback address.
-struct Fleet {
-    nodes: Vec<Node>,
-    control: u16,
-    agent: u16,
-    http: u16,
-    _redis: RedisServer,
-}
-
-const IPS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
-
-impl Fleet {
-    fn start(extra: &[&str]) -> Fleet {
-        let redis = RedisServer::start();
-        let (control, agent, http) = (free_port(), free_port(), free_port());
-        let nodes = IPS
-            .iter()
-            .map(|ip| Node {
-                server: start_node(&redis.url, ip, control, agent, http, extra),
-                ip,
-            })
-            .collect();
-        Fleet {
-            nodes,
-            control,
-            agent,
-            http,
-            _redis: redis,
-        }
-    }
-
-    /// The candidates node `i` hands agents, once every node is in them (each learns
-    /// of the others at its next heartbeat, within a second).
-    fn candidates(&self, i: usize) -> Vec<serde_json::Value> {
-        let start = Instant::now();
-        loop {
-            let created = self.nodes[i].server.api(
-                "POST",
-                "/tunnels/create",
-                None,
-                Some(&serde_json::json!({"protocol": "http"})),
-            );
-            assert_eq!(created.status, 200, "{created:?}");
-            let edges = created.body["edges"].as_array().unwrap().clone();
-            if edges.len() == self.nodes.len() || start.elapsed() > Duration::from_secs(3) {
-                return edges;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn http_addr(&self, i: usize) -> SocketAddr {
-        format!("{}:{}", self.nodes[i].ip, self.http)
-            .parse()
-            .unwrap()
-    }
-}
-
-fn start_node(
-    redis: &str,
-    ip: &str,
-    control: u16,
-    agent: u16,
-    http: u16,
-    extra: &[&str],
-) -> Server {
-    let mut args = vec![
-        "--redis",
-        redis,
-        "--domain",
-        "localhost",
-        "--tcp-bind-ip",
-        ip,
-    ];
-    args.extend_from_slice(extra);
-    Server::start_opts(
-        TempDir::new("fleet-node"),
-        &format!("{ip}:{control}"),
-        &format!("{ip}:{agent}"),
-        &format!("{ip}:{http}"),
-        true,
-        &args,
-    )
-}
+use common::{TempDir, free_port};
 
 async fn get(addr: SocketAddr, host: &str, path: &str) -> Reply {
     web::request(addr, "GET", host, path, &[], Vec::new()).await
@@ -204,7 +113,7 @@ async fn an_http_tunnel_held_by_one_node_answers_through_all_three() {
             "list",
             "--json",
             "--redis",
-            &fleet._redis.url,
+            &fleet.redis.url,
             "--data-dir",
         ])
         .arg(&nowhere.0)
@@ -351,7 +260,7 @@ async fn limits_tokens_and_links_hold_across_nodes_and_redis_down_is_one_clear_a
     let keys_dir = TempDir::new("fleet-keys");
     let (code, events) = common::key_cmd(
         &keys_dir,
-        &["create", "--label", "one", "--redis", &fleet._redis.url],
+        &["create", "--label", "one", "--redis", &fleet.redis.url],
     );
     assert_eq!(code, 0, "{events:?}");
     let key = events[0]["key"].as_str().unwrap().to_string();
@@ -455,7 +364,7 @@ async fn limits_tokens_and_links_hold_across_nodes_and_redis_down_is_one_clear_a
     // token at another node: adoption needs the tunnel's record.
     let (code, events) = common::key_cmd(
         &keys_dir,
-        &["create", "--label", "two", "--redis", &fleet._redis.url],
+        &["create", "--label", "two", "--redis", &fleet.redis.url],
     );
     assert_eq!(code, 0, "{events:?}");
     let key2 = events[0]["key"].as_str().unwrap().to_string();
@@ -564,7 +473,7 @@ async fn limits_tokens_and_links_hold_across_nodes_and_redis_down_is_one_clear_a
         made.body["ephemeral_token"].as_str().unwrap().to_string()
     };
     let (own, foreign) = (create_at(1), create_at(2));
-    fleet._redis.kill();
+    fleet.redis.kill();
     // A token cannot be used up fleet-wide now. Node 1's own token for a tunnel
     // pending there still opens it (checked against node 1's own record of used
     // ids); another node's token is refused with the store's code.

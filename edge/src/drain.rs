@@ -1,4 +1,4 @@
-//! A server's drain (`docs/operations.md`, "Draining a node"): one signal every
+//! A server's drain (`docs/deploy.md`, "Draining a node"): one signal every
 //! listener, agent session and viewer connection of the node watches, and the count
 //! of the work the node waits for before it exits.
 //!

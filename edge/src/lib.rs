@@ -265,12 +265,14 @@ impl Edge {
                 reason = session.closed() => break reason.to_string(),
                 () = self.drain.reached(drain::Phase::Draining), if !told_to_move => {
                     told_to_move = true;
-                    let node = self.registry.directory().map(|d| d.node_id().to_string());
+                    let directory = self.registry.directory();
+                    let node = directory.map(|d| d.node_id().to_string());
+                    let controls = directory.map(|d| d.other_controls()).unwrap_or_default();
                     let message = match &node {
                         Some(node) => format!("node {node} is draining; moving the tunnels to another node of the fleet"),
                         None => "the server is draining (restarting); its tunnels come back when it does".to_string(),
                     };
-                    let notice = EdgeNotice::Draining { node, message };
+                    let notice = EdgeNotice::Draining { node, controls, message };
                     let _ = proto::write_message(&mut hello_stream, &notice).await;
                 }
                 () = self.drain.reached(drain::Phase::Stopping) => {

@@ -263,6 +263,13 @@ impl Drop for Fleet {
 }
 
 impl Directory for Fleet {
+    fn other_controls(&self) -> Vec<String> {
+        netbore_control::Nodes::others(self)
+            .into_iter()
+            .filter_map(|c| c.control_url)
+            .collect()
+    }
+
     fn node_id(&self) -> &str {
         &self.shared.node.id
     }

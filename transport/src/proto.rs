@@ -64,6 +64,9 @@ pub enum EdgeNotice {
     Draining {
         /// The draining node's id in its fleet, if it is in one.
         node: Option<String>,
+        /// The control APIs of the fleet's other nodes, best first: where to move.
+        #[serde(default)]
+        controls: Vec<String>,
         /// One sentence for a person.
         message: String,
     },

@@ -84,6 +84,7 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     loop {
         registry.release_adopted_elsewhere();
+        remote.prune_stale();
         let wanted: Vec<(u16, String)> = remote
             .directory()
             .remote_tcp_ports()

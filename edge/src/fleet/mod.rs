@@ -80,6 +80,10 @@ pub trait Directory: Send + Sync + fmt::Debug + 'static {
     /// This node's id.
     fn node_id(&self) -> &str;
 
+    /// The control APIs of the live nodes other than this one that take tunnels
+    /// (not draining): where a draining node's agents move.
+    fn other_controls(&self) -> Vec<String>;
+
     /// The secret links are proven with ([`netbore_transport::link::link_proof`]);
     /// `None` until the node has read it from the fleet.
     fn link_secret(&self) -> Option<Vec<u8>>;

@@ -97,6 +97,23 @@ impl Remote {
         .await
     }
 
+    /// Drops the cached tunnels whose directory entry changed or left (the tunnel
+    /// moved, here or to another node): their pooled connections over the link
+    /// close, so the node that held them is not kept busy by idle streams (a drain
+    /// waits for its streams). Requests in flight keep theirs to the end.
+    pub fn prune_stale(&self) {
+        fn prune<T>(directory: &dyn Directory, cache: &Mutex<HashMap<String, Cached<T>>>) {
+            let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache.retain(|k, c| {
+                RouteKey::parse(k)
+                    .and_then(|k| directory.holder(&k))
+                    .is_some_and(|h| h.generation == c.generation && h.node == c.node)
+            });
+        }
+        prune(self.directory.as_ref(), &self.http);
+        prune(self.directory.as_ref(), &self.tls);
+    }
+
     /// A link session to the holder of `route` and the stream preamble for it.
     pub async fn link_for(&self, route: &RouteKey) -> Option<(Session, Vec<u8>, Holder)> {
         let holder = self.directory.holder(route)?;
