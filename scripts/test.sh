@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.."
 # checks the exposition with it), redis-server (the Redis store of control/tests/store.rs
 # and the two-node fleet of cli/tests/fleet_store.rs), chromium with chromium-driver
 # (cli/tests/inspector_browser.rs drives the inspector's page in headless Chromium
-# through chromedriver).
+# through chromedriver), nftables (cli/tests/silent_link.rs drops a fleet node's
+# packets to silence an agent's link without a FIN or RST).
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v pebble >/dev/null 2>&1 || missing+=(pebble)
@@ -24,6 +25,7 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)
 [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
+command -v nft >/dev/null 2>&1 || [[ -x /usr/sbin/nft ]] || missing+=(nftables)
 if [[ ${#missing[@]} -gt 0 ]]; then
     if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
         echo "== apt-get install ${missing[*]}"

@@ -323,13 +323,18 @@ pub async fn run_until(
     let mut moved: Option<Connected> = None;
     // Sessions the tunnels moved away from, finishing their streams in flight.
     let mut retiring = tokio::task::JoinSet::new();
+    let mut retired: Vec<Session> = Vec::new();
+    // The Edge whose session just ended without a goodbye (a silent link, a dead
+    // node): tried last at the next attempt, after the fleet's other nodes.
+    let mut suspect: Option<String> = None;
     loop {
         let upgrading = upgrade.is_some();
         let connected = match moved.take() {
             Some(c) => Ok(c),
             None => tokio::select! {
-                c = connect(&config, servers.current(), &mut held, store.as_ref(), &tls, upgrade.take()) => c,
+                c = connect(&config, servers.current(), &mut held, store.as_ref(), &tls, upgrade.take(), suspect.as_deref()) => c,
                 () = &mut stop => {
+                    moving::close_retired(&mut retired);
                     if let Some(old) = previous.take() {
                         old.close_and_flush(netbore_mux::GoAwayCode::NORMAL, GOODBYE_LIMIT).await;
                     }
@@ -347,8 +352,10 @@ pub async fn run_until(
                 created,
                 hello_stream,
                 probe,
+                edge,
             }) => {
                 ever_online = true;
+                suspect = None;
                 attempt = 0;
                 servers.learn(&created[0].edges);
                 for h in held.iter_mut() {
@@ -412,6 +419,10 @@ pub async fn run_until(
                 let mut open = ids.clone();
                 // The move off a draining node, while this session still serves.
                 let mut moving: Option<Moving<'_>> = None;
+                // The nodes the draining node named, and the failed attempts so far.
+                let mut move_to: Vec<String> = Vec::new();
+                let mut move_failures = 0u32;
+                let mut retry_move: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
                 let mut to_edge = Some(to_edge);
                 loop {
                     tokio::select! {
@@ -436,30 +447,35 @@ pub async fn run_until(
                                 }
                                 return AgentError::Refused { code, message };
                             }
-                            EdgeNotice::Draining { node, controls, message } => {
-                                if moving.is_some() {
+                            EdgeNotice::Draining { controls, message, .. } => {
+                                if moving.is_some() || retry_move.is_some() {
                                     continue;
                                 }
                                 servers.learn_controls(&controls);
-                                let Some(target) = moving::target(&servers, node.as_deref(), &controls, &created[0]) else {
+                                let Some(target) = moving::target(&controls) else {
                                     tracing::info!("{message}; no other node to move to, so the tunnels stay until it closes");
                                     continue;
                                 };
                                 tracing::info!(server = %target, "{message}");
-                                let mut moving_held = held.clone();
-                                let (config, store, tls) = (&config, store.as_ref(), &tls);
-                                moving = Some(Box::pin(async move {
-                                    let c = connect(config, &target, &mut moving_held, store, tls, None).await?;
-                                    Ok((c, moving_held, target))
-                                }));
+                                move_to = controls;
+                                moving = Some(start_move(&config, store.as_ref(), &tls, held.clone(), target));
                             }
                             other => tracing::debug!(?other, "ignored a notice this agent does not know"),
                         },
                         _ = &mut serve => break,
                         () = &mut rtt => {}
                         () = &mut stop => {
+                            moving::close_retired(&mut retired);
                             session.close_and_flush(netbore_mux::GoAwayCode::NORMAL, GOODBYE_LIMIT).await;
                             return AgentError::Stopped;
+                        }
+                        () = async { retry_move.as_mut().expect("guarded").await }, if retry_move.is_some() => {
+                            retry_move = None;
+                            // The next node the draining one named, round robin.
+                            let next = move_to.get(move_failures as usize % move_to.len().max(1)..).unwrap_or_default();
+                            if let Some(target) = moving::target(next).or_else(|| moving::target(&move_to)) {
+                                moving = Some(start_move(&config, store.as_ref(), &tls, held.clone(), target));
+                            }
                         }
                         better = &mut probing => {
                             // QUIC answers again: reclaim the tunnels over it (same URLs),
@@ -478,12 +494,21 @@ pub async fn run_until(
                                     held.clone_from_slice(&moved_held);
                                     servers.select(&target);
                                     if let Some(to_edge) = to_edge.take() {
+                                        retired.retain(|s| !s.is_closed());
+                                        retired.push(session.clone());
                                         moving::retire(&mut retiring, session.clone(), to_edge, origins.clone(), ids.clone(), config.connect_timeout);
                                     }
                                     moved = Some(connected);
                                     break;
                                 }
-                                Err(e) => tracing::warn!(error = %e, "could not move the tunnels off the draining node; they stay until it closes"),
+                                Err(e) => {
+                                    // Tried again while this session lives: the
+                                    // draining node may be about to close it.
+                                    move_failures += 1;
+                                    let delay = backoff::delay(move_failures, config.max_backoff);
+                                    tracing::warn!(error = %e, ?delay, "could not move the tunnels off the draining node; trying again");
+                                    retry_move = Some(Box::pin(tokio::time::sleep(delay)));
+                                }
                             }
                         }
                     }
@@ -491,7 +516,9 @@ pub async fn run_until(
                 if upgrade.is_some() || moved.is_some() {
                     continue;
                 }
-                format!("the session to the Edge ended ({})", session.closed().await)
+                let ended = session.closed().await;
+                suspect = Some(edge);
+                format!("the session to the Edge ended ({ended})")
             }
             // A permanent refusal on the first attempt is the user's to fix. Once the
             // tunnel has been online, keep trying: the condition may pass.
@@ -530,7 +557,10 @@ pub async fn run_until(
         });
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            () = &mut stop => return AgentError::Stopped,
+            () = &mut stop => {
+                moving::close_retired(&mut retired);
+                return AgentError::Stopped;
+            }
         }
     }
 }
@@ -654,6 +684,21 @@ type Moving<'a> = std::pin::Pin<
     >,
 >;
 
+/// Reclaims the tunnels (`held`) on the control plane `target` and says hello to the
+/// Edge it names: the move off a draining node.
+fn start_move<'a>(
+    config: &'a AgentConfig,
+    store: Option<&'a state::StateDir>,
+    tls: &'a std::sync::OnceLock<ClientTls>,
+    mut held: Vec<Held>,
+    target: ControlUrl,
+) -> Moving<'a> {
+    Box::pin(async move {
+        let c = connect(config, &target, &mut held, store, tls, None, None).await?;
+        Ok((c, held, target))
+    })
+}
+
 /// A session that said hello and serves the tunnels.
 struct Connected {
     session: Session,
@@ -661,6 +706,8 @@ struct Connected {
     hello_stream: Stream,
     /// The QUIC Edge to move to once it answers (`auto` fell back from it).
     probe: Option<dialer::Attempt>,
+    /// The Edge's address.
+    edge: String,
 }
 
 /// One connection attempt: create every tunnel, dial the Edge (or take `upgrade`, a
@@ -672,6 +719,7 @@ async fn connect(
     store: Option<&state::StateDir>,
     tls: &std::sync::OnceLock<ClientTls>,
     upgrade: Option<(Session, String)>,
+    suspect: Option<&str>,
 ) -> Result<Connected, AgentError> {
     let mut created = Vec::with_capacity(held.len());
     for (spec, h) in config.tunnels.iter().zip(held.iter_mut()) {
@@ -687,7 +735,10 @@ async fn connect(
             probe: None,
         },
         None => {
-            let attempts = dialer::plan(&created[0].edges, config)?;
+            // The Edge whose last session died goes last: another node first.
+            let mut edges = created[0].edges.clone();
+            edges.sort_by_key(|e| Some(e.addr.as_str()) == suspect);
+            let attempts = dialer::plan(&edges, config)?;
             dialer::dial_first(config, &attempts, tls).await?
         }
     };
@@ -729,6 +780,7 @@ async fn connect(
                 created,
                 hello_stream,
                 probe: dialed.probe,
+                edge: dialed.addr,
             })
         }
         HelloReply::Error(body) => Err(AgentError::Refused {

@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use netbore_control::api::CreateTunnelResponse;
 use netbore_transport::proto::{self, AgentNotice, EdgeNotice};
 use netbore_transport::{Session, Stream};
 use tokio::io::{ReadHalf, WriteHalf};
@@ -15,7 +14,6 @@ use tokio::task::JoinSet;
 
 use crate::ControlUrl;
 use crate::origin::{self, Origin};
-use crate::servers::Servers;
 
 /// How long a session the agent moved away from is kept at most for the streams in
 /// flight on it (the draining node closes it sooner, when it stops).
@@ -34,6 +32,10 @@ pub(crate) async fn read_notices(
                     return;
                 }
             }
+            // A notice of a newer Edge: whole, so the next one can be read.
+            Err(proto::MessageError::Json(e)) => {
+                tracing::debug!(error = %e, "ignored a notice this agent does not know");
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "the Edge's notice stream ended");
                 return;
@@ -42,26 +44,20 @@ pub(crate) async fn read_notices(
     }
 }
 
-/// The control plane to reclaim the tunnels on when node `draining` drains: the
-/// first of the other nodes it named (`controls`), else the one in use unless it is
-/// that node's, else the next one that is not. `None` when there is nowhere else (a
-/// single server).
-pub(crate) fn target(
-    servers: &Servers,
-    draining: Option<&str>,
-    controls: &[String],
-    created: &CreateTunnelResponse,
-) -> Option<ControlUrl> {
-    let draining = draining?;
-    if let Some(url) = controls.iter().find_map(|c| c.parse().ok()) {
-        return Some(url);
+/// The control plane to reclaim the tunnels on when a node drains: the first of the
+/// other live nodes it named (`controls`). Only those: a `--server` name may lead
+/// back to the draining node itself (a load balancer in front of the fleet), where
+/// a reclaim would replace the very session it moves from. `None` when there is
+/// nowhere else (a single server, or every node draining).
+pub(crate) fn target(controls: &[String]) -> Option<ControlUrl> {
+    controls.iter().find_map(|c| c.parse().ok())
+}
+
+/// Closes the sessions the agent moved away from (it is stopping), with a go-away.
+pub(crate) fn close_retired(retired: &mut Vec<Session>) {
+    for session in retired.drain(..) {
+        session.close(netbore_mux::GoAwayCode::NORMAL);
     }
-    let avoid: Option<ControlUrl> = created
-        .edges
-        .iter()
-        .find(|e| e.node.as_deref() == Some(draining))
-        .and_then(|e| e.control_url.as_deref()?.parse().ok());
-    servers.first_other_than(avoid.as_ref())
 }
 
 /// Keeps `session`, which the agent moved its tunnels away from, serving the streams

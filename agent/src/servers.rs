@@ -47,14 +47,6 @@ impl Servers {
         self.current != 0
     }
 
-    /// The control plane in use unless it is `avoid`, else the next one that is not.
-    pub(crate) fn first_other_than(&self, avoid: Option<&ControlUrl>) -> Option<ControlUrl> {
-        (0..self.list.len())
-            .map(|i| &self.list[(self.current + i) % self.list.len()])
-            .find(|u| Some(*u) != avoid)
-            .cloned()
-    }
-
     /// Makes `url` the control plane in use (added when it is not listed).
     pub(crate) fn select(&mut self, url: &ControlUrl) {
         match self.list.iter().position(|u| u == url) {
@@ -154,24 +146,18 @@ mod tests {
     }
 
     #[test]
-    fn a_move_goes_to_the_one_in_use_or_the_next_other_one() {
+    fn the_nodes_a_draining_node_names_are_learned_and_the_one_moved_to_is_in_use() {
         let config = AgentConfig::new(url("10.0.0.1"), Vec::new());
         let mut servers = Servers::new(&config);
-        assert_eq!(servers.first_other_than(Some(&url("10.0.0.1"))), None);
-        servers.learn(&edges(&["10.0.0.1", "10.0.0.3", "10.0.0.4"]));
-        assert_eq!(
-            servers.first_other_than(Some(&url("10.0.0.1"))),
-            Some(url("10.0.0.3"))
-        );
-        assert_eq!(
-            servers.first_other_than(Some(&url("10.0.0.4"))),
-            Some(url("10.0.0.1"))
-        );
-        servers.select(&url("10.0.0.4"));
-        assert_eq!(*servers.current(), url("10.0.0.4"));
-        assert_eq!(
-            servers.first_other_than(Some(&url("10.0.0.4"))),
-            Some(url("10.0.0.1"))
-        );
+        servers.learn_controls(&[
+            "http://10.0.0.3:7834".into(),
+            "not a url".into(),
+            "http://10.0.0.1:7834".into(),
+        ]);
+        assert_eq!(servers.list, vec![url("10.0.0.1"), url("10.0.0.3")]);
+        servers.select(&url("10.0.0.3"));
+        assert_eq!(*servers.current(), url("10.0.0.3"));
+        servers.select(&url("10.0.0.9"));
+        assert_eq!(*servers.current(), url("10.0.0.9"), "added when not listed");
     }
 }

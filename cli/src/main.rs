@@ -99,22 +99,32 @@ pub(crate) struct MuxArgs {
     /// Sum of all receive windows of a session, in bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     pub(crate) max_session_window: u64,
-    /// Seconds between keepalive pings.
+    /// Seconds between keepalive pings (each also measures the round trip).
     #[arg(long, default_value_t = 10)]
     pub(crate) keepalive: u64,
+    /// Seconds a session may go without a sign of life from its peer (an answered
+    /// keepalive, any packet over QUIC) before the peer is declared dead: a link that
+    /// falls silent (packets dropped, no FIN or RST) is found within this, and an
+    /// agent reconnects elsewhere. At least one second more than --keepalive.
+    #[arg(long, default_value_t = 15)]
+    pub(crate) keepalive_tolerance: u64,
 }
 
 impl MuxArgs {
     /// The mux configuration these flags describe.
     pub(crate) fn config(&self) -> netbore_mux::Config {
         let keepalive = std::time::Duration::from_secs(self.keepalive.max(1));
+        let unanswered = self
+            .keepalive_tolerance
+            .saturating_sub(self.keepalive)
+            .max(1);
         netbore_mux::Config {
             max_streams: self.max_streams,
             max_frame_size: self.max_frame_size,
             max_stream_window: self.max_stream_window,
             max_session_window: self.max_session_window,
             keepalive_interval: Some(keepalive),
-            keepalive_timeout: keepalive * 2,
+            keepalive_timeout: std::time::Duration::from_secs(unanswered),
             ..netbore_mux::Config::default()
         }
     }

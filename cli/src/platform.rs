@@ -74,6 +74,43 @@ pub(crate) async fn stop_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// The stop signals of a long-running command, heard from the moment this is made:
+/// a second signal is noticed however soon it follows the first (a server's drain
+/// exits at once on it).
+pub(crate) struct StopSignals {
+    #[cfg(unix)]
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignals {
+    pub(crate) fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            StopSignals {
+                unix: signal(SignalKind::interrupt())
+                    .ok()
+                    .zip(signal(SignalKind::terminate()).ok()),
+            }
+        }
+        #[cfg(not(unix))]
+        StopSignals {}
+    }
+
+    /// Completes at the next stop signal ([`stop_signal`]'s).
+    pub(crate) async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some((int, term)) = &mut self.unix {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+        stop_signal().await;
+    }
+}
+
 /// The machine's physical memory in bytes, where the system says (Linux).
 pub(crate) fn physical_memory() -> Option<u64> {
     #[cfg(target_os = "linux")]

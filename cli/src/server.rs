@@ -491,6 +491,7 @@ async fn sweep_revoked_keys(control: std::sync::Arc<Control>) {
 
 /// Runs `netbore server` until interrupted.
 pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()> {
+    let mut signals = crate::platform::StopSignals::new();
     let bound = start(&args).await?;
     let metrics = match args.metrics_addr {
         Some(addr) => {
@@ -581,8 +582,8 @@ pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()
             if args.allow_anonymous { "allowed" } else { "refused: agents need an API key (netbore key create), or pass --allow-anonymous" }
         ),
     );
-    crate::platform::stop_signal().await;
-    let cut = drain(&args, &bound, &printer).await;
+    signals.next().await;
+    let cut = drain(&args, &bound, &printer, &mut signals).await;
     if cut > 0 {
         std::process::exit(DRAIN_CUT_EXIT);
     }
@@ -602,7 +603,12 @@ enum DrainEnd {
 
 /// Drains the node (`docs/deploy.md`, "Draining a node") and stops it; returns
 /// how many viewer connections and relayed streams were cut.
-async fn drain(args: &ServerArgs, bound: &Bound, printer: &Printer) -> usize {
+async fn drain(
+    args: &ServerArgs,
+    bound: &Bound,
+    printer: &Printer,
+    signals: &mut crate::platform::StopSignals,
+) -> usize {
     let drain = &bound.drain;
     drain.start();
     if let Some(fleet) = &bound.fleet {
@@ -626,7 +632,7 @@ async fn drain(args: &ServerArgs, bound: &Bound, printer: &Printer) -> usize {
     let ended = tokio::select! {
         () = idle => DrainEnd::Idle,
         () = tokio::time::sleep(timeout) => DrainEnd::Deadline,
-        () = crate::platform::stop_signal() => DrainEnd::Signal,
+        () = signals.next() => DrainEnd::Signal,
     };
     let cut = match ended {
         DrainEnd::Idle => 0,

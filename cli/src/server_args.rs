@@ -133,8 +133,8 @@ pub(crate) struct ServerArgs {
     pub(crate) drain_timeout: u64,
     /// Seconds a draining server keeps accepting viewers after /readyz turns 503,
     /// even when idle, so load balancers that check readiness stop sending to it
-    /// before it exits.
-    #[arg(long, env = "NETBORE_DRAIN_LINGER", default_value_t = 1)]
+    /// before it exits: at least their health check's detection time.
+    #[arg(long, env = "NETBORE_DRAIN_LINGER", default_value_t = 5)]
     pub(crate) drain_linger: u64,
     /// Keep agents' addresses out of headers and public logs (the audit log keeps them).
     #[arg(long)]

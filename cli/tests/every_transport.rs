@@ -186,8 +186,8 @@ enum Ending {
     /// SIGTERM: the agent closes its session on the way out.
     Stopped,
     /// SIGKILL: nothing is said. The kernel closes a TCP connection (FIN/RST), but a
-    /// QUIC peer learns only from silence, so the QUIC run uses `--keepalive 1` on both
-    /// ends (idle timeout 2 s) and gets that much longer.
+    /// QUIC peer learns only from silence, so the QUIC run uses `--keepalive 1
+    /// --keepalive-tolerance 2` on both ends (idle timeout 2 s) and gets that much longer.
     Killed,
 }
 
@@ -206,7 +206,7 @@ async fn check_agent_gone(kind: &str, ending: Ending) {
         }
     });
     let keepalive: &[&str] = if silence_detection {
-        &["--keepalive", "1"]
+        &["--keepalive", "1", "--keepalive-tolerance", "2"]
     } else {
         &[]
     };

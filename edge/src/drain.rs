@@ -193,6 +193,13 @@ pub struct Work {
     session: bool,
 }
 
+impl Work {
+    /// Whether the node drains (no clone of the drain needed to ask).
+    pub fn is_draining(&self) -> bool {
+        self.inner.started.load(Ordering::Acquire)
+    }
+}
+
 impl Drop for Work {
     fn drop(&mut self) {
         if self.session {

@@ -280,13 +280,25 @@ impl Edge {
                     break "the server is stopping".to_string();
                 }
                 Some(moved) = moved_by_agent.recv() => {
+                    // Only a move this node asked for, to a fleet's other node: on a
+                    // single server a tunnel has nowhere else to be.
+                    if !told_to_move || self.registry.remote().is_none() {
+                        tracing::debug!(%agent, "ignored a move this node did not ask for");
+                        continue;
+                    }
                     for tunnel_id in moved {
                         let Some(l) = live.get_mut(&tunnel_id).filter(|l| !l.moving) else { continue };
                         l.moving = true;
                         tasks.spawn(until_shown_elsewhere(self.registry.clone(), tunnel_id, shown_tx.clone()));
                     }
                 }
-                Some(tunnel_id) = shown_elsewhere.recv() => {
+                Some((tunnel_id, shown)) = shown_elsewhere.recv() => {
+                    if !shown {
+                        // The directory never showed it elsewhere: keep serving it
+                        // here; the session's end releases it.
+                        tracing::warn!(%tunnel_id, %agent, "the agent moved a tunnel this node's directory does not show elsewhere; serving it here until the session ends");
+                        continue;
+                    }
                     let Some(l) = live.remove(&tunnel_id) else { continue };
                     // Streams in flight on this session go on; new viewers go to the
                     // new holder.
@@ -348,8 +360,8 @@ struct Live {
     moving: bool,
 }
 
-/// How long a moved tunnel keeps being served here at most while this node's
-/// directory does not show its new holder yet.
+/// How long this node looks for a moved tunnel's new holder in its directory before
+/// it gives up and serves the tunnel here until the session ends.
 pub const MOVE_GRACE: Duration = Duration::from_secs(5);
 
 /// Reads the agent's notices on the hello stream and passes on the tunnels it says it
@@ -366,6 +378,10 @@ async fn read_agent_notices(
                 }
             }
             Ok(other) => tracing::debug!(?other, "ignored a notice this Edge does not know"),
+            // A notice of a newer agent: whole, so the next one can be read.
+            Err(proto::MessageError::Json(e)) => {
+                tracing::debug!(error = %e, "ignored a notice this Edge does not know");
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "the agent's notice stream ended");
                 return;
@@ -374,17 +390,22 @@ async fn read_agent_notices(
     }
 }
 
-/// Waits until the directory shows `tunnel_id` held by another node (or
-/// [`MOVE_GRACE`] passed), then says so on `shown`: until then this node keeps
+/// Waits until the directory shows `tunnel_id` held by another node, then says so on
+/// `shown` (`true`), or says `false` after [`MOVE_GRACE`]: until then this node keeps
 /// serving the tunnel through the old session, so no viewer finds it nowhere.
 async fn until_shown_elsewhere(
     registry: Registry,
     tunnel_id: String,
-    shown: mpsc::UnboundedSender<String>,
+    shown: mpsc::UnboundedSender<(String, bool)>,
 ) {
     let deadline = tokio::time::Instant::now() + MOVE_GRACE;
-    while !registry.held_by_another_node(&tunnel_id) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut held = registry.held_by_another_node(&tunnel_id);
+    while !held && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(MOVE_POLL).await;
+        held = registry.held_by_another_node(&tunnel_id);
     }
-    let _ = shown.send(tunnel_id);
+    let _ = shown.send((tunnel_id, held));
 }
+
+/// How often a moved tunnel's new holder is looked for in the directory.
+const MOVE_POLL: Duration = Duration::from_millis(100);

@@ -52,11 +52,12 @@ pub struct Config {
     pub max_send_buffer: usize,
     /// Interval between keepalive pings (each one measures RTT); `None` disables them.
     pub keepalive_interval: Option<Duration>,
-    /// How long a ping may stay unanswered before the peer is declared dead. Also how
-    /// long queued output may wait without a single byte of it being written (the
-    /// peer reads nothing) before the connection is dropped, keepalive or not: stops
-    /// a peer that never reads from holding a session, its queued frames and a
-    /// socket forever.
+    /// How long a ping may stay unanswered before the peer is declared dead: a link
+    /// that falls silent is found within `keepalive_interval + keepalive_timeout` of
+    /// the last answer (the tolerance). Queued output may wait that tolerance without
+    /// a single byte of it being written (the peer reads nothing) before the
+    /// connection is dropped, keepalive or not: stops a peer that never reads from
+    /// holding a session, its queued frames and a socket forever.
     pub keepalive_timeout: Duration,
     /// How long a closing session may take to flush its go-away before the connection
     /// is dropped anyway. Stops a peer that stops reading (or reads a byte a minute)
@@ -91,7 +92,8 @@ impl Default for Config {
             max_session_window: 64 * 1024 * 1024,
             max_send_buffer: 1024 * 1024,
             keepalive_interval: Some(Duration::from_secs(10)),
-            keepalive_timeout: Duration::from_secs(20),
+            // A tolerance of 15 s with the 10 s interval, as ngrok's heartbeats.
+            keepalive_timeout: Duration::from_secs(5),
             close_timeout: Duration::from_secs(3),
             max_read_buffer: 1024 * 1024 + HEADER_LEN,
             flood: FloodLimits::default(),
@@ -101,6 +103,12 @@ impl Default for Config {
 }
 
 impl Config {
+    /// How long after the last sign of life a silent peer is declared dead: the
+    /// interval to the next ping plus how long it may stay unanswered.
+    pub fn tolerance(&self) -> Duration {
+        self.keepalive_interval.unwrap_or_default() + self.keepalive_timeout
+    }
+
     /// Clamps values that would break the protocol to the nearest legal value.
     pub fn normalized(mut self) -> Self {
         self.max_frame_size = self.max_frame_size.max(MAX_SEND_FRAME as u32);

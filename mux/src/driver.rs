@@ -43,7 +43,7 @@ pub struct Driver<T> {
     write_blocked_since: Option<Instant>,
     /// When a closing session is dropped even if its go-away is not out.
     close_deadline: Option<Instant>,
-    /// `keepalive_timeout` and `close_timeout` of the session's config.
+    /// The keepalive tolerance and `close_timeout` of the session's config.
     write_timeout: Duration,
     close_timeout: Duration,
     sleep: Pin<Box<Sleep>>,
@@ -70,7 +70,7 @@ impl<T> Driver<T> {
         let (write_timeout, close_timeout) = {
             let inner = shared.lock();
             let config = inner.session.config();
-            (config.keepalive_timeout, config.close_timeout)
+            (config.tolerance(), config.close_timeout)
         };
         Driver {
             io,

@@ -57,9 +57,10 @@ pub fn transport_config(mux: &Config) -> quinn::TransportConfig {
     t.receive_window(connection_window(&mux));
     t.send_window(mux.max_session_window);
     t.keep_alive_interval(mux.keepalive_interval);
-    // quinn bounds the idle timeout to what a VarInt of milliseconds holds; ours is
-    // seconds, far below that.
-    let idle = quinn::IdleTimeout::try_from(mux.keepalive_timeout)
+    // A QUIC connection that hears nothing for the keepalive tolerance is dead, as a
+    // mux session whose ping goes unanswered. quinn bounds the idle timeout to what a
+    // VarInt of milliseconds holds; ours is seconds, far below that.
+    let idle = quinn::IdleTimeout::try_from(mux.tolerance())
         .unwrap_or(quinn::IdleTimeout::from(VarInt::from_u32(20_000)));
     t.max_idle_timeout(Some(idle));
     t.enable_segmentation_offload(true);

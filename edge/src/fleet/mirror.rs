@@ -30,7 +30,7 @@ pub struct Mirrors {
     held: Mutex<HashMap<u16, (TcpListener, AbortHandle)>>,
     /// Listeners of tunnels that moved from here to another node, kept open for
     /// the next poll to mirror ([`Mirrors::offer`]).
-    offered: Mutex<HashMap<u16, TcpListener>>,
+    offered: Mutex<HashMap<u16, (TcpListener, std::time::Instant)>>,
 }
 
 impl Mirrors {
@@ -51,7 +51,7 @@ impl Mirrors {
         self.offered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(port, listener);
+            .insert(port, (listener, std::time::Instant::now()));
     }
 
     /// The offered listener of `port`, if any.
@@ -60,6 +60,7 @@ impl Mirrors {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&port)
+            .map(|(listener, _)| listener)
     }
 
     fn ports(&self) -> Vec<u16> {
@@ -105,12 +106,12 @@ pub async fn run(
         }
         let held = mirrors.ports();
         // An offered port no other node holds (the tunnel went offline meanwhile)
-        // closes.
+        // closes, once it had a whole poll to show up.
         mirrors
             .offered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|p, _| wanted.iter().any(|(w, _)| w == p));
+            .retain(|p, (_, at)| wanted.iter().any(|(w, _)| w == p) || at.elapsed() < POLL * 2);
         for (port, tunnel_id) in wanted.into_iter().filter(|(p, _)| !held.contains(p)) {
             let bound = mirrors.offered(port).map(Ok);
             let listener = match bound.unwrap_or_else(|| ports.bind_mirror(port)) {

@@ -127,7 +127,7 @@ pub struct ViewerConn {
     pub(crate) activity: deadline::Activity,
     slot: ViewerSlot,
     /// Counted as work a draining node waits for.
-    _work: Work,
+    work: Work,
 }
 
 impl ViewerConn {
@@ -145,7 +145,7 @@ impl ViewerConn {
             viewer_ip: headers::ip_header(viewer.ip()),
             activity: deadline::Activity::default(),
             slot,
-            _work: work,
+            work,
         }
     }
 }
@@ -379,20 +379,20 @@ impl Ingress {
         let registry = self.registry.clone();
         let config = self.config.clone();
         let service_conn = conn.clone();
-        let drain = self.drain.clone();
         let service = hyper::service::service_fn(move |request| {
             let registry = registry.clone();
             let config = config.clone();
             let request_in_flight = InFlight::begin(service_conn.clone());
             let conn = service_conn.clone();
-            let drain = drain.clone();
             let h1 = request.version() < hyper::Version::HTTP_2;
             if !h1 {
                 conn.activity.set_h2();
             }
             async move {
                 let mut response = handle(request, &conn, &registry, &config).await;
-                if h1 && drain.is_draining() && response.status() != StatusCode::SWITCHING_PROTOCOLS
+                if h1
+                    && conn.work.is_draining()
+                    && response.status() != StatusCode::SWITCHING_PROTOCOLS
                 {
                     // The node drains: this connection ends with this answer.
                     response
