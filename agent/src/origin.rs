@@ -109,7 +109,13 @@ async fn forward(mut stream: Stream, origins: Arc<[Origin]>, timeout: Duration) 
                     Some(&mut moved)
                 }
             };
-            let result = pipe::join_tapped(socket, stream, Some(counted), tap).await;
+            let mut socket = socket;
+            let result = pipe::join_tapped(&mut socket, stream, Some(counted), tap).await;
+            if result.is_err() {
+                // Cut (the Edge or the viewer went away): the origin sees a reset,
+                // not a request that ended cleanly.
+                let _ = socket.set_zero_linger();
+            }
             drop(http_tap);
             if let Some(inspector) = &origin.inspector
                 && moved.connection != 0

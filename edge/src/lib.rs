@@ -335,9 +335,10 @@ impl Edge {
                 }
             }
         };
-        // Dropping the set aborts every tunnel task: public ports close and viewers
-        // are disconnected at once.
-        drop(tasks);
+        // Every tunnel task stops: viewers are disconnected at once, and the public
+        // ports are closed before the tunnels are released, so an agent that
+        // reclaims its tunnel at once finds its port free.
+        tasks.shutdown().await;
         for (tunnel_id, l) in live {
             self.registry.release(&tunnel_id, l.generation);
             self.audit

@@ -278,8 +278,14 @@ impl Tunnel {
             to_stream: &stats.bytes_in,
             from_stream: &stats.bytes_out,
         };
-        if let Err(e) = pipe::join_counted(socket, stream, Some(counted)).await {
-            tracing::debug!(%tunnel_id, %viewer, error = %e, "viewer connection ended with an error");
+        // Cut, not finished (the agent or the node holding the tunnel went away, the
+        // tunnel was stopped): the viewer gets a reset, never a clean end.
+        let mut socket = netbore_transport::cut::ResetUnlessFinished::new(socket);
+        match pipe::join_counted(&mut socket, stream, Some(counted)).await {
+            Ok(_) => socket.finish(),
+            Err(e) => {
+                tracing::debug!(%tunnel_id, %viewer, error = %e, "viewer connection ended with an error");
+            }
         }
     }
 }

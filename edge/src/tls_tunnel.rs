@@ -103,8 +103,13 @@ impl TlsTunnel {
             to_stream: &stats.bytes_in,
             from_stream: &stats.bytes_out,
         };
-        if let Err(e) = pipe::join_counted(socket, stream, Some(counted)).await {
-            tracing::debug!(tunnel_id = %self.tunnel_id, %viewer, error = %e, "TLS viewer connection ended with an error");
+        // Cut, not finished: the viewer gets a reset, never a clean end.
+        let mut socket = netbore_transport::cut::ResetUnlessFinished::new(socket);
+        match pipe::join_counted(&mut socket, stream, Some(counted)).await {
+            Ok(_) => socket.finish(),
+            Err(e) => {
+                tracing::debug!(tunnel_id = %self.tunnel_id, %viewer, error = %e, "TLS viewer connection ended with an error");
+            }
         }
     }
 }

@@ -32,6 +32,19 @@ fn read() -> Option<(u64, u64, f64)> {
 
 impl Collector for Process {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // Every listener, session, viewer connection and relay is a task: a count
+        // that does not come back after load is a leak.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let tasks = runtime.metrics().num_alive_tasks();
+            encoder
+                .encode_descriptor(
+                    "netbore_runtime_tasks",
+                    "Tasks alive on the async runtime",
+                    None,
+                    MetricType::Gauge,
+                )?
+                .encode_gauge(&(tasks as i64))?;
+        }
         let Some((rss, fds, cpu)) = read() else {
             return Ok(());
         };

@@ -13,6 +13,7 @@
 //! header, error codes) live in [`proto`]; [`pipe`] is the bidirectional copy both ends
 //! use. This crate knows nothing of tokens, routing or the control plane.
 
+pub mod cut;
 mod dial;
 pub mod link;
 mod listener;

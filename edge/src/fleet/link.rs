@@ -152,7 +152,9 @@ async fn relay(registry: Registry, mut stream: Stream, timeout: Duration, max_st
         stream.reset();
         return;
     }
-    if let Err(e) = pipe::join(stream, agent).await {
+    if let Err(e) = pipe::join(&mut stream, agent).await {
+        // Cut: the relaying node resets its viewer in turn.
+        stream.reset();
         tracing::debug!(tunnel_id = %target.tunnel_id, error = %e, "a relayed stream ended with an error");
     }
 }

@@ -106,6 +106,18 @@ struct Entry {
     /// tunnel's route when it was placed here (a tunnel moving here): only a newer
     /// one means another node adopted it since.
     placed_over: Option<u64>,
+    /// The timer that releases the placement if its agent never comes: stopped when
+    /// the agent comes, or the entry is replaced, so no task waits out the token's
+    /// lifetime for a tunnel already served.
+    expiry: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if let Some(expiry) = self.expiry.take() {
+            expiry.abort();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -386,6 +398,9 @@ impl Registry {
             since: unix_now(),
             closing: handle.closing.clone(),
         };
+        if let Some(expiry) = entry.expiry.take() {
+            expiry.abort();
+        }
         Ok((claimed, url, generation))
     }
 
@@ -467,10 +482,10 @@ impl Registry {
 
     /// Removes a tunnel and, if it still owns it, its name's route.
     fn forget(&self, tables: &mut Tables, tunnel_id: &str) {
-        let Some(entry) = tables.tunnels.remove(tunnel_id) else {
+        let Some(mut entry) = tables.tunnels.remove(tunnel_id) else {
             return;
         };
-        if let Some(name) = entry.name
+        if let Some(name) = entry.name.take()
             && tables.names.get(&name).map(String::as_str) == Some(tunnel_id)
         {
             tables.names.remove(&name);
@@ -632,6 +647,7 @@ impl Placement for Registry {
                 generation,
                 phase: Phase::Pending,
                 placed_over,
+                expiry: None,
             },
         );
         if let Some(name) = &name {
@@ -643,10 +659,15 @@ impl Placement for Registry {
         let registry = self.clone();
         let tunnel_id = id.to_string();
         let hold = request.hold;
-        tokio::spawn(async move {
+        let expiry = tokio::spawn(async move {
             tokio::time::sleep(hold).await;
             registry.expire_pending(&tunnel_id, generation);
-        });
+        })
+        .abort_handle();
+        match self.tables().tunnels.get_mut(id) {
+            Some(entry) if entry.generation == generation => entry.expiry = Some(expiry),
+            _ => expiry.abort(),
+        }
         Ok(Placed {
             public_url: self.public_url(request.protocol, name.as_deref(), port),
             port,
