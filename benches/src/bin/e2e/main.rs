@@ -34,6 +34,7 @@ const BUF: usize = 256 * 1024;
 /// 'G' = an HTTP/1.1 server answering `GET /1k` and `GET /1m` (keep-alive unless the
 /// request says `Connection: close`).
 mod fleet;
+mod soak;
 
 async fn origin() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1018,7 +1019,7 @@ fn rathole_keypair() -> Option<(String, String)> {
 /// Says what was wrong with the command line, with the usage, and exits with status 2.
 fn usage_error(what: &str) -> ! {
     eprintln!(
-        "e2e: {what}; usage: e2e [--seconds S] [--rounds N] [--quick] [--peers | --peer NAME ...] [--only TEXT] [--over tls,ws,wss,quic|none] [--write-doc PATH] [--floor RATIO] [--max-idle-rss MIB] [--baseline OTHER_NETBORE] [--origin-only] [--inspector-ab]"
+        "e2e: {what}; usage: e2e [--seconds S] [--rounds N] [--quick] [--peers | --peer NAME ...] [--only TEXT] [--over tls,ws,wss,quic|none] [--write-doc PATH] [--floor RATIO] [--max-idle-rss MIB] [--baseline OTHER_NETBORE] [--origin-only] [--inspector-ab] [--soak MINUTES [--soak-restart SECONDS]]"
     );
     std::process::exit(2)
 }
@@ -1036,6 +1037,8 @@ async fn main() {
     let mut only: Option<String> = None;
     let mut fleet = false;
     let mut inspector_ab = false;
+    let mut soak: Option<u64> = None;
+    let mut soak_restart = 300u64;
     let mut over: Vec<String> = ["tls", "ws", "wss", "quic"].map(String::from).to_vec();
     let mut write_doc: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
@@ -1097,6 +1100,21 @@ async fn main() {
             // node: viewers through the holder, and through the other node (the hop).
             "--fleet" => fleet = true,
             "--inspector-ab" => inspector_ab = true,
+            // A three-node fleet under mixed load for MINUTES, one node drained and
+            // started again every --soak-restart seconds (docs/benchmarks.md).
+            "--soak" => {
+                soak = Some(
+                    args.next()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or_else(|| usage_error("--soak needs minutes")),
+                )
+            }
+            "--soak-restart" => {
+                soak_restart = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage_error("--soak-restart needs seconds"))
+            }
             "--origin-only" => {
                 // The harness's origin alone, for measuring by hand (h2load, wrk, oha).
                 let addr = origin().await;
@@ -1136,6 +1154,10 @@ async fn main() {
         "build the binary first: cargo build --release -p netbore"
     );
     let origin = origin().await;
+    if let Some(minutes) = soak {
+        soak::run(&bin, origin, minutes, Duration::from_secs(soak_restart)).await;
+        return;
+    }
     let data = std::env::temp_dir().join(format!("netbore-e2e-{}", std::process::id()));
     // Each contender's server keeps its data in a directory of its own under `data`,
     // so one removal at the end clears them all.
