@@ -1,8 +1,9 @@
-//! A silent agent link: every packet between the agent and the fleet node holding
-//! its tunnel is dropped (an nftables table the test installs and removes), so no FIN
-//! or RST ever arrives. The agent finds the link dead within its keepalive tolerance,
-//! reconnects to another node (the silent one last), and viewers are served again
-//! through the others with the same URL.
+//! Links that fall silent (every packet dropped by an nftables table the test
+//! installs and removes, so no FIN or RST ever arrives):
+//! - between the agent and the node holding its tunnel: the agent finds the link
+//!   dead within its keepalive tolerance, reconnects to another node (the silent one
+//!   last), and viewers are served again through the others with the same URL;
+//! - to every node's control API (Redis up): tunnels keep serving, agents stay.
 
 mod common;
 
@@ -29,7 +30,11 @@ fn nft() -> &'static str {
 
 impl Silence {
     fn install(ip: &str, port: u16) -> Silence {
-        let table = format!("netbore_silent_{}", std::process::id());
+        let table = format!(
+            "netbore_silent_{}_{}_{port}",
+            std::process::id(),
+            ip.replace('.', "_")
+        );
         let rules = format!(
             "table ip {table} {{\n  chain output {{\n    type filter hook output priority 0; policy accept;\n    ip daddr {ip} th dport {port} drop\n    ip saddr {ip} th sport {port} drop\n  }}\n}}\n"
         );
@@ -115,5 +120,56 @@ async fn a_silent_link_is_found_within_the_tolerance_and_the_agent_moves_to_anot
         "online elsewhere {moved:?} after the link fell silent"
     );
     drop(silence);
+    drop(agent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_control_api_unreachable_existing_tunnels_keep_serving() {
+    let origin = web::start_origin().await;
+    let fleet = Fleet::start(&[]);
+    let agent = common::HttpAgent::start(
+        &fleet.nodes[0].server,
+        &origin.addr.to_string(),
+        &["--name", "steady"],
+    );
+    let host = agent.host.clone();
+    for i in 0..3 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while web::get(fleet.http_addr(i), &host, "/hello").await.status != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "the tunnel answers through node {i}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let silences: Vec<Silence> = fleet
+        .nodes
+        .iter()
+        .map(|n| Silence::install(n.ip, fleet.control))
+        .collect();
+    // The control APIs are gone for good (a connection attempt hangs).
+    let refused = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::net::TcpStream::connect(format!("{}:{}", fleet.nodes[1].ip, fleet.control)),
+    )
+    .await;
+    assert!(refused.is_err(), "the control API is unreachable");
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut served = 0;
+    while Instant::now() < until {
+        for i in 0..3 {
+            let r = web::get(fleet.http_addr(i), &host, "/hello").await;
+            assert_eq!(r.status, 200, "through node {i} with no control API");
+            served += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served >= 30);
+    assert!(
+        agent.proc.next_event(Duration::from_millis(10)).is_none(),
+        "the agent stayed online"
+    );
+    drop(silences);
     drop(agent);
 }
