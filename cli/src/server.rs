@@ -33,8 +33,8 @@ pub(crate) fn default_data_dir() -> PathBuf {
     crate::platform::default_dir("data")
 }
 
-/// The addresses a started server is bound to.
-#[derive(Debug, Clone)]
+/// The addresses a started server is bound to, and the tasks that serve them.
+#[derive(Debug)]
 pub(crate) struct Bound {
     /// Control API.
     pub(crate) control: SocketAddr,
@@ -56,6 +56,10 @@ pub(crate) struct Bound {
     pub(crate) fleet: Option<std::sync::Arc<netbore_fleet::Fleet>>,
     /// The drain every listener and session of the node follows.
     pub(crate) drain: Drain,
+    /// The listeners' tasks (ingress, agent listener, control API, mirrored ports,
+    /// the revoked-key sweep): each connection or session they accept is theirs or
+    /// follows `drain`; stopping them closes the listeners.
+    pub(crate) tasks: tokio::task::JoinSet<()>,
 }
 
 /// The Edge's certificate for the TLS transports (tls, wss, quic), and the development
@@ -216,6 +220,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         store: store.clone(),
         fleet: None,
         drain: Drain::default(),
+        tasks: tokio::task::JoinSet::new(),
     };
     let own_ports = [
         Some(bound.control),
@@ -394,7 +399,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         bound.drain.clone(),
     );
     let https = https_listener.zip(certs);
-    tokio::spawn(ingress.serve_both(http_listener, https));
+    bound.tasks.spawn(ingress.serve_both(http_listener, https));
     let control = std::sync::Arc::new(Control::new(
         control_config,
         signer,
@@ -403,7 +408,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
     ));
     if let Some(fleet) = &fleet {
         control.set_nodes(fleet.clone());
-        tokio::spawn(netbore_edge::fleet::mirror::run(
+        bound.tasks.spawn(netbore_edge::fleet::mirror::run(
             registry,
             mirror_ports,
             edge_viewer_limits,
@@ -412,7 +417,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         ));
     }
     bound.fleet = fleet;
-    tokio::spawn(sweep_revoked_keys(control.clone()));
+    bound.tasks.spawn(sweep_revoked_keys(control.clone()));
     let serve_config = netbore_control::serve::ServeConfig {
         tls: Some(control_tls),
         insecure_http: args.insecure_http_control,
@@ -422,12 +427,12 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         request_timeout: Duration::from_secs(args.api_request_timeout.max(1)),
     };
     let app = netbore_control::api::router(control);
-    tokio::spawn(async move {
+    bound.tasks.spawn(async move {
         if let Err(e) = netbore_control::serve::serve(control_listener, app, serve_config).await {
             tracing::error!(error = %e, "the control API stopped");
         }
     });
-    tokio::spawn(edge.serve(agent_listener));
+    bound.tasks.spawn(edge.serve(agent_listener));
     Ok(bound)
 }
 
@@ -492,7 +497,7 @@ async fn sweep_revoked_keys(control: std::sync::Arc<Control>) {
 /// Runs `netbore server` until interrupted.
 pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()> {
     let mut signals = crate::platform::StopSignals::new();
-    let bound = start(&args).await?;
+    let mut bound = start(&args).await?;
     let metrics = match args.metrics_addr {
         Some(addr) => {
             let store = bound.store.clone();
@@ -583,7 +588,7 @@ pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()
         ),
     );
     signals.next().await;
-    let cut = drain(&args, &bound, &printer, &mut signals).await;
+    let cut = drain(&args, &mut bound, &printer, &mut signals).await;
     if cut > 0 {
         std::process::exit(DRAIN_CUT_EXIT);
     }
@@ -605,7 +610,7 @@ enum DrainEnd {
 /// how many viewer connections and relayed streams were cut.
 async fn drain(
     args: &ServerArgs,
-    bound: &Bound,
+    bound: &mut Bound,
     printer: &Printer,
     signals: &mut crate::platform::StopSignals,
 ) -> usize {
@@ -638,8 +643,10 @@ async fn drain(
         DrainEnd::Idle => 0,
         DrainEnd::Deadline | DrainEnd::Signal => drain.in_flight(),
     };
+    // The listeners close first (nothing new is accepted), then agent sessions
+    // close with a go-away, so agents reconnect at once.
+    bound.tasks.shutdown().await;
     drain.stop();
-    // Agent sessions close with a go-away, so agents reconnect at once.
     let _ = tokio::time::timeout(netbore_edge::NOTICE_GRACE * 2, drain.sessions_closed()).await;
     let why = match ended {
         DrainEnd::Idle => "nothing was in flight",
