@@ -283,6 +283,10 @@ pub async fn run(config: AgentConfig, on_event: impl Fn(AgentEvent)) -> AgentErr
     run_until(config, on_event, std::future::pending()).await
 }
 
+/// Attempts to move the tunnels off a draining node: each may leave a placement
+/// pending at the target until its token lapses, so they are few.
+const MOVE_TRIES: u32 = 3;
+
 /// How long a stopping agent waits for its goodbye to the Edge to leave.
 const GOODBYE_LIMIT: Duration = Duration::from_secs(1);
 
@@ -324,15 +328,16 @@ pub async fn run_until(
     // Sessions the tunnels moved away from, finishing their streams in flight.
     let mut retiring = tokio::task::JoinSet::new();
     let mut retired: Vec<Session> = Vec::new();
-    // The Edge whose session just ended without a goodbye (a silent link, a dead
-    // node): tried last at the next attempt, after the fleet's other nodes.
+    // The Edge whose session just ended (a silent link, a dead node): tried last at
+    // the next attempt only, after the fleet's other nodes.
     let mut suspect: Option<String> = None;
     loop {
         let upgrading = upgrade.is_some();
+        let last_suspect = suspect.take();
         let connected = match moved.take() {
             Some(c) => Ok(c),
             None => tokio::select! {
-                c = connect(&config, servers.current(), &mut held, store.as_ref(), &tls, upgrade.take(), suspect.as_deref()) => c,
+                c = connect(&config, servers.current(), &mut held, store.as_ref(), &tls, upgrade.take(), last_suspect.as_deref()) => c,
                 () = &mut stop => {
                     moving::close_retired(&mut retired);
                     if let Some(old) = previous.take() {
@@ -500,6 +505,9 @@ pub async fn run_until(
                                     }
                                     moved = Some(connected);
                                     break;
+                                }
+                                Err(e) if move_failures + 1 >= MOVE_TRIES => {
+                                    tracing::warn!(error = %e, "could not move the tunnels off the draining node; they stay until it closes");
                                 }
                                 Err(e) => {
                                     // Tried again while this session lives: the

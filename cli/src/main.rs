@@ -103,21 +103,22 @@ pub(crate) struct MuxArgs {
     #[arg(long, default_value_t = 10)]
     pub(crate) keepalive: u64,
     /// Seconds a session may go without a sign of life from its peer (an answered
-    /// keepalive, any packet over QUIC) before the peer is declared dead: a link that
-    /// falls silent (packets dropped, no FIN or RST) is found within this, and an
-    /// agent reconnects elsewhere. At least one second more than --keepalive.
-    #[arg(long, default_value_t = 15)]
-    pub(crate) keepalive_tolerance: u64,
+    /// keepalive, or any bytes while one is awaited; any packet over QUIC) before the
+    /// peer is declared dead: a link that falls silent (packets dropped, no FIN or
+    /// RST) is found within this, and an agent reconnects elsewhere. Default: 5 more
+    /// than --keepalive (15); at least 1 more. Over QUIC the smaller of the two ends'
+    /// tolerances holds.
+    #[arg(long)]
+    pub(crate) keepalive_tolerance: Option<u64>,
 }
 
 impl MuxArgs {
     /// The mux configuration these flags describe.
     pub(crate) fn config(&self) -> netbore_mux::Config {
-        let keepalive = std::time::Duration::from_secs(self.keepalive.max(1));
-        let unanswered = self
-            .keepalive_tolerance
-            .saturating_sub(self.keepalive)
-            .max(1);
+        let interval = self.keepalive.max(1);
+        let keepalive = std::time::Duration::from_secs(interval);
+        let tolerance = self.keepalive_tolerance.unwrap_or(interval + 5);
+        let unanswered = tolerance.saturating_sub(interval).max(1);
         netbore_mux::Config {
             max_streams: self.max_streams,
             max_frame_size: self.max_frame_size,

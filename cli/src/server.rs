@@ -639,13 +639,12 @@ async fn drain(
         () = tokio::time::sleep(timeout) => DrainEnd::Deadline,
         () = signals.next() => DrainEnd::Signal,
     };
-    let cut = match ended {
-        DrainEnd::Idle => 0,
-        DrainEnd::Deadline | DrainEnd::Signal => drain.in_flight(),
-    };
-    // The listeners close first (nothing new is accepted), then agent sessions
-    // close with a go-away, so agents reconnect at once.
+    // The listeners close first (nothing new is accepted); what is still in flight
+    // then (a viewer that came after the node went idle, too) is cut when agent
+    // sessions close with a go-away, so agents reconnect at once.
     bound.tasks.shutdown().await;
+    let cut = bound.drain.in_flight();
+    let drain = &bound.drain;
     drain.stop();
     let _ = tokio::time::timeout(netbore_edge::NOTICE_GRACE * 2, drain.sessions_closed()).await;
     let why = match ended {

@@ -295,7 +295,11 @@ impl Edge {
                 Some((tunnel_id, shown)) = shown_elsewhere.recv() => {
                     if !shown {
                         // The directory never showed it elsewhere: keep serving it
-                        // here; the session's end releases it.
+                        // here (a later `moved` looks again); the session's end
+                        // releases it.
+                        if let Some(l) = live.get_mut(&tunnel_id) {
+                            l.moving = false;
+                        }
                         tracing::warn!(%tunnel_id, %agent, "the agent moved a tunnel this node's directory does not show elsewhere; serving it here until the session ends");
                         continue;
                     }

@@ -236,6 +236,10 @@ impl Tunnel {
         let server = netbore_metrics::server();
         let _held = (held, server.viewer_connection(ViewerProtocol::Tcp));
         let _ = socket.set_nodelay(true);
+        // Cut, not finished (the agent or the node holding the tunnel went away, the
+        // tunnel was stopped, no stream could be opened): the viewer gets a reset,
+        // never a clean end.
+        let mut socket = netbore_transport::cut::ResetUnlessFinished::new(socket);
         let stream = match &self.target {
             Target::Agent { session, slot } => {
                 let mut stream = match session.open().await {
@@ -278,9 +282,6 @@ impl Tunnel {
             to_stream: &stats.bytes_in,
             from_stream: &stats.bytes_out,
         };
-        // Cut, not finished (the agent or the node holding the tunnel went away, the
-        // tunnel was stopped): the viewer gets a reset, never a clean end.
-        let mut socket = netbore_transport::cut::ResetUnlessFinished::new(socket);
         match pipe::join_counted(&mut socket, stream, Some(counted)).await {
             Ok(_) => socket.finish(),
             Err(e) => {

@@ -75,6 +75,8 @@ impl TlsTunnel {
     pub async fn forward(&self, socket: TcpStream, viewer: SocketAddr, hello: Bytes) {
         let server = netbore_metrics::server();
         let _viewer = server.viewer_connection(netbore_metrics::ViewerProtocol::Tls);
+        // Cut, not finished: the viewer gets a reset, never a clean end.
+        let mut socket = netbore_transport::cut::ResetUnlessFinished::new(socket);
         let mut stream = match self.session.open().await {
             Ok(s) => s,
             Err(e) => {
@@ -103,8 +105,6 @@ impl TlsTunnel {
             to_stream: &stats.bytes_in,
             from_stream: &stats.bytes_out,
         };
-        // Cut, not finished: the viewer gets a reset, never a clean end.
-        let mut socket = netbore_transport::cut::ResetUnlessFinished::new(socket);
         match pipe::join_counted(&mut socket, stream, Some(counted)).await {
             Ok(_) => socket.finish(),
             Err(e) => {

@@ -111,6 +111,9 @@ pub struct Session {
     /// When to look for stalled streams to compact, while any stream holds data.
     compact_at: Option<Instant>,
     ping_sent_at: Option<Instant>,
+    /// When bytes last arrived while a ping waited for its answer: a peer that sends
+    /// anything is alive, even when its answer queues behind its data.
+    heard_at: Option<Instant>,
     next_ping_at: Option<Instant>,
     rtt: Option<Duration>,
 }
@@ -145,6 +148,7 @@ impl Session {
             ping_opaque: 0,
             compact_at: None,
             ping_sent_at: None,
+            heard_at: None,
             next_ping_at,
             rtt: None,
             config,
@@ -230,6 +234,9 @@ impl Session {
             buf.clear();
             return Ok(());
         }
+        if self.ping_sent_at.is_some() && !buf.is_empty() {
+            self.heard_at = Some(now);
+        }
         loop {
             let result = match self.decoder.decode(buf) {
                 Ok(Some(frame)) => self.handle_frame(frame, now),
@@ -271,6 +278,7 @@ impl Session {
                 {
                     self.rtt = Some(now.saturating_duration_since(sent));
                     self.ping_sent_at = None;
+                    self.heard_at = None;
                     self.next_ping_at = self.config.keepalive_interval.map(|i| now + i);
                     return Ok(());
                 }
@@ -301,7 +309,8 @@ impl Session {
             self.compact_stalled(now);
         }
         if let Some(sent) = self.ping_sent_at {
-            if now.saturating_duration_since(sent) >= self.config.keepalive_timeout {
+            let alive = self.heard_at.map_or(sent, |h| h.max(sent));
+            if now.saturating_duration_since(alive) >= self.config.keepalive_timeout {
                 self.fail(SessionError::KeepaliveTimeout(
                     self.config.keepalive_timeout,
                 ));
@@ -547,7 +556,10 @@ impl Session {
             return None;
         }
         let keepalive = match self.ping_sent_at {
-            Some(sent) => Some(sent + self.config.keepalive_timeout),
+            Some(sent) => {
+                let alive = self.heard_at.map_or(sent, |h| h.max(sent));
+                Some(alive + self.config.keepalive_timeout)
+            }
             None => self.next_ping_at,
         };
         match (keepalive, self.compact_at) {

@@ -2,7 +2,7 @@
 //! error, more than the read buffer may hold, replies it never reads.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
@@ -330,4 +330,38 @@ fn data_left_unread_stops_pinning_the_read_buffer_it_arrived_in() {
         ReadOutcome::Data(d) => assert_eq!(&d[..], &[1u8; 3000][..]),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_peer_heard_from_while_its_answer_queues_is_alive_until_it_falls_silent() {
+    let start = Instant::now();
+    let config = Config {
+        keepalive_interval: Some(Duration::from_secs(10)),
+        keepalive_timeout: Duration::from_secs(5),
+        ..Config::default()
+    };
+    let mut s = Session::new(Role::Server, config, start);
+    // The first ping goes at once; the answer queues behind the peer's data, but
+    // its other frames keep coming.
+    s.handle_timeout(start);
+    for second in 1..=12 {
+        let now = start + Duration::from_secs(second);
+        let mut input = encode(&[ping(1000 + second as u32)]);
+        s.handle_input(&mut input, now).unwrap();
+        s.handle_timeout(now);
+        assert!(
+            !s.is_closed(),
+            "alive at {second} s: the peer keeps sending"
+        );
+    }
+    // Then nothing: dead the unanswered-ping timeout after the last bytes.
+    let last = start + Duration::from_secs(12);
+    s.handle_timeout(last + Duration::from_millis(4900));
+    assert!(s.error().is_none());
+    assert_eq!(s.poll_timeout(), Some(last + Duration::from_secs(5)));
+    s.handle_timeout(last + Duration::from_secs(5));
+    assert_eq!(
+        s.error(),
+        Some(&SessionError::KeepaliveTimeout(Duration::from_secs(5)))
+    );
 }

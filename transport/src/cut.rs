@@ -26,6 +26,7 @@ impl ResetUnlessFinished {
     }
 
     /// Both directions ended cleanly: the connection closes normally when dropped.
+    /// (Ending the viewer's direction with a shutdown does the same.)
     pub fn finish(&mut self) {
         self.finished = true;
     }
@@ -76,6 +77,13 @@ impl AsyncWrite for ResetUnlessFinished {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().socket).poll_shutdown(cx)
+        let this = self.get_mut();
+        let done = Pin::new(&mut this.socket).poll_shutdown(cx);
+        // Everything for the viewer was written and ended: a reset now would throw
+        // away what its kernel has not delivered yet.
+        if matches!(done, Poll::Ready(Ok(()))) {
+            this.finished = true;
+        }
+        done
     }
 }

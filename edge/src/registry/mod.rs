@@ -665,7 +665,11 @@ impl Placement for Registry {
         })
         .abort_handle();
         match self.tables().tunnels.get_mut(id) {
-            Some(entry) if entry.generation == generation => entry.expiry = Some(expiry),
+            Some(entry)
+                if entry.generation == generation && matches!(entry.phase, Phase::Pending) =>
+            {
+                entry.expiry = Some(expiry)
+            }
             _ => expiry.abort(),
         }
         Ok(Placed {
