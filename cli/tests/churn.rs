@@ -99,10 +99,23 @@ async fn cycle(url: netbore_agent::ControlUrl, agent: SocketAddr, key: String, t
         recreate_token: Some(token),
         ..CreateTunnelRequest::tcp(None)
     };
-    let created =
-        netbore_agent::control_client::create_tunnel(&url, None, false, Some(&key), &reclaim)
+    // A reclaim that comes while the Edge is still closing the last session can find
+    // the tunnel's port busy for a moment; an agent tries again after a backoff.
+    let mut tries = 0;
+    let created = loop {
+        match netbore_agent::control_client::create_tunnel(&url, None, false, Some(&key), &reclaim)
             .await
-            .expect("a reclaim");
+        {
+            Err(netbore_agent::AgentError::Refused {
+                code: netbore_codes::ErrorCode::PortInUse,
+                ..
+            }) if tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => break other.expect("a reclaim"),
+        }
+    };
     let session = netbore_transport::tcp::connect(agent, Default::default())
         .await
         .unwrap();
