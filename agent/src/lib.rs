@@ -12,6 +12,7 @@ mod moving;
 mod origin;
 pub mod pin;
 mod servers;
+mod standby;
 pub mod state;
 
 use servers::Servers;
@@ -127,6 +128,9 @@ pub struct AgentConfig {
     /// list says so have their requests captured, TCP and TLS tunnels their
     /// connections counted.
     pub inspector: Option<inspect::Inspector>,
+    /// How many sessions to hold, each on another node of a fleet (`--ha`); `None`
+    /// is 2 when the fleet has two nodes or more ([`standby`]).
+    pub ha: Option<usize>,
 }
 
 impl AgentConfig {
@@ -149,6 +153,7 @@ impl AgentConfig {
             proxy_from_env: true,
             insecure_http: false,
             inspector: None,
+            ha: None,
         }
     }
 }
@@ -331,18 +336,24 @@ pub async fn run_until(
     // The Edge whose session just ended (a silent link, a dead node): tried last at
     // the next attempt only, after the fleet's other nodes.
     let mut suspect: Option<String> = None;
+    // Sessions on more nodes of a fleet, following the primary one.
+    let standbys = standby::Standbys::start(&config);
     loop {
         let upgrading = upgrade.is_some();
         let last_suspect = suspect.take();
         let connected = match moved.take() {
             Some(c) => Ok(c),
             None => tokio::select! {
-                c = connect(&config, servers.current(), &mut held, store.as_ref(), &tls, upgrade.take(), last_suspect.as_deref()) => c,
+                c = connect(&config, servers.current(), &mut held, store.as_ref(), &tls, match upgrade.take() {
+                    Some((session, addr)) => Via::Upgrade(session, addr),
+                    None => Via::Candidates { suspect: last_suspect.as_deref() },
+                }) => c,
                 () = &mut stop => {
                     moving::close_retired(&mut retired);
                     if let Some(old) = previous.take() {
                         old.close_and_flush(netbore_mux::GoAwayCode::NORMAL, GOODBYE_LIMIT).await;
                     }
+                    standbys.stop().await;
                     return AgentError::Stopped;
                 }
             },
@@ -355,7 +366,9 @@ pub async fn run_until(
             Ok(Connected {
                 session,
                 created,
-                hello_stream,
+                mut notices,
+                to_edge,
+                reader: _reader,
                 probe,
                 edge,
             }) => {
@@ -403,6 +416,18 @@ pub async fn run_until(
                     })
                     .collect();
                 let ids: Vec<String> = created.iter().map(|c| c.tunnel_id.clone()).collect();
+                let edges = &created[0].edges;
+                let node = edges
+                    .iter()
+                    .find(|e| e.addr == edge)
+                    .or(edges.first())
+                    .and_then(|e| e.node.clone());
+                standbys.follow(standby::Primary {
+                    others: standby::others(edges, node.as_deref()),
+                    node,
+                    held: held.clone(),
+                    origins: origins.clone(),
+                });
                 let probing = async {
                     match &probe {
                         Some(attempt) => (
@@ -413,17 +438,13 @@ pub async fn run_until(
                     }
                 };
                 tokio::pin!(probing);
-                let (from_edge, to_edge) = tokio::io::split(hello_stream);
-                let (notice_tx, mut notices) = tokio::sync::mpsc::channel(4);
-                let mut session_tasks = tokio::task::JoinSet::new();
-                session_tasks.spawn(moving::read_notices(from_edge, notice_tx));
                 let serve = origin::serve(&session, origins.clone(), config.connect_timeout);
                 tokio::pin!(serve);
                 let rtt = report_rtt(&session);
                 tokio::pin!(rtt);
                 let mut open = ids.clone();
                 // The move off a draining node, while this session still serves.
-                let mut moving: Option<Moving<'_>> = None;
+                let mut moving: Option<moving::Moving<'_>> = None;
                 // The nodes the draining node named, and the failed attempts so far.
                 let mut move_to: Vec<String> = Vec::new();
                 let mut move_failures = 0u32;
@@ -457,13 +478,29 @@ pub async fn run_until(
                                     continue;
                                 }
                                 servers.learn_controls(&controls);
+                                // A standby session on another node takes over at once.
+                                if let Some((standby, control)) = standbys.promote().await {
+                                    tracing::info!(server = %control, "{message}");
+                                    servers.select(&control);
+                                    if let Some(to_edge) = to_edge.take() {
+                                        retired.retain(|s| !s.is_closed());
+                                        retired.push(session.clone());
+                                        moving::retire(&mut retiring, session.clone(), to_edge, origins.clone(), ids.clone(), config.connect_timeout);
+                                    }
+                                    moved = Some(standby);
+                                    break;
+                                }
                                 let Some(target) = moving::target(&controls) else {
                                     tracing::info!("{message}; no other node to move to, so the tunnels stay until it closes");
                                     continue;
                                 };
                                 tracing::info!(server = %target, "{message}");
                                 move_to = controls;
-                                moving = Some(start_move(&config, store.as_ref(), &tls, held.clone(), target));
+                                moving = Some(moving::start(&config, store.as_ref(), &tls, held.clone(), target));
+                            }
+                            EdgeNotice::Nodes { nodes } => {
+                                servers.learn_controls(&nodes.iter().map(|n| n.control_url.clone()).collect::<Vec<_>>());
+                                standbys.learn(nodes);
                             }
                             other => tracing::debug!(?other, "ignored a notice this agent does not know"),
                         },
@@ -472,6 +509,7 @@ pub async fn run_until(
                         () = &mut stop => {
                             moving::close_retired(&mut retired);
                             session.close_and_flush(netbore_mux::GoAwayCode::NORMAL, GOODBYE_LIMIT).await;
+                            standbys.stop().await;
                             return AgentError::Stopped;
                         }
                         () = async { retry_move.as_mut().expect("guarded").await }, if retry_move.is_some() => {
@@ -479,7 +517,7 @@ pub async fn run_until(
                             // The next node the draining one named, round robin.
                             let next = move_to.get(move_failures as usize % move_to.len().max(1)..).unwrap_or_default();
                             if let Some(target) = moving::target(next).or_else(|| moving::target(&move_to)) {
-                                moving = Some(start_move(&config, store.as_ref(), &tls, held.clone(), target));
+                                moving = Some(moving::start(&config, store.as_ref(), &tls, held.clone(), target));
                             }
                         }
                         better = &mut probing => {
@@ -525,6 +563,14 @@ pub async fn run_until(
                     continue;
                 }
                 let ended = session.closed().await;
+                // A standby session on another node serves the tunnels already: it
+                // becomes the primary one, with nothing to reclaim.
+                if let Some((standby, control)) = standbys.promote().await {
+                    tracing::info!(server = %control, "the session to the Edge ended ({ended}); a standby session takes over");
+                    servers.select(&control);
+                    moved = Some(standby);
+                    continue;
+                }
                 suspect = Some(edge);
                 format!("the session to the Edge ended ({ended})")
             }
@@ -567,6 +613,7 @@ pub async fn run_until(
             () = tokio::time::sleep(delay) => {}
             () = &mut stop => {
                 moving::close_retired(&mut retired);
+                standbys.stop().await;
                 return AgentError::Stopped;
             }
         }
@@ -682,52 +729,41 @@ async fn control_call<T>(
         })
 }
 
-/// A move of the tunnels to another node in progress: the new session, what the
-/// agent holds there, and the control plane that placed them.
-type Moving<'a> = std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = Result<(Connected, Vec<Held>, ControlUrl), AgentError>>
-            + Send
-            + 'a,
-    >,
->;
-
-/// Reclaims the tunnels (`held`) on the control plane `target` and says hello to the
-/// Edge it names: the move off a draining node.
-fn start_move<'a>(
-    config: &'a AgentConfig,
-    store: Option<&'a state::StateDir>,
-    tls: &'a std::sync::OnceLock<ClientTls>,
-    mut held: Vec<Held>,
-    target: ControlUrl,
-) -> Moving<'a> {
-    Box::pin(async move {
-        let c = connect(config, &target, &mut held, store, tls, None, None).await?;
-        Ok((c, held, target))
-    })
-}
-
 /// A session that said hello and serves the tunnels.
 struct Connected {
     session: Session,
     created: Vec<CreateTunnelResponse>,
-    hello_stream: Stream,
+    /// The Edge's notices, read from the hello stream by `reader`.
+    notices: tokio::sync::mpsc::Receiver<EdgeNotice>,
+    /// The agent's half of the hello stream.
+    to_edge: tokio::io::WriteHalf<Stream>,
+    /// Owns the task reading the notices: it stops when this is dropped.
+    reader: tokio::task::JoinSet<()>,
     /// The QUIC Edge to move to once it answers (`auto` fell back from it).
     probe: Option<dialer::Attempt>,
     /// The Edge's address.
     edge: String,
 }
 
-/// One connection attempt: create every tunnel, dial the Edge (or take `upgrade`, a
-/// session already dialed by a probe), say hello.
+/// Which Edge a connection attempt says hello to.
+enum Via<'a> {
+    /// The candidates the control plane listed, in order, `suspect` (an Edge whose
+    /// last session died) last.
+    Candidates { suspect: Option<&'a str> },
+    /// A session a QUIC probe already dialed, and its address.
+    Upgrade(Session, String),
+    /// Only the node that placed the tunnels: a standby session must be there.
+    Placer,
+}
+
+/// One connection attempt: create every tunnel, dial the Edge `via` says, say hello.
 async fn connect(
     config: &AgentConfig,
     server: &ControlUrl,
     held: &mut [Held],
     store: Option<&state::StateDir>,
     tls: &std::sync::OnceLock<ClientTls>,
-    upgrade: Option<(Session, String)>,
-    suspect: Option<&str>,
+    via: Via<'_>,
 ) -> Result<Connected, AgentError> {
     let mut created = Vec::with_capacity(held.len());
     for (spec, h) in config.tunnels.iter().zip(held.iter_mut()) {
@@ -736,17 +772,21 @@ async fn connect(
         h.name = c.name.clone();
         created.push(c);
     }
-    let dialed = match upgrade {
-        Some((session, addr)) => dialer::Dialed {
+    let dialed = match via {
+        Via::Upgrade(session, addr) => dialer::Dialed {
             session,
             addr,
             probe: None,
         },
-        None => {
+        Via::Candidates { suspect } => {
             // The Edge whose last session died goes last: another node first.
             let mut edges = created[0].edges.clone();
             edges.sort_by_key(|e| Some(e.addr.as_str()) == suspect);
             let attempts = dialer::plan(&edges, config)?;
+            dialer::dial_first(config, &attempts, tls).await?
+        }
+        Via::Placer => {
+            let attempts = dialer::plan(&created[0].edges[..1], config)?;
             dialer::dial_first(config, &attempts, tls).await?
         }
     };
@@ -783,10 +823,16 @@ async fn connect(
             for (c, bound) in created.iter_mut().zip(&tunnels) {
                 c.public_url = bound.public_url.clone();
             }
+            let (from_edge, to_edge) = tokio::io::split(hello_stream);
+            let (notice_tx, notices) = tokio::sync::mpsc::channel(4);
+            let mut reader = tokio::task::JoinSet::new();
+            reader.spawn(moving::read_notices(from_edge, notice_tx));
             Ok(Connected {
                 session,
                 created,
-                hello_stream,
+                notices,
+                to_edge,
+                reader,
                 probe: dialed.probe,
                 edge: dialed.addr,
             })

@@ -12,8 +12,14 @@ use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::ControlUrl;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::OnceLock;
+
+use netbore_transport::tls::ClientTls;
+
 use crate::origin::{self, Origin};
+use crate::{AgentConfig, AgentError, Connected, ControlUrl, Held, Via, state};
 
 /// How long a session the agent moved away from is kept at most for the streams in
 /// flight on it (the draining node closes it sooner, when it stops).
@@ -86,4 +92,26 @@ pub(crate) fn retire(
         session.close(netbore_mux::GoAwayCode::NORMAL);
         drop(to_edge);
     });
+}
+
+/// A move of the tunnels to another node in progress: the new session, what the
+/// agent holds there, and the control plane that placed them.
+pub(crate) type Moving<'a> = Pin<
+    Box<dyn Future<Output = Result<(Connected, Vec<Held>, ControlUrl), AgentError>> + Send + 'a>,
+>;
+
+/// Reclaims the tunnels (`held`) on the control plane `target` and says hello to the
+/// Edge it names: the move off a draining node.
+pub(crate) fn start<'a>(
+    config: &'a AgentConfig,
+    store: Option<&'a state::StateDir>,
+    tls: &'a OnceLock<ClientTls>,
+    mut held: Vec<Held>,
+    target: ControlUrl,
+) -> Moving<'a> {
+    Box::pin(async move {
+        let via = Via::Candidates { suspect: None };
+        let c = crate::connect(config, &target, &mut held, store, tls, via).await?;
+        Ok((c, held, target))
+    })
 }

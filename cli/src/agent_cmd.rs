@@ -51,6 +51,10 @@ pub(crate) struct AgentArgs {
     /// With --transport auto on a fallback: seconds between tries to move back to QUIC.
     #[arg(long, default_value_t = 30)]
     pub(crate) quic_probe_interval: u64,
+    /// Sessions to hold, each on another node of a fleet, so losing a node costs no
+    /// request (default: 2 when the fleet has two nodes or more; 1 turns it off).
+    #[arg(long, env = "NETBORE_HA", value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub(crate) ha: Option<u16>,
     /// PEM file of a CA to trust for the Edge's certificate besides the system's
     /// (for a development server: the file `netbore ca path` prints).
     #[arg(long, env = "NETBORE_CA")]
@@ -163,6 +167,7 @@ impl AgentArgs {
         config.transport = self.transport.0;
         config.quic_fallback_after = Duration::from_millis(self.quic_fallback_after_ms.max(1));
         config.quic_probe_interval = Duration::from_secs(self.quic_probe_interval.max(1));
+        config.ha = self.ha.map(usize::from);
         if self.insecure_skip_verify {
             eprintln!(
                 "WARNING: --insecure-skip-verify is on: the control plane's and the Edge's certificates are not checked, so anyone in the path can read the API key and read and change the tunnel's traffic; use --ca FILE or --ca-fingerprint instead"

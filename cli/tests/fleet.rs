@@ -40,7 +40,12 @@ async fn an_http_tunnel_held_by_one_node_answers_through_all_three() {
     let origin = web::start_origin().await;
     let fleet = Fleet::start(&["--max-tunnels-per-anonymous-ip", "50"]);
     let first = &fleet.nodes[0].server;
-    let agent = common::HttpAgent::start(first, &origin.addr.to_string(), &["--name", "shop"]);
+    // One session (`--ha 1`): one node holds the tunnel, the others relay.
+    let agent = common::HttpAgent::start(
+        first,
+        &origin.addr.to_string(),
+        &["--name", "shop", "--ha", "1"],
+    );
     let host = format!("shop.localhost:{}", fleet.http);
     assert_eq!(agent.host, host);
 
@@ -148,11 +153,13 @@ async fn killing_the_holding_node_moves_the_tunnel_with_its_url_to_a_survivor() 
     let origin = web::start_origin().await;
     let mut fleet = Fleet::start(&["--max-tunnels-per-anonymous-ip", "50"]);
     assert_eq!(fleet.candidates(0).len(), 3);
-    // The agent knows only the first node; it learns the others from it.
+    // The agent knows only the first node; it learns the others from it. One
+    // session (`--ha 1`), so its failover is a reclaim at a survivor (fleet_ha.rs
+    // kills nodes under an agent with sessions on two).
     let mut agent = common::HttpAgent::spawn(
         &fleet.nodes[0].server,
         &origin.addr.to_string(),
-        &["--name", "shop", "--transport", "tcp"],
+        &["--name", "shop", "--transport", "tcp", "--ha", "1"],
     );
     let online = agent.expect_event("online", Duration::from_secs(20));
     let url = online["public_url"].as_str().unwrap().to_string();

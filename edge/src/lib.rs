@@ -260,9 +260,24 @@ impl Edge {
             );
         }
         let mut told_to_move = false;
+        // The fleet's other nodes, told to the agent after the hello and on change.
+        let directory = self.registry.directory().cloned();
+        let mut nodes_told = None;
+        let mut nodes_check = tokio::time::interval(NODES_CHECK);
+        nodes_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let reason = loop {
             tokio::select! {
                 reason = session.closed() => break reason.to_string(),
+                _ = nodes_check.tick(), if directory.is_some() => {
+                    let nodes = directory.as_ref().map(|d| d.other_nodes()).unwrap_or_default();
+                    if nodes_told.as_ref() != Some(&nodes) {
+                        let notice = EdgeNotice::Nodes { nodes: nodes.clone() };
+                        // Bounded: an agent that does not read its notices holds up
+                        // nothing here.
+                        let _ = tokio::time::timeout(NOTICE_GRACE, proto::write_message(&mut hello_stream, &notice)).await;
+                        nodes_told = Some(nodes);
+                    }
+                }
                 () = self.drain.reached(drain::Phase::Draining), if !told_to_move => {
                     told_to_move = true;
                     let directory = self.registry.directory();
@@ -411,6 +426,9 @@ async fn until_shown_elsewhere(
     }
     let _ = shown.send((tunnel_id, held));
 }
+
+/// How often a session's agent is told of changes in the fleet's node list.
+const NODES_CHECK: Duration = Duration::from_secs(1);
 
 /// How often a moved tunnel's new holder is looked for in the directory.
 const MOVE_POLL: Duration = Duration::from_millis(100);

@@ -64,33 +64,49 @@ return 0
     )
 });
 
-/// Takes a route for this node with a new generation and announces it.
-/// `KEYS`: routes, generation. `ARGV`: route key, `NODE INCARNATION`, `TUNNEL_ID
-/// AGENT`, channel, mode. Mode `take` takes the route whoever has it (an agent brought
-/// the tunnel online here now); `keep` takes it only when it is absent or still this
-/// node's (writing routes again after Redis lost them or a connection broke, which
-/// must not undo a move to another node in between). Answers the generation, or -1
-/// when `keep` found another node's entry.
+/// Takes a route for this node with a new generation and announces it. A route's
+/// value is its holders, `;`-separated, each `NODE INCARNATION GENERATION TUNNEL_ID
+/// AGENT`: other nodes' holders of the same tunnel stay (an agent with sessions on
+/// several nodes, `--ha`) while their nodes are in the node list; holders of another
+/// tunnel are superseded; this node's own earlier holder is replaced.
+/// `KEYS`: routes, generation, nodes. `ARGV`: route key, `NODE INCARNATION`,
+/// `TUNNEL_ID AGENT`, channel, mode. Mode `take` takes the route whoever has it (an
+/// agent brought the tunnel online here now); `keep` takes it only when no other
+/// listed node holds another tunnel there (writing routes again after Redis lost them
+/// or a connection broke, which must not undo a claim by another tunnel in between).
+/// Answers the generation, or -1 when `keep` found another tunnel's holder.
 pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if ARGV[5] == 'keep' then
-  local old = redis.call('HGET', KEYS[1], ARGV[1])
-  if old and string.sub(old, 1, string.len(ARGV[2]) + 1) ~= ARGV[2] .. ' ' then
-    return -1
+local node = string.match(ARGV[2], '^(%S+)')
+local tunnel = string.match(ARGV[3], '^(%S+)')
+local kept = {}
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+  for e in string.gmatch(old, '[^;]+') do
+    local n, t = string.match(e, '^(%S+) %S+ %S+ (%S+)')
+    if n and n ~= node and redis.call('ZSCORE', KEYS[3], n) then
+      if t == tunnel then
+        table.insert(kept, e)
+      elseif ARGV[5] == 'keep' then
+        return -1
+      end
+    end
   end
 end
 local g = redis.call('INCR', KEYS[2])
 local v = ARGV[2] .. ' ' .. g .. ' ' .. ARGV[3]
-redis.call('HSET', KEYS[1], ARGV[1], v)
+table.insert(kept, v)
+redis.call('HSET', KEYS[1], ARGV[1], table.concat(kept, ';'))
 redis.call('PUBLISH', ARGV[4], 'set ' .. ARGV[1] .. ' ' .. v)
 return g
 ",
     )
 });
 
-/// Drops a route if it is still this node's entry for that tunnel (a node cut off
-/// from the fleet never removes its successor's entry), and announces it.
+/// Drops this node's holder of a route if it is still this node's entry for that
+/// tunnel (a node cut off from the fleet never removes its successor's entry), and
+/// announces it; the other holders stay.
 /// `KEYS`: routes. `ARGV`: route key, `NODE INCARNATION GENERATION` (or `NODE
 /// INCARNATION` when the node never learnt the generation: a claim whose answer was
 /// lost), channel, tunnel id. The announcement names the generation removed. Answers
@@ -100,11 +116,23 @@ pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
         r"
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
-if string.sub(v, 1, string.len(ARGV[2]) + 1) ~= ARGV[2] .. ' ' then return 0 end
-local node, inc, gen, tunnel = string.match(v, '^(%S+) (%S+) (%S+) (%S+)')
-if tunnel ~= ARGV[4] then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('PUBLISH', ARGV[3], 'del ' .. ARGV[1] .. ' ' .. node .. ' ' .. inc .. ' ' .. gen)
+local kept = {}
+local gone = nil
+for e in string.gmatch(v, '[^;]+') do
+  local node, inc, gen, tunnel = string.match(e, '^(%S+) (%S+) (%S+) (%S+)')
+  if not gone and tunnel == ARGV[4] and string.sub(e, 1, string.len(ARGV[2]) + 1) == ARGV[2] .. ' ' then
+    gone = node .. ' ' .. inc .. ' ' .. gen
+  else
+    table.insert(kept, e)
+  end
+end
+if not gone then return 0 end
+if #kept == 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], table.concat(kept, ';'))
+end
+redis.call('PUBLISH', ARGV[3], 'del ' .. ARGV[1] .. ' ' .. gone)
 return 1
 ",
     )

@@ -263,10 +263,15 @@ impl Drop for Fleet {
 }
 
 impl Directory for Fleet {
-    fn other_controls(&self) -> Vec<String> {
+    fn other_nodes(&self) -> Vec<netbore_edge::fleet::FleetNode> {
         netbore_control::Nodes::others(self)
             .into_iter()
-            .filter_map(|c| c.control_url)
+            .filter_map(|c| {
+                Some(netbore_edge::fleet::FleetNode {
+                    id: c.node?,
+                    control_url: c.control_url?,
+                })
+            })
             .collect()
     }
 
@@ -297,21 +302,42 @@ impl Directory for Fleet {
         });
     }
 
-    fn holder(&self, route: &RouteKey) -> Option<Holder> {
+    fn holders(&self, route: &RouteKey) -> Vec<Holder> {
         let replica = self
             .shared
             .replica
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        let (entry, node) = replica.holder(&route.to_string())?;
-        (node.id != self.shared.node.id).then(|| Holder {
-            node: node.id.clone(),
-            addr: node.agent_addr.clone(),
-            cert: node.link_cert.clone(),
-            tunnel_id: entry.tunnel_id.clone(),
-            generation: entry.generation,
-            agent: entry.agent,
-        })
+        let me = &self.shared.node;
+        let mut holders: Vec<(bool, bool, Holder)> = replica
+            .holders(&route.to_string())
+            .filter(|(_, node)| node.id != me.id)
+            .map(|(entry, node)| {
+                let holder = Holder {
+                    node: node.id.clone(),
+                    addr: node.agent_addr.clone(),
+                    cert: node.link_cert.clone(),
+                    tunnel_id: entry.tunnel_id.clone(),
+                    generation: entry.generation,
+                    agent: entry.agent,
+                };
+                (node.draining, node.region != me.region, holder)
+            })
+            .collect();
+        // Stable: the newest claim first among equals.
+        holders.sort_by_key(|(draining, far, _)| (*draining, *far));
+        holders.into_iter().map(|(_, _, h)| h).collect()
+    }
+
+    fn is_holder(&self, route: &RouteKey, node: &str, generation: u64) -> bool {
+        let replica = self
+            .shared
+            .replica
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        replica
+            .holders(&route.to_string())
+            .any(|(e, n)| n.id == node && e.generation == generation)
     }
 
     fn remote_tcp_ports(&self) -> Vec<u16> {
@@ -375,13 +401,16 @@ impl netbore_control::Nodes for Fleet {
             .replica
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        let (entry, node) = replica.serving(tunnel_id)?;
-        (node.id != self.shared.node.id).then(|| (node.id.clone(), entry.agent))
+        let (entry, node) = replica
+            .serving(tunnel_id)
+            .find(|(_, node)| node.id != self.shared.node.id)?;
+        Some((node.id.clone(), entry.agent))
     }
 }
 
-/// Which live node serves each tunnel now, by tunnel id, read once from the fleet's
-/// Redis at `url` (for operators' listings; a node's own lookups use its replica).
+/// Which live nodes serve each tunnel now (comma-separated, newest claim first), by
+/// tunnel id, read once from the fleet's Redis at `url` (for operators' listings; a
+/// node's own lookups use its replica).
 pub fn serving_nodes(url: &str) -> Result<HashMap<String, String>, FleetError> {
     let unreachable = |e: redis::RedisError| FleetError::Unreachable {
         url: redact(url),
@@ -410,12 +439,21 @@ pub fn serving_nodes(url: &str) -> Result<HashMap<String, String>, FleetError> {
             .collect();
         let routes: HashMap<String, String> =
             redis::cmd("HGETALL").arg(keys::routes()).query(conn)?;
-        Ok(routes
+        let mut serving: HashMap<String, String> = HashMap::new();
+        for e in routes
             .values()
-            .filter_map(|v| replica::RouteEntry::parse(v))
+            .flat_map(|v| replica::RouteEntry::parse_all(v))
             .filter(|e| live.get(&e.node) == Some(&e.incarnation))
-            .map(|e| (e.tunnel_id, e.node))
-            .collect())
+        {
+            serving
+                .entry(e.tunnel_id)
+                .and_modify(|nodes| {
+                    nodes.push(',');
+                    nodes.push_str(&e.node);
+                })
+                .or_insert(e.node);
+        }
+        Ok(serving)
     };
     read(&mut conn).map_err(unreachable)
 }

@@ -300,7 +300,7 @@ impl Worker {
                         .replica
                         .read()
                         .unwrap_or_else(|e| e.into_inner());
-                    replica.holder(&key).is_some_and(|(entry, node)| {
+                    replica.holders(&key).any(|(entry, node)| {
                         entry.tunnel_id == tunnel_id && node.id != self.shared.node.id
                     })
                 };
@@ -392,6 +392,7 @@ impl Worker {
                     keys::CLAIM
                         .key(keys::routes())
                         .key(keys::generation())
+                        .key(keys::nodes())
                         .arg(key)
                         .arg(&owner)
                         .arg(format!("{} {agent}", held.tunnel_id))
@@ -421,7 +422,7 @@ impl Worker {
                 match u64::try_from(generation) {
                     Ok(generation) => held.generation = Some(generation),
                     Err(_) => {
-                        tracing::info!(route = %key, tunnel_id = %held.tunnel_id, "another node took this tunnel while this one could not reach Redis; not publishing it again");
+                        tracing::info!(route = %key, tunnel_id = %held.tunnel_id, "another tunnel took this route while this node could not reach Redis; not publishing it again");
                         held.lost = true;
                     }
                 }

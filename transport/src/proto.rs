@@ -70,6 +70,22 @@ pub enum EdgeNotice {
         /// One sentence for a person.
         message: String,
     },
+    /// The fleet's other live nodes that take tunnels, best first: where an agent
+    /// holds more sessions (`--ha`) and goes when this node does. Sent after the
+    /// hello and whenever the list changes.
+    Nodes {
+        /// The nodes.
+        nodes: Vec<FleetNode>,
+    },
+}
+
+/// A node of a fleet, as agents learn of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetNode {
+    /// The node's id.
+    pub id: String,
+    /// Its control API, where an agent creates or reclaims its tunnels there.
+    pub control_url: String,
 }
 
 /// A message the agent sends on the hello stream after [`HelloReply::Ok`].

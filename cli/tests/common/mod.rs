@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use netbore_test_support::{Checksum, read_all};
 use serde_json::Value;
 
+pub mod balancer;
 pub mod fleet;
 pub mod hello;
 pub mod pebble;

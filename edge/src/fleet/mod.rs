@@ -50,6 +50,8 @@ impl RouteKey {
     }
 }
 
+pub use netbore_transport::proto::FleetNode;
+
 /// Another node that holds a tunnel now, and how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
@@ -80,9 +82,17 @@ pub trait Directory: Send + Sync + fmt::Debug + 'static {
     /// This node's id.
     fn node_id(&self) -> &str;
 
-    /// The control APIs of the live nodes other than this one that take tunnels
-    /// (not draining): where a draining node's agents move.
-    fn other_controls(&self) -> Vec<String>;
+    /// The live nodes other than this one that take tunnels (not draining), best
+    /// first: where agents hold more sessions and a draining node's agents move.
+    fn other_nodes(&self) -> Vec<FleetNode>;
+
+    /// The control APIs of [`Directory::other_nodes`].
+    fn other_controls(&self) -> Vec<String> {
+        self.other_nodes()
+            .into_iter()
+            .map(|n| n.control_url)
+            .collect()
+    }
 
     /// The secret links are proven with ([`netbore_transport::link::link_proof`]);
     /// `None` until the node has read it from the fleet.
@@ -94,8 +104,23 @@ pub trait Directory: Send + Sync + fmt::Debug + 'static {
     /// A tunnel this node published went offline here.
     fn withdraw(&self, route: &RouteKey, tunnel_id: &str);
 
-    /// The live node other than this one that holds `route` now, if any.
-    fn holder(&self, route: &RouteKey) -> Option<Holder>;
+    /// The live nodes other than this one that hold `route` now, best first: nodes
+    /// not draining, then this node's region, then the newest claim. Several when
+    /// the tunnel's agent holds sessions on several nodes (`--ha`) or is moving.
+    fn holders(&self, route: &RouteKey) -> Vec<Holder>;
+
+    /// The best of [`Directory::holders`].
+    fn holder(&self, route: &RouteKey) -> Option<Holder> {
+        self.holders(route).into_iter().next()
+    }
+
+    /// Whether `node` holds `route` now with the claim of `generation`: whether what
+    /// was cached for that holder may still be used.
+    fn is_holder(&self, route: &RouteKey, node: &str, generation: u64) -> bool {
+        self.holders(route)
+            .iter()
+            .any(|h| h.node == node && h.generation == generation)
+    }
 
     /// The public ports of the TCP tunnels live nodes other than this one hold.
     fn remote_tcp_ports(&self) -> Vec<u16>;

@@ -97,34 +97,35 @@ impl Remote {
         .await
     }
 
-    /// Drops the cached tunnels whose directory entry changed or left (the tunnel
-    /// moved, here or to another node): their pooled connections over the link
-    /// close, so the node that held them is not kept busy by idle streams (a drain
-    /// waits for its streams). Requests in flight keep theirs to the end.
+    /// Drops the cached tunnels whose holder let them go or left (the tunnel moved,
+    /// here or to another node): their pooled connections over the link close, so
+    /// the node that held them is not kept busy by idle streams (a drain waits for
+    /// its streams). Requests in flight keep theirs to the end.
     pub fn prune_stale(&self) {
         fn prune<T>(directory: &dyn Directory, cache: &Mutex<HashMap<String, Cached<T>>>) {
             let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
             cache.retain(|k, c| {
-                RouteKey::parse(k)
-                    .and_then(|k| directory.holder(&k))
-                    .is_some_and(|h| h.generation == c.generation && h.node == c.node)
+                RouteKey::parse(k).is_some_and(|k| directory.is_holder(&k, &c.node, c.generation))
             });
         }
         prune(self.directory.as_ref(), &self.http);
         prune(self.directory.as_ref(), &self.tls);
     }
 
-    /// A link session to the holder of `route` and the stream preamble for it.
+    /// A link session to a holder of `route` and the stream preamble for it: the
+    /// best holder whose node answers (a node that just died refuses or times out,
+    /// and the next holder is tried).
     pub async fn link_for(&self, route: &RouteKey) -> Option<(Session, Vec<u8>, Holder)> {
-        let holder = self.directory.holder(route)?;
         let preamble = link::preamble(&route.to_string())?;
-        match self.pool.session(&holder).await {
-            Ok(session) => Some((session, preamble, holder)),
-            Err(e) => {
-                tracing::warn!(error = %e, route = %route, "could not reach the node holding a tunnel");
-                None
+        for holder in self.directory.holders(route) {
+            match self.pool.session(&holder).await {
+                Ok(session) => return Some((session, preamble, holder)),
+                Err(e) => {
+                    tracing::warn!(error = %e, route = %route, "could not reach a node holding a tunnel");
+                }
             }
         }
+        None
     }
 
     async fn cached<T: Offline>(
@@ -133,14 +134,14 @@ impl Remote {
         key: RouteKey,
         make: impl FnOnce(&Holder, Session, Vec<u8>) -> T,
     ) -> Option<Arc<T>> {
-        let holder = self.directory.holder(&key)?;
         let text = key.to_string();
         {
             let cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+            // Any live holder's will do: the one first reached stays in use while it
+            // holds the tunnel and its link lives.
             if let Some(c) = cache.get(&text)
-                && c.generation == holder.generation
-                && c.node == holder.node
                 && !c.tunnel.is_offline()
+                && self.directory.is_holder(&key, &c.node, c.generation)
             {
                 return Some(c.tunnel.clone());
             }
@@ -151,8 +152,7 @@ impl Remote {
         if cache.len() >= PRUNE_AT {
             cache.retain(|k, c| {
                 RouteKey::parse(k)
-                    .and_then(|k| self.directory.holder(&k))
-                    .is_some_and(|h| h.generation == c.generation)
+                    .is_some_and(|k| self.directory.is_holder(&k, &c.node, c.generation))
             });
         }
         cache.insert(

@@ -504,7 +504,7 @@ pub async fn handle(
     let host = authority.as_str();
     let local = registry.route(name);
     if let Some(Route::Online(tunnel)) = &local {
-        return forward(request, conn, host, proto, tunnel, config).await;
+        return forward(request, conn, host, proto, tunnel, None, config).await;
     }
     // Not served here: another node of the fleet may hold it.
     if !matches!(local, Some(Route::Tls(_)))
@@ -513,7 +513,7 @@ pub async fn handle(
         // request's future, which hyper moves on each request.
         && let Some(tunnel) = Box::pin(remote.http(name)).await
     {
-        return forward(request, conn, host, proto, &tunnel, config).await;
+        return forward(request, conn, host, proto, &tunnel, Some(remote), config).await;
     }
     match local {
         // A TLS tunnel's name is served only as TLS, by the HTTPS listener's
@@ -582,10 +582,11 @@ async fn forward(
     host: &str,
     proto: &'static str,
     tunnel: &Arc<HttpTunnel>,
+    remote: Option<&crate::fleet::remote::Remote>,
     config: &IngressConfig,
 ) -> Response<ViewerBody> {
     let started = std::time::Instant::now();
-    let response = forward_request(request, conn, host, proto, tunnel, config).await;
+    let response = forward_request(request, conn, host, proto, tunnel, remote, config).await;
     tunnel
         .stats()
         .request(response.status().as_u16(), started.elapsed());
@@ -598,6 +599,7 @@ async fn forward_request(
     host: &str,
     proto: &'static str,
     tunnel: &Arc<HttpTunnel>,
+    remote: Option<&crate::fleet::remote::Remote>,
     config: &IngressConfig,
 ) -> Response<ViewerBody> {
     let accept = request.headers().get(header::ACCEPT).cloned();
@@ -635,9 +637,22 @@ async fn forward_request(
     if let Some(pq) = request.uri().path_and_query().cloned() {
         *request.uri_mut() = hyper::Uri::from(pq);
     }
-    let mut response = match tunnel.send(request, conn.viewer).await {
+    let mut sent = tunnel.send(request, conn.viewer).await;
+    // The node holding the tunnel went away under the request: another node holding
+    // the same tunnel (its agent's other session) gets it, once.
+    if let (Err(UpstreamError::LinkLost(_)), Some(remote)) = (&sent, remote)
+        && let Err(UpstreamError::LinkLost(resend)) = sent
+    {
+        sent = match Box::pin(remote.http(tunnel.name())).await {
+            Some(next) => Box::pin(next.resend(resend, conn.viewer)).await,
+            None => Err(UpstreamError::AgentOffline("no other node holds it".into())),
+        };
+    }
+    let mut response = match sent {
         Ok(r) => r,
-        Err(UpstreamError::AgentOffline(_)) => return failure_page(Failure::agent_offline(host)),
+        Err(UpstreamError::AgentOffline(_) | UpstreamError::LinkLost(_)) => {
+            return failure_page(Failure::agent_offline(host));
+        }
         Err(UpstreamError::Timeout(after)) => return failure_page(Failure::origin_timeout(after)),
         Err(UpstreamError::Busy(netbore_transport::Busy::Memory)) => {
             return failure_page(Failure::edge_busy());

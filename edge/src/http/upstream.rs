@@ -73,6 +73,19 @@ pub enum UpstreamError {
     /// tried.
     #[error("{0}")]
     OriginUnreachable(String),
+    /// The link to the node holding the tunnel ended before a response arrived
+    /// (that node died or stopped): the request, safe to repeat, may go to another
+    /// node holding the same tunnel.
+    #[error("the link to the node holding the tunnel ended before a response arrived")]
+    LinkLost(Resend),
+}
+
+/// A bodiless, idempotent request already encoded for the origin, kept so it can be
+/// sent again through another holder of the tunnel.
+#[derive(Debug)]
+pub struct Resend {
+    head: Bytes,
+    head_request: bool,
 }
 
 impl UpstreamError {
@@ -314,12 +327,11 @@ impl HttpTunnel {
             let mut encoded = bytes::BytesMut::new();
             h1::encode_head(&request, &mut encoded);
             drop(request);
-            let exchange = self.exchange_lean(encoded.freeze(), head_request, viewer);
-            let (conn, head) = tokio::time::timeout(timeout, exchange)
-                .await
-                .map_err(|_| UpstreamError::Timeout(timeout))??;
-            let body = h1::Body::new(conn, &head);
-            return Ok(head.response.map(|()| PooledBody::lean(body, self.clone())));
+            let resend = Resend {
+                head: encoded.freeze(),
+                head_request,
+            };
+            return self.resend(resend, viewer).await;
         }
         // Boxed: hyper's path is large, and inline it would grow the future of every
         // request, bodiless ones on the lean path too.
@@ -332,6 +344,32 @@ impl HttpTunnel {
         let reuse = (response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS)
             .then(|| (self.clone(), sender));
         Ok(response.map(|body| PooledBody::new(body, reuse)))
+    }
+
+    /// Sends a bodiless request encoded by [`Self::send`] (first there, or again
+    /// after [`UpstreamError::LinkLost`] through another holder) and waits for the
+    /// response head.
+    pub async fn resend(
+        self: &Arc<Self>,
+        request: Resend,
+        viewer: SocketAddr,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        let timeout = self.config.response_timeout;
+        let exchange = self.exchange_lean(request.head.clone(), request.head_request, viewer);
+        match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => Err(UpstreamError::Timeout(timeout)),
+            Ok(Ok((conn, head))) => {
+                let body = h1::Body::new(conn, &head);
+                Ok(head.response.map(|()| PooledBody::lean(body, self.clone())))
+            }
+            // No byte of a response has reached the viewer yet.
+            Ok(Err(UpstreamError::AgentOffline(_) | UpstreamError::Broken(_)))
+                if self.preamble.is_some() && self.session.is_closed() =>
+            {
+                Err(UpstreamError::LinkLost(request))
+            }
+            Ok(Err(e)) => Err(e),
+        }
     }
 
     /// Sends `request` over a pooled connection, else a new one, and waits for the

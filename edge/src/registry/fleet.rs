@@ -25,7 +25,7 @@ impl Registry {
             return false;
         };
         keys.iter()
-            .filter_map(|k| directory.holder(k))
+            .flat_map(|k| directory.holders(k))
             .any(|h| h.tunnel_id != tunnel_id)
     }
 
@@ -132,8 +132,12 @@ impl Registry {
                 .map(|a| a.port());
             Self::route_key(entry.protocol, entry.name.as_deref(), port)
         };
-        key.and_then(|k| directory.holder(&k))
-            .is_some_and(|h| h.tunnel_id == tunnel_id && h.node != directory.node_id())
+        key.is_some_and(|k| {
+            directory
+                .holders(&k)
+                .iter()
+                .any(|h| h.tunnel_id == tunnel_id)
+        })
     }
 
     /// Whether an HTTP or TLS tunnel named `name` is placed here or, in a fleet,

@@ -1,0 +1,384 @@
+//! Sessions on more nodes of a fleet (`--ha N`; `docs/protocols/fleet.md`, "Agents on
+//! several nodes"). Besides its session to the node that placed its tunnels (the
+//! primary), the agent holds up to N - 1 more, each to another node, where it reclaims
+//! the same tunnels with their recreate tokens and says hello. Every node the agent
+//! has a session with serves the tunnels' viewers itself, and the fleet's directory
+//! lists each such node as a holder, so the other nodes relay to whichever answers:
+//! losing one node costs no new request. A standby whose node ends it, drains or
+//! cannot be reached is replaced on another node.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use netbore_control::api::EdgeCandidate;
+use netbore_transport::proto::{EdgeNotice, FleetNode};
+use netbore_transport::tls::ClientTls;
+use netbore_transport::{Session, Stream};
+use tokio::io::WriteHalf;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::origin::{self, Origin};
+use crate::{AgentConfig, AgentError, Connected, ControlUrl, Held, Via, backoff, moving};
+
+/// How long a draining node is not asked for a standby again.
+const DRAINING_AVOID: Duration = Duration::from_secs(60);
+
+/// How long the node of a standby just promoted is not asked for a standby.
+const PROMOTED_AVOID: Duration = Duration::from_secs(5);
+
+/// How long a standby session may take to say goodbye when the agent stops.
+const GOODBYE_LIMIT: Duration = Duration::from_millis(500);
+
+/// What the standby sessions follow: the primary session, as of its last hello.
+#[derive(Clone)]
+pub(crate) struct Primary {
+    /// The id of the node the primary session is on (`None` on a single server).
+    pub(crate) node: Option<String>,
+    /// The fleet's other nodes that take tunnels, best first, as that node last
+    /// told them.
+    pub(crate) others: Vec<FleetNode>,
+    /// The tunnels' recreate tokens, names and ports.
+    pub(crate) held: Vec<Held>,
+    /// Where the tunnels' streams go.
+    pub(crate) origins: Vec<Origin>,
+}
+
+/// How many sessions the agent holds in all: `ha`, or by default 2 in a fleet; at
+/// most one on each node (`nodes` is how many there are).
+pub(crate) fn sessions(ha: Option<usize>, nodes: usize) -> usize {
+    let nodes = nodes.max(1);
+    match ha {
+        Some(n) => n.clamp(1, nodes),
+        None => nodes.min(2),
+    }
+}
+
+/// The other nodes among `edges`, the candidates a control plane listed with
+/// `primary`'s node.
+pub(crate) fn others(edges: &[EdgeCandidate], primary: Option<&str>) -> Vec<FleetNode> {
+    edges
+        .iter()
+        .filter_map(|e| {
+            let id = e.node.clone()?;
+            (Some(id.as_str()) != primary).then_some(FleetNode {
+                id,
+                control_url: e.control_url.clone()?,
+            })
+        })
+        .collect()
+}
+
+/// A standby session handed over to become the primary one, and the control API of
+/// its node.
+pub(crate) type Promoted = (Connected, ControlUrl);
+
+/// The owner of the standby sessions. Dropping it stops them at once;
+/// [`Standbys::stop`] closes them with a goodbye first.
+pub(crate) struct Standbys {
+    primary: watch::Sender<Option<Primary>>,
+    promote: mpsc::Sender<oneshot::Sender<Option<Promoted>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Standbys {
+    /// Starts the manager; it does nothing until [`Standbys::follow`].
+    pub(crate) fn start(config: &AgentConfig) -> Self {
+        let (primary, follow) = watch::channel(None);
+        let (promote, promotions) = mpsc::channel(1);
+        let task = tokio::spawn(manage(Arc::new(config.clone()), follow, promotions));
+        Standbys {
+            primary,
+            promote,
+            task,
+        }
+    }
+
+    /// The primary session is online (again): standbys go to other nodes than its.
+    pub(crate) fn follow(&self, primary: Primary) {
+        self.primary.send_replace(Some(primary));
+    }
+
+    /// The primary session's node told the fleet's other nodes (they changed).
+    pub(crate) fn learn(&self, others: Vec<FleetNode>) {
+        self.primary.send_modify(|p| {
+            if let Some(p) = p {
+                p.others = others;
+            }
+        });
+    }
+
+    /// A standby session that is online, taken out of the standbys to become the
+    /// primary one (the primary's node died or drains): its node serves the tunnels
+    /// already, so nothing is reclaimed and no viewer waits. `None` when there is none.
+    pub(crate) async fn promote(&self) -> Option<Promoted> {
+        let (reply, answer) = oneshot::channel();
+        self.promote.send(reply).await.ok()?;
+        answer.await.ok().flatten()
+    }
+
+    /// Closes the standby sessions, telling their nodes, and waits for that.
+    pub(crate) async fn stop(mut self) {
+        // The manager sees the channel close and says goodbye.
+        drop(std::mem::replace(&mut self.primary, watch::channel(None).0));
+        let _ = tokio::time::timeout(GOODBYE_LIMIT * 2, &mut self.task).await;
+    }
+}
+
+impl Drop for Standbys {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How a standby session ended.
+enum Ended {
+    /// Its node closed it, or took one of its tunnels away.
+    Closed,
+    /// Its node drains: the session is handed to [`moving::retire`] with the
+    /// tunnels it served.
+    Draining(Session, WriteHalf<Stream>, Vec<String>),
+    /// Handed over to become the primary session.
+    Promoted(Box<Connected>, ControlUrl),
+}
+
+/// A standby session online.
+struct Up {
+    session: Session,
+    /// Asks it to hand itself over.
+    promote: oneshot::Sender<()>,
+}
+
+/// Keeps `sessions - 1` standby sessions on nodes other than the primary's, until
+/// `primary`'s sender is dropped; hands one over when `promotions` asks.
+async fn manage(
+    config: Arc<AgentConfig>,
+    mut primary: watch::Receiver<Option<Primary>>,
+    mut promotions: mpsc::Receiver<oneshot::Sender<Option<Promoted>>>,
+) {
+    let tls = Arc::new(OnceLock::new());
+    let mut slots: JoinSet<(String, Result<Ended, AgentError>)> = JoinSet::new();
+    // Nodes with a standby task, and those whose session said hello.
+    let mut busy: HashSet<String> = HashSet::new();
+    let mut up: HashMap<String, Up> = HashMap::new();
+    let (up_tx, mut up_rx) = mpsc::channel::<(String, Up)>(8);
+    // Nodes not to ask again until then.
+    let mut avoid: HashMap<String, Instant> = HashMap::new();
+    let mut failures = 0u32;
+    let mut retiring = JoinSet::new();
+    // A promotion asked for, and the node whose standby hands itself over.
+    let mut promoting: Option<(String, oneshot::Sender<Option<Promoted>>)> = None;
+    loop {
+        let now = Instant::now();
+        avoid.retain(|_, until| *until > now);
+        let current = primary.borrow().clone();
+        if let Some(p) = current {
+            // A standby on the primary's node ended there: the primary's reclaim
+            // took the tunnels over.
+            if let Some(gone) = p.node.as_ref().and_then(|n| up.remove(n)) {
+                gone.session.close(netbore_mux::GoAwayCode::NORMAL);
+            }
+            let nodes = p.others.len() + usize::from(p.node.is_some());
+            let wanted = sessions(config.ha, nodes).saturating_sub(1);
+            while busy.len() < wanted {
+                let Some((node, control)) = p.others.iter().find_map(|n| {
+                    let free = Some(&n.id) != p.node.as_ref()
+                        && !busy.contains(&n.id)
+                        && !avoid.contains_key(&n.id);
+                    let control: ControlUrl = n.control_url.parse().ok()?;
+                    free.then(|| (n.id.clone(), control))
+                }) else {
+                    break;
+                };
+                busy.insert(node.clone());
+                slots.spawn(hold(
+                    config.clone(),
+                    tls.clone(),
+                    node,
+                    control,
+                    p.held.clone(),
+                    p.origins.clone(),
+                    up_tx.clone(),
+                ));
+            }
+        }
+        let retry = avoid.values().min().copied();
+        tokio::select! {
+            changed = primary.changed() => if changed.is_err() {
+                break;
+            },
+            Some(reply) = promotions.recv(), if promoting.is_none() => {
+                let asked = up
+                    .keys()
+                    .next()
+                    .cloned()
+                    .and_then(|n| up.remove(&n).map(|u| (n, u)))
+                    .filter(|(_, standby)| !standby.session.is_closed())
+                    .and_then(|(node, standby)| standby.promote.send(()).ok().map(|()| node));
+                match asked {
+                    Some(node) => promoting = Some((node, reply)),
+                    None => {
+                        let _ = reply.send(None);
+                    }
+                }
+            }
+            Some((node, standby)) = up_rx.recv() => {
+                failures = 0;
+                up.insert(node, standby);
+            }
+            Some(done) = slots.join_next() => {
+                let Ok((node, result)) = done else { continue };
+                busy.remove(&node);
+                up.remove(&node);
+                let now = Instant::now();
+                if promoting.as_ref().is_some_and(|(n, _)| *n == node) {
+                    let (_, reply) = promoting.take().expect("checked");
+                    match result {
+                        Ok(Ended::Promoted(connected, control)) => {
+                            tracing::info!(%node, "the standby session takes over as the primary one");
+                            // Not a standby's node again before the agent follows it
+                            // as the primary's.
+                            avoid.insert(node, now + PROMOTED_AVOID);
+                            let _ = reply.send(Some((*connected, control)));
+                            continue;
+                        }
+                        _ => {
+                            let _ = reply.send(None);
+                        }
+                    }
+                }
+                match result {
+                    Ok(Ended::Promoted(connected, _)) => {
+                        // Asked for by a promotion that gave up: not needed now.
+                        connected.session.close(netbore_mux::GoAwayCode::NORMAL);
+                    }
+                    Ok(Ended::Draining(session, to_edge, ids)) => {
+                        tracing::info!(%node, "the node of a standby session drains; holding one on another node");
+                        avoid.insert(node, now + DRAINING_AVOID);
+                        let origins = primary.borrow().as_ref().map(|p| p.origins.clone()).unwrap_or_default();
+                        moving::retire(&mut retiring, session, to_edge, origins, ids, config.connect_timeout);
+                    }
+                    Ok(Ended::Closed) => {
+                        tracing::info!(%node, "a standby session ended; holding one again");
+                        avoid.insert(node, now + backoff::delay(1, config.max_backoff));
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        let delay = backoff::delay(failures, config.max_backoff);
+                        tracing::warn!(%node, error = %e, ?delay, "could not hold a standby session on another node");
+                        avoid.insert(node, now + delay);
+                    }
+                }
+            }
+            () = async { tokio::time::sleep_until(retry.expect("guarded")).await }, if retry.is_some() => {}
+            Some(_) = retiring.join_next(), if !retiring.is_empty() => {}
+        }
+    }
+    for standby in up.values() {
+        standby
+            .session
+            .close_and_flush(netbore_mux::GoAwayCode::NORMAL, GOODBYE_LIMIT)
+            .await;
+    }
+    slots.abort_all();
+}
+
+/// One standby session on `node`: reclaims the tunnels through its control API
+/// (`control`), says hello to that node's Edge only, and serves streams until the
+/// session ends, the node drains, or the session is promoted.
+async fn hold(
+    config: Arc<AgentConfig>,
+    tls: Arc<OnceLock<ClientTls>>,
+    node: String,
+    control: ControlUrl,
+    mut held: Vec<Held>,
+    origins: Vec<Origin>,
+    up: mpsc::Sender<(String, Up)>,
+) -> (String, Result<Ended, AgentError>) {
+    let result = async {
+        let mut c = crate::connect(&config, &control, &mut held, None, &tls, Via::Placer).await?;
+        if c.created[0].edges.first().and_then(|e| e.node.as_deref()) != Some(node.as_str()) {
+            c.session.close(netbore_mux::GoAwayCode::NORMAL);
+            return Err(AgentError::EdgeUnreachable {
+                addr: c.edge,
+                reason: format!("{control} placed the tunnels on another node than {node}"),
+            });
+        }
+        tracing::info!(%node, edge = %c.edge, "standby session online");
+        let (promote, mut promoted) = oneshot::channel();
+        let standby = Up {
+            session: c.session.clone(),
+            promote,
+        };
+        if up.send((node.clone(), standby)).await.is_err() {
+            return Ok(Ended::Closed);
+        }
+        let session = c.session.clone();
+        let serve = origin::serve(&session, origins, config.connect_timeout);
+        tokio::pin!(serve);
+        loop {
+            tokio::select! {
+                _ = &mut serve => return Ok(Ended::Closed),
+                Ok(()) = &mut promoted => break,
+                Some(notice) = c.notices.recv() => match notice {
+                    EdgeNotice::TunnelClosed { .. } => {
+                        c.session.close(netbore_mux::GoAwayCode::NORMAL);
+                        return Ok(Ended::Closed);
+                    }
+                    EdgeNotice::Draining { .. } => {
+                        let ids = c.created.iter().map(|t| t.tunnel_id.clone()).collect();
+                        return Ok(Ended::Draining(c.session.clone(), c.to_edge, ids));
+                    }
+                    other => tracing::debug!(?other, "ignored a notice this agent does not know"),
+                },
+            }
+        }
+        Ok(Ended::Promoted(Box::new(c), control))
+    }
+    .await;
+    (node, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edge(node: Option<&str>) -> EdgeCandidate {
+        EdgeCandidate {
+            addr: "127.0.0.1:7835".into(),
+            transports: vec!["tcp".into()],
+            development_ca: false,
+            node: node.map(str::to_string),
+            region: None,
+            control_url: node.map(|n| format!("https://{n}:8443")),
+        }
+    }
+
+    #[test]
+    fn sessions_default_to_two_in_a_fleet_and_never_exceed_its_nodes() {
+        assert_eq!(sessions(None, 1), 1);
+        assert_eq!(sessions(Some(3), 1), 1);
+        assert_eq!(sessions(None, 3), 2);
+        assert_eq!(sessions(Some(1), 3), 1);
+        assert_eq!(sessions(Some(0), 3), 1);
+        assert_eq!(sessions(Some(3), 3), 3);
+        assert_eq!(sessions(Some(9), 3), 3);
+    }
+
+    #[test]
+    fn the_other_nodes_are_the_candidates_without_the_primary_s() {
+        let edges = [
+            edge(Some("a")),
+            edge(None),
+            edge(Some("b")),
+            edge(Some("c")),
+        ];
+        let ids: Vec<String> = others(&edges, Some("b"))
+            .into_iter()
+            .map(|n| n.id)
+            .collect();
+        assert_eq!(ids, ["a", "c"]);
+    }
+}

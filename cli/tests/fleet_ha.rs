@@ -1,0 +1,200 @@
+//! Agents on several nodes (`--ha`, `docs/protocols/fleet.md`, "Agents on several
+//! nodes"): in a fleet of three, an agent holds sessions on two nodes by default, and
+//! the directory lists both as holders of its tunnel. A node killed with SIGKILL
+//! costs no request sent through the others: first the holder the third node relays
+//! to (the relay turns to the other holder, and a request in flight on the dead link
+//! is sent again there), then the node of the agent's first session (its standby
+//! session takes over with nothing to reclaim). After each kill the agent holds a
+//! session on every live node it can again.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::balancer::{Balancer, Tally, load};
+use common::fleet::{Fleet, IPS};
+use common::{TempDir, web};
+
+/// The nodes serving the tunnel at `public_url`, newest claim first, as the
+/// operator's listing (`netbore tunnels list --redis`) shows them.
+fn holders(fleet: &Fleet, public_url: &str) -> Vec<usize> {
+    let nowhere = TempDir::new("fleet-list");
+    let out = std::process::Command::new(common::bin())
+        .args(["tunnels", "list", "--json", "--redis", &fleet.redis.url])
+        .arg("--data-dir")
+        .arg(&nowhere.0)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    let Some(nodes) = listed["tunnels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["public_url"] == public_url)
+        .and_then(|t| t["node"].as_str())
+    else {
+        return Vec::new();
+    };
+    nodes
+        .split(',')
+        .map(|id| {
+            IPS.iter()
+                .position(|ip| id.starts_with(&format!("{ip}:")))
+                .unwrap_or_else(|| panic!("node {id} is one of the fleet's"))
+        })
+        .collect()
+}
+
+/// Waits (20 s at most) until the tunnel is served by `n` live nodes, none of them
+/// in `dead`, and answers them.
+async fn held_by(
+    fleet: &Fleet,
+    agent: &common::HttpAgent,
+    public_url: &str,
+    n: usize,
+    dead: &[usize],
+) -> Vec<usize> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = holders(fleet, public_url);
+        if now.len() == n && now.iter().all(|i| !dead.contains(i)) {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the tunnel is served by {n} live nodes (now {now:?}, dead {dead:?}); agent:\n{}",
+            agent.proc.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sends load through `through` for `before`, kills node `victim` with SIGKILL,
+/// goes on for `after`, and answers what the load saw.
+async fn kill_under_load(
+    fleet: &Fleet,
+    host: &str,
+    through: Vec<SocketAddr>,
+    victim: usize,
+    before: Duration,
+    after: Duration,
+) -> Arc<Tally> {
+    let balancer = Arc::new(Balancer {
+        ready: through.iter().map(|_| AtomicBool::new(true)).collect(),
+        http: through,
+        next: AtomicUsize::new(0),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    for keep_alive in [true, true, true, false, false] {
+        tasks.spawn(load(
+            balancer.clone(),
+            host.to_string(),
+            keep_alive,
+            tally.clone(),
+            stop.clone(),
+        ));
+    }
+    tokio::time::sleep(before).await;
+    let pid = fleet.nodes[victim].server.proc.pid();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let at_kill = tally.ok.load(Ordering::Relaxed);
+    tokio::time::sleep(after).await;
+    stop.store(true, Ordering::Relaxed);
+    while tasks.join_next().await.is_some() {}
+    assert!(
+        tally.ok.load(Ordering::Relaxed) > at_kill + 200,
+        "the load went on after node {victim} died"
+    );
+    tally
+}
+
+fn assert_none_failed(tally: &Tally, what: &str) {
+    let failed = tally.failed.load(Ordering::Relaxed);
+    let ok = tally.ok.load(Ordering::Relaxed);
+    assert_eq!(
+        failed,
+        0,
+        "{what}: {failed} of {} requests failed: {:?}",
+        ok + failed,
+        tally.why.lock().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_nodes_that_hold_a_tunnel_fails_no_request_through_the_others() {
+    let origin = web::start_origin().await;
+    let fleet = Fleet::start(&[]);
+    let agent = common::HttpAgent::start(
+        &fleet.nodes[0].server,
+        &origin.addr.to_string(),
+        &["--name", "ha"],
+    );
+    let host = agent.host.clone();
+    let public_url = format!("http://{host}");
+    // The first session is on node 0; the standby, by default, on one other node.
+    let both = held_by(&fleet, &agent, &public_url, 2, &[]).await;
+    assert!(both.contains(&0), "{both:?}");
+    let standby = both[0];
+    let relay = (0..3).find(|i| !both.contains(i)).unwrap();
+    for i in 0..3 {
+        let addr = fleet.http_addr(i);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while web::get(addr, &host, "/hello").await.status != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "the tunnel answers through {addr}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // 1. The newest holder, the one the third node relays to, dies.
+    let through = vec![fleet.http_addr(0), fleet.http_addr(relay)];
+    let tally = kill_under_load(
+        &fleet,
+        &host,
+        through,
+        standby,
+        Duration::from_secs(1),
+        Duration::from_secs(7),
+    )
+    .await;
+    assert_none_failed(&tally, "the standby's node died");
+    // The agent holds a session on the relaying node now too.
+    let again = held_by(&fleet, &agent, &public_url, 2, &[standby]).await;
+    assert!(again.contains(&0) && again.contains(&relay), "{again:?}");
+
+    // 2. The node of the agent's first session dies: the standby takes over.
+    let tally = kill_under_load(
+        &fleet,
+        &host,
+        vec![fleet.http_addr(relay)],
+        0,
+        Duration::from_secs(1),
+        Duration::from_secs(7),
+    )
+    .await;
+    assert_none_failed(&tally, "the first session's node died");
+    held_by(&fleet, &agent, &public_url, 1, &[standby, 0]).await;
+    let log = agent.proc.stderr();
+    assert!(
+        log.contains("a standby session takes over"),
+        "the agent promoted its standby session:\n{log}"
+    );
+    drop(agent);
+}
