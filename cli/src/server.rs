@@ -60,6 +60,8 @@ pub(crate) struct Bound {
     /// the revoked-key sweep): each connection or session they accept is theirs or
     /// follows `drain`; stopping them closes the listeners.
     pub(crate) tasks: tokio::task::JoinSet<()>,
+    /// The control plane, which hears `POST /admin/drain`.
+    pub(crate) api: Option<std::sync::Arc<Control>>,
 }
 
 /// The Edge's certificate for the TLS transports (tls, wss, quic), and the development
@@ -221,6 +223,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         fleet: None,
         drain: Drain::default(),
         tasks: tokio::task::JoinSet::new(),
+        api: None,
     };
     let own_ports = [
         Some(bound.control),
@@ -343,6 +346,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         max_tunnel_records: args.max_tunnel_records.max(1),
         trusted_proxies: args.trusted_proxies.clone(),
         max_names_per_key: args.max_names_per_key,
+        admin_keys: args.admin_keys.clone(),
         api_rate: RateConfig {
             rate: args.api_rate,
             burst: args.api_burst,
@@ -406,6 +410,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
         Box::new(registry.clone()),
         store,
     ));
+    bound.api = Some(control.clone());
     if let Some(fleet) = &fleet {
         control.set_nodes(fleet.clone());
         bound.tasks.spawn(netbore_edge::fleet::mirror::run(
@@ -587,7 +592,17 @@ pub(crate) async fn run(args: ServerArgs, printer: Printer) -> anyhow::Result<()
             if args.allow_anonymous { "allowed" } else { "refused: agents need an API key (netbore key create), or pass --allow-anonymous" }
         ),
     );
-    signals.next().await;
+    // A signal, or an admin key's `POST /admin/drain`, starts the drain.
+    let api = bound.api.clone();
+    tokio::select! {
+        () = signals.next() => {}
+        () = async {
+            match &api {
+                Some(api) => api.drain_requested().await,
+                None => std::future::pending().await,
+            }
+        } => {}
+    }
     let cut = drain(&args, &mut bound, &printer, &mut signals).await;
     if cut > 0 {
         std::process::exit(DRAIN_CUT_EXIT);

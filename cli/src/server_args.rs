@@ -213,6 +213,11 @@ pub(crate) struct ServerArgs {
     /// Most names one API key may reserve.
     #[arg(long, default_value_t = 100)]
     pub(crate) max_names_per_key: usize,
+    /// Id (k_…) of an API key that may drain this node through the control API
+    /// (POST /admin/drain), as SIGTERM does; repeat or comma-separate for more
+    /// (default: none, only a signal drains).
+    #[arg(long = "admin-key", env = "NETBORE_ADMIN_KEYS", value_delimiter = ',')]
+    pub(crate) admin_keys: Vec<String>,
     /// Names no tunnel may take or reserve, comma-separated ('' for none): names a
     /// stranger's tunnel could use to pass for the operator's services, or that
     /// clients look up and trust on their own (wpad, autodiscover).

@@ -211,3 +211,46 @@ async fn the_drain_timeout_cuts_what_is_left_and_says_how_much_and_a_second_sign
     assert!(signalled.elapsed() < Duration::from_secs(5));
     drop((tcp, endless));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_key_drains_the_node_through_the_control_api_and_no_other_caller_can() {
+    // Keys made before the server starts, so it can name the admin one.
+    let data = common::TempDir::new("data");
+    let made = |label: &str| {
+        let (code, events) = common::key_cmd(&data, &["create", "--label", label]);
+        assert_eq!(code, 0, "{events:?}");
+        (
+            events[0]["id"].as_str().unwrap().to_string(),
+            events[0]["key"].as_str().unwrap().to_string(),
+        )
+    };
+    let (admin_id, admin) = made("ops");
+    let (_, user) = made("user");
+    let mut server = Server::start_in(
+        data,
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[
+            "--admin-key",
+            &admin_id,
+            "--drain-linger",
+            "0",
+            "--domain",
+            "localhost",
+        ],
+    );
+    server
+        .api("POST", "/admin/drain", None, None)
+        .assert_error(401, "unauthorized");
+    server
+        .api("POST", "/admin/drain", Some(&user), None)
+        .assert_error(403, "forbidden");
+    // Still serving: neither asked it to drain.
+    let listed = server.api("GET", "/tunnels", Some(&user), None);
+    assert_eq!(listed.status, 200, "{listed:?}");
+    let asked = server.api("POST", "/admin/drain", Some(&admin), None);
+    assert_eq!(asked.status, 202, "{asked:?}");
+    assert_eq!(asked.body, serde_json::json!({"draining": true}));
+    server.proc.expect_event("draining", Duration::from_secs(5));
+    assert_eq!(server.proc.wait_exit(Duration::from_secs(10)), Some(0));
+}

@@ -28,6 +28,8 @@ pub enum ErrorCode {
     BadRequest,
     /// Credentials are required.
     Unauthorized,
+    /// The caller is known but may not do this (an API key that is not an admin key).
+    Forbidden,
     /// The peer speaks another protocol version or sent a malformed handshake.
     ProtocolError,
     /// The requested name is online or reserved by someone else.
@@ -85,6 +87,7 @@ impl ErrorCode {
             ErrorCode::UnknownTunnel => "unknown_tunnel",
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::ProtocolError => "protocol_error",
             ErrorCode::NameTaken => "name_taken",
             ErrorCode::LimitReached => "limit_reached",

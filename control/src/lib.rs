@@ -193,6 +193,9 @@ pub struct ControlConfig {
     /// stops a stranger's tunnel from passing for the operator's own services
     /// ([`names::DEFAULT_DENIED_NAMES`]).
     pub denied_names: Vec<String>,
+    /// The ids of the API keys that may ask this node to drain (`POST /admin/drain`).
+    /// Empty: none may; a node then drains only on a signal.
+    pub admin_keys: Vec<String>,
 }
 
 impl Default for ControlConfig {
@@ -216,6 +219,7 @@ impl Default for ControlConfig {
                 .split(',')
                 .map(String::from)
                 .collect(),
+            admin_keys: Vec::new(),
         }
     }
 }
@@ -235,6 +239,8 @@ pub struct Control {
     lifecycle: Mutex<()>,
     /// The fleet's other nodes, when this node is part of one.
     nodes: std::sync::OnceLock<Arc<dyn Nodes>>,
+    /// Notified when an admin key asks this node to drain.
+    drain: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Control {
@@ -264,6 +270,7 @@ impl Control {
             rate,
             anonymous: AnonymousTunnels::default(),
             lifecycle: Mutex::new(()),
+            drain: tokio::sync::Notify::new(),
             nodes: std::sync::OnceLock::new(),
         }
     }
@@ -278,6 +285,27 @@ impl Control {
             },
             local => local,
         }
+    }
+
+    /// Asks this node to drain, for `caller` (`POST /admin/drain`): only a key listed
+    /// with `--admin-key` may. Asking again while it drains changes nothing.
+    pub fn request_drain(&self, caller: &Caller) -> Result<(), api::ApiError> {
+        let id = caller.require_key("draining a node")?;
+        if !self.config.admin_keys.iter().any(|k| k == id) {
+            return Err(api::ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                netbore_codes::ErrorCode::Forbidden,
+                "this API key may not drain the node; use a key the server names with --admin-key",
+            ));
+        }
+        tracing::info!(key = %id, "an admin key asked this node to drain");
+        self.drain.notify_one();
+        Ok(())
+    }
+
+    /// Completes when an admin key has asked this node to drain.
+    pub async fn drain_requested(&self) {
+        self.drain.notified().await;
     }
 
     /// Makes this control plane hand agents the fleet's other nodes after its own

@@ -183,3 +183,21 @@ pub(super) async fn release_name(
     .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+pub(super) async fn drain(
+    State(control): State<Arc<Control>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let who = Credentials::new(&control, &headers, client);
+    blocking(control, move |control| {
+        let caller = who.caller(control)?;
+        control.request_drain(&caller)
+    })
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(super::DrainAnswer { draining: true }),
+    )
+        .into_response())
+}

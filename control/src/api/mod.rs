@@ -37,6 +37,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/names"),
     ("GET", "/names"),
     ("DELETE", "/names/{name}"),
+    ("POST", "/admin/drain"),
     ("GET", "/openapi.json"),
 ];
 
@@ -56,6 +57,7 @@ pub fn router(control: Arc<Control>) -> Router {
             post(handlers::reserve_name).get(handlers::list_names),
         )
         .route("/names/{name}", axum::routing::delete(handlers::release_name))
+        .route("/admin/drain", post(handlers::drain))
         .route("/openapi.json", get(openapi))
         .fallback(|| async {
             ApiError::new(

@@ -284,3 +284,10 @@ mod tests {
         }
     }
 }
+
+/// Answer to `POST /admin/drain`: the node drains now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainAnswer {
+    /// Always `true`.
+    pub draining: bool,
+}

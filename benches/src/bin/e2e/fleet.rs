@@ -51,7 +51,9 @@ pub(crate) async fn http(
     let (other, relaying) = node("b");
     let control = format!("http://{}", holding["control"].as_str()?);
     let state = format!("{data}/agent-state");
-    let agent = Proc::spawn(
+    // One session (`NETBORE_HA=1`): the tunnel is held by the first node only, so
+    // viewers through the second are relayed.
+    let agent = Proc::spawn_env(
         bin,
         &[
             "http",
@@ -61,6 +63,7 @@ pub(crate) async fn http(
             "--state-dir",
             &state,
         ],
+        &[("NETBORE_HA", "1")],
     );
     let online = agent.wait_for("online");
     let host = online["public_url"]

@@ -443,9 +443,16 @@ impl Proc {
     }
 
     fn spawn(bin: &std::path::Path, args: &[&str]) -> Proc {
+        Self::spawn_env(bin, args, &[])
+    }
+
+    /// Like [`Proc::spawn`], with `env` set (settings read from the environment are
+    /// ignored by builds that do not know them, so A/B runs against older ones work).
+    fn spawn_env(bin: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(bin)
             .args(args)
             .arg("--json")
+            .envs(env.iter().copied())
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
