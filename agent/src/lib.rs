@@ -370,6 +370,7 @@ pub async fn run_until(
                 mut notices,
                 to_edge,
                 reader: _reader,
+                learned,
                 probe,
                 edge,
             }) => {
@@ -424,7 +425,7 @@ pub async fn run_until(
                     .or(edges.first())
                     .and_then(|e| e.node.clone());
                 standbys.follow(standby::Primary {
-                    others: standby::others(edges, node.as_deref()),
+                    others: learned.unwrap_or_else(|| standby::others(edges, node.as_deref())),
                     node,
                     held: held.clone(),
                     origins: origins.clone(),
@@ -497,6 +498,8 @@ pub async fn run_until(
                                 };
                                 tracing::info!(server = %target, "{message}");
                                 move_to = controls;
+                                // No standby may say hello where the tunnels move to now.
+                                standbys.halt();
                                 moving = Some(moving::start(&config, store.as_ref(), &tls, held.clone(), target));
                             }
                             EdgeNotice::Nodes { nodes } => {
@@ -572,6 +575,8 @@ pub async fn run_until(
                     moved = Some(standby);
                     continue;
                 }
+                // No standby may say hello where the tunnels are reclaimed next.
+                standbys.halt();
                 suspect = Some(edge);
                 format!("the session to the Edge ended ({ended})")
             }
@@ -650,6 +655,9 @@ struct Connected {
     to_edge: tokio::io::WriteHalf<Stream>,
     /// Owns the task reading the notices: it stops when this is dropped.
     reader: tokio::task::JoinSet<()>,
+    /// The fleet's other nodes as the Edge last told them, when a standby session
+    /// heard that before it became the primary one.
+    learned: Option<Vec<netbore_transport::proto::FleetNode>>,
     /// The QUIC Edge to move to once it answers (`auto` fell back from it).
     probe: Option<dialer::Attempt>,
     /// The Edge's address.
@@ -663,8 +671,9 @@ enum Via<'a> {
     Candidates { suspect: Option<&'a str> },
     /// A session a QUIC probe already dialed, and its address.
     Upgrade(Session, String),
-    /// Only the node that placed the tunnels: a standby session must be there.
-    Placer,
+    /// Only node `0`, which must be the one that placed the tunnels: a standby
+    /// session is on that node or nowhere (never on the primary session's).
+    Node(&'a str),
 }
 
 /// One connection attempt: create every tunnel, dial the Edge `via` says, say hello.
@@ -696,8 +705,18 @@ async fn connect(
             let attempts = dialer::plan(&edges, config)?;
             dialer::dial_first(config, &attempts, tls).await?
         }
-        Via::Placer => {
-            let attempts = dialer::plan(&created[0].edges[..1], config)?;
+        Via::Node(node) => {
+            let Some(placer) = created[0]
+                .edges
+                .first()
+                .filter(|e| e.node.as_deref() == Some(node))
+            else {
+                return Err(AgentError::EdgeUnreachable {
+                    addr: node.to_string(),
+                    reason: format!("{server} placed the tunnels on another node than {node}"),
+                });
+            };
+            let attempts = dialer::plan(std::slice::from_ref(placer), config)?;
             dialer::dial_first(config, &attempts, tls).await?
         }
     };
@@ -744,6 +763,7 @@ async fn connect(
                 notices,
                 to_edge,
                 reader,
+                learned: None,
                 probe: dialed.probe,
                 edge: dialed.addr,
             })

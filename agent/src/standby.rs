@@ -7,7 +7,7 @@
 //! losing one node costs no new request. A standby whose node ends it, drains or
 //! cannot be reached is replaced on another node.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -101,6 +101,14 @@ impl Standbys {
         self.primary.send_replace(Some(primary));
     }
 
+    /// The primary session is gone, or the tunnels are being reclaimed on another
+    /// node: standbys still connecting are stopped, so none says hello where the
+    /// reclaim lands (its hello would take the tunnels from the new primary). Those
+    /// online stay; [`Standbys::follow`] resumes.
+    pub(crate) fn halt(&self) {
+        self.primary.send_replace(None);
+    }
+
     /// The primary session's node told the fleet's other nodes (they changed).
     pub(crate) fn learn(&self, others: Vec<FleetNode>) {
         self.primary.send_modify(|p| {
@@ -149,6 +157,46 @@ struct Up {
     session: Session,
     /// Asks it to hand itself over.
     promote: oneshot::Sender<()>,
+    since: Instant,
+}
+
+/// A standby session that lasted this long was healthy: its node's failures are
+/// forgotten when it ends.
+const HEALTHY_FOR: Duration = Duration::from_secs(30);
+
+/// The least wait before a node is asked for a standby again.
+const RETRY_FLOOR: Duration = Duration::from_secs(1);
+
+/// The standby tasks and what the manager knows of each node.
+#[derive(Default)]
+struct Slots {
+    tasks: JoinSet<(String, Result<Ended, AgentError>)>,
+    /// Each task's node, and the tasks not online yet (stopped by a halt).
+    nodes: HashMap<tokio::task::Id, String>,
+    connecting: HashMap<String, tokio::task::AbortHandle>,
+    up: HashMap<String, Up>,
+    /// Nodes not to ask again until then, and failures in a row per node.
+    avoid: HashMap<String, Instant>,
+    failures: HashMap<String, u32>,
+}
+
+impl Slots {
+    fn busy(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn has(&self, node: &str) -> bool {
+        self.nodes.values().any(|n| n == node)
+    }
+
+    /// `node` failed (or its standby ended): not asked again for a while, longer
+    /// after each failure in a row, never sooner than [`RETRY_FLOOR`].
+    fn back_off(&mut self, node: &str, config: &AgentConfig) {
+        let failures = self.failures.entry(node.to_string()).or_default();
+        *failures += 1;
+        let delay = backoff::delay(*failures, config.max_backoff).max(RETRY_FLOOR);
+        self.avoid.insert(node.to_string(), Instant::now() + delay);
+    }
 }
 
 /// Keeps `sessions - 1` standby sessions on nodes other than the primary's, until
@@ -159,64 +207,68 @@ async fn manage(
     mut promotions: mpsc::Receiver<oneshot::Sender<Option<Promoted>>>,
 ) {
     let tls = Arc::new(OnceLock::new());
-    let mut slots: JoinSet<(String, Result<Ended, AgentError>)> = JoinSet::new();
-    // Nodes with a standby task, and those whose session said hello.
-    let mut busy: HashSet<String> = HashSet::new();
-    let mut up: HashMap<String, Up> = HashMap::new();
+    let mut slots = Slots::default();
     let (up_tx, mut up_rx) = mpsc::channel::<(String, Up)>(8);
-    // Nodes not to ask again until then.
-    let mut avoid: HashMap<String, Instant> = HashMap::new();
-    let mut failures = 0u32;
     let mut retiring = JoinSet::new();
     // A promotion asked for, and the node whose standby hands itself over.
     let mut promoting: Option<(String, oneshot::Sender<Option<Promoted>>)> = None;
     loop {
         let now = Instant::now();
-        avoid.retain(|_, until| *until > now);
+        slots.avoid.retain(|_, until| *until > now);
         let current = primary.borrow().clone();
-        if let Some(p) = current {
-            // A standby on the primary's node ended there: the primary's reclaim
-            // took the tunnels over.
-            if let Some(gone) = p.node.as_ref().and_then(|n| up.remove(n)) {
-                gone.session.close(netbore_mux::GoAwayCode::NORMAL);
+        match current {
+            None => {
+                for (_, connecting) in slots.connecting.drain() {
+                    connecting.abort();
+                }
             }
-            let nodes = p.others.len() + usize::from(p.node.is_some());
-            let wanted = sessions(config.ha, nodes).saturating_sub(1);
-            while busy.len() < wanted {
-                let Some((node, control)) = p.others.iter().find_map(|n| {
-                    let free = Some(&n.id) != p.node.as_ref()
-                        && !busy.contains(&n.id)
-                        && !avoid.contains_key(&n.id);
-                    let control: ControlUrl = n.control_url.parse().ok()?;
-                    free.then(|| (n.id.clone(), control))
-                }) else {
-                    break;
-                };
-                busy.insert(node.clone());
-                slots.spawn(hold(
-                    config.clone(),
-                    tls.clone(),
-                    node,
-                    control,
-                    p.held.clone(),
-                    p.origins.clone(),
-                    up_tx.clone(),
-                ));
+            Some(p) => {
+                // A standby on the primary's node ended there: the primary's reclaim
+                // took the tunnels over.
+                if let Some(gone) = p.node.as_ref().and_then(|n| slots.up.remove(n)) {
+                    gone.session.close(netbore_mux::GoAwayCode::NORMAL);
+                }
+                let nodes = p.others.len() + usize::from(p.node.is_some());
+                let wanted = sessions(config.ha, nodes).saturating_sub(1);
+                while slots.busy() < wanted {
+                    let Some((node, control)) = p.others.iter().find_map(|n| {
+                        let free = Some(&n.id) != p.node.as_ref()
+                            && !slots.has(&n.id)
+                            && !slots.avoid.contains_key(&n.id);
+                        let control: ControlUrl = n.control_url.parse().ok()?;
+                        free.then(|| (n.id.clone(), control))
+                    }) else {
+                        break;
+                    };
+                    let task = slots.tasks.spawn(hold(
+                        config.clone(),
+                        tls.clone(),
+                        node.clone(),
+                        control,
+                        p.held.clone(),
+                        p.origins.clone(),
+                        up_tx.clone(),
+                    ));
+                    slots.nodes.insert(task.id(), node.clone());
+                    slots.connecting.insert(node, task);
+                }
             }
         }
-        let retry = avoid.values().min().copied();
+        let retry = slots.avoid.values().min().copied();
         tokio::select! {
             changed = primary.changed() => if changed.is_err() {
                 break;
             },
             Some(reply) = promotions.recv(), if promoting.is_none() => {
-                let asked = up
-                    .keys()
-                    .next()
-                    .cloned()
-                    .and_then(|n| up.remove(&n).map(|u| (n, u)))
-                    .filter(|(_, standby)| !standby.session.is_closed())
-                    .and_then(|(node, standby)| standby.promote.send(()).ok().map(|()| node));
+                // Any standby still open will do.
+                let mut asked = None;
+                while let Some(node) = slots.up.keys().next().cloned() {
+                    let standby = slots.up.remove(&node).expect("listed");
+                    if !standby.session.is_closed() && standby.promote.send(()).is_ok() {
+                        asked = Some(node);
+                        break;
+                    }
+                }
                 match asked {
                     Some(node) => promoting = Some((node, reply)),
                     None => {
@@ -225,64 +277,80 @@ async fn manage(
                 }
             }
             Some((node, standby)) = up_rx.recv() => {
-                failures = 0;
-                up.insert(node, standby);
+                slots.connecting.remove(&node);
+                slots.up.insert(node, standby);
             }
-            Some(done) = slots.join_next() => {
-                let Ok((node, result)) = done else { continue };
-                busy.remove(&node);
-                up.remove(&node);
-                let now = Instant::now();
+            Some(done) = slots.tasks.join_next_with_id() => {
+                let (node, result) = match done {
+                    Ok((id, (node, result))) => {
+                        slots.nodes.remove(&id);
+                        (node, Some(result))
+                    }
+                    // Stopped by a halt (or it failed): only its node is known.
+                    Err(e) => (slots.nodes.remove(&e.id()).unwrap_or_default(), None),
+                };
+                slots.connecting.remove(&node);
+                if let Some(up) = slots.up.remove(&node)
+                    && up.since.elapsed() > HEALTHY_FOR
+                {
+                    slots.failures.remove(&node);
+                }
+                let mut result = result;
                 if promoting.as_ref().is_some_and(|(n, _)| *n == node) {
                     let (_, reply) = promoting.take().expect("checked");
-                    match result {
-                        Ok(Ended::Promoted(connected, control)) => {
+                    match result.take() {
+                        Some(Ok(Ended::Promoted(connected, control))) => {
                             tracing::info!(%node, "the standby session takes over as the primary one");
                             // Not a standby's node again before the agent follows it
                             // as the primary's.
-                            avoid.insert(node, now + PROMOTED_AVOID);
+                            slots.avoid.insert(node, Instant::now() + PROMOTED_AVOID);
                             let _ = reply.send(Some((*connected, control)));
                             continue;
                         }
-                        _ => {
+                        other => {
                             let _ = reply.send(None);
+                            result = other;
                         }
                     }
                 }
                 match result {
-                    Ok(Ended::Promoted(connected, _)) => {
+                    Some(Ok(Ended::Promoted(connected, _))) => {
                         // Asked for by a promotion that gave up: not needed now.
                         connected.session.close(netbore_mux::GoAwayCode::NORMAL);
                     }
-                    Ok(Ended::Draining(session, to_edge, ids)) => {
+                    Some(Ok(Ended::Draining(session, to_edge, ids))) => {
                         tracing::info!(%node, "the node of a standby session drains; holding one on another node");
-                        avoid.insert(node, now + DRAINING_AVOID);
+                        slots.avoid.insert(node, Instant::now() + DRAINING_AVOID);
                         let origins = primary.borrow().as_ref().map(|p| p.origins.clone()).unwrap_or_default();
                         moving::retire(&mut retiring, session, to_edge, origins, ids, config.connect_timeout);
                     }
-                    Ok(Ended::Closed) => {
+                    Some(Ok(Ended::Closed)) => {
                         tracing::info!(%node, "a standby session ended; holding one again");
-                        avoid.insert(node, now + backoff::delay(1, config.max_backoff));
+                        slots.back_off(&node, &config);
                     }
-                    Err(e) => {
-                        failures += 1;
-                        let delay = backoff::delay(failures, config.max_backoff);
-                        tracing::warn!(%node, error = %e, ?delay, "could not hold a standby session on another node");
-                        avoid.insert(node, now + delay);
+                    Some(Err(e)) => {
+                        tracing::warn!(%node, error = %e, "could not hold a standby session on another node");
+                        slots.back_off(&node, &config);
                     }
+                    None => {}
                 }
             }
             () = async { tokio::time::sleep_until(retry.expect("guarded")).await }, if retry.is_some() => {}
             Some(_) = retiring.join_next(), if !retiring.is_empty() => {}
         }
     }
-    for standby in up.values() {
-        standby
-            .session
-            .close_and_flush(netbore_mux::GoAwayCode::NORMAL, GOODBYE_LIMIT)
-            .await;
+    // Goodbyes, all at once.
+    let mut goodbyes = JoinSet::new();
+    for (_, standby) in slots.up.drain() {
+        goodbyes.spawn(async move {
+            standby
+                .session
+                .close_and_flush(netbore_mux::GoAwayCode::NORMAL, GOODBYE_LIMIT)
+                .await;
+        });
     }
-    slots.abort_all();
+    while goodbyes.join_next().await.is_some() {}
+    slots.tasks.abort_all();
 }
 
 /// One standby session on `node`: reclaims the tunnels through its control API
@@ -298,19 +366,14 @@ async fn hold(
     up: mpsc::Sender<(String, Up)>,
 ) -> (String, Result<Ended, AgentError>) {
     let result = async {
-        let mut c = crate::connect(&config, &control, &mut held, None, &tls, Via::Placer).await?;
-        if c.created[0].edges.first().and_then(|e| e.node.as_deref()) != Some(node.as_str()) {
-            c.session.close(netbore_mux::GoAwayCode::NORMAL);
-            return Err(AgentError::EdgeUnreachable {
-                addr: c.edge,
-                reason: format!("{control} placed the tunnels on another node than {node}"),
-            });
-        }
+        let via = Via::Node(&node);
+        let mut c = crate::connect(&config, &control, &mut held, None, &tls, via).await?;
         tracing::info!(%node, edge = %c.edge, "standby session online");
         let (promote, mut promoted) = oneshot::channel();
         let standby = Up {
             session: c.session.clone(),
             promote,
+            since: Instant::now(),
         };
         if up.send((node.clone(), standby)).await.is_err() {
             return Ok(Ended::Closed);
@@ -331,6 +394,8 @@ async fn hold(
                         let ids = c.created.iter().map(|t| t.tunnel_id.clone()).collect();
                         return Ok(Ended::Draining(c.session.clone(), c.to_edge, ids));
                     }
+                    // Kept for when this session becomes the primary one.
+                    EdgeNotice::Nodes { nodes } => c.learned = Some(nodes),
                     other => tracing::debug!(?other, "ignored a notice this agent does not know"),
                 },
             }

@@ -261,21 +261,24 @@ impl Edge {
         }
         let mut told_to_move = false;
         // The fleet's other nodes, told to the agent after the hello and on change.
-        let directory = self.registry.directory().cloned();
-        let mut nodes_told = None;
-        let mut nodes_check = tokio::time::interval(NODES_CHECK);
-        nodes_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut nodes = self.registry.directory().map(|d| d.watch_nodes());
+        if let Some(nodes) = &mut nodes {
+            nodes.mark_changed();
+        }
         let reason = loop {
             tokio::select! {
                 reason = session.closed() => break reason.to_string(),
-                _ = nodes_check.tick(), if directory.is_some() => {
-                    let nodes = directory.as_ref().map(|d| d.other_nodes()).unwrap_or_default();
-                    if nodes_told.as_ref() != Some(&nodes) {
-                        let notice = EdgeNotice::Nodes { nodes: nodes.clone() };
-                        // Bounded: an agent that does not read its notices holds up
-                        // nothing here.
-                        let _ = tokio::time::timeout(NOTICE_GRACE, proto::write_message(&mut hello_stream, &notice)).await;
-                        nodes_told = Some(nodes);
+                changed = async { nodes.as_mut().expect("guarded").changed().await }, if nodes.is_some() => {
+                    let Some(watch) = nodes.as_mut().filter(|_| changed.is_ok()) else {
+                        nodes = None;
+                        continue;
+                    };
+                    let notice = EdgeNotice::Nodes { nodes: watch.borrow_and_update().clone() };
+                    // An agent that does not read its notices holds up nothing here;
+                    // a notice cut short would garble the next, so the session ends.
+                    if tokio::time::timeout(NOTICE_GRACE, proto::write_message(&mut hello_stream, &notice)).await.is_err() {
+                        session.close(GoAwayCode::PROTOCOL_ERROR);
+                        break "the agent did not read the Edge's notices".to_string();
                     }
                 }
                 () = self.drain.reached(drain::Phase::Draining), if !told_to_move => {
@@ -426,9 +429,6 @@ async fn until_shown_elsewhere(
     }
     let _ = shown.send((tunnel_id, held));
 }
-
-/// How often a session's agent is told of changes in the fleet's node list.
-const NODES_CHECK: Duration = Duration::from_secs(1);
 
 /// How often a moved tunnel's new holder is looked for in the directory.
 const MOVE_POLL: Duration = Duration::from_millis(100);

@@ -67,8 +67,9 @@ return 0
 /// Takes a route for this node with a new generation and announces it. A route's
 /// value is its holders, `;`-separated, each `NODE INCARNATION GENERATION TUNNEL_ID
 /// AGENT`: other nodes' holders of the same tunnel stay (an agent with sessions on
-/// several nodes, `--ha`) while their nodes are in the node list; holders of another
-/// tunnel are superseded; this node's own earlier holder is replaced.
+/// several nodes, `--ha`) while their nodes are in the node list (those of nodes
+/// that left it are dropped, each announced with `del`); holders of another tunnel
+/// are superseded; this node's own earlier holder is replaced.
 /// `KEYS`: routes, generation, nodes. `ARGV`: route key, `NODE INCARNATION`,
 /// `TUNNEL_ID AGENT`, channel, mode. Mode `take` takes the route whoever has it (an
 /// agent brought the tunnel online here now); `keep` takes it only when no other
@@ -81,16 +82,19 @@ pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
 local node = string.match(ARGV[2], '^(%S+)')
 local tunnel = string.match(ARGV[3], '^(%S+)')
 local kept = {}
+local gone = {}
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old then
   for e in string.gmatch(old, '[^;]+') do
-    local n, t = string.match(e, '^(%S+) %S+ %S+ (%S+)')
-    if n and n ~= node and redis.call('ZSCORE', KEYS[3], n) then
+    local n, owner, t = string.match(e, '^((%S+) %S+ %S+) (%S+)')
+    if owner and owner ~= node and redis.call('ZSCORE', KEYS[3], owner) then
       if t == tunnel then
         table.insert(kept, e)
       elseif ARGV[5] == 'keep' then
         return -1
       end
+    elseif owner and owner ~= node then
+      table.insert(gone, n)
     end
   end
 end
@@ -99,6 +103,9 @@ local v = ARGV[2] .. ' ' .. g .. ' ' .. ARGV[3]
 table.insert(kept, v)
 redis.call('HSET', KEYS[1], ARGV[1], table.concat(kept, ';'))
 redis.call('PUBLISH', ARGV[4], 'set ' .. ARGV[1] .. ' ' .. v)
+for _, n in ipairs(gone) do
+  redis.call('PUBLISH', ARGV[4], 'del ' .. ARGV[1] .. ' ' .. n)
+end
 return g
 ",
     )
@@ -114,8 +121,7 @@ return g
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if not v then return 0 end
+local v = redis.call('HGET', KEYS[1], ARGV[1]) or ''
 local kept = {}
 local gone = nil
 for e in string.gmatch(v, '[^;]+') do
@@ -126,7 +132,15 @@ for e in string.gmatch(v, '[^;]+') do
     table.insert(kept, e)
   end
 end
-if not gone then return 0 end
+if not gone then
+  -- Gone already (a claim dropped it while this node was out of the node list):
+  -- announced anyway, so no replica keeps it.
+  local n, inc, gen = string.match(ARGV[2], '^(%S+) (%S+) (%S+)$')
+  if gen then
+    redis.call('PUBLISH', ARGV[3], 'del ' .. ARGV[1] .. ' ' .. n .. ' ' .. inc .. ' ' .. gen)
+  end
+  return 0
+end
 if #kept == 0 then
   redis.call('HDEL', KEYS[1], ARGV[1])
 else

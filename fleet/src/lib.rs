@@ -134,6 +134,8 @@ struct Shared {
     draining: AtomicBool,
     /// The token signing keys of the other live nodes, kept current by the worker.
     trusted: TrustedKeys,
+    /// The other live nodes that take tunnels, by id, kept current by the worker.
+    others: tokio::sync::watch::Sender<Vec<netbore_edge::fleet::FleetNode>>,
 }
 
 /// This node's membership of a fleet. Dropping it stops its threads (the node's
@@ -179,6 +181,7 @@ impl Fleet {
             held: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             trusted,
+            others: tokio::sync::watch::Sender::new(Vec::new()),
         });
         let (tx, rx) = mpsc::channel();
         let mut worker = worker::Worker::new(client.clone(), shared.clone(), rx);
@@ -263,6 +266,10 @@ impl Drop for Fleet {
 }
 
 impl Directory for Fleet {
+    fn watch_nodes(&self) -> tokio::sync::watch::Receiver<Vec<netbore_edge::fleet::FleetNode>> {
+        self.shared.others.subscribe()
+    }
+
     fn other_nodes(&self) -> Vec<netbore_edge::fleet::FleetNode> {
         netbore_control::Nodes::others(self)
             .into_iter()

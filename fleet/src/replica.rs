@@ -134,7 +134,18 @@ impl Replica {
             return;
         }
         // Holders of another tunnel are superseded; this node's older entry replaced.
-        entries.retain(|e| e.tunnel_id == entry.tunnel_id && e.node != entry.node);
+        let mut superseded = Vec::new();
+        entries.retain(|e| {
+            if e.tunnel_id != entry.tunnel_id {
+                superseded.push(e.tunnel_id.clone());
+            }
+            e.tunnel_id == entry.tunnel_id && e.node != entry.node
+        });
+        for tunnel in superseded {
+            if self.by_tunnel.get(&tunnel).map(String::as_str) == Some(key) {
+                self.by_tunnel.remove(&tunnel);
+            }
+        }
         self.by_tunnel
             .insert(entry.tunnel_id.clone(), key.to_string());
         let at = entries

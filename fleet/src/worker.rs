@@ -240,6 +240,22 @@ impl Worker {
             .secret
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Some(secret);
+        let mut others: Vec<netbore_edge::fleet::FleetNode> = nodes
+            .iter()
+            .filter(|n| n.id != self.shared.node.id && !n.draining)
+            .map(|n| netbore_edge::fleet::FleetNode {
+                id: n.id.clone(),
+                control_url: n.control_url.clone(),
+            })
+            .collect();
+        others.sort_by(|a, b| a.id.cmp(&b.id));
+        self.shared.others.send_if_modified(|known| {
+            let changed = *known != others;
+            if changed {
+                *known = others;
+            }
+            changed
+        });
         self.shared
             .replica
             .write()

@@ -86,6 +86,10 @@ pub trait Directory: Send + Sync + fmt::Debug + 'static {
     /// first: where agents hold more sessions and a draining node's agents move.
     fn other_nodes(&self) -> Vec<FleetNode>;
 
+    /// [`Directory::other_nodes`] as they change, by id (so a change of load order
+    /// alone is no change): what each agent session is told.
+    fn watch_nodes(&self) -> tokio::sync::watch::Receiver<Vec<FleetNode>>;
+
     /// The control APIs of [`Directory::other_nodes`].
     fn other_controls(&self) -> Vec<String> {
         self.other_nodes()

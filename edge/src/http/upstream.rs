@@ -80,12 +80,18 @@ pub enum UpstreamError {
     LinkLost(Resend),
 }
 
-/// A bodiless, idempotent request already encoded for the origin, kept so it can be
-/// sent again through another holder of the tunnel.
+/// A bodiless request already encoded for the origin, kept so a safe one (`GET`,
+/// `HEAD`, `OPTIONS`) can be sent again through another holder of the tunnel.
 #[derive(Debug)]
 pub struct Resend {
     head: Bytes,
     head_request: bool,
+    /// Whether its method is safe (RFC 9110, section 9.2.1): sending it twice
+    /// changes nothing at the origin.
+    safe: bool,
+    /// When it was first sent: a second try gets what is left of the response
+    /// timeout, not a new one.
+    sent: tokio::time::Instant,
 }
 
 impl UpstreamError {
@@ -323,13 +329,20 @@ impl HttpTunnel {
         let timeout = self.config.response_timeout;
         if h1::handles(&request) {
             // The encoded head is all the exchange needs, also to send it again.
-            let head_request = request.method() == hyper::Method::HEAD;
+            let method = request.method();
+            let head_request = method == hyper::Method::HEAD;
+            let safe = matches!(
+                *method,
+                hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
+            );
             let mut encoded = bytes::BytesMut::new();
             h1::encode_head(&request, &mut encoded);
             drop(request);
             let resend = Resend {
                 head: encoded.freeze(),
                 head_request,
+                safe,
+                sent: tokio::time::Instant::now(),
             };
             return self.resend(resend, viewer).await;
         }
@@ -355,8 +368,9 @@ impl HttpTunnel {
         viewer: SocketAddr,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         let timeout = self.config.response_timeout;
+        let deadline = request.sent + timeout;
         let exchange = self.exchange_lean(request.head.clone(), request.head_request, viewer);
-        match tokio::time::timeout(timeout, exchange).await {
+        match tokio::time::timeout_at(deadline, exchange).await {
             Err(_) => Err(UpstreamError::Timeout(timeout)),
             Ok(Ok((conn, head))) => {
                 let body = h1::Body::new(conn, &head);
@@ -364,7 +378,7 @@ impl HttpTunnel {
             }
             // No byte of a response has reached the viewer yet.
             Ok(Err(UpstreamError::AgentOffline(_) | UpstreamError::Broken(_)))
-                if self.preamble.is_some() && self.session.is_closed() =>
+                if request.safe && self.preamble.is_some() && self.session.is_closed() =>
             {
                 Err(UpstreamError::LinkLost(request))
             }
