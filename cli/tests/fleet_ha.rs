@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::balancer::{Balancer, Tally, load};
-use common::fleet::{Fleet, IPS};
+use common::fleet::{Fleet, IPS, start_node};
 use common::{TempDir, web};
 
 /// The nodes serving the tunnel at `public_url`, newest claim first, as the
@@ -195,6 +195,77 @@ async fn killing_nodes_that_hold_a_tunnel_fails_no_request_through_the_others() 
     assert!(
         log.contains("a standby session takes over"),
         "the agent promoted its standby session:\n{log}"
+    );
+    drop(agent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_fleet_of_two_a_drain_promotes_the_standby_and_the_agent_comes_back_to_both() {
+    let origin = web::start_origin().await;
+    let mut fleet = Fleet::start_n(2, &[]);
+    let agent = common::HttpAgent::start(
+        &fleet.nodes[0].server,
+        &origin.addr.to_string(),
+        &["--name", "pair"],
+    );
+    let host = agent.host.clone();
+    let public_url = format!("http://{host}");
+    held_by(&fleet, &agent, &public_url, 2, &[]).await;
+
+    // Node 0, the first session's, drains under load through node 1.
+    let balancer = Arc::new(Balancer {
+        ready: vec![AtomicBool::new(true)],
+        http: vec![fleet.http_addr(1)],
+        next: AtomicUsize::new(0),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    for keep_alive in [true, false] {
+        tasks.spawn(load(
+            balancer.clone(),
+            host.clone(),
+            keep_alive,
+            tally.clone(),
+            stop.clone(),
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = fleet.nodes[0].server.proc.pid();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = fleet.nodes[0]
+        .server
+        .proc
+        .wait_exit(Duration::from_secs(40));
+    assert_eq!(code, Some(0), "node 0 drained and exited 0");
+    stop.store(true, Ordering::Relaxed);
+    while tasks.join_next().await.is_some() {}
+    assert_none_failed(&tally, "node 0 drained");
+    let log = agent.proc.stderr();
+    assert!(
+        log.contains("takes over"),
+        "the standby on node 1 took over:\n{log}"
+    );
+
+    // Node 0 back: the agent, still running, holds a standby there again.
+    let node = &mut fleet.nodes[0];
+    let metrics_addr = format!("{}:{}", node.ip, fleet.metrics);
+    node.server = start_node(
+        &fleet.redis.url,
+        node.ip,
+        fleet.control,
+        fleet.agent,
+        fleet.http,
+        &["--metrics-addr", &metrics_addr],
+    );
+    held_by(&fleet, &agent, &public_url, 2, &[]).await;
+    assert_eq!(
+        web::get(fleet.http_addr(0), &host, "/hello").await.status,
+        200
     );
     drop(agent);
 }

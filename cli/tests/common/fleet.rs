@@ -28,10 +28,15 @@ pub const IPS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
 
 impl Fleet {
     pub fn start(extra: &[&str]) -> Fleet {
+        Self::start_n(IPS.len(), extra)
+    }
+
+    /// A fleet of the first `n` of [`IPS`].
+    pub fn start_n(n: usize, extra: &[&str]) -> Fleet {
         let redis = RedisServer::start();
         let (control, agent, http) = (free_port(), free_port(), free_port());
         let metrics = free_port();
-        let nodes = IPS
+        let nodes = IPS[..n]
             .iter()
             .map(|ip| {
                 let metrics_addr = format!("{ip}:{metrics}");
