@@ -485,9 +485,7 @@ pub async fn run_until(
                                     tracing::info!(server = %control, "{message}");
                                     servers.select(&control);
                                     if let Some(to_edge) = to_edge.take() {
-                                        retired.retain(|s| !s.is_closed());
-                                        retired.push(session.clone());
-                                        moving::retire(&mut retiring, session.clone(), to_edge, origins.clone(), ids.clone(), config.connect_timeout);
+                                        moving::leave(&mut retiring, &mut retired, &session, to_edge, &origins, &ids, config.connect_timeout);
                                     }
                                     moved = Some(standby);
                                     break;
@@ -541,9 +539,7 @@ pub async fn run_until(
                                     held.clone_from_slice(&moved_held);
                                     servers.select(&target);
                                     if let Some(to_edge) = to_edge.take() {
-                                        retired.retain(|s| !s.is_closed());
-                                        retired.push(session.clone());
-                                        moving::retire(&mut retiring, session.clone(), to_edge, origins.clone(), ids.clone(), config.connect_timeout);
+                                        moving::leave(&mut retiring, &mut retired, &session, to_edge, &origins, &ids, config.connect_timeout);
                                     }
                                     moved = Some(connected);
                                     break;

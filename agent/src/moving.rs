@@ -66,6 +66,29 @@ pub(crate) fn close_retired(retired: &mut Vec<Session>) {
     }
 }
 
+/// The tunnels are online elsewhere now: `session` is [`retire`]d and kept among
+/// `retired`, to be closed if the agent stops first.
+pub(crate) fn leave(
+    retiring: &mut JoinSet<()>,
+    retired: &mut Vec<Session>,
+    session: &Session,
+    to_edge: WriteHalf<Stream>,
+    origins: &[Origin],
+    ids: &[String],
+    timeout: Duration,
+) {
+    retired.retain(|s| !s.is_closed());
+    retired.push(session.clone());
+    retire(
+        retiring,
+        session.clone(),
+        to_edge,
+        origins.to_vec(),
+        ids.to_vec(),
+        timeout,
+    );
+}
+
 /// Keeps `session`, which the agent moved its tunnels away from, serving the streams
 /// its node still opens until that node closes it (or [`RETIRE_LIMIT`]). Tells the
 /// node first, on `to_edge`, which tunnels moved.

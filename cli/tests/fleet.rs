@@ -111,40 +111,20 @@ async fn an_http_tunnel_held_by_one_node_answers_through_all_three() {
 
     // The operator's listing names the node serving each tunnel; the candidates'
     // tunnels, whose agents never came, are offline.
-    let nowhere = TempDir::new("fleet-list");
-    let out = std::process::Command::new(common::bin())
-        .args([
-            "tunnels",
-            "list",
-            "--json",
-            "--redis",
-            &fleet.redis.url,
-            "--data-dir",
-        ])
-        .arg(&nowhere.0)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listed: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
-    let tunnels = listed["tunnels"].as_array().unwrap();
+    let tunnels = fleet.tunnels_listed();
     let shop: Vec<_> = tunnels
         .iter()
         .filter(|t| t["public_url"] == format!("http://{host}"))
         .collect();
-    assert_eq!(shop.len(), 1, "{listed}");
+    assert_eq!(shop.len(), 1, "{tunnels:?}");
     assert_eq!(
         shop[0]["node"],
         format!("127.0.0.2:{}", fleet.agent),
-        "{listed}"
+        "{tunnels:?}"
     );
     assert!(
         tunnels.iter().filter(|t| t["node"].is_null()).count() >= 1,
-        "{listed}"
+        "{tunnels:?}"
     );
 }
 

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::balancer::{Balancer, Tally, health_checks, load};
-use common::fleet::{Fleet, IPS, start_node};
+use common::fleet::{Fleet, IPS};
 use common::web;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,15 +88,7 @@ async fn a_rolling_restart_of_every_node_under_load_fails_no_request() {
             (200, "slow answer"),
             "the slow request on node {k} completed"
         );
-        let metrics_addr = format!("{}:{}", node.ip, fleet.metrics);
-        node.server = start_node(
-            &fleet.redis.url,
-            node.ip,
-            fleet.control,
-            fleet.agent,
-            fleet.http,
-            &["--metrics-addr", &metrics_addr],
-        );
+        fleet.restart(k);
         // Back in the balancer, and the tunnel answers through it again.
         let deadline = Instant::now() + Duration::from_secs(15);
         while !balancer.ready[k].load(Ordering::Acquire)
@@ -116,15 +108,8 @@ async fn a_rolling_restart_of_every_node_under_load_fails_no_request() {
     }
     stop.store(true, Ordering::Relaxed);
     while tasks.join_next().await.is_some() {}
-    let failed = tally.failed.load(Ordering::Relaxed);
+    tally.assert_none_failed("a rolling restart");
     let ok = tally.ok.load(Ordering::Relaxed);
-    assert_eq!(
-        failed,
-        0,
-        "{failed} of {} requests failed: {:?}",
-        ok + failed,
-        tally.why.lock().unwrap()
-    );
     assert!(ok > 1000, "only {ok} requests went through");
     drop(agent);
 }

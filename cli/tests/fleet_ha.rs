@@ -15,29 +15,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::balancer::{Balancer, Tally, load};
-use common::fleet::{Fleet, IPS, start_node};
-use common::{TempDir, web};
+use common::fleet::{Fleet, IPS};
+use common::web;
 
 /// The nodes serving the tunnel at `public_url`, newest claim first, as the
 /// operator's listing (`netbore tunnels list --redis`) shows them.
 fn holders(fleet: &Fleet, public_url: &str) -> Vec<usize> {
-    let nowhere = TempDir::new("fleet-list");
-    let out = std::process::Command::new(common::bin())
-        .args(["tunnels", "list", "--json", "--redis", &fleet.redis.url])
-        .arg("--data-dir")
-        .arg(&nowhere.0)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listed: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
-    let Some(nodes) = listed["tunnels"]
-        .as_array()
-        .unwrap()
+    let tunnels = fleet.tunnels_listed();
+    let Some(nodes) = tunnels
         .iter()
         .find(|t| t["public_url"] == public_url)
         .and_then(|t| t["node"].as_str())
@@ -123,18 +108,6 @@ async fn kill_under_load(
     tally
 }
 
-fn assert_none_failed(tally: &Tally, what: &str) {
-    let failed = tally.failed.load(Ordering::Relaxed);
-    let ok = tally.ok.load(Ordering::Relaxed);
-    assert_eq!(
-        failed,
-        0,
-        "{what}: {failed} of {} requests failed: {:?}",
-        ok + failed,
-        tally.why.lock().unwrap()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_nodes_that_hold_a_tunnel_fails_no_request_through_the_others() {
     let origin = web::start_origin().await;
@@ -174,7 +147,7 @@ async fn killing_nodes_that_hold_a_tunnel_fails_no_request_through_the_others() 
         Duration::from_secs(7),
     )
     .await;
-    assert_none_failed(&tally, "the standby's node died");
+    tally.assert_none_failed("the standby's node died");
     // The agent holds a session on the relaying node now too.
     let again = held_by(&fleet, &agent, &public_url, 2, &[standby]).await;
     assert!(again.contains(&0) && again.contains(&relay), "{again:?}");
@@ -189,7 +162,7 @@ async fn killing_nodes_that_hold_a_tunnel_fails_no_request_through_the_others() 
         Duration::from_secs(7),
     )
     .await;
-    assert_none_failed(&tally, "the first session's node died");
+    tally.assert_none_failed("the first session's node died");
     held_by(&fleet, &agent, &public_url, 1, &[standby, 0]).await;
     let log = agent.proc.stderr();
     assert!(
@@ -244,7 +217,7 @@ async fn in_a_fleet_of_two_a_drain_promotes_the_standby_and_the_agent_comes_back
     assert_eq!(code, Some(0), "node 0 drained and exited 0");
     stop.store(true, Ordering::Relaxed);
     while tasks.join_next().await.is_some() {}
-    assert_none_failed(&tally, "node 0 drained");
+    tally.assert_none_failed("node 0 drained");
     let log = agent.proc.stderr();
     assert!(
         log.contains("takes over"),
@@ -252,16 +225,7 @@ async fn in_a_fleet_of_two_a_drain_promotes_the_standby_and_the_agent_comes_back
     );
 
     // Node 0 back: the agent, still running, holds a standby there again.
-    let node = &mut fleet.nodes[0];
-    let metrics_addr = format!("{}:{}", node.ip, fleet.metrics);
-    node.server = start_node(
-        &fleet.redis.url,
-        node.ip,
-        fleet.control,
-        fleet.agent,
-        fleet.http,
-        &["--metrics-addr", &metrics_addr],
-    );
+    fleet.restart(0);
     held_by(&fleet, &agent, &public_url, 2, &[]).await;
     assert_eq!(
         web::get(fleet.http_addr(0), &host, "/hello").await.status,

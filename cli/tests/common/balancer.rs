@@ -20,6 +20,19 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Fails the test, naming the first failures, unless every request succeeded.
+    pub fn assert_none_failed(&self, what: &str) {
+        let failed = self.failed.load(Ordering::Relaxed);
+        let ok = self.ok.load(Ordering::Relaxed);
+        assert_eq!(
+            failed,
+            0,
+            "{what}: {failed} of {} requests failed: {:?}",
+            ok + failed,
+            self.why.lock().unwrap()
+        );
+    }
+
     pub fn fail(&self, why: String) {
         self.failed.fetch_add(1, Ordering::Relaxed);
         let mut w = self.why.lock().unwrap();

@@ -78,6 +78,41 @@ impl Fleet {
         }
     }
 
+    /// The operator's listing of the fleet's tunnels (`netbore tunnels list --redis
+    /// --json`), each with the nodes serving it.
+    pub fn tunnels_listed(&self) -> Vec<serde_json::Value> {
+        let nowhere = TempDir::new("fleet-list");
+        let out = std::process::Command::new(super::bin())
+            .args(["tunnels", "list", "--json", "--redis", &self.redis.url])
+            .arg("--data-dir")
+            .arg(&nowhere.0)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let listed: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap())
+                .unwrap();
+        listed["tunnels"].as_array().unwrap().clone()
+    }
+
+    /// Starts node `i` again (after it exited), as it was started.
+    pub fn restart(&mut self, i: usize) {
+        let ip = self.nodes[i].ip;
+        let metrics_addr = format!("{ip}:{}", self.metrics);
+        self.nodes[i].server = start_node(
+            &self.redis.url,
+            ip,
+            self.control,
+            self.agent,
+            self.http,
+            &["--metrics-addr", &metrics_addr],
+        );
+    }
+
     pub fn http_addr(&self, i: usize) -> SocketAddr {
         format!("{}:{}", self.nodes[i].ip, self.http)
             .parse()
