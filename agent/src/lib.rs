@@ -475,7 +475,12 @@ pub async fn run_until(
                                 }
                                 return AgentError::Refused { code, message };
                             }
-                            EdgeNotice::Draining { controls, message, .. } => {
+                            EdgeNotice::Draining { node, controls, message } => {
+                                // No standby there: a reclaim at a draining node takes
+                                // the tunnels from the session still finishing there.
+                                if let Some(node) = node {
+                                    standbys.avoid(node);
+                                }
                                 if moving.is_some() || retry_move.is_some() {
                                     continue;
                                 }

@@ -8,6 +8,7 @@
 //! cannot be reached is replaced on another node.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -80,6 +81,8 @@ pub(crate) type Promoted = (Connected, ControlUrl);
 pub(crate) struct Standbys {
     primary: watch::Sender<Option<Primary>>,
     promote: mpsc::Sender<oneshot::Sender<Option<Promoted>>>,
+    /// Nodes that drain: no standby there for a while.
+    draining: mpsc::UnboundedSender<String>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -88,10 +91,17 @@ impl Standbys {
     pub(crate) fn start(config: &AgentConfig) -> Self {
         let (primary, follow) = watch::channel(None);
         let (promote, promotions) = mpsc::channel(1);
-        let task = tokio::spawn(manage(Arc::new(config.clone()), follow, promotions));
+        let (draining, drains) = mpsc::unbounded_channel();
+        let told = Told {
+            primary: follow,
+            promotions,
+            drains,
+        };
+        let task = tokio::spawn(manage(Arc::new(config.clone()), told));
         Standbys {
             primary,
             promote,
+            draining,
             task,
         }
     }
@@ -107,6 +117,12 @@ impl Standbys {
     /// online stay; [`Standbys::follow`] resumes.
     pub(crate) fn halt(&self) {
         self.primary.send_replace(None);
+    }
+
+    /// Node `node` drains: no standby is held there for a while (its control API
+    /// would place the tunnels there again, over the session finishing there).
+    pub(crate) fn avoid(&self, node: String) {
+        let _ = self.draining.send(node);
     }
 
     /// The primary session's node told the fleet's other nodes (they changed).
@@ -178,9 +194,33 @@ struct Slots {
     /// Nodes not to ask again until then, and failures in a row per node.
     avoid: HashMap<String, Instant>,
     failures: HashMap<String, u32>,
+    /// This agent's random order of the nodes, and the source of its jitter.
+    order: std::collections::hash_map::RandomState,
 }
 
 impl Slots {
+    /// Task `id`'s standby said hello; one whose task has ended already (its end
+    /// was seen first) is closed.
+    fn online(&mut self, id: tokio::task::Id, standby: Up) {
+        match self.nodes.get(&id) {
+            Some(node) => {
+                self.connecting.remove(node);
+                self.up.insert(node.clone(), standby);
+            }
+            None => standby.session.close(netbore_mux::GoAwayCode::NORMAL),
+        }
+    }
+
+    /// `node` drains: a standby still connecting there stops (its reclaim would
+    /// take the tunnels from a session finishing there), and none goes there for a
+    /// while. One online there hears the drain itself.
+    fn draining(&mut self, node: String) {
+        if let Some(connecting) = self.connecting.remove(&node) {
+            connecting.abort();
+        }
+        self.avoid.insert(node, Instant::now() + DRAINING_AVOID);
+    }
+
     fn busy(&self) -> usize {
         self.nodes.len()
     }
@@ -190,29 +230,56 @@ impl Slots {
     }
 
     /// `node` failed (or its standby ended): not asked again for a while, longer
-    /// after each failure in a row, never sooner than [`RETRY_FLOOR`].
+    /// after each failure in a row, never sooner than [`RETRY_FLOOR`], plus up to a
+    /// second of jitter so agents that lost the same node do not come back together.
     fn back_off(&mut self, node: &str, config: &AgentConfig) {
         let failures = self.failures.entry(node.to_string()).or_default();
         *failures += 1;
-        let delay = backoff::delay(*failures, config.max_backoff).max(RETRY_FLOOR);
+        let jitter = Duration::from_millis(
+            self.order
+                .hash_one((node, *failures, std::time::SystemTime::now()))
+                % 1000,
+        );
+        let delay = backoff::delay(*failures, config.max_backoff).max(RETRY_FLOOR) + jitter;
         self.avoid.insert(node.to_string(), Instant::now() + delay);
     }
 }
 
 /// Keeps `sessions - 1` standby sessions on nodes other than the primary's, until
 /// `primary`'s sender is dropped; hands one over when `promotions` asks.
-async fn manage(
-    config: Arc<AgentConfig>,
-    mut primary: watch::Receiver<Option<Primary>>,
-    mut promotions: mpsc::Receiver<oneshot::Sender<Option<Promoted>>>,
-) {
+/// What the agent's loop tells the manager.
+struct Told {
+    /// The primary session ([`Standbys::follow`], [`Standbys::halt`]); closed when
+    /// the agent stops.
+    primary: watch::Receiver<Option<Primary>>,
+    /// Promotions asked for ([`Standbys::promote`]).
+    promotions: mpsc::Receiver<oneshot::Sender<Option<Promoted>>>,
+    /// Nodes that drain ([`Standbys::avoid`]).
+    drains: mpsc::UnboundedReceiver<String>,
+}
+
+async fn manage(config: Arc<AgentConfig>, told: Told) {
+    let Told {
+        mut primary,
+        mut promotions,
+        mut drains,
+    } = told;
     let tls = Arc::new(OnceLock::new());
     let mut slots = Slots::default();
-    let (up_tx, mut up_rx) = mpsc::channel::<(String, Up)>(8);
+    let (up_tx, mut up_rx) = mpsc::channel::<(tokio::task::Id, Up)>(8);
     let mut retiring = JoinSet::new();
     // A promotion asked for, and the node whose standby hands itself over.
     let mut promoting: Option<(String, oneshot::Sender<Option<Promoted>>)> = None;
     loop {
+        // Standbys that said hello count as online before anything is decided: a
+        // halt must not abort them, a promotion may take them.
+        while let Ok((id, standby)) = up_rx.try_recv() {
+            slots.online(id, standby);
+        }
+        // Told before the primary changed, so heeded before it is followed.
+        while let Ok(node) = drains.try_recv() {
+            slots.draining(node);
+        }
         let now = Instant::now();
         slots.avoid.retain(|_, until| *until > now);
         let current = primary.borrow().clone();
@@ -231,13 +298,21 @@ async fn manage(
                 let nodes = p.others.len() + usize::from(p.node.is_some());
                 let wanted = sessions(config.ha, nodes).saturating_sub(1);
                 while slots.busy() < wanted {
-                    let Some((node, control)) = p.others.iter().find_map(|n| {
-                        let free = Some(&n.id) != p.node.as_ref()
-                            && !slots.has(&n.id)
-                            && !slots.avoid.contains_key(&n.id);
-                        let control: ControlUrl = n.control_url.parse().ok()?;
-                        free.then(|| (n.id.clone(), control))
-                    }) else {
+                    // In this agent's own order of the nodes, so the standbys of
+                    // many agents spread over the fleet.
+                    let Some((node, control)) = p
+                        .others
+                        .iter()
+                        .filter(|n| {
+                            Some(&n.id) != p.node.as_ref()
+                                && !slots.has(&n.id)
+                                && !slots.avoid.contains_key(&n.id)
+                        })
+                        .filter_map(|n| {
+                            Some((n.id.clone(), n.control_url.parse::<ControlUrl>().ok()?))
+                        })
+                        .min_by_key(|(id, _)| slots.order.hash_one(id))
+                    else {
                         break;
                     };
                     let task = slots.tasks.spawn(hold(
@@ -270,24 +345,34 @@ async fn manage(
                     }
                 }
                 match asked {
-                    Some(node) => promoting = Some((node, reply)),
+                    Some(node) => {
+                        // The node the primary session leaves died or drains.
+                        let left = primary.borrow().as_ref().and_then(|p| p.node.clone());
+                        if let Some(left) = left {
+                            slots.avoid.insert(left, Instant::now() + DRAINING_AVOID);
+                        }
+                        promoting = Some((node, reply));
+                    }
                     None => {
                         let _ = reply.send(None);
                     }
                 }
             }
-            Some((node, standby)) = up_rx.recv() => {
-                slots.connecting.remove(&node);
-                slots.up.insert(node, standby);
-            }
+            Some((id, standby)) = up_rx.recv() => slots.online(id, standby),
+            Some(node) = drains.recv() => slots.draining(node),
             Some(done) = slots.tasks.join_next_with_id() => {
                 let (node, result) = match done {
                     Ok((id, (node, result))) => {
                         slots.nodes.remove(&id);
                         (node, Some(result))
                     }
-                    // Stopped by a halt (or it failed): only its node is known.
-                    Err(e) => (slots.nodes.remove(&e.id()).unwrap_or_default(), None),
+                    // Stopped by a halt: only its node is known.
+                    Err(e) if e.is_cancelled() => (slots.nodes.remove(&e.id()).unwrap_or_default(), None),
+                    Err(e) => {
+                        let node = slots.nodes.remove(&e.id()).unwrap_or_default();
+                        let failed = AgentError::EdgeUnreachable { addr: node.clone(), reason: e.to_string() };
+                        (node, Some(Err(failed)))
+                    }
                 };
                 slots.connecting.remove(&node);
                 if let Some(up) = slots.up.remove(&node)
@@ -363,7 +448,7 @@ async fn hold(
     control: ControlUrl,
     mut held: Vec<Held>,
     origins: Vec<Origin>,
-    up: mpsc::Sender<(String, Up)>,
+    up: mpsc::Sender<(tokio::task::Id, Up)>,
 ) -> (String, Result<Ended, AgentError>) {
     let result = async {
         let via = Via::Node(&node);
@@ -375,7 +460,7 @@ async fn hold(
             promote,
             since: Instant::now(),
         };
-        if up.send((node.clone(), standby)).await.is_err() {
+        if up.send((tokio::task::id(), standby)).await.is_err() {
             return Ok(Ended::Closed);
         }
         let session = c.session.clone();

@@ -86,7 +86,8 @@ async fn a_rolling_restart_of_every_node_under_load_fails_no_request() {
         assert_eq!(
             (slow.status, slow.text().as_str()),
             (200, "slow answer"),
-            "the slow request on node {k} completed"
+            "the slow request on node {k} completed; node {k} said:\n{stopped}\nagent:\n{}",
+            agent.proc.stderr()
         );
         fleet.restart(k);
         // Back in the balancer, and the tunnel answers through it again.

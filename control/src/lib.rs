@@ -288,8 +288,9 @@ impl Control {
     }
 
     /// Asks this node to drain, for `caller` (`POST /admin/drain`): only a key listed
-    /// with `--admin-key` may. Asking again while it drains changes nothing.
-    pub fn request_drain(&self, caller: &Caller) -> Result<(), api::ApiError> {
+    /// with `--admin-key` may. Asking again while it drains changes nothing. Answers
+    /// the node's id in its fleet.
+    pub fn request_drain(&self, caller: &Caller) -> Result<Option<String>, api::ApiError> {
         let id = caller.require_key("draining a node")?;
         if !self.config.admin_keys.iter().any(|k| k == id) {
             return Err(api::ApiError::new(
@@ -300,7 +301,7 @@ impl Control {
         }
         tracing::info!(key = %id, "an admin key asked this node to drain");
         self.drain.notify_one();
-        Ok(())
+        Ok(self.config.edges.first().and_then(|e| e.node.clone()))
     }
 
     /// Completes when an admin key has asked this node to drain.

@@ -211,8 +211,14 @@ impl Edge {
         }
         let _counted = netbore_metrics::server().agent_session(session.kind().as_str());
         let _session = self.drain.session();
-        let (notices_from_agent, mut hello_stream) = tokio::io::split(bound.hello_stream);
+        let (notices_from_agent, hello_stream) = tokio::io::split(bound.hello_stream);
         let mut tasks = tokio::task::JoinSet::new();
+        // The Edge's notices, each written whole by one task, so an agent slow to
+        // read them holds up only that task; and the fleet's other nodes, told after
+        // the hello and on change.
+        let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);
+        let nodes = self.registry.directory().map(|d| d.watch_nodes());
+        tasks.spawn(write_notices(hello_stream, notices_rx, nodes));
         // The agent has no reason to open more streams after its hello: refuse them.
         let extra = session.clone();
         tasks.spawn(async move {
@@ -260,27 +266,9 @@ impl Edge {
             );
         }
         let mut told_to_move = false;
-        // The fleet's other nodes, told to the agent after the hello and on change.
-        let mut nodes = self.registry.directory().map(|d| d.watch_nodes());
-        if let Some(nodes) = &mut nodes {
-            nodes.mark_changed();
-        }
         let reason = loop {
             tokio::select! {
                 reason = session.closed() => break reason.to_string(),
-                changed = async { nodes.as_mut().expect("guarded").changed().await }, if nodes.is_some() => {
-                    let Some(watch) = nodes.as_mut().filter(|_| changed.is_ok()) else {
-                        nodes = None;
-                        continue;
-                    };
-                    let notice = EdgeNotice::Nodes { nodes: watch.borrow_and_update().clone() };
-                    // An agent that does not read its notices holds up nothing here;
-                    // a notice cut short would garble the next, so the session ends.
-                    if tokio::time::timeout(NOTICE_GRACE, proto::write_message(&mut hello_stream, &notice)).await.is_err() {
-                        session.close(GoAwayCode::PROTOCOL_ERROR);
-                        break "the agent did not read the Edge's notices".to_string();
-                    }
-                }
                 () = self.drain.reached(drain::Phase::Draining), if !told_to_move => {
                     told_to_move = true;
                     let directory = self.registry.directory();
@@ -290,8 +278,7 @@ impl Edge {
                         Some(node) => format!("node {node} is draining; moving the tunnels to another node of the fleet"),
                         None => "the server is draining (restarting); its tunnels come back when it does".to_string(),
                     };
-                    let notice = EdgeNotice::Draining { node, controls, message };
-                    let _ = proto::write_message(&mut hello_stream, &notice).await;
+                    let _ = notices.send(EdgeNotice::Draining { node, controls, message }).await;
                 }
                 () = self.drain.reached(drain::Phase::Stopping) => {
                     session.close_and_flush(GoAwayCode::NORMAL, NOTICE_GRACE).await;
@@ -344,8 +331,7 @@ impl Edge {
                     };
                     tracing::info!(tunnel_id = %c.tunnel_id, %agent, %code, "tunnel taken offline");
                     self.audit.record(code.as_str(), &c.tunnel_id, &url, peer);
-                    let notice = EdgeNotice::TunnelClosed { tunnel_id: c.tunnel_id, code, message };
-                    let _ = proto::write_message(&mut hello_stream, &notice).await;
+                    let _ = notices.send(EdgeNotice::TunnelClosed { tunnel_id: c.tunnel_id, code, message }).await;
                     if live.is_empty() {
                         // The agent closes the session once it has read the notice;
                         // closing first could drop the notice on the way.
@@ -366,7 +352,6 @@ impl Edge {
             self.audit
                 .record("tunnel_offline", &tunnel_id, &l.url, peer);
         }
-        drop(hello_stream);
         tracing::info!(%agent, %reason, "agent session ended; its tunnels are offline");
     }
 }
@@ -386,6 +371,42 @@ struct Live {
 /// How long this node looks for a moved tunnel's new holder in its directory before
 /// it gives up and serves the tunnel here until the session ends.
 pub const MOVE_GRACE: Duration = Duration::from_secs(5);
+
+/// Notices a session's loop may queue for its writer before it waits.
+const NOTICE_QUEUE: usize = 8;
+
+/// Writes the Edge's notices on the hello stream, each whole: those `queued` by the
+/// session, and the latest list of the fleet's other nodes from `nodes` (at once, then
+/// on each change; a change while an older list is being written sends only the
+/// newest). Ends with the session's loop or the stream.
+async fn write_notices(
+    mut to_agent: tokio::io::WriteHalf<netbore_transport::Stream>,
+    mut queued: mpsc::Receiver<EdgeNotice>,
+    mut nodes: Option<tokio::sync::watch::Receiver<Vec<fleet::FleetNode>>>,
+) {
+    if let Some(nodes) = &mut nodes {
+        nodes.mark_changed();
+    }
+    loop {
+        let notice = tokio::select! {
+            biased;
+            notice = queued.recv() => match notice {
+                Some(notice) => notice,
+                None => return,
+            },
+            changed = async { nodes.as_mut().expect("guarded").changed().await }, if nodes.is_some() => {
+                let Some(watch) = nodes.as_mut().filter(|_| changed.is_ok()) else {
+                    nodes = None;
+                    continue;
+                };
+                EdgeNotice::Nodes { nodes: watch.borrow_and_update().clone() }
+            }
+        };
+        if proto::write_message(&mut to_agent, &notice).await.is_err() {
+            return;
+        }
+    }
+}
 
 /// Reads the agent's notices on the hello stream and passes on the tunnels it says it
 /// moved; ends with the stream or at the first message that is not a notice.

@@ -74,8 +74,10 @@ return 0
 /// `TUNNEL_ID AGENT`, channel, mode. Mode `take` takes the route whoever has it (an
 /// agent brought the tunnel online here now); `keep` takes it only when no other
 /// listed node holds another tunnel there (writing routes again after Redis lost them
-/// or a connection broke, which must not undo a claim by another tunnel in between).
-/// Answers the generation, or -1 when `keep` found another tunnel's holder.
+/// or a connection broke, which must not undo a claim by another tunnel in between),
+/// and keeps this node's entry with its generation when it is still there, so a
+/// holder that claimed since stays the newest. Answers the generation, or -1 when
+/// `keep` found another tunnel's holder.
 pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -83,6 +85,7 @@ local node = string.match(ARGV[2], '^(%S+)')
 local tunnel = string.match(ARGV[3], '^(%S+)')
 local kept = {}
 local gone = {}
+local mine = nil
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old then
   for e in string.gmatch(old, '[^;]+') do
@@ -95,11 +98,21 @@ if old then
       end
     elseif owner and owner ~= node then
       table.insert(gone, n)
+    elseif ARGV[5] == 'keep' and t == tunnel and string.sub(e, 1, string.len(ARGV[2]) + 1) == ARGV[2] .. ' ' then
+      mine = e
     end
   end
 end
-local g = redis.call('INCR', KEYS[2])
-local v = ARGV[2] .. ' ' .. g .. ' ' .. ARGV[3]
+local g
+local v
+if mine then
+  -- Written again as it was: a holder that claimed since stays the newest.
+  v = mine
+  g = tonumber(string.match(mine, '^%S+ %S+ (%S+)'))
+else
+  g = redis.call('INCR', KEYS[2])
+  v = ARGV[2] .. ' ' .. g .. ' ' .. ARGV[3]
+end
 table.insert(kept, v)
 redis.call('HSET', KEYS[1], ARGV[1], table.concat(kept, ';'))
 redis.call('PUBLISH', ARGV[4], 'set ' .. ARGV[1] .. ' ' .. v)

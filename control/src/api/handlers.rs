@@ -190,14 +190,14 @@ pub(super) async fn drain(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let who = Credentials::new(&control, &headers, client);
-    blocking(control, move |control| {
+    let node = blocking(control, move |control| {
         let caller = who.caller(control)?;
         control.request_drain(&caller)
     })
     .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(super::DrainAnswer { draining: true }),
-    )
-        .into_response())
+    let answer = super::DrainAnswer {
+        draining: true,
+        node,
+    };
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }

@@ -290,4 +290,8 @@ mod tests {
 pub struct DrainAnswer {
     /// Always `true`.
     pub draining: bool,
+    /// The node that drains: the one whose control API answered (absent on a
+    /// single server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }

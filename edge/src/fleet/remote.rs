@@ -71,9 +71,31 @@ impl Remote {
 
     /// The HTTP tunnel `name` as held by another node, if one holds it.
     pub async fn http(&self, name: &str) -> Option<Arc<HttpTunnel>> {
+        self.http_except(name, None).await
+    }
+
+    /// The HTTP tunnel `name` at another holder than the one `lost` reached: the
+    /// link to that one ended under a request.
+    pub async fn http_instead(
+        &self,
+        name: &str,
+        lost: &Arc<HttpTunnel>,
+    ) -> Option<Arc<HttpTunnel>> {
+        let failed = {
+            let cache = self.http.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .get(&RouteKey::Http(name.to_string()).to_string())
+                .filter(|c| Arc::ptr_eq(&c.tunnel, lost))
+                .map(|c| c.node.clone())
+        };
+        self.http_except(name, failed.as_deref()).await
+    }
+
+    /// The HTTP tunnel `name` at a holder other than node `except`.
+    async fn http_except(&self, name: &str, except: Option<&str>) -> Option<Arc<HttpTunnel>> {
         let key = RouteKey::Http(name.to_string());
         let upstream = self.upstream.clone();
-        self.cached(&self.http, key, |holder, link, preamble| {
+        self.cached(&self.http, key, except, |holder, link, preamble| {
             HttpTunnel::via_link(
                 holder.tunnel_id.clone(),
                 name.to_string(),
@@ -91,7 +113,7 @@ impl Remote {
     /// The TLS passthrough tunnel `name` as held by another node, if one holds it.
     pub async fn tls(&self, name: &str) -> Option<Arc<TlsTunnel>> {
         let key = RouteKey::Tls(name.to_string());
-        self.cached(&self.tls, key, |holder, link, preamble| {
+        self.cached(&self.tls, key, None, |holder, link, preamble| {
             TlsTunnel::via_link(holder.tunnel_id.clone(), link, preamble)
         })
         .await
@@ -116,8 +138,21 @@ impl Remote {
     /// best holder whose node answers (a node that just died refuses or times out,
     /// and the next holder is tried).
     pub async fn link_for(&self, route: &RouteKey) -> Option<(Session, Vec<u8>, Holder)> {
+        self.link_except(route, None).await
+    }
+
+    /// [`Self::link_for`], at a holder other than node `except`.
+    async fn link_except(
+        &self,
+        route: &RouteKey,
+        except: Option<&str>,
+    ) -> Option<(Session, Vec<u8>, Holder)> {
         let preamble = link::preamble(&route.to_string())?;
-        for holder in self.directory.holders(route) {
+        let holders = self.directory.holders(route);
+        for holder in holders
+            .into_iter()
+            .filter(|h| Some(h.node.as_str()) != except)
+        {
             match self.pool.session(&holder).await {
                 Ok(session) => return Some((session, preamble, holder)),
                 Err(e) => {
@@ -132,6 +167,7 @@ impl Remote {
         &self,
         cache: &Mutex<HashMap<String, Cached<T>>>,
         key: RouteKey,
+        except: Option<&str>,
         make: impl FnOnce(&Holder, Session, Vec<u8>) -> T,
     ) -> Option<Arc<T>> {
         let text = key.to_string();
@@ -141,12 +177,13 @@ impl Remote {
             // holds the tunnel and its link lives.
             if let Some(c) = cache.get(&text)
                 && !c.tunnel.is_offline()
+                && Some(c.node.as_str()) != except
                 && self.directory.is_holder(&key, &c.node, c.generation)
             {
                 return Some(c.tunnel.clone());
             }
         }
-        let (session, preamble, holder) = self.link_for(&key).await?;
+        let (session, preamble, holder) = self.link_except(&key, except).await?;
         let tunnel = Arc::new(make(&holder, session, preamble));
         let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= PRUNE_AT {

@@ -643,7 +643,7 @@ async fn forward_request(
     if let (Err(UpstreamError::LinkLost(_)), Some(remote)) = (&sent, remote)
         && let Err(UpstreamError::LinkLost(resend)) = sent
     {
-        sent = match Box::pin(remote.http(tunnel.name())).await {
+        sent = match Box::pin(remote.http_instead(tunnel.name(), tunnel)).await {
             Some(next) => Box::pin(next.resend(resend, conn.viewer)).await,
             None => Err(UpstreamError::AgentOffline("no other node holds it".into())),
         };
