@@ -24,8 +24,11 @@ use tokio::time::Instant;
 use crate::origin::{self, Origin};
 use crate::{AgentConfig, AgentError, Connected, ControlUrl, Held, Via, backoff, moving};
 
-/// How long a draining node is not asked for a standby again.
-const DRAINING_AVOID: Duration = Duration::from_secs(60);
+/// How long a node that drains (or that the first session left) is not asked for a
+/// standby: until the node lists the agent hears leave it out (a draining node is no
+/// candidate; a dead one leaves the list after its lease), and no longer, so a node
+/// restarted in a rolling restart gets its standbys back.
+const DRAINING_AVOID: Duration = Duration::from_secs(10);
 
 /// How long the node of a standby just promoted is not asked for a standby.
 const PROMOTED_AVOID: Duration = Duration::from_secs(5);
