@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::balancer::{Balancer, Tally, health_checks, load};
+use common::balancer::{Balancer, Load, health_checks};
 use common::fleet::{Fleet, IPS};
 use common::web;
 
@@ -47,19 +47,12 @@ async fn a_rolling_restart_of_every_node_under_load_fails_no_request() {
         ready: (0..3).map(|_| AtomicBool::new(true)).collect(),
         next: AtomicUsize::new(0),
     });
-    let stop = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Tally::default());
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(health_checks(balancer.clone(), metrics, stop.clone()));
-    for keep_alive in [true, true, true, false, false] {
-        tasks.spawn(load(
-            balancer.clone(),
-            host.clone(),
-            keep_alive,
-            tally.clone(),
-            stop.clone(),
-        ));
-    }
+    let mut running = Load::start(&balancer, &host, &[true, true, true, false, false]);
+    let tally = running.tally.clone();
+    let stop = running.stop.clone();
+    running
+        .tasks
+        .spawn(health_checks(balancer.clone(), metrics, stop.clone()));
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     for (k, &slow_addr) in http.iter().enumerate() {
@@ -107,8 +100,7 @@ async fn a_rolling_restart_of_every_node_under_load_fails_no_request() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    while tasks.join_next().await.is_some() {}
+    let tally = running.finish().await;
     tally.assert_none_failed("a rolling restart");
     let ok = tally.ok.load(Ordering::Relaxed);
     assert!(ok > 1000, "only {ok} requests went through");

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::balancer::{Balancer, Tally, load};
+use common::balancer::{Balancer, Load, Tally};
 use common::fleet::{Fleet, IPS};
 use common::web;
 
@@ -78,18 +78,8 @@ async fn kill_under_load(
         http: through,
         next: AtomicUsize::new(0),
     });
-    let stop = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Tally::default());
-    let mut tasks = tokio::task::JoinSet::new();
-    for keep_alive in [true, true, true, false, false] {
-        tasks.spawn(load(
-            balancer.clone(),
-            host.to_string(),
-            keep_alive,
-            tally.clone(),
-            stop.clone(),
-        ));
-    }
+    let running = Load::start(&balancer, host, &[true, true, true, false, false]);
+    let tally = running.tally.clone();
     tokio::time::sleep(before).await;
     let pid = fleet.nodes[victim].server.proc.pid();
     let status = std::process::Command::new("kill")
@@ -99,8 +89,7 @@ async fn kill_under_load(
     assert!(status.success());
     let at_kill = tally.ok.load(Ordering::Relaxed);
     tokio::time::sleep(after).await;
-    stop.store(true, Ordering::Relaxed);
-    while tasks.join_next().await.is_some() {}
+    running.finish().await;
     assert!(
         tally.ok.load(Ordering::Relaxed) > at_kill + 200,
         "the load went on after node {victim} died"
@@ -191,18 +180,7 @@ async fn in_a_fleet_of_two_a_drain_promotes_the_standby_and_the_agent_comes_back
         http: vec![fleet.http_addr(1)],
         next: AtomicUsize::new(0),
     });
-    let stop = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Tally::default());
-    let mut tasks = tokio::task::JoinSet::new();
-    for keep_alive in [true, false] {
-        tasks.spawn(load(
-            balancer.clone(),
-            host.clone(),
-            keep_alive,
-            tally.clone(),
-            stop.clone(),
-        ));
-    }
+    let running = Load::start(&balancer, &host, &[true, false]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pid = fleet.nodes[0].server.proc.pid();
     let status = std::process::Command::new("kill")
@@ -215,8 +193,7 @@ async fn in_a_fleet_of_two_a_drain_promotes_the_standby_and_the_agent_comes_back
         .proc
         .wait_exit(Duration::from_secs(40));
     assert_eq!(code, Some(0), "node 0 drained and exited 0");
-    stop.store(true, Ordering::Relaxed);
-    while tasks.join_next().await.is_some() {}
+    let tally = running.finish().await;
     tally.assert_none_failed("node 0 drained");
     let log = agent.proc.stderr();
     assert!(

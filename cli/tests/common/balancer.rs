@@ -169,3 +169,36 @@ pub async fn load(
         }
     }
 }
+
+/// Load running through a [`Balancer`]'s nodes until [`Load::finish`].
+pub struct Load {
+    pub tally: Arc<Tally>,
+    pub stop: Arc<AtomicBool>,
+    pub tasks: tokio::task::JoinSet<()>,
+}
+
+impl Load {
+    /// One client per entry of `keep_alive` ([`load`]) sending GETs for `host`.
+    pub fn start(balancer: &Arc<Balancer>, host: &str, keep_alive: &[bool]) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Tally::default());
+        let mut tasks = tokio::task::JoinSet::new();
+        for &keep_alive in keep_alive {
+            tasks.spawn(load(
+                balancer.clone(),
+                host.to_string(),
+                keep_alive,
+                tally.clone(),
+                stop.clone(),
+            ));
+        }
+        Load { tally, stop, tasks }
+    }
+
+    /// Stops the clients, waits for them, and answers what they saw.
+    pub async fn finish(mut self) -> Arc<Tally> {
+        self.stop.store(true, Ordering::Relaxed);
+        while self.tasks.join_next().await.is_some() {}
+        self.tally
+    }
+}

@@ -338,6 +338,16 @@ impl HttpTunnel {
             let mut encoded = bytes::BytesMut::new();
             h1::encode_head(&request, &mut encoded);
             drop(request);
+            if self.preamble.is_none() {
+                // An agent's own session: nothing to send again elsewhere, so no
+                // copy of the head or start time is kept.
+                let exchange = self.exchange_lean(encoded.freeze(), head_request, viewer);
+                let (conn, head) = tokio::time::timeout(timeout, exchange)
+                    .await
+                    .map_err(|_| UpstreamError::Timeout(timeout))??;
+                let body = h1::Body::new(conn, &head);
+                return Ok(head.response.map(|()| PooledBody::lean(body, self.clone())));
+            }
             let resend = Resend {
                 head: encoded.freeze(),
                 head_request,
