@@ -4,6 +4,8 @@
 //! starts again, while clients send keep-alive and new-connection requests through
 //! every node a readiness check calls ready, as a load balancer would. Not one
 //! request fails, and a slow request in flight on each restarted node completes.
+//! A draining node sends an agent's reclaim to the other nodes without cutting the
+//! session the agent moves from.
 
 mod common;
 
@@ -15,6 +17,9 @@ use std::time::{Duration, Instant};
 use common::balancer::{Balancer, Load, health_checks};
 use common::fleet::{Fleet, IPS};
 use common::web;
+use netbore_agent::control_client::create_tunnel;
+use netbore_control::api::CreateTunnelRequest;
+use netbore_transport::proto::{self, EdgeNotice, HelloReply};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_every_node_under_load_fails_no_request() {
@@ -101,8 +106,103 @@ async fn a_rolling_restart_of_every_node_under_load_fails_no_request() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let tally = running.finish().await;
-    tally.assert_none_failed("a rolling restart");
+    tally.assert_none_failed_or("a rolling restart", || {
+        let mut all = String::new();
+        for (i, node) in fleet.nodes.iter().enumerate() {
+            all += &format!(
+                "node {i} since its restart:\n{}\n",
+                node.server.proc.stderr()
+            );
+        }
+        all + &format!("agent:\n{}", agent.proc.stderr())
+    });
     let ok = tally.ok.load(Ordering::Relaxed);
     assert!(ok > 1000, "only {ok} requests went through");
     drop(agent);
+}
+
+/// A draining node asked to reclaim a tunnel its Edge serves (an agent that reaches
+/// the fleet through one name, a load balancer's, comes back to it) answers with the
+/// other nodes only and keeps its session serving: placing the tunnel again here
+/// would cut the very session the agent moves from, streams in flight and all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_sends_a_reclaim_elsewhere_and_keeps_serving() {
+    let mut fleet = Fleet::start_n(2, &["--drain-timeout", "30"]);
+    let node0 = &fleet.nodes[0].server;
+    let url = node0.url().parse().unwrap();
+    // Node 0 knows node 1 at its next heartbeat, within a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let created = create_tunnel(&url, None, false, None, &CreateTunnelRequest::tcp(None))
+        .await
+        .unwrap();
+    assert_eq!(created.edges.len(), 2, "node 1 is a candidate");
+    let session = netbore_transport::tcp::connect(node0.agent, Default::default())
+        .await
+        .unwrap();
+    let (session, mut hello, reply) =
+        common::hello::hello_on(session, vec![created.ephemeral_token]).await;
+    assert!(matches!(reply, HelloReply::Ok { .. }), "{reply:?}");
+
+    let pid = node0.proc.pid().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let readyz: SocketAddr = format!("{}:{}", IPS[0], fleet.metrics).parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while web::get(readyz, "metrics", "/readyz").await.status != 503 {
+        assert!(Instant::now() < deadline, "node 0 drains");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let reclaim = CreateTunnelRequest {
+        recreate_token: created.recreate_token.clone(),
+        ..CreateTunnelRequest::tcp(None)
+    };
+    let again = create_tunnel(&url, None, false, None, &reclaim)
+        .await
+        .expect("the draining node answers the reclaim");
+    assert_eq!(again.tunnel_id, created.tunnel_id);
+    assert_eq!(again.public_url, created.public_url);
+    let node1 = format!("{}:{}", IPS[1], fleet.agent);
+    let edges: Vec<&str> = again.edges.iter().map(|e| e.addr.as_str()).collect();
+    assert_eq!(
+        edges,
+        [node1.as_str()],
+        "only the other node is a candidate"
+    );
+
+    // The session on node 0 is not told its tunnel was replaced, and node 0 still
+    // serves the tunnel in the fleet's directory.
+    let quiet = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match proto::read_message::<EdgeNotice>(&mut hello).await {
+                Ok(EdgeNotice::TunnelClosed { code, message, .. }) => {
+                    panic!("node 0 closed the tunnel ({code:?}): {message}")
+                }
+                Ok(_) => {}
+                Err(e) => panic!("the hello stream ended: {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "no notice closed the tunnel");
+    let listed = fleet.tunnels_listed();
+    let entry = listed
+        .iter()
+        .find(|t| t["tunnel_id"] == created.tunnel_id.as_str())
+        .unwrap_or_else(|| panic!("the tunnel is listed: {listed:?}"));
+    assert_eq!(
+        entry["node"],
+        format!("{}:{}", IPS[0], fleet.agent),
+        "node 0 still serves the tunnel: {listed:?}"
+    );
+    assert!(!session.is_closed());
+    drop((session, hello));
+    let code = fleet.nodes[0]
+        .server
+        .proc
+        .wait_exit(Duration::from_secs(35));
+    assert_eq!(code, Some(0), "node 0 exits once its session is gone");
 }

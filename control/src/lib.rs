@@ -329,6 +329,13 @@ impl Control {
         edges
     }
 
+    /// Whether this node drains and another live node takes its tunnels.
+    fn moving_off(&self) -> bool {
+        self.nodes
+            .get()
+            .is_some_and(|n| n.draining() && !n.others().is_empty())
+    }
+
     /// The settings.
     pub fn config(&self) -> &ControlConfig {
         &self.config

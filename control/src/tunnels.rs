@@ -390,6 +390,19 @@ impl Control {
         };
         self.check_limit(&owner, Some(&record.tunnel_id))?;
         self.check_anonymous_limits(&owner, Some(&record.tunnel_id))?;
+        // A draining node hands its tunnels to the others: placing one it serves now
+        // would cut the session the agent moves from, streams in flight and all. The
+        // answer names only the other nodes, where the agent says hello; this node's
+        // session serves until the agent tells it the tunnel moved.
+        if self.moving_off()
+            && matches!(
+                self.placement.status(&record.tunnel_id),
+                TunnelStatus::Online { .. }
+            )
+        {
+            tracing::info!(tunnel_id = %record.tunnel_id, "tunnel reclaimed off this draining node");
+            return self.answer(&record, None);
+        }
         let placed = self
             .placement
             .place(&PlaceRequest {
