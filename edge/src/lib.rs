@@ -278,7 +278,10 @@ impl Edge {
                         Some(node) => format!("node {node} is draining; moving the tunnels to another node of the fleet"),
                         None => "the server is draining (restarting); its tunnels come back when it does".to_string(),
                     };
-                    let _ = notices.send(EdgeNotice::Draining { node, controls, message }).await;
+                    if !tell(&notices, EdgeNotice::Draining { node, controls, message }).await {
+                        session.close(GoAwayCode::PROTOCOL_ERROR);
+                        break "it read none of its notices".to_string();
+                    }
                 }
                 () = self.drain.reached(drain::Phase::Stopping) => {
                     session.close_and_flush(GoAwayCode::NORMAL, NOTICE_GRACE).await;
@@ -331,7 +334,10 @@ impl Edge {
                     };
                     tracing::info!(tunnel_id = %c.tunnel_id, %agent, %code, "tunnel taken offline");
                     self.audit.record(code.as_str(), &c.tunnel_id, &url, peer);
-                    let _ = notices.send(EdgeNotice::TunnelClosed { tunnel_id: c.tunnel_id, code, message }).await;
+                    if !tell(&notices, EdgeNotice::TunnelClosed { tunnel_id: c.tunnel_id, code, message }).await {
+                        session.close(GoAwayCode::PROTOCOL_ERROR);
+                        break "it read none of its notices".to_string();
+                    }
                     if live.is_empty() {
                         // The agent closes the session once it has read the notice;
                         // closing first could drop the notice on the way.
@@ -374,6 +380,20 @@ pub const MOVE_GRACE: Duration = Duration::from_secs(5);
 
 /// Notices a session's loop may queue for its writer before it waits.
 const NOTICE_QUEUE: usize = 8;
+
+/// How long a session's loop waits for room in its writer's queue. The queue stays
+/// full only when the agent leaves a whole stream window of notices unread; such an
+/// agent is cut rather than let it stall the loop that serves its tunnels and drains.
+const NOTICE_STALL: Duration = Duration::from_secs(10);
+
+/// Queues `notice` for the session's writer; false when the queue stayed full for
+/// [`NOTICE_STALL`] (the caller closes the session). A writer that ended (the stream
+/// broke) counts as told: the session is ending anyway.
+async fn tell(notices: &mpsc::Sender<EdgeNotice>, notice: EdgeNotice) -> bool {
+    tokio::time::timeout(NOTICE_STALL, notices.send(notice))
+        .await
+        .is_ok()
+}
 
 /// Writes the Edge's notices on the hello stream, each whole: those `queued` by the
 /// session, and the latest list of the fleet's other nodes from `nodes` (at once, then
