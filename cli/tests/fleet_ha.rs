@@ -39,6 +39,15 @@ fn holders(fleet: &Fleet, public_url: &str) -> Vec<usize> {
         .collect()
 }
 
+/// Every node's log and the agent's, for a failure's message.
+fn logs(fleet: &Fleet, agent: &common::HttpAgent) -> String {
+    let mut all = String::new();
+    for (i, node) in fleet.nodes.iter().enumerate() {
+        all += &format!("node {i} ({}):\n{}\n", node.ip, node.server.proc.stderr());
+    }
+    all + &format!("agent:\n{}", agent.proc.stderr())
+}
+
 /// Waits (20 s at most) until the tunnel is served by `n` live nodes, none of them
 /// in `dead`, and answers them.
 async fn held_by(
@@ -136,7 +145,7 @@ async fn killing_nodes_that_hold_a_tunnel_fails_no_request_through_the_others() 
         Duration::from_secs(7),
     )
     .await;
-    tally.assert_none_failed("the standby's node died");
+    tally.assert_none_failed_or("the standby's node died", || logs(&fleet, &agent));
     // The agent holds a session on the relaying node now too.
     let again = held_by(&fleet, &agent, &public_url, 2, &[standby]).await;
     assert!(again.contains(&0) && again.contains(&relay), "{again:?}");
@@ -151,7 +160,7 @@ async fn killing_nodes_that_hold_a_tunnel_fails_no_request_through_the_others() 
         Duration::from_secs(7),
     )
     .await;
-    tally.assert_none_failed("the first session's node died");
+    tally.assert_none_failed_or("the first session's node died", || logs(&fleet, &agent));
     held_by(&fleet, &agent, &public_url, 1, &[standby, 0]).await;
     let log = agent.proc.stderr();
     assert!(

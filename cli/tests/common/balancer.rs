@@ -22,22 +22,41 @@ pub struct Tally {
 impl Tally {
     /// Fails the test, naming the first failures, unless every request succeeded.
     pub fn assert_none_failed(&self, what: &str) {
+        self.assert_none_failed_or(what, String::new);
+    }
+
+    /// [`Self::assert_none_failed`], with `logs()` (the processes' logs) in the
+    /// message when a request failed.
+    pub fn assert_none_failed_or(&self, what: &str, logs: impl FnOnce() -> String) {
         let failed = self.failed.load(Ordering::Relaxed);
         let ok = self.ok.load(Ordering::Relaxed);
-        assert_eq!(
-            failed,
-            0,
-            "{what}: {failed} of {} requests failed: {:?}",
+        if failed == 0 {
+            return;
+        }
+        panic!(
+            "{what}: {failed} of {} requests failed: {:?}\n{}",
             ok + failed,
-            self.why.lock().unwrap()
+            self.why.lock().unwrap(),
+            logs()
         );
     }
 
+    /// Counts a failure; the first few are kept with the time of day (UTC, as the
+    /// processes' logs show it).
     pub fn fail(&self, why: String) {
         self.failed.fetch_add(1, Ordering::Relaxed);
         let mut w = self.why.lock().unwrap();
         if w.len() < 10 {
-            w.push(why);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let day = now.as_millis() % 86_400_000;
+            let (h, m, ms) = (day / 3_600_000, day / 60_000 % 60, day % 60_000);
+            w.push(format!(
+                "at {h:02}:{m:02}:{:02}.{:03}: {why}",
+                ms / 1000,
+                ms % 1000
+            ));
         }
     }
 }
