@@ -232,19 +232,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         Poll::Ready(())
     }
 
+    /// Ends the session. It reads as closed before any stream is woken: a stream
+    /// that finds its connection gone must find the session closed too (a relay tells
+    /// a lost link, which it may retry elsewhere, from a failed request that way).
     fn finish(&mut self, error: SessionError) {
         tracing::debug!(%error, "mux session ended");
         let mut inner = self.shared.lock();
         inner.session.handle_connection_lost(error);
-        inner.dispatch_events();
-        inner.wake_all();
         let final_error = inner
             .session
             .error()
             .cloned()
             .unwrap_or(SessionError::Closed);
-        drop(inner);
         self.closed_tx.send_replace(Some(final_error));
+        inner.dispatch_events();
+        inner.wake_all();
     }
 }
 

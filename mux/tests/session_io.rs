@@ -1,10 +1,13 @@
 //! The tokio layer over real loopback sockets and in-memory pipes: streams, half-close,
 //! resets, limits, keepalive and go-away.
 
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 
 use netbore_mux::{Config, GoAwayCode, Mux, Role, SessionError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 async fn pair(client_cfg: Config, server_cfg: Config) -> (Mux, Mux) {
@@ -236,4 +239,64 @@ async fn short_streams(duplex: bool) {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(client.stats().streams, 0);
     assert_eq!(server.stats().streams, 0);
+}
+
+/// Records whether the session read as closed at the moment a stream was woken.
+struct ClosedWhenWoken {
+    mux: Arc<Mux>,
+    seen: Mutex<Option<bool>>,
+}
+
+impl Wake for ClosedWhenWoken {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let closed = self.mux.is_closed();
+        self.seen.lock().unwrap().get_or_insert(closed);
+    }
+}
+
+/// A stream woken because its connection went away finds its session closed
+/// already: a relay tells a lost link (whose request it may send to another node)
+/// from a request that failed by asking the session at that moment.
+#[tokio::test]
+async fn a_stream_woken_by_a_lost_connection_finds_the_session_closed() {
+    let (near, far) = tokio::io::duplex(64 * 1024);
+    let client = Arc::new(Mux::spawn(near, Role::Client, Config::default()));
+    let (server, driver) = Mux::new(far, Role::Server, Config::default());
+    let driver = tokio::spawn(driver);
+    let mut a = client.open().await.unwrap();
+    a.write_all(b"x").await.unwrap();
+    let mut b = server.accept().await.unwrap();
+    let mut one = [0u8; 1];
+    b.read_exact(&mut one).await.unwrap();
+
+    let check = Arc::new(ClosedWhenWoken {
+        mux: client.clone(),
+        seen: Mutex::new(None),
+    });
+    let waker = Waker::from(check.clone());
+    let mut buf = [0u8; 16];
+    let mut read = ReadBuf::new(&mut buf);
+    let polled = Pin::new(&mut a).poll_read(&mut Context::from_waker(&waker), &mut read);
+    assert!(polled.is_pending());
+    // The far end's connection goes away at once, as when its process is killed.
+    driver.abort();
+    let _ = driver.await;
+    drop((b, server));
+    let seen = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(seen) = *check.seen.lock().unwrap() {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the stream is woken");
+    assert!(seen, "the session read as open when the stream was woken");
+    assert!(client.is_closed());
+    assert!(!matches!(a.read(&mut one).await, Ok(1)));
 }
