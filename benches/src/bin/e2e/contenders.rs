@@ -41,18 +41,31 @@ impl Contender {
 
     /// Resident memory of (server, agent) in KiB.
     pub(crate) fn rss_kib(&self) -> (u64, u64) {
-        let rss = |p: &Proc| {
-            std::fs::read_to_string(format!("/proc/{}/status", p.0.id()))
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("VmRSS:"))
-                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                })
-                .unwrap_or(0)
-        };
-        (rss(&self.procs[0]), rss(&self.procs[1]))
+        (
+            status_kib(&self.procs[0], "VmRSS:"),
+            status_kib(&self.procs[1], "VmRSS:"),
+        )
     }
+
+    /// The highest RSS (KiB) the server and the agent have had so far.
+    pub(crate) fn peak_rss_kib(&self) -> (u64, u64) {
+        (
+            status_kib(&self.procs[0], "VmHWM:"),
+            status_kib(&self.procs[1], "VmHWM:"),
+        )
+    }
+}
+
+/// A size field (KiB) of a process's `/proc/PID/status`, 0 when unreadable.
+fn status_kib(p: &Proc, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", p.0.id()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Opens `n` connections through `public` that stay idle (the origin waits for data).

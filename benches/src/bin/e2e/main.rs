@@ -340,7 +340,9 @@ async fn main() {
         }
     }
 
-    // Memory: idle, then with idle viewer connections open through each relay.
+    // Memory: idle (for every contender, so the after-load table has its base),
+    // then with idle viewer connections open through each relay.
+    let idle_rss: Vec<(u64, u64)> = contenders.iter().map(|c| c.rss_kib()).collect();
     let idle_conns = if quick { 0 } else { idle_streams() };
     // `--only` is for iterating on one figure: no memory table.
     let contenders_for_memory = if only.is_some() {
@@ -582,6 +584,10 @@ async fn main() {
         }
         report.line(&row);
     }
+    if !quick {
+        report.line("");
+        report.line(&after_load(&contenders, &idle_rss).await);
+    }
     drop(contenders);
     if let Some(path) = &write_doc {
         let command: Vec<String> = std::env::args().collect();
@@ -599,4 +605,42 @@ async fn main() {
         }
         std::process::exit(1);
     }
+}
+
+/// How long after the last figure memory is read again.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// The memory table after the load: each relay's server and agent RSS idle (before
+/// any load), at its peak, and [`SETTLE`] after the load ended, with the last as a
+/// multiple of idle (what an idle relay gives back).
+async fn after_load(contenders: &[Contender], idle: &[(u64, u64)]) -> String {
+    tokio::time::sleep(SETTLE).await;
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let mut table = format!(
+        "| relay | server RSS idle → peak → {}s after the load | × idle | agent RSS idle → peak → {}s after | × idle |\n|---|---|---|---|---|",
+        SETTLE.as_secs(),
+        SETTLE.as_secs()
+    );
+    for (c, &(s0, a0)) in contenders.iter().zip(idle) {
+        let (s1, a1) = c.peak_rss_kib();
+        let (s2, a2) = c.rss_kib();
+        table += &format!(
+            "\n| {} | {:.1} → {:.1} → {:.1} MiB | {:.2}× | {:.1} → {:.1} → {:.1} MiB | {:.2}× |",
+            c.name,
+            mib(s0),
+            mib(s1),
+            mib(s2),
+            s2 as f64 / s0.max(1) as f64,
+            mib(a0),
+            mib(a1),
+            mib(a2),
+            a2 as f64 / a0.max(1) as f64,
+        );
+        eprintln!(
+            "{}",
+            serde_json::json!({"memory_after_load": c.name, "server_idle_kib": s0, "server_peak_kib": s1,
+                "server_after_kib": s2, "agent_idle_kib": a0, "agent_peak_kib": a1, "agent_after_kib": a2})
+        );
+    }
+    table
 }
