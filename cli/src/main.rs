@@ -8,6 +8,7 @@ mod console;
 mod demo;
 mod fleet;
 mod key_cmd;
+mod memory;
 mod meta_cmd;
 mod metrics_http;
 mod output;
@@ -223,6 +224,7 @@ fn main() {
         }
     };
     let command = async move {
+        let _trimmer = memory::Trimmer::start();
         match cli.command {
             Command::Server(args) => server::run(args, printer).await,
             Command::Http(args) => agent_cmd::run_http(args, printer).await,

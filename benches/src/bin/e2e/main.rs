@@ -9,7 +9,9 @@
 //! `--floor R` exits non-zero when a netbore rate falls below R × direct in any figure, a gross-regression
 //! guard far below the real ratios so noise never trips it;
 //! `--max-idle-rss MIB` exits non-zero when an idle netbore server or agent holds more than MIB MiB
-//! resident, a gross-regression guard for memory (idle near 6 MiB; a binary without its code layout near 12).)
+//! resident, a gross-regression guard for memory (idle near 6 MiB; a binary without its code layout near 12);
+//! `--max-after-load RATIO` exits non-zero when a netbore server or agent holds more than RATIO × its idle
+//! RSS 10 s after the last figure (the after-load table is then measured with `--quick` too).)
 //! (`--baseline` runs a second netbore binary, e.g. one built from an older commit, in the same run and over the same transports;
 //! `--origin-only` serves just the harness's origin (`/1k`, `/1m`) for tools run by hand;
 //! `--inspector-ab` adds `netbore http` with the request inspector off beside the default (on);
@@ -105,7 +107,7 @@ impl Report {
 /// Says what was wrong with the command line, with the usage, and exits with status 2.
 fn usage_error(what: &str) -> ! {
     eprintln!(
-        "e2e: {what}; usage: e2e [--seconds S] [--rounds N] [--quick] [--peers | --peer NAME ...] [--only TEXT] [--over tls,ws,wss,quic|none] [--write-doc PATH] [--floor RATIO] [--max-idle-rss MIB] [--baseline OTHER_NETBORE] [--origin-only] [--inspector-ab] [--soak MINUTES [--soak-restart SECONDS]]"
+        "e2e: {what}; usage: e2e [--seconds S] [--rounds N] [--quick] [--peers | --peer NAME ...] [--only TEXT] [--over tls,ws,wss,quic|none] [--write-doc PATH] [--floor RATIO] [--max-idle-rss MIB] [--max-after-load RATIO] [--baseline OTHER_NETBORE] [--origin-only] [--inspector-ab] [--soak MINUTES [--soak-restart SECONDS]]"
     );
     std::process::exit(2)
 }
@@ -120,6 +122,7 @@ async fn main() {
     let mut quick = false;
     let mut floor: Option<f64> = None;
     let mut max_idle_rss_mib: Option<f64> = None;
+    let mut max_after_load: Option<f64> = None;
     let mut only: Option<String> = None;
     let mut fleet = false;
     let mut inspector_ab = false;
@@ -213,6 +216,13 @@ async fn main() {
                     args.next()
                         .and_then(|v| v.parse().ok())
                         .unwrap_or_else(|| usage_error("--floor needs a ratio")),
+                )
+            }
+            "--max-after-load" => {
+                max_after_load = Some(
+                    args.next()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or_else(|| usage_error("--max-after-load needs a ratio")),
                 )
             }
             "--max-idle-rss" => {
@@ -584,9 +594,20 @@ async fn main() {
         }
         report.line(&row);
     }
-    if !quick {
+    if !quick || max_after_load.is_some() {
+        let (table, ratios) = after_load(&contenders, &idle_rss).await;
         report.line("");
-        report.line(&after_load(&contenders, &idle_rss).await);
+        report.line(&table);
+        if let Some(max) = max_after_load {
+            for (name, role, ratio) in ratios {
+                if ratio > max {
+                    regressions.push(format!(
+                        "{name}: the {role} holds {ratio:.2}× its idle RSS {}s after the load, above {max}×",
+                        SETTLE.as_secs()
+                    ));
+                }
+            }
+        }
     }
     drop(contenders);
     if let Some(path) = &write_doc {
@@ -613,7 +634,11 @@ const SETTLE: Duration = Duration::from_secs(10);
 /// The memory table after the load: each relay's server and agent RSS idle (before
 /// any load), at its peak, and [`SETTLE`] after the load ended, with the last as a
 /// multiple of idle (what an idle relay gives back).
-async fn after_load(contenders: &[Contender], idle: &[(u64, u64)]) -> String {
+/// Also answers each netbore contender's server and agent ratio.
+async fn after_load(
+    contenders: &[Contender],
+    idle: &[(u64, u64)],
+) -> (String, Vec<(String, &'static str, f64)>) {
     tokio::time::sleep(SETTLE).await;
     let mib = |kib: u64| kib as f64 / 1024.0;
     let mut table = format!(
@@ -621,9 +646,14 @@ async fn after_load(contenders: &[Contender], idle: &[(u64, u64)]) -> String {
         SETTLE.as_secs(),
         SETTLE.as_secs()
     );
+    let mut ratios = Vec::new();
     for (c, &(s0, a0)) in contenders.iter().zip(idle) {
         let (s1, a1) = c.peak_rss_kib();
         let (s2, a2) = c.rss_kib();
+        if c.is_netbore() {
+            ratios.push((c.name.clone(), "server", s2 as f64 / s0.max(1) as f64));
+            ratios.push((c.name.clone(), "agent", a2 as f64 / a0.max(1) as f64));
+        }
         table += &format!(
             "\n| {} | {:.1} → {:.1} → {:.1} MiB | {:.2}× | {:.1} → {:.1} → {:.1} MiB | {:.2}× |",
             c.name,
@@ -642,5 +672,5 @@ async fn after_load(contenders: &[Contender], idle: &[(u64, u64)]) -> String {
                 "server_after_kib": s2, "agent_idle_kib": a0, "agent_peak_kib": a1, "agent_after_kib": a2})
         );
     }
-    table
+    (table, ratios)
 }
