@@ -108,6 +108,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             if self.write_queue.is_empty() {
                 self.unsent = inner.session.poll_transmit(&mut self.write_queue);
             }
+            announce_failure(&self.closed_tx, &inner.session);
             inner.dispatch_events();
             (
                 inner
@@ -169,6 +170,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                     let _ = inner
                         .session
                         .handle_input(self.read_buf.get_mut(), crate::shared::now());
+                    announce_failure(&self.closed_tx, &inner.session);
                     inner.dispatch_events();
                 }
                 Poll::Ready(Err(e)) => return Step::Done(SessionError::Io(e.to_string())),
@@ -196,7 +198,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                     tracing::debug!("mux session dropped: its go-away was not flushed in time");
                     return Step::Done(self.session_error());
                 }
-                self.shared.lock().session.handle_timeout(now);
+                let mut inner = self.shared.lock();
+                inner.session.handle_timeout(now);
+                announce_failure(&self.closed_tx, &inner.session);
+                drop(inner);
                 progress = true;
             }
         }
@@ -247,6 +252,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         self.closed_tx.send_replace(Some(final_error));
         inner.dispatch_events();
         inner.wake_all();
+    }
+}
+
+/// Marks the session closed as soon as it failed, under the lock that changed it,
+/// before its streams are woken: they find their connection unusable and the session
+/// closed at once, though its go-away may take a little longer to leave (the driver
+/// ends when it has, or at its close timeout). A relay tells a lost link from a
+/// failed request by that.
+fn announce_failure(
+    closed: &watch::Sender<Option<SessionError>>,
+    session: &crate::session::Session,
+) {
+    if session.has_failed() && closed.borrow().is_none() {
+        let error = session.error().cloned().unwrap_or(SessionError::Closed);
+        closed.send_replace(Some(error));
     }
 }
 

@@ -172,6 +172,12 @@ impl Session {
         self.error.as_ref()
     }
 
+    /// True once the session failed (a protocol error, a peer silent past its
+    /// keepalive): nothing more is read, and its streams are told so.
+    pub fn has_failed(&self) -> bool {
+        self.input_closed
+    }
+
     /// True once a go-away was queued or the connection is gone: no new streams.
     pub fn is_closing(&self) -> bool {
         self.state != State::Open

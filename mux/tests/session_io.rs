@@ -300,3 +300,48 @@ async fn a_stream_woken_by_a_lost_connection_finds_the_session_closed() {
     assert!(client.is_closed());
     assert!(!matches!(a.read(&mut one).await, Ok(1)));
 }
+
+/// The same when the session fails on its own, its peer silent past the keepalive
+/// timeout (a link whose packets are dropped): its go-away cannot leave, but the
+/// session reads as closed when its streams learn of the failure, not seconds later.
+#[tokio::test(start_paused = true)]
+async fn a_stream_woken_by_a_keepalive_failure_finds_the_session_closed() {
+    let (near, _far) = tokio::io::duplex(64 * 1024);
+    let cfg = Config {
+        keepalive_interval: Some(Duration::from_secs(10)),
+        keepalive_timeout: Duration::from_secs(20),
+        ..Config::default()
+    };
+    let client = Arc::new(Mux::spawn(near, Role::Client, cfg));
+    let mut a = client.open().await.unwrap();
+    let check = Arc::new(ClosedWhenWoken {
+        mux: client.clone(),
+        seen: Mutex::new(None),
+    });
+    let waker = Waker::from(check.clone());
+    let mut buf = [0u8; 16];
+    let mut read = ReadBuf::new(&mut buf);
+    let polled = Pin::new(&mut a).poll_read(&mut Context::from_waker(&waker), &mut read);
+    assert!(polled.is_pending());
+    let started = tokio::time::Instant::now();
+    let seen = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let Some(seen) = *check.seen.lock().unwrap() {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the stream is woken");
+    assert!(seen, "the session read as open when the stream was woken");
+    assert!(
+        started.elapsed() < Duration::from_secs(23),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        client.closed().await,
+        SessionError::KeepaliveTimeout(Duration::from_secs(20))
+    );
+}
