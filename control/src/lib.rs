@@ -329,11 +329,11 @@ impl Control {
         edges
     }
 
-    /// Whether this node drains and another live node takes its tunnels.
-    fn moving_off(&self) -> bool {
-        self.nodes
-            .get()
-            .is_some_and(|n| n.draining() && !n.others().is_empty())
+    /// The live nodes that take this node's tunnels while it drains; `None` when it
+    /// does not drain or no other node takes them.
+    fn moving_to(&self) -> Option<Vec<EdgeCandidate>> {
+        let nodes = self.nodes.get().filter(|n| n.draining())?;
+        Some(nodes.others()).filter(|others| !others.is_empty())
     }
 
     /// The settings.

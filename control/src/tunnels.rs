@@ -2,12 +2,14 @@
 //! show and delete, with the per-owner limits.
 
 use netbore_codes::ErrorCode;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::http::StatusCode;
 
 use crate::api::{
-    ApiError, CreateTunnelRequest, CreateTunnelResponse, Protocol, TunnelInfo, TunnelState,
+    ApiError, CreateTunnelRequest, CreateTunnelResponse, EdgeCandidate, Protocol, TunnelInfo,
+    TunnelState,
 };
 use crate::auth::{ANONYMOUS_PREFIX, Caller, loggable_owner};
 use crate::limits::ipv6_48;
@@ -225,6 +227,18 @@ impl Control {
         caller: &Caller,
         request: &CreateTunnelRequest,
     ) -> Result<CreateTunnelResponse, ApiError> {
+        self.create_tunnel_from(caller, None, request)
+    }
+
+    /// [`Self::create_tunnel`] for a caller at address `client` (the API's peer, or
+    /// the address a trusted proxy names): a draining node tells by it whether a
+    /// reclaim comes from the agent it serves the tunnel to.
+    pub fn create_tunnel_from(
+        &self,
+        caller: &Caller,
+        client: Option<IpAddr>,
+        request: &CreateTunnelRequest,
+    ) -> Result<CreateTunnelResponse, ApiError> {
         let checked = check_request(request)?;
         // A poisoned lock guards no data; the store and the Edge keep their own state.
         let _guard = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
@@ -234,7 +248,7 @@ impl Control {
         // or is refused.
         self.check_key_still_valid(caller)?;
         match &request.recreate_token {
-            Some(token) => self.reclaim(caller, request.protocol, checked, token),
+            Some(token) => self.reclaim(caller, client, request.protocol, checked, token),
             None => self.create_fresh(caller, request.protocol, checked),
         }
     }
@@ -328,6 +342,7 @@ impl Control {
     fn reclaim(
         &self,
         caller: &Caller,
+        client: Option<IpAddr>,
         protocol: Protocol,
         checked: Checked,
         token: &str,
@@ -391,17 +406,20 @@ impl Control {
         self.check_limit(&owner, Some(&record.tunnel_id))?;
         self.check_anonymous_limits(&owner, Some(&record.tunnel_id))?;
         // A draining node hands its tunnels to the others: placing one it serves now
-        // would cut the session the agent moves from, streams in flight and all. The
-        // answer names only the other nodes, where the agent says hello; this node's
-        // session serves until the agent tells it the tunnel moved.
-        if self.moving_off()
-            && matches!(
-                self.placement.status(&record.tunnel_id),
-                TunnelStatus::Online { .. }
-            )
-        {
+        // would cut the session its agent moves from, streams in flight and all. When
+        // the reclaim comes from that agent's address, the answer names only the
+        // other nodes, where the agent says hello, and this node's session serves
+        // until the agent tells it the tunnel moved. Another agent's reclaim replaces
+        // the session here as anywhere (the last reclaim wins).
+        let serving_here = match self.placement.status(&record.tunnel_id) {
+            TunnelStatus::Online { agent, .. } => {
+                client.is_some_and(|c| c.to_canonical() == agent.ip().to_canonical())
+            }
+            _ => false,
+        };
+        if serving_here && let Some(others) = self.moving_to() {
             tracing::info!(tunnel_id = %record.tunnel_id, "tunnel reclaimed off this draining node");
-            return self.answer(&record, None);
+            return self.answer_with(&record, None, others);
         }
         let placed = self
             .placement
@@ -452,6 +470,16 @@ impl Control {
         record: &TunnelRecord,
         recreate_token: Option<String>,
     ) -> Result<CreateTunnelResponse, ApiError> {
+        self.answer_with(record, recreate_token, self.candidates())
+    }
+
+    /// [`Self::answer`] with the Edges `edges`.
+    fn answer_with(
+        &self,
+        record: &TunnelRecord,
+        recreate_token: Option<String>,
+        edges: Vec<EdgeCandidate>,
+    ) -> Result<CreateTunnelResponse, ApiError> {
         let (token, _) = self
             .signer
             .mint(
@@ -468,7 +496,7 @@ impl Control {
             protocol: record.protocol,
             name: record.name.clone(),
             public_url: record.public_url.clone(),
-            edges: self.candidates(),
+            edges,
             ephemeral_token: token,
             expires_in: self.config.token_ttl.as_secs(),
             recreate_token,

@@ -279,7 +279,7 @@ impl Edge {
                         None => "the server is draining (restarting); its tunnels come back when it does".to_string(),
                     };
                     if !tell(&notices, EdgeNotice::Draining { node, controls, message }).await {
-                        session.close(GoAwayCode::PROTOCOL_ERROR);
+                        session.close(GoAwayCode::CLOSED_BY_APPLICATION);
                         break "it read none of its notices".to_string();
                     }
                 }
@@ -335,7 +335,7 @@ impl Edge {
                     tracing::info!(tunnel_id = %c.tunnel_id, %agent, %code, "tunnel taken offline");
                     self.audit.record(code.as_str(), &c.tunnel_id, &url, peer);
                     if !tell(&notices, EdgeNotice::TunnelClosed { tunnel_id: c.tunnel_id, code, message }).await {
-                        session.close(GoAwayCode::PROTOCOL_ERROR);
+                        session.close(GoAwayCode::CLOSED_BY_APPLICATION);
                         break "it read none of its notices".to_string();
                     }
                     if live.is_empty() {

@@ -87,7 +87,7 @@ pub(super) async fn create_tunnel(
     blocking(control, move |control| {
         let caller = who.caller(control)?;
         let request = body(request)?;
-        control.create_tunnel(&caller, &request)
+        control.create_tunnel_from(&caller, Some(who.client), &request)
     })
     .await
     .map(Json)
