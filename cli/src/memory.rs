@@ -1,38 +1,41 @@
 //! Memory given back after load. glibc's allocator keeps the pages of freed memory
 //! resident in each thread's arena until it is asked to return them: after a burst
 //! of traffic a server or agent held twice its idle size or more for good (issue
-//! 22's figures, `docs/benchmarks.md`). A trimmer asks every few seconds, off the
-//! runtime's workers. Elsewhere (macOS, Windows, musl) it does nothing.
+//! 22's figures, `docs/benchmarks.md`). A trimmer asks once the process has gone
+//! quiet after work, off the runtime's workers; under steady load it stays out of
+//! the way (trimming takes each arena's lock, and pages handed back would only be
+//! faulted in again). Elsewhere (macOS, Windows, musl) it does nothing.
 
-/// How often freed memory is handed back: well within the 10 s after a load ends
-/// that an operator watching RSS waits.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// Whether this target trims: glibc, with the runtime's 64-bit busy counters.
+macro_rules! trims {
+    ($($item:item)*) => {
+        $(#[cfg(all(target_os = "linux", target_env = "gnu", target_has_atomic = "64"))] $item)*
+    };
+}
 
-/// Hands the allocator's free pages back to the system every 5 s until dropped.
+trims! {
+    use std::time::Duration;
+
+    /// How often the trimmer looks: a load's end is seen within two looks.
+    const LOOK_EVERY: Duration = Duration::from_secs(2);
+
+    /// The runtime's workers together busier than this over one look is work, not
+    /// quiet (5 % of one worker; an idle server or agent spends well under 1 %).
+    const QUIET: Duration = Duration::from_millis(100);
+}
+
+/// Hands the allocator's free pages back to the system the first time the runtime
+/// is quiet after work, until dropped.
 pub(crate) struct Trimmer(Option<tokio::task::JoinHandle<()>>);
 
 impl Trimmer {
-    /// Starts trimming on the current runtime.
+    /// Starts watching the current runtime.
     pub(crate) fn start() -> Trimmer {
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        #[cfg(all(target_os = "linux", target_env = "gnu", target_has_atomic = "64"))]
         {
-            let task = tokio::spawn(async {
-                let mut tick = tokio::time::interval(TRIM_EVERY);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    // Trimming walks every arena under its lock: a blocking thread
-                    // does it, not a worker that viewers' traffic waits on.
-                    if tokio::task::spawn_blocking(trim).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            Trimmer(Some(task))
+            Trimmer(Some(tokio::spawn(watch())))
         }
-        #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+        #[cfg(not(all(target_os = "linux", target_env = "gnu", target_has_atomic = "64")))]
         Trimmer(None)
     }
 }
@@ -45,13 +48,48 @@ impl Drop for Trimmer {
     }
 }
 
-/// Returns the free pages of every arena to the system.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn trim() {
-    // SAFETY: malloc_trim(3) takes no pointer and only changes the allocator's own
-    // state, under its own locks; glibc documents it as thread-safe (MT-Safe).
-    unsafe {
-        libc::malloc_trim(0);
+trims! {
+    /// Trims at the first quiet look after a busy one (and once after start-up).
+    async fn watch() {
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let busy = move || {
+            (0..metrics.num_workers())
+                .map(|w| metrics.worker_total_busy_duration(w))
+                .sum::<Duration>()
+        };
+        let mut tick = tokio::time::interval(LOOK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let mut last = busy();
+        let mut worked = true;
+        loop {
+            tick.tick().await;
+            let now = busy();
+            let spent = now.saturating_sub(last);
+            last = now;
+            if spent > QUIET {
+                worked = true;
+                continue;
+            }
+            if !worked {
+                continue;
+            }
+            worked = false;
+            // Trimming walks every arena under its lock: a blocking thread does it,
+            // not a worker.
+            if tokio::task::spawn_blocking(trim).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Returns the free pages of every arena to the system.
+    #[allow(unsafe_code)]
+    fn trim() {
+        // SAFETY: malloc_trim(3) takes no pointer and only changes the allocator's own
+        // state, under its own locks; glibc documents it as thread-safe (MT-Safe).
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
 }
