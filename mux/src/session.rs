@@ -840,12 +840,26 @@ impl Session {
         };
         if s.released && (s.reset || (s.send_fin && s.recv_fin)) {
             let s = self.streams.remove(&id).expect("stream present");
+            shrink_when_sparse(&mut self.streams);
             self.window_total -= u64::from(s.recv_window);
             if let Some(budget) = &self.config.window_budget {
                 budget.give_back(u64::from(s.charged));
             }
             self.buffered_total -= s.recv_buffered;
         }
+    }
+}
+
+/// Maps with room for fewer entries than this are left as they are.
+const SHRINK_FLOOR: usize = 256;
+
+/// Gives a map's memory back once it holds under a quarter of what it has room for:
+/// a session that once carried thousands of streams keeps no table sized for them.
+/// Shrinking to twice the entries left keeps the rehashing amortised.
+pub(crate) fn shrink_when_sparse<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    let room = map.capacity();
+    if room > SHRINK_FLOOR && map.len() < room / 4 {
+        map.shrink_to(map.len() * 2);
     }
 }
 

@@ -365,3 +365,23 @@ fn a_peer_heard_from_while_its_answer_queues_is_alive_until_it_falls_silent() {
         Some(&SessionError::KeepaliveTimeout(Duration::from_secs(5)))
     );
 }
+
+#[test]
+fn a_session_that_carried_thousands_of_streams_keeps_no_table_sized_for_them() {
+    let (mut edge, _) = server(Config {
+        max_streams: 20_000,
+        ..Config::default()
+    });
+    let ids: Vec<StreamId> = (0..10_000).map(|_| edge.open_stream().unwrap()).collect();
+    assert!(edge.streams.capacity() >= 10_000);
+    for id in ids.iter().skip(10) {
+        edge.reset(*id);
+        edge.release(*id);
+    }
+    assert_eq!(edge.streams.len(), 10);
+    assert!(
+        edge.streams.capacity() < 1_000,
+        "room for {} streams kept for 10",
+        edge.streams.capacity()
+    );
+}

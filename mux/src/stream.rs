@@ -170,6 +170,7 @@ impl Drop for MuxStream {
         let mut inner = self.shared.lock();
         inner.session.release(self.id);
         inner.wakers.remove(&self.id);
+        crate::session::shrink_when_sparse(&mut inner.wakers);
         inner.wake_driver_if_needed();
     }
 }
