@@ -175,8 +175,15 @@ async fn check_refusing_origin(kind: &str) {
     let agent = tcp_agent(&server, kind, &dead);
 
     let started = Instant::now();
-    let mut viewer = TcpStream::connect(agent.public).await.unwrap();
-    read_until_closed(&mut viewer, Duration::from_secs(2)).await;
+    match TcpStream::connect(agent.public).await {
+        Ok(mut viewer) => {
+            read_until_closed(&mut viewer, Duration::from_secs(2)).await;
+        }
+        // The Edge can reset the viewer before the connect is seen to complete (the
+        // reset lands in the socket's pending error): closed all the same.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("{kind}: the viewer could not connect: {e}"),
+    }
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
