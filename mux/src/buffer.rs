@@ -19,6 +19,8 @@ pub struct RecycledBuffer {
     current: BytesMut,
     parked: VecDeque<BytesMut>,
     size: usize,
+    /// How many times the current allocation gave way to another.
+    rotations: u64,
 }
 
 impl RecycledBuffer {
@@ -28,6 +30,7 @@ impl RecycledBuffer {
             current: BytesMut::with_capacity(size),
             parked: VecDeque::new(),
             size,
+            rotations: 0,
         }
     }
 
@@ -62,6 +65,7 @@ impl RecycledBuffer {
             }
             self.parked.push_back(candidate);
         }
+        self.rotations += 1;
         let mut next = next.unwrap_or_else(|| BytesMut::with_capacity(need));
         next.extend_from_slice(&self.current);
         let mut old = std::mem::replace(&mut self.current, next);
@@ -70,6 +74,23 @@ impl RecycledBuffer {
             self.parked.push_back(old);
         }
         &mut self.current
+    }
+
+    /// How many times the current allocation gave way to another so far: while
+    /// this does not move, the parked ones are not needed.
+    pub fn rotations(&self) -> u64 {
+        self.rotations
+    }
+
+    /// Whether allocations are parked, for [`Self::shed`].
+    pub fn holds_parked(&self) -> bool {
+        !self.parked.is_empty()
+    }
+
+    /// Frees the parked allocations: a burst that needed them is over. The current
+    /// one stays for the next read.
+    pub fn shed(&mut self) {
+        self.parked = VecDeque::new();
     }
 }
 
@@ -106,5 +127,24 @@ mod tests {
         b.extend_from_slice(&vec![2u8; b.capacity() - b.len()]);
         let _all = b.split().freeze();
         assert_eq!(buf.prepare(512).as_ptr(), first);
+    }
+
+    #[test]
+    fn parked_allocations_are_shed_and_reading_goes_on() {
+        let mut buf = RecycledBuffer::new(1024);
+        let mut pieces = Vec::new();
+        for _ in 0..4 {
+            let b = buf.prepare(1024);
+            b.extend_from_slice(&[3u8; 1024]);
+            pieces.push(b.split().freeze());
+        }
+        assert_eq!(buf.rotations(), 3);
+        drop(pieces);
+        assert!(buf.holds_parked());
+        buf.shed();
+        assert!(!buf.holds_parked());
+        let b = buf.prepare(1024);
+        b.extend_from_slice(b"after");
+        assert_eq!(&buf.get_mut()[..], b"after");
     }
 }

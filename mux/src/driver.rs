@@ -25,6 +25,10 @@ use crate::write_queue::poll_write_queue;
 
 /// Read buffer growth step; one read syscall can fill this much.
 const READ_CHUNK: usize = 256 * 1024;
+
+/// How long the read buffer goes without needing a new allocation before the ones
+/// it parked for a burst are freed.
+const SHED_AFTER: Duration = Duration::from_secs(5);
 /// Most slices handed to one vectored write.
 const MAX_IOVECS: usize = 64;
 /// Loop iterations before the driver yields to other tasks.
@@ -53,6 +57,8 @@ pub struct Driver<T> {
     idle: bool,
     /// While set, the driver waits for the other ready tasks to run first.
     gathering: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// The read buffer's rotations when last looked at, and when they last moved.
+    rotations: (u64, Instant),
 }
 
 impl<T> std::fmt::Debug for Driver<T> {
@@ -76,6 +82,7 @@ impl<T> Driver<T> {
             io,
             shared,
             read_buf: RecycledBuffer::new(READ_CHUNK),
+            rotations: (0, crate::shared::now()),
             write_queue: VecDeque::new(),
             unsent: 0,
             write_blocked_since: None,
@@ -179,10 +186,23 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         }
 
         let write_deadline = self.write_blocked_since.map(|t| t + self.write_timeout);
-        let deadline = [session_deadline, write_deadline, self.close_deadline]
-            .into_iter()
-            .flatten()
-            .min();
+        // Allocations parked for a burst are freed once the burst is over.
+        if self.read_buf.rotations() != self.rotations.0 {
+            self.rotations = (self.read_buf.rotations(), crate::shared::now());
+        }
+        let shed_deadline = self
+            .read_buf
+            .holds_parked()
+            .then(|| self.rotations.1 + SHED_AFTER);
+        let deadline = [
+            session_deadline,
+            write_deadline,
+            self.close_deadline,
+            shed_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if let Some(at) = deadline {
             if self.deadline != Some(at) {
                 self.deadline = Some(at);
@@ -197,6 +217,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 if self.close_deadline.is_some_and(|at| now >= at) {
                     tracing::debug!("mux session dropped: its go-away was not flushed in time");
                     return Step::Done(self.session_error());
+                }
+                if shed_deadline.is_some_and(|at| now >= at) {
+                    self.read_buf.shed();
                 }
                 let mut inner = self.shared.lock();
                 inner.session.handle_timeout(now);
