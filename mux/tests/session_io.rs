@@ -247,6 +247,37 @@ struct ClosedWhenWoken {
     seen: Mutex<Option<bool>>,
 }
 
+impl ClosedWhenWoken {
+    /// Registers a check as `stream`'s read waker (the stream has nothing to read).
+    fn watch(mux: &Arc<Mux>, stream: &mut netbore_mux::MuxStream) -> Arc<ClosedWhenWoken> {
+        let check = Arc::new(ClosedWhenWoken {
+            mux: mux.clone(),
+            seen: Mutex::new(None),
+        });
+        let waker = Waker::from(check.clone());
+        let mut buf = [0u8; 16];
+        let mut read = ReadBuf::new(&mut buf);
+        let polled = Pin::new(stream).poll_read(&mut Context::from_waker(&waker), &mut read);
+        assert!(polled.is_pending());
+        check
+    }
+
+    /// Whether the session read as closed when the stream was woken, once it is
+    /// (within `limit`).
+    async fn seen(&self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, async {
+            loop {
+                if let Some(seen) = *self.seen.lock().unwrap() {
+                    return seen;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the stream is woken")
+    }
+}
+
 impl Wake for ClosedWhenWoken {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
@@ -273,29 +304,12 @@ async fn a_stream_woken_by_a_lost_connection_finds_the_session_closed() {
     let mut one = [0u8; 1];
     b.read_exact(&mut one).await.unwrap();
 
-    let check = Arc::new(ClosedWhenWoken {
-        mux: client.clone(),
-        seen: Mutex::new(None),
-    });
-    let waker = Waker::from(check.clone());
-    let mut buf = [0u8; 16];
-    let mut read = ReadBuf::new(&mut buf);
-    let polled = Pin::new(&mut a).poll_read(&mut Context::from_waker(&waker), &mut read);
-    assert!(polled.is_pending());
+    let check = ClosedWhenWoken::watch(&client, &mut a);
     // The far end's connection goes away at once, as when its process is killed.
     driver.abort();
     let _ = driver.await;
     drop((b, server));
-    let seen = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let Some(seen) = *check.seen.lock().unwrap() {
-                return seen;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the stream is woken");
+    let seen = check.seen(Duration::from_secs(5)).await;
     assert!(seen, "the session read as open when the stream was woken");
     assert!(client.is_closed());
     assert!(!matches!(a.read(&mut one).await, Ok(1)));
@@ -314,26 +328,9 @@ async fn a_stream_woken_by_a_keepalive_failure_finds_the_session_closed() {
     };
     let client = Arc::new(Mux::spawn(near, Role::Client, cfg));
     let mut a = client.open().await.unwrap();
-    let check = Arc::new(ClosedWhenWoken {
-        mux: client.clone(),
-        seen: Mutex::new(None),
-    });
-    let waker = Waker::from(check.clone());
-    let mut buf = [0u8; 16];
-    let mut read = ReadBuf::new(&mut buf);
-    let polled = Pin::new(&mut a).poll_read(&mut Context::from_waker(&waker), &mut read);
-    assert!(polled.is_pending());
+    let check = ClosedWhenWoken::watch(&client, &mut a);
     let started = tokio::time::Instant::now();
-    let seen = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            if let Some(seen) = *check.seen.lock().unwrap() {
-                return seen;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("the stream is woken");
+    let seen = check.seen(Duration::from_secs(60)).await;
     assert!(seen, "the session read as open when the stream was woken");
     assert!(
         started.elapsed() < Duration::from_secs(23),
