@@ -118,8 +118,10 @@ impl Pty {
 
     fn signal(&self, signal: &str) {
         let pid = self.note("pid");
-        let ok = Command::new("kill").args([signal, &pid]).status().unwrap();
-        assert!(ok.success());
+        common::signal(
+            pid.trim().parse().expect("a pid"),
+            signal.trim_start_matches('-'),
+        );
     }
 
     /// Sets the terminal's size from outside, as a window being resized does: the

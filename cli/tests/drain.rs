@@ -17,14 +17,6 @@ use netbore_test_support::Checksum;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Sends `signal` (`TERM`, `INT`) to `pid`.
-fn signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-}
-
 /// A TCP agent's public address on loopback (its URL names `localhost`).
 fn tcp_public(server: &Server, origin: SocketAddr) -> (Agent, SocketAddr) {
     let url = server.url();
@@ -124,7 +116,7 @@ async fn sigterm_lets_a_slow_request_and_a_1_gib_tcp_download_finish_then_exits_
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let signalled = Instant::now();
-    signal(server.proc.pid(), "TERM");
+    server.proc.signal("TERM");
     let draining = server.proc.expect_event("draining", Duration::from_secs(5));
     assert!(draining["in_flight"].as_u64().unwrap() >= 2, "{draining}");
     assert!(
@@ -174,7 +166,7 @@ async fn the_drain_timeout_cuts_what_is_left_and_says_how_much_and_a_second_sign
     let mut first = [0u8; 12];
     endless.read_exact(&mut first).await.unwrap();
     let signalled = Instant::now();
-    signal(server.proc.pid(), "TERM");
+    server.proc.signal("TERM");
     let stopped = server.proc.expect_event("stopped", Duration::from_secs(10));
     assert_eq!(stopped["cut"], 1, "{stopped}");
     assert_eq!(stopped["reason"], "the drain timeout passed");
@@ -201,9 +193,9 @@ async fn the_drain_timeout_cuts_what_is_left_and_says_how_much_and_a_second_sign
         .unwrap();
     endless.read_exact(&mut first).await.unwrap();
     let signalled = Instant::now();
-    signal(server.proc.pid(), "TERM");
+    server.proc.signal("TERM");
     server.proc.expect_event("draining", Duration::from_secs(5));
-    signal(server.proc.pid(), "INT");
+    server.proc.signal("INT");
     let stopped = server.proc.expect_event("stopped", Duration::from_secs(5));
     assert_eq!(stopped["reason"], "a second signal asked to exit now");
     assert_eq!(stopped["cut"], 1, "{stopped}");

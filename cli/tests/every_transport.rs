@@ -241,12 +241,7 @@ async fn check_agent_gone(kind: &str, ending: Ending) {
     match ending {
         Ending::Killed => agent.proc.kill(),
         Ending::Stopped => {
-            let pid = agent.proc.pid().to_string();
-            let status = std::process::Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap();
-            assert!(status.success());
+            agent.proc.signal("TERM");
             assert_eq!(
                 agent.proc.wait_exit(Duration::from_secs(2)),
                 Some(0),

@@ -67,11 +67,7 @@ async fn a_rolling_restart_of_every_node_under_load_fails_no_request() {
         let slow = tokio::spawn(async move { web::get(slow_addr, &slow_host, "/slow/3000").await });
         tokio::time::sleep(Duration::from_millis(200)).await;
         let node = &mut fleet.nodes[k];
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &node.server.proc.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        node.server.proc.signal("TERM");
         let code = node.server.proc.wait_exit(Duration::from_secs(40));
         let stopped = node.server.proc.stderr();
         assert_eq!(
@@ -143,12 +139,7 @@ async fn a_draining_node_sends_a_reclaim_elsewhere_and_keeps_serving() {
         common::hello::hello_on(session, vec![created.ephemeral_token]).await;
     assert!(matches!(reply, HelloReply::Ok { .. }), "{reply:?}");
 
-    let pid = node0.proc.pid().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    node0.proc.signal("TERM");
     let readyz: SocketAddr = format!("{}:{}", IPS[0], fleet.metrics).parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while web::get(readyz, "metrics", "/readyz").await.status != 503 {

@@ -90,12 +90,7 @@ async fn kill_under_load(
     let running = Load::start(&balancer, host, &[true, true, true, false, false]);
     let tally = running.tally.clone();
     tokio::time::sleep(before).await;
-    let pid = fleet.nodes[victim].server.proc.pid();
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    fleet.nodes[victim].server.proc.signal("KILL");
     let at_kill = tally.ok.load(Ordering::Relaxed);
     tokio::time::sleep(after).await;
     running.finish().await;
@@ -191,12 +186,7 @@ async fn in_a_fleet_of_two_a_drain_promotes_the_standby_and_the_agent_comes_back
     });
     let running = Load::start(&balancer, &host, &[true, false]);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let pid = fleet.nodes[0].server.proc.pid();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    fleet.nodes[0].server.proc.signal("TERM");
     let code = fleet.nodes[0]
         .server
         .proc

@@ -140,6 +140,11 @@ impl Proc {
         self.child.id()
     }
 
+    /// Sends the process signal `name` (`TERM`, `KILL`, `INT`, …).
+    pub fn signal(&self, name: &str) {
+        signal(self.pid(), name);
+    }
+
     /// Resident memory in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
@@ -558,4 +563,13 @@ pub async fn read_fast_stream(public: SocketAddr) -> Option<(Checksum, Duration)
         .await
         .ok()?;
     Some((got, started.elapsed()))
+}
+
+/// Sends process `pid` the signal `name` (`TERM`, `KILL`, `INT`, …), as `kill -NAME`.
+pub fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {pid} failed");
 }
