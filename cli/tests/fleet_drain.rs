@@ -194,7 +194,22 @@ async fn a_draining_node_sends_a_reclaim_elsewhere_and_keeps_serving() {
     // Another agent's reclaim (from another address) replaces the session here as
     // anywhere: the last reclaim wins, draining or not.
     let token = created.recreate_token.as_deref().unwrap();
-    assert_eq!(reclaim_from("127.0.0.9", node0.control, token).await, 200);
+    let reclaim = serde_json::json!({"protocol": "tcp", "recreate_token": token});
+    let control = node0.control;
+    let answer = tokio::task::spawn_blocking(move || {
+        let from = "127.0.0.9".parse().ok();
+        common::http_request_from(
+            from,
+            control,
+            "POST",
+            "/tunnels/create",
+            None,
+            Some(&reclaim),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
     let closed = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match proto::read_message::<EdgeNotice>(&mut hello).await {
@@ -213,22 +228,4 @@ async fn a_draining_node_sends_a_reclaim_elsewhere_and_keeps_serving() {
         .proc
         .wait_exit(Duration::from_secs(35));
     assert_eq!(code, Some(0), "node 0 exits once its session is gone");
-}
-
-/// `POST /tunnels/create` reclaiming with `token`, from a socket bound to `ip`: the
-/// status code.
-async fn reclaim_from(ip: &str, control: SocketAddr, token: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
-    let mut s = socket.connect(control).await.unwrap();
-    let body = serde_json::json!({"protocol": "tcp", "recreate_token": token}).to_string();
-    let request = format!(
-        "POST /tunnels/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer).await.unwrap();
-    String::from_utf8_lossy(&answer)[9..12].parse().unwrap()
 }

@@ -451,8 +451,30 @@ pub fn http_request(
     key: Option<&str>,
     body: Option<&Value>,
 ) -> HttpResponse {
+    http_request_from(None, addr, method, path, key, body)
+}
+
+/// [`http_request`] from a socket bound to `from` (another loopback address stands
+/// for another machine).
+pub fn http_request_from(
+    from: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&Value>,
+) -> HttpResponse {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut s = match from {
+        None => std::net::TcpStream::connect(addr).unwrap(),
+        Some(ip) => {
+            use socket2::{Domain, Socket, Type};
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
+            socket.bind(&SocketAddr::new(ip, 0).into()).unwrap();
+            socket.connect(&addr.into()).unwrap();
+            socket.into()
+        }
+    };
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
