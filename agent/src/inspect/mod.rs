@@ -6,6 +6,7 @@
 
 pub mod api;
 pub(crate) mod capture;
+mod fields;
 mod har;
 mod json;
 mod replay;
