@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::budget::FloodLimits;
-use crate::frame::{FrameError, HEADER_LEN};
+use crate::frame::{Frame, FrameError, HEADER_LEN};
 
 fn server(config: Config) -> (Session, Instant) {
     let now = Instant::now();
