@@ -95,13 +95,28 @@ enum What {
     Close,
 }
 
-/// What one stream's two sides share.
+/// What one stream's two sides share. Each field has a cache line of its own: the
+/// forwarding side reads `needless_to` on every pass, and the worker's stores to
+/// `read_to` (once per batch) must not take that line away from its core.
 #[derive(Debug, Default)]
 struct Shared {
     /// Per direction: the offset up to which the worker does not need the bytes.
-    needless_to: [AtomicU64; 2],
+    needless_to: Line<[AtomicU64; 2]>,
     /// Per direction: the offset up to which the worker has read.
-    read_to: [AtomicU64; 2],
+    read_to: Line<[AtomicU64; 2]>,
+}
+
+/// A value alone on its cache line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Line<T>(T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 impl Queue {
@@ -150,6 +165,9 @@ pub(crate) struct QueuedTap {
     hurry_at: u64,
     /// Per direction: where the worker had read to when it was last hurried.
     hurried: [Option<u64>; 2],
+    /// Per direction: `shared.read_to` when last loaded (it only grows, so what
+    /// waits is at most what this says).
+    read_seen: [u64; 2],
     /// An event was dropped: nothing more is sent but the close.
     lost: bool,
 }
@@ -187,6 +205,7 @@ impl QueuedTap {
             offset: [0; 2],
             hurry_at: inspector.config().body_limit as u64 + HURRY_PAST_LIMIT,
             hurried: [None; 2],
+            read_seen: [0; 2],
             lost: false,
         })
     }
@@ -202,8 +221,15 @@ impl QueuedTap {
         }
         let skip = needless_to.saturating_sub(at).min(len);
         let rest = &data[skip as usize..];
-        let read_to = self.shared.read_to[direction].load(Ordering::Acquire);
-        let waiting = (at + skip).saturating_sub(read_to) + rest.len() as u64;
+        // How far the worker has read is loaded only when what may wait for it
+        // passes the hurry mark.
+        let mut read_to = self.read_seen[direction];
+        let mut waiting = (at + skip).saturating_sub(read_to) + rest.len() as u64;
+        if waiting > self.hurry_at {
+            read_to = self.shared.read_to[direction].load(Ordering::Acquire);
+            self.read_seen[direction] = read_to;
+            waiting = (at + skip).saturating_sub(read_to) + rest.len() as u64;
+        }
         let now = Instant::now();
         let mut batch = self.queue.lock();
         if batch.events.len() + 2 > QUEUE_EVENTS {
@@ -322,6 +348,10 @@ struct Followed {
     tap: HttpTap,
     shared: Arc<Shared>,
     read_to: [u64; 2],
+    /// What was last stored in `shared.needless_to`.
+    needless_to: [u64; 2],
+    /// `read_to` moved since it was last stored in `shared`.
+    moved: bool,
 }
 
 /// Marks the queue ended when the worker returns or unwinds.
@@ -352,6 +382,8 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
     let _ending = Ending(queue);
     yield_to_forwarding();
     let mut streams: HashMap<u64, Followed> = HashMap::new();
+    // Streams whose reading moved in this batch.
+    let mut moved: Vec<u64> = Vec::new();
     let mut spare = Batch::default();
     loop {
         let mut batch = {
@@ -383,9 +415,20 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
         };
         let owner = Inspector { inner };
         for event in batch.events.drain(..) {
-            apply(&owner, &mut streams, &batch.bytes, event);
+            apply(&owner, &mut streams, &mut moved, &batch.bytes, event);
         }
         drop(owner);
+        // How far each stream was read is told once per batch, not per event: the
+        // forwarding side reads it on every pass, and each store here takes the
+        // line from that core's cache.
+        for stream in moved.drain(..) {
+            if let Some(f) = streams.get_mut(&stream) {
+                f.moved = false;
+                for d in [FROM_VIEWER, FROM_ORIGIN] {
+                    f.shared.read_to[d].store(f.read_to[d], Ordering::Release);
+                }
+            }
+        }
         queue.read.store(batch.pushed, Ordering::Release);
         batch.bytes.clear();
         spare = batch;
@@ -393,7 +436,13 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
     }
 }
 
-fn apply(inspector: &Inspector, streams: &mut HashMap<u64, Followed>, bytes: &[u8], event: Event) {
+fn apply(
+    inspector: &Inspector,
+    streams: &mut HashMap<u64, Followed>,
+    moved: &mut Vec<u64>,
+    bytes: &[u8],
+    event: Event,
+) {
     let Event { stream, at, what } = event;
     let (direction, len) = match what {
         What::Open {
@@ -408,6 +457,8 @@ fn apply(inspector: &Inspector, streams: &mut HashMap<u64, Followed>, bytes: &[u
                     tap,
                     shared,
                     read_to: [0; 2],
+                    needless_to: [0; 2],
+                    moved: false,
                 },
             );
             return;
@@ -420,6 +471,7 @@ fn apply(inspector: &Inspector, streams: &mut HashMap<u64, Followed>, bytes: &[u
             if let Some(f) = streams.get_mut(&stream) {
                 f.tap.give_up();
                 for d in [FROM_VIEWER, FROM_ORIGIN] {
+                    f.needless_to[d] = u64::MAX;
                     f.shared.needless_to[d].store(u64::MAX, Ordering::Release);
                 }
             }
@@ -453,15 +505,27 @@ fn apply(inspector: &Inspector, streams: &mut HashMap<u64, Followed>, bytes: &[u
         return;
     };
     f.read_to[direction] += len;
+    if !f.moved {
+        f.moved = true;
+        moved.push(stream);
+    }
     // Reading one side can change what the other needs (an upgrade's answer, a
-    // stream no longer followed): both are told.
+    // stream no longer followed): both are told, at once, when it changed. Any
+    // offset not past what was read means "nothing to pass over", so the one
+    // stored stays while that holds.
     for d in [FROM_VIEWER, FROM_ORIGIN] {
-        let needless_to = match f.tap.needless(d == FROM_VIEWER) {
+        let needless = f.tap.needless(d == FROM_VIEWER);
+        if needless == Some(0) && f.needless_to[d] <= f.read_to[d] {
+            continue;
+        }
+        let needless_to = match needless {
             None => u64::MAX,
             Some(n) => f.read_to[d].saturating_add(n).min(u64::MAX - 1),
         };
-        f.shared.needless_to[d].store(needless_to, Ordering::Release);
-        f.shared.read_to[d].store(f.read_to[d], Ordering::Release);
+        if needless_to != f.needless_to[d] {
+            f.needless_to[d] = needless_to;
+            f.shared.needless_to[d].store(needless_to, Ordering::Release);
+        }
     }
 }
 

@@ -499,7 +499,7 @@ async fn main() {
         let mut direct = Vec::new();
         let mut samples: Vec<Vec<Sample>> = (0..contenders.len()).map(|_| Vec::new()).collect();
         let mut cpus = vec![Vec::new(); contenders.len()];
-        for _ in 0..rounds {
+        for round in 0..rounds {
             let sample = run_figure(figure, origin, "bench", secs).await;
             direct.push(sample.unwrap_or_else(|e| {
                 eprintln!(
@@ -507,7 +507,12 @@ async fn main() {
                 );
                 std::process::exit(1)
             }));
-            for (i, c) in contenders.iter().enumerate() {
+            // Each round starts at the next contender: where a contender runs in the
+            // round (after which other, still winding down) moves its figure by a few
+            // per cent, so no contender keeps one place.
+            for k in 0..contenders.len() {
+                let i = (k + round) % contenders.len();
+                let c = &contenders[i];
                 if !c.serves(figure) || stalled[i] {
                     continue;
                 }
