@@ -116,12 +116,10 @@ impl Pty {
         std::fs::read_to_string(&file).unwrap().trim().to_string()
     }
 
+    /// Sends netbore the signal `signal` by name (`INT`, `TERM`).
     fn signal(&self, signal: &str) {
         let pid = self.note("pid");
-        common::signal(
-            pid.trim().parse().expect("a pid"),
-            signal.trim_start_matches('-'),
-        );
+        common::signal(pid.trim().parse().expect("a pid"), signal);
     }
 
     /// Sets the terminal's size from outside, as a window being resized does: the
@@ -296,7 +294,7 @@ fn the_console_shows_the_session_and_its_connections_and_gives_the_terminal_back
     }
 
     // Ctrl-C: the agent stops cleanly and the terminal is as it was.
-    pty.signal("-INT");
+    pty.signal("INT");
     assert_eq!(pty.wait_exit(), 0, "stderr:\n{}", pty.stderr());
     let out = pty.text();
     assert!(
@@ -353,7 +351,7 @@ fn the_console_lists_http_requests_with_their_status() {
             .any(|l| l.starts_with("GET") && l.contains("/hello?x=1") && l.contains("200 OK"))
     });
     assert!(field(&screen, "Web Interface").is_some(), "{screen:#?}");
-    pty.signal("-INT");
+    pty.signal("INT");
     assert_eq!(pty.wait_exit(), 0, "stderr:\n{}", pty.stderr());
     assert!(pty.text().ends_with(LEAVE));
 }
@@ -421,7 +419,7 @@ fn a_dumb_terminal_and_json_get_lines_in_a_terminal_too() {
     dumb.wait_for("the online line", |t| t.contains("Tunnel online: tcp://"));
     json.wait_for("the online event", |t| t.contains(r#""event":"online""#));
     for pty in [&mut dumb, &mut json] {
-        pty.signal("-INT");
+        pty.signal("INT");
         assert_eq!(pty.wait_exit(), 0, "stderr:\n{}", pty.stderr());
         let out = pty.text();
         assert!(!out.contains('\x1b'), "{out:?}");
