@@ -188,6 +188,11 @@ impl TunnelTable {
             let left = e.labelled_at.unwrap_or_else(|| e.stats.snapshot());
             t.retired.add(&left);
         }
+        // After a peak of tunnels the table returns to the size of what is online.
+        if t.live.capacity() > 64 && t.live.len() * 4 < t.live.capacity() {
+            let keep = t.live.len() * 2;
+            t.live.shrink_to(keep);
+        }
     }
 
     /// Online tunnels per protocol.
@@ -334,6 +339,17 @@ mod tests {
             .iter()
             .find(|(t, _)| t == tunnel)
             .map(|(_, s)| s.bytes_in)
+    }
+
+    #[test]
+    fn the_table_shrinks_back_after_a_peak_of_tunnels() {
+        let t = table(10);
+        let guards: Vec<_> = (0..1000).map(|i| t.add(&format!("t{i}"), "tcp")).collect();
+        let peak = t.table.lock().unwrap().live.capacity();
+        let kept: Vec<_> = guards.into_iter().take(5).collect();
+        let now = t.table.lock().unwrap().live.capacity();
+        assert!(now <= 64, "{now} of {peak} kept");
+        assert_eq!(t.online(), vec![("tcp", kept.len())]);
     }
 
     #[test]

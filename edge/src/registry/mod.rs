@@ -120,6 +120,15 @@ impl Drop for Entry {
     }
 }
 
+/// Gives back most of a table's room once three quarters of it stand empty: after
+/// a peak of tunnels, a node's tables return to the size of what is online (a halving
+/// at most every time the count falls by half, so removals stay cheap on average).
+fn shrink_when_sparse<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 64 && map.len() * 4 < map.capacity() {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 #[derive(Debug, Default)]
 struct Tables {
     tunnels: HashMap<String, Entry>,
@@ -261,7 +270,11 @@ impl Registry {
         let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
         match route {
             Some(r) => routes.insert(name.to_string(), r),
-            None => routes.remove(name),
+            None => {
+                let gone = routes.remove(name);
+                shrink_when_sparse(&mut routes);
+                gone
+            }
         };
     }
 
@@ -457,6 +470,7 @@ impl Registry {
             .is_some_and(|t| t.generation == generation)
         {
             links.remove(&key_text);
+            shrink_when_sparse(&mut links);
             drop(links);
             if let Some(directory) = self.directory() {
                 directory.withdraw(&key, tunnel_id);
@@ -485,10 +499,12 @@ impl Registry {
         let Some(mut entry) = tables.tunnels.remove(tunnel_id) else {
             return;
         };
+        shrink_when_sparse(&mut tables.tunnels);
         if let Some(name) = entry.name.take()
             && tables.names.get(&name).map(String::as_str) == Some(tunnel_id)
         {
             tables.names.remove(&name);
+            shrink_when_sparse(&mut tables.names);
             self.set_route(&name, None);
         }
     }
@@ -735,5 +751,18 @@ mod tests {
         let https = registry(Some(8080), Some(8443));
         assert_eq!(url(&https, Protocol::Http), "https://app.example.test:8443");
         assert_eq!(url(&https, Protocol::Tls), "tls://app.example.test:8443");
+    }
+
+    #[test]
+    fn a_table_gives_back_its_room_as_it_empties() {
+        let mut map: HashMap<u32, u64> = (0..1000).map(|i| (i, 0)).collect();
+        let peak = map.capacity();
+        for i in 0..990 {
+            map.remove(&i);
+            shrink_when_sparse(&mut map);
+            assert!(map.capacity() >= map.len());
+        }
+        assert!(map.capacity() <= 64, "{} of {peak} kept", map.capacity());
+        assert!((990..1000).all(|i| map.contains_key(&i)));
     }
 }
