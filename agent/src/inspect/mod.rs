@@ -7,6 +7,7 @@
 pub mod api;
 pub(crate) mod capture;
 mod fields;
+mod handoff;
 mod har;
 mod json;
 mod replay;
@@ -175,6 +176,18 @@ impl Inspector {
     /// behind.
     pub async fn settle(&self) {
         self.inner.queue.settle().await;
+    }
+
+    /// Starts capturing one HTTP stream of tunnel `tunnel` as forwarding does
+    /// (`None` when the capture thread cannot run). For the criterion benches, which
+    /// measure what forwarding pays for the capture.
+    #[doc(hidden)]
+    pub fn capture_stream(
+        &self,
+        tunnel: usize,
+        viewer: std::net::IpAddr,
+    ) -> Option<impl netbore_transport::pipe::Tap + use<>> {
+        worker::QueuedTap::new(self, tunnel, viewer)
     }
 
     /// Hears every change to the history.

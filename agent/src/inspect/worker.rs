@@ -10,13 +10,14 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use netbore_transport::pipe::Tap;
 
 use super::capture::HttpTap;
+use super::handoff::{Guard, Handoff};
 use super::{Inner, Inspector};
 
 /// How long the worker lets bytes gather before it reads them.
@@ -41,7 +42,7 @@ const FROM_ORIGIN: usize = 1;
 /// The queue between the forwarding side and the worker.
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
-    batch: Mutex<Batch>,
+    batch: Handoff<Batch>,
     /// Set while the worker sleeps with nothing to do.
     parked: AtomicBool,
     worker: OnceLock<Thread>,
@@ -120,10 +121,10 @@ impl<T> std::ops::Deref for Line<T> {
 }
 
 impl Queue {
-    fn lock(&self) -> MutexGuard<'_, Batch> {
-        self.batch
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The batch, once no one else holds it (for what happens once per stream or
+    /// per batch; forwarding's copies use [`Handoff::try_lock`]).
+    fn lock(&self) -> Guard<'_, Batch> {
+        self.batch.lock()
     }
 
     /// Wakes the worker if it sleeps.
@@ -170,6 +171,9 @@ pub(crate) struct QueuedTap {
     read_seen: [u64; 2],
     /// An event was dropped: nothing more is sent but the close.
     lost: bool,
+    /// It was dropped because the queue's lock stayed taken, so the worker has not
+    /// been told yet (it is, with the close).
+    untold: bool,
 }
 
 impl QueuedTap {
@@ -207,6 +211,7 @@ impl QueuedTap {
             hurried: [None; 2],
             read_seen: [0; 2],
             lost: false,
+            untold: false,
         })
     }
 
@@ -231,7 +236,13 @@ impl QueuedTap {
             waiting = (at + skip).saturating_sub(read_to) + rest.len() as u64;
         }
         let now = Instant::now();
-        let mut batch = self.queue.lock();
+        let Some(mut batch) = self.queue.batch.try_lock() else {
+            // Held too long (its holder was preempted): forwarding does not wait,
+            // and this stream's capture ends here.
+            self.lost = true;
+            self.untold = true;
+            return;
+        };
         if batch.events.len() + 2 > QUEUE_EVENTS {
             self.lost = true;
             batch.push(self.stream, now, What::Lost);
@@ -300,9 +311,13 @@ impl Tap for QueuedTap {
 
 impl Drop for QueuedTap {
     fn drop(&mut self) {
-        self.queue
-            .lock()
-            .push(self.stream, Instant::now(), What::Close);
+        let now = Instant::now();
+        let mut batch = self.queue.lock();
+        if self.untold {
+            batch.push(self.stream, now, What::Lost);
+        }
+        batch.push(self.stream, now, What::Close);
+        drop(batch);
         self.queue.wake();
     }
 }
@@ -610,6 +625,35 @@ mod tests {
         assert!(all[0].response_body.truncated);
         assert_eq!(all[1].request.request_line().1, "/next");
         assert_eq!(all[1].response_body.captured, &b"ok"[..]);
+    }
+
+    #[tokio::test]
+    async fn forwarding_does_not_wait_for_a_queue_held_too_long() {
+        let inspector = inspector(1024);
+        let mut tap = QueuedTap::new(&inspector, 0, [192, 0, 2, 1].into()).unwrap();
+        tap.read_from_stream(b"GET /held HTTP/1.1\r\n\r\n");
+        inspector.settle().await;
+        // Another holder keeps the queue (as a preempted capture thread would).
+        let held = inspector.inner.queue.lock();
+        let started = Instant::now();
+        tap.read_from_socket(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        let waited = started.elapsed();
+        drop(held);
+        assert!(waited < Duration::from_millis(100), "{waited:?}");
+        assert!(tap.lost);
+        // Nothing more is copied, and the close tells the worker why the capture ended.
+        tap.read_from_socket(b"more");
+        assert!(inspector.inner.queue.lock().bytes.is_empty());
+        drop(tap);
+        inspector.settle().await;
+        let all = inspector.exchanges(10);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].request.request_line().1, "/held");
+        assert!(
+            all[0].error.as_deref().unwrap().contains("fell behind"),
+            "{:?}",
+            all[0].error
+        );
     }
 
     #[tokio::test]

@@ -549,6 +549,12 @@ async fn main() {
             v.sort_by(|a, b| a.rate.total_cmp(&b.rate));
             v.swap_remove(v.len() / 2)
         };
+        // Each round's rate, in round order: contenders measured in the same round
+        // can be compared round by round.
+        let rounds_rates: Vec<Vec<f64>> = samples
+            .iter()
+            .map(|v| v.iter().map(|s| s.rate).collect())
+            .collect();
         let d = pick(direct);
         let picked: Vec<Option<Sample>> = contenders
             .iter()
@@ -594,7 +600,7 @@ async fn main() {
                 "{}",
                 serde_json::json!({"figure": name, "contender": c.name, "direct": d.rate, "rate": s.rate,
                     "ratio_to_direct": s.rate / d.rate, "ratio_to_best_peer": best_peer.map(|p| s.rate / p),
-                    "cpu_per_unit": cpu, "p50_s": s.p50, "p99_s": s.p99})
+                    "cpu_per_unit": cpu, "p50_s": s.p50, "p99_s": s.p99, "round_rates": rounds_rates[i]})
             );
         }
         report.line(&row);

@@ -1,0 +1,144 @@
+//! The lock of the capture queue. Forwarding copies a request's bytes into the
+//! queue under it, and a lock released by a locked instruction (a `std` mutex's
+//! swap) makes forwarding wait, right after the copy, until every line it wrote
+//! has been taken back from the capture thread's core: about a third of what
+//! forwarding paid for the capture (`cargo bench -p netbore-benches --bench
+//! inspect`, `docs/benchmarks.md` finding 43). Here release is a plain store.
+//!
+//! It never blocks forwarding for long: [`Handoff::try_lock`] gives up after
+//! [`PATIENCE`] of spinning (its caller then lets the bytes pass uncaptured), so a
+//! holder that was preempted (the capture thread runs at the lowest priority) costs
+//! forwarding that much at most. [`Handoff::lock`] waits, yielding the core; it is for
+//! what happens once per stream or per batch.
+
+#![allow(unsafe_code)]
+
+use std::cell::UnsafeCell;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long [`Handoff::try_lock`] spins before it gives up: a holder keeps the
+/// lock for the copy of one read at most (a few microseconds for the largest).
+pub(crate) const PATIENCE: Duration = Duration::from_micros(20);
+/// Spins between two looks at the clock.
+const SPINS: u32 = 64;
+
+/// A value behind a lock whose release is a plain store.
+#[derive(Debug, Default)]
+pub(crate) struct Handoff<T> {
+    locked: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the value is reached only through a `Guard`, and at most one guard exists
+// at a time (`locked` is set by a compare-exchange and cleared by the guard's drop),
+// so sharing the lock between threads shares `T` only as `Mutex<T>` would.
+unsafe impl<T: Send> Sync for Handoff<T> {}
+
+impl<T> Handoff<T> {
+    fn acquire(&self) -> bool {
+        !self.locked.load(Ordering::Relaxed)
+            && self
+                .locked
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// The value, unless the lock stays taken for [`PATIENCE`].
+    pub(crate) fn try_lock(&self) -> Option<Guard<'_, T>> {
+        if self.acquire() {
+            return Some(Guard(self));
+        }
+        let start = Instant::now();
+        loop {
+            for _ in 0..SPINS {
+                std::hint::spin_loop();
+                if self.acquire() {
+                    return Some(Guard(self));
+                }
+            }
+            if start.elapsed() > PATIENCE {
+                return None;
+            }
+        }
+    }
+
+    /// The value, once the lock is free (yielding the core meanwhile).
+    pub(crate) fn lock(&self) -> Guard<'_, T> {
+        loop {
+            if let Some(guard) = self.try_lock() {
+                return guard;
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Holds the lock; releases it when dropped.
+pub(crate) struct Guard<'a, T>(&'a Handoff<T>);
+
+impl<T> Deref for Guard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: this guard holds the lock, so no other reference to the value exists.
+        unsafe { &*self.0.value.get() }
+    }
+}
+
+impl<T> DerefMut for Guard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference.
+        unsafe { &mut *self.0.value.get() }
+    }
+}
+
+impl<T> Drop for Guard<'_, T> {
+    fn drop(&mut self) {
+        // A release store: what was written under the lock is seen by the next
+        // holder, and nothing here waits for those writes to leave this core.
+        self.0.locked.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn holders_never_overlap() {
+        let shared = Arc::new(Handoff::<(u64, u64)>::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let shared = Arc::clone(&shared);
+                std::thread::spawn(move || {
+                    for _ in 0..50_000 {
+                        let mut guard = shared.lock();
+                        let pair: &mut (u64, u64) = &mut guard;
+                        // Two fields written apart: a second holder would see them differ.
+                        assert_eq!(pair.0, pair.1);
+                        pair.0 += 1;
+                        std::hint::black_box(&mut *pair);
+                        pair.1 += 1;
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*shared.lock(), (200_000, 200_000));
+    }
+
+    #[test]
+    fn try_lock_gives_up_while_another_holds_it() {
+        let shared = Handoff::<u32>::default();
+        let held = shared.lock();
+        assert!(shared.try_lock().is_none());
+        drop(held);
+        *shared.try_lock().expect("free again") += 1;
+        assert_eq!(*shared.lock(), 1);
+    }
+}
