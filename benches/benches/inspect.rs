@@ -1,8 +1,9 @@
 //! Criterion bench of what forwarding pays for the inspector: one keep-alive
 //! exchange (a request head as the Edge sends it, a 1 KiB answer) shown to an HTTP
 //! stream's capture, over 64 streams, while the capture thread reads them on its
-//! own core. Only the forwarding side is timed; between batches the bench waits
+//! own core. `exchange` times the forwarding side; between batches the bench waits
 //! for the capture thread, so the queue never fills and every byte is copied.
+//! `capture_thread` is the capture thread's CPU time for the same exchanges.
 
 #![allow(missing_docs)]
 
@@ -26,7 +27,12 @@ fn exchange(c: &mut Criterion) {
 x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\nx-forwarded-host: bench.example.test\r\n\r\n";
     let mut response = b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n".to_vec();
     response.extend_from_slice(&[b'x'; 1024]);
-    let inspector = Inspector::new(InspectConfig::default());
+    let inspector = Inspector::new(InspectConfig {
+        db_size: std::env::var("DBSZ")
+            .map(|v| v.parse().unwrap())
+            .unwrap_or(50 << 20),
+        ..InspectConfig::default()
+    });
     let mut taps: Vec<_> = (0..STREAMS)
         .map(|_| {
             inspector
@@ -57,7 +63,46 @@ x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\nx-forwarded-host: bench
             timed
         })
     });
+    // The capture thread's CPU time for the same exchanges (its run time as the
+    // kernel counts it, in nanoseconds).
+    g.bench_function("capture_thread_1k_64_streams", |b| {
+        b.iter_custom(|iters| {
+            let before = capture_thread_cpu();
+            let mut done = 0;
+            let mut next = 0;
+            while done < iters {
+                let n = BATCH.min(iters - done);
+                for _ in 0..n {
+                    let tap = &mut taps[next % STREAMS];
+                    tap.read_from_stream(request);
+                    tap.read_from_socket(&response);
+                    next += 1;
+                }
+                done += n;
+                rt.block_on(inspector.settle());
+            }
+            capture_thread_cpu() - before
+        })
+    });
     g.finish();
+}
+
+/// The CPU time the capture thread has used so far (from `/proc/self/task/*/schedstat`).
+fn capture_thread_cpu() -> Duration {
+    for task in std::fs::read_dir("/proc/self/task").expect("a Linux /proc") {
+        let dir = task.expect("a task").path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if name.trim() == "netbore-inspect" {
+            let stat = std::fs::read_to_string(dir.join("schedstat")).expect("schedstat");
+            let ns: u64 = stat
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("a run time");
+            return Duration::from_nanos(ns);
+        }
+    }
+    panic!("no capture thread");
 }
 
 criterion_group!(benches, exchange);
