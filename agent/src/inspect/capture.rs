@@ -169,9 +169,10 @@ impl HttpTap {
 
     /// Stops following the stream because the capture fell behind (its queue was
     /// full): requests still waiting are marked so, not as cut by the connection.
+    /// They are marked at once: the connection may stay open for hours.
     pub(crate) fn give_up(&mut self) {
         self.gave_up = true;
-        self.stop();
+        self.end();
     }
 
     /// Reads `data`, which passed the agent at `at`: from the viewer (the request
@@ -513,10 +514,17 @@ impl HttpTap {
 }
 
 impl Drop for HttpTap {
-    /// The stream ended: a close-delimited response is complete; requests still
-    /// waiting never got (all of) theirs.
     fn drop(&mut self) {
-        if matches!(self.response.state, State::Body(Framing::UntilClose)) {
+        self.end();
+    }
+}
+
+impl HttpTap {
+    /// The stream ended (or is followed no more): a close-delimited response is
+    /// complete, unless the capture gave up; requests still waiting never got (all
+    /// of) theirs.
+    fn end(&mut self) {
+        if !self.gave_up && matches!(self.response.state, State::Body(Framing::UntilClose)) {
             self.response_done(None);
         }
         // A body the stream ended in the middle of is kept as far as it came, marked
@@ -542,6 +550,8 @@ impl Drop for HttpTap {
         for w in self.waiting.drain(..) {
             store.update(w.seq, |e| e.error = Some(error.into()));
         }
+        drop(store);
+        self.stop();
     }
 }
 

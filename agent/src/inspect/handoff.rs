@@ -8,12 +8,15 @@
 //! It never blocks forwarding for long: [`Handoff::try_lock`] gives up after
 //! [`PATIENCE`] of spinning (its caller then lets the bytes pass uncaptured), so a
 //! holder that was preempted (the capture thread runs at the lowest priority) costs
-//! forwarding that much at most. [`Handoff::lock`] waits, yielding the core; it is for
-//! what happens once per stream or per batch.
+//! forwarding that much at most. [`Handoff::lock`] waits, sleeping between tries so
+//! that a preempted holder gets the core back (a waiter that only yielded would keep
+//! it from a holder of lower priority); it is for what happens once per stream or
+//! per batch.
 
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;
+use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +26,8 @@ use std::time::{Duration, Instant};
 pub(crate) const PATIENCE: Duration = Duration::from_micros(20);
 /// Spins between two looks at the clock.
 const SPINS: u32 = 64;
+/// How long [`Handoff::lock`] sleeps between two tries.
+const NAP: Duration = Duration::from_micros(50);
 
 /// A value behind a lock whose release is a plain store.
 #[derive(Debug, Default)]
@@ -48,14 +53,14 @@ impl<T> Handoff<T> {
     /// The value, unless the lock stays taken for [`PATIENCE`].
     pub(crate) fn try_lock(&self) -> Option<Guard<'_, T>> {
         if self.acquire() {
-            return Some(Guard(self));
+            return Some(Guard(self, PhantomData));
         }
         let start = Instant::now();
         loop {
             for _ in 0..SPINS {
                 std::hint::spin_loop();
                 if self.acquire() {
-                    return Some(Guard(self));
+                    return Some(Guard(self, PhantomData));
                 }
             }
             if start.elapsed() > PATIENCE {
@@ -64,19 +69,30 @@ impl<T> Handoff<T> {
         }
     }
 
-    /// The value, once the lock is free (yielding the core meanwhile).
+    /// The value if the lock is free now (no spinning).
+    pub(crate) fn try_lock_now(&self) -> Option<Guard<'_, T>> {
+        self.acquire().then(|| Guard(self, PhantomData))
+    }
+
+    /// The value, once the lock is free (sleeping between tries).
     pub(crate) fn lock(&self) -> Guard<'_, T> {
         loop {
             if let Some(guard) = self.try_lock() {
                 return guard;
             }
-            std::thread::yield_now();
+            std::thread::sleep(NAP);
         }
     }
 }
 
-/// Holds the lock; releases it when dropped.
-pub(crate) struct Guard<'a, T>(&'a Handoff<T>);
+/// Holds the lock; releases it when dropped. Like `std`'s `MutexGuard` it stays on
+/// the thread that took it (so it cannot be held across an `.await` of a task that
+/// moves between threads) and is shared between threads only when `T` may be.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub(crate) struct Guard<'a, T>(&'a Handoff<T>, PhantomData<*const ()>);
+
+// SAFETY: a shared guard gives only `&T`, which other threads may hold when `T: Sync`.
+unsafe impl<T: Sync> Sync for Guard<'_, T> {}
 
 impl<T> Deref for Guard<'_, T> {
     type Target = T;
@@ -137,7 +153,9 @@ mod tests {
         let shared = Handoff::<u32>::default();
         let held = shared.lock();
         assert!(shared.try_lock().is_none());
+        assert!(shared.try_lock_now().is_none());
         drop(held);
+        drop(shared.try_lock_now().expect("free"));
         *shared.try_lock().expect("free again") += 1;
         assert_eq!(*shared.lock(), 1);
     }

@@ -62,6 +62,9 @@ struct Batch {
     bytes: Vec<u8>,
     /// Events pushed since the start.
     pushed: u64,
+    /// The most bytes and events it has held since its room was reserved.
+    peak_bytes: usize,
+    peak_events: usize,
 }
 
 #[derive(Debug)]
@@ -186,7 +189,9 @@ impl QueuedTap {
         }
         let shared = Arc::new(Shared::default());
         let stream = queue.next_stream.fetch_add(1, Ordering::Relaxed);
-        let mut batch = queue.lock();
+        // Forwarding does not wait for a holder that was preempted: the stream
+        // passes uncaptured instead.
+        let mut batch = queue.batch.try_lock()?;
         if batch.events.len() >= QUEUE_EVENTS {
             // The worker is far behind: this stream passes uncaptured.
             return None;
@@ -221,7 +226,14 @@ impl QueuedTap {
         self.offset[direction] += len;
         let needless_to = self.shared.needless_to[direction].load(Ordering::Acquire);
         if needless_to == u64::MAX || self.lost {
-            // Not followed any more: nothing to tell.
+            // Not followed any more: nothing to tell, but why, when the lock was
+            // held too long (once it is free, without waiting for it).
+            if self.untold
+                && let Some(mut batch) = self.queue.batch.try_lock_now()
+            {
+                batch.push(self.stream, Instant::now(), What::Lost);
+                self.untold = false;
+            }
             return;
         }
         let skip = needless_to.saturating_sub(at).min(len);
@@ -327,6 +339,16 @@ impl Batch {
         self.events.push(Event { stream, at, what });
         self.pushed += 1;
     }
+
+    /// Room for everything the queue may hold, reserved before the batch is handed
+    /// to forwarding: growing it under the lock would copy megabytes while streams
+    /// wait (and give up). Only reserved: pages are touched as bytes arrive.
+    fn make_room(&mut self) {
+        self.bytes
+            .reserve_exact(QUEUE_BYTES.saturating_sub(self.bytes.len()));
+        self.events
+            .reserve_exact(QUEUE_EVENTS.saturating_sub(self.events.len()));
+    }
 }
 
 /// Starts the worker thread the first time an HTTP stream is captured (false when
@@ -342,6 +364,8 @@ fn start_worker(queue: &Arc<Queue>, inspector: Weak<Inner>) -> bool {
     if queue.worker.get().is_some() {
         return !queue.ended.load(Ordering::Acquire);
     }
+    // The first batch gets its room before any stream can copy into it.
+    queue.lock().make_room();
     let for_worker = Arc::clone(queue);
     let spawned = thread::Builder::new()
         .name("netbore-inspect".into())
@@ -400,6 +424,7 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
     // Streams whose reading moved in this batch.
     let mut moved: Vec<u64> = Vec::new();
     let mut spare = Batch::default();
+    spare.make_room();
     loop {
         let mut batch = {
             let mut current = queue.lock();
@@ -415,12 +440,15 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
                 thread::park_timeout(Duration::from_secs(1));
             }
             queue.parked.store(false, Ordering::SeqCst);
-            // Idle: room a burst took is given back.
-            if batch.bytes.capacity() > KEEP_ROOM {
-                batch.bytes = Vec::new();
-            }
-            if batch.events.capacity() > KEEP_ROOM / 64 {
-                batch.events = Vec::new();
+            // Idle: pages a burst touched are given back (the room is reserved
+            // again, untouched).
+            if batch.peak_bytes > KEEP_ROOM || batch.peak_events > KEEP_ROOM / 64 {
+                let pushed = batch.pushed;
+                batch = Batch {
+                    pushed,
+                    ..Batch::default()
+                };
+                batch.make_room();
             }
             spare = batch;
             continue;
@@ -429,6 +457,8 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
             return;
         };
         let owner = Inspector { inner };
+        batch.peak_bytes = batch.peak_bytes.max(batch.bytes.len());
+        batch.peak_events = batch.peak_events.max(batch.events.len());
         for event in batch.events.drain(..) {
             apply(&owner, &mut streams, &mut moved, &batch.bytes, event);
         }
@@ -641,10 +671,11 @@ mod tests {
         drop(held);
         assert!(waited < Duration::from_millis(100), "{waited:?}");
         assert!(tap.lost);
-        // Nothing more is copied, and the close tells the worker why the capture ended.
+        // Nothing more is copied; the next pass, finding the lock free, tells the
+        // worker why the capture ended (the connection may stay open for hours).
         tap.read_from_socket(b"more");
+        assert!(!tap.untold);
         assert!(inspector.inner.queue.lock().bytes.is_empty());
-        drop(tap);
         inspector.settle().await;
         let all = inspector.exchanges(10);
         assert_eq!(all.len(), 1);
@@ -654,6 +685,22 @@ mod tests {
             "{:?}",
             all[0].error
         );
+        drop(tap);
+        inspector.settle().await;
+        assert_eq!(inspector.exchanges(10).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stream_opened_while_the_queue_is_held_passes_uncaptured() {
+        let inspector = inspector(1024);
+        // The worker runs (a first stream started it).
+        drop(QueuedTap::new(&inspector, 0, [192, 0, 2, 1].into()).unwrap());
+        let held = inspector.inner.queue.lock();
+        let started = Instant::now();
+        assert!(QueuedTap::new(&inspector, 0, [192, 0, 2, 1].into()).is_none());
+        assert!(started.elapsed() < Duration::from_millis(100));
+        drop(held);
+        assert!(QueuedTap::new(&inspector, 0, [192, 0, 2, 1].into()).is_some());
     }
 
     #[tokio::test]
