@@ -40,6 +40,8 @@ x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\nx-forwarded-host: bench
                 .expect("the capture thread starts")
         })
         .collect();
+    // The capture thread has started (and named itself) once it has read the opens.
+    rt.block_on(inspector.settle());
     let mut g = c.benchmark_group("inspect");
     g.throughput(Throughput::Elements(1));
     g.bench_function("exchange_1k_64_streams", |b| {
