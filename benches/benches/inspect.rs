@@ -27,12 +27,7 @@ fn exchange(c: &mut Criterion) {
 x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\nx-forwarded-host: bench.example.test\r\n\r\n";
     let mut response = b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n".to_vec();
     response.extend_from_slice(&[b'x'; 1024]);
-    let inspector = Inspector::new(InspectConfig {
-        db_size: std::env::var("DBSZ")
-            .map(|v| v.parse().unwrap())
-            .unwrap_or(50 << 20),
-        ..InspectConfig::default()
-    });
+    let inspector = Inspector::new(InspectConfig::default());
     let mut taps: Vec<_> = (0..STREAMS)
         .map(|_| {
             inspector
