@@ -14,7 +14,8 @@
 //! RSS 10 s after the last figure (the after-load table is then measured with `--quick` too).)
 //! (`--baseline` runs a second netbore binary, e.g. one built from an older commit, in the same run and over the same transports;
 //! `--origin-only` serves just the harness's origin (`/1k`, `/1m`) for tools run by hand;
-//! `--inspector-ab` adds `netbore http` with the request inspector off beside the default (on);
+//! `--inspector-ab` adds `netbore http` with the request inspector off beside the default (on),
+//! and prints on ÷ off for each round and their median;
 //! `--only TEXT` runs only the figures whose name contains TEXT, without the memory table;
 //! `--peer NAME` (repeatable) adds one peer: bore, rathole-tcp, rathole-websocket,
 //! rathole-websocket-tls or rathole-noise;
@@ -604,6 +605,26 @@ async fn main() {
             );
         }
         report.line(&row);
+        // The inspector's cost round by round: on and off ran in the same round, so
+        // a host that slows down between rounds moves both alike.
+        let position = |n: &str| contenders.iter().position(|c| c.name == n);
+        if let (Some(on), Some(off)) = (
+            position("netbore http"),
+            position("netbore http, inspector off"),
+        ) && rounds_rates[on].len() == rounds_rates[off].len()
+            && !rounds_rates[on].is_empty()
+        {
+            let by_round: Vec<f64> = rounds_rates[on]
+                .iter()
+                .zip(&rounds_rates[off])
+                .map(|(a, b)| a / b)
+                .collect();
+            eprintln!(
+                "{}",
+                serde_json::json!({"figure": name, "inspector_on_over_off_by_round": by_round,
+                    "median_of_rounds": median(by_round.clone())})
+            );
+        }
     }
     if !quick || max_after_load.is_some() {
         let (table, ratios) = after_load(&contenders, &idle_rss).await;
