@@ -22,6 +22,7 @@ pub mod pipe;
 pub mod proto;
 pub mod proxy;
 pub mod quic;
+mod quic_socket;
 mod quic_windows;
 mod session;
 pub mod tcp;

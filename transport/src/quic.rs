@@ -23,6 +23,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, Endpoint, EndpointConfig, RecvStream, SendStream, VarInt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::quic_socket::FewSlots;
 use crate::quic_windows::{SessionWindows, StreamWindow};
 use crate::traits::{TransportSession, TransportStream};
 use crate::{Session, TransportError, TransportKind};
@@ -151,7 +152,8 @@ pub fn connection_window(mux: &Config) -> VarInt {
 
 /// The endpoint settings: datagrams up to [`MAX_UDP_PAYLOAD`] accepted, so path MTU
 /// discovery can use what the path allows. (quinn's receive buffer grows with it, but
-/// it is allocated zeroed and only the part datagrams use becomes resident.)
+/// it is allocated zeroed and only the part datagrams use becomes resident, which
+/// [`FewSlots`] bounds.)
 fn endpoint_config() -> EndpointConfig {
     let mut config = EndpointConfig::default();
     // In range by construction (1,200 ..= 65,527).
@@ -196,11 +198,10 @@ pub fn server_endpoint(
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(edge_transport_config(mux)));
     config.migration(true);
-    let socket = bind_udp(addr)?;
-    Endpoint::new(
+    Endpoint::new_with_abstract_socket(
         endpoint_config(),
         Some(config),
-        socket,
+        FewSlots::wrap(bind_udp(addr)?)?,
         Arc::new(quinn::TokioRuntime),
     )
 }
@@ -226,10 +227,10 @@ pub async fn connect(
     let crypto = QuicClientConfig::try_from(tls).map_err(io::Error::other)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport_config(mux)));
-    let mut endpoint = Endpoint::new(
+    let mut endpoint = Endpoint::new_with_abstract_socket(
         endpoint_config(),
         None,
-        bind_udp(local)?,
+        FewSlots::wrap(bind_udp(local)?)?,
         Arc::new(quinn::TokioRuntime),
     )?;
     endpoint.set_default_client_config(config);

@@ -341,8 +341,10 @@ impl Batch {
     }
 
     /// Room for everything the queue may hold, reserved before the batch is handed
-    /// to forwarding: growing it under the lock would copy megabytes while streams
-    /// wait (and give up). Only reserved: pages are touched as bytes arrive.
+    /// back to forwarding while traffic flows: growing it under the lock would copy
+    /// megabytes while streams wait (and give up). Only reserved: pages are touched
+    /// as bytes arrive. (The first batches after an idle spell grow, by what a few
+    /// milliseconds of traffic bring.)
     fn make_room(&mut self) {
         self.bytes
             .reserve_exact(QUEUE_BYTES.saturating_sub(self.bytes.len()));
@@ -364,8 +366,6 @@ fn start_worker(queue: &Arc<Queue>, inspector: Weak<Inner>) -> bool {
     if queue.worker.get().is_some() {
         return !queue.ended.load(Ordering::Acquire);
     }
-    // The first batch gets its room before any stream can copy into it.
-    queue.lock().make_room();
     let for_worker = Arc::clone(queue);
     let spawned = thread::Builder::new()
         .name("netbore-inspect".into())
@@ -424,7 +424,6 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
     // Streams whose reading moved in this batch.
     let mut moved: Vec<u64> = Vec::new();
     let mut spare = Batch::default();
-    spare.make_room();
     loop {
         let mut batch = {
             let mut current = queue.lock();
@@ -440,15 +439,14 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
                 thread::park_timeout(Duration::from_secs(1));
             }
             queue.parked.store(false, Ordering::SeqCst);
-            // Idle: pages a burst touched are given back (the room is reserved
-            // again, untouched).
+            // Idle: pages a burst touched are given back. (The room is reserved
+            // again once traffic flows: reserved now, the allocator could hand back
+            // the very pages just freed.)
             if batch.peak_bytes > KEEP_ROOM || batch.peak_events > KEEP_ROOM / 64 {
-                let pushed = batch.pushed;
                 batch = Batch {
-                    pushed,
+                    pushed: batch.pushed,
                     ..Batch::default()
                 };
-                batch.make_room();
             }
             spare = batch;
             continue;
@@ -476,6 +474,8 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
         }
         queue.read.store(batch.pushed, Ordering::Release);
         batch.bytes.clear();
+        // Traffic flows: the batch gets its room before it goes back to forwarding.
+        batch.make_room();
         spare = batch;
         thread::park_timeout(TICK);
     }
