@@ -79,7 +79,8 @@ mod tests {
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         // Sizes differ, so no two are coalesced into one message.
         for i in 0..40u8 {
-            tx.send_to(&vec![i + 1; 100 + usize::from(i)], addr).unwrap();
+            tx.send_to(&vec![i + 1; 100 + usize::from(i)], addr)
+                .unwrap();
         }
         let mut storage = vec![vec![0u8; 64 * 1024]; 32];
         let mut meta = [RecvMeta::default(); 32];
@@ -94,6 +95,10 @@ mod tests {
         assert_eq!(meta[0].len, 100);
         assert!(storage[0][..100].iter().all(|&b| b == 1));
         // The slots past the first few are never written.
-        assert!(storage[RECV_SLOTS..].iter().all(|b| b.iter().all(|&x| x == 0)));
+        assert!(
+            storage[RECV_SLOTS..]
+                .iter()
+                .all(|b| b.iter().all(|&x| x == 0))
+        );
     }
 }

@@ -62,9 +62,6 @@ struct Batch {
     bytes: Vec<u8>,
     /// Events pushed since the start.
     pushed: u64,
-    /// The most bytes and events it has held since its room was reserved.
-    peak_bytes: usize,
-    peak_events: usize,
 }
 
 #[derive(Debug)]
@@ -340,16 +337,29 @@ impl Batch {
         self.pushed += 1;
     }
 
-    /// Room for everything the queue may hold, reserved before the batch is handed
-    /// back to forwarding while traffic flows: growing it under the lock would copy
-    /// megabytes while streams wait (and give up). Only reserved: pages are touched
-    /// as bytes arrive. (The first batches after an idle spell grow, by what a few
-    /// milliseconds of traffic bring.)
+    /// Room for everything the queue may hold, reserved by the worker before the
+    /// batch goes back to forwarding under heavy traffic: growing it under the lock
+    /// would copy megabytes while streams wait (and give up). Only reserved: pages
+    /// are touched as bytes arrive. (Closes are queued past [`QUEUE_EVENTS`]: room
+    /// for some of them too.)
     fn make_room(&mut self) {
         self.bytes
             .reserve_exact(QUEUE_BYTES.saturating_sub(self.bytes.len()));
         self.events
-            .reserve_exact(QUEUE_EVENTS.saturating_sub(self.events.len()));
+            .reserve_exact((QUEUE_EVENTS + QUEUE_EVENTS / 16).saturating_sub(self.events.len()));
+    }
+
+    /// Gives back room past [`KEEP_ROOM`] (the batch is empty): what a burst
+    /// touched is freed, and what light traffic needs stays reserved. (Not reserved
+    /// in full again right away: the allocator would hand back the very pages just
+    /// freed.)
+    fn keep_little(&mut self) {
+        if self.bytes.capacity() > KEEP_ROOM {
+            self.bytes = Vec::with_capacity(KEEP_ROOM);
+        }
+        if self.events.capacity() > KEEP_ROOM / 64 {
+            self.events = Vec::with_capacity(KEEP_ROOM / 64);
+        }
     }
 }
 
@@ -439,15 +449,8 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
                 thread::park_timeout(Duration::from_secs(1));
             }
             queue.parked.store(false, Ordering::SeqCst);
-            // Idle: pages a burst touched are given back. (The room is reserved
-            // again once traffic flows: reserved now, the allocator could hand back
-            // the very pages just freed.)
-            if batch.peak_bytes > KEEP_ROOM || batch.peak_events > KEEP_ROOM / 64 {
-                batch = Batch {
-                    pushed: batch.pushed,
-                    ..Batch::default()
-                };
-            }
+            // Idle: pages a burst touched are given back.
+            batch.keep_little();
             spare = batch;
             continue;
         }
@@ -455,8 +458,7 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
             return;
         };
         let owner = Inspector { inner };
-        batch.peak_bytes = batch.peak_bytes.max(batch.bytes.len());
-        batch.peak_events = batch.peak_events.max(batch.events.len());
+        let heavy = batch.bytes.len() > KEEP_ROOM / 2 || batch.events.len() > KEEP_ROOM / 128;
         for event in batch.events.drain(..) {
             apply(&owner, &mut streams, &mut moved, &batch.bytes, event);
         }
@@ -474,8 +476,13 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
         }
         queue.read.store(batch.pushed, Ordering::Release);
         batch.bytes.clear();
-        // Traffic flows: the batch gets its room before it goes back to forwarding.
-        batch.make_room();
+        // Heavy traffic: the batch gets all its room before it goes back to
+        // forwarding; light traffic (or none) needs little.
+        if heavy {
+            batch.make_room();
+        } else {
+            batch.keep_little();
+        }
         spare = batch;
         thread::park_timeout(TICK);
     }
