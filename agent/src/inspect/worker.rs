@@ -172,7 +172,8 @@ pub(crate) struct QueuedTap {
     /// An event was dropped: nothing more is sent but the close.
     lost: bool,
     /// It was dropped because the queue's lock stayed taken, so the worker has not
-    /// been told yet (it is, with the close).
+    /// been told yet (it is by the next pass that finds the lock free, or by the
+    /// close).
     untold: bool,
 }
 
