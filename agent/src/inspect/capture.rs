@@ -13,7 +13,7 @@ use netbore_transport::pipe::Tap;
 
 use super::Inspector;
 use super::fields::{Fields, chunk_size, decimal, end_of_head};
-use super::store::{Body, Exchange, Head, MAX_WS_MESSAGES, Store, WsMessage};
+use super::store::{Record, Store, StoredBody, WsMessage};
 use super::websocket::Frames;
 
 /// The longest head followed; a longer one ends the capture of its stream.
@@ -75,12 +75,18 @@ struct Capture {
 }
 
 impl Capture {
-    /// The body for the record (`whole`: it came in one piece, read where it lies;
-    /// `cut`: the stream ended in its middle); this one starts again, empty.
-    fn finish(&mut self, store: &mut Store, whole: Option<&[u8]>, cut: bool) -> Body {
-        let body = Body {
+    /// The body for record `seq` (`whole`: it came in one piece, read where it
+    /// lies; `cut`: the stream ended in its middle); this one starts again, empty.
+    fn finish(
+        &mut self,
+        store: &mut Store,
+        seq: u64,
+        whole: Option<&[u8]>,
+        cut: bool,
+    ) -> StoredBody {
+        let body = StoredBody {
             size: self.size,
-            captured: store.copy(whole.unwrap_or(&self.captured)),
+            piece: store.put(seq, whole.unwrap_or(&self.captured)),
             truncated: self.truncated || self.holed || cut,
         };
         self.size = 0;
@@ -288,25 +294,8 @@ impl HttpTap {
         };
         let upgrade = fields.upgrade;
         let now = self.at;
-        let mut store = self.inspector.store();
-        let head = Head {
-            raw: store.copy(head),
-        };
-        let seq = store.add(Exchange {
-            seq: 0,
-            tunnel: self.tunnel,
-            viewer: self.viewer,
-            started: wall_clock(now),
-            duration: None,
-            replay_of: self.replay_of,
-            request: head,
-            request_body: Body::default(),
-            response: None,
-            response_body: Body::default(),
-            websocket: Vec::new(),
-            error: None,
-        });
-        drop(store);
+        let record = Record::new(self.tunnel, self.viewer, wall_clock(now), self.replay_of);
+        let seq = self.inspector.store().add(record, head);
         self.request.head = held;
         reuse(&mut self.request.head);
         self.waiting.push_back(Waiting {
@@ -326,10 +315,9 @@ impl HttpTap {
     fn request_body_done(&mut self, whole: Option<&[u8]>) {
         self.request.state = State::Head;
         let mut store = self.inspector.store();
-        let body = self.request.body.finish(&mut store, whole, false);
-        if let Some(w) = self.waiting.back() {
-            store.update(w.seq, |e| e.request_body = body);
-        }
+        let seq = self.waiting.back().map_or(0, |w| w.seq);
+        let body = self.request.body.finish(&mut store, seq, whole, false);
+        store.update(seq, |r| r.request_body = body);
     }
 
     /// A response head has ended: `whole` when it came in one piece, else it is the
@@ -417,14 +405,12 @@ impl HttpTap {
         if let Some(w) = self.waiting.pop_front() {
             let duration = self.at.saturating_duration_since(w.started);
             let mut store = self.inspector.store();
-            let head = Head {
-                raw: store.copy(&self.response.head),
-            };
-            let body = self.response.body.finish(&mut store, whole, false);
-            store.update(w.seq, |e| {
-                e.response = Some(head);
-                e.response_body = body;
-                e.duration = Some(duration);
+            let head = store.put(w.seq, &self.response.head);
+            let body = self.response.body.finish(&mut store, w.seq, whole, false);
+            store.update(w.seq, |r| {
+                r.response = head;
+                r.response_body = body;
+                r.duration = Some(duration);
             });
         }
         reuse(&mut self.response.head);
@@ -440,12 +426,9 @@ impl HttpTap {
         let Some(seq) = seq else {
             return;
         };
-        self.inspector.store().update(seq, |e| {
-            if e.websocket.len() >= MAX_WS_MESSAGES {
-                e.websocket.remove(0);
-            }
-            e.websocket.push(message);
-        });
+        self.inspector
+            .store()
+            .update(seq, |r| r.push_message(message));
     }
 }
 
@@ -533,14 +516,14 @@ impl HttpTap {
         if matches!(self.request.state, State::Body(_))
             && let Some(w) = self.waiting.back()
         {
-            let body = self.request.body.finish(&mut store, None, true);
-            store.update(w.seq, |e| e.request_body = body);
+            let body = self.request.body.finish(&mut store, w.seq, None, true);
+            store.update(w.seq, |r| r.request_body = body);
         }
         if matches!(self.response.state, State::Body(_))
             && let Some(w) = self.waiting.front()
         {
-            let body = self.response.body.finish(&mut store, None, true);
-            store.update(w.seq, |e| e.response_body = body);
+            let body = self.response.body.finish(&mut store, w.seq, None, true);
+            store.update(w.seq, |r| r.response_body = body);
         }
         let error = if self.gave_up {
             "the inspector fell behind under load and stopped capturing this connection; the request itself was forwarded"
@@ -548,7 +531,7 @@ impl HttpTap {
             "the connection closed before the origin's response was complete"
         };
         for w in self.waiting.drain(..) {
-            store.update(w.seq, |e| e.error = Some(error.into()));
+            store.update(w.seq, |r| r.set_error(error));
         }
         drop(store);
         self.stop();

@@ -1,7 +1,7 @@
 //! The capture against byte streams fed whole and a few bytes at a time.
 
 use super::*;
-use crate::inspect::InspectConfig;
+use crate::inspect::{Exchange, InspectConfig};
 
 fn inspector(body_limit: usize) -> Inspector {
     Inspector::new(InspectConfig {

@@ -241,22 +241,22 @@ impl Inspector {
 
     /// A copy of exchange `seq`, if it is still kept.
     pub fn exchange(&self, seq: u64) -> Option<Exchange> {
-        self.store().get(seq).cloned()
+        self.store().get(seq)
     }
 
-    /// `f` of exchange `seq`, under the history's lock (no copy of its bodies).
+    /// `f` of a copy of exchange `seq` (made under the history's lock, read after).
     pub(crate) fn with_exchange<R>(&self, seq: u64, f: impl FnOnce(&Exchange) -> R) -> Option<R> {
-        self.store().get(seq).map(f)
+        self.exchange(seq).map(|e| f(&e))
     }
 
-    /// `f` of each of the newest `limit` exchanges, newest first, under the lock.
+    /// `f` of a copy of each of the newest `limit` exchanges, newest first.
     pub(crate) fn map_exchanges<R>(&self, limit: usize, f: impl FnMut(&Exchange) -> R) -> Vec<R> {
-        self.store().newest(limit).map(f).collect()
+        self.exchanges(limit).iter().map(f).collect()
     }
 
     /// Copies of the newest `limit` exchanges, newest first.
     pub fn exchanges(&self, limit: usize) -> Vec<Exchange> {
-        self.store().newest(limit).cloned().collect()
+        self.store().newest(limit).collect()
     }
 
     /// Copies of the newest `limit` TCP connections, newest first.
@@ -274,10 +274,9 @@ impl Inspector {
         self.store().clear();
     }
 
-    /// Bytes the history holds, by the budget's measure (at most about
-    /// [`InspectConfig::db_size`]). Records are slices of 64 KiB blocks freed when
-    /// their last record goes, so the memory behind them is at most about an
-    /// eighth more than this, plus two blocks.
+    /// Memory the history holds, as the allocator counts it: the 64 KiB blocks its
+    /// records' bytes are kept in, its list of records and what they hold besides.
+    /// At most [`InspectConfig::db_size`] (or one record, when that alone is more).
     pub fn used(&self) -> usize {
         self.store().used()
     }
@@ -285,15 +284,15 @@ impl Inspector {
     /// The newest `n` requests, newest first, for the console.
     pub fn recent(&self, n: usize) -> Vec<RequestSummary> {
         self.store()
-            .newest(n)
-            .map(|e| {
-                let (method, target) = e.request.request_line();
+            .newest_heads(n)
+            .map(|(r, request, response)| {
+                let (method, target) = request.request_line();
                 RequestSummary {
                     method: method.to_string(),
                     target: target.to_string(),
-                    status: e.response.as_ref().map(|r| r.status_line().0),
-                    duration: e.duration,
-                    started: e.started,
+                    status: response.as_ref().map(|r| r.status_line().0),
+                    duration: r.duration,
+                    started: r.started,
                 }
             })
             .collect()
@@ -309,10 +308,10 @@ impl Inspector {
             total: store.len(),
             ..Stats::default()
         };
-        for e in store.newest(STATS_WINDOW) {
+        for e in store.newest_records(STATS_WINDOW) {
             match e.duration {
                 Some(d) => durations.push(d),
-                None if e.error.is_none() => stats.open += 1,
+                None if e.error().is_none() => stats.open += 1,
                 None => {}
             }
         }

@@ -2,20 +2,19 @@
 //! out once their bytes pass the memory budget, with a change feed for live views.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::broadcast;
 
-/// What a record costs besides its bytes (the struct, its vectors, the list slot).
-const RECORD_OVERHEAD: usize = 256;
 /// The history copies heads and bodies into blocks of this size, one after the
 /// other: writing a record touches memory in order instead of wherever the
 /// allocator finds room, and dropping the oldest records frees whole blocks.
+/// (A small budget gets blocks of a sixteenth of it, so a block being filled
+/// and one being emptied leave most of it to records.)
 const BLOCK: usize = 64 * 1024;
-/// Pieces larger than this get an allocation of their own.
-const OWN_ALLOCATION: usize = BLOCK / 8;
 /// Changes a live view may fall behind by before it is told to reload.
 const FEED_CAPACITY: usize = 1024;
 /// The most TCP connections kept (each is a few dozen bytes).
@@ -214,21 +213,6 @@ pub struct Exchange {
     pub error: Option<String>,
 }
 
-impl Exchange {
-    fn bytes(&self) -> usize {
-        RECORD_OVERHEAD
-            + self.request.raw.len()
-            + self.request_body.captured.len()
-            + self.response.as_ref().map_or(0, |h| h.raw.len())
-            + self.response_body.captured.len()
-            + self
-                .websocket
-                .iter()
-                .map(|m| m.captured.capacity() + 64)
-                .sum::<usize>()
-    }
-}
-
 /// One TCP connection through a TCP or TLS tunnel.
 #[derive(Debug, Clone)]
 pub struct Connection {
@@ -279,48 +263,247 @@ impl Feed {
     }
 }
 
-/// The history, behind the inspector's lock.
+/// Where a record's piece of bytes lies: in which of the history's blocks (its
+/// number counted from the first ever made, modulo 2^32), from where, how long.
+/// Empty when `len` is 0.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Piece {
+    block: u32,
+    start: u32,
+    len: u32,
+}
+
+/// A body as the history keeps it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StoredBody {
+    pub(crate) size: u64,
+    pub(crate) piece: Piece,
+    pub(crate) truncated: bool,
+}
+
+/// One exchange as the history keeps it: its heads and bodies are pieces of the
+/// history's blocks. (An [`Exchange`] is a copy of one, made when it is asked for.)
+/// Kept small: the list of records is a good part of the budget when exchanges are.
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub(crate) seq: u64,
+    pub(crate) started: SystemTime,
+    pub(crate) duration: Option<Duration>,
+    replay_of: Option<NonZeroU64>,
+    pub(crate) request: Piece,
+    pub(crate) request_body: StoredBody,
+    /// Empty until the response head has come.
+    pub(crate) response: Piece,
+    pub(crate) response_body: StoredBody,
+    /// WebSocket messages and the error, which few records have.
+    more: Option<Box<More>>,
+    tunnel: u32,
+    viewer: std::net::IpAddr,
+}
+
+#[derive(Debug, Default)]
+struct More {
+    websocket: Vec<WsMessage>,
+    error: Option<String>,
+}
+
+impl Record {
+    /// A record of a request from `viewer` on tunnel `tunnel`, complete at `started`,
+    /// with nothing of it kept yet.
+    pub(crate) fn new(
+        tunnel: usize,
+        viewer: std::net::IpAddr,
+        started: SystemTime,
+        replay_of: Option<u64>,
+    ) -> Self {
+        Record {
+            seq: 0,
+            started,
+            duration: None,
+            replay_of: replay_of.and_then(NonZeroU64::new),
+            request: Piece::default(),
+            request_body: StoredBody::default(),
+            response: Piece::default(),
+            response_body: StoredBody::default(),
+            more: None,
+            tunnel: u32::try_from(tunnel).unwrap_or(u32::MAX),
+            viewer,
+        }
+    }
+
+    /// Why the exchange ended without a complete response.
+    pub(crate) fn error(&self) -> Option<&str> {
+        self.more.as_ref()?.error.as_deref()
+    }
+
+    pub(crate) fn set_error(&mut self, error: &str) {
+        self.more.get_or_insert_default().error = Some(error.to_string());
+    }
+
+    /// Adds a WebSocket message, the oldest going past [`MAX_WS_MESSAGES`].
+    pub(crate) fn push_message(&mut self, message: WsMessage) {
+        let websocket = &mut self.more.get_or_insert_default().websocket;
+        if websocket.len() >= MAX_WS_MESSAGES {
+            websocket.remove(0);
+        }
+        websocket.push(message);
+    }
+
+    /// Memory it holds outside the blocks and its own slot.
+    fn extra(&self) -> usize {
+        let Some(more) = &self.more else {
+            return 0;
+        };
+        std::mem::size_of::<More>()
+            + more.error.as_ref().map_or(0, String::capacity)
+            + more.websocket.capacity() * std::mem::size_of::<WsMessage>()
+            + more
+                .websocket
+                .iter()
+                .map(|m| m.captured.capacity())
+                .sum::<usize>()
+    }
+}
+
+/// A block of the history: bytes of records, one after the other.
+#[derive(Debug)]
+struct Block {
+    bytes: Vec<u8>,
+    /// The newest record with a piece in it: once it is gone (records go oldest
+    /// first), so are all the others.
+    newest: u64,
+}
+
+/// The history, behind the inspector's lock. Its memory is counted as the
+/// allocator holds it: the blocks whole, the record slots the list has room for,
+/// and what records hold besides (WebSocket messages, errors).
 #[derive(Debug)]
 pub(crate) struct Store {
     budget: usize,
-    used: usize,
     next_seq: u64,
-    exchanges: VecDeque<(Exchange, usize)>,
+    records: VecDeque<Record>,
+    /// What the records hold besides their slots and pieces.
+    extra: usize,
     connections: VecDeque<Connection>,
     feed: broadcast::Sender<Change>,
     /// One more reference per open [`Feed`].
     feeds: Arc<()>,
-    /// The rest of the block new records' bytes are copied into.
-    block: BytesMut,
+    /// Records' bytes, oldest first: heads and bodies are copied into the last one,
+    /// and a block is dropped once every record with a piece in it has gone.
+    blocks: VecDeque<Block>,
+    /// The number of `blocks[0]`, counted from the first block ever made.
+    first_block: u64,
+    /// Bytes the blocks hold (their capacities).
+    block_bytes: usize,
 }
 
 impl Store {
     pub(crate) fn new(budget: usize) -> Self {
         Store {
             budget,
-            used: 0,
             next_seq: 1,
-            exchanges: VecDeque::new(),
+            records: VecDeque::new(),
+            extra: 0,
             connections: VecDeque::new(),
             feed: broadcast::channel(FEED_CAPACITY).0,
             feeds: Arc::new(()),
-            block: BytesMut::new(),
+            blocks: VecDeque::new(),
+            first_block: 0,
+            block_bytes: 0,
         }
     }
 
-    /// A copy of `data` for a record: in the current block, or a new one.
-    pub(crate) fn copy(&mut self, data: &[u8]) -> Bytes {
-        if data.is_empty() {
-            return Bytes::new();
+    /// Copies `data` into the blocks for record `seq`, if it is still kept (else
+    /// nothing is copied and the piece is empty).
+    pub(crate) fn put(&mut self, seq: u64, data: &[u8]) -> Piece {
+        if data.is_empty() || self.position(seq).is_none() {
+            return Piece::default();
         }
-        if data.len() > OWN_ALLOCATION {
-            return Bytes::copy_from_slice(data);
+        self.copy(seq, data)
+    }
+
+    fn copy(&mut self, seq: u64, data: &[u8]) -> Piece {
+        // (A body limit past 4 GiB keeps 4 GiB.)
+        let data = &data[..data.len().min(u32::MAX as usize)];
+        let fits = self
+            .blocks
+            .back()
+            .is_some_and(|b| b.bytes.capacity() - b.bytes.len() >= data.len());
+        if !fits {
+            let capacity = data.len().max((self.budget / 16).clamp(1024, BLOCK));
+            self.blocks.push_back(Block {
+                bytes: Vec::with_capacity(capacity),
+                newest: seq,
+            });
+            self.block_bytes += capacity;
         }
-        if self.block.capacity() < data.len() {
-            self.block = BytesMut::with_capacity(BLOCK);
+        let number = self.first_block + self.blocks.len() as u64 - 1;
+        let block = self.blocks.back_mut().expect("a block was just made");
+        let start = block.bytes.len();
+        block.bytes.extend_from_slice(data);
+        block.newest = block.newest.max(seq);
+        // Blocks are at most 4 GiB, so these fit; the number wraps.
+        Piece {
+            block: number as u32,
+            start: start as u32,
+            len: data.len() as u32,
         }
-        self.block.extend_from_slice(data);
-        self.block.split().freeze()
+    }
+
+    /// The bytes of `piece`.
+    pub(crate) fn bytes(&self, piece: Piece) -> &[u8] {
+        if piece.len == 0 {
+            return &[];
+        }
+        let index = piece.block.wrapping_sub(self.first_block as u32) as usize;
+        let (start, len) = (piece.start as usize, piece.len as usize);
+        self.blocks
+            .get(index)
+            .and_then(|b| b.bytes.get(start..start + len))
+            .unwrap_or_default()
+    }
+
+    fn head(&self, piece: Piece) -> Head {
+        Head {
+            raw: Bytes::copy_from_slice(self.bytes(piece)),
+        }
+    }
+
+    fn body(&self, body: StoredBody) -> Body {
+        Body {
+            size: body.size,
+            captured: Bytes::copy_from_slice(self.bytes(body.piece)),
+            truncated: body.truncated,
+        }
+    }
+
+    /// A copy of `record`, its bytes with it.
+    fn exchange(&self, r: &Record) -> Exchange {
+        let (request, response) = self.heads(r);
+        Exchange {
+            seq: r.seq,
+            tunnel: r.tunnel as usize,
+            viewer: r.viewer,
+            started: r.started,
+            duration: r.duration,
+            replay_of: r.replay_of.map(NonZeroU64::get),
+            request,
+            request_body: self.body(r.request_body),
+            response,
+            response_body: self.body(r.response_body),
+            websocket: r
+                .more
+                .as_ref()
+                .map(|m| m.websocket.clone())
+                .unwrap_or_default(),
+            error: r.error().map(str::to_string),
+        }
+    }
+
+    /// A copy of `record`'s heads, without its bodies.
+    fn heads(&self, r: &Record) -> (Head, Option<Head>) {
+        let response = (r.response.len > 0).then(|| self.head(r.response));
+        (self.head(r.request), response)
     }
 
     pub(crate) fn subscribe(&self) -> Feed {
@@ -343,78 +526,129 @@ impl Store {
         seq
     }
 
-    /// Adds `exchange` (its `seq` is assigned here) and returns its sequence number.
-    pub(crate) fn add(&mut self, mut exchange: Exchange) -> u64 {
+    /// Adds `record` with its request head (its `seq` is assigned here) and returns
+    /// its sequence number.
+    pub(crate) fn add(&mut self, mut record: Record, head: &[u8]) -> u64 {
         let seq = self.next();
-        exchange.seq = seq;
-        let bytes = exchange.bytes();
-        self.used += bytes;
-        self.exchanges.push_back((exchange, bytes));
+        record.seq = seq;
+        if !head.is_empty() {
+            record.request = self.copy(seq, head);
+        }
+        // The list of records takes at most half the budget: its room doubles up
+        // to that, and once that is full the oldest record makes room.
+        if self.records.len() == self.records.capacity() {
+            let most = (self.budget / 2 / std::mem::size_of::<Record>()).max(1);
+            if self.records.len() < most {
+                let room = (self.records.capacity() * 2).clamp(4, most);
+                self.records.reserve_exact(room - self.records.len());
+            } else if let Some(old) = self.records.pop_front() {
+                self.extra -= old.extra();
+                self.drop_blocks();
+            }
+        }
+        self.extra += record.extra();
+        self.records.push_back(record);
         self.evict();
         self.changed(Change::Request(seq));
         seq
     }
 
-    /// Changes exchange `seq` with `f`, if it is still kept.
-    pub(crate) fn update(&mut self, seq: u64, f: impl FnOnce(&mut Exchange)) {
+    /// Changes record `seq` with `f`, if it is still kept.
+    pub(crate) fn update(&mut self, seq: u64, f: impl FnOnce(&mut Record)) {
         let Some(i) = self.position(seq) else {
             return;
         };
-        let (exchange, bytes) = &mut self.exchanges[i];
-        f(exchange);
-        let now = exchange.bytes();
-        self.used = self.used - *bytes + now;
-        *bytes = now;
+        let record = &mut self.records[i];
+        let before = record.extra();
+        f(record);
+        self.extra = self.extra - before + record.extra();
         self.evict();
         self.changed(Change::Request(seq));
     }
 
     fn position(&self, seq: u64) -> Option<usize> {
         // Sequence numbers are mostly consecutive: try where `seq` would be then.
-        let first = self.exchanges.front()?.0.seq;
+        let first = self.records.front()?.seq;
         let guess = usize::try_from(seq.checked_sub(first)?).ok()?;
-        if self.exchanges.get(guess).is_some_and(|(e, _)| e.seq == seq) {
+        if self.records.get(guess).is_some_and(|r| r.seq == seq) {
             return Some(guess);
         }
-        self.exchanges
-            .binary_search_by_key(&seq, |(e, _)| e.seq)
-            .ok()
+        self.records.binary_search_by_key(&seq, |r| r.seq).ok()
     }
 
     fn evict(&mut self) {
         // The newest record stays even when it alone is over the budget.
-        while self.used > self.budget && self.exchanges.len() > 1 {
-            if let Some((_, bytes)) = self.exchanges.pop_front() {
-                self.used -= bytes;
+        while self.used() > self.budget && self.records.len() > 1 {
+            if let Some(r) = self.records.pop_front() {
+                self.extra -= r.extra();
             }
+            self.drop_blocks();
+        }
+        // Room left by many small records goes back once larger ones took their place.
+        if self.records.capacity() > 64 && self.records.len() < self.records.capacity() / 4 {
+            self.records.shrink_to(self.records.len() * 2);
         }
     }
 
-    pub(crate) fn get(&self, seq: u64) -> Option<&Exchange> {
-        self.position(seq).map(|i| &self.exchanges[i].0)
+    /// Drops the oldest blocks no kept record has a piece in.
+    fn drop_blocks(&mut self) {
+        let oldest = self.records.front().map_or(self.next_seq, |r| r.seq);
+        while let Some(b) = self.blocks.front() {
+            if b.newest >= oldest {
+                break;
+            }
+            self.block_bytes -= b.bytes.capacity();
+            self.blocks.pop_front();
+            self.first_block += 1;
+        }
     }
 
-    /// The newest `limit` exchanges, newest first.
-    pub(crate) fn newest(&self, limit: usize) -> impl Iterator<Item = &Exchange> {
-        self.exchanges.iter().rev().take(limit).map(|(e, _)| e)
+    /// A copy of exchange `seq`, if it is still kept.
+    pub(crate) fn get(&self, seq: u64) -> Option<Exchange> {
+        self.position(seq).map(|i| self.exchange(&self.records[i]))
+    }
+
+    /// Copies of the newest `limit` exchanges, newest first.
+    pub(crate) fn newest(&self, limit: usize) -> impl Iterator<Item = Exchange> + '_ {
+        self.newest_records(limit).map(|r| self.exchange(r))
+    }
+
+    /// The newest `limit` records, newest first.
+    pub(crate) fn newest_records(&self, limit: usize) -> impl Iterator<Item = &Record> {
+        self.records.iter().rev().take(limit)
+    }
+
+    /// The newest `limit` records' heads, newest first, with the records.
+    pub(crate) fn newest_heads(
+        &self,
+        limit: usize,
+    ) -> impl Iterator<Item = (&Record, Head, Option<Head>)> + '_ {
+        self.newest_records(limit).map(|r| {
+            let (request, response) = self.heads(r);
+            (r, request, response)
+        })
     }
 
     pub(crate) fn clear(&mut self) {
-        self.exchanges.clear();
+        self.records = VecDeque::new();
+        self.extra = 0;
         self.connections.clear();
-        self.block = BytesMut::new();
-        self.used = 0;
+        // Numbers go on from the last block's, so no piece can name a later one.
+        self.first_block += self.blocks.len() as u64;
+        self.blocks = VecDeque::new();
+        self.block_bytes = 0;
         self.changed(Change::Cleared);
     }
 
     /// Exchanges kept.
     pub(crate) fn len(&self) -> usize {
-        self.exchanges.len()
+        self.records.len()
     }
 
-    /// Bytes the history holds, by the budget's measure.
+    /// Memory the history holds for its exchanges: its blocks, the room of its
+    /// list of records, and what the records hold besides.
     pub(crate) fn used(&self) -> usize {
-        self.used
+        self.block_bytes + self.records.capacity() * std::mem::size_of::<Record>() + self.extra
     }
 
     pub(crate) fn add_connection(&mut self, mut connection: Connection) -> u64 {
@@ -452,48 +686,81 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn exchange(body: usize) -> Exchange {
-        Exchange {
-            seq: 0,
-            tunnel: 0,
-            viewer: [192, 0, 2, 1].into(),
-            started: SystemTime::now(),
-            duration: None,
-            replay_of: None,
-            request: Head::default(),
-            request_body: Body {
+    /// Adds a request with a body of `body` bytes.
+    fn add(store: &mut Store, body: usize) -> u64 {
+        let seq = store.add(
+            Record::new(0, [192, 0, 2, 1].into(), SystemTime::now(), None),
+            b"POST / HTTP/1.1\r\n\r\n",
+        );
+        let piece = store.put(seq, &vec![b'x'; body]);
+        store.update(seq, |r| {
+            r.request_body = StoredBody {
                 size: body as u64,
-                captured: vec![b'x'; body].into(),
+                piece,
                 truncated: false,
-            },
-            response: None,
-            response_body: Body::default(),
-            websocket: Vec::new(),
-            error: None,
-        }
+            }
+        });
+        seq
     }
 
     #[test]
     fn the_oldest_go_first_once_the_budget_is_spent() {
-        let mut store = Store::new(10_000);
-        let seqs: Vec<u64> = (0..10).map(|_| store.add(exchange(1000))).collect();
-        assert!(store.used() <= 10_000, "{}", store.used());
-        let kept: Vec<u64> = store.newest(100).map(|e| e.seq).collect();
-        assert_eq!(kept[0], seqs[9], "the newest is kept");
-        assert!(kept.len() < 10 && kept.len() >= 7, "{kept:?}");
+        let budget = 2 << 20;
+        let mut store = Store::new(budget);
+        let seqs: Vec<u64> = (0..400).map(|_| add(&mut store, 10_000)).collect();
+        assert!(store.used() <= budget, "{}", store.used());
+        let kept: Vec<u64> = store.newest(1000).map(|e| e.seq).collect();
+        assert_eq!(kept[0], seqs[399], "the newest is kept");
+        // Blocks of 64 KiB hold six such records each: what is left of the block
+        // being emptied and of the one being filled, and the list, take the rest.
+        let bytes = kept.len() * 10_021;
+        assert!(
+            bytes <= budget && bytes >= budget * 8 / 10,
+            "{}",
+            kept.len()
+        );
         assert!(store.get(seqs[0]).is_none());
-        // Growing a record past the budget evicts older ones, never the record.
-        store.update(seqs[9], |e| e.response_body.captured = vec![0; 9000].into());
-        assert_eq!(store.newest(100).count(), 1);
-        assert!(store.get(seqs[9]).is_some());
+        let newest = store.get(seqs[399]).expect("kept");
+        assert_eq!(&newest.request.raw[..], b"POST / HTTP/1.1\r\n\r\n");
+        assert_eq!(newest.request_body.captured, vec![b'x'; 10_000]);
+        // A record grown past the budget evicts every older one, never itself.
+        let piece = store.put(seqs[399], &vec![b'y'; budget]);
+        store.update(seqs[399], |r| r.response_body.piece = piece);
+        assert_eq!(store.newest(1000).count(), 1);
+        let newest = store.get(seqs[399]).expect("kept");
+        assert_eq!(newest.response_body.captured.len(), budget);
+        assert_eq!(newest.request_body.captured, vec![b'x'; 10_000]);
+        // And once it goes too, only the room for the list of records is left.
+        add(&mut store, 0);
+        add(&mut store, 0);
+        assert!(store.get(seqs[399]).is_none());
+        assert!(store.blocks.len() <= 1, "{}", store.blocks.len());
+    }
+
+    #[test]
+    fn bytes_put_for_a_record_no_longer_kept_are_not_copied() {
+        let mut store = Store::new(1 << 20);
+        let seq = add(&mut store, 10);
+        store.clear();
+        assert_eq!(store.put(seq, b"late").len, 0);
+        assert_eq!(store.used(), 0);
+        // Pieces made after a clear never name a block from before it.
+        let seq = add(&mut store, 10);
+        assert_eq!(
+            &store.get(seq).expect("kept").request_body.captured[..],
+            b"xxxxxxxxxx"
+        );
     }
 
     #[test]
     fn changes_reach_subscribers() {
         let mut store = Store::new(1 << 20);
         let mut feed = store.subscribe();
-        let seq = store.add(exchange(1));
-        store.update(seq, |e| e.duration = Some(Duration::from_millis(3)));
+        let seq = store.add(
+            Record::new(0, [192, 0, 2, 1].into(), SystemTime::now(), None),
+            b"",
+        );
+        store.update(seq, |r| r.duration = Some(Duration::from_millis(3)));
         store.clear();
         assert_eq!(feed.try_recv().unwrap(), Change::Request(seq));
         assert_eq!(feed.try_recv().unwrap(), Change::Request(seq));

@@ -14,8 +14,8 @@
 //! RSS 10 s after the last figure (the after-load table is then measured with `--quick` too).)
 //! (`--baseline` runs a second netbore binary, e.g. one built from an older commit, in the same run and over the same transports;
 //! `--origin-only` serves just the harness's origin (`/1k`, `/1m`) for tools run by hand;
-//! `--inspector-ab` adds `netbore http` with the request inspector off beside the default (on),
-//! and prints on ÷ off for each round and their median;
+//! `--inspector-ab` measures only `netbore http` with the request inspector on (the default) and
+//! off, the origin alone once, and prints on ÷ off for each round and their median;
 //! `--only TEXT` runs only the figures whose name contains TEXT, without the memory table;
 //! `--peer NAME` (repeatable) adds one peer: bore, rathole-tcp, rathole-websocket,
 //! rathole-websocket-tls or rathole-noise;
@@ -259,7 +259,12 @@ async fn main() {
     // Each contender's server keeps its data in a directory of its own under `data`,
     // so one removal at the end clears them all.
     let dd = data.to_str().unwrap().to_string();
-    let mut contenders = vec![netbore("netbore tcp", &bin, origin, &format!("{dd}/tcp"))];
+    // The inspector's A/B measures only its two contenders, so a run holds twice
+    // the pairs (the figure is their ratio, and each pair moves by several per cent).
+    let mut contenders = Vec::new();
+    if !inspector_ab {
+        contenders.push(netbore("netbore tcp", &bin, origin, &format!("{dd}/tcp")));
+    }
     if quick {
         // CI's guard covers the other forwarding path too (QUIC streams, no mux).
         contenders.push(netbore_over(
@@ -270,7 +275,7 @@ async fn main() {
             Some("quic"),
         ));
     } else {
-        for transport in &over {
+        for transport in over.iter().filter(|_| !inspector_ab) {
             contenders.push(netbore_over(
                 &format!("netbore tcp over {transport}"),
                 &bin,
@@ -501,13 +506,16 @@ async fn main() {
         let mut samples: Vec<Vec<Sample>> = (0..contenders.len()).map(|_| Vec::new()).collect();
         let mut cpus = vec![Vec::new(); contenders.len()];
         for round in 0..rounds {
-            let sample = run_figure(figure, origin, "bench", secs).await;
-            direct.push(sample.unwrap_or_else(|e| {
-                eprintln!(
-                    "e2e: {name} failed without a relay ({e}); the machine is out of resources"
-                );
-                std::process::exit(1)
-            }));
+            // (The inspector's A/B measures the origin alone once.)
+            if round == 0 || !inspector_ab {
+                let sample = run_figure(figure, origin, "bench", secs).await;
+                direct.push(sample.unwrap_or_else(|e| {
+                    eprintln!(
+                        "e2e: {name} failed without a relay ({e}); the machine is out of resources"
+                    );
+                    std::process::exit(1)
+                }));
+            }
             // Each round starts at the next contender: where a contender runs in the
             // round (after which other, still winding down) moves its figure by a few
             // per cent, so no contender keeps one place.
