@@ -15,6 +15,9 @@ use tokio::sync::broadcast;
 /// (A small budget gets blocks of a sixteenth of it, so a block being filled
 /// and one being emptied leave most of it to records.)
 const BLOCK: usize = 64 * 1024;
+/// How far past the end of the block's bytes the lines the next copies write are
+/// asked for.
+const PREFETCH_AHEAD: usize = 4096;
 /// Changes a live view may fall behind by before it is told to reload.
 const FEED_CAPACITY: usize = 1024;
 /// The most TCP connections kept (each is a few dozen bytes).
@@ -440,6 +443,15 @@ impl Store {
         let number = self.first_block + self.blocks.len() as u64 - 1;
         let block = self.blocks.back_mut().expect("a block was just made");
         let start = block.bytes.len();
+        // What earlier copies asked for ends `PREFETCH_AHEAD` past `start` (in a
+        // new block, nothing was asked for yet).
+        let asked = if start == 0 {
+            0
+        } else {
+            start + PREFETCH_AHEAD
+        };
+        let ahead = (start + data.len() + PREFETCH_AHEAD).min(block.bytes.capacity());
+        prefetch(block.bytes.as_ptr(), asked.min(ahead)..ahead);
         block.bytes.extend_from_slice(data);
         block.newest = block.newest.max(seq);
         // Blocks are at most 4 GiB, so these fit; the number wraps.
@@ -680,6 +692,28 @@ impl Store {
     pub(crate) fn newest_connections(&self, limit: usize) -> impl Iterator<Item = &Connection> {
         self.connections.iter().rev().take(limit)
     }
+}
+
+/// Asks the CPU for the cache lines of `range` of the allocation at `base`. The
+/// history writes memory no one has touched for a budget's worth of traffic:
+/// asked for a few copies ahead, the lines are in cache when they are written,
+/// instead of each write waiting for memory (a fifth of the capture thread's CPU).
+#[allow(unsafe_code)]
+fn prefetch(base: *const u8, range: std::ops::Range<usize>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let end = base as usize + range.end;
+        let mut line = (base as usize + range.start) & !63;
+        while line < end {
+            // SAFETY: a prefetch is a hint: it never faults and reads nothing into
+            // the program, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line as *const i8) };
+            line += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (base, range);
 }
 
 #[cfg(test)]
