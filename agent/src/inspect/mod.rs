@@ -40,10 +40,7 @@ pub const DEFAULT_PORT_LAST: u16 = 4049;
 pub struct InspectConfig {
     /// Bytes of each body kept (`--inspect-body-limit`).
     pub body_limit: usize,
-    /// Memory the inspector may hold (`--inspect-db-size`): the queue its capture
-    /// thread reads (a sixteenth per batch, at least 256 KiB), what the allocator
-    /// spends (a sixteenth), and the history, oldest first out, with the rest (at
-    /// least a quarter).
+    /// Bytes of history kept, oldest first out (`--inspect-db-size`).
     pub db_size: usize,
     /// Show `Authorization` and `Cookie` values (`--inspect-secrets`); hidden
     /// otherwise (they are kept for replay, never shown).
@@ -150,20 +147,13 @@ impl Inspector {
     pub fn new(config: InspectConfig) -> Self {
         // The clocks' pairing is read now, before any bytes are timed.
         let _ = capture::wall_clock(std::time::Instant::now());
-        // The budget covers the capture's queue, the history and what the
-        // allocator spends on them (a sixteenth); the history gets what is left.
-        let room = worker::Room::for_budget(config.db_size);
-        let history = config
-            .db_size
-            .saturating_sub(room.most() + config.db_size / 16)
-            .max(config.db_size / 4);
         Inspector {
             inner: Arc::new(Inner {
-                store: Mutex::new(Store::new(history)),
+                store: Mutex::new(Store::new(config.db_size)),
                 config,
                 tunnels: Mutex::new(Vec::new()),
                 addr: OnceLock::new(),
-                queue: Arc::new(worker::Queue::new(room)),
+                queue: Arc::default(),
             }),
         }
     }
@@ -286,8 +276,7 @@ impl Inspector {
 
     /// Memory the history holds, as the allocator counts it: the 64 KiB blocks its
     /// records' bytes are kept in, its list of records and what they hold besides.
-    /// At most its share of [`InspectConfig::db_size`] (or one record, when that
-    /// alone is more).
+    /// At most [`InspectConfig::db_size`] (or one record, when that alone is more).
     pub fn used(&self) -> usize {
         self.store().used()
     }

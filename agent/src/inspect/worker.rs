@@ -22,12 +22,17 @@ use super::{Inner, Inspector};
 
 /// How long the worker lets bytes gather before it reads them.
 const TICK: Duration = Duration::from_millis(5);
+/// Bytes the queue holds at most; bytes that find it full pass unread (a body
+/// keeps what came before, marked cut; elsewhere its stream's capture ends).
+const QUEUE_BYTES: usize = 16 << 20;
 /// Bytes one direction of a stream may have waiting, past the body limit, before
 /// the worker is woken at once (a large body is coming; it says soon how much of
 /// it it needs).
 const HURRY_PAST_LIMIT: u64 = 32 * 1024;
-/// Room a queue keeps between bursts, at most; more is given back when the
-/// worker is idle.
+/// Events the queue holds at most; a stream with an event that finds it full is
+/// followed no more, and no new stream is followed until the worker catches up.
+const QUEUE_EVENTS: usize = 64 * 1024;
+/// Room a queue keeps between bursts; more is given back when the worker is idle.
 const KEEP_ROOM: usize = 1 << 20;
 
 /// The two directions of a stream.
@@ -35,11 +40,9 @@ const FROM_VIEWER: usize = 0;
 const FROM_ORIGIN: usize = 1;
 
 /// The queue between the forwarding side and the worker.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Queue {
     batch: Handoff<Batch>,
-    /// Its bounds, from the inspector's memory budget.
-    room: Room,
     /// Set while the worker sleeps with nothing to do.
     parked: AtomicBool,
     worker: OnceLock<Thread>,
@@ -117,56 +120,7 @@ impl<T> std::ops::Deref for Line<T> {
     }
 }
 
-/// A queue's bounds. Each of its two batches holds at most `bytes` bytes and
-/// `events` events (closes may pass that by a sixteenth); bytes that find it full
-/// pass unread (a body keeps what came before, marked cut; elsewhere its stream's
-/// capture ends), and a stream with an event that finds it full is followed no
-/// more, nor is any new stream until the worker catches up.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Room {
-    bytes: usize,
-    events: usize,
-    /// What a batch keeps between bursts.
-    keep_bytes: usize,
-    keep_events: usize,
-}
-
-impl Room {
-    /// The queue's share of a memory budget of `budget` bytes: a sixteenth of it
-    /// per batch for bytes (at the default budget, 3 MiB, which the worker empties
-    /// every 5 ms), and an event per 256 of those bytes. Never less than 256 KiB:
-    /// bytes that find the queue full end the capture of their stream, and the
-    /// Edge keeps its streams to the agent open for many requests.
-    pub(crate) fn for_budget(budget: usize) -> Room {
-        let bytes = (budget / 16).clamp(256 << 10, 16 << 20);
-        let events = (bytes / 256).clamp(1024, 64 * 1024);
-        Room {
-            bytes,
-            events,
-            keep_bytes: bytes.min(KEEP_ROOM),
-            keep_events: events.min(KEEP_ROOM / 64),
-        }
-    }
-
-    /// Memory the two batches may hold at most.
-    pub(crate) fn most(&self) -> usize {
-        2 * (self.bytes + (self.events + self.events / 16) * std::mem::size_of::<Event>())
-    }
-}
-
 impl Queue {
-    pub(crate) fn new(room: Room) -> Queue {
-        Queue {
-            batch: Handoff::default(),
-            room,
-            parked: AtomicBool::new(false),
-            worker: OnceLock::new(),
-            next_stream: AtomicU64::new(0),
-            read: AtomicU64::new(0),
-            ended: AtomicBool::new(false),
-        }
-    }
-
     /// The batch, once no one else holds it (for what happens once per stream or
     /// per batch; forwarding's copies use [`Handoff::try_lock`]).
     fn lock(&self) -> Guard<'_, Batch> {
@@ -236,7 +190,7 @@ impl QueuedTap {
         // Forwarding does not wait for a holder that was preempted: the stream
         // passes uncaptured instead.
         let mut batch = queue.batch.try_lock()?;
-        if batch.events.len() >= queue.room.events {
+        if batch.events.len() >= QUEUE_EVENTS {
             // The worker is far behind: this stream passes uncaptured.
             return None;
         }
@@ -299,7 +253,7 @@ impl QueuedTap {
             self.untold = true;
             return;
         };
-        if batch.events.len() + 2 > self.queue.room.events {
+        if batch.events.len() + 2 > QUEUE_EVENTS {
             self.lost = true;
             batch.push(self.stream, now, What::Lost);
             return;
@@ -316,7 +270,7 @@ impl QueuedTap {
             );
         }
         if !rest.is_empty() {
-            if batch.bytes.len() + rest.len() <= self.queue.room.bytes {
+            if batch.bytes.len() + rest.len() <= QUEUE_BYTES {
                 let start = batch.bytes.len();
                 batch.bytes.extend_from_slice(rest);
                 batch.push(
@@ -387,25 +341,25 @@ impl Batch {
     /// Room for everything the queue may hold, reserved by the worker before the
     /// batch goes back to forwarding under heavy traffic: growing it under the lock
     /// would copy megabytes while streams wait (and give up). Only reserved: pages
-    /// are touched as bytes arrive. (Closes are queued past `room.events`: room
+    /// are touched as bytes arrive. (Closes are queued past [`QUEUE_EVENTS`]: room
     /// for some of them too.)
-    fn make_room(&mut self, room: Room) {
+    fn make_room(&mut self) {
         self.bytes
-            .reserve_exact(room.bytes.saturating_sub(self.bytes.len()));
+            .reserve_exact(QUEUE_BYTES.saturating_sub(self.bytes.len()));
         self.events
-            .reserve_exact((room.events + room.events / 16).saturating_sub(self.events.len()));
+            .reserve_exact((QUEUE_EVENTS + QUEUE_EVENTS / 16).saturating_sub(self.events.len()));
     }
 
-    /// Gives back room past what it keeps between bursts (the batch is empty):
-    /// what a burst touched is freed, and what light traffic needs stays reserved.
-    /// (Not reserved in full again right away: the allocator would hand back the
-    /// very pages just freed.)
-    fn keep_little(&mut self, room: Room) {
-        if self.bytes.capacity() > room.keep_bytes {
-            self.bytes = Vec::with_capacity(room.keep_bytes);
+    /// Gives back room past [`KEEP_ROOM`] (the batch is empty): what a burst
+    /// touched is freed, and what light traffic needs stays reserved. (Not reserved
+    /// in full again right away: the allocator would hand back the very pages just
+    /// freed.)
+    fn keep_little(&mut self) {
+        if self.bytes.capacity() > KEEP_ROOM {
+            self.bytes = Vec::with_capacity(KEEP_ROOM);
         }
-        if self.events.capacity() > room.keep_events {
-            self.events = Vec::with_capacity(room.keep_events);
+        if self.events.capacity() > KEEP_ROOM / 64 {
+            self.events = Vec::with_capacity(KEEP_ROOM / 64);
         }
     }
 }
@@ -497,7 +451,7 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
             }
             queue.parked.store(false, Ordering::SeqCst);
             // Idle: pages a burst touched are given back.
-            batch.keep_little(queue.room);
+            batch.keep_little();
             spare = batch;
             continue;
         }
@@ -505,8 +459,7 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
             return;
         };
         let owner = Inspector { inner };
-        let heavy = batch.bytes.len() > queue.room.keep_bytes / 2
-            || batch.events.len() > queue.room.keep_events / 2;
+        let heavy = batch.bytes.len() > KEEP_ROOM / 2 || batch.events.len() > KEEP_ROOM / 128;
         for event in batch.events.drain(..) {
             apply(&owner, &mut streams, &mut moved, &batch.bytes, event);
         }
@@ -527,9 +480,9 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
         // Heavy traffic: the batch gets all its room before it goes back to
         // forwarding; light traffic (or none) needs little.
         if heavy {
-            batch.make_room(queue.room);
+            batch.make_room();
         } else {
-            batch.keep_little(queue.room);
+            batch.keep_little();
         }
         spare = batch;
         thread::park_timeout(TICK);
@@ -760,12 +713,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_on_one_stream_is_captured_whole_while_the_worker_lags() {
-        // A budget whose queue holds the burst (a sixteenth of it per batch).
-        let inspector = Inspector::new(InspectConfig {
-            body_limit: 1024,
-            db_size: 8 << 20,
-            secrets: false,
-        });
+        let inspector = inspector(1024);
         let mut tap = QueuedTap::new(&inspector, 0, [192, 0, 2, 1].into()).unwrap();
         let filler = "f".repeat(300);
         let n = 600;
