@@ -551,7 +551,7 @@ impl Store {
         if self.records.len() == self.records.capacity() {
             let most = (self.budget / 2 / std::mem::size_of::<Record>()).max(1);
             if self.records.len() < most {
-                let room = (self.records.capacity() * 2).clamp(4, most);
+                let room = (self.records.capacity() * 2).max(4).min(most);
                 self.records.reserve_exact(room - self.records.len());
             } else if let Some(old) = self.records.pop_front() {
                 self.extra -= old.extra();
@@ -784,6 +784,19 @@ mod tests {
             &store.get(seq).expect("kept").request_body.captured[..],
             b"xxxxxxxxxx"
         );
+    }
+
+    #[test]
+    fn a_budget_smaller_than_a_record_keeps_the_newest() {
+        for budget in [0, 100, 1000, 2000] {
+            let mut store = Store::new(budget);
+            for _ in 0..20 {
+                add(&mut store, 300);
+            }
+            let newest = store.newest(100).next().expect("the newest is kept");
+            assert_eq!(newest.request_body.captured.len(), 300);
+            assert!(store.len() <= 2, "{budget}: {} kept", store.len());
+        }
     }
 
     #[test]
