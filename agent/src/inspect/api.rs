@@ -257,7 +257,7 @@ async fn list(State(inspector): State<Inspector>, uri: Uri) -> axum::Json<Value>
             secrets: inspector.config().secrets,
             tunnels: &tunnels,
         };
-        let requests = inspector.map_exchanges(limit(&uri), |e| show::summary(v, e));
+        let requests = inspector.map_outlines(limit(&uri), |e| show::summary(v, e));
         return axum::Json(json!({ "uri": "/api/requests/http", "requests": requests }));
     }
     let exchanges = inspector.exchanges(limit(&uri));
@@ -387,15 +387,15 @@ async fn events(State(inspector): State<Inspector>, headers: HeaderMap) -> Respo
         futures_util::stream::unfold((inspector, feed), |(inspector, mut feed)| async move {
             let event = loop {
                 let event = match feed.recv().await {
-                    // A summary, made under the lock: a record's bodies are fetched
-                    // when a person opens it, not copied for every change.
+                    // A summary, from a copy without the bodies' bytes: a record's
+                    // bodies are fetched when a person opens it, not for every change.
                     Ok(Change::Request(seq)) => {
                         let tunnels = inspector.tunnels();
                         let v = View {
                             secrets: inspector.config().secrets,
                             tunnels: &tunnels,
                         };
-                        match inspector.with_exchange(seq, |e| show::summary(v, e)) {
+                        match inspector.with_outline(seq, |e| show::summary(v, e)) {
                             Some(summary) => {
                                 Event::default().event("request").data(summary.to_string())
                             }

@@ -244,14 +244,18 @@ impl Inspector {
         self.store().get(seq)
     }
 
-    /// `f` of a copy of exchange `seq` (made under the history's lock, read after).
-    pub(crate) fn with_exchange<R>(&self, seq: u64, f: impl FnOnce(&Exchange) -> R) -> Option<R> {
-        self.exchange(seq).map(|e| f(&e))
+    /// `f` of exchange `seq` without its bodies' bytes (sizes stay), for a list
+    /// row: bodies are copied when a person opens the record, not for every change.
+    pub(crate) fn with_outline<R>(&self, seq: u64, f: impl FnOnce(&Exchange) -> R) -> Option<R> {
+        let outline = self.store().get_outline(seq);
+        outline.map(|e| f(&e))
     }
 
-    /// `f` of a copy of each of the newest `limit` exchanges, newest first.
-    pub(crate) fn map_exchanges<R>(&self, limit: usize, f: impl FnMut(&Exchange) -> R) -> Vec<R> {
-        self.exchanges(limit).iter().map(f).collect()
+    /// `f` of each of the newest `limit` exchanges without their bodies' bytes,
+    /// newest first.
+    pub(crate) fn map_outlines<R>(&self, limit: usize, f: impl FnMut(&Exchange) -> R) -> Vec<R> {
+        let outlines: Vec<Exchange> = self.store().newest_outlines(limit).collect();
+        outlines.iter().map(f).collect()
     }
 
     /// Copies of the newest `limit` exchanges, newest first.

@@ -433,20 +433,17 @@ impl Store {
             .back()
             .is_some_and(|b| b.bytes.capacity() - b.bytes.len() >= data.len());
         if !fits {
-            let capacity = data.len().max((self.budget / 16).clamp(1024, BLOCK));
-            self.blocks.push_back(Block {
-                bytes: Vec::with_capacity(capacity),
-                newest: seq,
-            });
-            self.block_bytes += capacity;
+            let bytes = Vec::with_capacity(data.len().max((self.budget / 16).clamp(1024, BLOCK)));
+            self.block_bytes += bytes.capacity();
+            self.blocks.push_back(Block { bytes, newest: seq });
         }
         let number = self.first_block + self.blocks.len() as u64 - 1;
         let block = self.blocks.back_mut().expect("a block was just made");
         let start = block.bytes.len();
-        // What earlier copies asked for ends `PREFETCH_AHEAD` past `start` (in a
-        // new block, nothing was asked for yet).
+        // What earlier copies asked for ends `PREFETCH_AHEAD` past `start`; in a
+        // new block nothing was, and the lines past this copy are asked for.
         let asked = if start == 0 {
-            0
+            data.len()
         } else {
             start + PREFETCH_AHEAD
         };
@@ -512,6 +509,43 @@ impl Store {
         }
     }
 
+    /// A copy of `record` without its bodies' and messages' bytes (their sizes
+    /// stay): what a list row shows.
+    fn outline(&self, r: &Record) -> Exchange {
+        let (request, response) = self.heads(r);
+        let body = |b: StoredBody| Body {
+            size: b.size,
+            captured: Bytes::new(),
+            truncated: b.truncated,
+        };
+        let websocket = r.more.as_ref().map_or_else(Vec::new, |m| {
+            m.websocket
+                .iter()
+                .map(|w| WsMessage {
+                    from_viewer: w.from_viewer,
+                    time: w.time,
+                    kind: w.kind,
+                    size: w.size,
+                    captured: Vec::new(),
+                })
+                .collect()
+        });
+        Exchange {
+            seq: r.seq,
+            tunnel: r.tunnel as usize,
+            viewer: r.viewer,
+            started: r.started,
+            duration: r.duration,
+            replay_of: r.replay_of.map(NonZeroU64::get),
+            request,
+            request_body: body(r.request_body),
+            response,
+            response_body: body(r.response_body),
+            websocket,
+            error: r.error().map(str::to_string),
+        }
+    }
+
     /// A copy of `record`'s heads, without its bodies.
     fn heads(&self, r: &Record) -> (Head, Option<Head>) {
         let response = (r.response.len > 0).then(|| self.head(r.response));
@@ -543,9 +577,6 @@ impl Store {
     pub(crate) fn add(&mut self, mut record: Record, head: &[u8]) -> u64 {
         let seq = self.next();
         record.seq = seq;
-        if !head.is_empty() {
-            record.request = self.copy(seq, head);
-        }
         // The list of records takes at most half the budget: its room doubles up
         // to that, and once that is full the oldest record makes room.
         if self.records.len() == self.records.capacity() {
@@ -554,9 +585,12 @@ impl Store {
                 let room = (self.records.capacity() * 2).max(4).min(most);
                 self.records.reserve_exact(room - self.records.len());
             } else if let Some(old) = self.records.pop_front() {
-                self.extra -= old.extra();
-                self.drop_blocks();
+                self.forget(old);
             }
+        }
+        // (Copied once room is made: dropping blocks then cannot take the head's.)
+        if !head.is_empty() {
+            record.request = self.copy(seq, head);
         }
         self.extra += record.extra();
         self.records.push_back(record);
@@ -592,14 +626,38 @@ impl Store {
         // The newest record stays even when it alone is over the budget.
         while self.used() > self.budget && self.records.len() > 1 {
             if let Some(r) = self.records.pop_front() {
-                self.extra -= r.extra();
+                self.forget(r);
             }
-            self.drop_blocks();
         }
         // Room left by many small records goes back once larger ones took their place.
         if self.records.capacity() > 64 && self.records.len() < self.records.capacity() / 4 {
             self.records.shrink_to(self.records.len() * 2);
         }
+    }
+
+    /// Accounts for `record`, the oldest, just taken out of the list: the blocks
+    /// whose newest record it was hold nothing kept any more. Those at the front go;
+    /// one behind a block still in use (a late response written after newer
+    /// requests) is emptied where it stands, so its memory is not held until the
+    /// blocks before it go.
+    fn forget(&mut self, record: Record) {
+        self.extra -= record.extra();
+        let pieces = [
+            record.request,
+            record.request_body.piece,
+            record.response,
+            record.response_body.piece,
+        ];
+        for piece in pieces.into_iter().filter(|p| p.len > 0) {
+            let index = piece.block.wrapping_sub(self.first_block as u32) as usize;
+            if let Some(block) = self.blocks.get_mut(index)
+                && block.newest <= record.seq
+            {
+                self.block_bytes -= block.bytes.capacity();
+                block.bytes = Vec::new();
+            }
+        }
+        self.drop_blocks();
     }
 
     /// Drops the oldest blocks no kept record has a piece in.
@@ -618,6 +676,16 @@ impl Store {
     /// A copy of exchange `seq`, if it is still kept.
     pub(crate) fn get(&self, seq: u64) -> Option<Exchange> {
         self.position(seq).map(|i| self.exchange(&self.records[i]))
+    }
+
+    /// Exchange `seq` without its bodies' bytes, if it is still kept.
+    pub(crate) fn get_outline(&self, seq: u64) -> Option<Exchange> {
+        self.position(seq).map(|i| self.outline(&self.records[i]))
+    }
+
+    /// The newest `limit` exchanges without their bodies' bytes, newest first.
+    pub(crate) fn newest_outlines(&self, limit: usize) -> impl Iterator<Item = Exchange> + '_ {
+        self.newest_records(limit).map(|r| self.outline(r))
     }
 
     /// Copies of the newest `limit` exchanges, newest first.
@@ -787,6 +855,29 @@ mod tests {
     }
 
     #[test]
+    fn a_late_answer_to_the_oldest_request_goes_with_it() {
+        let budget = 2 << 20;
+        let mut store = Store::new(budget);
+        let oldest = add(&mut store, 10);
+        for _ in 0..100 {
+            add(&mut store, 10_000);
+        }
+        // Its answer comes after a hundred newer requests, into a block of its own
+        // behind theirs; the history is over budget and the oldest request goes.
+        let piece = store.put(oldest, &vec![b'z'; 1_500_000]);
+        store.update(oldest, |r| r.response_body.piece = piece);
+        assert!(store.get(oldest).is_none());
+        // Its block went with it, although the blocks before it are still in use:
+        // the newer requests stay.
+        assert!(store.used() <= budget, "{}", store.used());
+        assert!(store.len() >= 90, "{} kept", store.len());
+        for _ in 0..20 {
+            add(&mut store, 10_000);
+        }
+        assert!(store.len() >= 110, "{} kept", store.len());
+    }
+
+    #[test]
     fn a_budget_smaller_than_a_record_keeps_the_newest() {
         for budget in [0, 100, 1000, 2000] {
             let mut store = Store::new(budget);
@@ -794,6 +885,7 @@ mod tests {
                 add(&mut store, 300);
             }
             let newest = store.newest(100).next().expect("the newest is kept");
+            assert_eq!(&newest.request.raw[..], b"POST / HTTP/1.1\r\n\r\n");
             assert_eq!(newest.request_body.captured.len(), 300);
             assert!(store.len() <= 2, "{budget}: {} kept", store.len());
         }
