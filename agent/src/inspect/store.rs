@@ -488,45 +488,38 @@ impl Store {
 
     /// A copy of `record`, its bytes with it.
     fn exchange(&self, r: &Record) -> Exchange {
-        let (request, response) = self.heads(r);
-        Exchange {
-            seq: r.seq,
-            tunnel: r.tunnel as usize,
-            viewer: r.viewer,
-            started: r.started,
-            duration: r.duration,
-            replay_of: r.replay_of.map(NonZeroU64::get),
-            request,
-            request_body: self.body(r.request_body),
-            response,
-            response_body: self.body(r.response_body),
-            websocket: r
-                .more
-                .as_ref()
-                .map(|m| m.websocket.clone())
-                .unwrap_or_default(),
-            error: r.error().map(str::to_string),
-        }
+        self.copy_out(r, true)
     }
 
     /// A copy of `record` without its bodies' and messages' bytes (their sizes
     /// stay): what a list row shows.
     fn outline(&self, r: &Record) -> Exchange {
+        self.copy_out(r, false)
+    }
+
+    fn copy_out(&self, r: &Record, bodies: bool) -> Exchange {
         let (request, response) = self.heads(r);
-        let body = |b: StoredBody| Body {
-            size: b.size,
-            captured: Bytes::new(),
-            truncated: b.truncated,
+        let body = |b: StoredBody| {
+            if bodies {
+                self.body(b)
+            } else {
+                Body {
+                    size: b.size,
+                    captured: Bytes::new(),
+                    truncated: b.truncated,
+                }
+            }
         };
         let websocket = r.more.as_ref().map_or_else(Vec::new, |m| {
             m.websocket
                 .iter()
                 .map(|w| WsMessage {
-                    from_viewer: w.from_viewer,
-                    time: w.time,
-                    kind: w.kind,
-                    size: w.size,
-                    captured: Vec::new(),
+                    captured: if bodies {
+                        w.captured.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    ..*w
                 })
                 .collect()
         });
