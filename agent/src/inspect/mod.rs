@@ -288,15 +288,15 @@ impl Inspector {
     /// The newest `n` requests, newest first, for the console.
     pub fn recent(&self, n: usize) -> Vec<RequestSummary> {
         self.store()
-            .newest_heads(n)
-            .map(|(r, request, response)| {
-                let (method, target) = request.request_line();
+            .newest_outlines(n)
+            .map(|e| {
+                let (method, target) = e.request.request_line();
                 RequestSummary {
                     method: method.to_string(),
                     target: target.to_string(),
-                    status: response.as_ref().map(|r| r.status_line().0),
-                    duration: r.duration,
-                    started: r.started,
+                    status: e.response.as_ref().map(|r| r.status_line().0),
+                    duration: e.duration,
+                    started: e.started,
                 }
             })
             .collect()

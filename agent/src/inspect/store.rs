@@ -460,7 +460,7 @@ impl Store {
     }
 
     /// The bytes of `piece`.
-    pub(crate) fn bytes(&self, piece: Piece) -> &[u8] {
+    fn bytes(&self, piece: Piece) -> &[u8] {
         if piece.len == 0 {
             return &[];
         }
@@ -689,17 +689,6 @@ impl Store {
     /// The newest `limit` records, newest first.
     pub(crate) fn newest_records(&self, limit: usize) -> impl Iterator<Item = &Record> {
         self.records.iter().rev().take(limit)
-    }
-
-    /// The newest `limit` records' heads, newest first, with the records.
-    pub(crate) fn newest_heads(
-        &self,
-        limit: usize,
-    ) -> impl Iterator<Item = (&Record, Head, Option<Head>)> + '_ {
-        self.newest_records(limit).map(|r| {
-            let (request, response) = self.heads(r);
-            (r, request, response)
-        })
     }
 
     pub(crate) fn clear(&mut self) {
