@@ -99,8 +99,8 @@ pub(crate) struct AgentArgs {
     /// Bytes of each request and response body the inspector keeps.
     #[arg(long, env = "NETBORE_INSPECT_BODY_LIMIT", default_value_t = netbore_agent::inspect::DEFAULT_BODY_LIMIT)]
     pub(crate) inspect_body_limit: usize,
-    /// Memory the inspector's history may hold, as the allocator counts it; the
-    /// oldest requests go first.
+    /// Memory the inspector may hold, as the allocator counts it (its history and
+    /// its capture queue); the oldest requests go first.
     #[arg(long, env = "NETBORE_INSPECT_DB_SIZE", default_value_t = netbore_agent::inspect::DEFAULT_DB_SIZE)]
     pub(crate) inspect_db_size: usize,
     /// Show Authorization and Cookie values in the inspector (hidden by default;

@@ -52,23 +52,10 @@ fn scrape(addr: SocketAddr) -> String {
         "{head}"
     );
     if head.contains("transfer-encoding: chunked") {
-        dechunk(body)
+        common::dechunk(body)
     } else {
         body.to_string()
     }
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// The families of a scrape: name (as in its `# TYPE` line) → type.

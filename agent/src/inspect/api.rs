@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::json::{self as show, View};
+use super::paged::{Paged, Show};
 use super::replay::{Edits, ReplayError, replay};
 use super::store::Change;
 use super::{DEFAULT_ADDR, DEFAULT_PORT_LAST, Inspector, har};
@@ -245,29 +246,29 @@ fn limit(uri: &Uri) -> usize {
         .min(MAX_LIMIT)
 }
 
-async fn list(State(inspector): State<Inspector>, uri: Uri) -> axum::Json<Value> {
-    if uri
+async fn list(State(inspector): State<Inspector>, uri: Uri) -> Response {
+    let summary = uri
         .query()
         .unwrap_or_default()
         .split('&')
-        .any(|p| p == "summary=1")
-    {
-        let tunnels = inspector.tunnels();
-        let v = View {
-            secrets: inspector.config().secrets,
-            tunnels: &tunnels,
-        };
-        let requests = inspector.map_outlines(limit(&uri), |e| show::summary(v, e));
-        return axum::Json(json!({ "uri": "/api/requests/http", "requests": requests }));
-    }
-    let exchanges = inspector.exchanges(limit(&uri));
-    let requests: Vec<Value> = view(&inspector, |v| {
-        exchanges
-            .iter()
-            .map(|e| show::exchange(v, e, true))
-            .collect()
-    });
-    axum::Json(json!({ "uri": "/api/requests/http", "requests": requests }))
+        .any(|p| p == "summary=1");
+    let show = if summary {
+        Show::Outline(show::summary)
+    } else {
+        Show::Full(|v, e| show::exchange(v, e, true))
+    };
+    let seqs = inspector.newest_seqs(limit(&uri));
+    let head = r#"{"uri":"/api/requests/http","requests":["#.to_string();
+    json_response(Paged::new(inspector, seqs, show, head, "]}"))
+}
+
+/// A JSON answer written as it is read.
+fn json_response(paged: Paged) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        paged.into_body(),
+    )
+        .into_response()
 }
 
 fn find(inspector: &Inspector, id: &str) -> Result<super::Exchange, Box<Response>> {
@@ -291,26 +292,28 @@ async fn one(State(inspector): State<Inspector>, Path(id): Path<String>) -> Resp
 
 async fn har_one(State(inspector): State<Inspector>, Path(id): Path<String>) -> Response {
     match find(&inspector, &id) {
-        Ok(e) => har_response(
-            view(&inspector, |v| har::log(v, std::iter::once(&e))),
-            &format!("netbore-{id}.har"),
-        ),
+        Ok(e) => har_response(&inspector, vec![e.seq], &format!("netbore-{id}.har")),
         Err(r) => *r,
     }
 }
 
 async fn har_all(State(inspector): State<Inspector>) -> Response {
-    let mut exchanges = inspector.exchanges(usize::MAX);
-    exchanges.reverse();
-    har_response(
-        view(&inspector, |v| har::log(v, exchanges.iter())),
-        "netbore.har",
-    )
+    let mut seqs = inspector.newest_seqs(usize::MAX);
+    seqs.reverse();
+    har_response(&inspector, seqs, "netbore.har")
 }
 
-fn har_response(log: Value, file: &str) -> Response {
+/// A HAR log of the exchanges `seqs`, oldest first, as a download.
+fn har_response(inspector: &Inspector, seqs: Vec<u64>, file: &str) -> Response {
+    let paged = Paged::new(
+        inspector.clone(),
+        seqs,
+        Show::Full(har::entry),
+        har::head(),
+        har::TAIL,
+    );
+    let mut response = json_response(paged);
     let disposition = format!("attachment; filename=\"{file}\"");
-    let mut response = axum::Json(log).into_response();
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         response
             .headers_mut()

@@ -181,6 +181,24 @@ impl HttpTap {
         self.end();
     }
 
+    /// The capture fell behind ([`HttpTap::give_up`]).
+    pub(crate) fn fell_behind(&self) -> bool {
+        self.gave_up
+    }
+
+    /// Starts again at the next request, after bytes passed unread: what was
+    /// waiting is marked as ended by [`HttpTap::give_up`].
+    pub(crate) fn restart(&mut self) {
+        let fresh = HttpTap::new(
+            self.inspector.clone(),
+            self.tunnel,
+            self.viewer,
+            self.replay_of,
+        );
+        // The old one ends as it is dropped.
+        *self = fresh;
+    }
+
     /// Reads `data`, which passed the agent at `at`: from the viewer (the request
     /// side) or from the origin.
     pub(crate) fn feed(&mut self, from_viewer: bool, data: &[u8], at: Instant) {
@@ -225,6 +243,12 @@ impl HttpTap {
             State::Body(Framing::UntilClose) => {
                 side.body.size += n;
                 false
+            }
+            // Bytes lost on the way where a body was not expected: the capture
+            // fell behind (it may start again at a later request).
+            _ if !asked => {
+                self.give_up();
+                return;
             }
             _ => {
                 self.stop();
@@ -526,7 +550,7 @@ impl HttpTap {
             store.update(w.seq, |r| r.response_body = body);
         }
         let error = if self.gave_up {
-            "the inspector fell behind under load and stopped capturing this connection; the request itself was forwarded"
+            "the inspector fell behind under load and missed part of this exchange; the request itself was forwarded"
         } else {
             "the connection closed before the origin's response was complete"
         };

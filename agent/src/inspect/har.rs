@@ -8,19 +8,18 @@ use serde_json::{Value, json};
 use super::json::{View, rfc3339};
 use super::store::{Body, Exchange, ParsedHead};
 
-/// A HAR log of `exchanges`, oldest first.
-pub(crate) fn log<'a>(view: View<'_>, exchanges: impl Iterator<Item = &'a Exchange>) -> Value {
-    let entries: Vec<Value> = exchanges.map(|e| entry(view, e)).collect();
-    json!({
-        "log": {
-            "version": "1.2",
-            "creator": { "name": "netbore", "version": env!("CARGO_PKG_VERSION") },
-            "entries": entries,
-        }
-    })
+/// The start of a HAR log, up to its entries (each from [`entry`], oldest first,
+/// separated by commas, then [`TAIL`]).
+pub(crate) fn head() -> String {
+    let creator = json!({ "name": "netbore", "version": env!("CARGO_PKG_VERSION") });
+    format!(r#"{{"log":{{"version":"1.2","creator":{creator},"entries":["#)
 }
 
-fn entry(view: View<'_>, e: &Exchange) -> Value {
+/// The end of a HAR log, after its entries.
+pub(crate) const TAIL: &str = "]}}";
+
+/// The HAR entry of one exchange.
+pub(crate) fn entry(view: View<'_>, e: &Exchange) -> Value {
     let req = e.request.request();
     let ms = e.duration.map_or(-1.0, |d| d.as_secs_f64() * 1000.0);
     let query: Vec<Value> = req

@@ -10,6 +10,7 @@ mod fields;
 mod handoff;
 mod har;
 mod json;
+mod paged;
 mod replay;
 mod store;
 mod websocket;
@@ -40,7 +41,10 @@ pub const DEFAULT_PORT_LAST: u16 = 4049;
 pub struct InspectConfig {
     /// Bytes of each body kept (`--inspect-body-limit`).
     pub body_limit: usize,
-    /// Bytes of history kept, oldest first out (`--inspect-db-size`).
+    /// Memory the inspector may hold (`--inspect-db-size`): the queue its capture
+    /// thread reads (a sixteenth per batch, at least 256 KiB), what the allocator
+    /// spends (a sixteenth), and the history, oldest first out, with the rest (at
+    /// least a quarter).
     pub db_size: usize,
     /// Show `Authorization` and `Cookie` values (`--inspect-secrets`); hidden
     /// otherwise (they are kept for replay, never shown).
@@ -147,13 +151,20 @@ impl Inspector {
     pub fn new(config: InspectConfig) -> Self {
         // The clocks' pairing is read now, before any bytes are timed.
         let _ = capture::wall_clock(std::time::Instant::now());
+        // The budget covers the capture's queue, the history and what the
+        // allocator spends on them (a sixteenth); the history gets what is left.
+        let room = worker::Room::for_budget(config.db_size);
+        let history = config
+            .db_size
+            .saturating_sub(room.most() + config.db_size / 16)
+            .max(config.db_size / 4);
         Inspector {
             inner: Arc::new(Inner {
-                store: Mutex::new(Store::new(config.db_size)),
+                store: Mutex::new(Store::new(history)),
                 config,
                 tunnels: Mutex::new(Vec::new()),
                 addr: OnceLock::new(),
-                queue: Arc::default(),
+                queue: Arc::new(worker::Queue::new(room)),
             }),
         }
     }
@@ -251,11 +262,24 @@ impl Inspector {
         outline.map(|e| f(&e))
     }
 
-    /// `f` of each of the newest `limit` exchanges without their bodies' bytes,
-    /// newest first.
-    pub(crate) fn map_outlines<R>(&self, limit: usize, f: impl FnMut(&Exchange) -> R) -> Vec<R> {
-        let outlines: Vec<Exchange> = self.store().newest_outlines(limit).collect();
-        outlines.iter().map(f).collect()
+    /// The sequence numbers of the newest `limit` exchanges, newest first.
+    pub(crate) fn newest_seqs(&self, limit: usize) -> Vec<u64> {
+        self.store().newest_records(limit).map(|r| r.seq).collect()
+    }
+
+    /// Copies of the exchanges `seqs` still kept, in that order (`outline`: without
+    /// their bodies' bytes).
+    pub(crate) fn copies(&self, seqs: &[u64], outline: bool) -> Vec<Exchange> {
+        let store = self.store();
+        seqs.iter()
+            .filter_map(|&seq| {
+                if outline {
+                    store.get_outline(seq)
+                } else {
+                    store.get(seq)
+                }
+            })
+            .collect()
     }
 
     /// Copies of the newest `limit` exchanges, newest first.
@@ -280,7 +304,8 @@ impl Inspector {
 
     /// Memory the history holds, as the allocator counts it: the 64 KiB blocks its
     /// records' bytes are kept in, its list of records and what they hold besides.
-    /// At most [`InspectConfig::db_size`] (or one record, when that alone is more).
+    /// At most its share of [`InspectConfig::db_size`] (or one record, when that
+    /// alone is more).
     pub fn used(&self) -> usize {
         self.store().used()
     }

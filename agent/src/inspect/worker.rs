@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -22,27 +22,27 @@ use super::{Inner, Inspector};
 
 /// How long the worker lets bytes gather before it reads them.
 const TICK: Duration = Duration::from_millis(5);
-/// Bytes the queue holds at most; bytes that find it full pass unread (a body
-/// keeps what came before, marked cut; elsewhere its stream's capture ends).
-const QUEUE_BYTES: usize = 16 << 20;
 /// Bytes one direction of a stream may have waiting, past the body limit, before
 /// the worker is woken at once (a large body is coming; it says soon how much of
 /// it it needs).
 const HURRY_PAST_LIMIT: u64 = 32 * 1024;
-/// Events the queue holds at most; a stream with an event that finds it full is
-/// followed no more, and no new stream is followed until the worker catches up.
-const QUEUE_EVENTS: usize = 64 * 1024;
-/// Room a queue keeps between bursts; more is given back when the worker is idle.
+/// Room a queue keeps between bursts, at most; more is given back when the
+/// worker is idle.
 const KEEP_ROOM: usize = 1 << 20;
+
+/// The longest method a resume looks for.
+const MAX_METHOD: usize = 16;
 
 /// The two directions of a stream.
 const FROM_VIEWER: usize = 0;
 const FROM_ORIGIN: usize = 1;
 
 /// The queue between the forwarding side and the worker.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Queue {
     batch: Handoff<Batch>,
+    /// Its bounds, from the inspector's memory budget.
+    room: Room,
     /// Set while the worker sleeps with nothing to do.
     parked: AtomicBool,
     worker: OnceLock<Thread>,
@@ -91,8 +91,14 @@ enum What {
         asked: bool,
     },
     /// Events of this stream were dropped (the queue was full): it is followed no
-    /// more.
+    /// more, until it resumes.
     Lost,
+    /// The capture starts again at a request: the bytes up to these offsets (per
+    /// direction) passed unread. The `n`th resume of its stream.
+    Resume {
+        at: [u64; 2],
+        n: u32,
+    },
     Close,
 }
 
@@ -105,6 +111,18 @@ struct Shared {
     needless_to: Line<[AtomicU64; 2]>,
     /// Per direction: the offset up to which the worker has read.
     read_to: Line<[AtomicU64; 2]>,
+    /// How a capture that fell behind starts again (read by forwarding only once
+    /// its stream is followed no more, or while it waits for a resume to be read).
+    resync: Line<Resync>,
+}
+
+#[derive(Debug, Default)]
+struct Resync {
+    /// The capture ended because bytes passed unread (the worker fell behind), not
+    /// because the stream stopped being HTTP: it may resume at a later request.
+    holed: AtomicBool,
+    /// Resumes the worker has read.
+    resumed: AtomicU32,
 }
 
 /// A value alone on its cache line.
@@ -120,7 +138,56 @@ impl<T> std::ops::Deref for Line<T> {
     }
 }
 
+/// A queue's bounds. Each of its two batches holds at most `bytes` bytes and
+/// `events` events (closes may pass that by a sixteenth); bytes that find it full
+/// pass unread (a body keeps what came before, marked cut; elsewhere its stream's
+/// capture ends), and a stream with an event that finds it full is followed no
+/// more, nor is any new stream until the worker catches up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Room {
+    bytes: usize,
+    events: usize,
+    /// What a batch keeps between bursts.
+    keep_bytes: usize,
+    keep_events: usize,
+}
+
+impl Room {
+    /// The queue's share of a memory budget of `budget` bytes: a sixteenth of it
+    /// per batch for bytes (at the default budget, 3 MiB, which the worker empties
+    /// every 5 ms), and an event per 256 of those bytes. Never less than 256 KiB:
+    /// bytes that find the queue full end the capture of their stream, and the
+    /// Edge keeps its streams to the agent open for many requests.
+    pub(crate) fn for_budget(budget: usize) -> Room {
+        let bytes = (budget / 16).clamp(256 << 10, 16 << 20);
+        let events = (bytes / 256).clamp(1024, 64 * 1024);
+        Room {
+            bytes,
+            events,
+            keep_bytes: bytes.min(KEEP_ROOM),
+            keep_events: events.min(KEEP_ROOM / 64),
+        }
+    }
+
+    /// Memory the two batches may hold at most.
+    pub(crate) fn most(&self) -> usize {
+        2 * (self.bytes + (self.events + self.events / 16) * std::mem::size_of::<Event>())
+    }
+}
+
 impl Queue {
+    pub(crate) fn new(room: Room) -> Queue {
+        Queue {
+            batch: Handoff::default(),
+            room,
+            parked: AtomicBool::new(false),
+            worker: OnceLock::new(),
+            next_stream: AtomicU64::new(0),
+            read: AtomicU64::new(0),
+            ended: AtomicBool::new(false),
+        }
+    }
+
     /// The batch, once no one else holds it (for what happens once per stream or
     /// per batch; forwarding's copies use [`Handoff::try_lock`]).
     fn lock(&self) -> Guard<'_, Batch> {
@@ -160,6 +227,8 @@ pub(crate) struct QueuedTap {
     queue: Arc<Queue>,
     stream: u64,
     shared: Arc<Shared>,
+    /// The stream's tunnel and viewer, until the worker has been told of it.
+    unopened: Option<(usize, IpAddr)>,
     /// Per direction: bytes passed so far.
     offset: [u64; 2],
     /// Bytes waiting for the worker in one direction past which it is woken at once.
@@ -169,61 +238,148 @@ pub(crate) struct QueuedTap {
     /// Per direction: `shared.read_to` when last loaded (it only grows, so what
     /// waits is at most what this says).
     read_seen: [u64; 2],
-    /// An event was dropped: nothing more is sent but the close.
+    /// An event was dropped (or the stream could not be opened): nothing more is
+    /// sent until the capture resumes at a request.
     lost: bool,
     /// It was dropped because the queue's lock stayed taken, so the worker has not
-    /// been told yet (it is by the next pass that finds the lock free, or by the
-    /// close).
+    /// been told yet (it is by the next pass that finds the lock free, by a resume
+    /// or by the close).
     untold: bool,
+    /// The last bytes that passed came from the origin: bytes from the viewer now
+    /// start its next request (the Edge sends one request at a time on a stream).
+    answered: bool,
+    /// Resumes sent.
+    resumes: u32,
+    /// A resume was sent that the worker has not read yet: until it has, what it
+    /// said it does not need is from before the hole, and everything is copied.
+    resuming: bool,
 }
 
 impl QueuedTap {
     /// Starts capturing a stream of tunnel `tunnel` opened for `viewer` (`None`
-    /// when the capture thread could not be started).
+    /// when the capture thread could not be started). When the queue is full or
+    /// held too long, the stream passes uncaptured until a later request of it
+    /// finds room.
     pub(crate) fn new(inspector: &Inspector, tunnel: usize, viewer: IpAddr) -> Option<Self> {
         let queue = Arc::clone(&inspector.inner.queue);
         if !start_worker(&queue, Arc::downgrade(&inspector.inner)) {
             return None;
         }
-        let shared = Arc::new(Shared::default());
         let stream = queue.next_stream.fetch_add(1, Ordering::Relaxed);
-        // Forwarding does not wait for a holder that was preempted: the stream
-        // passes uncaptured instead.
-        let mut batch = queue.batch.try_lock()?;
-        if batch.events.len() >= QUEUE_EVENTS {
-            // The worker is far behind: this stream passes uncaptured.
-            return None;
-        }
-        batch.push(
-            stream,
-            Instant::now(),
-            What::Open {
-                tunnel,
-                viewer,
-                shared: Arc::clone(&shared),
-            },
-        );
-        drop(batch);
-        queue.wake();
-        Some(QueuedTap {
+        let mut tap = QueuedTap {
             queue,
             stream,
-            shared,
+            shared: Arc::default(),
+            unopened: Some((tunnel, viewer)),
             offset: [0; 2],
             hurry_at: inspector.config().body_limit as u64 + HURRY_PAST_LIMIT,
             hurried: [None; 2],
             read_seen: [0; 2],
-            lost: false,
+            lost: true,
             untold: false,
-        })
+            answered: false,
+            resumes: 0,
+            resuming: false,
+        };
+        // Forwarding does not wait for a holder that was preempted: the stream
+        // passes uncaptured instead, for now.
+        let queue = Arc::clone(&tap.queue);
+        if let Some(mut batch) = queue.batch.try_lock()
+            && batch.events.len() < queue.room.events
+        {
+            tap.open(&mut batch, Instant::now());
+            tap.lost = false;
+            drop(batch);
+            queue.wake();
+        }
+        Some(tap)
+    }
+
+    /// Tells the worker of the stream, if it has not been yet.
+    fn open(&mut self, batch: &mut Batch, now: Instant) {
+        if let Some((tunnel, viewer)) = self.unopened.take() {
+            batch.push(
+                self.stream,
+                now,
+                What::Open {
+                    tunnel,
+                    viewer,
+                    shared: Arc::clone(&self.shared),
+                },
+            );
+        }
+    }
+
+    /// After a hole, starts the capture again at the request whose first bytes
+    /// `data` are, if the queue has room for it (half of it free): true when it
+    /// did, with `data` queued.
+    fn resume(&mut self, data: &[u8]) -> bool {
+        // (Its own reference: the batch's guard borrows it while `self` changes.)
+        let queue = Arc::clone(&self.queue);
+        let Some(mut batch) = queue.batch.try_lock_now() else {
+            return false;
+        };
+        let room = queue.room;
+        if batch.events.len() + 4 > room.events / 2
+            || batch.bytes.len() + data.len() > room.bytes / 2
+        {
+            return false;
+        }
+        let now = Instant::now();
+        self.open(&mut batch, now);
+        if self.untold {
+            batch.push(self.stream, now, What::Lost);
+            self.untold = false;
+        }
+        let at = [
+            self.offset[FROM_VIEWER] - data.len() as u64,
+            self.offset[FROM_ORIGIN],
+        ];
+        self.resumes = self.resumes.wrapping_add(1);
+        batch.push(
+            self.stream,
+            now,
+            What::Resume {
+                at,
+                n: self.resumes,
+            },
+        );
+        batch.push_data(self.stream, now, FROM_VIEWER, data);
+        drop(batch);
+        queue.wake();
+        self.lost = false;
+        self.resuming = true;
+        self.read_seen = at;
+        self.hurried = [None; 2];
+        true
+    }
+
+    /// Where the worker said the bytes it does not need end in `direction`.
+    fn needless_to(&mut self, direction: usize) -> u64 {
+        if self.resuming {
+            if self.shared.resync.resumed.load(Ordering::Acquire) != self.resumes {
+                return 0;
+            }
+            self.resuming = false;
+        }
+        self.shared.needless_to[direction].load(Ordering::Acquire)
     }
 
     fn pass(&mut self, direction: usize, data: &[u8]) {
         let at = self.offset[direction];
         let len = data.len() as u64;
         self.offset[direction] += len;
-        let needless_to = self.shared.needless_to[direction].load(Ordering::Acquire);
+        let turned = direction == FROM_VIEWER && self.answered;
+        self.answered = direction == FROM_ORIGIN;
+        let needless_to = self.needless_to(direction);
         if needless_to == u64::MAX || self.lost {
+            // A capture the worker ended at a hole may start again.
+            if !self.lost && self.shared.resync.holed.load(Ordering::Acquire) {
+                self.lost = true;
+            }
+            if self.lost && turned && starts_a_request(data) && self.resume(data) {
+                return;
+            }
             // Not followed any more: nothing to tell, but why, when the lock was
             // held too long (once it is free, without waiting for it).
             if self.untold
@@ -253,7 +409,7 @@ impl QueuedTap {
             self.untold = true;
             return;
         };
-        if batch.events.len() + 2 > QUEUE_EVENTS {
+        if batch.events.len() + 2 > self.queue.room.events {
             self.lost = true;
             batch.push(self.stream, now, What::Lost);
             return;
@@ -270,18 +426,8 @@ impl QueuedTap {
             );
         }
         if !rest.is_empty() {
-            if batch.bytes.len() + rest.len() <= QUEUE_BYTES {
-                let start = batch.bytes.len();
-                batch.bytes.extend_from_slice(rest);
-                batch.push(
-                    self.stream,
-                    now,
-                    What::Data {
-                        direction,
-                        start,
-                        len: rest.len(),
-                    },
-                );
+            if batch.bytes.len() + rest.len() <= self.queue.room.bytes {
+                batch.push_data(self.stream, now, direction, rest);
             } else {
                 batch.push(
                     self.stream,
@@ -321,6 +467,10 @@ impl Tap for QueuedTap {
 
 impl Drop for QueuedTap {
     fn drop(&mut self) {
+        if self.unopened.is_some() {
+            // The worker never heard of it.
+            return;
+        }
         let now = Instant::now();
         let mut batch = self.queue.lock();
         if self.untold {
@@ -332,34 +482,62 @@ impl Drop for QueuedTap {
     }
 }
 
+/// Whether `data` may start an HTTP request: a method (capital letters) and a
+/// space, after the empty lines a message may follow.
+fn starts_a_request(data: &[u8]) -> bool {
+    let start = data
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(data.len());
+    let data = &data[start..];
+    let method = data.iter().take(MAX_METHOD + 1).position(|&b| b == b' ');
+    matches!(method, Some(n) if n > 0 && data[..n].iter().all(u8::is_ascii_uppercase))
+}
+
 impl Batch {
     fn push(&mut self, stream: u64, at: Instant, what: What) {
         self.events.push(Event { stream, at, what });
         self.pushed += 1;
     }
 
+    /// Copies `data`, which passed in `direction`, and its event.
+    fn push_data(&mut self, stream: u64, at: Instant, direction: usize, data: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(data);
+        let len = data.len();
+        self.push(
+            stream,
+            at,
+            What::Data {
+                direction,
+                start,
+                len,
+            },
+        );
+    }
+
     /// Room for everything the queue may hold, reserved by the worker before the
     /// batch goes back to forwarding under heavy traffic: growing it under the lock
     /// would copy megabytes while streams wait (and give up). Only reserved: pages
-    /// are touched as bytes arrive. (Closes are queued past [`QUEUE_EVENTS`]: room
+    /// are touched as bytes arrive. (Closes are queued past `room.events`: room
     /// for some of them too.)
-    fn make_room(&mut self) {
+    fn make_room(&mut self, room: Room) {
         self.bytes
-            .reserve_exact(QUEUE_BYTES.saturating_sub(self.bytes.len()));
+            .reserve_exact(room.bytes.saturating_sub(self.bytes.len()));
         self.events
-            .reserve_exact((QUEUE_EVENTS + QUEUE_EVENTS / 16).saturating_sub(self.events.len()));
+            .reserve_exact((room.events + room.events / 16).saturating_sub(self.events.len()));
     }
 
-    /// Gives back room past [`KEEP_ROOM`] (the batch is empty): what a burst
-    /// touched is freed, and what light traffic needs stays reserved. (Not reserved
-    /// in full again right away: the allocator would hand back the very pages just
-    /// freed.)
-    fn keep_little(&mut self) {
-        if self.bytes.capacity() > KEEP_ROOM {
-            self.bytes = Vec::with_capacity(KEEP_ROOM);
+    /// Gives back room past what it keeps between bursts (the batch is empty):
+    /// what a burst touched is freed, and what light traffic needs stays reserved.
+    /// (Not reserved in full again right away: the allocator would hand back the
+    /// very pages just freed.)
+    fn keep_little(&mut self, room: Room) {
+        if self.bytes.capacity() > room.keep_bytes {
+            self.bytes = Vec::with_capacity(room.keep_bytes);
         }
-        if self.events.capacity() > KEEP_ROOM / 64 {
-            self.events = Vec::with_capacity(KEEP_ROOM / 64);
+        if self.events.capacity() > room.keep_events {
+            self.events = Vec::with_capacity(room.keep_events);
         }
     }
 }
@@ -402,6 +580,8 @@ struct Followed {
     needless_to: [u64; 2],
     /// `read_to` moved since it was last stored in `shared`.
     moved: bool,
+    /// Forwarding was told that the capture ended at a hole.
+    holed: bool,
 }
 
 /// Marks the queue ended when the worker returns or unwinds.
@@ -451,7 +631,7 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
             }
             queue.parked.store(false, Ordering::SeqCst);
             // Idle: pages a burst touched are given back.
-            batch.keep_little();
+            batch.keep_little(queue.room);
             spare = batch;
             continue;
         }
@@ -459,7 +639,8 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
             return;
         };
         let owner = Inspector { inner };
-        let heavy = batch.bytes.len() > KEEP_ROOM / 2 || batch.events.len() > KEEP_ROOM / 128;
+        let heavy = batch.bytes.len() > queue.room.keep_bytes / 2
+            || batch.events.len() > queue.room.keep_events / 2;
         for event in batch.events.drain(..) {
             apply(&owner, &mut streams, &mut moved, &batch.bytes, event);
         }
@@ -480,9 +661,9 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
         // Heavy traffic: the batch gets all its room before it goes back to
         // forwarding; light traffic (or none) needs little.
         if heavy {
-            batch.make_room();
+            batch.make_room(queue.room);
         } else {
-            batch.keep_little();
+            batch.keep_little(queue.room);
         }
         spare = batch;
         thread::park_timeout(TICK);
@@ -512,8 +693,28 @@ fn apply(
                     read_to: [0; 2],
                     needless_to: [0; 2],
                     moved: false,
+                    holed: false,
                 },
             );
+            return;
+        }
+        What::Resume { at, n } => {
+            if let Some(f) = streams.get_mut(&stream) {
+                f.tap.restart();
+                f.read_to = at;
+                f.needless_to = at;
+                f.holed = false;
+                for d in [FROM_VIEWER, FROM_ORIGIN] {
+                    f.shared.needless_to[d].store(at[d], Ordering::Release);
+                }
+                f.shared.resync.holed.store(false, Ordering::Relaxed);
+                // Read after what is stored above (it releases them).
+                f.shared.resync.resumed.store(n, Ordering::Release);
+                if !f.moved {
+                    f.moved = true;
+                    moved.push(stream);
+                }
+            }
             return;
         }
         What::Close => {
@@ -527,6 +728,7 @@ fn apply(
                     f.needless_to[d] = u64::MAX;
                     f.shared.needless_to[d].store(u64::MAX, Ordering::Release);
                 }
+                f.holed = true;
             }
             return;
         }
@@ -580,153 +782,15 @@ fn apply(
             f.shared.needless_to[d].store(needless_to, Ordering::Release);
         }
     }
+    // Bytes that passed unread where a body was not expected ended the capture:
+    // forwarding may resume it at a later request (it reads this once it sees the
+    // stream is followed no more, stored above).
+    if !f.holed && f.tap.fell_behind() {
+        f.holed = true;
+        f.shared.resync.holed.store(true, Ordering::Release);
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::inspect::InspectConfig;
-
-    fn inspector(body_limit: usize) -> Inspector {
-        Inspector::new(InspectConfig {
-            body_limit,
-            db_size: 1 << 20,
-            secrets: false,
-        })
-    }
-
-    #[tokio::test]
-    async fn the_worker_records_what_passed_with_the_times_it_passed() {
-        let inspector = inspector(1024);
-        let mut tap = QueuedTap::new(&inspector, 0, [192, 0, 2, 1].into()).unwrap();
-        tap.read_from_stream(b"POST /a HTTP/1.1\r\ncontent-length: 2\r\n\r\nhi");
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        tap.read_from_socket(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok");
-        inspector.settle().await;
-        let all = inspector.exchanges(10);
-        assert_eq!(all.len(), 1);
-        let e = &all[0];
-        assert_eq!(e.request_body.captured, &b"hi"[..]);
-        assert_eq!(e.response_body.captured, &b"ok"[..]);
-        // Timed when the bytes passed, not when the worker read them.
-        let took = e.duration.unwrap();
-        assert!(
-            took >= Duration::from_millis(30) && took < Duration::from_secs(5),
-            "{took:?}"
-        );
-        drop(tap);
-        inspector.settle().await;
-        assert!(inspector.exchanges(10)[0].error.is_none());
-    }
-
-    #[tokio::test]
-    async fn a_large_body_is_copied_only_until_the_worker_says_it_is_past_the_limit() {
-        let limit = 1024;
-        let inspector = inspector(limit);
-        let mut tap = QueuedTap::new(&inspector, 0, [192, 0, 2, 1].into()).unwrap();
-        let size = 1 << 20;
-        tap.read_from_stream(b"GET /big HTTP/1.1\r\n\r\n");
-        tap.read_from_socket(
-            format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n").as_bytes(),
-        );
-        let chunk = vec![b'x'; 16 * 1024];
-        let mut sent = 0;
-        let mut skipped = false;
-        while sent < size {
-            // Once the worker has said so, the rest of the body is only counted.
-            let told = tap.shared.needless_to[FROM_ORIGIN].load(Ordering::Acquire);
-            let queued = inspector.inner.queue.lock().bytes.len();
-            tap.read_from_socket(&chunk);
-            sent += chunk.len();
-            if told >= tap.offset[FROM_ORIGIN] {
-                // (The worker may have taken the queue meanwhile: it can only shrink.)
-                let after = inspector.inner.queue.lock().bytes.len();
-                assert!(after <= queued, "copied past the limit");
-                skipped = true;
-            }
-            // Time for the worker (woken by the hurry) to read.
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        assert!(
-            skipped,
-            "the worker never said the rest of the body was not needed"
-        );
-        inspector.settle().await;
-        tap.read_from_stream(b"GET /next HTTP/1.1\r\n\r\n");
-        tap.read_from_socket(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-        inspector.settle().await;
-        let mut all = inspector.exchanges(10);
-        all.reverse();
-        assert_eq!(all.len(), 2);
-        assert_eq!(all[0].response_body.size, size as u64);
-        assert_eq!(all[0].response_body.captured.len(), limit);
-        assert!(all[0].response_body.truncated);
-        assert_eq!(all[1].request.request_line().1, "/next");
-        assert_eq!(all[1].response_body.captured, &b"ok"[..]);
-    }
-
-    #[tokio::test]
-    async fn forwarding_does_not_wait_for_a_queue_held_too_long() {
-        let inspector = inspector(1024);
-        let mut tap = QueuedTap::new(&inspector, 0, [192, 0, 2, 1].into()).unwrap();
-        tap.read_from_stream(b"GET /held HTTP/1.1\r\n\r\n");
-        inspector.settle().await;
-        // Another holder keeps the queue (as a preempted capture thread would).
-        let held = inspector.inner.queue.lock();
-        let started = Instant::now();
-        tap.read_from_socket(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-        let waited = started.elapsed();
-        drop(held);
-        assert!(waited < Duration::from_millis(100), "{waited:?}");
-        assert!(tap.lost);
-        // Nothing more is copied; the next pass, finding the lock free, tells the
-        // worker why the capture ended (the connection may stay open for hours).
-        tap.read_from_socket(b"more");
-        assert!(!tap.untold);
-        assert!(inspector.inner.queue.lock().bytes.is_empty());
-        inspector.settle().await;
-        let all = inspector.exchanges(10);
-        assert_eq!(all.len(), 1);
-        assert_eq!(all[0].request.request_line().1, "/held");
-        assert!(
-            all[0].error.as_deref().unwrap().contains("fell behind"),
-            "{:?}",
-            all[0].error
-        );
-        drop(tap);
-        inspector.settle().await;
-        assert_eq!(inspector.exchanges(10).len(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_stream_opened_while_the_queue_is_held_passes_uncaptured() {
-        let inspector = inspector(1024);
-        // The worker runs (a first stream started it).
-        drop(QueuedTap::new(&inspector, 0, [192, 0, 2, 1].into()).unwrap());
-        let held = inspector.inner.queue.lock();
-        let started = Instant::now();
-        assert!(QueuedTap::new(&inspector, 0, [192, 0, 2, 1].into()).is_none());
-        assert!(started.elapsed() < Duration::from_millis(100));
-        drop(held);
-        assert!(QueuedTap::new(&inspector, 0, [192, 0, 2, 1].into()).is_some());
-    }
-
-    #[tokio::test]
-    async fn a_burst_on_one_stream_is_captured_whole_while_the_worker_lags() {
-        let inspector = inspector(1024);
-        let mut tap = QueuedTap::new(&inspector, 0, [192, 0, 2, 1].into()).unwrap();
-        let filler = "f".repeat(300);
-        let n = 600;
-        // Far more than a body limit's worth, faster than the worker reads.
-        for i in 0..n {
-            tap.read_from_stream(
-                format!("GET /r{i} HTTP/1.1\r\nx-filler: {filler}\r\n\r\n").as_bytes(),
-            );
-            tap.read_from_socket(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-        }
-        inspector.settle().await;
-        let all = inspector.exchanges(usize::MAX);
-        assert_eq!(all.len(), n);
-        assert_eq!(all[0].request.request_line().1, format!("/r{}", n - 1));
-    }
-}
+#[path = "worker_tests.rs"]
+mod tests;
