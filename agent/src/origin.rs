@@ -14,7 +14,7 @@ use std::time::Duration;
 use netbore_control::api::Protocol;
 
 use crate::inspect::ByteCount;
-use crate::inspect::worker::QueuedTap;
+use crate::inspect::queued_tap::QueuedTap;
 use netbore_transport::proto::{OriginStatus, StreamHeader};
 use netbore_transport::{Session, Stream, pipe};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

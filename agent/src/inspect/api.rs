@@ -292,7 +292,14 @@ async fn one(State(inspector): State<Inspector>, Path(id): Path<String>) -> Resp
 
 async fn har_one(State(inspector): State<Inspector>, Path(id): Path<String>) -> Response {
     match find(&inspector, &id) {
-        Ok(e) => har_response(&inspector, vec![e.seq], &format!("netbore-{id}.har")),
+        Ok(e) => {
+            let entry = view(&inspector, |v| har::entry(v, &e));
+            let log = format!("{}{entry}{}", har::head(), har::TAIL);
+            download(
+                ([(header::CONTENT_TYPE, "application/json")], log).into_response(),
+                &format!("netbore-{id}.har"),
+            )
+        }
         Err(r) => *r,
     }
 }
@@ -312,7 +319,11 @@ fn har_response(inspector: &Inspector, seqs: Vec<u64>, file: &str) -> Response {
         har::head(),
         har::TAIL,
     );
-    let mut response = json_response(paged);
+    download(json_response(paged), file)
+}
+
+/// `response` as a download named `file`.
+fn download(mut response: Response, file: &str) -> Response {
     let disposition = format!("attachment; filename=\"{file}\"");
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         response

@@ -40,6 +40,14 @@ pub(crate) struct HttpTap {
     at: Instant,
     /// The capture fell behind and stopped following the stream.
     gave_up: bool,
+    /// The stream is no longer HTTP/1.1 messages (a WebSocket, a `CONNECT`
+    /// tunnel, bytes that were not HTTP): a capture that fell behind on it never
+    /// starts again.
+    left_http: bool,
+    /// Started again after a hole ([`HttpTap::restart`]) and no response has ended
+    /// since: what it reads may not be where a request starts, so bytes it cannot
+    /// follow count as another hole, not as the stream leaving HTTP.
+    fresh: bool,
 }
 
 struct Waiting {
@@ -170,6 +178,8 @@ impl HttpTap {
             upgraded: None,
             at: Instant::now(),
             gave_up: false,
+            left_http: false,
+            fresh: false,
         }
     }
 
@@ -181,20 +191,23 @@ impl HttpTap {
         self.end();
     }
 
-    /// The capture fell behind ([`HttpTap::give_up`]).
-    pub(crate) fn fell_behind(&self) -> bool {
-        self.gave_up
+    /// The capture fell behind ([`HttpTap::give_up`]) on a stream that was HTTP
+    /// then: it may start again at a later request ([`HttpTap::restart`]).
+    pub(crate) fn resumable(&self) -> bool {
+        self.gave_up && !self.left_http
     }
 
-    /// Starts again at the next request, after bytes passed unread: what was
-    /// waiting is marked as ended by [`HttpTap::give_up`].
+    /// Starts again at a request, after bytes passed unread (only when
+    /// [`HttpTap::resumable`]): what was waiting is marked as ended by
+    /// [`HttpTap::give_up`].
     pub(crate) fn restart(&mut self) {
-        let fresh = HttpTap::new(
+        let mut fresh = HttpTap::new(
             self.inspector.clone(),
             self.tunnel,
             self.viewer,
             self.replay_of,
         );
+        fresh.fresh = true;
         // The old one ends as it is dropped.
         *self = fresh;
     }
@@ -244,9 +257,11 @@ impl HttpTap {
                 side.body.size += n;
                 false
             }
-            // Bytes lost on the way where a body was not expected: the capture
-            // fell behind (it may start again at a later request).
-            _ if !asked => {
+            // Bytes lost on the way between HTTP messages: the capture fell
+            // behind (it may start again at a later request). Lost in WebSocket
+            // frames, or before an upgrade's answer, the stream is not followed
+            // again.
+            State::Head | State::Body(_) if !asked => {
                 self.give_up();
                 return;
             }
@@ -377,6 +392,7 @@ impl HttpTap {
             self.response_done(None);
             if upgrade {
                 self.upgraded = Some(seq);
+                self.left_http = true;
                 self.request.state = State::WebSocket(Box::default());
                 self.response.state = State::WebSocket(Box::default());
                 if let Some(early) = early {
@@ -426,6 +442,7 @@ impl HttpTap {
     /// `whole` when it came in one piece, else what the side holds of it.
     fn response_done(&mut self, whole: Option<&[u8]>) {
         self.response.state = State::Head;
+        self.fresh = false;
         if let Some(w) = self.waiting.pop_front() {
             let duration = self.at.saturating_duration_since(w.started);
             let mut store = self.inspector.store();
@@ -440,8 +457,20 @@ impl HttpTap {
         reuse(&mut self.response.head);
     }
 
-    /// Stops following the stream (what was captured stays).
+    /// Stops following the stream because it is not (or no longer) HTTP/1.1
+    /// messages (what was captured stays). Just after a restart, where the capture
+    /// may have guessed the start of a request wrong, it counts as another hole.
     pub(crate) fn stop(&mut self) {
+        if self.fresh && !self.left_http {
+            self.give_up();
+            return;
+        }
+        self.left_http = true;
+        self.halt();
+    }
+
+    /// Stops reading either side.
+    fn halt(&mut self) {
         self.request.state = State::Off;
         self.response.state = State::Off;
     }
@@ -558,7 +587,7 @@ impl HttpTap {
             store.update(w.seq, |r| r.set_error(error));
         }
         drop(store);
-        self.stop();
+        self.halt();
     }
 }
 

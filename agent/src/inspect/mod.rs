@@ -11,6 +11,7 @@ mod handoff;
 mod har;
 mod json;
 mod paged;
+pub(crate) mod queued_tap;
 mod replay;
 mod store;
 mod websocket;
@@ -44,7 +45,9 @@ pub struct InspectConfig {
     /// Memory the inspector may hold (`--inspect-db-size`): the queue its capture
     /// thread reads (a sixteenth per batch, at least 256 KiB), what the allocator
     /// spends (a sixteenth), and the history, oldest first out, with the rest (at
-    /// least a quarter).
+    /// least a quarter; a budget under 1 MiB is passed by the queue's minimum).
+    /// Besides it: each open stream's parser, which holds at most a body limit
+    /// per direction until the body is stored.
     pub db_size: usize,
     /// Show `Authorization` and `Cookie` values (`--inspect-secrets`); hidden
     /// otherwise (they are kept for replay, never shown).
@@ -198,7 +201,7 @@ impl Inspector {
         tunnel: usize,
         viewer: std::net::IpAddr,
     ) -> Option<impl netbore_transport::pipe::Tap + use<>> {
-        worker::QueuedTap::new(self, tunnel, viewer)
+        queued_tap::QueuedTap::new(self, tunnel, viewer)
     }
 
     /// Hears every change to the history.
@@ -267,19 +270,15 @@ impl Inspector {
         self.store().newest_records(limit).map(|r| r.seq).collect()
     }
 
-    /// Copies of the exchanges `seqs` still kept, in that order (`outline`: without
-    /// their bodies' bytes).
-    pub(crate) fn copies(&self, seqs: &[u64], outline: bool) -> Vec<Exchange> {
+    /// A copy of exchange `seq`, if it is still kept (`outline`: without its
+    /// bodies' bytes).
+    pub(crate) fn copy(&self, seq: u64, outline: bool) -> Option<Exchange> {
         let store = self.store();
-        seqs.iter()
-            .filter_map(|&seq| {
-                if outline {
-                    store.get_outline(seq)
-                } else {
-                    store.get(seq)
-                }
-            })
-            .collect()
+        if outline {
+            store.get_outline(seq)
+        } else {
+            store.get(seq)
+        }
     }
 
     /// Copies of the newest `limit` exchanges, newest first.

@@ -13,8 +13,11 @@ use super::json::View;
 use super::store::Exchange;
 use super::{Inspector, TunnelInfo};
 
-/// Records copied and written at a time.
+/// Records written at a time, at most.
 const PAGE: usize = 32;
+/// Text after which a page ends early (records are copied one at a time, so a page
+/// of large bodies holds one of them and this much text at most).
+const PAGE_BYTES: usize = 256 * 1024;
 
 /// How a record is copied and shown.
 #[derive(Clone, Copy)]
@@ -74,31 +77,32 @@ impl Paged {
         if let Some(head) = self.head.take() {
             return Some(Bytes::from(head));
         }
-        while self.at < self.seqs.len() {
-            let page = &self.seqs[self.at..(self.at + PAGE).min(self.seqs.len())];
-            self.at += page.len();
-            let (outline, render) = match self.show {
-                Show::Full(f) => (false, f),
-                Show::Outline(f) => (true, f),
-            };
-            let copies = self.inspector.copies(page, outline);
-            if copies.is_empty() {
-                // All gone since the list was taken.
+        let (outline, render) = match self.show {
+            Show::Full(f) => (false, f),
+            Show::Outline(f) => (true, f),
+        };
+        let view = View {
+            secrets: self.inspector.config().secrets,
+            tunnels: &self.tunnels,
+        };
+        let mut out = Vec::new();
+        let mut records = 0;
+        while self.at < self.seqs.len() && records < PAGE && out.len() < PAGE_BYTES {
+            let seq = self.seqs[self.at];
+            self.at += 1;
+            // (One gone since the list was taken is left out.)
+            let Some(e) = self.inspector.copy(seq, outline) else {
                 continue;
-            }
-            let view = View {
-                secrets: self.inspector.config().secrets,
-                tunnels: &self.tunnels,
             };
-            let mut out = Vec::new();
-            for e in &copies {
-                if self.any {
-                    out.push(b',');
-                }
-                self.any = true;
-                // Writing a `Value` into a `Vec` cannot fail.
-                let _ = serde_json::to_writer(&mut out, &render(view, e));
+            if self.any {
+                out.push(b',');
             }
+            self.any = true;
+            records += 1;
+            // Writing a `Value` into a `Vec` cannot fail.
+            let _ = serde_json::to_writer(&mut out, &render(view, &e));
+        }
+        if !out.is_empty() {
             return Some(Bytes::from(out));
         }
         self.tail.take().map(|t| Bytes::from_static(t.as_bytes()))

@@ -18,6 +18,8 @@ pub(crate) struct Contender {
     pub(crate) control: Option<String>,
     /// The `Host` an HTTP tunnel answers to; `None` for TCP tunnels.
     pub(crate) http_host: Option<String>,
+    /// The agent's inspector (`host:port`), when it runs one.
+    pub(crate) inspector: Option<String>,
 }
 
 impl Contender {
@@ -215,6 +217,7 @@ pub(crate) fn netbore_over(
         public,
         control: Some(url),
         http_host: None,
+        inspector: None,
     }
 }
 
@@ -258,6 +261,9 @@ pub(crate) fn netbore_http_with(
         public,
         control: None,
         http_host: Some(host),
+        inspector: online["inspector"]
+            .as_str()
+            .map(|url| url.trim_start_matches("http://").to_string()),
     }
 }
 
@@ -332,6 +338,7 @@ pub(crate) async fn bore(origin: SocketAddr) -> Option<Contender> {
         public,
         control: None,
         http_host: None,
+        inspector: None,
     })
 }
 
@@ -393,6 +400,7 @@ pub(crate) async fn rathole(
         public,
         control: None,
         http_host: None,
+        inspector: None,
     })
 }
 

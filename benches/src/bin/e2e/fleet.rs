@@ -98,6 +98,7 @@ pub(crate) async fn http(
         public,
         control: None,
         http_host: Some(host),
+        inspector: None,
     })
 }
 

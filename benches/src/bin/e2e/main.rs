@@ -505,6 +505,8 @@ async fn main() {
         let mut direct = Vec::new();
         let mut samples: Vec<Vec<Sample>> = (0..contenders.len()).map(|_| Vec::new()).collect();
         let mut cpus = vec![Vec::new(); contenders.len()];
+        // Per contender with an inspector: requests it captured, and requests sent.
+        let mut captured = vec![(0u64, 0f64); contenders.len()];
         for round in 0..rounds {
             // (The inspector's A/B measures the origin alone once.)
             if round == 0 || !inspector_ab {
@@ -525,6 +527,10 @@ async fn main() {
                 if !c.serves(figure) || stalled[i] {
                     continue;
                 }
+                let first_capture = match &c.inspector {
+                    Some(at) => newest_capture(at).await,
+                    None => 0,
+                };
                 let before = c.cpu();
                 let sample = match tokio::time::timeout(
                     limit,
@@ -551,6 +557,12 @@ async fn main() {
                     }
                 };
                 cpus[i].push((c.cpu() - before) / sample.units.max(1e-9));
+                if let Some(at) = &c.inspector {
+                    let last = newest_capture(at).await;
+                    captured[i].0 += last.saturating_sub(first_capture);
+                    // (An HTTP figure's units are thousands of requests.)
+                    captured[i].1 += sample.units * 1e3;
+                }
                 samples[i].push(sample);
             }
         }
@@ -613,6 +625,17 @@ async fn main() {
             );
         }
         report.line(&row);
+        // What the inspector captured of what it was sent: a capture that falls
+        // behind drops requests, and costs less than one that keeps up.
+        for (c, (got, sent)) in contenders.iter().zip(&captured) {
+            if c.inspector.is_some() && *sent > 0.0 {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"figure": name, "contender": c.name,
+                        "inspector_captured_share": *got as f64 / sent})
+                );
+            }
+        }
         // The inspector's cost round by round: on and off ran in the same round, so
         // a host that slows down between rounds moves both alike.
         let position = |n: &str| contenders.iter().position(|c| c.name == n);
@@ -713,4 +736,29 @@ async fn after_load(
         );
     }
     (table, ratios)
+}
+
+/// The sequence number of the newest request the inspector at `at` (`host:port`)
+/// holds (0 when none): its API answers once the capture has read everything sent
+/// before the call.
+async fn newest_capture(at: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let mut s = tokio::net::TcpStream::connect(at).await.ok()?;
+        let request = format!(
+            "GET /api/requests/http?summary=1&limit=1 HTTP/1.1\r\nhost: {at}\r\nconnection: close\r\n\r\n"
+        );
+        s.write_all(request.as_bytes()).await.ok()?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await.ok()?;
+        let text = String::from_utf8_lossy(&answer);
+        let (_, rest) = text.split_once("\"id\":\"r_")?;
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    tokio::time::timeout(Duration::from_secs(5), ask)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
 }
