@@ -63,7 +63,7 @@ struct Waiting {
 #[derive(Default)]
 struct Side {
     state: State,
-    /// A head that came in pieces, or a response head until its body has come (a
+    /// A head that came in pieces (a
     /// head that comes whole is read where it lies).
     head: Vec<u8>,
     /// The framing fields of the head, once it is complete.
@@ -360,25 +360,30 @@ impl HttpTap {
     }
 
     /// A response head has ended: `whole` when it came in one piece, else it is the
-    /// side's `head` (where it stays until the response is recorded).
+    /// side's `head`. A final answer's head is recorded at once, read where it lies.
     fn response_head(&mut self, whole: Option<&[u8]>) {
-        if let Some(whole) = whole {
-            self.response.head.clear();
-            self.response.head.extend_from_slice(whole);
-        }
-        let head = &self.response.head;
+        let held = std::mem::take(&mut self.response.head);
+        let head = whole.unwrap_or(&held);
         let status = head
             .strip_prefix(b"HTTP/1.")
             .and_then(|rest| rest.get(2..5))
             .and_then(decimal)
             .and_then(|code| u16::try_from(code).ok());
+        let front = self.waiting.front();
+        let interim = status.is_some_and(|s| (100..200).contains(&s) && s != 101);
+        if let (Some(_), Some(front), false) = (status, front, interim) {
+            let mut store = self.inspector.store();
+            let piece = store.put(front.seq, head);
+            store.update(front.seq, |r| r.response = piece);
+        }
+        self.response.head = held;
+        reuse(&mut self.response.head);
         let (Some(status), Some(front)) = (status, self.waiting.front()) else {
             self.stop();
             return;
         };
-        if (100..200).contains(&status) && status != 101 {
+        if interim {
             // An interim answer (100 Continue, 103 Early Hints): the final one follows.
-            self.response.head.clear();
             return;
         }
         // The answer to the request that asked to upgrade decides what the bytes
@@ -438,7 +443,7 @@ impl HttpTap {
         }
     }
 
-    /// Records the response whose head the response side holds, and its body:
+    /// Records the end of the response whose head was recorded, and its body:
     /// `whole` when it came in one piece, else what the side holds of it.
     fn response_done(&mut self, whole: Option<&[u8]>) {
         self.response.state = State::Head;
@@ -446,15 +451,12 @@ impl HttpTap {
         if let Some(w) = self.waiting.pop_front() {
             let duration = self.at.saturating_duration_since(w.started);
             let mut store = self.inspector.store();
-            let head = store.put(w.seq, &self.response.head);
             let body = self.response.body.finish(&mut store, w.seq, whole, false);
             store.update(w.seq, |r| {
-                r.response = head;
                 r.response_body = body;
                 r.duration = Some(duration);
             });
         }
-        reuse(&mut self.response.head);
     }
 
     /// Stops following the stream because it is not (or no longer) HTTP/1.1

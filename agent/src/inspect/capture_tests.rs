@@ -309,3 +309,36 @@ fn a_hole_before_the_limit_cuts_the_body_and_one_in_a_head_ends_the_capture() {
     assert_eq!(all[0].response_body.captured, &b"ab"[..]);
     assert!(all[0].response_body.truncated);
 }
+
+#[test]
+fn a_response_head_shows_once_it_has_come_and_its_end_when_the_body_ends() {
+    let inspector = inspector(1024);
+    let mut tap = HttpTap::new(inspector.clone(), 0, [192, 0, 2, 1].into(), None);
+    tap.read_from_stream(b"GET /slow HTTP/1.1\r\n\r\n");
+    // A head in two pieces, then half of the body.
+    tap.read_from_socket(b"HTTP/1.1 200 OK\r\ncontent-le");
+    tap.read_from_socket(b"ngth: 4\r\n\r\nab");
+    let e = &inspector.exchanges(1)[0];
+    assert_eq!(e.response.as_ref().unwrap().response().status, 200);
+    assert_eq!(e.duration, None);
+    assert!(e.error.is_none());
+    tap.read_from_socket(b"cd");
+    let e = &inspector.exchanges(1)[0];
+    assert_eq!(e.response.as_ref().unwrap().status_line().0, 200);
+    assert_eq!(e.response_body.captured, b"abcd"[..]);
+    assert!(e.duration.is_some());
+    // An interim answer is not recorded as the response.
+    tap.read_from_stream(b"POST /next HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
+    tap.read_from_socket(b"HTTP/1.1 100 Continue\r\n\r\n");
+    assert!(inspector.exchanges(1)[0].response.is_none());
+    tap.read_from_socket(b"HTTP/1.1 204 No Content\r\n\r\n");
+    assert_eq!(
+        inspector.exchanges(1)[0]
+            .response
+            .as_ref()
+            .unwrap()
+            .status_line()
+            .0,
+        204
+    );
+}

@@ -8,6 +8,7 @@
 //! they passed.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -308,6 +309,33 @@ pub(super) fn start_worker(queue: &Arc<Queue>, inspector: Weak<Inner>) -> bool {
     }
 }
 
+/// The streams the worker follows, by number. Their numbers are the queue's own
+/// count, never chosen by a peer, so a multiplication spreads them well enough
+/// (the default hasher is built to resist chosen keys, at several times the cost,
+/// and runs twice per request).
+type Streams = HashMap<u64, Followed, BuildHasherDefault<StreamHasher>>;
+
+/// Hashes a stream's number (a `u64`, written once) by one multiplication.
+#[derive(Default)]
+struct StreamHasher(u64);
+
+impl Hasher for StreamHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used for a `u64` key; anything else still hashes.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// One stream the worker follows.
 struct Followed {
     tap: HttpTap,
@@ -348,7 +376,7 @@ fn yield_to_forwarding() {
 fn run(queue: &Queue, inspector: &Weak<Inner>) {
     let _ending = Ending(queue);
     yield_to_forwarding();
-    let mut streams: HashMap<u64, Followed> = HashMap::new();
+    let mut streams = Streams::default();
     // Streams whose reading moved in this batch.
     let mut moved: Vec<u64> = Vec::new();
     let mut spare = Batch::default();
@@ -409,13 +437,13 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
 
 fn apply(
     inspector: &Inspector,
-    streams: &mut HashMap<u64, Followed>,
+    streams: &mut Streams,
     moved: &mut Vec<u64>,
     bytes: &[u8],
     event: Event,
 ) {
     let Event { stream, at, what } = event;
-    let (direction, len) = match what {
+    let (f, direction, len) = match what {
         What::Open {
             tunnel,
             viewer,
@@ -485,7 +513,7 @@ fn apply(
             };
             f.tap
                 .feed(direction == FROM_VIEWER, &bytes[start..start + len], at);
-            (direction, len as u64)
+            (f, direction, len as u64)
         }
         What::Pass {
             direction,
@@ -496,11 +524,8 @@ fn apply(
                 return;
             };
             f.tap.pass_over(direction == FROM_VIEWER, len, asked, at);
-            (direction, len)
+            (f, direction, len)
         }
-    };
-    let Some(f) = streams.get_mut(&stream) else {
-        return;
     };
     f.read_to[direction] += len;
     if !f.moved {
