@@ -63,8 +63,8 @@ struct Waiting {
 #[derive(Default)]
 struct Side {
     state: State,
-    /// A head that came in pieces (a
-    /// head that comes whole is read where it lies).
+    /// A head that came in pieces (a head that comes whole is read where it
+    /// lies).
     head: Vec<u8>,
     /// The framing fields of the head, once it is complete.
     fields: Fields,
@@ -274,7 +274,7 @@ impl HttpTap {
             if from_viewer {
                 self.request_body_done(None);
             } else {
-                self.response_done(None);
+                self.response_done(None, None);
             }
         }
     }
@@ -360,29 +360,27 @@ impl HttpTap {
     }
 
     /// A response head has ended: `whole` when it came in one piece, else it is the
-    /// side's `head`. A final answer's head is recorded at once, read where it lies.
+    /// side's `head`. A final answer's head is recorded at once, read where it lies
+    /// (with the response's end when that is now, else before its body).
     fn response_head(&mut self, whole: Option<&[u8]>) {
         let held = std::mem::take(&mut self.response.head);
-        let head = whole.unwrap_or(&held);
+        self.answer(whole.unwrap_or(&held));
+        self.response.head = held;
+        reuse(&mut self.response.head);
+    }
+
+    /// What the response head `head` says.
+    fn answer(&mut self, head: &[u8]) {
         let status = head
             .strip_prefix(b"HTTP/1.")
             .and_then(|rest| rest.get(2..5))
             .and_then(decimal)
             .and_then(|code| u16::try_from(code).ok());
-        let front = self.waiting.front();
-        let interim = status.is_some_and(|s| (100..200).contains(&s) && s != 101);
-        if let (Some(_), Some(front), false) = (status, front, interim) {
-            let mut store = self.inspector.store();
-            let piece = store.put(front.seq, head);
-            store.update(front.seq, |r| r.response = piece);
-        }
-        self.response.head = held;
-        reuse(&mut self.response.head);
         let (Some(status), Some(front)) = (status, self.waiting.front()) else {
             self.stop();
             return;
         };
-        if interim {
+        if (100..200).contains(&status) && status != 101 {
             // An interim answer (100 Continue, 103 Early Hints): the final one follows.
             return;
         }
@@ -394,7 +392,7 @@ impl HttpTap {
         };
         if status == 101 {
             let (upgrade, seq) = (front.upgrade, front.seq);
-            self.response_done(None);
+            self.response_done(Some(head), None);
             if upgrade {
                 self.upgraded = Some(seq);
                 self.left_http = true;
@@ -410,7 +408,7 @@ impl HttpTap {
         }
         if front.connect && (200..300).contains(&status) {
             // A tunnel from here on: its bytes are not HTTP.
-            self.response_done(None);
+            self.response_done(Some(head), None);
             self.stop();
             return;
         }
@@ -427,14 +425,18 @@ impl HttpTap {
                 Ok(Some(n)) => Some(Framing::Length(n)),
                 Ok(None) => Some(Framing::UntilClose),
                 Err(()) => {
+                    self.record_head(head);
                     self.stop();
                     return;
                 }
             }
         };
         match framing {
-            Some(f) => self.response.state = State::Body(f),
-            None => self.response_done(None),
+            Some(f) => {
+                self.record_head(head);
+                self.response.state = State::Body(f);
+            }
+            None => self.response_done(Some(head), None),
         }
         if let Some(early) = early {
             // Not upgraded: what came meanwhile is the next request.
@@ -443,16 +445,31 @@ impl HttpTap {
         }
     }
 
-    /// Records the end of the response whose head was recorded, and its body:
-    /// `whole` when it came in one piece, else what the side holds of it.
-    fn response_done(&mut self, whole: Option<&[u8]>) {
+    /// Records the head of the response the oldest waiting request gets, before
+    /// its body.
+    fn record_head(&mut self, head: &[u8]) {
+        if let Some(w) = self.waiting.front() {
+            let mut store = self.inspector.store();
+            let piece = store.put(w.seq, head);
+            store.update(w.seq, |r| r.response = piece);
+        }
+    }
+
+    /// Records the end of a response, and its body: `whole` when it came in one
+    /// piece, else what the side holds of it; its `head` too, unless it was
+    /// recorded before the body.
+    fn response_done(&mut self, head: Option<&[u8]>, whole: Option<&[u8]>) {
         self.response.state = State::Head;
         self.fresh = false;
         if let Some(w) = self.waiting.pop_front() {
             let duration = self.at.saturating_duration_since(w.started);
             let mut store = self.inspector.store();
+            let head = head.map(|h| store.put(w.seq, h));
             let body = self.response.body.finish(&mut store, w.seq, whole, false);
             store.update(w.seq, |r| {
+                if let Some(head) = head {
+                    r.response = head;
+                }
                 r.response_body = body;
                 r.duration = Some(duration);
             });
@@ -532,7 +549,7 @@ impl HttpTap {
             match done {
                 Done::Nothing => {}
                 Done::Head(at) => self.response_head(at.map(|start| &piece[start..])),
-                Done::Body(at) => self.response_done(at.map(|start| &piece[start..])),
+                Done::Body(at) => self.response_done(None, at.map(|start| &piece[start..])),
             }
             if let State::WebSocket(frames) = &mut self.response.state {
                 let seq = self.upgraded;
@@ -563,7 +580,7 @@ impl HttpTap {
     /// of) theirs.
     fn end(&mut self) {
         if !self.gave_up && matches!(self.response.state, State::Body(Framing::UntilClose)) {
-            self.response_done(None);
+            self.response_done(None, None);
         }
         // A body the stream ended in the middle of is kept as far as it came, marked
         // cut (so it is never replayed as if it were whole).

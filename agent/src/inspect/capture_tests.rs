@@ -320,6 +320,10 @@ fn a_response_head_shows_once_it_has_come_and_its_end_when_the_body_ends() {
     tap.read_from_socket(b"ngth: 4\r\n\r\nab");
     let e = &inspector.exchanges(1)[0];
     assert_eq!(e.response.as_ref().unwrap().response().status, 200);
+    assert_eq!(
+        e.response.as_ref().unwrap().raw,
+        &b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n"[..]
+    );
     assert_eq!(e.duration, None);
     assert!(e.error.is_none());
     tap.read_from_socket(b"cd");
