@@ -1,12 +1,10 @@
 //! State shared between the driver task, the [`crate::Mux`] handles and the streams:
 //! the sans-IO session behind one lock, plus the wakers of everyone waiting on it.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 
-use crate::frame::StreamId;
-use crate::session::{Event, Session};
+use crate::session::{Event, Session, StreamMap};
 
 /// Wakers of the tasks using one stream.
 #[derive(Debug, Default)]
@@ -19,7 +17,7 @@ pub(crate) struct StreamWakers {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) session: Session,
-    pub(crate) wakers: HashMap<StreamId, StreamWakers>,
+    pub(crate) wakers: StreamMap<StreamWakers>,
     pub(crate) accept_waker: Option<Waker>,
     pub(crate) driver_waker: Option<Waker>,
     /// Live [`crate::Mux`] handles; the session closes when the last one drops.
@@ -74,7 +72,7 @@ impl Shared {
         Shared {
             inner: Mutex::new(Inner {
                 session,
-                wakers: HashMap::new(),
+                wakers: StreamMap::default(),
                 accept_waker: None,
                 driver_waker: None,
                 handles: 1,

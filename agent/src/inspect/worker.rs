@@ -8,7 +8,6 @@
 //! they passed.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -309,32 +308,9 @@ pub(super) fn start_worker(queue: &Arc<Queue>, inspector: Weak<Inner>) -> bool {
     }
 }
 
-/// The streams the worker follows, by number. Their numbers are the queue's own
-/// count, never chosen by a peer, so a multiplication spreads them well enough
-/// (the default hasher is built to resist chosen keys, at several times the cost,
-/// and runs twice per request).
-type Streams = HashMap<u64, Followed, BuildHasherDefault<StreamHasher>>;
-
-/// Hashes a stream's number (a `u64`, written once) by one multiplication.
-#[derive(Default)]
-struct StreamHasher(u64);
-
-impl Hasher for StreamHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used for a `u64` key; anything else still hashes.
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(8) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
+/// The streams the worker follows, by number (the queue's own count), with a fast
+/// hasher: the table is looked up on every event, twice per request.
+type Streams = HashMap<u64, Followed, foldhash::fast::RandomState>;
 
 /// One stream the worker follows.
 struct Followed {
