@@ -360,17 +360,21 @@ impl HttpTap {
     }
 
     /// A response head has ended: `whole` when it came in one piece, else it is the
-    /// side's `head`. A final answer's head is recorded at once, read where it lies
-    /// (with the response's end when that is now, else before its body).
-    fn response_head(&mut self, whole: Option<&[u8]>) {
+    /// side's `head`; `after` is what followed it in the same read. A final answer's
+    /// head is recorded at once, read where it lies (with the response's end when
+    /// that is now, else before its body). Returns how much of `after` it took.
+    fn response_head(&mut self, whole: Option<&[u8]>, after: &[u8]) -> usize {
         let held = std::mem::take(&mut self.response.head);
-        self.answer(whole.unwrap_or(&held));
+        let taken = self.answer(whole.unwrap_or(&held), after);
         self.response.head = held;
         reuse(&mut self.response.head);
+        taken
     }
 
-    /// What the response head `head` says.
-    fn answer(&mut self, head: &[u8]) {
+    /// What the response head `head` says; `after` is what followed it in the same
+    /// read. Returns how much of `after` it took: a body that is all there and all
+    /// kept (the common case) is recorded with its head, under one lock.
+    fn answer(&mut self, head: &[u8], after: &[u8]) -> usize {
         let status = head
             .strip_prefix(b"HTTP/1.")
             .and_then(|rest| rest.get(2..5))
@@ -378,11 +382,11 @@ impl HttpTap {
             .and_then(|code| u16::try_from(code).ok());
         let (Some(status), Some(front)) = (status, self.waiting.front()) else {
             self.stop();
-            return;
+            return 0;
         };
         if (100..200).contains(&status) && status != 101 {
             // An interim answer (100 Continue, 103 Early Hints): the final one follows.
-            return;
+            return 0;
         }
         // The answer to the request that asked to upgrade decides what the bytes
         // held since then are.
@@ -404,13 +408,13 @@ impl HttpTap {
             } else {
                 self.stop();
             }
-            return;
+            return 0;
         }
         if front.connect && (200..300).contains(&status) {
             // A tunnel from here on: its bytes are not HTTP.
             self.response_done(Some(head), None);
             self.stop();
-            return;
+            return 0;
         }
         let fields = &self.response.fields;
         let framing = if front.head_request || status == 204 || status == 304 {
@@ -427,11 +431,17 @@ impl HttpTap {
                 Err(()) => {
                     self.record_head(head);
                     self.stop();
-                    return;
+                    return 0;
                 }
             }
         };
+        let mut taken = 0;
         match framing {
+            Some(Framing::Length(n)) if n <= after.len() as u64 && n <= self.limit as u64 => {
+                taken = n as usize;
+                self.response.body.size = n;
+                self.response_done(Some(head), Some(&after[..taken]));
+            }
             Some(f) => {
                 self.record_head(head);
                 self.response.state = State::Body(f);
@@ -443,6 +453,7 @@ impl HttpTap {
             self.request.state = State::Head;
             self.feed_request(&early);
         }
+        taken
     }
 
     /// Records the head of the response the oldest waiting request gets, before
@@ -548,7 +559,10 @@ impl HttpTap {
             data = rest;
             match done {
                 Done::Nothing => {}
-                Done::Head(at) => self.response_head(at.map(|start| &piece[start..])),
+                Done::Head(at) => {
+                    let taken = self.response_head(at.map(|start| &piece[start..]), data);
+                    data = &data[taken..];
+                }
                 Done::Body(at) => self.response_done(None, at.map(|start| &piece[start..])),
             }
             if let State::WebSocket(frames) = &mut self.response.state {

@@ -16,6 +16,9 @@
 //! `--origin-only` serves just the harness's origin (`/1k`, `/1m`) for tools run by hand;
 //! `--inspector-ab` measures only `netbore http` with the request inspector on (the default) and
 //! off, the origin alone once, and prints on ÷ off for each round and their median;
+//! `--inspector-floor R` (with `--inspector-ab`) exits non-zero when on ÷ off (of the median
+//! rates) falls below R, or the inspector captured under 99 % of the requests it was sent
+//! (a capture that drops requests costs less than one that keeps up);
 //! `--only TEXT` runs only the figures whose name contains TEXT, without the memory table;
 //! `--peer NAME` (repeatable) adds one peer: bore, rathole-tcp, rathole-websocket,
 //! rathole-websocket-tls or rathole-noise;
@@ -108,7 +111,7 @@ impl Report {
 /// Says what was wrong with the command line, with the usage, and exits with status 2.
 fn usage_error(what: &str) -> ! {
     eprintln!(
-        "e2e: {what}; usage: e2e [--seconds S] [--rounds N] [--quick] [--peers | --peer NAME ...] [--only TEXT] [--over tls,ws,wss,quic|none] [--write-doc PATH] [--floor RATIO] [--max-idle-rss MIB] [--max-after-load RATIO] [--baseline OTHER_NETBORE] [--origin-only] [--inspector-ab] [--soak MINUTES [--soak-restart SECONDS]]"
+        "e2e: {what}; usage: e2e [--seconds S] [--rounds N] [--quick] [--peers | --peer NAME ...] [--only TEXT] [--over tls,ws,wss,quic|none] [--write-doc PATH] [--floor RATIO] [--max-idle-rss MIB] [--max-after-load RATIO] [--baseline OTHER_NETBORE] [--origin-only] [--inspector-ab [--inspector-floor RATIO]] [--soak MINUTES [--soak-restart SECONDS]]"
     );
     std::process::exit(2)
 }
@@ -127,6 +130,7 @@ async fn main() {
     let mut only: Option<String> = None;
     let mut fleet = false;
     let mut inspector_ab = false;
+    let mut inspector_floor: Option<f64> = None;
     let mut soak: Option<u64> = None;
     let mut soak_restart = 300u64;
     let mut over: Vec<String> = ["tls", "ws", "wss", "quic"].map(String::from).to_vec();
@@ -190,6 +194,13 @@ async fn main() {
             // node: viewers through the holder, and through the other node (the hop).
             "--fleet" => fleet = true,
             "--inspector-ab" => inspector_ab = true,
+            "--inspector-floor" => {
+                inspector_floor = Some(
+                    args.next()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or_else(|| usage_error("--inspector-floor needs a ratio")),
+                )
+            }
             // A three-node fleet under mixed load for MINUTES, one node drained and
             // started again every --soak-restart seconds (docs/benchmarks.md).
             "--soak" => {
@@ -629,11 +640,18 @@ async fn main() {
         // behind drops requests, and costs less than one that keeps up.
         for (c, (got, sent)) in contenders.iter().zip(&captured) {
             if c.inspector.is_some() && *sent > 0.0 {
+                let share = *got as f64 / sent;
                 eprintln!(
                     "{}",
                     serde_json::json!({"figure": name, "contender": c.name,
-                        "inspector_captured_share": *got as f64 / sent})
+                        "inspector_captured_share": share})
                 );
+                if inspector_floor.is_some() && share < 0.99 {
+                    regressions.push(format!(
+                        "{name}: the inspector captured {:.1} % of the requests, under 99 %",
+                        share * 100.0
+                    ));
+                }
             }
         }
         // The inspector's cost round by round: on and off ran in the same round, so
@@ -655,6 +673,15 @@ async fn main() {
                 serde_json::json!({"figure": name, "inspector_on_over_off_by_round": by_round,
                     "median_of_rounds": median(by_round.clone())})
             );
+            if let (Some(f), Some(Some(a)), Some(Some(b))) =
+                (inspector_floor, picked.get(on), picked.get(off))
+                && a.rate / b.rate < f
+            {
+                regressions.push(format!(
+                    "{name}: with the inspector on, {:.3}× the requests per second it serves off, below {f}×",
+                    a.rate / b.rate
+                ));
+            }
         }
     }
     if !quick || max_after_load.is_some() {
