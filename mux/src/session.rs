@@ -81,8 +81,9 @@ pub struct Stats {
 }
 
 /// A table keyed by stream id. The peer chooses the ids of the streams it opens, so
-/// the hash is seeded (foldhash's, per table); it costs a few instructions where the
-/// default SipHash cost about a hundred, five times per request.
+/// the hash is seeded (foldhash's seeds, drawn per process and per table); it costs a
+/// few instructions where the default SipHash cost about a hundred, five times per
+/// request.
 pub(crate) type StreamMap<V> = HashMap<StreamId, V, foldhash::fast::RandomState>;
 
 /// The sans-IO state machine of one mux session.

@@ -468,3 +468,33 @@ pub(crate) fn rathole_keypair() -> Option<(String, String)> {
         .filter(|l| !l.is_empty() && !l.ends_with(':'));
     Some((keys.next()?.to_string(), keys.next()?.to_string()))
 }
+
+/// The sequence number of the newest request the inspector at `at` (`host:port`)
+/// holds (0 when none; `None` when its API did not answer): it answers once the
+/// capture has read everything sent before the call.
+pub(crate) async fn newest_capture(at: &str) -> Option<u64> {
+    use tokio::io::AsyncReadExt;
+    let ask = async {
+        let mut s = tokio::net::TcpStream::connect(at).await.ok()?;
+        let request = format!(
+            "GET /api/requests/http?summary=1&limit=1 HTTP/1.1\r\nhost: {at}\r\nconnection: close\r\n\r\n"
+        );
+        s.write_all(request.as_bytes()).await.ok()?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await.ok()?;
+        let text = String::from_utf8_lossy(&answer);
+        if !text.starts_with("HTTP/1.1 200") {
+            return None;
+        }
+        // An empty history has no newest record.
+        let Some((_, rest)) = text.split_once("\"id\":\"r_") else {
+            return Some(0);
+        };
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    tokio::time::timeout(Duration::from_secs(5), ask)
+        .await
+        .ok()
+        .flatten()
+}

@@ -35,7 +35,7 @@ mod soak;
 
 use contenders::{
     Contender, bore, idle_viewers, netbore, netbore_http, netbore_http_with, netbore_over,
-    netbore_server_with, open_tunnels, rathole,
+    netbore_server_with, newest_capture, open_tunnels, rathole,
 };
 use load::{Figure, Sample, run_figure, show};
 use origin::start_origin;
@@ -255,6 +255,9 @@ async fn main() {
             }
             other => usage_error(&format!("{other} is not a flag of e2e")),
         }
+    }
+    if inspector_floor.is_some() && !inspector_ab {
+        usage_error("--inspector-floor needs --inspector-ab");
     }
     let bin = std::env::current_exe().unwrap().with_file_name("netbore");
     assert!(
@@ -540,7 +543,7 @@ async fn main() {
                 }
                 let first_capture = match &c.inspector {
                     Some(at) => newest_capture(at).await,
-                    None => 0,
+                    None => None,
                 };
                 let before = c.cpu();
                 let sample = match tokio::time::timeout(
@@ -569,8 +572,10 @@ async fn main() {
                 };
                 cpus[i].push((c.cpu() - before) / sample.units.max(1e-9));
                 if let Some(at) = &c.inspector {
-                    let last = newest_capture(at).await;
-                    captured[i].0 += last.saturating_sub(first_capture);
+                    // A round whose count could not be read counts as nothing captured.
+                    if let (Some(first), Some(last)) = (first_capture, newest_capture(at).await) {
+                        captured[i].0 += last.saturating_sub(first);
+                    }
                     // (An HTTP figure's units are thousands of requests.)
                     captured[i].1 += sample.units * 1e3;
                 }
@@ -673,14 +678,22 @@ async fn main() {
                 serde_json::json!({"figure": name, "inspector_on_over_off_by_round": by_round,
                     "median_of_rounds": median(by_round.clone())})
             );
-            if let (Some(f), Some(Some(a)), Some(Some(b))) =
-                (inspector_floor, picked.get(on), picked.get(off))
-                && a.rate / b.rate < f
-            {
-                regressions.push(format!(
+        }
+        // The floor: a contender that failed or stalled has no figure, and fails it.
+        if let (Some(f), Some(on), Some(off)) = (
+            inspector_floor,
+            position("netbore http"),
+            position("netbore http, inspector off"),
+        ) {
+            match (&picked[on], &picked[off], stalled[on] || stalled[off]) {
+                (Some(a), Some(b), false) if a.rate / b.rate >= f => {}
+                (Some(a), Some(b), false) => regressions.push(format!(
                     "{name}: with the inspector on, {:.3}× the requests per second it serves off, below {f}×",
                     a.rate / b.rate
-                ));
+                )),
+                _ => regressions.push(format!(
+                    "{name}: the inspector's A/B has no figure (a contender failed or stalled)"
+                )),
             }
         }
     }
@@ -763,29 +776,4 @@ async fn after_load(
         );
     }
     (table, ratios)
-}
-
-/// The sequence number of the newest request the inspector at `at` (`host:port`)
-/// holds (0 when none): its API answers once the capture has read everything sent
-/// before the call.
-async fn newest_capture(at: &str) -> u64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let ask = async {
-        let mut s = tokio::net::TcpStream::connect(at).await.ok()?;
-        let request = format!(
-            "GET /api/requests/http?summary=1&limit=1 HTTP/1.1\r\nhost: {at}\r\nconnection: close\r\n\r\n"
-        );
-        s.write_all(request.as_bytes()).await.ok()?;
-        let mut answer = Vec::new();
-        s.read_to_end(&mut answer).await.ok()?;
-        let text = String::from_utf8_lossy(&answer);
-        let (_, rest) = text.split_once("\"id\":\"r_")?;
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().ok()
-    };
-    tokio::time::timeout(Duration::from_secs(5), ask)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(0)
 }
