@@ -409,7 +409,7 @@ async fn events(State(inspector): State<Inspector>, headers: HeaderMap) -> Respo
                             secrets: inspector.config().secrets,
                             tunnels: &tunnels,
                         };
-                        match inspector.with_outline(seq, |e| show::summary(v, e)) {
+                        match inspector.copy(seq, true).map(|e| show::summary(v, &e)) {
                             Some(summary) => {
                                 Event::default().event("request").data(summary.to_string())
                             }

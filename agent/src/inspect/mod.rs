@@ -255,14 +255,7 @@ impl Inspector {
 
     /// A copy of exchange `seq`, if it is still kept.
     pub fn exchange(&self, seq: u64) -> Option<Exchange> {
-        self.store().get(seq)
-    }
-
-    /// `f` of exchange `seq` without its bodies' bytes (sizes stay), for a list
-    /// row: bodies are copied when a person opens the record, not for every change.
-    pub(crate) fn with_outline<R>(&self, seq: u64, f: impl FnOnce(&Exchange) -> R) -> Option<R> {
-        let outline = self.store().get_outline(seq);
-        outline.map(|e| f(&e))
+        self.copy(seq, false)
     }
 
     /// The sequence numbers of the newest `limit` exchanges, newest first.
@@ -271,7 +264,8 @@ impl Inspector {
     }
 
     /// A copy of exchange `seq`, if it is still kept (`outline`: without its
-    /// bodies' bytes).
+    /// bodies' bytes, their sizes kept: for a list row, where bodies are copied only
+    /// when a person opens the record).
     pub(crate) fn copy(&self, seq: u64, outline: bool) -> Option<Exchange> {
         let store = self.store();
         if outline {
