@@ -11,9 +11,7 @@ use std::time::Instant;
 use netbore_transport::pipe::Tap;
 
 use super::Inspector;
-use super::worker::{
-    Batch, CLOSED, CLOSED_UNTOLD, FROM_ORIGIN, FROM_VIEWER, Queue, Shared, What, start_worker,
-};
+use super::worker::{Batch, FROM_ORIGIN, FROM_VIEWER, Queue, Shared, What, start_worker};
 
 /// Bytes one direction of a stream may have waiting, past the body limit, before
 /// the worker is woken at once (a large body is coming; it says soon how much of
@@ -275,18 +273,12 @@ impl Drop for QueuedTap {
             return;
         }
         let now = Instant::now();
-        if let Some(mut batch) = self.queue.batch.try_lock() {
-            if self.untold {
-                batch.push(self.stream, now, What::Lost);
-            }
-            batch.push(self.stream, now, What::Close);
-        } else {
-            // Held too long (its holder was preempted): forwarding does not wait,
-            // and the worker closes the stream on its next pass.
-            let closed = if self.untold { CLOSED_UNTOLD } else { CLOSED };
-            self.shared.resync.closed.store(closed, Ordering::Release);
-            self.queue.orphans.store(true, Ordering::SeqCst);
+        let mut batch = self.queue.lock();
+        if self.untold {
+            batch.push(self.stream, now, What::Lost);
         }
+        batch.push(self.stream, now, What::Close);
+        drop(batch);
         self.queue.wake();
     }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -43,8 +43,6 @@ pub(crate) struct Queue {
     /// The worker has ended (it never ends while the inspector lives, unless it
     /// panicked): nothing more is queued.
     ended: AtomicBool,
-    /// A stream closed without queuing its close (see [`Resync::closed`]).
-    pub(super) orphans: AtomicBool,
 }
 
 /// What waits for the worker.
@@ -116,16 +114,7 @@ pub(super) struct Resync {
     pub(super) holed: AtomicBool,
     /// Resumes the worker has read.
     pub(super) resumed: AtomicU32,
-    /// The stream closed while the queue's lock was held ([`CLOSED`], or
-    /// [`CLOSED_UNTOLD`] when a loss was not told either): the worker closes it on
-    /// its next pass instead of forwarding waiting for the lock.
-    pub(super) closed: AtomicU8,
 }
-
-/// [`Resync::closed`]: the stream closed.
-pub(super) const CLOSED: u8 = 1;
-/// [`Resync::closed`]: the stream closed after bytes were lost untold.
-pub(super) const CLOSED_UNTOLD: u8 = 2;
 
 /// A value alone on its cache line.
 #[derive(Debug, Default)]
@@ -187,7 +176,6 @@ impl Queue {
             next_stream: AtomicU64::new(0),
             read: AtomicU64::new(0),
             ended: AtomicBool::new(false),
-            orphans: AtomicBool::new(false),
         }
     }
 
@@ -369,23 +357,17 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
     let mut moved: Vec<u64> = Vec::new();
     let mut spare = Batch::default();
     loop {
-        // Read before the batch is taken: the events of a stream that closed
-        // unqueued are all in it, and it is closed after them.
-        let orphaned = queue.orphans.swap(false, Ordering::SeqCst);
         let mut batch = {
             let mut current = queue.lock();
             spare.pushed = current.pushed;
             std::mem::replace(&mut *current, std::mem::take(&mut spare))
         };
         if batch.events.is_empty() {
-            if orphaned {
-                close_orphans(&mut streams);
-            }
             if inspector.strong_count() == 0 && streams.is_empty() {
                 return;
             }
             queue.parked.store(true, Ordering::SeqCst);
-            if queue.lock().events.is_empty() && !queue.orphans.load(Ordering::SeqCst) {
+            if queue.lock().events.is_empty() {
                 thread::park_timeout(Duration::from_secs(1));
             }
             queue.parked.store(false, Ordering::SeqCst);
@@ -402,9 +384,6 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
             || batch.events.len() > queue.room.keep_events / 2;
         for event in batch.events.drain(..) {
             apply(&owner, &mut streams, &mut moved, &batch.bytes, event);
-        }
-        if orphaned {
-            close_orphans(&mut streams);
         }
         drop(owner);
         // How far each stream was read is told once per batch, not per event: the
@@ -430,21 +409,6 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
         spare = batch;
         thread::park_timeout(TICK);
     }
-}
-
-/// Closes the streams that closed while the queue's lock was held, as their
-/// queued `Lost` and `Close` would have.
-fn close_orphans(streams: &mut Streams) {
-    streams.retain(
-        |_, f| match f.shared.resync.closed.load(Ordering::Acquire) {
-            CLOSED => false,
-            CLOSED_UNTOLD => {
-                f.tap.give_up();
-                false
-            }
-            _ => true,
-        },
-    );
 }
 
 fn apply(

@@ -125,64 +125,6 @@ async fn forwarding_does_not_wait_for_a_queue_held_too_long() {
     assert_eq!(inspector.exchanges(10).len(), 1);
 }
 
-#[tokio::test]
-async fn a_stream_that_closes_while_the_queue_is_held_is_closed_without_waiting() {
-    let inspector = inspector(1024);
-    let mut tap = QueuedTap::new(&inspector, 0, [192, 0, 2, 1].into()).unwrap();
-    tap.read_from_stream(b"GET /closing HTTP/1.1\r\n\r\n");
-    caught_up(&inspector).await;
-    // Another holder keeps the queue (as a preempted capture thread would) while
-    // the stream closes before its answer.
-    let held = inspector.inner.queue.lock();
-    let started = Instant::now();
-    drop(tap);
-    let waited = started.elapsed();
-    drop(held);
-    assert!(waited < Duration::from_millis(100), "{waited:?}");
-    // The worker closes it on its next pass: the request is marked unanswered.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let error = loop {
-        let all = inspector.exchanges(10);
-        assert_eq!(all.len(), 1);
-        if let Some(error) = all[0].error.clone() {
-            break error;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the close never reached the worker"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    assert!(error.contains("connection closed"), "{error}");
-}
-
-#[tokio::test]
-async fn a_loss_untold_when_the_stream_closes_is_told_by_the_close() {
-    let inspector = inspector(1024);
-    let mut tap = QueuedTap::new(&inspector, 0, [192, 0, 2, 1].into()).unwrap();
-    tap.read_from_stream(b"GET /lost HTTP/1.1\r\n\r\n");
-    caught_up(&inspector).await;
-    // The answer passes while the queue is held (lost, untold), and the stream
-    // closes while it still is.
-    let held = inspector.inner.queue.lock();
-    tap.read_from_socket(ok());
-    assert!(tap.lost && tap.untold);
-    drop(tap);
-    drop(held);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let error = loop {
-        if let Some(error) = inspector.exchanges(10)[0].error.clone() {
-            break error;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the close never reached the worker"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    assert!(error.contains("fell behind"), "{error}");
-}
-
 fn ok() -> &'static [u8] {
     b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
 }
