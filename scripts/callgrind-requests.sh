@@ -9,7 +9,8 @@
 # `valgrind --tool=callgrind`; sends 200 warm-up requests, zeroes the counters, sends
 # REQUESTS (3,000) keep-alive GETs of 1 KiB on one connection, dumps the counters and
 # prints the instructions per request. Needs valgrind and python3. AGENT_FLAGS adds
-# flags to the agent (e.g. AGENT_FLAGS="--inspect off").
+# flags to the agent (e.g. AGENT_FLAGS="--inspect off"); CG_KEEP=FILE keeps the counters
+# for callgrind_annotate.
 set -euo pipefail
 BIN=$(realpath "$1"); MODE=$2; WHO=$3; N=${4:-3000}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
@@ -58,5 +59,6 @@ send "$N"
 callgrind_control -d "$TARGET" > /dev/null
 sleep 1
 F=$(grep -l "Trigger: dump" "$D"/cg.out* | head -1)
+if [ -n "${CG_KEEP:-}" ]; then cp "$F" "$CG_KEEP"; fi
 TOTAL=$(awk '/^summary:/ {print $2; exit}' "$F")
 echo "$MODE $WHO: $((TOTAL / N)) instructions per request ($N requests)"

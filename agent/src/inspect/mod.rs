@@ -10,6 +10,7 @@ mod fields;
 mod handoff;
 mod har;
 mod json;
+mod lines;
 mod paged;
 pub(crate) mod queued_tap;
 mod replay;

@@ -448,7 +448,7 @@ impl Store {
             start + PREFETCH_AHEAD
         };
         let ahead = (start + data.len() + PREFETCH_AHEAD).min(block.bytes.capacity());
-        prefetch(block.bytes.as_ptr(), asked.min(ahead)..ahead);
+        super::lines::prefetch(block.bytes.as_ptr(), asked.min(ahead)..ahead);
         block.bytes.extend_from_slice(data);
         block.newest = block.newest.max(seq);
         // Blocks are at most 4 GiB, so these fit; the number wraps.
@@ -742,28 +742,6 @@ impl Store {
     pub(crate) fn newest_connections(&self, limit: usize) -> impl Iterator<Item = &Connection> {
         self.connections.iter().rev().take(limit)
     }
-}
-
-/// Asks the CPU for the cache lines of `range` of the allocation at `base`. The
-/// history writes memory no one has touched for a budget's worth of traffic:
-/// asked for a few copies ahead, the lines are in cache when they are written,
-/// instead of each write waiting for memory (a fifth of the capture thread's CPU).
-#[allow(unsafe_code)]
-fn prefetch(base: *const u8, range: std::ops::Range<usize>) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let end = base as usize + range.end;
-        let mut line = (base as usize + range.start) & !63;
-        while line < end {
-            // SAFETY: a prefetch is a hint: it never faults and reads nothing into
-            // the program, whatever the address.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(line as *const i8) };
-            line += 64;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (base, range);
 }
 
 #[cfg(test)]

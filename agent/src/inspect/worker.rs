@@ -23,6 +23,8 @@ const TICK: Duration = Duration::from_millis(5);
 /// Room a queue keeps between bursts, at most; more is given back when the
 /// worker is idle.
 const KEEP_ROOM: usize = 1 << 20;
+/// How far past what it copies forwarding asks for the queue's next lines.
+const WARM_AHEAD: usize = 2048;
 
 /// The two directions of a stream.
 pub(super) const FROM_VIEWER: usize = 0;
@@ -53,6 +55,8 @@ pub(super) struct Batch {
     pub(super) bytes: Vec<u8>,
     /// Events pushed since the start.
     pushed: u64,
+    /// How far into the room of `bytes` the lines were asked for (see [`warm`]).
+    bytes_warm: usize,
 }
 
 #[derive(Debug)]
@@ -238,8 +242,15 @@ impl Batch {
         if self.bytes.capacity() < self.bytes.len() + data.len() {
             self.bytes
                 .reserve_exact(most.saturating_sub(self.bytes.len()).max(data.len()));
+            self.bytes_warm = 0;
         }
         let start = self.bytes.len();
+        warm(
+            &self.bytes,
+            self.bytes.capacity(),
+            &mut self.bytes_warm,
+            data.len(),
+        );
         self.bytes.extend_from_slice(data);
         let len = data.len();
         self.push(
@@ -276,6 +287,19 @@ impl Batch {
         if self.events.capacity() > room.keep_events {
             self.events = Vec::with_capacity(room.keep_events);
         }
+    }
+}
+
+/// Asks for the lines of `bytes`' room that its next `adding` bytes and
+/// [`WARM_AHEAD`] bytes past them will take, from `warm_to` (moved on). The lines
+/// were last read by the capture thread's core: asked for ahead of the copies that
+/// write them, they come while forwarding does other work, instead of one at a
+/// time in the copy (`docs/benchmarks.md`, finding 50).
+fn warm(bytes: &[u8], room: usize, warm_to: &mut usize, adding: usize) {
+    let ahead = (bytes.len() + adding + WARM_AHEAD).min(room);
+    if *warm_to < ahead {
+        super::lines::prefetch_for_write(bytes.as_ptr(), (*warm_to).max(bytes.len())..ahead);
+        *warm_to = ahead;
     }
 }
 
@@ -399,6 +423,9 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
         }
         queue.read.store(batch.pushed, Ordering::Release);
         batch.bytes.clear();
+        // (Emptied: its lines are asked for again from the start, wherever
+        // `make_room` or `keep_little` leave them.)
+        batch.bytes_warm = 0;
         // Heavy traffic: the batch gets all its room before it goes back to
         // forwarding; light traffic (or none) needs little.
         if heavy {
