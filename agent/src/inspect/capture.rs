@@ -12,16 +12,13 @@ use std::time::{Instant, SystemTime};
 use netbore_transport::pipe::Tap;
 
 use super::Inspector;
-use super::fields::{Fields, chunk_size, decimal, end_of_head};
-use super::store::{Record, Store, StoredBody, WsMessage};
+use super::body::{Capture, Chunk, Framing, reuse};
+use super::fields::{Fields, decimal, end_of_head};
+use super::store::{Record, WsMessage};
 use super::websocket::Frames;
 
 /// The longest head followed; a longer one ends the capture of its stream.
 const MAX_HEAD: usize = 64 * 1024;
-/// The longest chunk-size or trailer line followed.
-const MAX_LINE: usize = 4096;
-/// Room a side keeps for the next head or body; more is given back once used.
-const KEEP_ROOM: usize = 4096;
 
 /// Taps one stream of an HTTP tunnel.
 pub(crate) struct HttpTap {
@@ -71,48 +68,6 @@ struct Side {
     body: Capture,
 }
 
-/// A body as it passes: its size and its first bytes, up to the body limit, held
-/// until it ends and is copied into the history.
-#[derive(Default)]
-struct Capture {
-    size: u64,
-    captured: Vec<u8>,
-    truncated: bool,
-    /// Bytes before the limit passed unread: nothing more is kept.
-    holed: bool,
-}
-
-impl Capture {
-    /// The body for record `seq` (`whole`: it came in one piece, read where it
-    /// lies; `cut`: the stream ended in its middle); this one starts again, empty.
-    fn finish(
-        &mut self,
-        store: &mut Store,
-        seq: u64,
-        whole: Option<&[u8]>,
-        cut: bool,
-    ) -> StoredBody {
-        let body = StoredBody {
-            size: self.size,
-            piece: store.put(seq, whole.unwrap_or(&self.captured)),
-            truncated: self.truncated || self.holed || cut,
-        };
-        self.size = 0;
-        self.truncated = false;
-        self.holed = false;
-        reuse(&mut self.captured);
-        body
-    }
-}
-
-/// Empties `room`, keeping its allocation for the next message unless it is large.
-fn reuse(room: &mut Vec<u8>) {
-    room.clear();
-    if room.capacity() > KEEP_ROOM {
-        *room = Vec::new();
-    }
-}
-
 #[derive(Default)]
 enum State {
     /// Reading a head.
@@ -127,25 +82,6 @@ enum State {
     WebSocket(Box<Frames>),
     /// Not following this stream any more.
     Off,
-}
-
-enum Framing {
-    Length(u64),
-    Chunked(Chunk),
-    UntilClose,
-}
-
-enum Chunk {
-    /// In the chunk-size line, this long so far.
-    Size { line: Vec<u8> },
-    /// In a chunk's data, this much left.
-    Data(u64),
-    /// In the line ending after a chunk's data.
-    DataEnd,
-    /// In the trailer section, the current line this long.
-    Trailer { line: usize },
-    /// Not chunked framing after all: nothing more is followed on this side.
-    Lost,
 }
 
 /// What a step of a side's parser ended.
@@ -435,19 +371,22 @@ impl HttpTap {
                 }
             }
         };
-        let mut taken = 0;
-        match framing {
+        let taken = match framing {
             Some(Framing::Length(n)) if n <= after.len() as u64 && n <= self.limit as u64 => {
-                taken = n as usize;
                 self.response.body.size = n;
-                self.response_done(Some(head), Some(&after[..taken]));
+                self.response_done(Some(head), Some(&after[..n as usize]));
+                n as usize
             }
             Some(f) => {
                 self.record_head(head);
                 self.response.state = State::Body(f);
+                0
             }
-            None => self.response_done(Some(head), None),
-        }
+            None => {
+                self.response_done(Some(head), None);
+                0
+            }
+        };
         if let Some(early) = early {
             // Not upgraded: what came meanwhile is the next request.
             self.request.state = State::Head;
@@ -697,101 +636,6 @@ impl Side {
         }
         (start + take, Done::Nothing)
     }
-}
-
-impl Framing {
-    /// Takes body bytes of `data`; returns the bytes used and whether the body ended.
-    fn step(&mut self, data: &[u8], body: &mut Capture, limit: usize) -> (usize, bool) {
-        match self {
-            Framing::Length(left) => {
-                let n = (*left).min(data.len() as u64) as usize;
-                keep(body, &data[..n], limit);
-                *left -= n as u64;
-                (n, *left == 0)
-            }
-            Framing::UntilClose => {
-                keep(body, data, limit);
-                (data.len(), false)
-            }
-            Framing::Chunked(chunk) => chunk.step(data, body, limit),
-        }
-    }
-}
-
-impl Chunk {
-    fn step(&mut self, data: &[u8], body: &mut Capture, limit: usize) -> (usize, bool) {
-        let mut used = 0;
-        while used < data.len() {
-            let rest = &data[used..];
-            match self {
-                Chunk::Size { line } => {
-                    let Some(i) = rest.iter().position(|&b| b == b'\n') else {
-                        if line.len() + rest.len() > MAX_LINE {
-                            *self = Chunk::Lost;
-                        } else {
-                            line.extend_from_slice(rest);
-                        }
-                        return (data.len(), false);
-                    };
-                    if line.len() + i > MAX_LINE {
-                        *self = Chunk::Lost;
-                        return (data.len(), false);
-                    }
-                    line.extend_from_slice(&rest[..i]);
-                    used += i + 1;
-                    let size = chunk_size(line);
-                    *self = match size {
-                        Some(0) => Chunk::Trailer { line: 0 },
-                        Some(n) => Chunk::Data(n),
-                        // Not a chunk size: this side is not followed any more.
-                        None => Chunk::Lost,
-                    };
-                }
-                Chunk::Data(left) => {
-                    let n = (*left).min(rest.len() as u64) as usize;
-                    keep(body, &rest[..n], limit);
-                    *left -= n as u64;
-                    used += n;
-                    if *left == 0 {
-                        *self = Chunk::DataEnd;
-                    }
-                }
-                Chunk::DataEnd => match rest.iter().position(|&b| b == b'\n') {
-                    Some(i) => {
-                        used += i + 1;
-                        *self = Chunk::Size { line: Vec::new() };
-                    }
-                    None => return (data.len(), false),
-                },
-                Chunk::Lost => return (data.len(), false),
-                Chunk::Trailer { line } => {
-                    let b = rest[0];
-                    used += 1;
-                    match b {
-                        b'\n' if *line == 0 => return (used, true),
-                        b'\n' => *line = 0,
-                        b'\r' => {}
-                        _ => *line += 1,
-                    }
-                }
-            }
-        }
-        (used, false)
-    }
-}
-
-/// Adds `data` to `body`: all of it to the size, up to `limit` to what is kept.
-fn keep(body: &mut Capture, data: &[u8], limit: usize) {
-    body.size += data.len() as u64;
-    if body.holed {
-        return;
-    }
-    let room = limit.saturating_sub(body.captured.len());
-    if room < data.len() {
-        body.truncated = true;
-    }
-    body.captured
-        .extend_from_slice(&data[..room.min(data.len())]);
 }
 
 /// The wall-clock time of `now`, from one reading of both clocks taken once: one

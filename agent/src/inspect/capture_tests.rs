@@ -11,10 +11,15 @@ fn inspector(body_limit: usize) -> Inspector {
     })
 }
 
+/// A tap on a stream of tunnel 0 opened for a viewer at 192.0.2.1.
+fn tap(inspector: &Inspector) -> HttpTap {
+    HttpTap::new(inspector.clone(), 0, [192, 0, 2, 1].into(), None)
+}
+
 /// Feeds `requests` then `responses` to a tap in pieces of `step` bytes and returns
 /// the exchanges recorded, oldest first.
 fn capture(inspector: &Inspector, requests: &[u8], responses: &[u8], step: usize) -> Vec<Exchange> {
-    let mut tap = HttpTap::new(inspector.clone(), 0, [192, 0, 2, 1].into(), None);
+    let mut tap = tap(inspector);
     for piece in requests.chunks(step) {
         tap.read_from_stream(piece);
     }
@@ -154,7 +159,7 @@ fn websocket_messages_are_read_after_the_upgrade() {
 #[test]
 fn an_endless_head_stops_the_capture_not_the_stream() {
     let inspector = inspector(64);
-    let mut tap = HttpTap::new(inspector.clone(), 0, [192, 0, 2, 1].into(), None);
+    let mut tap = tap(&inspector);
     tap.read_from_stream(b"GET / HTTP/1.1\r\n");
     let line = vec![b'a'; 1024];
     for _ in 0..100 {
@@ -192,7 +197,7 @@ proptest::proptest! {
 #[test]
 fn an_endless_chunk_size_line_is_not_held() {
     let inspector = inspector(64);
-    let mut tap = HttpTap::new(inspector.clone(), 0, [192, 0, 2, 1].into(), None);
+    let mut tap = tap(&inspector);
     tap.read_from_stream(b"GET / HTTP/1.1\r\n\r\n");
     tap.read_from_socket(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
     let digits = vec![b'1'; 1024];
@@ -223,7 +228,7 @@ fn a_connect_tunnel_is_not_read_as_http() {
     assert_eq!(methods[0], "CONNECT");
     assert_eq!(all[0].response.as_ref().unwrap().response().status, 200);
     let inspector = super::super::Inspector::new(InspectConfig::default());
-    let mut tap = HttpTap::new(inspector.clone(), 0, [192, 0, 2, 1].into(), None);
+    let mut tap = tap(&inspector);
     tap.read_from_stream(b"CONNECT db:5432 HTTP/1.1\r\nhost: db:5432\r\n\r\n");
     tap.read_from_socket(b"HTTP/1.1 200 OK\r\n\r\n");
     tap.read_from_stream(b"GET /planted HTTP/1.1\r\nauthorization: x\r\n\r\n");
@@ -253,7 +258,7 @@ fn a_body_cut_by_the_end_of_its_stream_is_marked_cut() {
 fn bytes_passed_over_inside_a_body_only_count() {
     let inspector = inspector(4);
     let now = Instant::now();
-    let mut tap = HttpTap::new(inspector.clone(), 0, [192, 0, 2, 1].into(), None);
+    let mut tap = tap(&inspector);
     tap.feed(true, b"GET /big HTTP/1.1\r\n\r\n", now);
     tap.feed(
         false,
@@ -286,7 +291,7 @@ fn bytes_passed_over_inside_a_body_only_count() {
 fn a_hole_before_the_limit_cuts_the_body_and_one_in_a_head_ends_the_capture() {
     let inspector = inspector(64);
     let now = Instant::now();
-    let mut tap = HttpTap::new(inspector.clone(), 0, [192, 0, 2, 1].into(), None);
+    let mut tap = tap(&inspector);
     tap.feed(true, b"GET / HTTP/1.1\r\n\r\n", now);
     tap.feed(
         false,
@@ -313,7 +318,7 @@ fn a_hole_before_the_limit_cuts_the_body_and_one_in_a_head_ends_the_capture() {
 #[test]
 fn a_response_head_shows_once_it_has_come_and_its_end_when_the_body_ends() {
     let inspector = inspector(1024);
-    let mut tap = HttpTap::new(inspector.clone(), 0, [192, 0, 2, 1].into(), None);
+    let mut tap = tap(&inspector);
     tap.read_from_stream(b"GET /slow HTTP/1.1\r\n\r\n");
     // A head in two pieces, then half of the body.
     tap.read_from_socket(b"HTTP/1.1 200 OK\r\ncontent-le");

@@ -5,6 +5,7 @@
 //! tunnels stay a plain byte pipe and only count.
 
 pub mod api;
+mod body;
 pub(crate) mod capture;
 mod fields;
 mod handoff;

@@ -264,14 +264,24 @@ impl Batch {
         );
     }
 
+    /// Empties the bytes, whose lines are then asked for again from the start.
+    fn empty_bytes(&mut self) {
+        self.bytes.clear();
+        self.bytes_warm = 0;
+    }
+
     /// Room for everything the queue may hold, reserved by the worker before the
     /// batch goes back to forwarding under heavy traffic: growing it under the lock
     /// would copy megabytes while streams wait (and give up). Only reserved: pages
     /// are touched as bytes arrive. (Closes are queued past `room.events`: room
     /// for some of them too.)
     fn make_room(&mut self, room: Room) {
+        let before = self.bytes.as_ptr();
         self.bytes
             .reserve_exact(room.bytes.saturating_sub(self.bytes.len()));
+        if self.bytes.as_ptr() != before {
+            self.bytes_warm = 0;
+        }
         self.events
             .reserve_exact((room.events + room.events / 16).saturating_sub(self.events.len()));
     }
@@ -283,6 +293,7 @@ impl Batch {
     fn keep_little(&mut self, room: Room) {
         if self.bytes.capacity() > room.keep_bytes {
             self.bytes = Vec::with_capacity(room.keep_bytes);
+            self.bytes_warm = 0;
         }
         if self.events.capacity() > room.keep_events {
             self.events = Vec::with_capacity(room.keep_events);
@@ -299,7 +310,8 @@ fn warm(bytes: &[u8], room: usize, warm_to: &mut usize, adding: usize) {
     let ahead = (bytes.len() + adding + WARM_AHEAD).min(room);
     if *warm_to < ahead {
         super::lines::prefetch_for_write(bytes.as_ptr(), (*warm_to).max(bytes.len())..ahead);
-        *warm_to = ahead;
+        // Up to the end of the last line asked for, so that it is not asked for again.
+        *warm_to = super::lines::past_line(bytes.as_ptr(), ahead);
     }
 }
 
@@ -422,10 +434,7 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
             }
         }
         queue.read.store(batch.pushed, Ordering::Release);
-        batch.bytes.clear();
-        // (Emptied: its lines are asked for again from the start, wherever
-        // `make_room` or `keep_little` leave them.)
-        batch.bytes_warm = 0;
+        batch.empty_bytes();
         // Heavy traffic: the batch gets all its room before it goes back to
         // forwarding; light traffic (or none) needs little.
         if heavy {
