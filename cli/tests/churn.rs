@@ -147,7 +147,13 @@ async fn viewer(public: SocketAddr, source: std::net::IpAddr) -> std::io::Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_agents_and_a_hundred_thousand_viewers_leave_nothing_behind() {
     let origin = echo_origin().await;
+    // Tunnel ports below the system's ephemeral range: with any free port, the
+    // port a tunnel gives up between two reclaims can be taken meanwhile by one of
+    // the test's own outgoing connections, and the reclaim then finds it in use for
+    // as long as that connection lives.
     let server = Server::start_with(&[
+        "--tcp-ports",
+        "20000-20999",
         "--metrics-addr",
         "127.0.0.1:0",
         "--api-rate",

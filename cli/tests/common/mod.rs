@@ -226,11 +226,12 @@ impl Server {
             agent,
             "--http-addr",
             http,
-            "--tcp-ports",
-            "0",
             "--data-dir",
             &dd,
         ];
+        if !extra.contains(&"--tcp-ports") {
+            args.extend_from_slice(&["--tcp-ports", "0"]);
+        }
         if !extra.contains(&"--tcp-bind-ip") {
             args.extend_from_slice(&["--tcp-bind-ip", "127.0.0.1"]);
         }
