@@ -229,3 +229,112 @@ async fn a_draining_node_sends_a_reclaim_elsewhere_and_keeps_serving() {
         .wait_exit(Duration::from_secs(35));
     assert_eq!(code, Some(0), "node 0 exits once its session is gone");
 }
+
+/// The node a tunnel moved away from (it drains) still relays, to the session the
+/// agent moved from, a stream that a node which has not yet heard of the move sends
+/// it: refusing that stream would fail a request no origin saw. A stale node is
+/// played by the test: it opens a fleet link to node 0 with the fleet's secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_a_tunnel_moved_from_relays_a_late_node_s_stream_to_the_session_it_left() {
+    use netbore_transport::link::{LinkHello, LinkRoute, link_proof};
+    use netbore_transport::proto::{Hello, PROTOCOL_VERSION, StreamHeader};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let origin = web::start_origin().await;
+    // Node 0 lingers while draining, so it is there to be reached after the move.
+    let fleet = Fleet::start_n(2, &["--drain-timeout", "30", "--drain-linger", "10"]);
+    let agent = common::HttpAgent::start(
+        &fleet.nodes[0].server,
+        &origin.addr.to_string(),
+        &["--name", "late"],
+    );
+    // Served by both nodes: node 0 (the first session) and node 1 (the standby).
+    let url = format!("http://{}", agent.host);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = fleet.tunnels_listed();
+        let nodes = listed
+            .iter()
+            .find(|t| t["public_url"] == url.as_str())
+            .and_then(|t| t["node"].as_str())
+            .map_or(0, |n| n.split(',').count());
+        if nodes == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "both nodes serve the tunnel: {listed:?}; agent:\n{}",
+            agent.proc.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The proof's key is the secret's text as stored (`docs/protocols/fleet.md`).
+    let secret = fleet
+        .redis
+        .get("netbore:{fleet}:secret")
+        .expect("the fleet has a link secret")
+        .into_bytes();
+    let node0 = &fleet.nodes[0].server;
+    let to = node0.listening["node"].as_str().unwrap().to_string();
+    let link = netbore_transport::tcp::connect(node0.agent, Default::default())
+        .await
+        .unwrap();
+    let mut hello = link.open().await.unwrap();
+    let said = Hello {
+        version: PROTOCOL_VERSION,
+        tokens: Vec::new(),
+        agent: "late-node".into(),
+        link: Some(LinkHello {
+            proof: link_proof(&secret, "late-node", &to),
+            from: "late-node".into(),
+            to,
+        }),
+    };
+    proto::write_message(&mut hello, &said).await.unwrap();
+    let reply: HelloReply = proto::read_message(&mut hello).await.unwrap();
+    assert!(matches!(reply, HelloReply::Ok { .. }), "{reply:?}");
+
+    node0.proc.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node0.proc.stderr().contains("tunnel moved to another node") {
+        assert!(
+            Instant::now() < deadline,
+            "node 0 lets the tunnel go to node 1; node 0 said:\n{}\nagent:\n{}",
+            node0.proc.stderr(),
+            agent.proc.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The late node relays a viewer's request as if node 0 still held the tunnel.
+    let mut stream = link.open().await.unwrap();
+    let mut head = LinkRoute("http:late".into()).encode().unwrap();
+    let viewer = StreamHeader {
+        slot: 0,
+        viewer: "192.0.2.7:40000".parse().unwrap(),
+    };
+    head.extend_from_slice(&viewer.encode());
+    head.extend_from_slice(
+        format!(
+            "GET /late HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n",
+            agent.host
+        )
+        .as_bytes(),
+    );
+    stream.write_all(&head).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        matches!(read, Ok(Ok(_))) && answer.first() == Some(&proto::ORIGIN_CONNECTED),
+        "the stream reached the agent ({read:?}): {text:?}; node 0 said:\n{}",
+        node0.proc.stderr()
+    );
+    assert!(
+        text.contains("HTTP/1.1 200") && text.ends_with("hello /late"),
+        "{text:?}"
+    );
+    drop((stream, hello, link));
+    drop(agent);
+}

@@ -93,6 +93,17 @@ impl RedisServer {
         }
     }
 
+    /// The string at `key` (`redis-cli GET`), `None` when there is none.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-u", &self.url, "--raw", "GET", key])
+            .output()
+            .expect("redis-cli runs (it comes with redis-server)");
+        assert!(out.status.success(), "redis-cli GET {key}: {out:?}");
+        let value = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
+        (!value.is_empty()).then_some(value)
+    }
+
     /// Kills the server.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -172,6 +172,22 @@ pub struct Registry {
     records: Arc<OnceLock<Arc<dyn Store>>>,
 }
 
+/// When a released tunnel's link target goes.
+#[derive(Debug, Clone, Copy)]
+enum Unlink {
+    Now,
+    WhenSessionEnds,
+}
+
+/// A tunnel moved to another node whose old session still takes the streams other
+/// nodes relay here for it ([`Registry::release_moved`]).
+#[derive(Debug)]
+#[must_use = "the old session's link target stays until moved_session_ended"]
+pub struct Moved {
+    key: String,
+    generation: u64,
+}
+
 /// Where a stream relayed from another node for a tunnel goes: the agent session
 /// serving it and the slot its streams carry.
 #[derive(Debug, Clone)]
@@ -420,26 +436,49 @@ impl Registry {
     /// The session serving `tunnel_id` (at `generation`) ended: the tunnel goes offline
     /// and its public port closes. Does nothing if a newer placement replaced it.
     pub fn release(&self, tunnel_id: &str, generation: u64) {
+        self.release_as(tunnel_id, generation, Unlink::Now);
+    }
+
+    /// The agent moved `tunnel_id` (at `generation`) to another node, which the
+    /// directory shows holding it: released as by [`Self::release`], except that
+    /// streams other nodes relay here for it still reach its old session, which the
+    /// agent keeps serving. A node that has not yet heard of the move may relay one
+    /// more; refusing it would fail a request no one else saw. The returned
+    /// [`Moved`] ends that when the session ends ([`Self::moved_session_ended`]).
+    pub fn release_moved(&self, tunnel_id: &str, generation: u64) -> Option<Moved> {
+        self.release_as(tunnel_id, generation, Unlink::WhenSessionEnds)
+    }
+
+    /// The session a tunnel [moved](Self::release_moved) from ended: streams relayed
+    /// for it no longer reach this node's old session (unless a newer placement here
+    /// replaced the link meanwhile).
+    pub fn moved_session_ended(&self, moved: Moved) {
+        let mut links = self.links.write().unwrap_or_else(|e| e.into_inner());
+        if links
+            .get(&moved.key)
+            .is_some_and(|t| t.generation == moved.generation)
+        {
+            links.remove(&moved.key);
+            shrink_when_sparse(&mut links);
+        }
+    }
+
+    fn release_as(&self, tunnel_id: &str, generation: u64, unlink: Unlink) -> Option<Moved> {
         let mut tables = self.tables();
-        let Some(entry) = tables.tunnels.get_mut(tunnel_id) else {
-            return;
-        };
+        let entry = tables.tunnels.get_mut(tunnel_id)?;
         if entry.generation != generation {
-            return;
+            return None;
         }
         let port = entry
             .listener
             .as_ref()
             .and_then(|l| l.local_addr().ok())
             .map(|a| a.port());
-        if matches!(entry.phase, Phase::Online { .. }) {
-            self.unlink(
-                entry.protocol,
-                entry.name.as_deref(),
-                port,
-                generation,
-                tunnel_id,
-            );
+        let mut moved = None;
+        if matches!(entry.phase, Phase::Online { .. })
+            && let Some(key) = Self::route_key(entry.protocol, entry.name.as_deref(), port)
+        {
+            moved = self.unlink(key, generation, tunnel_id, unlink);
         }
         entry.phase = Phase::Offline {
             since: Instant::now(),
@@ -448,34 +487,43 @@ impl Registry {
         if let Some(name) = entry.name.clone() {
             self.set_route(&name, Some(Route::Offline));
         }
+        moved
     }
 
-    /// Stops relaying links' streams to the tunnel's session of `generation`, and
-    /// withdraws it from the fleet's directory.
+    /// Withdraws the tunnel's session of `generation` from the fleet's directory and
+    /// stops relaying links' streams to it, now or (`WhenSessionEnds`) through the
+    /// returned [`Moved`].
     fn unlink(
         &self,
-        protocol: Protocol,
-        name: Option<&str>,
-        port: Option<u16>,
+        key: RouteKey,
         generation: u64,
         tunnel_id: &str,
-    ) {
-        let Some(key) = Self::route_key(protocol, name, port) else {
-            return;
-        };
+        when: Unlink,
+    ) -> Option<Moved> {
         let key_text = key.to_string();
         let mut links = self.links.write().unwrap_or_else(|e| e.into_inner());
         if links
             .get(&key_text)
-            .is_some_and(|t| t.generation == generation)
+            .is_none_or(|t| t.generation != generation)
         {
-            links.remove(&key_text);
-            shrink_when_sparse(&mut links);
-            drop(links);
-            if let Some(directory) = self.directory() {
-                directory.withdraw(&key, tunnel_id);
-            }
+            return None;
         }
+        let moved = match when {
+            Unlink::Now => {
+                links.remove(&key_text);
+                shrink_when_sparse(&mut links);
+                None
+            }
+            Unlink::WhenSessionEnds => Some(Moved {
+                key: key_text,
+                generation,
+            }),
+        };
+        drop(links);
+        if let Some(directory) = self.directory() {
+            directory.withdraw(&key, tunnel_id);
+        }
+        moved
     }
 
     /// Forgets offline tunnels older than [`OFFLINE_RETENTION`].
@@ -596,13 +644,9 @@ impl Placement for Registry {
                     tunnel_id: id.to_string(),
                     reason: DisconnectReason::Replaced,
                 });
-                self.unlink(
-                    old.protocol,
-                    old.name.as_deref(),
-                    old_port,
-                    old.generation,
-                    id,
-                );
+                if let Some(key) = Self::route_key(old.protocol, old.name.as_deref(), old_port) {
+                    let _ = self.unlink(key, old.generation, id, Unlink::Now);
+                }
             }
             if request.protocol == Protocol::Tcp
                 && old_port.is_some()
@@ -722,47 +766,4 @@ impl Placement for Registry {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn registry(http_port: Option<u16>, https_port: Option<u16>) -> Registry {
-        Registry::new(
-            RegistryConfig {
-                domain: "example.test".into(),
-                http_port,
-                https_port,
-                upstream: Default::default(),
-            },
-            PortPool::new([127, 0, 0, 1].into(), crate::PortRange::Any, Vec::new()),
-        )
-    }
-
-    #[test]
-    fn public_urls_follow_the_ingress_ports() {
-        let url = |r: &Registry, p| r.public_url(p, Some("app"), Some(20001));
-        let plain = registry(Some(80), None);
-        assert_eq!(url(&plain, Protocol::Http), "http://app.example.test");
-        assert_eq!(url(&plain, Protocol::Tcp), "tcp://example.test:20001");
-        let plain = registry(Some(8080), None);
-        assert_eq!(url(&plain, Protocol::Http), "http://app.example.test:8080");
-        let https = registry(Some(80), Some(443));
-        assert_eq!(url(&https, Protocol::Http), "https://app.example.test");
-        assert_eq!(url(&https, Protocol::Tls), "tls://app.example.test:443");
-        let https = registry(Some(8080), Some(8443));
-        assert_eq!(url(&https, Protocol::Http), "https://app.example.test:8443");
-        assert_eq!(url(&https, Protocol::Tls), "tls://app.example.test:8443");
-    }
-
-    #[test]
-    fn a_table_gives_back_its_room_as_it_empties() {
-        let mut map: HashMap<u32, u64> = (0..1000).map(|i| (i, 0)).collect();
-        let peak = map.capacity();
-        for i in 0..990 {
-            map.remove(&i);
-            shrink_when_sparse(&mut map);
-            assert!(map.capacity() >= map.len());
-        }
-        assert!(map.capacity() <= 64, "{} of {peak} kept", map.capacity());
-        assert!((990..1000).all(|i| map.contains_key(&i)));
-    }
-}
+mod tests;
