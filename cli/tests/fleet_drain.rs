@@ -232,8 +232,10 @@ async fn a_draining_node_sends_a_reclaim_elsewhere_and_keeps_serving() {
 
 /// The node a tunnel moved away from (it drains) still relays, to the session the
 /// agent moved from, a stream that a node which has not yet heard of the move sends
-/// it: refusing that stream would fail a request no origin saw. A stale node is
-/// played by the test: it opens a fleet link to node 0 with the fleet's secret.
+/// it: refusing that stream would fail a request no origin saw. A stream for a
+/// tunnel it does not serve at all is answered "not held", so the relaying node can
+/// try another holder. A late node is played by the test: it opens a fleet link to
+/// node 0 with the fleet's secret.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_a_tunnel_moved_from_relays_a_late_node_s_stream_to_the_session_it_left() {
     use netbore_transport::link::{LinkHello, LinkRoute, link_proof};
@@ -294,6 +296,22 @@ async fn a_node_a_tunnel_moved_from_relays_a_late_node_s_stream_to_the_session_i
     proto::write_message(&mut hello, &said).await.unwrap();
     let reply: HelloReply = proto::read_message(&mut hello).await.unwrap();
     assert!(matches!(reply, HelloReply::Ok { .. }), "{reply:?}");
+    let viewer = StreamHeader {
+        slot: 0,
+        viewer: "192.0.2.7:40000".parse().unwrap(),
+    };
+
+    // A stream for an HTTP tunnel node 0 does not serve is answered "not held" where
+    // the agent's status would be: the relaying node then tries another holder.
+    let mut stream = link.open().await.unwrap();
+    let mut head = LinkRoute("http:nowhere".into()).encode().unwrap();
+    head.extend_from_slice(&viewer.encode());
+    head.extend_from_slice(b"GET / HTTP/1.1\r\nhost: nowhere\r\n\r\n");
+    stream.write_all(&head).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(matches!(read, Ok(Ok(1))), "{read:?}");
+    assert_eq!(answer, [proto::ORIGIN_NOT_HELD]);
 
     node0.proc.signal("TERM");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -310,10 +328,6 @@ async fn a_node_a_tunnel_moved_from_relays_a_late_node_s_stream_to_the_session_i
     // The late node relays a viewer's request as if node 0 still held the tunnel.
     let mut stream = link.open().await.unwrap();
     let mut head = LinkRoute("http:late".into()).encode().unwrap();
-    let viewer = StreamHeader {
-        slot: 0,
-        viewer: "192.0.2.7:40000".parse().unwrap(),
-    };
     head.extend_from_slice(&viewer.encode());
     head.extend_from_slice(
         format!(

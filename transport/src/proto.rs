@@ -261,19 +261,27 @@ impl StreamHeader {
 ///
 /// Layout: status `u8`; `0` connected (the origin's bytes follow), `1` unreachable,
 /// followed by a message length `u16` (big-endian, at most [`MAX_STATUS_MESSAGE`])
-/// and that many bytes of UTF-8, after which the agent ends the stream.
+/// and that many bytes of UTF-8, after which the agent ends the stream; `2` not held
+/// (a fleet's node on a relayed stream, below), after which the stream ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OriginStatus {
     /// The agent connected to the origin; the origin's bytes follow.
     Connected,
     /// The agent could not reach the origin; one sentence naming the address it tried.
     Unreachable(String),
+    /// Written in the agent's place by the node of a fleet another node relayed the
+    /// stream to (`docs/protocols/fleet.md`): the tunnel is not online there (any
+    /// more). Nothing reached an agent, so the relaying node may send the request to
+    /// another node holding the tunnel.
+    NotHeld,
 }
 
 /// Status byte of [`OriginStatus::Connected`].
 pub const ORIGIN_CONNECTED: u8 = 0;
 /// Status byte of [`OriginStatus::Unreachable`].
 pub const ORIGIN_UNREACHABLE: u8 = 1;
+/// Status byte of [`OriginStatus::NotHeld`].
+pub const ORIGIN_NOT_HELD: u8 = 2;
 /// Longest message an [`OriginStatus::Unreachable`] carries (bytes). Bounds what the
 /// Edge buffers before a stream's first origin byte.
 pub const MAX_STATUS_MESSAGE: usize = 1024;
@@ -284,6 +292,7 @@ impl OriginStatus {
     pub fn encode(&self) -> Vec<u8> {
         match self {
             OriginStatus::Connected => vec![ORIGIN_CONNECTED],
+            OriginStatus::NotHeld => vec![ORIGIN_NOT_HELD],
             OriginStatus::Unreachable(message) => {
                 let mut end = message.len().min(MAX_STATUS_MESSAGE);
                 while !message.is_char_boundary(end) {
@@ -306,6 +315,7 @@ impl OriginStatus {
         match bytes.first() {
             None => Ok(None),
             Some(&ORIGIN_CONNECTED) => Ok(Some((OriginStatus::Connected, 1))),
+            Some(&ORIGIN_NOT_HELD) => Ok(Some((OriginStatus::NotHeld, 1))),
             Some(&ORIGIN_UNREACHABLE) => {
                 let Some(len) = bytes.get(1..3) else {
                     return Ok(None);
@@ -344,8 +354,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn origin_status_round_trips(unreachable in any::<bool>(), message in ".{0,1100}") {
-            let status = if unreachable { OriginStatus::Unreachable(message) } else { OriginStatus::Connected };
+        fn origin_status_round_trips(kind in 0..3u8, message in ".{0,1100}") {
+            let status = match kind {
+                0 => OriginStatus::Connected,
+                1 => OriginStatus::Unreachable(message),
+                _ => OriginStatus::NotHeld,
+            };
             let bytes = status.encode();
             let (back, len) = OriginStatus::decode(&bytes).unwrap().unwrap();
             prop_assert_eq!(len, bytes.len());

@@ -16,13 +16,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use netbore_transport::link::{LinkHello, LinkRoute, check_link_proof, link_proof};
-use netbore_transport::proto::{self, Hello, HelloReply, PROTOCOL_VERSION, StreamHeader};
+use netbore_transport::proto::{
+    self, Hello, HelloReply, OriginStatus, PROTOCOL_VERSION, StreamHeader,
+};
 use netbore_transport::tls::ClientTls;
 use netbore_transport::{Dial, Session, Stream, TransportKind, pipe};
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 
-use super::{Directory, Holder};
+use super::{Directory, Holder, RouteKey};
 use crate::drain::Drain;
 use crate::registry::Registry;
 
@@ -118,7 +120,7 @@ async fn relay(registry: Registry, mut stream: Stream, timeout: Duration, max_st
     };
     let Some(target) = registry.link_target(&route.0) else {
         tracing::debug!(route = %route.0, "a link stream for a tunnel not online here");
-        stream.reset();
+        not_held(stream, &route).await;
         return;
     };
     // The relaying node counted the viewer against its own share; a TCP or TLS
@@ -138,6 +140,11 @@ async fn relay(registry: Registry, mut stream: Stream, timeout: Duration, max_st
     let _counted = counted;
     let mut agent = match target.session.open().await {
         Ok(s) => s,
+        Err(e) if e.busy().is_none() => {
+            tracing::debug!(tunnel_id = %target.tunnel_id, error = %e, "the agent's session for a link stream ended");
+            not_held(stream, &route).await;
+            return;
+        }
         Err(e) => {
             tracing::debug!(tunnel_id = %target.tunnel_id, error = %e, "could not open a stream to the agent for a link");
             stream.reset();
@@ -156,6 +163,24 @@ async fn relay(registry: Registry, mut stream: Stream, timeout: Duration, max_st
         // Cut: the relaying node resets its viewer in turn.
         stream.reset();
         tracing::debug!(tunnel_id = %target.tunnel_id, error = %e, "a relayed stream ended with an error");
+    }
+}
+
+/// Ends a link stream whose tunnel is not served here: an HTTP route's with
+/// [`OriginStatus::NotHeld`] where the agent's status would be, so the relaying node
+/// sends the request to another node holding the tunnel (nothing reached an agent);
+/// a TLS or TCP route's, whose bytes are the viewer's own, with a reset.
+async fn not_held(mut stream: Stream, route: &LinkRoute) {
+    if !matches!(RouteKey::parse(&route.0), Some(RouteKey::Http(_))) {
+        stream.reset();
+        return;
+    }
+    let said = async {
+        stream.write_all(&OriginStatus::NotHeld.encode()).await?;
+        stream.shutdown().await
+    };
+    if tokio::time::timeout(LINK_TIMEOUT, said).await.is_err() {
+        stream.reset();
     }
 }
 

@@ -47,6 +47,32 @@ impl OriginUnreachable {
     }
 }
 
+/// The node of a fleet a stream was relayed to does not serve the tunnel (any
+/// more): it moved, or its session there ended, since this node last heard. Nothing
+/// reached an agent.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the node the tunnel was relayed to does not serve it now")]
+pub struct NotHeld;
+
+impl NotHeld {
+    /// Whether a `NotHeld` is somewhere in `error`'s chain of causes, also inside an
+    /// [`io::Error`].
+    pub fn within(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(error);
+        while let Some(e) = next {
+            if e.is::<Self>()
+                || e.downcast_ref::<io::Error>()
+                    .and_then(|io| io.get_ref())
+                    .is_some_and(|inner| inner.is::<Self>())
+            {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    }
+}
+
 /// A stream to the agent of an HTTP tunnel, with the agent's origin status removed
 /// from the front of what it reads.
 #[derive(Debug)]
@@ -68,6 +94,8 @@ enum Status {
     Connected(Bytes),
     /// The agent could not reach the origin.
     Unreachable(String),
+    /// The node this stream was relayed to does not serve the tunnel.
+    NotHeld,
 }
 
 impl AgentStream {
@@ -94,6 +122,7 @@ impl AgentStream {
                     };
                     return Poll::Ready(Err(io::Error::other(e)));
                 }
+                Status::NotHeld => return Poll::Ready(Err(io::Error::other(NotHeld))),
                 Status::Pending(gathered) => gathered,
             };
             let Some(chunk) = ready!(self.io.poll_read_chunk(cx))? else {
@@ -115,6 +144,7 @@ impl AgentStream {
                 Some((OriginStatus::Unreachable(message), _)) => {
                     self.status = Status::Unreachable(message);
                 }
+                Some((OriginStatus::NotHeld, _)) => self.status = Status::NotHeld,
             }
         }
     }
@@ -206,5 +236,15 @@ mod tests {
         struct Wrapper(#[source] io::Error);
         assert!(OriginUnreachable::find(&Wrapper(e)).is_some());
         assert!(OriginUnreachable::find(&io::Error::other("plain")).is_none());
+    }
+
+    #[test]
+    fn not_held_is_found_inside_io_errors_and_their_wrappers() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("wrapped")]
+        struct Wrapper(#[source] io::Error);
+        assert!(NotHeld::within(&Wrapper(io::Error::other(NotHeld))));
+        assert!(NotHeld::within(&io::Error::other(NotHeld)));
+        assert!(!NotHeld::within(&io::Error::other("plain")));
     }
 }

@@ -164,8 +164,9 @@ impl<S: ReadChunk + AsyncWrite + Unpin> Conn<S> {
             }
             let chunk = match poll_fn(|cx| self.io.poll_read_chunk(cx)).await {
                 Ok(chunk) => chunk,
-                // The agent's word that it could not reach the origin is kept as it is.
-                Err(e) if is_origin_unreachable(&e) => return Err(H1Error::Io(e)),
+                // The agent's word that it could not reach the origin, or a node's
+                // that it does not serve the tunnel, is kept as it is.
+                Err(e) if is_a_status(&e) => return Err(H1Error::Io(e)),
                 // A stream reset before any answer is a connection closed under the
                 // request, like an end of stream.
                 Err(_) if !received => return Err(H1Error::Closed),
@@ -192,10 +193,13 @@ impl<S: ReadChunk + AsyncWrite + Unpin> Conn<S> {
     }
 }
 
-/// True when `e` carries the agent's [`OriginUnreachable`](super::agent_stream::OriginUnreachable).
-fn is_origin_unreachable(e: &io::Error) -> bool {
-    e.get_ref()
-        .is_some_and(|inner| inner.is::<super::agent_stream::OriginUnreachable>())
+/// True when `e` carries the agent's [`OriginUnreachable`](super::agent_stream::OriginUnreachable)
+/// or a node's [`NotHeld`](super::agent_stream::NotHeld).
+fn is_a_status(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| {
+        inner.is::<super::agent_stream::OriginUnreachable>()
+            || inner.is::<super::agent_stream::NotHeld>()
+    })
 }
 
 /// Reads a response body as its framing says; [`Body::finish`] gives the connection

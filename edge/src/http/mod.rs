@@ -650,7 +650,9 @@ async fn forward_request(
     }
     let mut response = match sent {
         Ok(r) => r,
-        Err(UpstreamError::AgentOffline(_) | UpstreamError::LinkLost(_)) => {
+        Err(
+            UpstreamError::AgentOffline(_) | UpstreamError::LinkLost(_) | UpstreamError::NotHeld(_),
+        ) => {
             return failure_page(Failure::agent_offline(host));
         }
         Err(UpstreamError::Timeout(after)) => return failure_page(Failure::origin_timeout(after)),

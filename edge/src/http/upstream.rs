@@ -27,7 +27,7 @@ use netbore_transport::Session;
 use netbore_transport::proto::StreamHeader;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::agent_stream::{AgentStream, OriginUnreachable};
+use super::agent_stream::{AgentStream, NotHeld, OriginUnreachable};
 use super::h1;
 use crate::limits::{StreamCount, StreamGuard};
 
@@ -73,9 +73,13 @@ pub enum UpstreamError {
     /// tried.
     #[error("{0}")]
     OriginUnreachable(String),
+    /// The node the request was relayed to does not serve the tunnel now (see
+    /// [`NotHeld`]).
+    #[error("{0}")]
+    NotHeld(NotHeld),
     /// The link to the node holding the tunnel ended before a response arrived
-    /// (that node died or stopped): the request, safe to repeat, may go to another
-    /// node holding the same tunnel.
+    /// (that node died or stopped), or that node no longer serves the tunnel: the
+    /// request may go to another node holding the same tunnel.
     #[error("the link to the node holding the tunnel ended before a response arrived")]
     LinkLost(Resend),
 }
@@ -99,14 +103,17 @@ impl UpstreamError {
     /// said so, else [`UpstreamError::Broken`].
     fn broken(e: BoxError) -> Self {
         // `H1Error::Io` is transparent: its `source` skips the `io::Error` it holds.
-        let found = match e.downcast_ref::<h1::H1Error>() {
-            Some(h1::H1Error::Io(io)) => OriginUnreachable::find(io),
-            _ => OriginUnreachable::find(&*e),
+        let inner: &(dyn std::error::Error + 'static) = match e.downcast_ref::<h1::H1Error>() {
+            Some(h1::H1Error::Io(io)) => io,
+            _ => &*e,
         };
-        match found {
-            Some(u) => UpstreamError::OriginUnreachable(u.message.clone()),
-            None => UpstreamError::Broken(e),
+        if let Some(u) = OriginUnreachable::find(inner) {
+            return UpstreamError::OriginUnreachable(u.message.clone());
         }
+        if NotHeld::within(inner) {
+            return UpstreamError::NotHeld(NotHeld);
+        }
+        UpstreamError::Broken(e)
     }
 }
 
@@ -390,6 +397,10 @@ impl HttpTunnel {
             Ok(Err(UpstreamError::AgentOffline(_) | UpstreamError::Broken(_)))
                 if request.safe && self.preamble.is_some() && self.session.is_closed() =>
             {
+                Err(UpstreamError::LinkLost(request))
+            }
+            // Nor did the request reach an agent: any method may go elsewhere.
+            Ok(Err(UpstreamError::NotHeld(_))) if self.preamble.is_some() => {
                 Err(UpstreamError::LinkLost(request))
             }
             Ok(Err(e)) => Err(e),

@@ -125,3 +125,84 @@ fn only_bodiless_idempotent_requests_are_sent_twice() {
     assert!(Repeatable::of(&request("PUT", "data")).is_none());
     assert!(Repeatable::of(&request("GET", "data")).is_none());
 }
+
+/// A tunnel reached over a link (an in-memory session) whose holder answers every
+/// stream with [`OriginStatus::NotHeld`], as a node that no longer serves the
+/// tunnel does, after reading the request.
+fn via_a_node_that_let_it_go() -> Arc<HttpTunnel> {
+    use netbore_transport::proto::OriginStatus;
+    use netbore_transport::{TransportKind, mux_session};
+    use tokio::io::AsyncReadExt;
+    let (near, far) = tokio::io::duplex(1 << 16);
+    let peer: SocketAddr = "127.0.0.1:7835".parse().unwrap();
+    let link = mux_session::spawn(
+        near,
+        netbore_mux::Role::Client,
+        Default::default(),
+        peer,
+        TransportKind::Tcp,
+    );
+    let holder = mux_session::spawn(
+        far,
+        netbore_mux::Role::Server,
+        Default::default(),
+        peer,
+        TransportKind::Tcp,
+    );
+    tokio::spawn(async move {
+        while let Some(mut stream) = holder.accept().await {
+            tokio::spawn(async move {
+                let mut received = Vec::new();
+                while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let mut buf = [0u8; 1024];
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => received.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(&OriginStatus::NotHeld.encode()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    let preamble = netbore_transport::link::LinkRoute("http:app".into())
+        .encode()
+        .unwrap();
+    Arc::new(HttpTunnel::via_link(
+        "tun_test".into(),
+        "app".into(),
+        link,
+        peer,
+        UpstreamConfig::default(),
+        preamble,
+    ))
+}
+
+fn resend_of(method: &str, safe: bool) -> Resend {
+    Resend {
+        head: Bytes::from(format!("{method} / HTTP/1.1\r\nhost: app\r\n\r\n")),
+        head_request: false,
+        safe,
+        sent: tokio::time::Instant::now(),
+    }
+}
+
+#[tokio::test]
+async fn a_request_a_node_answers_not_held_may_go_to_another_holder_whatever_its_method() {
+    let tunnel = via_a_node_that_let_it_go();
+    let viewer: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+    for (method, safe) in [("GET", true), ("DELETE", false)] {
+        let sent = tokio::time::timeout(
+            Duration::from_secs(5),
+            tunnel.resend(resend_of(method, safe), viewer),
+        )
+        .await
+        .expect("the answer comes at once");
+        assert!(
+            matches!(sent, Err(UpstreamError::LinkLost(ref r)) if r.safe == safe),
+            "{method}: {sent:?}"
+        );
+    }
+    // The link itself lives on.
+    assert!(!tunnel.is_offline());
+}
