@@ -163,25 +163,10 @@ async fn killing_the_holding_node_moves_the_tunnel_with_its_url_to_a_survivor() 
     agent.kill();
 }
 
-/// Echoes 64 KiB through `addr` and checks every byte came back.
-async fn echoes(addr: SocketAddr) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
-        return false;
-    };
-    let sent: Vec<u8> = (0..65_536u32).map(|i| (i % 253) as u8).collect();
-    if s.write_all(&sent).await.is_err() {
-        return false;
-    }
-    let mut got = vec![0u8; sent.len()];
-    let read = tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got)).await;
-    matches!(read, Ok(Ok(_))) && got == sent
-}
-
 /// Polls until a TCP tunnel echoes through `addr`, for at most `limit`.
 async fn echoes_within(addr: SocketAddr, limit: Duration) {
     let start = Instant::now();
-    while !echoes(addr).await {
+    while !common::echoes(addr).await {
         assert!(
             start.elapsed() < limit,
             "no echo through {addr} within {limit:?}"
@@ -522,7 +507,7 @@ async fn a_tunnels_stream_cap_holds_at_its_holder_for_streams_other_nodes_relay(
     // Node 2 has streams to spare, but the holder does not: the relayed connection
     // is cut without an echo.
     assert!(
-        !echoes(at(2)).await,
+        !common::echoes(at(2)).await,
         "a third stream was relayed past the cap"
     );
     drop((_first, _second));

@@ -250,23 +250,43 @@ async fn a_node_a_tunnel_moved_from_relays_a_late_node_s_stream_to_the_session_i
         &origin.addr.to_string(),
         &["--name", "late"],
     );
-    // Served by both nodes: node 0 (the first session) and node 1 (the standby).
-    let url = format!("http://{}", agent.host);
+    // And a TCP tunnel, whose port at node 0 must stay open after the move.
+    let (echo, _echo) = netbore_test_support::echo_origin().await;
+    let tcp_agent = common::Proc::spawn(&[
+        "tcp",
+        &echo.to_string(),
+        "--server",
+        &fleet.nodes[0].server.url(),
+    ]);
+    let online = tcp_agent.expect_event("online", Duration::from_secs(20));
+    let port: u16 = online["public_url"]
+        .as_str()
+        .and_then(|u| u.rsplit_once(':'))
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap();
+    // Both served by both nodes: node 0 (the first sessions) and node 1 (standbys).
+    let urls = [
+        format!("http://{}", agent.host),
+        online["public_url"].as_str().unwrap().to_string(),
+    ];
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let listed = fleet.tunnels_listed();
-        let nodes = listed
-            .iter()
-            .find(|t| t["public_url"] == url.as_str())
-            .and_then(|t| t["node"].as_str())
-            .map_or(0, |n| n.split(',').count());
-        if nodes == 2 {
+        let nodes = |url: &str| {
+            listed
+                .iter()
+                .find(|t| t["public_url"] == url)
+                .and_then(|t| t["node"].as_str())
+                .map_or(0, |n| n.split(',').count())
+        };
+        if urls.iter().all(|u| nodes(u) == 2) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "both nodes serve the tunnel: {listed:?}; agent:\n{}",
-            agent.proc.stderr()
+            "both nodes serve both tunnels: {listed:?}; agents:\n{}\n{}",
+            agent.proc.stderr(),
+            tcp_agent.stderr()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -315,15 +335,23 @@ async fn a_node_a_tunnel_moved_from_relays_a_late_node_s_stream_to_the_session_i
 
     node0.proc.signal("TERM");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !node0.proc.stderr().contains("tunnel moved to another node") {
+    while node0
+        .proc
+        .stderr()
+        .matches("tunnel moved to another node")
+        .count()
+        < 2
+    {
         assert!(
             Instant::now() < deadline,
-            "node 0 lets the tunnel go to node 1; node 0 said:\n{}\nagent:\n{}",
+            "node 0 lets both tunnels go to node 1; node 0 said:\n{}\nagents:\n{}\n{}",
             node0.proc.stderr(),
-            agent.proc.stderr()
+            agent.proc.stderr(),
+            tcp_agent.stderr()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let moved = Instant::now();
 
     // The late node relays a viewer's request as if node 0 still held the tunnel.
     let mut stream = link.open().await.unwrap();
@@ -349,6 +377,16 @@ async fn a_node_a_tunnel_moved_from_relays_a_late_node_s_stream_to_the_session_i
         text.contains("HTTP/1.1 200") && text.ends_with("hello /late"),
         "{text:?}"
     );
+
+    // The TCP tunnel's port at node 0 stays open and relays to node 1, also once its
+    // port's hand-over has had time to lapse (a second).
+    tokio::time::sleep(Duration::from_millis(1500).saturating_sub(moved.elapsed())).await;
+    let at_node0: SocketAddr = format!("{}:{port}", IPS[0]).parse().unwrap();
+    assert!(
+        common::echoes(at_node0).await,
+        "node 0's port of the moved TCP tunnel echoes; node 0 said:\n{}",
+        node0.proc.stderr()
+    );
     drop((stream, hello, link));
-    drop(agent);
+    drop((agent, tcp_agent));
 }

@@ -266,8 +266,8 @@ impl Edge {
             );
         }
         let mut told_to_move = false;
-        // Tunnels moved elsewhere whose relayed streams still come here.
-        let mut moved_away = Vec::new();
+        // Tunnels moved elsewhere whose relayed streams still come here a while.
+        let mut moved_away: Vec<registry::Moved> = Vec::new();
         let reason = loop {
             tokio::select! {
                 reason = session.closed() => break reason.to_string(),
@@ -316,7 +316,8 @@ impl Edge {
                     let Some(l) = live.remove(&tunnel_id) else { continue };
                     // Streams in flight on this session go on; new viewers go to the
                     // new holder, and so do the streams of nodes that have heard
-                    // of the move (those that have not yet still reach this session).
+                    // of the move (those that have not, yet, still reach this
+                    // session for a while).
                     moved_away.extend(self.registry.release_moved(&tunnel_id, l.generation));
                     if let (Some(hand_over), Some(remote)) = (l.hand_over, self.registry.remote()) {
                         let _ = hand_over.send(remote.clone());
@@ -361,9 +362,8 @@ impl Edge {
             self.audit
                 .record("tunnel_offline", &tunnel_id, &l.url, peer);
         }
-        for moved in moved_away {
-            self.registry.moved_session_ended(moved);
-        }
+        // Streams relayed for the moved tunnels no longer come here.
+        drop(moved_away);
         tracing::info!(%agent, %reason, "agent session ended; its tunnels are offline");
     }
 }

@@ -597,3 +597,18 @@ pub fn signal(pid: u32, name: &str) {
         .expect("kill runs");
     assert!(status.success(), "kill -{name} {pid} failed");
 }
+
+/// Echoes 64 KiB through `addr` and checks every byte came back.
+pub async fn echoes(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let sent: Vec<u8> = (0..65_536u32).map(|i| (i % 253) as u8).collect();
+    if s.write_all(&sent).await.is_err() {
+        return false;
+    }
+    let mut got = vec![0u8; sent.len()];
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got)).await;
+    matches!(read, Ok(Ok(_))) && got == sent
+}

@@ -118,7 +118,7 @@ async fn relay(registry: Registry, mut stream: Stream, timeout: Duration, max_st
             return;
         }
     };
-    let Some(target) = registry.link_target(&route.0) else {
+    let Some(target) = registry.relay_target(&route.0) else {
         tracing::debug!(route = %route.0, "a link stream for a tunnel not online here");
         not_held(stream, &route).await;
         return;

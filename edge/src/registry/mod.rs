@@ -164,6 +164,9 @@ pub struct Registry {
     /// Online tunnels by route key ([`RouteKey`]'s text), for streams other nodes
     /// relay here over a fleet link.
     links: Arc<RwLock<HashMap<String, LinkTarget>>>,
+    /// Tunnels that moved to another node, by route key: their old sessions, for
+    /// streams relayed by nodes that have not heard of the move ([`MOVED_RELAY`]).
+    moved: Arc<RwLock<HashMap<String, MovedTarget>>>,
     /// The fleet's directory and the tunnels other nodes hold, when this node is
     /// part of a fleet.
     remote: Arc<OnceLock<Arc<Remote>>>,
@@ -176,16 +179,49 @@ pub struct Registry {
 #[derive(Debug, Clone, Copy)]
 enum Unlink {
     Now,
-    WhenSessionEnds,
+    /// Kept aside for [`MOVED_RELAY`] at most, for streams relayed by nodes that
+    /// have not heard of the move yet.
+    Moved,
 }
 
+/// How long after a tunnel moved to another node this node still passes on to the
+/// session it moved from the streams other nodes relay here for it (while that
+/// session lives and the directory shows the tunnel online elsewhere): ample for
+/// every node to hear of the move, which takes milliseconds.
+pub const MOVED_RELAY: Duration = Duration::from_secs(10);
+
 /// A tunnel moved to another node whose old session still takes the streams other
-/// nodes relay here for it ([`Registry::release_moved`]).
+/// nodes relay here for it ([`Registry::release_moved`]); dropped when that session
+/// ends, which ends it.
 #[derive(Debug)]
-#[must_use = "the old session's link target stays until moved_session_ended"]
 pub struct Moved {
+    registry: Registry,
     key: String,
     generation: u64,
+}
+
+impl Drop for Moved {
+    fn drop(&mut self) {
+        let mut moved = self
+            .registry
+            .moved
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if moved
+            .get(&self.key)
+            .is_some_and(|m| m.target.generation == self.generation)
+        {
+            moved.remove(&self.key);
+            shrink_when_sparse(&mut moved);
+        }
+    }
+}
+
+/// The old session of a tunnel that moved, and until when streams go to it.
+#[derive(Debug)]
+struct MovedTarget {
+    target: LinkTarget,
+    until: Instant,
 }
 
 /// Where a stream relayed from another node for a tunnel goes: the agent session
@@ -216,6 +252,7 @@ impl Registry {
             tables: Arc::default(),
             routes: Arc::default(),
             links: Arc::default(),
+            moved: Arc::default(),
             remote: Arc::default(),
             records: Arc::default(),
         }
@@ -246,13 +283,38 @@ impl Registry {
         self.remote.get()
     }
 
-    /// The online tunnel of route key `key`, for a stream relayed from another node.
+    /// The tunnel of route key `key` online here.
     pub fn link_target(&self, key: &str) -> Option<LinkTarget> {
         self.links
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
             .cloned()
+    }
+
+    /// Where a stream another node relays here for route key `key` goes: the
+    /// tunnel's session here, else, within [`MOVED_RELAY`] of the tunnel's move to
+    /// another node, the session it moved from, as long as the directory shows the
+    /// tunnel online elsewhere under the same id (not deleted, its key not revoked).
+    pub fn relay_target(&self, key: &str) -> Option<LinkTarget> {
+        if let Some(target) = self.link_target(key) {
+            return Some(target);
+        }
+        let target = {
+            let moved = self.moved.read().unwrap_or_else(|e| e.into_inner());
+            let m = moved.get(key)?;
+            if Instant::now() >= m.until || m.target.session.is_closed() {
+                return None;
+            }
+            m.target.clone()
+        };
+        let route = RouteKey::parse(key)?;
+        let elsewhere = self.directory().is_some_and(|d| {
+            d.holders(&route)
+                .iter()
+                .any(|h| h.tunnel_id == target.tunnel_id)
+        });
+        elsewhere.then_some(target)
     }
 
     /// The route key of a tunnel of `protocol` with `name` or public `port`.
@@ -441,26 +503,13 @@ impl Registry {
 
     /// The agent moved `tunnel_id` (at `generation`) to another node, which the
     /// directory shows holding it: released as by [`Self::release`], except that
-    /// streams other nodes relay here for it still reach its old session, which the
-    /// agent keeps serving. A node that has not yet heard of the move may relay one
-    /// more; refusing it would fail a request no one else saw. The returned
-    /// [`Moved`] ends that when the session ends ([`Self::moved_session_ended`]).
+    /// for a while ([`Self::relay_target`]) streams other nodes relay here for it
+    /// still reach its old session, which the agent keeps serving: a node that has
+    /// not yet heard of the move may relay one more, and refusing it would fail a
+    /// request no one else saw. Dropping the returned [`Moved`] ends that; the
+    /// session's owner drops it when the session ends.
     pub fn release_moved(&self, tunnel_id: &str, generation: u64) -> Option<Moved> {
-        self.release_as(tunnel_id, generation, Unlink::WhenSessionEnds)
-    }
-
-    /// The session a tunnel [moved](Self::release_moved) from ended: streams relayed
-    /// for it no longer reach this node's old session (unless a newer placement here
-    /// replaced the link meanwhile).
-    pub fn moved_session_ended(&self, moved: Moved) {
-        let mut links = self.links.write().unwrap_or_else(|e| e.into_inner());
-        if links
-            .get(&moved.key)
-            .is_some_and(|t| t.generation == moved.generation)
-        {
-            links.remove(&moved.key);
-            shrink_when_sparse(&mut links);
-        }
+        self.release_as(tunnel_id, generation, Unlink::Moved)
     }
 
     fn release_as(&self, tunnel_id: &str, generation: u64, unlink: Unlink) -> Option<Moved> {
@@ -491,8 +540,8 @@ impl Registry {
     }
 
     /// Withdraws the tunnel's session of `generation` from the fleet's directory and
-    /// stops relaying links' streams to it, now or (`WhenSessionEnds`) through the
-    /// returned [`Moved`].
+    /// stops relaying links' streams to it, now or (`Moved`) after a while, through
+    /// the returned [`Moved`].
     fn unlink(
         &self,
         key: RouteKey,
@@ -508,18 +557,24 @@ impl Registry {
         {
             return None;
         }
-        let moved = match when {
-            Unlink::Now => {
-                links.remove(&key_text);
-                shrink_when_sparse(&mut links);
-                None
-            }
-            Unlink::WhenSessionEnds => Some(Moved {
-                key: key_text,
-                generation,
-            }),
-        };
+        let target = links.remove(&key_text);
+        shrink_when_sparse(&mut links);
         drop(links);
+        let moved = match (when, target) {
+            (Unlink::Moved, Some(target)) => {
+                let until = Instant::now() + MOVED_RELAY;
+                self.moved
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key_text.clone(), MovedTarget { target, until });
+                Some(Moved {
+                    registry: self.clone(),
+                    key: key_text,
+                    generation,
+                })
+            }
+            _ => None,
+        };
         if let Some(directory) = self.directory() {
             directory.withdraw(&key, tunnel_id);
         }
