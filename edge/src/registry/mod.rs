@@ -26,6 +26,9 @@ use crate::PortPool;
 use crate::limits::StreamCount;
 
 mod fleet;
+mod moved;
+
+pub use moved::{MOVED_RELAY, Moved};
 
 use crate::fleet::remote::Remote;
 use crate::fleet::{Directory, RouteKey};
@@ -166,7 +169,7 @@ pub struct Registry {
     links: Arc<RwLock<HashMap<String, LinkTarget>>>,
     /// Tunnels that moved to another node, by route key: their old sessions, for
     /// streams relayed by nodes that have not heard of the move ([`MOVED_RELAY`]).
-    moved: Arc<RwLock<HashMap<String, MovedTarget>>>,
+    moved: Arc<RwLock<HashMap<String, moved::MovedTarget>>>,
     /// The fleet's directory and the tunnels other nodes hold, when this node is
     /// part of a fleet.
     remote: Arc<OnceLock<Arc<Remote>>>,
@@ -180,48 +183,8 @@ pub struct Registry {
 enum Unlink {
     Now,
     /// Kept aside for [`MOVED_RELAY`] at most, for streams relayed by nodes that
-    /// have not heard of the move yet.
+    /// have not heard of the move yet ([`Registry::release_moved`]).
     Moved,
-}
-
-/// How long after a tunnel moved to another node this node still passes on to the
-/// session it moved from the streams other nodes relay here for it (while that
-/// session lives and the directory shows the tunnel online elsewhere): ample for
-/// every node to hear of the move, which takes milliseconds.
-pub const MOVED_RELAY: Duration = Duration::from_secs(10);
-
-/// A tunnel moved to another node whose old session still takes the streams other
-/// nodes relay here for it ([`Registry::release_moved`]); dropped when that session
-/// ends, which ends it.
-#[derive(Debug)]
-pub struct Moved {
-    registry: Registry,
-    key: String,
-    generation: u64,
-}
-
-impl Drop for Moved {
-    fn drop(&mut self) {
-        let mut moved = self
-            .registry
-            .moved
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        if moved
-            .get(&self.key)
-            .is_some_and(|m| m.target.generation == self.generation)
-        {
-            moved.remove(&self.key);
-            shrink_when_sparse(&mut moved);
-        }
-    }
-}
-
-/// The old session of a tunnel that moved, and until when streams go to it.
-#[derive(Debug)]
-struct MovedTarget {
-    target: LinkTarget,
-    until: Instant,
 }
 
 /// Where a stream relayed from another node for a tunnel goes: the agent session
@@ -290,31 +253,6 @@ impl Registry {
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
             .cloned()
-    }
-
-    /// Where a stream another node relays here for route key `key` goes: the
-    /// tunnel's session here, else, within [`MOVED_RELAY`] of the tunnel's move to
-    /// another node, the session it moved from, as long as the directory shows the
-    /// tunnel online elsewhere under the same id (not deleted, its key not revoked).
-    pub fn relay_target(&self, key: &str) -> Option<LinkTarget> {
-        if let Some(target) = self.link_target(key) {
-            return Some(target);
-        }
-        let target = {
-            let moved = self.moved.read().unwrap_or_else(|e| e.into_inner());
-            let m = moved.get(key)?;
-            if Instant::now() >= m.until || m.target.session.is_closed() {
-                return None;
-            }
-            m.target.clone()
-        };
-        let route = RouteKey::parse(key)?;
-        let elsewhere = self.directory().is_some_and(|d| {
-            d.holders(&route)
-                .iter()
-                .any(|h| h.tunnel_id == target.tunnel_id)
-        });
-        elsewhere.then_some(target)
     }
 
     /// The route key of a tunnel of `protocol` with `name` or public `port`.
@@ -501,17 +439,6 @@ impl Registry {
         self.release_as(tunnel_id, generation, Unlink::Now);
     }
 
-    /// The agent moved `tunnel_id` (at `generation`) to another node, which the
-    /// directory shows holding it: released as by [`Self::release`], except that
-    /// for a while ([`Self::relay_target`]) streams other nodes relay here for it
-    /// still reach its old session, which the agent keeps serving: a node that has
-    /// not yet heard of the move may relay one more, and refusing it would fail a
-    /// request no one else saw. Dropping the returned [`Moved`] ends that; the
-    /// session's owner drops it when the session ends.
-    pub fn release_moved(&self, tunnel_id: &str, generation: u64) -> Option<Moved> {
-        self.release_as(tunnel_id, generation, Unlink::Moved)
-    }
-
     fn release_as(&self, tunnel_id: &str, generation: u64, unlink: Unlink) -> Option<Moved> {
         let mut tables = self.tables();
         let entry = tables.tunnels.get_mut(tunnel_id)?;
@@ -561,18 +488,7 @@ impl Registry {
         shrink_when_sparse(&mut links);
         drop(links);
         let moved = match (when, target) {
-            (Unlink::Moved, Some(target)) => {
-                let until = Instant::now() + MOVED_RELAY;
-                self.moved
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key_text.clone(), MovedTarget { target, until });
-                Some(Moved {
-                    registry: self.clone(),
-                    key: key_text,
-                    generation,
-                })
-            }
+            (Unlink::Moved, Some(target)) => Some(self.keep_moved(key_text, target)),
             _ => None,
         };
         if let Some(directory) = self.directory() {
