@@ -64,8 +64,67 @@ fn lines(base: *const u8, range: Range<usize>) -> impl Iterator<Item = usize> {
     (first..end).step_by(64)
 }
 
-/// The offset in the allocation at `base` where the line after the one holding
-/// offset `at - 1` starts: where asking for lines up to `at` left off.
-pub(super) fn past_line(base: *const u8, at: usize) -> usize {
-    ((base as usize + at).next_multiple_of(64)) - base as usize
+/// The part of a room of `room` bytes at `base` to ask for before a copy of `len`
+/// bytes at `start`, so that `ahead` bytes past the copies are always asked for:
+/// up to `ahead` past this copy's end, from the first line the copies before it
+/// left (the one after the line holding `start + ahead - 1`). In a `fresh` room
+/// (nothing asked for in it yet) only the bytes past the copy: the copy's own lines
+/// are being written now. Without state, and no line is asked for twice.
+pub(super) fn ahead_of_copy(
+    base: *const u8,
+    start: usize,
+    len: usize,
+    room: usize,
+    ahead: usize,
+    fresh: bool,
+) -> Range<usize> {
+    let to = (start + len + ahead).min(room);
+    let from = if fresh {
+        start + len
+    } else {
+        let at = base as usize + start + ahead;
+        at.next_multiple_of(64) - base as usize
+    };
+    from.min(to)..to
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Copy after copy into one room, every byte past the first copy was asked
+        /// for before a copy wrote it, and nothing past the room is asked for.
+        #[test]
+        fn copies_find_their_lines_asked_for_once(
+            lens in proptest::collection::vec(1usize..6000, 1..40),
+            ahead in 64usize..8192,
+            room in 1usize..100_000,
+            offset in 0usize..64,
+        ) {
+            // A room whose first byte sits anywhere in a line.
+            let base = (4096 + offset) as *const u8;
+            let line = |at: usize| (base as usize + at) / 64;
+            let mut asked = vec![0u32; line(room) + 1];
+            let mut start = 0;
+            for (i, len) in lens.into_iter().enumerate() {
+                if start + len > room {
+                    break;
+                }
+                let range = ahead_of_copy(base, start, len, room, ahead, i == 0);
+                prop_assert!(range.start <= range.end && range.end <= room);
+                if !range.is_empty() {
+                    for n in &mut asked[line(range.start)..=line(range.end - 1)] {
+                        *n += 1;
+                    }
+                }
+                if i > 0 {
+                    prop_assert!((start..start + len).all(|b| asked[line(b)] > 0), "copy {} at {}", i, start);
+                }
+                start += len;
+            }
+            prop_assert!(asked.iter().all(|&n| n <= 1), "a line asked for twice");
+        }
+    }
 }

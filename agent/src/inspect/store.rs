@@ -440,15 +440,15 @@ impl Store {
         let number = self.first_block + self.blocks.len() as u64 - 1;
         let block = self.blocks.back_mut().expect("a block was just made");
         let start = block.bytes.len();
-        // What earlier copies asked for ends `PREFETCH_AHEAD` past `start`; in a
-        // new block nothing was, and the lines past this copy are asked for.
-        let asked = if start == 0 {
-            data.len()
-        } else {
-            start + PREFETCH_AHEAD
-        };
-        let ahead = (start + data.len() + PREFETCH_AHEAD).min(block.bytes.capacity());
-        super::lines::prefetch(block.bytes.as_ptr(), asked.min(ahead)..ahead);
+        let ahead = super::lines::ahead_of_copy(
+            block.bytes.as_ptr(),
+            start,
+            data.len(),
+            block.bytes.capacity(),
+            PREFETCH_AHEAD,
+            start == 0,
+        );
+        super::lines::prefetch(block.bytes.as_ptr(), ahead);
         block.bytes.extend_from_slice(data);
         block.newest = block.newest.max(seq);
         // Blocks are at most 4 GiB, so these fit; the number wraps.

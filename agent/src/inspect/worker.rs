@@ -55,8 +55,6 @@ pub(super) struct Batch {
     pub(super) bytes: Vec<u8>,
     /// Events pushed since the start.
     pushed: u64,
-    /// How far into the room of `bytes` the lines were asked for (see [`warm`]).
-    bytes_warm: usize,
 }
 
 #[derive(Debug)]
@@ -239,18 +237,25 @@ impl Batch {
         data: &[u8],
         most: usize,
     ) {
-        if self.bytes.capacity() < self.bytes.len() + data.len() {
+        let grown = self.bytes.capacity() < self.bytes.len() + data.len();
+        if grown {
             self.bytes
                 .reserve_exact(most.saturating_sub(self.bytes.len()).max(data.len()));
-            self.bytes_warm = 0;
         }
         let start = self.bytes.len();
-        warm(
-            &self.bytes,
-            self.bytes.capacity(),
-            &mut self.bytes_warm,
+        // The room's lines were last read by the capture thread's core: asked for
+        // ahead of the copies that write them, they come while forwarding does
+        // other work, instead of one at a time in the copy (`docs/benchmarks.md`,
+        // finding 50).
+        let ahead = super::lines::ahead_of_copy(
+            self.bytes.as_ptr(),
+            start,
             data.len(),
+            self.bytes.capacity(),
+            WARM_AHEAD,
+            start == 0 || grown,
         );
+        super::lines::prefetch_for_write(self.bytes.as_ptr(), ahead);
         self.bytes.extend_from_slice(data);
         let len = data.len();
         self.push(
@@ -264,24 +269,14 @@ impl Batch {
         );
     }
 
-    /// Empties the bytes, whose lines are then asked for again from the start.
-    fn empty_bytes(&mut self) {
-        self.bytes.clear();
-        self.bytes_warm = 0;
-    }
-
     /// Room for everything the queue may hold, reserved by the worker before the
     /// batch goes back to forwarding under heavy traffic: growing it under the lock
     /// would copy megabytes while streams wait (and give up). Only reserved: pages
     /// are touched as bytes arrive. (Closes are queued past `room.events`: room
     /// for some of them too.)
     fn make_room(&mut self, room: Room) {
-        let before = self.bytes.as_ptr();
         self.bytes
             .reserve_exact(room.bytes.saturating_sub(self.bytes.len()));
-        if self.bytes.as_ptr() != before {
-            self.bytes_warm = 0;
-        }
         self.events
             .reserve_exact((room.events + room.events / 16).saturating_sub(self.events.len()));
     }
@@ -293,25 +288,10 @@ impl Batch {
     fn keep_little(&mut self, room: Room) {
         if self.bytes.capacity() > room.keep_bytes {
             self.bytes = Vec::with_capacity(room.keep_bytes);
-            self.bytes_warm = 0;
         }
         if self.events.capacity() > room.keep_events {
             self.events = Vec::with_capacity(room.keep_events);
         }
-    }
-}
-
-/// Asks for the lines of `bytes`' room that its next `adding` bytes and
-/// [`WARM_AHEAD`] bytes past them will take, from `warm_to` (moved on). The lines
-/// were last read by the capture thread's core: asked for ahead of the copies that
-/// write them, they come while forwarding does other work, instead of one at a
-/// time in the copy (`docs/benchmarks.md`, finding 50).
-fn warm(bytes: &[u8], room: usize, warm_to: &mut usize, adding: usize) {
-    let ahead = (bytes.len() + adding + WARM_AHEAD).min(room);
-    if *warm_to < ahead {
-        super::lines::prefetch_for_write(bytes.as_ptr(), (*warm_to).max(bytes.len())..ahead);
-        // Up to the end of the last line asked for, so that it is not asked for again.
-        *warm_to = super::lines::past_line(bytes.as_ptr(), ahead);
     }
 }
 
@@ -434,7 +414,7 @@ fn run(queue: &Queue, inspector: &Weak<Inner>) {
             }
         }
         queue.read.store(batch.pushed, Ordering::Release);
-        batch.empty_bytes();
+        batch.bytes.clear();
         // Heavy traffic: the batch gets all its room before it goes back to
         // forwarding; light traffic (or none) needs little.
         if heavy {

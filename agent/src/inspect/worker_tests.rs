@@ -363,39 +363,3 @@ async fn a_burst_on_one_stream_is_captured_whole_while_the_worker_lags() {
     assert_eq!(all.len(), n);
     assert_eq!(all[0].request.request_line().1, format!("/r{}", n - 1));
 }
-
-#[test]
-fn a_batch_asks_for_its_lines_from_where_its_bytes_end_in_every_room() {
-    let room = Room::for_budget(1 << 20);
-    let data = [7u8; 700];
-    let mut batch = Batch::default();
-    // Warmed past what it holds, never past its room's last line.
-    let within =
-        |b: &Batch| b.bytes_warm >= b.bytes.len() && b.bytes_warm <= b.bytes.capacity() + 64;
-    for _ in 0..10 {
-        batch.push_data(1, Instant::now(), FROM_VIEWER, &data, room.bytes);
-        assert!(
-            within(&batch),
-            "{} of {}",
-            batch.bytes_warm,
-            batch.bytes.len()
-        );
-    }
-    // A copy past the room takes a new one, warmed from its start.
-    let big = vec![1u8; room.bytes + 1];
-    batch.push_data(1, Instant::now(), FROM_VIEWER, &big, room.bytes);
-    assert!(within(&batch));
-    assert_eq!(batch.bytes.len(), 7_000 + big.len());
-    // Emptied (then given back its room, or all of it): from the start again.
-    batch.empty_bytes();
-    assert_eq!((batch.bytes.len(), batch.bytes_warm), (0, 0));
-    batch.keep_little(room);
-    batch.push_data(1, Instant::now(), FROM_VIEWER, &data, room.bytes);
-    assert!(batch.bytes_warm > 0 && within(&batch));
-    batch.empty_bytes();
-    batch.make_room(room);
-    assert_eq!(batch.bytes_warm, 0);
-    batch.push_data(1, Instant::now(), FROM_VIEWER, &data, room.bytes);
-    assert!(within(&batch));
-    assert_eq!(&batch.bytes[..], &data[..]);
-}
