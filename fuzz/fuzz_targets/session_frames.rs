@@ -303,7 +303,7 @@ impl Harness {
             }
             4 => {
                 let id = self.pick(input.u8_or0());
-                if let Ok(ReadOutcome::Data(b)) = self.session.read(id, self.now) {
+                if let Ok(ReadOutcome::Data(b)) = self.session.read(id, || self.now) {
                     assert!(!b.is_empty(), "read returned an empty chunk");
                 }
             }
@@ -390,7 +390,7 @@ impl Harness {
             _ => {
                 for id in self.known.clone() {
                     for _ in 0..64 {
-                        match self.session.read(id, self.now) {
+                        match self.session.read(id, || self.now) {
                             Ok(ReadOutcome::Data(b)) => assert!(!b.is_empty()),
                             _ => break,
                         }

@@ -185,7 +185,7 @@ impl Harness {
 
     /// Reads one chunk; true when data came.
     fn read(&mut self, side: usize, id: StreamId) -> bool {
-        match self.ends[side].session.read(id, self.now) {
+        match self.ends[side].session.read(id, || self.now) {
             Ok(ReadOutcome::Data(b)) => {
                 assert!(!b.is_empty());
                 self.recv

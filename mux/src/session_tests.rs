@@ -180,7 +180,7 @@ proptest! {
             while let Some(id) = s.accept_stream() {
                 let _ = id;
             }
-            while let Ok(ReadOutcome::Data(_)) = s.read(StreamId(1), now) {}
+            while let Ok(ReadOutcome::Data(_)) = s.read(StreamId(1), || now) {}
         }
         if consumed >= valid_len + HEADER_LEN {
             prop_assert!(failed, "the bad header was read but not refused");
@@ -276,7 +276,7 @@ fn windows_grow_only_into_what_the_budget_has_left() {
             sent += n;
         }
         pump(&mut agent, &mut edge, now);
-        while let Ok(ReadOutcome::Data(_)) = edge.read(id, now) {}
+        while let Ok(ReadOutcome::Data(_)) = edge.read(id, || now) {}
         pump(&mut edge, &mut agent, now);
         now += std::time::Duration::from_micros(10);
     }
@@ -326,7 +326,7 @@ fn data_left_unread_stops_pinning_the_read_buffer_it_arrived_in() {
         "the stalled stream still pins the read buffer"
     );
     assert_eq!(edge.poll_timeout(), None);
-    match edge.read(id, now + STALLED).unwrap() {
+    match edge.read(id, || now + STALLED).unwrap() {
         ReadOutcome::Data(d) => assert_eq!(&d[..], &[1u8; 3000][..]),
         other => panic!("{other:?}"),
     }

@@ -42,7 +42,7 @@ impl MuxStream {
             return Poll::Ready(Ok(Some(std::mem::take(&mut self.chunk))));
         }
         let mut inner = self.shared.lock();
-        let outcome = inner.session.read(self.id, crate::shared::now());
+        let outcome = inner.session.read(self.id, crate::shared::now);
         match outcome {
             Ok(ReadOutcome::Data(bytes)) => {
                 inner.wake_driver_if_needed();

@@ -116,7 +116,7 @@ impl Harness {
 
     fn read(&mut self, side: usize, id: StreamId) -> bool {
         let dir = 1 - side;
-        match self.ends[side].session.read(id, self.now) {
+        match self.ends[side].session.read(id, || self.now) {
             Ok(ReadOutcome::Data(b)) => {
                 self.recv
                     .entry((id, dir))

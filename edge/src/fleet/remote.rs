@@ -74,6 +74,15 @@ impl Remote {
         self.http_except(name, None).await
     }
 
+    /// The HTTP tunnel `name` as cached for a node holding it, without waiting: what
+    /// [`Self::http`] gives request after request once it has reached the holder
+    /// (whose future, a dial and all, is large enough that building it per request
+    /// showed in the relaying node's profile).
+    pub fn http_cached(&self, name: &str) -> Option<Arc<HttpTunnel>> {
+        let key = RouteKey::Http(name.to_string());
+        self.cache_hit(&self.http, &key, &key.to_string(), None)
+    }
+
     /// The HTTP tunnel `name` at another holder than the one `lost` reached: the
     /// link to that one ended under a request.
     pub async fn http_instead(
@@ -163,6 +172,24 @@ impl Remote {
         None
     }
 
+    /// The tunnel cached for `key` (whose text is `text`) at a holder other than
+    /// node `except`, while that node holds it and its link lives. Any live
+    /// holder's will do: the one first reached stays in use.
+    fn cache_hit<T: Offline>(
+        &self,
+        cache: &Mutex<HashMap<String, Cached<T>>>,
+        key: &RouteKey,
+        text: &str,
+        except: Option<&str>,
+    ) -> Option<Arc<T>> {
+        let cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        let c = cache.get(text)?;
+        (!c.tunnel.is_offline()
+            && Some(c.node.as_str()) != except
+            && self.directory.is_holder(key, &c.node, c.generation))
+        .then(|| c.tunnel.clone())
+    }
+
     async fn cached<T: Offline>(
         &self,
         cache: &Mutex<HashMap<String, Cached<T>>>,
@@ -171,17 +198,8 @@ impl Remote {
         make: impl FnOnce(&Holder, Session, Vec<u8>) -> T,
     ) -> Option<Arc<T>> {
         let text = key.to_string();
-        {
-            let cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-            // Any live holder's will do: the one first reached stays in use while it
-            // holds the tunnel and its link lives.
-            if let Some(c) = cache.get(&text)
-                && !c.tunnel.is_offline()
-                && Some(c.node.as_str()) != except
-                && self.directory.is_holder(&key, &c.node, c.generation)
-            {
-                return Some(c.tunnel.clone());
-            }
+        if let Some(tunnel) = self.cache_hit(cache, &key, &text, except) {
+            return Some(tunnel);
         }
         let (session, preamble, holder) = self.link_except(&key, except).await?;
         let tunnel = Arc::new(make(&holder, session, preamble));

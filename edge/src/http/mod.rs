@@ -376,12 +376,14 @@ impl Ingress {
     {
         let viewer = conn.viewer;
         let conn = Arc::new(conn);
-        let registry = self.registry.clone();
-        let config = self.config.clone();
+        // One reference per connection to what every request reads: a request then
+        // takes one reference count of its connection's, not one of each table the
+        // registry shares with every other connection (whose counts the cores would
+        // pass back and forth).
+        let shared = Arc::new((self.registry.clone(), self.config.clone()));
         let service_conn = conn.clone();
         let service = hyper::service::service_fn(move |request| {
-            let registry = registry.clone();
-            let config = config.clone();
+            let shared = shared.clone();
             let request_in_flight = InFlight::begin(service_conn.clone());
             let conn = service_conn.clone();
             let h1 = request.version() < hyper::Version::HTTP_2;
@@ -389,7 +391,8 @@ impl Ingress {
                 conn.activity.set_h2();
             }
             async move {
-                let mut response = handle(request, &conn, &registry, &config).await;
+                let (registry, config) = &*shared;
+                let mut response = handle(request, &conn, registry, config).await;
                 if h1
                     && conn.work.is_draining()
                     && response.status() != StatusCode::SWITCHING_PROTOCOLS
@@ -509,9 +512,12 @@ pub async fn handle(
     // Not served here: another node of the fleet may hold it.
     if !matches!(local, Some(Route::Tls(_)))
         && let Some(remote) = registry.remote()
-        // Boxed: the link's dial (TLS and all) would otherwise be part of every
-        // request's future, which hyper moves on each request.
-        && let Some(tunnel) = Box::pin(remote.http(name)).await
+        // Boxed, and built only when the cache has no live holder: the link's dial
+        // (TLS and all) would otherwise be part of every request's future.
+        && let Some(tunnel) = match remote.http_cached(name) {
+            Some(tunnel) => Some(tunnel),
+            None => Box::pin(remote.http(name)).await,
+        }
     {
         return forward(request, conn, host, proto, &tunnel, Some(remote), config).await;
     }
