@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use crate::{Contender, Proc, free_port, netbore_server_with, spawn_quiet};
 
-/// A fleet of two nodes with an HTTP tunnel on the first, viewed through the first
-/// (`hop` false) or the second; `None` when `redis-server` is not installed.
+/// A fleet of two nodes of `bin` with an HTTP tunnel on the first, viewed through
+/// the first (`hop` false) or the second, named `label` and which; `None` when
+/// `redis-server` is not installed.
 pub(crate) async fn http(
+    label: &str,
     bin: &std::path::Path,
     origin: SocketAddr,
     data: &str,
@@ -82,18 +84,12 @@ pub(crate) async fn http(
         return None;
     }
     let (name, procs) = if hop {
-        (
-            "netbore http via another node",
-            vec![other, agent, holder, redis],
-        )
+        ("via another node", vec![other, agent, holder, redis])
     } else {
-        (
-            "netbore http via the holder",
-            vec![holder, agent, other, redis],
-        )
+        ("via the holder", vec![holder, agent, other, redis])
     };
     Some(Contender {
-        name: name.into(),
+        name: format!("{label} {name}"),
         procs,
         public,
         control: None,

@@ -30,6 +30,7 @@ mod contenders;
 mod fleet;
 mod load;
 mod origin;
+mod paired;
 mod procs;
 mod soak;
 
@@ -315,12 +316,20 @@ async fn main() {
         }
     }
     if fleet {
-        for hop in [false, true] {
-            match fleet::http(&bin, origin, &format!("{dd}/fleet-{hop}"), hop).await {
-                Some(c) => contenders.push(c),
-                None => eprintln!(
-                    "the fleet contenders need redis-server: apt-get install redis-server"
-                ),
+        // With --baseline, the other binary's fleet too: the hop's cost in both.
+        let builds = std::iter::once(("netbore http", bin.clone(), "fleet")).chain(
+            baseline
+                .clone()
+                .map(|b| ("baseline netbore http", b, "baseline-fleet")),
+        );
+        for (label, path, dir) in builds {
+            for hop in [false, true] {
+                match fleet::http(label, &path, origin, &format!("{dd}/{dir}-{hop}"), hop).await {
+                    Some(c) => contenders.push(c),
+                    None => eprintln!(
+                        "the fleet contenders need redis-server: apt-get install redis-server"
+                    ),
+                }
             }
         }
     }
@@ -659,25 +668,20 @@ async fn main() {
                 }
             }
         }
-        // The inspector's cost round by round: on and off ran in the same round, so
-        // a host that slows down between rounds moves both alike.
+        // Paired comparisons round by round (`paired`): the inspector's cost, and the
+        // fleet's hop in each build.
         let position = |n: &str| contenders.iter().position(|c| c.name == n);
-        if let (Some(on), Some(off)) = (
-            position("netbore http"),
-            position("netbore http, inspector off"),
-        ) && rounds_rates[on].len() == rounds_rates[off].len()
-            && !rounds_rates[on].is_empty()
-        {
-            let by_round: Vec<f64> = rounds_rates[on]
-                .iter()
-                .zip(&rounds_rates[off])
-                .map(|(a, b)| a / b)
-                .collect();
-            eprintln!(
-                "{}",
-                serde_json::json!({"figure": name, "inspector_on_over_off_by_round": by_round,
-                    "median_of_rounds": median(by_round.clone())})
-            );
+        for (what, a, b) in paired::PAIRS {
+            if let (Some(a), Some(b)) = (position(a), position(b))
+                && let Some(by_round) = paired::ratios(&rounds_rates[a], &rounds_rates[b])
+            {
+                let p = paired::paired(&by_round);
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"figure": name, "paired": what, "by_round": by_round,
+                        "median_of_rounds": p.median, "interval_95": [p.low, p.high]})
+                );
+            }
         }
         // The floor: a contender that failed or stalled has no figure, and fails it.
         if let (Some(f), Some(on), Some(off)) = (
