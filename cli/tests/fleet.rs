@@ -224,8 +224,7 @@ async fn a_tcp_tunnel_answers_on_its_port_at_every_node_and_keeps_it_through_fai
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_tokens_and_links_hold_across_nodes_and_redis_down_is_one_clear_answer() {
-    use netbore_transport::link::LinkHello;
-    use netbore_transport::proto::{self, ErrorCode, Hello, HelloReply, PROTOCOL_VERSION};
+    use netbore_transport::proto::{ErrorCode, HelloReply};
 
     let origin = web::start_origin().await;
     let mut fleet = Fleet::start(&["--max-tunnels-per-key", "1"]);
@@ -378,26 +377,8 @@ async fn limits_tokens_and_links_hold_across_nodes_and_redis_down_is_one_clear_a
     );
 
     // Whoever reaches an agent port cannot open a link without the fleet's secret.
-    let target = fleet.nodes[1].server.listening["node"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let session = netbore_transport::tcp::connect(fleet.nodes[1].server.agent, Default::default())
-        .await
-        .unwrap();
-    let mut stream = session.open().await.unwrap();
-    let forged = Hello {
-        version: PROTOCOL_VERSION,
-        tokens: Vec::new(),
-        agent: "intruder".into(),
-        link: Some(LinkHello {
-            from: "intruder".into(),
-            to: target,
-            proof: "00".repeat(32),
-        }),
-    };
-    proto::write_message(&mut stream, &forged).await.unwrap();
-    let reply: HelloReply = proto::read_message(&mut stream).await.unwrap();
+    let (_session, _stream, reply) =
+        common::hello::link_hello(&fleet.nodes[1].server, "intruder", "00".repeat(32)).await;
     assert!(
         matches!(&reply, HelloReply::Error(e) if e.code == ErrorCode::Unauthorized),
         "{reply:?}"

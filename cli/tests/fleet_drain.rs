@@ -238,8 +238,8 @@ async fn a_draining_node_sends_a_reclaim_elsewhere_and_keeps_serving() {
 /// node 0 with the fleet's secret.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_a_tunnel_moved_from_relays_a_late_node_s_stream_to_the_session_it_left() {
-    use netbore_transport::link::{LinkHello, LinkRoute, link_proof};
-    use netbore_transport::proto::{Hello, PROTOCOL_VERSION, StreamHeader};
+    use netbore_transport::link::{LinkRoute, link_proof};
+    use netbore_transport::proto::StreamHeader;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let origin = web::start_origin().await;
@@ -298,23 +298,9 @@ async fn a_node_a_tunnel_moved_from_relays_a_late_node_s_stream_to_the_session_i
         .expect("the fleet has a link secret")
         .into_bytes();
     let node0 = &fleet.nodes[0].server;
-    let to = node0.listening["node"].as_str().unwrap().to_string();
-    let link = netbore_transport::tcp::connect(node0.agent, Default::default())
-        .await
-        .unwrap();
-    let mut hello = link.open().await.unwrap();
-    let said = Hello {
-        version: PROTOCOL_VERSION,
-        tokens: Vec::new(),
-        agent: "late-node".into(),
-        link: Some(LinkHello {
-            proof: link_proof(&secret, "late-node", &to),
-            from: "late-node".into(),
-            to,
-        }),
-    };
-    proto::write_message(&mut hello, &said).await.unwrap();
-    let reply: HelloReply = proto::read_message(&mut hello).await.unwrap();
+    let to = node0.listening["node"].as_str().unwrap();
+    let proof = link_proof(&secret, "late-node", to);
+    let (link, hello, reply) = common::hello::link_hello(node0, "late-node", proof).await;
     assert!(matches!(reply, HelloReply::Ok { .. }), "{reply:?}");
     let viewer = StreamHeader {
         slot: 0,
