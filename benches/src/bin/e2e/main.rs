@@ -15,7 +15,9 @@
 //! (`--baseline` runs a second netbore binary, e.g. one built from an older commit, in the same run and over the same transports;
 //! `--origin-only` serves just the harness's origin (`/1k`, `/1m`) for tools run by hand;
 //! `--inspector-ab` measures only `netbore http` with the request inspector on (the default) and
-//! off, the origin alone once, and prints on ÷ off for each round and their median;
+//! off, the origin alone once, and prints on ÷ off for each round, their median and its
+//! bootstrap 95 % interval (`paired.rs`; `--fleet` prints the hop's the same way, and
+//! with `--baseline` runs the other binary's fleet too);
 //! `--inspector-floor R` (with `--inspector-ab`) exits non-zero when on ÷ off (of the median
 //! rates) falls below R, or the inspector captured under 99 % of the requests it was sent
 //! (a capture that drops requests costs less than one that keeps up);
