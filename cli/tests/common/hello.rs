@@ -96,7 +96,7 @@ async fn say(
 ) {
     let mut stream = session.open().await.unwrap();
     proto::write_message(&mut stream, &hello).await.unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(2), proto::read_message(&mut stream))
+    let reply = tokio::time::timeout(Duration::from_secs(5), proto::read_message(&mut stream))
         .await
         .expect("the Edge answers the hello")
         .expect("the answer is a hello reply");

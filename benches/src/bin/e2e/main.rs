@@ -16,8 +16,9 @@
 //! `--origin-only` serves just the harness's origin (`/1k`, `/1m`) for tools run by hand;
 //! `--inspector-ab` measures only `netbore http` with the request inspector on (the default) and
 //! off, the origin alone once, and prints on ÷ off for each round, their median and its
-//! bootstrap 95 % interval (`paired.rs`; `--fleet` prints the hop's the same way, and
-//! with `--baseline` runs the other binary's fleet too);
+//! bootstrap 95 % interval (`paired.rs`; with `--baseline`, the other binary's too;
+//! `--fleet` prints the hop's the same way, and with `--baseline` runs the other
+//! binary's fleet too);
 //! `--inspector-floor R` (with `--inspector-ab`) exits non-zero when on ÷ off (of the median
 //! rates) falls below R, or the inspector captured under 99 % of the requests it was sent
 //! (a capture that drops requests costs less than one that keeps up);
@@ -31,6 +32,7 @@
 mod contenders;
 mod fleet;
 mod load;
+mod memory;
 mod origin;
 mod paired;
 mod procs;
@@ -336,15 +338,17 @@ async fn main() {
         }
     }
     if let Some(path) = &baseline {
-        contenders.push(netbore(
-            "baseline netbore tcp",
-            path,
-            origin,
-            &format!("{dd}/baseline"),
-        ));
+        if !inspector_ab {
+            contenders.push(netbore(
+                "baseline netbore tcp",
+                path,
+                origin,
+                &format!("{dd}/baseline"),
+            ));
+        }
         if !quick {
             // Every transport of the run, so a change to one of them is compared too.
-            for transport in &over {
+            for transport in over.iter().filter(|_| !inspector_ab) {
                 contenders.push(netbore_over(
                     &format!("baseline netbore tcp over {transport}"),
                     path,
@@ -359,6 +363,16 @@ async fn main() {
                 origin,
                 &format!("{dd}/baseline-http"),
             ));
+            // The inspector's cost in the other build too, in the same rounds.
+            if inspector_ab {
+                contenders.push(netbore_http_with(
+                    "baseline netbore http, inspector off",
+                    path,
+                    origin,
+                    &format!("{dd}/baseline-http-no-inspector"),
+                    &["--inspect", "off"],
+                ));
+            }
         }
     }
     for peer in &peers {
@@ -704,7 +718,7 @@ async fn main() {
         }
     }
     if !quick || max_after_load.is_some() {
-        let (table, ratios) = after_load(&contenders, &idle_rss).await;
+        let (table, ratios) = memory::after_load(&contenders, &idle_rss).await;
         report.line("");
         report.line(&table);
         if let Some(max) = max_after_load {
@@ -712,7 +726,7 @@ async fn main() {
                 if ratio > max {
                     regressions.push(format!(
                         "{name}: the {role} holds {ratio:.2}× its idle RSS {}s after the load, above {max}×",
-                        SETTLE.as_secs()
+                        memory::SETTLE.as_secs()
                     ));
                 }
             }
@@ -735,51 +749,4 @@ async fn main() {
         }
         std::process::exit(1);
     }
-}
-
-/// How long after the last figure memory is read again.
-const SETTLE: Duration = Duration::from_secs(10);
-
-/// The memory table after the load: each relay's server and agent RSS idle (before
-/// any load), at its peak, and [`SETTLE`] after the load ended, with the last as a
-/// multiple of idle (what an idle relay gives back).
-/// Also answers each netbore contender's server and agent ratio.
-async fn after_load(
-    contenders: &[Contender],
-    idle: &[(u64, u64)],
-) -> (String, Vec<(String, &'static str, f64)>) {
-    tokio::time::sleep(SETTLE).await;
-    let mib = |kib: u64| kib as f64 / 1024.0;
-    let mut table = format!(
-        "| relay | server RSS idle → peak → {}s after the load | × idle | agent RSS idle → peak → {}s after | × idle |\n|---|---|---|---|---|",
-        SETTLE.as_secs(),
-        SETTLE.as_secs()
-    );
-    let mut ratios = Vec::new();
-    for (c, &(s0, a0)) in contenders.iter().zip(idle) {
-        let (s1, a1) = c.peak_rss_kib();
-        let (s2, a2) = c.rss_kib();
-        if c.is_netbore() {
-            ratios.push((c.name.clone(), "server", s2 as f64 / s0.max(1) as f64));
-            ratios.push((c.name.clone(), "agent", a2 as f64 / a0.max(1) as f64));
-        }
-        table += &format!(
-            "\n| {} | {:.1} → {:.1} → {:.1} MiB | {:.2}× | {:.1} → {:.1} → {:.1} MiB | {:.2}× |",
-            c.name,
-            mib(s0),
-            mib(s1),
-            mib(s2),
-            s2 as f64 / s0.max(1) as f64,
-            mib(a0),
-            mib(a1),
-            mib(a2),
-            a2 as f64 / a0.max(1) as f64,
-        );
-        eprintln!(
-            "{}",
-            serde_json::json!({"memory_after_load": c.name, "server_idle_kib": s0, "server_peak_kib": s1,
-                "server_after_kib": s2, "agent_idle_kib": a0, "agent_peak_kib": a1, "agent_after_kib": a2})
-        );
-    }
-    (table, ratios)
 }

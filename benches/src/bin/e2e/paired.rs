@@ -5,11 +5,16 @@
 
 /// Contenders compared round by round: what the ratio says, and the two whose rates
 /// it divides.
-pub(crate) const PAIRS: [(&str, &str, &str); 3] = [
+pub(crate) const PAIRS: [(&str, &str, &str); 4] = [
     (
         "inspector on ÷ off",
         "netbore http",
         "netbore http, inspector off",
+    ),
+    (
+        "baseline inspector on ÷ off",
+        "baseline netbore http",
+        "baseline netbore http, inspector off",
     ),
     (
         "hop: via another node ÷ via the holder",
@@ -59,7 +64,7 @@ pub(crate) fn paired(by_round: &[f64]) -> Paired {
     Paired {
         median: median(by_round.to_vec()),
         low: medians[RESAMPLES * 25 / 1000],
-        high: medians[RESAMPLES * 975 / 1000],
+        high: medians[RESAMPLES * 975 / 1000 - 1],
     }
 }
 
