@@ -8,8 +8,36 @@
 
 use std::ops::Range;
 
+/// What the lines asked for ahead of a copy are wanted for.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Want {
+    /// The copy's reader: the lines come into this core's cache.
+    Read,
+    /// The copy's writer: the core that read them last gives them up first.
+    Write,
+}
+
+/// Appends `data` to `room` (which has the capacity for it), having asked for the
+/// lines `ahead` bytes past the copies ([`ahead_of_copy`]) for `want`; `fresh` when
+/// nothing was asked for in the room's allocation yet.
+pub(super) fn extend_asking_ahead(
+    room: &mut Vec<u8>,
+    data: &[u8],
+    ahead: usize,
+    fresh: bool,
+    want: Want,
+) {
+    let base = room.as_ptr();
+    let range = ahead_of_copy(base, room.len(), data.len(), room.capacity(), ahead, fresh);
+    match want {
+        Want::Read => prefetch(base, range),
+        Want::Write => prefetch_for_write(base, range),
+    }
+    room.extend_from_slice(data);
+}
+
 /// Asks for the lines of `range` of the allocation at `base`, to read them.
-pub(super) fn prefetch(base: *const u8, range: Range<usize>) {
+fn prefetch(base: *const u8, range: Range<usize>) {
     #[cfg(target_arch = "x86_64")]
     for line in lines(base, range) {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
@@ -24,7 +52,7 @@ pub(super) fn prefetch(base: *const u8, range: Range<usize>) {
 /// Asks for the lines of `range` of the allocation at `base`, to write them: the
 /// core that read them last gives them up before the copy reaches them. (To read
 /// them, on a processor without `prefetchw`.)
-pub(super) fn prefetch_for_write(base: *const u8, range: Range<usize>) {
+fn prefetch_for_write(base: *const u8, range: Range<usize>) {
     #[cfg(target_arch = "x86_64")]
     {
         if !has_prefetchw() {

@@ -440,16 +440,13 @@ impl Store {
         let number = self.first_block + self.blocks.len() as u64 - 1;
         let block = self.blocks.back_mut().expect("a block was just made");
         let start = block.bytes.len();
-        let ahead = super::lines::ahead_of_copy(
-            block.bytes.as_ptr(),
-            start,
-            data.len(),
-            block.bytes.capacity(),
+        super::lines::extend_asking_ahead(
+            &mut block.bytes,
+            data,
             PREFETCH_AHEAD,
             start == 0,
+            super::lines::Want::Read,
         );
-        super::lines::prefetch(block.bytes.as_ptr(), ahead);
-        block.bytes.extend_from_slice(data);
         block.newest = block.newest.max(seq);
         // Blocks are at most 4 GiB, so these fit; the number wraps.
         Piece {

@@ -247,16 +247,13 @@ impl Batch {
         // ahead of the copies that write them, they come while forwarding does
         // other work, instead of one at a time in the copy (`docs/benchmarks.md`,
         // finding 50).
-        let ahead = super::lines::ahead_of_copy(
-            self.bytes.as_ptr(),
-            start,
-            data.len(),
-            self.bytes.capacity(),
+        super::lines::extend_asking_ahead(
+            &mut self.bytes,
+            data,
             WARM_AHEAD,
             start == 0 || grown,
+            super::lines::Want::Write,
         );
-        super::lines::prefetch_for_write(self.bytes.as_ptr(), ahead);
-        self.bytes.extend_from_slice(data);
         let len = data.len();
         self.push(
             stream,
