@@ -21,6 +21,7 @@ use tokio::time::Sleep;
 use crate::buffer::RecycledBuffer;
 use crate::error::SessionError;
 use crate::shared::{Shared, register};
+use crate::splice::Job;
 use crate::write_queue::poll_write_queue;
 
 /// Read buffer growth step; one read syscall can fill this much.
@@ -59,6 +60,8 @@ pub struct Driver<T> {
     gathering: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     /// The read buffer's rotations when last looked at, and when they last moved.
     rotations: (u64, Instant),
+    /// Splice directions to run once the lock is let go ([`crate::splice`]).
+    jobs: Vec<Job>,
 }
 
 impl<T> std::fmt::Debug for Driver<T> {
@@ -94,6 +97,7 @@ impl<T> Driver<T> {
             closed_tx,
             idle: true,
             gathering: None,
+            jobs: Vec::new(),
         }
     }
 }
@@ -117,6 +121,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             }
             announce_failure(&self.closed_tx, &inner.session);
             inner.dispatch_events();
+            std::mem::swap(&mut self.jobs, &mut inner.splice_jobs);
             (
                 inner
                     .session
@@ -125,6 +130,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 inner.session.poll_timeout(),
             )
         };
+        progress |= self.run_splices();
 
         // Write everything queued, as few syscalls as the kernel allows.
         let mut written = false;
@@ -179,6 +185,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                         .handle_input(self.read_buf.get_mut(), crate::shared::now());
                     announce_failure(&self.closed_tx, &inner.session);
                     inner.dispatch_events();
+                    std::mem::swap(&mut self.jobs, &mut inner.splice_jobs);
+                    drop(inner);
+                    self.run_splices();
                 }
                 Poll::Ready(Err(e)) => return Step::Done(SessionError::Io(e.to_string())),
                 Poll::Pending => {}
@@ -275,6 +284,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         self.closed_tx.send_replace(Some(final_error));
         inner.dispatch_events();
         inner.wake_all();
+        std::mem::swap(&mut self.jobs, &mut inner.splice_jobs);
+        drop(inner);
+        self.run_splices();
+    }
+
+    /// Runs the splice directions the last events made runnable; true if there were
+    /// any (they may have queued frames here, such as window credits).
+    fn run_splices(&mut self) -> bool {
+        if self.jobs.is_empty() {
+            return false;
+        }
+        for (splice, end) in self.jobs.drain(..) {
+            splice.run(end, Some(&self.shared));
+        }
+        true
     }
 }
 

@@ -5,12 +5,15 @@ use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 
 use crate::session::{Event, Session, StreamMap};
+use crate::splice::Job;
 
-/// Wakers of the tasks using one stream.
+/// Wakers of the tasks using one stream, or the splice that moves its bytes.
 #[derive(Debug, Default)]
 pub(crate) struct StreamWakers {
     pub(crate) read: Option<Waker>,
     pub(crate) write: Option<Waker>,
+    /// The splice and which of its ends this stream is.
+    pub(crate) splice: Option<Job>,
 }
 
 /// Everything behind the session lock.
@@ -22,6 +25,9 @@ pub(crate) struct Inner {
     pub(crate) driver_waker: Option<Waker>,
     /// Live [`crate::Mux`] handles; the session closes when the last one drops.
     pub(crate) handles: usize,
+    /// Splice directions made runnable by events, for the driver to run once it has
+    /// let go of the lock ([`crate::splice`]).
+    pub(crate) splice_jobs: Vec<Job>,
 }
 
 impl Inner {
@@ -32,12 +38,22 @@ impl Inner {
                 Event::IncomingStream | Event::GoAway(_) => wake(&mut self.accept_waker),
                 Event::Readable(id) => {
                     if let Some(w) = self.wakers.get_mut(&id) {
-                        wake(&mut w.read);
+                        match &w.splice {
+                            // Data from this end moves on.
+                            Some((splice, end)) => self.splice_jobs.push((splice.clone(), *end)),
+                            None => wake(&mut w.read),
+                        }
                     }
                 }
                 Event::Writable(id) => {
                     if let Some(w) = self.wakers.get_mut(&id) {
-                        wake(&mut w.write);
+                        match &w.splice {
+                            // Data for this end, from the other, may move again.
+                            Some((splice, end)) => {
+                                self.splice_jobs.push((splice.clone(), 1 - *end));
+                            }
+                            None => wake(&mut w.write),
+                        }
                     }
                 }
             }
@@ -76,6 +92,7 @@ impl Shared {
                 accept_waker: None,
                 driver_waker: None,
                 handles: 1,
+                splice_jobs: Vec::new(),
             }),
         }
     }

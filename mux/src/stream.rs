@@ -20,6 +20,8 @@ pub struct MuxStream {
     shared: Arc<Shared>,
     /// The rest of a chunk a short `poll_read` could not take in full.
     chunk: Bytes,
+    /// Handed to a splice, which releases the stream instead of this handle.
+    detached: bool,
 }
 
 impl MuxStream {
@@ -28,7 +30,19 @@ impl MuxStream {
             id,
             shared,
             chunk: Bytes::new(),
+            detached: false,
         }
+    }
+
+    /// Hands the stream to a splice: its id, its session and what was read from it
+    /// and not yet taken. The handle's drop then leaves the stream alone.
+    pub(crate) fn detach(mut self) -> (StreamId, Arc<Shared>, Bytes) {
+        self.detached = true;
+        (
+            self.id,
+            self.shared.clone(),
+            std::mem::take(&mut self.chunk),
+        )
     }
 
     /// This stream's id.
@@ -167,6 +181,9 @@ impl AsyncWrite for MuxStream {
 
 impl Drop for MuxStream {
     fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
         let mut inner = self.shared.lock();
         inner.session.release(self.id);
         inner.wakers.remove(&self.id);

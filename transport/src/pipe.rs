@@ -187,6 +187,24 @@ where
     join_counted(socket, stream, None).await
 }
 
+/// Joins two transport streams both ways until both directions have ended, as a
+/// fleet node joins a link's stream to an agent's. Two mux streams are spliced
+/// ([`netbore_mux::splice`]): their sessions' drivers move the bytes, with no task
+/// woken per chunk. Otherwise `a` is copied to and from `b` as by [`join`]. An error
+/// resets both.
+pub async fn join_streams(a: Stream, b: Stream) -> io::Result<()> {
+    match (a, b) {
+        (Stream::Mux(a), Stream::Mux(b)) => Ok(netbore_mux::splice(a, b).await?),
+        (mut a, b) => {
+            let joined = join(&mut a, b).await;
+            if joined.is_err() {
+                a.reset();
+            }
+            joined.map(|_| ())
+        }
+    }
+}
+
 /// [`join`], adding what moves to `counted`: each direction keeps its own tally and
 /// adds it to the shared counter every [`TALLY_FLUSH`] bytes and when the pipe ends,
 /// so the many connections of a busy tunnel do not all write one cache line per

@@ -159,9 +159,8 @@ async fn relay(registry: Registry, mut stream: Stream, timeout: Duration, max_st
         stream.reset();
         return;
     }
-    if let Err(e) = pipe::join(&mut stream, agent).await {
-        // Cut: the relaying node resets its viewer in turn.
-        stream.reset();
+    // Cut: both streams are reset, and the relaying node resets its viewer in turn.
+    if let Err(e) = pipe::join_streams(stream, agent).await {
         tracing::debug!(tunnel_id = %target.tunnel_id, error = %e, "a relayed stream ended with an error");
     }
 }
