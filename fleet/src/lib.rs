@@ -123,6 +123,9 @@ struct Shared {
     node: NodeInfo,
     mask_agent: bool,
     replica: RwLock<Replica>,
+    /// Moves on after every change of `replica`, under its lock
+    /// ([`Directory::version`]).
+    version: AtomicU64,
     secret: RwLock<Option<Vec<u8>>>,
     stop: AtomicBool,
     /// Set by the worker when Redis lost its data: the subscriber loads the route
@@ -136,6 +139,17 @@ struct Shared {
     trusted: TrustedKeys,
     /// The other live nodes that take tunnels, by id, kept current by the worker.
     others: tokio::sync::watch::Sender<Vec<netbore_edge::fleet::FleetNode>>,
+}
+
+impl Shared {
+    /// Changes the replica with `f`, then moves its version on while still holding
+    /// the lock: a version read after the change is visible is a new one.
+    fn change_replica<R>(&self, f: impl FnOnce(&mut Replica) -> R) -> R {
+        let mut replica = self.replica.write().unwrap_or_else(|e| e.into_inner());
+        let out = f(&mut replica);
+        self.version.fetch_add(1, Ordering::Release);
+        out
+    }
 }
 
 /// This node's membership of a fleet. Dropping it stops its threads (the node's
@@ -175,6 +189,7 @@ impl Fleet {
             node,
             mask_agent,
             replica: RwLock::default(),
+            version: AtomicU64::new(0),
             secret: RwLock::default(),
             stop: AtomicBool::new(false),
             reload: AtomicBool::new(false),
@@ -334,6 +349,10 @@ impl Directory for Fleet {
         // Stable: the newest claim first among equals.
         holders.sort_by_key(|(draining, far, _)| (*draining, *far));
         holders.into_iter().map(|(_, _, h)| h).collect()
+    }
+
+    fn version(&self) -> Option<u64> {
+        Some(self.shared.version.load(Ordering::Acquire))
     }
 
     fn is_holder(&self, route: &RouteKey, node: &str, generation: u64) -> bool {

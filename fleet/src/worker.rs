@@ -256,11 +256,7 @@ impl Worker {
             }
             changed
         });
-        self.shared
-            .replica
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .set_nodes(nodes);
+        self.shared.change_replica(|r| r.set_nodes(nodes));
         if lost == 1 {
             self.republish = true;
             // Redis lost the table (or this is the first heartbeat): the subscriber
@@ -480,11 +476,7 @@ impl Worker {
 /// lock is taken and the old table dropped after it is released.
 fn load(shared: &Shared, all: HashMap<String, String>) {
     let table = Table::parse(all);
-    let old = shared
-        .replica
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .replace(table);
+    let old = shared.change_replica(|r| r.replace(table));
     drop(old);
 }
 
@@ -526,8 +518,7 @@ fn subscribe_once(client: &Client, shared: &Shared) -> RedisResult<()> {
         match pubsub.get_message() {
             Ok(message) => {
                 let payload: String = message.get_payload()?;
-                let mut replica = shared.replica.write().unwrap_or_else(|e| e.into_inner());
-                if !replica.apply(&payload) {
+                if !shared.change_replica(|r| r.apply(&payload)) {
                     tracing::debug!(%payload, "ignored a malformed fleet announcement");
                 }
             }

@@ -58,6 +58,11 @@ fn routes_follow_their_holder_and_stale_withdrawals_change_nothing() {
     // A node is never its own remote holder.
     assert_eq!(a.holder(&shop), None);
 
+    // What a relaying node caches for a holder stays usable while the version
+    // stays.
+    assert!(c.is_holder(&shop, "a", h.generation));
+    let checked = c.version().expect("the fleet's directory keeps a version");
+
     // The tunnel moves to b (its agent reclaimed it there).
     b.publish(&shop, "t1", None);
     eventually(second, "a and c follow the move", || {
@@ -66,6 +71,8 @@ fn routes_follow_their_holder_and_stale_withdrawals_change_nothing() {
     });
     let moved = c.holder(&shop).unwrap();
     assert!(moved.generation > h.generation);
+    // The holders changed, so the version did.
+    assert_ne!(c.version(), Some(checked));
     // a's session ends late: its withdrawal must not remove b's entry.
     a.withdraw(&shop, "t1");
     std::thread::sleep(Duration::from_millis(300));

@@ -118,6 +118,14 @@ pub trait Directory: Send + Sync + fmt::Debug + 'static {
         self.holders(route).into_iter().next()
     }
 
+    /// A number that changes whenever what [`Directory::holders`] and
+    /// [`Directory::is_holder`] answer may have changed (after the change is visible),
+    /// so an answer checked at one version holds while the version stays; `None`
+    /// when the directory keeps no such number (every answer must be asked again).
+    fn version(&self) -> Option<u64> {
+        None
+    }
+
     /// Whether `node` holds `route` now with the claim of `generation`: whether what
     /// was cached for that holder may still be used.
     fn is_holder(&self, route: &RouteKey, node: &str, generation: u64) -> bool {

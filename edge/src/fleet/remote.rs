@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use netbore_transport::Session;
@@ -28,7 +29,13 @@ struct Cached<T> {
     generation: u64,
     node: String,
     tunnel: Arc<T>,
+    /// The directory's version when this holder was last found holding the tunnel
+    /// ([`Directory::version`]): while it stays, the directory need not be asked.
+    checked: AtomicU64,
 }
+
+/// A cache of remote tunnels by name (the map says which protocol).
+type Cache<T> = Mutex<HashMap<String, Cached<T>>>;
 
 /// The remote tunnels this node's ingress reaches.
 #[derive(Debug)]
@@ -36,8 +43,8 @@ pub struct Remote {
     directory: Arc<dyn Directory>,
     pool: LinkPool,
     upstream: UpstreamConfig,
-    http: Mutex<HashMap<String, Cached<HttpTunnel>>>,
-    tls: Mutex<HashMap<String, Cached<TlsTunnel>>>,
+    http: Cache<HttpTunnel>,
+    tls: Cache<TlsTunnel>,
     mirrors: Mirrors,
 }
 
@@ -79,8 +86,7 @@ impl Remote {
     /// (whose future, a dial and all, is large enough that building it per request
     /// showed in the relaying node's profile).
     pub fn http_cached(&self, name: &str) -> Option<Arc<HttpTunnel>> {
-        let key = RouteKey::Http(name.to_string());
-        self.cache_hit(&self.http, &key, &key.to_string(), None)
+        self.cache_hit(&self.http, name, RouteKey::Http, None)
     }
 
     /// The HTTP tunnel `name` at another holder than the one `lost` reached: the
@@ -93,7 +99,7 @@ impl Remote {
         let failed = {
             let cache = self.http.lock().unwrap_or_else(|e| e.into_inner());
             cache
-                .get(&RouteKey::Http(name.to_string()).to_string())
+                .get(name)
                 .filter(|c| Arc::ptr_eq(&c.tunnel, lost))
                 .map(|c| c.node.clone())
         };
@@ -102,29 +108,37 @@ impl Remote {
 
     /// The HTTP tunnel `name` at a holder other than node `except`.
     async fn http_except(&self, name: &str, except: Option<&str>) -> Option<Arc<HttpTunnel>> {
-        let key = RouteKey::Http(name.to_string());
         let upstream = self.upstream.clone();
-        self.cached(&self.http, key, except, |holder, link, preamble| {
-            HttpTunnel::via_link(
-                holder.tunnel_id.clone(),
-                name.to_string(),
-                link,
-                holder
-                    .agent
-                    .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
-                upstream,
-                preamble,
-            )
-        })
+        self.cached(
+            &self.http,
+            name,
+            RouteKey::Http,
+            except,
+            |holder, link, preamble| {
+                HttpTunnel::via_link(
+                    holder.tunnel_id.clone(),
+                    name.to_string(),
+                    link,
+                    holder
+                        .agent
+                        .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
+                    upstream,
+                    preamble,
+                )
+            },
+        )
         .await
     }
 
     /// The TLS passthrough tunnel `name` as held by another node, if one holds it.
     pub async fn tls(&self, name: &str) -> Option<Arc<TlsTunnel>> {
-        let key = RouteKey::Tls(name.to_string());
-        self.cached(&self.tls, key, None, |holder, link, preamble| {
-            TlsTunnel::via_link(holder.tunnel_id.clone(), link, preamble)
-        })
+        self.cached(
+            &self.tls,
+            name,
+            RouteKey::Tls,
+            None,
+            |holder, link, preamble| TlsTunnel::via_link(holder.tunnel_id.clone(), link, preamble),
+        )
         .await
     }
 
@@ -133,14 +147,9 @@ impl Remote {
     /// the node that held them is not kept busy by idle streams (a drain waits for
     /// its streams). Requests in flight keep theirs to the end.
     pub fn prune_stale(&self) {
-        fn prune<T>(directory: &dyn Directory, cache: &Mutex<HashMap<String, Cached<T>>>) {
-            let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-            cache.retain(|k, c| {
-                RouteKey::parse(k).is_some_and(|k| directory.is_holder(&k, &c.node, c.generation))
-            });
-        }
-        prune(self.directory.as_ref(), &self.http);
-        prune(self.directory.as_ref(), &self.tls);
+        let directory = self.directory.as_ref();
+        prune(directory, &self.http, RouteKey::Http);
+        prune(directory, &self.tls, RouteKey::Tls);
     }
 
     /// A link session to a holder of `route` and the stream preamble for it: the
@@ -172,54 +181,86 @@ impl Remote {
         None
     }
 
-    /// The tunnel cached for `key` (whose text is `text`) at a holder other than
-    /// node `except`, while that node holds it and its link lives. Any live
-    /// holder's will do: the one first reached stays in use.
+    /// The tunnel cached for `name` (whose route `key` makes) at a holder other
+    /// than node `except`, while that node holds it and its link lives. Any live
+    /// holder's will do: the one first reached stays in use. The directory is asked
+    /// only when it changed since the holder was last found holding it.
     fn cache_hit<T: Offline>(
         &self,
-        cache: &Mutex<HashMap<String, Cached<T>>>,
-        key: &RouteKey,
-        text: &str,
+        cache: &Cache<T>,
+        name: &str,
+        key: fn(String) -> RouteKey,
         except: Option<&str>,
     ) -> Option<Arc<T>> {
         let cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-        let c = cache.get(text)?;
-        (!c.tunnel.is_offline()
-            && Some(c.node.as_str()) != except
-            && self.directory.is_holder(key, &c.node, c.generation))
-        .then(|| c.tunnel.clone())
+        let c = cache.get(name)?;
+        if c.tunnel.is_offline() || Some(c.node.as_str()) == except {
+            return None;
+        }
+        let version = self.directory.version();
+        if version.is_some_and(|v| c.checked.load(Ordering::Relaxed) == v) {
+            return Some(c.tunnel.clone());
+        }
+        if !self
+            .directory
+            .is_holder(&key(name.to_string()), &c.node, c.generation)
+        {
+            return None;
+        }
+        if let Some(v) = version {
+            c.checked.store(v, Ordering::Relaxed);
+        }
+        Some(c.tunnel.clone())
     }
 
     async fn cached<T: Offline>(
         &self,
-        cache: &Mutex<HashMap<String, Cached<T>>>,
-        key: RouteKey,
+        cache: &Cache<T>,
+        name: &str,
+        key: fn(String) -> RouteKey,
         except: Option<&str>,
         make: impl FnOnce(&Holder, Session, Vec<u8>) -> T,
     ) -> Option<Arc<T>> {
-        let text = key.to_string();
-        if let Some(tunnel) = self.cache_hit(cache, &key, &text, except) {
+        if let Some(tunnel) = self.cache_hit(cache, name, key, except) {
             return Some(tunnel);
         }
-        let (session, preamble, holder) = self.link_except(&key, except).await?;
+        let (session, preamble, holder) = self.link_except(&key(name.to_string()), except).await?;
         let tunnel = Arc::new(make(&holder, session, preamble));
         let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= PRUNE_AT {
-            cache.retain(|k, c| {
-                RouteKey::parse(k)
-                    .is_some_and(|k| self.directory.is_holder(&k, &c.node, c.generation))
-            });
+            retain_held(self.directory.as_ref(), &mut cache, key);
         }
         cache.insert(
-            text,
+            name.to_string(),
             Cached {
                 generation: holder.generation,
                 node: holder.node,
                 tunnel: tunnel.clone(),
+                checked: AtomicU64::new(NEVER_CHECKED),
             },
         );
         Some(tunnel)
     }
+}
+
+/// A [`Cached::checked`] no directory version equals (versions count up from 0).
+const NEVER_CHECKED: u64 = u64::MAX;
+
+/// Drops `cache`'s entries whose holder no longer holds the tunnel.
+fn prune<T>(directory: &dyn Directory, cache: &Cache<T>, key: fn(String) -> RouteKey) {
+    retain_held(
+        directory,
+        &mut cache.lock().unwrap_or_else(|e| e.into_inner()),
+        key,
+    );
+}
+
+fn retain_held<T>(
+    directory: &dyn Directory,
+    cache: &mut HashMap<String, Cached<T>>,
+    key: fn(String) -> RouteKey,
+) {
+    cache.retain(|name, c| directory.is_holder(&key(name.clone()), &c.node, c.generation));
 }
 
 /// Whether a cached tunnel's link has ended.
