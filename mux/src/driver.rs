@@ -118,6 +118,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             register(&mut inner.driver_waker, cx.waker());
             if self.write_queue.is_empty() {
                 self.unsent = inner.session.poll_transmit(&mut self.write_queue);
+                inner.spliced = false;
             }
             announce_failure(&self.closed_tx, &inner.session);
             inner.dispatch_events();
@@ -250,15 +251,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     /// Woken from idle with fresh frames to send, the driver first lets every other
     /// task that is ready run (tokio's `yield_now` defers until the worker's queue
     /// is empty), so frames that many streams queue in the same moment leave in one
-    /// write instead of one write each.
+    /// write instead of one write each. Frames a splice queued from another
+    /// session's driver leave at once: that driver moved all it had read together.
     fn gather_first(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.gathering.is_none() {
             if !self.idle || !self.write_queue.is_empty() {
                 return Poll::Ready(());
             }
-            if !self.shared.lock().session.has_transmit() {
+            let mut inner = self.shared.lock();
+            if !inner.session.has_transmit() || std::mem::take(&mut inner.spliced) {
                 return Poll::Ready(());
             }
+            drop(inner);
             self.gathering = Some(Box::pin(tokio::task::yield_now()));
         }
         let gathering = self.gathering.as_mut().expect("set above");

@@ -28,6 +28,10 @@ pub(crate) struct Inner {
     /// Splice directions made runnable by events, for the driver to run once it has
     /// let go of the lock ([`crate::splice`]).
     pub(crate) splice_jobs: Vec<Job>,
+    /// Frames were queued by a splice run from another session's driver, which
+    /// moved all it had read at once: the driver sends them without first waiting
+    /// for other tasks to add theirs.
+    pub(crate) spliced: bool,
 }
 
 impl Inner {
@@ -93,6 +97,7 @@ impl Shared {
                 driver_waker: None,
                 handles: 1,
                 splice_jobs: Vec::new(),
+                spliced: false,
             }),
         }
     }

@@ -156,6 +156,7 @@ impl Splice {
             let mut inner = to.shared.lock();
             let taken = inner.session.write_bytes(to.id, &state.halves[k].pending);
             if !is_home(to) {
+                inner.spliced |= home.is_some();
                 inner.wake_driver_if_needed();
             }
             drop(inner);
