@@ -9,14 +9,16 @@ use std::time::{Duration, Instant};
 use crate::{Contender, Proc, free_port, netbore_server_with, spawn_quiet};
 
 /// A fleet of two nodes of `bin` with an HTTP tunnel on the first, viewed through
-/// the first (`hop` false) or the second, named `label` and which; `None` when
-/// `redis-server` is not installed.
+/// the first (`hop` false) or the second, named `label` and which; the agent on
+/// `transport` (trusting the first node's development CA), else on what it picks.
+/// `None` when `redis-server` is not installed.
 pub(crate) async fn http(
     label: &str,
     bin: &std::path::Path,
     origin: SocketAddr,
     data: &str,
     hop: bool,
+    transport: Option<&str>,
 ) -> Option<Contender> {
     let port = free_port();
     let dir = format!("{data}/redis");
@@ -55,18 +57,13 @@ pub(crate) async fn http(
     let state = format!("{data}/agent-state");
     // One session (`NETBORE_HA=1`): the tunnel is held by the first node only, so
     // viewers through the second are relayed.
-    let agent = Proc::spawn_env(
-        bin,
-        &[
-            "http",
-            &origin.to_string(),
-            "--server",
-            &control,
-            "--state-dir",
-            &state,
-        ],
-        &[("NETBORE_HA", "1")],
-    );
+    let origin = origin.to_string();
+    let ca = format!("{data}/a/ca.pem");
+    let mut args = vec!["http", &origin, "--server", &control, "--state-dir", &state];
+    if let Some(t) = transport {
+        args.extend_from_slice(&["--transport", t, "--ca", &ca]);
+    }
+    let agent = Proc::spawn_env(bin, &args, &[("NETBORE_HA", "1")]);
     let online = agent.wait_for("online");
     let host = online["public_url"]
         .as_str()?

@@ -18,7 +18,7 @@
 //! off, the origin alone once, and prints on ÷ off for each round, their median and its
 //! bootstrap 95 % interval (`paired.rs`; with `--baseline`, the other binary's too;
 //! `--fleet` prints the hop's the same way, and with `--baseline` runs the other
-//! binary's fleet too);
+//! binary's fleet too; `--fleet-agent-over tls` puts the fleet's agent on TLS);
 //! `--inspector-floor R` (with `--inspector-ab`) exits non-zero when on ÷ off (of the median
 //! rates) falls below R, or the inspector captured under 99 % of the requests it was sent
 //! (a capture that drops requests costs less than one that keeps up);
@@ -116,7 +116,7 @@ impl Report {
 /// Says what was wrong with the command line, with the usage, and exits with status 2.
 fn usage_error(what: &str) -> ! {
     eprintln!(
-        "e2e: {what}; usage: e2e [--seconds S] [--rounds N] [--quick] [--peers | --peer NAME ...] [--only TEXT] [--over tls,ws,wss,quic|none] [--write-doc PATH] [--floor RATIO] [--max-idle-rss MIB] [--max-after-load RATIO] [--baseline OTHER_NETBORE] [--origin-only] [--inspector-ab [--inspector-floor RATIO]] [--soak MINUTES [--soak-restart SECONDS]]"
+        "e2e: {what}; usage: e2e [--seconds S] [--rounds N] [--quick] [--peers | --peer NAME ...] [--only TEXT] [--over tls,ws,wss,quic|none] [--write-doc PATH] [--floor RATIO] [--max-idle-rss MIB] [--max-after-load RATIO] [--baseline OTHER_NETBORE] [--fleet [--fleet-agent-over KIND]] [--origin-only] [--inspector-ab [--inspector-floor RATIO]] [--soak MINUTES [--soak-restart SECONDS]]"
     );
     std::process::exit(2)
 }
@@ -134,6 +134,7 @@ async fn main() {
     let mut max_after_load: Option<f64> = None;
     let mut only: Option<String> = None;
     let mut fleet = false;
+    let mut fleet_agent_over: Option<String> = None;
     let mut inspector_ab = false;
     let mut inspector_floor: Option<f64> = None;
     let mut soak: Option<u64> = None;
@@ -198,6 +199,14 @@ async fn main() {
             // Two fleets of two nodes on one Redis each, an HTTP tunnel on the first
             // node: viewers through the holder, and through the other node (the hop).
             "--fleet" => fleet = true,
+            // The fleet's agent on this transport (trusting its node's development
+            // CA), as agents across a network are, instead of plain tcp to loopback.
+            "--fleet-agent-over" => {
+                fleet_agent_over = Some(
+                    args.next()
+                        .unwrap_or_else(|| usage_error("--fleet-agent-over needs a transport")),
+                )
+            }
             "--inspector-ab" => inspector_ab = true,
             "--inspector-floor" => {
                 inspector_floor = Some(
@@ -328,7 +337,17 @@ async fn main() {
         );
         for (label, path, dir) in builds {
             for hop in [false, true] {
-                match fleet::http(label, &path, origin, &format!("{dd}/{dir}-{hop}"), hop).await {
+                let data = format!("{dd}/{dir}-{hop}");
+                match fleet::http(
+                    label,
+                    &path,
+                    origin,
+                    &data,
+                    hop,
+                    fleet_agent_over.as_deref(),
+                )
+                .await
+                {
                     Some(c) => contenders.push(c),
                     None => eprintln!(
                         "the fleet contenders need redis-server: apt-get install redis-server"
