@@ -144,11 +144,18 @@ struct Shared {
 impl Shared {
     /// Changes the replica with `f`, then moves its version on while still holding
     /// the lock: a version read after the change is visible is a new one.
+    /// A change that panics half-way moves the version on too.
     fn change_replica<R>(&self, f: impl FnOnce(&mut Replica) -> R) -> R {
+        struct MoveOn<'a>(&'a AtomicU64);
+        impl Drop for MoveOn<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::Release);
+            }
+        }
         let mut replica = self.replica.write().unwrap_or_else(|e| e.into_inner());
-        let out = f(&mut replica);
-        self.version.fetch_add(1, Ordering::Release);
-        out
+        // Dropped before the lock is.
+        let _move_on = MoveOn(&self.version);
+        f(&mut replica)
     }
 }
 

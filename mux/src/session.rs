@@ -391,6 +391,11 @@ impl Session {
         Ok(ReadOutcome::Blocked)
     }
 
+    /// Whether `id` was reset by either side, or is gone.
+    pub fn is_reset(&self, id: StreamId) -> bool {
+        self.streams.get(&id).is_none_or(|s| s.reset)
+    }
+
     /// Half-closes the sending side of `id` (queues a FIN).
     pub fn finish(&mut self, id: StreamId) -> Result<(), StreamError> {
         let s = self.streams.get_mut(&id).ok_or(StreamError::Unknown(id))?;

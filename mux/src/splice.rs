@@ -9,7 +9,10 @@
 //! holds, queue it on the sink stream, wake the sink's driver. Flow control is the
 //! sessions' own: a chunk the sink's window cannot take yet waits here (at most one
 //! per direction), and the source's window credits its peer only for what was read,
-//! so a slow side holds the other back rather than filling memory.
+//! so a slow side holds the other back rather than filling memory. Chunks are copied
+//! as they cross (the relay task copied them too): a chunk received is a slice of
+//! its session's read block, and one kept by a slow sink would keep the whole
+//! block.
 //!
 //! Only one session's lock is ever held at a time, the splice's own lock is taken
 //! before either, and nothing takes it while holding a session's, so two drivers
@@ -117,11 +120,22 @@ impl Splice {
     /// driver goes round again by itself, so it is not woken.
     pub(crate) fn run(&self, k: usize, home: Option<&Shared>) {
         let mut state = self.lock();
-        if state.done.is_some() || state.halves[k].finished {
+        if state.done.is_some() {
             return;
         }
         let (from, to) = (&self.ends[k], &self.ends[1 - k]);
         let is_home = |end: &End| home.is_some_and(|h| std::ptr::eq(h, &*end.shared));
+        // A source that is not read now (its FIN passed on, or a chunk waiting for
+        // the sink) still passes on a reset: its peer gave up on the stream, and the
+        // other end must not wait on it.
+        if (state.halves[k].finished || !state.halves[k].pending.is_empty())
+            && from.shared.lock().session.is_reset(from.id)
+        {
+            return self.end(&mut state, Err(StreamError::Reset), home);
+        }
+        if state.halves[k].finished {
+            return;
+        }
         loop {
             if state.halves[k].pending.is_empty() {
                 let mut inner = from.shared.lock();
@@ -132,7 +146,11 @@ impl Splice {
                 }
                 drop(inner);
                 match outcome {
-                    Ok(ReadOutcome::Data(chunk)) => state.halves[k].pending = chunk,
+                    // Copied: the chunk is a slice of the source's read block, which
+                    // a slow sink would otherwise keep whole while it holds a byte.
+                    Ok(ReadOutcome::Data(chunk)) => {
+                        state.halves[k].pending = Bytes::copy_from_slice(&chunk);
+                    }
                     Ok(ReadOutcome::Fin) => {
                         let mut inner = to.shared.lock();
                         let finished = inner.session.finish(to.id);

@@ -205,9 +205,9 @@ async fn a_sink_that_never_reads_holds_the_source_back() {
                 _ => break,
             }
         }
-        total
+        (total, near)
     });
-    let total = timeout(LIMIT * 6, wrote).await.unwrap().unwrap();
+    let (total, mut near) = timeout(LIMIT * 6, wrote).await.unwrap().unwrap();
     assert!(
         total < 40 << 20,
         "{total} bytes went in with nobody reading"
@@ -215,5 +215,51 @@ async fn a_sink_that_never_reads_holds_the_source_back() {
     assert!(total >= PIPE, "only {total} bytes went in");
     let held = r.link.stats().buffered_bytes + r.agent.stats().queued_bytes;
     assert!(held <= 33 << 20, "the holder keeps {held} bytes");
-    drop(r.far);
+
+    // The viewer gives up while a chunk waits for the sink: the agent's end is
+    // reset and the splice ends, though nothing more is read from the link.
+    near.reset();
+    let ended = timeout(LIMIT, r.spliced).await.expect("the splice ends");
+    assert_eq!(ended, Err(StreamError::Reset));
+    let mut far = r.far;
+    let mut buf = vec![0u8; 64 * 1024];
+    let outcome = timeout(LIMIT, async {
+        loop {
+            match far.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => continue,
+                Err(e) => return Err(e.kind()),
+            }
+        }
+    })
+    .await
+    .expect("the agent's end ends");
+    assert_eq!(outcome, Err(std::io::ErrorKind::ConnectionReset));
+}
+
+#[tokio::test]
+async fn a_reset_after_a_fin_still_crosses() {
+    let mut r = rig(b"").await;
+    // The request and its FIN, then the viewer leaves before the answer.
+    r.near.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    r.near.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    timeout(LIMIT, r.far.read_to_end(&mut got))
+        .await
+        .expect("the request and its FIN arrive")
+        .unwrap();
+    r.near.reset();
+    let ended = timeout(LIMIT, r.spliced).await.expect("the splice ends");
+    assert_eq!(ended, Err(StreamError::Reset));
+    let wrote = timeout(LIMIT, async {
+        loop {
+            if let Err(e) = r.far.write_all(b"late answer").await {
+                return e.kind();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the agent learns the viewer left");
+    assert_eq!(wrote, std::io::ErrorKind::ConnectionReset);
 }
