@@ -25,6 +25,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes};
 
+use crate::config::SMALL_PAYLOAD;
 use crate::error::StreamError;
 use crate::frame::StreamId;
 use crate::session::ReadOutcome;
@@ -146,11 +147,7 @@ impl Splice {
                 }
                 drop(inner);
                 match outcome {
-                    // Copied: the chunk is a slice of the source's read block, which
-                    // a slow sink would otherwise keep whole while it holds a byte.
-                    Ok(ReadOutcome::Data(chunk)) => {
-                        state.halves[k].pending = Bytes::copy_from_slice(&chunk);
-                    }
+                    Ok(ReadOutcome::Data(chunk)) => state.halves[k].pending = owned(chunk),
                     Ok(ReadOutcome::Fin) => {
                         let mut inner = to.shared.lock();
                         let finished = inner.session.finish(to.id);
@@ -180,7 +177,11 @@ impl Splice {
             drop(inner);
             match taken {
                 // The sink's window is full: its writable event brings us back.
-                Ok(0) => return,
+                Ok(0) => {
+                    let waiting = std::mem::take(&mut state.halves[k].pending);
+                    state.halves[k].pending = Bytes::copy_from_slice(&waiting);
+                    return;
+                }
                 Ok(n) => state.halves[k].pending.advance(n),
                 Err(e) => return self.end(&mut state, Err(e), home),
             }
@@ -210,6 +211,17 @@ impl Splice {
         }
         state.done = Some(result);
         wake(&mut state.waker);
+    }
+}
+
+/// A chunk to pass on, made not to keep its read block: one the sink's session
+/// would keep as a slice is copied now; a small one the sink copies as it takes it
+/// (and a chunk left waiting for the sink is copied then).
+fn owned(chunk: Bytes) -> Bytes {
+    if chunk.len() > SMALL_PAYLOAD {
+        Bytes::copy_from_slice(&chunk)
+    } else {
+        chunk
     }
 }
 

@@ -92,6 +92,19 @@ async fn exchange(mut stream: MuxStream, data: Vec<u8>) -> Vec<u8> {
     got
 }
 
+/// Asserts that the next read of `stream` fails with a reset within [`LIMIT`].
+async fn expect_reset(stream: &mut MuxStream, what: &str) {
+    let mut buf = [0u8; 16];
+    let read = timeout(LIMIT, stream.read(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within {LIMIT:?}"));
+    assert_eq!(
+        read.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "{what}"
+    );
+}
+
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31) ^ seed)
@@ -137,14 +150,7 @@ async fn a_reset_at_one_end_resets_the_other_and_ends_the_splice() {
     r.near.write_all(b"hello").await.unwrap();
     assert_eq!(read_n(&mut r.far, 5).await, b"hello");
     r.far.reset();
-    let mut buf = [0u8; 16];
-    let read = timeout(LIMIT, r.near.read(&mut buf))
-        .await
-        .expect("the reset crosses");
-    assert_eq!(
-        read.map_err(|e| e.kind()),
-        Err(std::io::ErrorKind::ConnectionReset)
-    );
+    expect_reset(&mut r.near, "the reset crosses").await;
     let ended = timeout(LIMIT, r.spliced).await.expect("the splice ends");
     assert!(ended.is_err(), "{ended:?}");
 }
@@ -153,15 +159,8 @@ async fn a_reset_at_one_end_resets_the_other_and_ends_the_splice() {
 async fn dropping_the_splice_resets_both_ends() {
     let mut r = rig(b"").await;
     drop(r.spliced);
-    let mut buf = [0u8; 16];
     for end in [&mut r.near, &mut r.far] {
-        let read = timeout(LIMIT, end.read(&mut buf))
-            .await
-            .expect("the reset arrives");
-        assert_eq!(
-            read.map_err(|e| e.kind()),
-            Err(std::io::ErrorKind::ConnectionReset)
-        );
+        expect_reset(end, "the reset arrives").await;
     }
 }
 
@@ -179,14 +178,7 @@ async fn a_lost_session_resets_the_other_end() {
     let to_agent = agent.open().await.unwrap();
     let spliced = splice(held, to_agent);
     drop(d);
-    let mut buf = [0u8; 16];
-    let read = timeout(LIMIT, near.read(&mut buf))
-        .await
-        .expect("the loss crosses");
-    assert_eq!(
-        read.map_err(|e| e.kind()),
-        Err(std::io::ErrorKind::ConnectionReset)
-    );
+    expect_reset(&mut near, "the loss crosses").await;
     assert!(timeout(LIMIT, spliced).await.expect("ends").is_err());
 }
 
