@@ -15,6 +15,8 @@ pub mod certs;
 pub mod dev_ca;
 pub mod drain;
 pub mod fleet;
+#[cfg(test)]
+mod future_size;
 pub mod handshake;
 pub mod http;
 pub mod limits;

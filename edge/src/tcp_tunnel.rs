@@ -290,3 +290,17 @@ impl Tunnel {
         }
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    use crate::future_size::{PER_CONNECTION_MAX, of4};
+
+    #[test]
+    fn a_viewer_future_is_small() {
+        let size = of4(super::Tunnel::forward);
+        assert!(
+            size <= PER_CONNECTION_MAX,
+            "A TCP viewer's future takes {size} bytes; box the rare path that made it grow"
+        );
+    }
+}

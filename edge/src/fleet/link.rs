@@ -84,10 +84,11 @@ pub async fn serve(
             stream = session.accept() => match stream {
                 Some(stream) => {
                     let work = drain.work();
-                    let relay = relay(registry.clone(), stream, timeout, max_streams_per_tunnel);
+                    let registry = registry.clone();
+                    // Made inside the task: a future moved into another is stored twice.
                     relays.spawn(async move {
                         let _work = work;
-                        relay.await;
+                        relay(registry, stream, timeout, max_streams_per_tunnel).await;
                     });
                 }
                 None => break,
@@ -247,7 +248,9 @@ impl LinkPool {
         {
             return Err(failed("the last attempt failed a moment ago".into()));
         }
-        let reason = match tokio::time::timeout(LINK_TIMEOUT, self.dial(holder)).await {
+        // Boxed: the dial (a TLS handshake) is large, and every viewer's future that may
+        // relay through a link would otherwise carry it.
+        let reason = match tokio::time::timeout(LINK_TIMEOUT, Box::pin(self.dial(holder))).await {
             Ok(Ok((session, hello))) => {
                 link.failed_until = None;
                 link.up = Some((
@@ -314,4 +317,18 @@ pub async fn open(session: &Session, route: &[u8], viewer: SocketAddr) -> std::i
     head.extend_from_slice(&StreamHeader { slot: 0, viewer }.encode());
     stream.write_all(&head).await?;
     Ok(stream)
+}
+
+#[cfg(test)]
+mod size_tests {
+    use crate::future_size::{PER_CONNECTION_MAX, of4};
+
+    #[test]
+    fn a_relayed_stream_future_is_small() {
+        let size = of4(super::relay);
+        assert!(
+            size <= PER_CONNECTION_MAX,
+            "A relayed stream's future takes {size} bytes; box the rare path that made it grow"
+        );
+    }
 }

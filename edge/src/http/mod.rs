@@ -274,9 +274,10 @@ impl Ingress {
                 let conn = ViewerConn::new(viewer, None, slot, work);
                 self.serve_io(socket, conn).await;
             }
+            // Boxed: the TLS handshake's future is large, and plain connections
+            // would otherwise carry its size too.
             Some(tls) => {
-                self.serve_tls_connection(socket, viewer, slot, work, &tls)
-                    .await
+                Box::pin(self.serve_tls_connection(socket, viewer, slot, work, &tls)).await
             }
         }
     }
@@ -733,4 +734,18 @@ async fn splice_upgraded(
         Err(e) => tracing::debug!(error = %e, "an upgraded connection ended with an error"),
     }
     drop(held);
+}
+
+#[cfg(test)]
+mod size_tests {
+    use crate::future_size::{PER_CONNECTION_MAX, of6};
+
+    #[test]
+    fn a_viewer_connection_future_is_small() {
+        let size = of6(super::Ingress::serve_connection);
+        assert!(
+            size <= PER_CONNECTION_MAX,
+            "An HTTP viewer connection's future takes {size} bytes; box the rare path that made it grow"
+        );
+    }
 }
