@@ -1,4 +1,4 @@
-//! Sizes of the futures every open connection keeps (tests only). A future is as
+//! Sizes of the futures every open connection's task is (tests only). A future is as
 //! large as the largest state among its awaits, so a rare path (a link's TLS dial,
 //! an HTTPS handshake) awaited inline makes every connection carry its size: 10,000
 //! idle viewers once held 11.7 KiB each of futures for a dial none of them made.
@@ -9,8 +9,8 @@ use std::future::Future;
 /// Most bytes the future of one viewer connection or relayed stream may take.
 pub(crate) const PER_CONNECTION_MAX: usize = 4096;
 
-/// The size of the future `f` returns, for a function of four arguments.
-pub(crate) fn of4<A, B, C, D, F: Future>(_: impl FnOnce(A, B, C, D) -> F) -> usize {
+/// The size of the future `f` returns, for a function of five arguments.
+pub(crate) fn of5<A, B, C, D, E, F: Future>(_: impl FnOnce(A, B, C, D, E) -> F) -> usize {
     size_of::<F>()
 }
 

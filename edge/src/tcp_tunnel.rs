@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::task::JoinSet;
 
-use crate::drain::Drain;
+use crate::drain::{Drain, Work};
 use crate::fleet::remote::Remote;
 use crate::fleet::{RouteKey, link};
 use crate::limits::{StreamGuard, ViewerLimits, ViewerSlot};
@@ -157,27 +157,12 @@ async fn serve(
                         None => {
                             let Some(held) = tunnel.admit(permit, peer) else { continue };
                             let work = drain.work();
-                            viewers.spawn(async move {
-                                let _work = work;
-                                tunnel.forward(socket, peer, held).await;
-                            });
+                            viewers.spawn(tunnel.forward(socket, peer, held, work));
                         }
                         Some(proxy_protocol) => {
                             let proxy_protocol = proxy_protocol.clone();
                             let work = drain.work();
-                            viewers.spawn(async move {
-                                let _work = work;
-                                let mut socket = socket;
-                                let viewer = match proxy_protocol.viewer(&mut socket, peer).await {
-                                    Ok(viewer) => viewer,
-                                    Err(e) => {
-                                        tracing::debug!(tunnel_id = %tunnel.tunnel_id, proxy = %peer, error = %e, "PROXY header refused; connection closed");
-                                        return;
-                                    }
-                                };
-                                let Some(held) = tunnel.admit(permit, viewer) else { return };
-                                tunnel.forward(socket, viewer, held).await;
-                            });
+                            viewers.spawn(tunnel.forward_proxied(socket, peer, permit, proxy_protocol, work));
                         }
                     }
                 }
@@ -231,7 +216,37 @@ impl Tunnel {
 
     /// Carries `socket` from `viewer` to the agent on a new stream, both ways, until
     /// either side closes; `held` is released at the end.
-    async fn forward(self, socket: TcpStream, viewer: SocketAddr, held: (ViewerSlot, StreamGuard)) {
+    /// A viewer behind a trusted proxy (`proxy`): its PROXY header names it, then it
+    /// is admitted and forwarded.
+    async fn forward_proxied(
+        self,
+        mut socket: TcpStream,
+        proxy: SocketAddr,
+        permit: OwnedSemaphorePermit,
+        proxy_protocol: ProxyProtocol,
+        work: Work,
+    ) {
+        let viewer = match proxy_protocol.viewer(&mut socket, proxy).await {
+            Ok(viewer) => viewer,
+            Err(e) => {
+                tracing::debug!(tunnel_id = %self.tunnel_id, %proxy, error = %e, "PROXY header refused; connection closed");
+                return;
+            }
+        };
+        let Some(held) = self.admit(permit, viewer) else {
+            return;
+        };
+        self.forward(socket, viewer, held, work).await;
+    }
+
+    /// Forwards one viewer, counted as `_work` until it ends.
+    async fn forward(
+        self,
+        socket: TcpStream,
+        viewer: SocketAddr,
+        held: (ViewerSlot, StreamGuard),
+        _work: Work,
+    ) {
         let tunnel_id = &self.tunnel_id;
         let server = netbore_metrics::server();
         let _held = (held, server.viewer_connection(ViewerProtocol::Tcp));
@@ -293,14 +308,21 @@ impl Tunnel {
 
 #[cfg(test)]
 mod size_tests {
-    use crate::future_size::{PER_CONNECTION_MAX, of4};
+    use crate::future_size::{PER_CONNECTION_MAX, of5, of6};
 
     #[test]
-    fn a_viewer_future_is_small() {
-        let size = of4(super::Tunnel::forward);
-        assert!(
-            size <= PER_CONNECTION_MAX,
-            "A TCP viewer's future takes {size} bytes; box the rare path that made it grow"
-        );
+    fn a_viewer_task_is_small() {
+        for (what, size) in [
+            ("a TCP viewer's task", of5(super::Tunnel::forward)),
+            (
+                "a TCP viewer's task behind a proxy",
+                of6(super::Tunnel::forward_proxied),
+            ),
+        ] {
+            assert!(
+                size <= PER_CONNECTION_MAX,
+                "{what} takes {size} bytes; box the rare path that made it grow"
+            );
+        }
     }
 }

@@ -25,7 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 
 use super::{Directory, Holder, RouteKey};
-use crate::drain::Drain;
+use crate::drain::{Drain, Work};
 use crate::registry::Registry;
 
 /// How long dialing a node and its hello may take, and how long a relayed stream may
@@ -84,12 +84,7 @@ pub async fn serve(
             stream = session.accept() => match stream {
                 Some(stream) => {
                     let work = drain.work();
-                    let registry = registry.clone();
-                    // Made inside the task: a future moved into another is stored twice.
-                    relays.spawn(async move {
-                        let _work = work;
-                        relay(registry, stream, timeout, max_streams_per_tunnel).await;
-                    });
+                    relays.spawn(relay(registry.clone(), stream, timeout, max_streams_per_tunnel, work));
                 }
                 None => break,
             },
@@ -100,8 +95,15 @@ pub async fn serve(
     tracing::debug!(node = %from, %reason, "fleet link ended");
 }
 
-/// Relays one stream of a link to the agent serving its route.
-async fn relay(registry: Registry, mut stream: Stream, timeout: Duration, max_streams: usize) {
+/// Relays one stream of a link to the agent serving its route, counted as `_work`
+/// until it ends.
+async fn relay(
+    registry: Registry,
+    mut stream: Stream,
+    timeout: Duration,
+    max_streams: usize,
+    _work: Work,
+) {
     let head = async {
         let route = LinkRoute::read(&mut stream).await?;
         let header = StreamHeader::read(&mut stream).await?;
@@ -321,14 +323,14 @@ pub async fn open(session: &Session, route: &[u8], viewer: SocketAddr) -> std::i
 
 #[cfg(test)]
 mod size_tests {
-    use crate::future_size::{PER_CONNECTION_MAX, of4};
+    use crate::future_size::{PER_CONNECTION_MAX, of5};
 
     #[test]
-    fn a_relayed_stream_future_is_small() {
-        let size = of4(super::relay);
+    fn a_relayed_stream_task_is_small() {
+        let size = of5(super::relay);
         assert!(
             size <= PER_CONNECTION_MAX,
-            "A relayed stream's future takes {size} bytes; box the rare path that made it grow"
+            "a relayed stream's task takes {size} bytes; box the rare path that made it grow"
         );
     }
 }

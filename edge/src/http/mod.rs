@@ -232,9 +232,14 @@ impl Ingress {
                                 Err(e) => return refuse(&socket, viewer, e, tls.is_none()),
                             };
                             let work = ingress.drain.work();
-                            ingress
-                                .serve_connection(socket, viewer, slot, work, tls)
-                                .await;
+                            match tls {
+                                None => ingress.serve_plain(socket, viewer, slot, work).await,
+                                // Boxed: plain connections behind the proxy stay small.
+                                Some(tls) => {
+                                    Box::pin(ingress.serve_tls(socket, viewer, slot, work, tls))
+                                        .await
+                                }
+                            }
                         });
                         continue;
                     }
@@ -246,7 +251,11 @@ impl Ingress {
                         }
                     };
                     let work = self.drain.work();
-                    tokio::spawn(ingress.serve_connection(socket, peer, slot, work, tls));
+                    // A task the size of its own kind of connection, plain or TLS.
+                    match tls {
+                        None => tokio::spawn(ingress.serve_plain(socket, peer, slot, work)),
+                        Some(tls) => tokio::spawn(ingress.serve_tls(socket, peer, slot, work, tls)),
+                    };
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a viewer failed");
@@ -256,30 +265,34 @@ impl Ingress {
         }
     }
 
-    /// Serves one viewer connection holding `slot` and counted as `work`: plain
-    /// HTTP, or TLS (HTTPS or passthrough) with `tls`.
-    async fn serve_connection(
+    /// Serves one plain-HTTP viewer connection holding `slot`, counted as `work`.
+    async fn serve_plain(
         self,
         socket: TcpStream,
         viewer: SocketAddr,
         slot: ViewerSlot,
         work: Work,
-        tls: Option<Arc<TlsIngress>>,
     ) {
         let _ = socket.set_nodelay(true);
-        match tls {
-            None => {
-                let _counted = netbore_metrics::server()
-                    .viewer_connection(netbore_metrics::ViewerProtocol::Http);
-                let conn = ViewerConn::new(viewer, None, slot, work);
-                self.serve_io(socket, conn).await;
-            }
-            // Boxed: the TLS handshake's future is large, and plain connections
-            // would otherwise carry its size too.
-            Some(tls) => {
-                Box::pin(self.serve_tls_connection(socket, viewer, slot, work, &tls)).await
-            }
-        }
+        let _counted =
+            netbore_metrics::server().viewer_connection(netbore_metrics::ViewerProtocol::Http);
+        let conn = ViewerConn::new(viewer, None, slot, work);
+        self.serve_io(socket, conn).await;
+    }
+
+    /// Serves one TLS viewer connection (HTTPS, or passthrough to a TLS tunnel)
+    /// holding `slot`, counted as `work`.
+    async fn serve_tls(
+        self,
+        socket: TcpStream,
+        viewer: SocketAddr,
+        slot: ViewerSlot,
+        work: Work,
+        tls: Arc<TlsIngress>,
+    ) {
+        let _ = socket.set_nodelay(true);
+        self.serve_tls_connection(socket, viewer, slot, work, &tls)
+            .await
     }
 
     /// The TLS passthrough tunnel `name`, served here or by another node.
@@ -301,7 +314,11 @@ impl Ingress {
         tls: &TlsIngress,
     ) {
         let limit = self.config.tls_handshake_timeout;
-        let hello = match tokio::time::timeout(limit, tls::read_client_hello(&mut socket)).await {
+        // The hello's read and the handshake are boxed: their state is large and
+        // short-lived, and the connection's task would otherwise keep its size.
+        let hello = match tokio::time::timeout(limit, Box::pin(tls::read_client_hello(&mut socket)))
+            .await
+        {
             Ok(Ok(hello)) => hello,
             Ok(Err(e)) => {
                 tracing::debug!(%viewer, error = %e, "TLS viewer refused");
@@ -336,16 +353,17 @@ impl Ingress {
         if let Some(sni) = &sni
             && routed
         {
+            // Boxed: an ACME order may run inside, and is rare.
             if hello.acme_tls_alpn {
                 // A validation of an order another node of the fleet placed.
-                tls.certs.prepare_alpn(sni).await;
+                Box::pin(tls.certs.prepare_alpn(sni)).await;
             } else {
-                tls.certs.prepare(sni).await;
+                Box::pin(tls.certs.prepare(sni)).await;
             }
         }
         // Without a name, or with one outside the Edge's domain, the resolver has no
         // certificate and the handshake ends with an alert.
-        let handshake = tls::handshake(socket, hello, tls.config.clone());
+        let handshake = Box::pin(tls::handshake(socket, hello, tls.config.clone()));
         let stream = match tokio::time::timeout(limit, handshake).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
@@ -366,7 +384,8 @@ impl Ingress {
         let _counted =
             netbore_metrics::server().viewer_connection(netbore_metrics::ViewerProtocol::Https);
         let conn = ViewerConn::new(viewer, Some(sni.into()), slot, work);
-        self.serve_io(stream, conn).await;
+        // Boxed: a passthrough viewer's task need not be the size of an HTTPS one.
+        Box::pin(self.serve_io(stream, conn)).await;
     }
 
     /// Serves HTTP/1.1 or h2 (told apart by the h2 preface, which ALPN's choice
@@ -738,14 +757,19 @@ async fn splice_upgraded(
 
 #[cfg(test)]
 mod size_tests {
-    use crate::future_size::{PER_CONNECTION_MAX, of6};
+    use crate::future_size::{PER_CONNECTION_MAX, of5, of6};
 
     #[test]
-    fn a_viewer_connection_future_is_small() {
-        let size = of6(super::Ingress::serve_connection);
+    fn a_viewer_connection_task_is_small() {
+        let plain = of5(super::Ingress::serve_plain);
         assert!(
-            size <= PER_CONNECTION_MAX,
-            "An HTTP viewer connection's future takes {size} bytes; box the rare path that made it grow"
+            plain <= PER_CONNECTION_MAX,
+            "a plain HTTP viewer connection's task takes {plain} bytes; box the rare path that made it grow"
+        );
+        let tls = of6(super::Ingress::serve_tls);
+        assert!(
+            tls <= PER_CONNECTION_MAX,
+            "a TLS viewer connection's task takes {tls} bytes; box the rare path that made it grow"
         );
     }
 }

@@ -435,7 +435,7 @@ async fn main() {
                 let mib = kib as f64 / 1024.0;
                 if mib > max {
                     over_memory.push(format!(
-                        "{}: the idle {role} holds {mib:.1} MiB, above the ceiling of {max} MiB",
+                        "{}: the idle {role} holds {mib:.1} MiB, above the ceiling of {max} MiB (a stale cli/netbore.order does this: bash scripts/order-file.sh)",
                         c.name
                     ));
                 }
