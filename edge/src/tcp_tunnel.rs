@@ -214,8 +214,6 @@ impl Tunnel {
         Some((held, stream))
     }
 
-    /// Carries `socket` from `viewer` to the agent on a new stream, both ways, until
-    /// either side closes; `held` is released at the end.
     /// A viewer behind a trusted proxy (`proxy`): its PROXY header names it, then it
     /// is admitted and forwarded.
     async fn forward_proxied(
@@ -239,7 +237,9 @@ impl Tunnel {
         self.forward(socket, viewer, held, work).await;
     }
 
-    /// Forwards one viewer, counted as `_work` until it ends.
+    /// Carries `socket` from `viewer` to the agent on a new stream, both ways, until
+    /// either side closes; `held` is released at the end, and the viewer counts as
+    /// `_work` until then.
     async fn forward(
         self,
         socket: TcpStream,
