@@ -76,6 +76,17 @@ impl RecycledBuffer {
         &mut self.current
     }
 
+    /// The size of the allocations it makes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Makes later allocations `size` bytes: a buffer can start small and grow once
+    /// reads show it is too small.
+    pub fn grow(&mut self, size: usize) {
+        self.size = self.size.max(size);
+    }
+
     /// How many times the current allocation gave way to another so far: while
     /// this does not move, the parked ones are not needed.
     pub fn rotations(&self) -> u64 {
@@ -127,6 +138,19 @@ mod tests {
         b.extend_from_slice(&vec![2u8; b.capacity() - b.len()]);
         let _all = b.split().freeze();
         assert_eq!(buf.prepare(512).as_ptr(), first);
+    }
+
+    #[test]
+    fn a_small_buffer_grows_at_its_next_allocation() {
+        let mut buf = RecycledBuffer::new(1024);
+        assert_eq!(buf.prepare(256).capacity(), 1024);
+        buf.get_mut().extend_from_slice(&[4u8; 1000]);
+        let piece = buf.get_mut().split().freeze();
+        buf.grow(8192);
+        buf.grow(4096);
+        assert_eq!(buf.size(), 8192);
+        assert!(buf.prepare(2048).capacity() >= 8192);
+        drop(piece);
     }
 
     #[test]

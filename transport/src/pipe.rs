@@ -24,6 +24,12 @@ use crate::Stream;
 
 /// Bytes read from a socket per read call.
 const READ_SIZE: usize = 128 * 1024;
+/// Bytes a pipe's first read buffer holds. Most connections carry requests and
+/// responses far smaller than [`READ_SIZE`], and an idle one reads nothing: with
+/// thousands of them, [`READ_SIZE`] each spread the allocator's arenas over a
+/// gigabyte whose pages the few blocks left among them kept resident after the load
+/// (docs/benchmarks.md). A read that fills the buffer makes it grow.
+const FIRST_READ_SIZE: usize = 16 * 1024;
 /// Most chunks gathered into one vectored socket write.
 const GATHER_CHUNKS: usize = 16;
 /// Bytes gathered before they are written, always allowed. Data gathered has left
@@ -232,7 +238,7 @@ where
 {
     let mut up = Direction::default();
     let mut down = Gather::default();
-    let mut buf = RecycledBuffer::new(READ_SIZE);
+    let mut buf = RecycledBuffer::new(FIRST_READ_SIZE);
     let mut up_tally = Tally {
         counter: counted.map(|c| c.to_stream),
         pending: 0,
@@ -312,14 +318,17 @@ fn poll_up<S: AsyncRead + Unpin>(
             dir.done = true;
             return Poll::Ready(Ok(()));
         }
+        let into = ready_read(buf);
+        let room = into.capacity() - into.len();
         let n = ready!(tokio_util::io::poll_read_buf(
             Pin::new(&mut *socket),
             cx,
-            buf.prepare(READ_SIZE / 4)
+            into
         ))?;
         if n == 0 {
             dir.eof = true;
         } else {
+            after_read(buf, n, room);
             dir.total += n as u64;
             tally.add(n as u64);
             let data = buf.get_mut().split().freeze();
@@ -328,6 +337,20 @@ fn poll_up<S: AsyncRead + Unpin>(
             }
             dir.pending = Some(data);
         }
+    }
+}
+
+/// The buffer a socket's next read goes into: room for a quarter of the buffer's
+/// size at least, [`FIRST_READ_SIZE`] until a read filled it, [`READ_SIZE`] after.
+fn ready_read(buf: &mut RecycledBuffer) -> &mut bytes::BytesMut {
+    buf.prepare(buf.size().min(READ_SIZE) / 4)
+}
+
+/// A read of `n` bytes into `room` bytes of room: one that filled it grows the buffer
+/// to [`READ_SIZE`] (more was queued than it could take).
+fn after_read(buf: &mut RecycledBuffer, n: usize, room: usize) {
+    if n == room && buf.size() < READ_SIZE {
+        buf.grow(READ_SIZE);
     }
 }
 
@@ -393,6 +416,29 @@ fn poll_down<S: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pipes_buffer_starts_small_and_grows_when_a_read_fills_it() {
+        let mut buf = RecycledBuffer::new(FIRST_READ_SIZE);
+        // Small reads, like requests and their responses: the buffer stays small.
+        for _ in 0..100 {
+            let into = ready_read(&mut buf);
+            assert_eq!(into.capacity(), FIRST_READ_SIZE);
+            let room = into.capacity() - into.len();
+            into.extend_from_slice(&[1u8; 1000]);
+            let _ = into.split();
+            after_read(&mut buf, 1000, room);
+        }
+        // A read that takes all the room: more was waiting.
+        let into = ready_read(&mut buf);
+        let room = into.capacity() - into.len();
+        into.extend_from_slice(&vec![2u8; room]);
+        let piece = into.split().freeze();
+        after_read(&mut buf, room, room);
+        assert_eq!(buf.size(), READ_SIZE);
+        assert!(ready_read(&mut buf).capacity() >= READ_SIZE);
+        drop(piece);
+    }
 
     #[test]
     fn gathers_past_the_base_only_with_room_in_the_budget_and_give_it_back() {
