@@ -182,3 +182,44 @@ async fn a_quic_stream_past_the_agents_stream_limit_waits_then_gets_503() {
     }
     assert_eq!(get(server.http, &agent.host, "/after").await.status, 200);
 }
+
+/// A QUIC agent opens one stream, its hello, so the Edge lets it have only a few
+/// open after it too: quinn keeps an entry in two tables for every stream the peer
+/// may open, and at the default stream limit (8,192) each agent cost the Edge about
+/// 850 KiB (docs/benchmarks.md, finding 55).
+#[tokio::test]
+async fn a_quic_agent_costs_the_edge_little_memory() {
+    const AGENTS: u64 = 10;
+    // One more than AGENTS, from one address.
+    let server = Server::start_with(&[
+        "--domain",
+        "localhost",
+        "--max-tunnels-per-anonymous-ip",
+        "11",
+    ]);
+    let args = agent_args(&server, "quic");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let spawn = || {
+        let agent = common::Proc::spawn(
+            &[
+                &["tcp", "127.0.0.1:9", "--server", &server.url()],
+                &args[..],
+            ]
+            .concat(),
+        );
+        let online = agent.expect_event("online", Duration::from_secs(20));
+        assert_eq!(online["transport"], "quic", "{online}");
+        agent
+    };
+    // The first QUIC connection sets up what every later one shares.
+    let _first = spawn();
+    let before = server.proc.rss_kib();
+    let _agents: Vec<common::Proc> = (0..AGENTS).map(|_| spawn()).collect();
+    let grown = server.proc.rss_kib().saturating_sub(before);
+    eprintln!("{AGENTS} QUIC agents: the server grew by {grown} KiB");
+    // About 140 KiB each now (52 over plain tcp, 99 over tls).
+    assert!(
+        grown < AGENTS * 400,
+        "{AGENTS} QUIC agents made the server grow by {grown} KiB"
+    );
+}

@@ -80,8 +80,9 @@ pub fn transport_config(mux: &Config) -> quinn::TransportConfig {
 }
 
 /// Streams an agent may have open toward the Edge at once. An agent opens one, its
-/// hello (the Edge opens every viewer stream), so a peer that has not said hello, or
-/// never will, gets no more than this, instead of `--max-streams`.
+/// hello (the Edge opens every viewer stream), so a peer gets no more than this,
+/// before its hello and after, instead of `--max-streams`; only a fleet link, whose
+/// streams are viewers, gets more ([`QuicSession::accept_streams`]).
 pub const AGENT_OPENED_STREAMS: u32 = 4;
 
 /// The Edge's connection receive window until the agent's hello is accepted: enough
@@ -90,7 +91,7 @@ pub const AGENT_OPENED_STREAMS: u32 = 4;
 pub const PRE_HELLO_WINDOW: u32 = 64 * 1024;
 
 /// The Edge's transport parameters: those of [`transport_config`] with
-/// [`AGENT_OPENED_STREAMS`] and the [`PRE_HELLO_WINDOW`], raised by
+/// [`AGENT_OPENED_STREAMS`] and the [`PRE_HELLO_WINDOW`], the window raised by
 /// [`QuicSession::hello_accepted`].
 pub fn edge_transport_config(mux: &Config) -> quinn::TransportConfig {
     let mut t = transport_config(mux);
@@ -277,7 +278,7 @@ pub struct QuicSession {
 impl QuicSession {
     /// Wraps a connection the Edge accepted, which holds the [`PRE_HELLO_WINDOW`] and
     /// [`AGENT_OPENED_STREAMS`] until [`Self::hello_accepted`] gives it the
-    /// [`connection_window`] and the stream limit of `mux`.
+    /// [`connection_window`] (and [`Self::accept_streams`] the stream limit of `mux`).
     pub fn accepted(conn: Connection, mux: &Config) -> QuicSession {
         let mux = mux.clone().normalized();
         let streams = u32::try_from(mux.max_streams).unwrap_or(u32::MAX);
@@ -289,15 +290,25 @@ impl QuicSession {
         }
     }
 
-    /// The agent's hello was accepted: the session gets the window and stream limit
-    /// of a busy session (the Edge itself still refuses streams an agent opens after
-    /// its hello).
+    /// The agent's hello was accepted: the session gets the window of a busy
+    /// session. Its stream limit stays [`AGENT_OPENED_STREAMS`]: an agent opens no
+    /// stream after its hello (the Edge opens the viewers'), and quinn keeps an entry
+    /// in two tables for every stream the peer may open, about 0.8 MiB of the Edge's
+    /// memory per agent at the default limit of 8,192.
     pub fn hello_accepted(&self) {
-        if let Some((window, streams)) = self.open_limits {
+        if let Some((window, _)) = self.open_limits {
             match &self.windows {
                 Some(windows) => windows.hello_accepted(),
                 None => self.conn.set_receive_window(window),
             }
+        }
+    }
+
+    /// The peer's hello was accepted and it opens streams of its own, many at once
+    /// (a fleet link, whose streams are viewers): it may have the stream limit of
+    /// `mux` open.
+    pub fn accept_streams(&self) {
+        if let Some((_, streams)) = self.open_limits {
             self.conn.set_max_concurrent_bi_streams(streams);
         }
     }

@@ -179,11 +179,12 @@ impl Session {
     }
 
     /// Lets the peer open up to `backlog` streams not accepted yet (a fleet link,
-    /// whose streams are viewers, unlike an agent's). QUIC sessions' stream limits
-    /// are raised by [`Self::hello_accepted`].
+    /// whose streams are viewers, unlike an agent's); a QUIC session's peer may then
+    /// have its stream limit open.
     pub fn set_accept_backlog(&self, backlog: usize) {
-        if let Session::Mux(s) = self {
-            s.mux.set_accept_backlog(backlog);
+        match self {
+            Session::Mux(s) => s.mux.set_accept_backlog(backlog),
+            Session::Quic(s) => s.accept_streams(),
         }
     }
 

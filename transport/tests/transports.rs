@@ -150,3 +150,53 @@ async fn a_stalled_stream_does_not_block_the_others() {
         stalled.abort();
     }
 }
+
+/// An agent opens one stream, its hello: after it the Edge still lets a QUIC peer
+/// have only [`AGENT_OPENED_STREAMS`] open, and raises that to the stream limit only
+/// for a session whose streams are viewers (a fleet link's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quic_agent_opens_few_streams_after_its_hello_and_a_link_many() {
+    use netbore_transport::quic::AGENT_OPENED_STREAMS;
+
+    let pki = Pki::new();
+    let mut l = listener(&pki, Duration::from_secs(10)).await;
+    let addr = l.local_addr().unwrap();
+    let client = dial(&pki, TransportKind::Quic, addr)
+        .connect()
+        .await
+        .unwrap();
+    let mut open = Vec::new();
+    let mut hello = client.open().await.unwrap();
+    hello.write_all(b"h").await.unwrap();
+    hello.flush().await.unwrap();
+    open.push(hello);
+    let server = tokio::time::timeout(Duration::from_secs(10), l.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    server.hello_accepted();
+    for _ in 1..AGENT_OPENED_STREAMS {
+        let mut s = tokio::time::timeout(Duration::from_secs(5), client.open())
+            .await
+            .expect("a stream within the agent's few")
+            .unwrap();
+        s.write_all(b"s").await.unwrap();
+        s.flush().await.unwrap();
+        open.push(s);
+    }
+    let past = tokio::time::timeout(Duration::from_secs(1), client.open()).await;
+    assert!(
+        !matches!(past, Ok(Ok(_))),
+        "an agent opened a stream past {AGENT_OPENED_STREAMS} after its hello"
+    );
+    // A fleet link's session: its peer opens the viewers' streams.
+    server.set_accept_backlog(1024);
+    for _ in 0..16 {
+        let s = tokio::time::timeout(Duration::from_secs(5), client.open())
+            .await
+            .expect("a link's stream")
+            .unwrap();
+        open.push(s);
+    }
+    assert_eq!(open.len(), AGENT_OPENED_STREAMS as usize + 16);
+}

@@ -48,9 +48,10 @@ pub async fn connect(listener: &mut Listener, dial: &Dial) -> (Session, Session)
         probe.write_all(b"p").await.unwrap();
         probe.flush().await.unwrap();
         let server = listener.accept().await.unwrap();
-        // As the Edge does once an agent's hello is accepted: these tests use the
-        // session as a plain transport, streams both ways.
+        // As the Edge does once a fleet link's hello is accepted: these tests use
+        // the session as a plain transport, streams both ways.
         server.hello_accepted();
+        server.set_accept_backlog(1024);
         let mut accepted = server.accept().await.unwrap();
         let mut b = [0u8; 1];
         accepted.read_exact(&mut b).await.unwrap();
