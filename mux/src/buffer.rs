@@ -82,9 +82,13 @@ impl RecycledBuffer {
     }
 
     /// Makes later allocations `size` bytes: a buffer can start small and grow once
-    /// reads show it is too small.
+    /// reads show it is too small. The smaller allocations parked so far are let go
+    /// (none could hold a read of the new size).
     pub fn grow(&mut self, size: usize) {
-        self.size = self.size.max(size);
+        if size > self.size {
+            self.size = size;
+            self.parked = VecDeque::new();
+        }
     }
 
     /// How many times the current allocation gave way to another so far: while
@@ -146,11 +150,18 @@ mod tests {
         assert_eq!(buf.prepare(256).capacity(), 1024);
         buf.get_mut().extend_from_slice(&[4u8; 1000]);
         let piece = buf.get_mut().split().freeze();
+        // A second small allocation takes over while the piece is held, and the
+        // first is parked.
+        assert_eq!(buf.prepare(256).capacity(), 1024);
+        assert!(buf.holds_parked());
         buf.grow(8192);
         buf.grow(4096);
         assert_eq!(buf.size(), 8192);
+        assert!(!buf.holds_parked(), "small allocations stay parked");
+        buf.get_mut().extend_from_slice(&[5u8; 1000]);
+        let second = buf.get_mut().split().freeze();
         assert!(buf.prepare(2048).capacity() >= 8192);
-        drop(piece);
+        drop((piece, second));
     }
 
     #[test]

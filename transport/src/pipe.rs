@@ -22,13 +22,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Stream;
 
-/// Bytes read from a socket per read call.
+/// The read buffer's size once it has grown: a read takes up to this much from a
+/// socket.
 const READ_SIZE: usize = 128 * 1024;
 /// Bytes a pipe's first read buffer holds. Most connections carry requests and
 /// responses far smaller than [`READ_SIZE`], and an idle one reads nothing: with
 /// thousands of them, [`READ_SIZE`] each spread the allocator's arenas over a
 /// gigabyte whose pages the few blocks left among them kept resident after the load
-/// (docs/benchmarks.md). A read that fills the buffer makes it grow.
+/// (docs/benchmarks.md). A read that fills the room it was given makes it grow.
 const FIRST_READ_SIZE: usize = 16 * 1024;
 /// Most chunks gathered into one vectored socket write.
 const GATHER_CHUNKS: usize = 16;
@@ -341,7 +342,7 @@ fn poll_up<S: AsyncRead + Unpin>(
 }
 
 /// The buffer a socket's next read goes into: room for a quarter of the buffer's
-/// size at least, [`FIRST_READ_SIZE`] until a read filled it, [`READ_SIZE`] after.
+/// size at least, [`FIRST_READ_SIZE`] until a read filled its room, [`READ_SIZE`] after.
 fn ready_read(buf: &mut RecycledBuffer) -> &mut bytes::BytesMut {
     buf.prepare(buf.size().min(READ_SIZE) / 4)
 }

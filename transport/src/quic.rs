@@ -267,8 +267,8 @@ pub struct QuicSession {
     conn: Connection,
     /// The agent's own endpoint, kept alive as long as the session.
     endpoint: Option<Endpoint>,
-    /// At the Edge: the connection receive window and the streams the agent may
-    /// open once its hello is accepted.
+    /// At the Edge: the connection receive window once the peer's hello is accepted,
+    /// and the streams a fleet link's peer may open ([`Self::accept_streams`]).
     open_limits: Option<(VarInt, VarInt)>,
     /// At the Edge, when it has a window budget: the session's share of it, which
     /// sets its connection window instead of `open_limits`'s.
