@@ -191,30 +191,18 @@ async fn a_quic_stream_past_the_agents_stream_limit_waits_then_gets_503() {
 async fn a_quic_agent_costs_the_edge_little_memory() {
     const AGENTS: u64 = 10;
     // One more than AGENTS, from one address.
-    let server = Server::start_with(&[
-        "--domain",
-        "localhost",
-        "--max-tunnels-per-anonymous-ip",
-        "11",
-    ]);
+    let server = Server::start_with(&["--max-tunnels-per-anonymous-ip", "11"]);
     let args = agent_args(&server, "quic");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let spawn = || {
-        let agent = common::Proc::spawn(
-            &[
-                &["tcp", "127.0.0.1:9", "--server", &server.url()],
-                &args[..],
-            ]
-            .concat(),
-        );
-        let online = agent.expect_event("online", Duration::from_secs(20));
-        assert_eq!(online["transport"], "quic", "{online}");
+        let agent = common::Agent::start(&server, "127.0.0.1:9", &args);
+        assert_eq!(agent.online["transport"], "quic", "{}", agent.online);
         agent
     };
     // The first QUIC connection sets up what every later one shares.
     let _first = spawn();
     let before = server.proc.rss_kib();
-    let _agents: Vec<common::Proc> = (0..AGENTS).map(|_| spawn()).collect();
+    let _agents: Vec<common::Agent> = (0..AGENTS).map(|_| spawn()).collect();
     let grown = server.proc.rss_kib().saturating_sub(before);
     eprintln!("{AGENTS} QUIC agents: the server grew by {grown} KiB");
     // About 140 KiB each now (52 over plain tcp, 99 over tls).
