@@ -22,6 +22,8 @@
 //! `--inspector-floor R` (with `--inspector-ab`) exits non-zero when on ÷ off (of the median
 //! rates) falls below R, or the inspector captured under 99 % of the requests it was sent
 //! (a capture that drops requests costs less than one that keeps up);
+//! `--hop-limits FLOOR,MS` (with `--fleet`) exits non-zero when, in a keep-alive figure, the hop's median
+//! of rounds falls below FLOOR or it adds more than MS milliseconds to the p50 (`paired::HopLimits`);
 //! `--only TEXT` runs only the figures whose name contains TEXT, without the memory table;
 //! `--peer NAME` (repeatable) adds one peer: bore, rathole-tcp, rathole-websocket,
 //! rathole-websocket-tls or rathole-noise;
@@ -116,7 +118,7 @@ impl Report {
 /// Says what was wrong with the command line, with the usage, and exits with status 2.
 fn usage_error(what: &str) -> ! {
     eprintln!(
-        "e2e: {what}; usage: e2e [--seconds S] [--rounds N] [--quick] [--peers | --peer NAME ...] [--only TEXT] [--over tls,ws,wss,quic|none] [--write-doc PATH] [--floor RATIO] [--max-idle-rss MIB] [--max-after-load RATIO] [--baseline OTHER_NETBORE] [--fleet [--fleet-agent-over KIND]] [--origin-only] [--inspector-ab [--inspector-floor RATIO]] [--soak MINUTES [--soak-restart SECONDS]]"
+        "e2e: {what}; usage: e2e [--seconds S] [--rounds N] [--quick] [--peers | --peer NAME ...] [--only TEXT] [--over tls,ws,wss,quic|none] [--write-doc PATH] [--floor RATIO] [--max-idle-rss MIB] [--max-after-load RATIO] [--baseline OTHER_NETBORE] [--fleet [--fleet-agent-over KIND] [--hop-limits FLOOR,MS]] [--origin-only] [--inspector-ab [--inspector-floor RATIO]] [--soak MINUTES [--soak-restart SECONDS]]"
     );
     std::process::exit(2)
 }
@@ -137,6 +139,7 @@ async fn main() {
     let mut fleet_agent_over: Option<String> = None;
     let mut inspector_ab = false;
     let mut inspector_floor: Option<f64> = None;
+    let mut hop_limits: Option<paired::HopLimits> = None;
     let mut soak: Option<u64> = None;
     let mut soak_restart = 300u64;
     let mut over: Vec<String> = ["tls", "ws", "wss", "quic"].map(String::from).to_vec();
@@ -217,6 +220,17 @@ async fn main() {
             }
             // A three-node fleet under mixed load for MINUTES, one node drained and
             // started again every --soak-restart seconds (docs/benchmarks.md).
+            "--hop-limits" => {
+                hop_limits = Some(
+                    args.next()
+                        .and_then(|v| paired::HopLimits::parse(&v))
+                        .unwrap_or_else(|| {
+                            usage_error(
+                                "--hop-limits needs a ratio and milliseconds, such as 0.85,0.3",
+                            )
+                        }),
+                );
+            }
             "--soak" => {
                 soak = Some(
                     args.next()
@@ -272,6 +286,9 @@ async fn main() {
     }
     if inspector_floor.is_some() && !inspector_ab {
         usage_error("--inspector-floor needs --inspector-ab");
+    }
+    if hop_limits.is_some() && !fleet {
+        usage_error("--hop-limits needs --fleet");
     }
     let bin = std::env::current_exe().unwrap().with_file_name("netbore");
     assert!(
@@ -706,16 +723,22 @@ async fn main() {
         // Paired comparisons round by round (`paired`): the inspector's cost, and the
         // fleet's hop in each build.
         let position = |n: &str| contenders.iter().position(|c| c.name == n);
-        for (what, a, b) in paired::PAIRS {
+        for (k, (what, a, b)) in paired::PAIRS.into_iter().enumerate() {
+            let checked = hop_limits.filter(|_| k == paired::HOP && name.contains("keep-alive"));
             if let (Some(a), Some(b)) = (position(a), position(b))
                 && let Some(by_round) = paired::ratios(&rounds_rates[a], &rounds_rates[b])
             {
                 let p = paired::paired(&by_round);
+                if let (Some(limits), Some(hop), Some(holder)) = (checked, &picked[a], &picked[b]) {
+                    regressions.extend(limits.broken(&name, p, holder.p50, hop.p50));
+                }
                 eprintln!(
                     "{}",
                     serde_json::json!({"figure": name, "paired": what, "by_round": by_round,
                         "median_of_rounds": p.median, "interval_95": [p.low, p.high]})
                 );
+            } else if checked.is_some() {
+                regressions.push(format!("{name}: the fleet's hop has no figure"));
             }
         }
         // The floor: a contender that failed or stalled has no figure, and fails it.

@@ -28,6 +28,61 @@ pub(crate) const PAIRS: [(&str, &str, &str); 4] = [
     ),
 ];
 
+/// Which of [`PAIRS`] is this build's hop, the one `--hop-limits` checks.
+pub(crate) const HOP: usize = 2;
+
+/// `--hop-limits FLOOR,MS`: the most the fleet's hop may cost (issue 18 asks 0.85
+/// and 0.3): the median of the per-round ratios (via another node ÷ via the
+/// holder) at least FLOOR, and the p50 through the other node at most MS
+/// milliseconds above the p50 through the holder.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct HopLimits {
+    pub(crate) floor: f64,
+    pub(crate) added_p50_ms: f64,
+}
+
+impl HopLimits {
+    /// `FLOOR,MS`, both positive numbers.
+    pub(crate) fn parse(text: &str) -> Option<HopLimits> {
+        let (floor, ms) = text.split_once(',')?;
+        let (floor, added_p50_ms) = (floor.trim().parse().ok()?, ms.trim().parse().ok()?);
+        (f64::is_finite(floor)
+            && floor > 0.0
+            && f64::is_finite(added_p50_ms)
+            && added_p50_ms >= 0.0)
+            .then_some(HopLimits {
+                floor,
+                added_p50_ms,
+            })
+    }
+
+    /// What the hop of figure `name` breaks, given its [`Paired`] ratio and the p50s
+    /// (in seconds) through the holder and through the other node.
+    pub(crate) fn broken(
+        &self,
+        name: &str,
+        hop: Paired,
+        p50_holder: f64,
+        p50_hop: f64,
+    ) -> Vec<String> {
+        let mut broken = Vec::new();
+        if hop.median < self.floor {
+            broken.push(format!(
+                "{name}: the hop serves {:.3}× the requests per second of the holder (median of rounds), below {}×",
+                hop.median, self.floor
+            ));
+        }
+        let added_ms = (p50_hop - p50_holder) * 1e3;
+        if added_ms > self.added_p50_ms {
+            broken.push(format!(
+                "{name}: the hop adds {added_ms:.2} ms to the p50, above {} ms",
+                self.added_p50_ms
+            ));
+        }
+        broken
+    }
+}
+
 /// Resamples drawn for the interval.
 const RESAMPLES: usize = 2000;
 
@@ -101,6 +156,33 @@ mod tests {
         assert!((p.median - 1.0).abs() < 1e-9, "{p:?}");
         assert!(p.low < p.median && p.median < p.high, "{p:?}");
         assert!(p.low > 0.95 && p.high < 1.05, "{p:?}");
+    }
+
+    #[test]
+    fn hop_limits_parse_and_name_what_a_hop_breaks() {
+        assert_eq!(
+            HopLimits::parse("0.85,0.3"),
+            Some(HopLimits {
+                floor: 0.85,
+                added_p50_ms: 0.3
+            })
+        );
+        for bad in ["0.85", "x,0.3", "0.85,-1", "0,0.3", "NaN,0.3"] {
+            assert_eq!(HopLimits::parse(bad), None, "{bad}");
+        }
+        let limits = HopLimits::parse("0.85,0.3").unwrap();
+        let hop = |median| Paired {
+            median,
+            low: median - 0.02,
+            high: median + 0.02,
+        };
+        assert!(limits.broken("f", hop(0.90), 0.00185, 0.00210).is_empty());
+        let slow = limits.broken("f", hop(0.80), 0.00185, 0.00210);
+        assert_eq!(slow.len(), 1, "{slow:?}");
+        assert!(slow[0].contains("0.800×"), "{slow:?}");
+        let late = limits.broken("f", hop(0.90), 0.00185, 0.00225);
+        assert_eq!(late.len(), 1, "{late:?}");
+        assert!(late[0].contains("0.40 ms"), "{late:?}");
     }
 
     #[test]
