@@ -95,6 +95,32 @@ pub(crate) async fn http(
     })
 }
 
+/// The fleet's two contenders of `bin` (via the holder, via another node), and of
+/// `baseline` too when given: the hop's cost in both builds, data under `dd`.
+pub(crate) async fn contenders(
+    bin: &std::path::Path,
+    baseline: Option<&std::path::Path>,
+    origin: SocketAddr,
+    dd: &str,
+    agent_over: Option<&str>,
+) -> Vec<Contender> {
+    let builds = std::iter::once(("netbore http", bin, "fleet"))
+        .chain(baseline.map(|b| ("baseline netbore http", b, "baseline-fleet")));
+    let mut contenders = Vec::new();
+    for (label, path, dir) in builds {
+        for hop in [false, true] {
+            let data = format!("{dd}/{dir}-{hop}");
+            match http(label, path, origin, &data, hop, agent_over).await {
+                Some(c) => contenders.push(c),
+                None => eprintln!(
+                    "the fleet contenders need redis-server: apt-get install redis-server"
+                ),
+            }
+        }
+    }
+    contenders
+}
+
 /// Whether `GET /1k` for `host` through `public` answers 200 within ten seconds.
 async fn answers(public: SocketAddr, host: &str) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -17,8 +17,8 @@
 //! `--inspector-ab` measures only `netbore http` with the request inspector on (the default) and
 //! off, the origin alone once, and prints on ÷ off for each round, their median and its
 //! bootstrap 95 % interval (`paired.rs`; with `--baseline`, the other binary's too;
-//! `--fleet` prints the hop's the same way, and with `--baseline` runs the other
-//! binary's fleet too; `--fleet-agent-over tls` puts the fleet's agent on TLS);
+//! `--fleet` measures only the fleet's two contenders and prints the hop's the same way (with
+//! `--baseline`, the other binary's fleet too); `--fleet-agent-over tls` puts its agent on TLS);
 //! `--inspector-floor R` (with `--inspector-ab`) exits non-zero when on ÷ off (of the median
 //! rates) falls below R, or the inspector captured under 99 % of the requests it was sent
 //! (a capture that drops requests costs less than one that keeps up);
@@ -286,8 +286,7 @@ async fn main() {
     }
     if inspector_floor.is_some() && !inspector_ab {
         usage_error("--inspector-floor needs --inspector-ab");
-    }
-    if hop_limits.is_some() && !fleet {
+    } else if hop_limits.is_some() && !fleet {
         usage_error("--hop-limits needs --fleet");
     }
     let bin = std::env::current_exe().unwrap().with_file_name("netbore");
@@ -304,10 +303,12 @@ async fn main() {
     // Each contender's server keeps its data in a directory of its own under `data`,
     // so one removal at the end clears them all.
     let dd = data.to_str().unwrap().to_string();
-    // The inspector's A/B measures only its two contenders, so a run holds twice
-    // the pairs (the figure is their ratio, and each pair moves by several per cent).
+    // The inspector's A/B and the fleet's hop measure only their pairs, so a run
+    // holds more of them, each pair's two next to each other (the figure is their
+    // ratio, and each pair moves by several per cent).
+    let pairs_only = inspector_ab || fleet;
     let mut contenders = Vec::new();
-    if !inspector_ab {
+    if !pairs_only {
         contenders.push(netbore("netbore tcp", &bin, origin, &format!("{dd}/tcp")));
     }
     if quick {
@@ -320,7 +321,7 @@ async fn main() {
             Some("quic"),
         ));
     } else {
-        for transport in over.iter().filter(|_| !inspector_ab) {
+        for transport in over.iter().filter(|_| !pairs_only) {
             contenders.push(netbore_over(
                 &format!("netbore tcp over {transport}"),
                 &bin,
@@ -329,12 +330,14 @@ async fn main() {
                 Some(transport),
             ));
         }
-        contenders.push(netbore_http(
-            "netbore http",
-            &bin,
-            origin,
-            &format!("{dd}/http"),
-        ));
+        if !fleet || inspector_ab {
+            contenders.push(netbore_http(
+                "netbore http",
+                &bin,
+                origin,
+                &format!("{dd}/http"),
+            ));
+        }
         if inspector_ab {
             contenders.push(netbore_http_with(
                 "netbore http, inspector off",
@@ -346,35 +349,12 @@ async fn main() {
         }
     }
     if fleet {
-        // With --baseline, the other binary's fleet too: the hop's cost in both.
-        let builds = std::iter::once(("netbore http", bin.clone(), "fleet")).chain(
-            baseline
-                .clone()
-                .map(|b| ("baseline netbore http", b, "baseline-fleet")),
-        );
-        for (label, path, dir) in builds {
-            for hop in [false, true] {
-                let data = format!("{dd}/{dir}-{hop}");
-                match fleet::http(
-                    label,
-                    &path,
-                    origin,
-                    &data,
-                    hop,
-                    fleet_agent_over.as_deref(),
-                )
-                .await
-                {
-                    Some(c) => contenders.push(c),
-                    None => eprintln!(
-                        "the fleet contenders need redis-server: apt-get install redis-server"
-                    ),
-                }
-            }
-        }
+        let agent_over = fleet_agent_over.as_deref();
+        contenders
+            .extend(fleet::contenders(&bin, baseline.as_deref(), origin, &dd, agent_over).await);
     }
     if let Some(path) = &baseline {
-        if !inspector_ab {
+        if !pairs_only {
             contenders.push(netbore(
                 "baseline netbore tcp",
                 path,
@@ -384,7 +364,7 @@ async fn main() {
         }
         if !quick {
             // Every transport of the run, so a change to one of them is compared too.
-            for transport in over.iter().filter(|_| !inspector_ab) {
+            for transport in over.iter().filter(|_| !pairs_only) {
                 contenders.push(netbore_over(
                     &format!("baseline netbore tcp over {transport}"),
                     path,
@@ -393,12 +373,14 @@ async fn main() {
                     Some(transport),
                 ));
             }
-            contenders.push(netbore_http(
-                "baseline netbore http",
-                path,
-                origin,
-                &format!("{dd}/baseline-http"),
-            ));
+            if !fleet || inspector_ab {
+                contenders.push(netbore_http(
+                    "baseline netbore http",
+                    path,
+                    origin,
+                    &format!("{dd}/baseline-http"),
+                ));
+            }
             // The inspector's cost in the other build too, in the same rounds.
             if inspector_ab {
                 contenders.push(netbore_http_with(
@@ -583,8 +565,8 @@ async fn main() {
         // Per contender with an inspector: requests it captured, and requests sent.
         let mut captured = vec![(0u64, 0f64); contenders.len()];
         for round in 0..rounds {
-            // (The inspector's A/B measures the origin alone once.)
-            if round == 0 || !inspector_ab {
+            // (The pairs measure the origin alone once.)
+            if round == 0 || !pairs_only {
                 let sample = run_figure(figure, origin, "bench", secs).await;
                 direct.push(sample.unwrap_or_else(|e| {
                     eprintln!(
