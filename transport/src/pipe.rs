@@ -441,6 +441,63 @@ mod tests {
         drop(piece);
     }
 
+    /// Records the largest chunk read from the socket, and every byte.
+    #[derive(Default)]
+    struct Chunks {
+        largest: usize,
+        bytes: Vec<u8>,
+    }
+
+    impl Tap for Chunks {
+        fn read_from_stream(&mut self, _: &[u8]) {}
+        fn read_from_socket(&mut self, data: &[u8]) {
+            self.largest = self.largest.max(data.len());
+            self.bytes.extend_from_slice(data);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pipe_grows_its_buffer_when_the_socket_has_more_than_it_takes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let config = netbore_mux::Config {
+            keepalive_interval: None,
+            ..netbore_mux::Config::default()
+        };
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let near = netbore_mux::Mux::spawn(a, netbore_mux::Role::Client, config.clone());
+        let far = netbore_mux::Mux::spawn(b, netbore_mux::Role::Server, config);
+        let stream = near.open().await.unwrap();
+        // The socket holds 1 MiB before the pipe's first read: that read fills its
+        // first buffer, and the reads after it take more than that at a time.
+        let (socket, mut viewer) = tokio::io::duplex(1 << 20);
+        let sent: Vec<u8> = (0..1usize << 20).map(|i| (i * 7 % 251) as u8).collect();
+        viewer.write_all(&sent).await.unwrap();
+        viewer.shutdown().await.unwrap();
+        let reader = tokio::spawn(async move {
+            let mut accepted = far.accept().await.unwrap();
+            let mut got = Vec::new();
+            accepted.read_to_end(&mut got).await.unwrap();
+            accepted.shutdown().await.unwrap();
+            (got, far)
+        });
+        let mut chunks = Chunks::default();
+        let moved = join_tapped(socket, Stream::Mux(stream), None, Some(&mut chunks))
+            .await
+            .unwrap();
+        let (got, _far) = reader.await.unwrap();
+        assert_eq!(moved.to_stream, sent.len() as u64);
+        assert!(
+            got == sent && chunks.bytes == sent,
+            "the bytes changed on the way"
+        );
+        assert!(
+            chunks.largest > FIRST_READ_SIZE,
+            "the largest read was {} bytes: the buffer never grew",
+            chunks.largest
+        );
+        drop(near);
+    }
+
     #[test]
     fn gathers_past_the_base_only_with_room_in_the_budget_and_give_it_back() {
         let budget = Arc::new(WindowBudget::new(500 * 1024));
