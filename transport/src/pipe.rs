@@ -481,10 +481,18 @@ mod tests {
             (got, far)
         });
         let mut chunks = Chunks::default();
-        let moved = join_tapped(socket, Stream::Mux(stream), None, Some(&mut chunks))
+        let limit = std::time::Duration::from_secs(30);
+        let moved = tokio::time::timeout(
+            limit,
+            join_tapped(socket, Stream::Mux(stream), None, Some(&mut chunks)),
+        )
+        .await
+        .expect("the pipe ended within 30 s")
+        .unwrap();
+        let (got, _far) = tokio::time::timeout(limit, reader)
             .await
+            .expect("the far end read everything within 30 s")
             .unwrap();
-        let (got, _far) = reader.await.unwrap();
         assert_eq!(moved.to_stream, sent.len() as u64);
         assert!(
             got == sent && chunks.bytes == sent,

@@ -113,7 +113,7 @@ pub(crate) async fn contenders(
             match http(label, path, origin, &data, hop, agent_over).await {
                 Some(c) => contenders.push(c),
                 None => eprintln!(
-                    "the fleet contenders need redis-server: apt-get install redis-server"
+                    "a fleet contender did not start (it needs redis-server: apt-get install redis-server)"
                 ),
             }
         }

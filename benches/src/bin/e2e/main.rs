@@ -22,8 +22,8 @@
 //! `--inspector-floor R` (with `--inspector-ab`) exits non-zero when on ÷ off (of the median
 //! rates) falls below R, or the inspector captured under 99 % of the requests it was sent
 //! (a capture that drops requests costs less than one that keeps up);
-//! `--hop-limits FLOOR,MS` (with `--fleet`) exits non-zero when, in a keep-alive figure, the hop's median
-//! of rounds falls below FLOOR or it adds more than MS milliseconds to the p50 (`paired::HopLimits`);
+//! `--hop-limits FLOOR,MS` (with `--fleet`) exits non-zero when, in any keep-alive figure run, the hop's
+//! median of rounds falls below FLOOR or it adds more than MS ms to the p50 (median of rounds), or none ran;
 //! `--only TEXT` runs only the figures whose name contains TEXT, without the memory table;
 //! `--peer NAME` (repeatable) adds one peer: bore, rathole-tcp, rathole-websocket,
 //! rathole-websocket-tls or rathole-noise;
@@ -288,6 +288,8 @@ async fn main() {
         usage_error("--inspector-floor needs --inspector-ab");
     } else if hop_limits.is_some() && !fleet {
         usage_error("--hop-limits needs --fleet");
+    } else if write_doc.is_some() && (fleet || inspector_ab) {
+        usage_error("--write-doc needs the whole table, not --fleet or --inspector-ab's pairs");
     }
     let bin = std::env::current_exe().unwrap().with_file_name("netbore");
     assert!(
@@ -553,6 +555,7 @@ async fn main() {
         figures.retain(|f| f.name().contains(text.as_str()));
     }
     let mut regressions = Vec::new();
+    let mut hop_checked = false;
     // A contender that wedges (a peer that never recovers from the idle-connection
     // load, say) is dropped from the later figures instead of hanging the run.
     let mut stalled = vec![false; contenders.len()];
@@ -635,6 +638,10 @@ async fn main() {
             .iter()
             .map(|v| v.iter().map(|s| s.rate).collect())
             .collect();
+        let rounds_p50: Vec<Vec<f64>> = samples
+            .iter()
+            .map(|v| v.iter().map(|s| s.p50).collect())
+            .collect();
         let d = pick(direct);
         let picked: Vec<Option<Sample>> = contenders
             .iter()
@@ -711,15 +718,19 @@ async fn main() {
                 && let Some(by_round) = paired::ratios(&rounds_rates[a], &rounds_rates[b])
             {
                 let p = paired::paired(&by_round);
-                if let (Some(limits), Some(hop), Some(holder)) = (checked, &picked[a], &picked[b]) {
-                    regressions.extend(limits.broken(&name, p, holder.p50, hop.p50));
+                let added = paired::median_added(&rounds_p50[a], &rounds_p50[b]);
+                if let Some(limits) = checked {
+                    hop_checked = true;
+                    regressions.extend(limits.broken(&name, p, added.unwrap_or(f64::INFINITY)));
                 }
                 eprintln!(
                     "{}",
                     serde_json::json!({"figure": name, "paired": what, "by_round": by_round,
-                        "median_of_rounds": p.median, "interval_95": [p.low, p.high]})
+                        "median_of_rounds": p.median, "interval_95": [p.low, p.high],
+                        "p50_added_s": added})
                 );
             } else if checked.is_some() {
+                hop_checked = true;
                 regressions.push(format!("{name}: the fleet's hop has no figure"));
             }
         }
@@ -740,6 +751,10 @@ async fn main() {
                 )),
             }
         }
+    }
+    if hop_limits.is_some() && !hop_checked {
+        regressions
+            .push("--hop-limits: no keep-alive figure of the fleet's hop was measured".into());
     }
     if !quick || max_after_load.is_some() {
         let (table, ratios) = memory::after_load(&contenders, &idle_rss).await;
