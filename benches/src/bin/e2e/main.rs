@@ -218,8 +218,6 @@ async fn main() {
                         .unwrap_or_else(|| usage_error("--inspector-floor needs a ratio")),
                 )
             }
-            // A three-node fleet under mixed load for MINUTES, one node drained and
-            // started again every --soak-restart seconds (docs/benchmarks.md).
             "--hop-limits" => {
                 hop_limits = Some(
                     args.next()
@@ -231,6 +229,8 @@ async fn main() {
                         }),
                 );
             }
+            // A three-node fleet under mixed load for MINUTES, one node drained and
+            // started again every --soak-restart seconds (docs/benchmarks.md).
             "--soak" => {
                 soak = Some(
                     args.next()
@@ -309,6 +309,8 @@ async fn main() {
     // holds more of them, each pair's two next to each other (the figure is their
     // ratio, and each pair moves by several per cent).
     let pairs_only = inspector_ab || fleet;
+    // The plain HTTP tunnel: in every table but the fleet's pair.
+    let plain_http = !fleet || inspector_ab;
     let mut contenders = Vec::new();
     if !pairs_only {
         contenders.push(netbore("netbore tcp", &bin, origin, &format!("{dd}/tcp")));
@@ -332,7 +334,7 @@ async fn main() {
                 Some(transport),
             ));
         }
-        if !fleet || inspector_ab {
+        if plain_http {
             contenders.push(netbore_http(
                 "netbore http",
                 &bin,
@@ -375,7 +377,7 @@ async fn main() {
                     Some(transport),
                 ));
             }
-            if !fleet || inspector_ab {
+            if plain_http {
                 contenders.push(netbore_http(
                     "baseline netbore http",
                     path,

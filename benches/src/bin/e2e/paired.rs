@@ -89,16 +89,21 @@ pub(crate) struct Paired {
     pub(crate) high: f64,
 }
 
+/// `f` of `a`'s and `b`'s figure in each round; `None` when they do not have the
+/// same rounds.
+fn by_round(a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) -> Option<Vec<f64>> {
+    (a.len() == b.len() && !a.is_empty()).then(|| a.iter().zip(b).map(|(x, y)| f(*x, *y)).collect())
+}
+
 /// The per-round ratios of `a` to `b`; `None` when they do not have the same rounds.
 pub(crate) fn ratios(a: &[f64], b: &[f64]) -> Option<Vec<f64>> {
-    (a.len() == b.len() && !a.is_empty()).then(|| a.iter().zip(b).map(|(x, y)| x / y).collect())
+    by_round(a, b, |x, y| x / y)
 }
 
 /// The median over rounds of `a`'s figure less `b`'s (a p50 each, say); `None`
 /// when they do not have the same rounds.
 pub(crate) fn median_added(a: &[f64], b: &[f64]) -> Option<f64> {
-    (a.len() == b.len() && !a.is_empty())
-        .then(|| median(a.iter().zip(b).map(|(x, y)| x - y).collect()))
+    by_round(a, b, |x, y| x - y).map(median)
 }
 
 /// [`Paired`] of the per-round ratios `by_round`.
