@@ -150,6 +150,17 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let signer = TokenSigner::load_or_create(&data_dir.join("control-ed25519.pk8"))?;
     let store = netbore_control::store::open(args.store.url()?, &data_dir.join(STORE_FILE))?;
+    // A shared store may lose everything (a Redis restarted without persistence):
+    // the records of this node's tunnels are kept to be written back.
+    let remembering = args
+        .store
+        .redis
+        .as_ref()
+        .map(|_| std::sync::Arc::new(netbore_control::store::Remembering::new(store.clone())));
+    let store: std::sync::Arc<dyn netbore_control::store::Store> = match &remembering {
+        Some(r) => r.clone(),
+        None => store,
+    };
     netbore_metrics::server()
         .tunnels
         .set_max_labels(args.metrics_tunnel_labels);
@@ -310,6 +321,9 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
             .context("joining the fleet stopped")??;
             // Links count against the same window budget as agents' sessions.
             registry.set_directory(fleet.clone(), mux_config.clone(), store.clone());
+            if let Some(r) = &remembering {
+                bound.tasks.spawn(keep_store(r.clone(), registry.clone()));
+            }
             // Every node serves every certificate and answers every challenge.
             if let Some(acme) = &acme {
                 acme.share_with(fleet.clone());
@@ -462,6 +476,33 @@ fn fit_connection_caps(args: &ServerArgs) -> (usize, usize) {
                 caps[1],
             );
             (viewers, api)
+        }
+    }
+}
+
+/// How often a fleet node looks whether the shared store lost its data.
+const STORE_CHECK: Duration = Duration::from_secs(1);
+
+/// Writes the store back when Redis lost it (flushed, or restarted without
+/// persistence): its schema, then the records of the tunnels this node holds, so
+/// they can still be reclaimed with their URLs. The routes are the fleet worker's.
+async fn keep_store(
+    store: std::sync::Arc<netbore_control::store::Remembering>,
+    registry: Registry,
+) {
+    loop {
+        tokio::time::sleep(STORE_CHECK).await;
+        let (s, held) = (store.clone(), registry.held_tunnel_ids());
+        let kept = tokio::task::spawn_blocking(move || s.keep(&held, std::time::Instant::now()));
+        match kept.await {
+            Ok(Ok(k)) if k.recovered || k.restored > 0 => tracing::error!(
+                restored = k.restored,
+                "Redis had lost the netbore store (flushed, or restarted without persistence), so it was written again with this node's tunnels; API keys and reserved names made before are gone: create them again with netbore key create, and run Redis with persistence"
+            ),
+            Ok(Ok(_)) => {}
+            // Redis unreachable: the fleet worker says so; tunnels keep serving.
+            Ok(Err(_)) => {}
+            Err(_) => return,
         }
     }
 }

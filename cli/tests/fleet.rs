@@ -511,3 +511,76 @@ async fn a_tunnels_stream_cap_holds_at_its_holder_for_streams_other_nodes_relay(
         echoes_within(at(i), Duration::from_secs(5)).await;
     }
 }
+
+/// Polls `GET /readyz` of node `i` until it answers 200, for at most `limit`.
+async fn ready_within(fleet: &Fleet, i: usize, limit: Duration) {
+    let addr: SocketAddr = format!("{}:{}", IPS[i], fleet.metrics).parse().unwrap();
+    let start = Instant::now();
+    loop {
+        let status = web::get(addr, "metrics", "/readyz").await.status;
+        if status == 200 {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "node {i} was not ready within {limit:?}: /readyz {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restarted_empty_is_filled_again_without_restarting_a_node() {
+    let origin = web::start_origin().await;
+    let mut fleet = Fleet::start(&["--max-tunnels-per-anonymous-ip", "50"]);
+    assert_eq!(fleet.candidates(0).len(), 3);
+    let agent_args = |name: &'static str| ["--name", name, "--transport", "tcp", "--ha", "1"];
+    let mut shop = common::HttpAgent::spawn(
+        &fleet.nodes[0].server,
+        &origin.addr.to_string(),
+        &agent_args("shop"),
+    );
+    let url = shop.expect_event("online", Duration::from_secs(20))["public_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let host = |name: &str| format!("{name}.localhost:{}", fleet.http);
+    for i in 0..3 {
+        answers_within(fleet.http_addr(i), &host("shop"), Duration::from_secs(5)).await;
+    }
+
+    // Redis comes back with nothing in it (no persistence).
+    fleet.redis.kill();
+    fleet.redis.restart();
+    let back = Instant::now();
+    for i in 0..3 {
+        ready_within(&fleet, i, Duration::from_secs(10)).await;
+        let r = answers_within(fleet.http_addr(i), &host("shop"), Duration::from_secs(10)).await;
+        assert_eq!(r.text(), "hello /hello");
+    }
+    assert!(
+        back.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        back.elapsed()
+    );
+    // New tunnels work, at any node, through every node.
+    let mut blog = common::HttpAgent::spawn(
+        &fleet.nodes[1].server,
+        &origin.addr.to_string(),
+        &agent_args("blog"),
+    );
+    blog.expect_event("online", Duration::from_secs(20));
+    for i in 0..3 {
+        answers_within(fleet.http_addr(i), &host("blog"), Duration::from_secs(10)).await;
+    }
+    // The holder wrote the tunnel's record back: killed, its agent still reclaims
+    // the same URL at a survivor.
+    fleet.nodes[0].server.proc.kill();
+    let again = shop.expect_event("online", Duration::from_secs(15));
+    assert_eq!(again["public_url"], url.as_str(), "{again}");
+    for i in [1, 2] {
+        answers_within(fleet.http_addr(i), &host("shop"), Duration::from_secs(10)).await;
+    }
+    shop.kill();
+    blog.kill();
+}

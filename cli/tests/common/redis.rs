@@ -109,6 +109,21 @@ impl RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Kills the server and starts an empty one on the same port, as a restart
+    /// without persistence does.
+    #[allow(dead_code)] // Not every test binary restarts Redis.
+    pub fn restart(&mut self) {
+        self.kill();
+        let port: u16 = self
+            .url
+            .trim_start_matches("redis://127.0.0.1:")
+            .trim_end_matches("/0")
+            .parse()
+            .expect("the URL start() wrote");
+        self.child = Self::spawn(&self._dir, port)
+            .unwrap_or_else(|log| panic!("redis-server did not start again; it said:\n{log}"));
+    }
 }
 
 impl Drop for RedisServer {

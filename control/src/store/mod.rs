@@ -15,9 +15,11 @@
 //! keys and recreate tokens arrive here already hashed.
 
 mod redis;
+mod remembering;
 mod sqlite;
 
 pub use redis::{RedisStore, check_transport, redact_url};
+pub use remembering::{Kept, Remembering, SEEN_GRACE};
 pub use sqlite::SqliteStore;
 
 use std::path::Path;
@@ -214,6 +216,13 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store answers now (for `/readyz`): `Err` says why not.
     fn health(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// Writes the store's schema again when the backend lost all its data (a Redis
+    /// flushed, or restarted without persistence): `Ok(true)` when it did, and the
+    /// caller then writes back what it still holds ([`Remembering::restore`]).
+    fn recover(&self) -> Result<bool, StoreError> {
+        Ok(false)
     }
 }
 

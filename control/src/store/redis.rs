@@ -615,6 +615,21 @@ impl Store for RedisStore {
             )))
         }
     }
+
+    fn recover(&self) -> Result<bool, StoreError> {
+        let present: bool = self.run(Idempotent::Yes, |c| {
+            redis::cmd("EXISTS").arg(keys::schema()).query(c)
+        })?;
+        if present {
+            return Ok(false);
+        }
+        // Writes the version only where it is missing: nodes that find the loss
+        // together write it once.
+        let _: String = self.run(Idempotent::Yes, |c| {
+            INIT.key(keys::schema()).arg(SCHEMA_VERSION).invoke(c)
+        })?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

@@ -337,6 +337,16 @@ impl Registry {
         true
     }
 
+    /// The tunnels placed here that are waiting for their agent or online.
+    pub fn held_tunnel_ids(&self) -> std::collections::HashSet<String> {
+        self.tables()
+            .tunnels
+            .iter()
+            .filter(|(_, e)| !matches!(e.phase, Phase::Offline { .. }))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Whether `tunnel_id` is placed here and waits for its agent.
     pub fn is_pending(&self, tunnel_id: &str) -> bool {
         self.tables()
