@@ -1,6 +1,8 @@
 //! The config file end to end through the real binary: `netbore start` running the
 //! file's tunnels on one session against a real server, `netbore config check` and
-//! `config add-key`, and the commands about the binary (completions, man, version).
+//! `config add-key`, the default file under `$XDG_CONFIG_HOME`, the `NETBORE_*`
+//! variables standing for flags, and the commands about the binary (completions,
+//! man, version).
 
 mod common;
 
@@ -22,10 +24,16 @@ struct Output {
 
 /// Runs `netbore ARGS` to its end, without `--json` unless ARGS hold it.
 fn netbore(args: &[&str]) -> Output {
+    netbore_with(args, &[])
+}
+
+/// [`netbore`] with the environment variables `env` set besides.
+fn netbore_with(args: &[&str], env: &[(&str, &Path)]) -> Output {
     let out = Command::new(bin())
         .args(args)
         .env_remove("NETBORE_CONFIG")
         .env_remove("NETBORE_KEY")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("netbore binary runs");
@@ -293,6 +301,31 @@ fn completions_man_and_version_print_what_they_say() {
     assert_eq!(bash.code, 0, "{}", bash.stderr);
     assert!(bash.stdout.contains("_netbore()"), "{}", bash.stdout);
     assert!(bash.stdout.contains("start"), "subcommands are completed");
+    // Each shell's own form: zsh's compdef function, fish's `complete` commands.
+    let zsh = netbore(&["completions", "zsh"]);
+    assert_eq!(zsh.code, 0, "{}", zsh.stderr);
+    assert!(zsh.stdout.starts_with("#compdef netbore"), "{}", zsh.stdout);
+    assert!(zsh.stdout.contains("_netbore"), "{}", zsh.stdout);
+    assert!(
+        zsh.stdout.contains("'start:"),
+        "subcommands: {}",
+        zsh.stdout
+    );
+    let fish = netbore(&["completions", "fish"]);
+    assert_eq!(fish.code, 0, "{}", fish.stderr);
+    let lines: Vec<&str> = fish.stdout.lines().collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("complete -c netbore ")),
+        "{}",
+        fish.stdout
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("complete -c netbore ") && l.contains("-a \"start\"")),
+        "subcommands: {}",
+        fish.stdout
+    );
 
     let man = netbore(&["man"]);
     assert_eq!(man.code, 0, "{}", man.stderr);
@@ -309,4 +342,182 @@ fn completions_man_and_version_print_what_they_say() {
     let event: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(event["event"], "version");
     assert_eq!(event["version"], version);
+}
+
+/// Waits (20 s at most) for the newest request record the inspector at `inspector`
+/// holds, once it has its response.
+fn newest_request(inspector: std::net::SocketAddr) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = common::http_request(inspector, "GET", "/api/requests/http", None, None);
+        assert_eq!(list.status, 200, "{list:?}");
+        let newest = &list.body["requests"][0];
+        if newest["response"]["status_code"].is_number() {
+            return newest.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no finished request within 20 s: {list:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netbore_variables_stand_for_their_flags() {
+    let origin = web::start_origin().await;
+    // Anonymous agents are refused: only the key from NETBORE_KEY brings it online.
+    let server = Server::start_opts(
+        TempDir::new("data"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        false,
+        &["--domain", "localhost"],
+    );
+    let key = server.create_key("from-the-environment");
+    let inspect = format!("127.0.0.1:{}", common::free_port());
+    // No flag but the local address: the server, the key and the inspector's
+    // settings come from the environment alone.
+    let mut command = Command::new(bin());
+    command
+        .args(["http", &origin.addr.to_string()])
+        .env_remove("NETBORE_CONFIG")
+        .env("NETBORE_SERVER", server.url())
+        .env("NETBORE_KEY", &key)
+        .env("NETBORE_INSPECT", &inspect)
+        .env("NETBORE_INSPECT_SECRETS", "true")
+        .env("NETBORE_INSPECT_BODY_LIMIT", "4");
+    let agent = Proc::spawn_command(command);
+    let online = agent.expect_event("online", Duration::from_secs(20));
+    assert_eq!(online["inspector"], format!("http://{inspect}"), "{online}");
+    let tunnels = tunnels_of(&server, &key);
+    assert_eq!(tunnels.len(), 1, "the key's tunnel: {tunnels:#?}");
+    assert_eq!(tunnels[0]["status"], "online", "{tunnels:#?}");
+
+    let url = online["public_url"].as_str().unwrap();
+    let host = url.strip_prefix("http://").unwrap();
+    let reply = web::request(
+        server.http,
+        "POST",
+        host,
+        "/echo",
+        &[("cookie", "session=visible")],
+        "a body longer than four bytes",
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let record = newest_request(inspect.parse().unwrap());
+    // NETBORE_INSPECT_SECRETS shows the cookie; NETBORE_INSPECT_BODY_LIMIT cuts.
+    assert_eq!(
+        record["request"]["headers"]["Cookie"][0], "session=visible",
+        "{record}"
+    );
+    let body = &record["request"]["body"];
+    assert_eq!(
+        (body["text"].as_str(), body["truncated"].as_bool()),
+        (Some("a bo"), Some(true)),
+        "{record}"
+    );
+    assert_eq!(body["size"], 29, "{record}");
+}
+
+#[test]
+fn the_default_config_file_is_under_xdg_config_home() {
+    let dir = TempDir::new("config-xdg");
+    let home = dir.0.join("home");
+    let xdg = dir.0.join("xdg");
+    let env = [("XDG_CONFIG_HOME", xdg.as_path()), ("HOME", home.as_path())];
+    let path = xdg.join("netbore").join("netbore.toml");
+    let file = path_str(&path);
+
+    // None there yet: the error names where it looked.
+    let out = netbore_with(&["config", "check"], &env);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("there is no config file at {file};")),
+        "{}",
+        out.stderr
+    );
+
+    // A broken file there: its problem at its line and column, under its path.
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(
+        &path,
+        "[tunnels.web]\nproto = \"http\"\naddress = \"8080\"\n",
+    )
+    .unwrap();
+    let out = netbore_with(&["config", "check"], &env);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let expected =
+        format!("{file}:3:1: unknown key `address` in [tunnels.web]; write `addr` instead");
+    assert!(
+        out.stderr.lines().any(|l| l == expected),
+        "{expected:?} in:\n{}",
+        out.stderr
+    );
+
+    // Fixed, it is read; an empty XDG_CONFIG_HOME means ~/.config instead.
+    std::fs::write(&path, "[tunnels.web]\nproto = \"http\"\naddr = \"8080\"\n").unwrap();
+    let out = netbore_with(&["config", "check"], &env);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "1 tunnel: web (http)\n"),
+        "{}",
+        out.stderr
+    );
+    let in_home = home.join(".config").join("netbore").join("netbore.toml");
+    std::fs::create_dir_all(in_home.parent().unwrap()).unwrap();
+    std::fs::write(&in_home, "[tunnels.db]\nproto = \"tcp\"\naddr = \"5432\"\n").unwrap();
+    let empty = Path::new("");
+    let out = netbore_with(
+        &["config", "check"],
+        &[("XDG_CONFIG_HOME", empty), ("HOME", home.as_path())],
+    );
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "1 tunnel: db (tcp)\n"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_all_reads_the_default_config_file() {
+    let origin = web::start_origin().await;
+    let server = Server::start_with(&["--domain", "localhost"]);
+    let dir = TempDir::new("config-xdg-start");
+    let xdg = dir.0.join("xdg");
+    let path = xdg.join("netbore").join("netbore.toml");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "server = \"{}\"\ninspect = \"off\"\n\n[tunnels.site]\nproto = \"http\"\naddr = \"{}\"\nname = \"from-xdg\"\n",
+            server.url(),
+            origin.addr
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(bin());
+    command
+        .args(["start", "--all"])
+        .env_remove("NETBORE_CONFIG")
+        .env_remove("NETBORE_SERVER")
+        .env_remove("NETBORE_INSPECT")
+        .env("XDG_CONFIG_HOME", &xdg)
+        .env("HOME", dir.0.join("home"));
+    let agent = Proc::spawn_command(command);
+    let online = agent.expect_event("online", Duration::from_secs(20));
+    assert_eq!(online["name"], "site", "{online}");
+    assert!(
+        online.get("inspector").is_none(),
+        "the file's inspect: {online}"
+    );
+    let url = online["public_url"].as_str().unwrap();
+    let host = url.strip_prefix("http://").unwrap();
+    assert!(host.starts_with("from-xdg.localhost"), "{online}");
+    let page = web::get(server.http, host, "/via-xdg").await;
+    assert_eq!((page.status, page.text().as_str()), (200, "hello /via-xdg"));
 }

@@ -356,30 +356,42 @@ fn the_console_lists_http_requests_with_their_status() {
     assert!(pty.text().ends_with(LEAVE));
 }
 
+/// A child process killed (and reaped) on drop, even when an assertion fails first.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn off_a_terminal_the_agent_prints_its_plain_lines() {
     let origin = echo_origin();
     let server = Server::start();
     let dir = TempDir::new("console-plain");
     let local = origin.to_string();
-    let mut agent = Command::new(bin())
-        .args([
-            "tcp",
-            &local,
-            "--server",
-            &server.url(),
-            "--inspect",
-            INSPECT,
-        ])
-        .env("TERM", "xterm")
-        .env("NETBORE_STATE_DIR", dir.0.join("state"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut agent = Reaped(
+        Command::new(bin())
+            .args([
+                "tcp",
+                &local,
+                "--server",
+                &server.url(),
+                "--inspect",
+                INSPECT,
+            ])
+            .env("TERM", "xterm")
+            .env("NETBORE_STATE_DIR", dir.0.join("state"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = agent.stdout.take().unwrap();
+    let stdout = agent.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         // The lines up to the tunnel's.
         let mut lines = Vec::new();
@@ -393,10 +405,7 @@ fn off_a_terminal_the_agent_prints_its_plain_lines() {
         }
         let _ = tx.send(lines);
     });
-    let lines = rx.recv_timeout(WAIT);
-    let _ = agent.kill();
-    let _ = agent.wait();
-    let lines = lines.expect("lines within 20 s");
+    let lines = rx.recv_timeout(WAIT).expect("lines within 20 s");
     let online = lines.last().expect("an online line");
     assert!(
         online.starts_with("Tunnel online: tcp://")
@@ -404,6 +413,30 @@ fn off_a_terminal_the_agent_prints_its_plain_lines() {
         "{lines:?}"
     );
     assert!(lines.iter().all(|l| !l.contains('\x1b')), "{lines:?}");
+
+    // The inspector's address has a line of its own, and this agent's inspector
+    // answers there.
+    let inspector: SocketAddr = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("Inspector: http://"))
+        .unwrap_or_else(|| panic!("no Inspector: line in {lines:?}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: {lines:?}"));
+    assert!(
+        inspector.ip().is_loopback() && inspector.port() != 0,
+        "{lines:?}"
+    );
+    let public = online
+        .strip_prefix("Tunnel online: ")
+        .and_then(|l| l.split(" -> ").next())
+        .unwrap();
+    let tunnels = common::http_request(inspector, "GET", "/api/tunnels", None, None);
+    assert_eq!(tunnels.status, 200, "{tunnels:?}");
+    assert_eq!(
+        tunnels.body["tunnels"][0]["public_url"], public,
+        "{tunnels:?}"
+    );
+    drop(agent);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The request inspector's API against a real server, agent and origin: what ngrok's
 //! agent API clients read, the captured requests, replay (as it was and edited, seen
-//! by the origin), HAR and curl export, redaction, the memory budget, and the TCP
-//! connection list.
+//! by the origin), HAR and curl export, redaction, the memory budget, the TCP
+//! connection list, WebSocket messages, and the default port's fallback.
 
 mod common;
 
@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Agent, HttpAgent, Server, free_port};
+use netbore_test_support::webdriver::base64_decode;
 use serde_json::Value;
 
 /// An HTTP/1.1 origin that answers every request `200 ok` (keep-alive) and keeps
@@ -172,7 +173,7 @@ fn the_api_lists_tunnels_captures_replays_and_exports() {
     let status = through(
         edge,
         &agent.host,
-        "GET /first?q=a%20b HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer s3cret\r\n\r\n\
+        "GET /first?q=a%20b HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer s3cret\r\ncookie: session=c00kie\r\n\r\n\
          POST /second HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: 13\r\nconnection: close\r\n\r\n{\"name\":\"nb\"}",
     );
     assert_eq!(status, 200);
@@ -202,14 +203,23 @@ fn the_api_lists_tunnels_captures_replays_and_exports() {
         .unwrap()
         .to_string();
     let first = get_json(&inspector, &format!("/api/requests/http/{first_id}"));
+    // Without --inspect-secrets both secret fields are hidden, in the headers and
+    // in the raw head alike.
     assert_eq!(
         first["request"]["headers"]["Authorization"][0],
         "[redacted]"
     );
-    assert!(
-        !first.to_string().contains("s3cret"),
-        "the secret is hidden"
-    );
+    assert_eq!(first["request"]["headers"]["Cookie"][0], "[redacted]");
+    let raw = base64_decode(first["request"]["raw"].as_str().unwrap()).unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    assert!(raw.contains("authorization: [redacted]\r\n"), "{raw}");
+    assert!(raw.contains("cookie: [redacted]\r\n"), "{raw}");
+    for secret in ["s3cret", "c00kie"] {
+        assert!(
+            !first.to_string().contains(secret) && !raw.contains(secret),
+            "{secret} is hidden: {first}"
+        );
+    }
 
     // Replay as it was: the origin sees the request again, secret included.
     let before = seen.lock().unwrap().len();
@@ -230,6 +240,7 @@ fn the_api_lists_tunnels_captures_replays_and_exports() {
         let last = seen.last().unwrap();
         assert!(last.starts_with("GET /first?q=a%20b HTTP/1.1"), "{last}");
         assert!(last.contains("authorization: Bearer s3cret"), "{last}");
+        assert!(last.contains("cookie: session=c00kie"), "{last}");
     }
     let replayed = get_json(&inspector, &format!("/api/requests/http/{replay_id}"));
     assert_eq!(replayed["replay_of"], first_id.as_str());
@@ -288,7 +299,11 @@ fn the_api_lists_tunnels_captures_replays_and_exports() {
         "{curl}"
     );
     assert!(curl.contains("-H 'authorization: [redacted]'"), "{curl}");
+    assert!(curl.contains("-H 'cookie: [redacted]'"), "{curl}");
     let har = get_json(&inspector, "/api/requests/http/har");
+    for secret in ["s3cret", "c00kie"] {
+        assert!(!har.to_string().contains(secret), "{secret} in {har}");
+    }
     check_har(&har);
     let entries = har["log"]["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 4, "every request, replays included");
@@ -479,4 +494,126 @@ fn the_inspector_moves_to_the_next_free_port_and_can_be_off() {
     // Off: no inspector event, no inspector in the online event.
     let agent = HttpAgent::start(&server, &origin, &["--inspect", "off"]);
     assert!(agent.online.get("inspector").is_none(), "{}", agent.online);
+}
+
+#[test]
+fn by_default_the_inspector_takes_the_next_free_port_after_4040() {
+    let server = Server::start();
+    let (origin, _) = recording_origin();
+    // 4040 is taken: by this test, or by something else that holds it already.
+    let _held = TcpListener::bind(("127.0.0.1", 4040));
+    assert!(TcpListener::bind(("127.0.0.1", 4040)).is_err());
+    // No --inspect: the default. (The other tests here name their addresses, so
+    // only agents outside this test binary may hold ports of the range.)
+    let agent = HttpAgent::start(&server, &origin, &[]);
+    let Some(inspector) = agent.online["inspector"].as_str() else {
+        // Ten agents on this machine already: this one runs without an inspector,
+        // and says why. Only right when the ports are indeed taken.
+        let stderr = agent.proc.stderr();
+        assert!(stderr.contains("all taken"), "{}\n{stderr}", agent.online);
+        let free: Vec<u16> = (4041..=4049)
+            .filter(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+            .collect();
+        assert!(
+            free.is_empty(),
+            "no inspector in {}, yet ports {free:?} are free",
+            agent.online
+        );
+        eprintln!("other processes hold ports 4041 to 4049: only the fallback was checked");
+        return;
+    };
+    let port: u16 = inspector
+        .strip_prefix("http://127.0.0.1:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{inspector} is not http://127.0.0.1:PORT"));
+    assert!((4041..=4049).contains(&port), "{inspector}");
+    // It is this agent's inspector there, not another's.
+    let tunnels = get_json(inspector, "/api/tunnels");
+    assert_eq!(
+        tunnels["tunnels"][0]["public_url"], agent.online["public_url"],
+        "{tunnels}"
+    );
+    assert_eq!(
+        tunnels["tunnels"][0]["config"]["addr"],
+        format!("http://{origin}")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_messages_show_in_their_request() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    const WAIT: Duration = Duration::from_secs(20);
+
+    let origin = common::web::start_origin().await;
+    let server = Server::start_with(&["--domain", "localhost"]);
+    let at = format!("127.0.0.1:{}", free_port());
+    let agent = HttpAgent::start(&server, &origin.addr.to_string(), &["--inspect", &at]);
+    let inspector = format!("http://{at}");
+
+    let stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    let url = format!("ws://{}/ws", agent.host);
+    let (mut ws, response) =
+        tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, stream))
+            .await
+            .expect("the upgrade within 20 s")
+            .unwrap();
+    assert_eq!(response.status(), 101);
+    let sent = ["hello inspector", "a second message"];
+    for text in sent {
+        ws.send(Message::text(text)).await.unwrap();
+        let back = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("the echo within 20 s");
+        assert_eq!(back.unwrap().unwrap(), Message::text(text));
+    }
+
+    // While the WebSocket is open, its request shows each message both ways, in
+    // the order they passed (each echo came back before the next was sent).
+    let messages = |record: &Value| -> Vec<(String, String, String)> {
+        record["websocket"]["messages"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .map(|m| {
+                        let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+                        (s("from"), s("type"), s("text"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let expected: Vec<(String, String, String)> = sent
+        .iter()
+        .flat_map(|t| ["viewer", "origin"].map(|from| (from.into(), "text".into(), t.to_string())))
+        .collect();
+    let mut id = String::new();
+    eventually("four messages listed", || {
+        let list = get_json(&inspector, "/api/requests/http");
+        let record = &list["requests"][0];
+        id = record["id"].as_str().unwrap_or_default().to_string();
+        messages(record) == expected
+    });
+    let record = get_json(&inspector, &format!("/api/requests/http/{id}"));
+    assert_eq!(record["request"]["uri"], "/ws");
+    assert_eq!(record["request"]["headers"]["Upgrade"][0], "websocket");
+    assert_eq!(record["response"]["status_code"], 101);
+    for m in record["websocket"]["messages"].as_array().unwrap() {
+        assert_eq!(
+            m["size"].as_u64(),
+            m["text"].as_str().map(|t| t.len() as u64),
+            "{m}"
+        );
+        assert!(m["time"].as_str().unwrap().ends_with('Z'), "{m}");
+    }
+    let summaries = get_json(&inspector, "/api/requests/http?summary=1");
+    assert_eq!(summaries["requests"][0]["websocket"]["count"], 4);
+
+    // The viewer's close frame is listed after them.
+    ws.close(None).await.unwrap();
+    eventually("the close listed", || {
+        let record = get_json(&inspector, &format!("/api/requests/http/{id}"));
+        let all = messages(&record);
+        all.len() > 4 && all[..4] == expected[..] && all[4].0 == "viewer" && all[4].1 == "close"
+    });
 }

@@ -447,8 +447,9 @@ fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// Standard base64 (with padding, whitespace ignored), as screenshots come.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
+/// Standard base64 (with padding, whitespace ignored), as screenshots and the
+/// inspector's `raw` fields come.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len() / 4 * 3);
     let (mut acc, mut bits) = (0u32, 0u32);
     for c in text.bytes() {
