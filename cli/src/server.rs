@@ -427,6 +427,7 @@ pub(crate) async fn start(args: &ServerArgs) -> anyhow::Result<Bound> {
     bound.api = Some(control.clone());
     if let Some(fleet) = &fleet {
         control.set_nodes(fleet.clone());
+        control.set_shared_rate(fleet.clone());
         bound.tasks.spawn(netbore_edge::fleet::mirror::run(
             registry,
             mirror_ports,

@@ -241,10 +241,12 @@ pub(crate) struct ServerArgs {
     /// Seconds a whole control API exchange may take, request body included.
     #[arg(long, default_value_t = netbore_control::serve::DEFAULT_REQUEST_TIMEOUT.as_secs())]
     pub(crate) api_request_timeout: u64,
-    /// Control API requests a second each client IP may sustain.
+    /// Control API requests a second each client IP may sustain (in a fleet, at all
+    /// nodes together).
     #[arg(long, default_value_t = 20.0)]
     pub(crate) api_rate: f64,
-    /// Control API requests each client IP may send at once after being idle.
+    /// Control API requests each client IP may send at once after being idle (in a
+    /// fleet, at all nodes together).
     #[arg(long, default_value_t = 40.0)]
     pub(crate) api_burst: f64,
     /// PEM certificate chain (leaf first) the Edge shows agents on the tls and wss

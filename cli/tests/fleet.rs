@@ -584,3 +584,28 @@ async fn a_redis_restarted_empty_is_filled_again_without_restarting_a_node() {
     shop.kill();
     blog.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_rate_limit_counts_a_clients_requests_at_every_node() {
+    // Each node alone would let a client send 4 at once; the fleet lets it send 4
+    // in all (and one more a second).
+    let fleet = Fleet::start(&["--api-rate", "1", "--api-burst", "4"]);
+    let mut refused = Vec::new();
+    for i in 0..9 {
+        // Three requests at each node: never more than one node's burst.
+        let node = i % 3;
+        let r = fleet.nodes[node].server.api("GET", "/tunnels", None, None);
+        if r.status == 429 {
+            r.assert_error(429, "rate_limited");
+            refused.push(i);
+        } else {
+            assert_eq!(r.status, 401, "{r:?}");
+        }
+    }
+    assert!(
+        refused.len() >= 3,
+        "the fleet let through {} of 9 requests: {refused:?}",
+        9 - refused.len()
+    );
+    assert!(!refused.contains(&0), "{refused:?}");
+}

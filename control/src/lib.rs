@@ -34,7 +34,7 @@ use crate::api::{EdgeCandidate, Protocol};
 pub use crate::auth::Caller;
 use crate::client_addr::Cidr;
 use crate::limits::AnonymousTunnels;
-use crate::rate::{RateConfig, RateLimiter};
+use crate::rate::{RateConfig, RateLimiter, SharedRate};
 pub use crate::reservations::Reserved;
 pub use crate::revocation::RevocationSweep;
 use crate::store::Store;
@@ -239,6 +239,8 @@ pub struct Control {
     lifecycle: Mutex<()>,
     /// The fleet's other nodes, when this node is part of one.
     nodes: std::sync::OnceLock<Arc<dyn Nodes>>,
+    /// The fleet's count of each client's API requests, when this node is part of one.
+    shared_rate: std::sync::OnceLock<Arc<dyn SharedRate>>,
     /// Notified when an admin key asks this node to drain.
     drain: tokio::sync::Notify,
 }
@@ -272,6 +274,7 @@ impl Control {
             lifecycle: Mutex::new(()),
             drain: tokio::sync::Notify::new(),
             nodes: std::sync::OnceLock::new(),
+            shared_rate: std::sync::OnceLock::new(),
         }
     }
 
@@ -354,5 +357,16 @@ impl Control {
     /// The API rate limiter.
     pub fn rate_limiter(&self) -> &RateLimiter {
         &self.rate
+    }
+
+    /// Makes the API's rate limit count each client's requests at every node of the
+    /// fleet too.
+    pub fn set_shared_rate(&self, shared: Arc<dyn SharedRate>) {
+        let _ = self.shared_rate.set(shared);
+    }
+
+    /// The fleet's count of API requests, when this node is part of a fleet.
+    pub fn shared_rate(&self) -> Option<&Arc<dyn SharedRate>> {
+        self.shared_rate.get()
     }
 }

@@ -63,7 +63,23 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The fleet's own count of each client's requests, beside each node's
+/// [`RateLimiter`]: a client that spreads its requests over the nodes gets the rate
+/// once, not once per node.
+pub trait SharedRate: Send + Sync + 'static {
+    /// Takes one request of `client` (a [`client_key`]) from its bucket of `rate`
+    /// and `burst` in the fleet, or says how long until one is available. Blocking
+    /// (it asks the fleet's store). `Ok` when the store cannot answer: each node's
+    /// own bucket still holds then.
+    fn take(&self, client: IpAddr, rate: f64, burst: f64) -> Result<(), Duration>;
+}
+
 impl RateLimiter {
+    /// The limiter's settings (raised as [`Self::new`] says).
+    pub fn config(&self) -> RateConfig {
+        self.config
+    }
+
     /// A limiter with `config` (a rate or burst below one is raised to one).
     pub fn new(mut config: RateConfig) -> Self {
         config.rate = config.rate.max(1.0);

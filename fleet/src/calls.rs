@@ -87,6 +87,23 @@ impl Calls {
         self.run(|conn| script.invoke::<u8>(conn)).map(|v| v == 1)
     }
 
+    /// Takes one request of `client` from its fleet-wide bucket of `rate` a second
+    /// and `burst`: `Some(wait)` when it is empty. Never queues behind other calls
+    /// ([`Self::try_run`]): a stranger's requests cause it.
+    pub(crate) fn take_rate(
+        &self,
+        client: &str,
+        rate: f64,
+        burst: f64,
+    ) -> Result<Option<Duration>, StoreUnavailable> {
+        let interval = (1e6 / rate.max(1e-3)).ceil() as u64;
+        let span = (interval as f64 * burst.max(1.0)).ceil() as u64;
+        let mut script = keys::TAKE_RATE.prepare_invoke();
+        script.key(keys::rate(client)).arg(interval).arg(span);
+        let wait: u64 = self.try_run(|conn| script.invoke(conn))?;
+        Ok((wait > 0).then(|| Duration::from_micros(wait)))
+    }
+
     /// Forgets `ids`.
     pub(crate) fn forget(&self, ids: &[String]) {
         let keys: Vec<String> = ids.iter().map(|jti| keys::token_id(jti)).collect();

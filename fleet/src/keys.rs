@@ -219,6 +219,32 @@ pub(crate) fn reserved_as(route: &str) -> Option<String> {
     }
 }
 
+/// String: a control API client's fleet-wide bucket, as the Redis time (in
+/// microseconds) its next request is due at the rate: a cell rate algorithm.
+pub(crate) fn rate(client: &str) -> String {
+    format!("{PREFIX}rate:{client}")
+}
+
+/// Takes one request from a client's fleet-wide bucket, on Redis's clock so that
+/// every node counts alike. `KEYS`: `rate:<client>`. `ARGV`: microseconds between
+/// two requests at the rate, and the burst's length in microseconds (the burst times
+/// that). Answers 0 when the request may go, else the microseconds to wait.
+pub(crate) static TAKE_RATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local due = tonumber(redis.call('GET', KEYS[1]) or '0')
+if due < now then due = now end
+local later = due + tonumber(ARGV[1])
+local over = later - now - tonumber(ARGV[2])
+if over > 0 then return math.ceil(over) end
+redis.call('SET', KEYS[1], string.format('%.0f', later), 'PX', math.ceil((later - now) / 1000) + 1)
+return 0
+",
+    )
+});
+
 /// Reserves a public name or port for a tunnel. `KEYS`: `reserved:<what>`. `ARGV`:
 /// tunnel id, milliseconds to hold it. Answers 0 when it is reserved for another
 /// tunnel; else 1, and the reservation lasts at least that long from now.

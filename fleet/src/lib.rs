@@ -171,6 +171,9 @@ pub struct Fleet {
     /// A connection of its own for ACME's calls, some of which a stranger can cause
     /// (a challenge fetched here): they never hold up the calls agents wait for.
     acme_calls: calls::Calls,
+    /// A connection of its own for the control API's fleet-wide rate limit, which
+    /// any client causes.
+    rate_calls: calls::Calls,
 }
 
 impl Fleet {
@@ -215,6 +218,7 @@ impl Fleet {
             })?;
         let calls = calls::Calls::new(client.clone());
         let acme_calls = calls::Calls::new(client.clone());
+        let rate_calls = calls::Calls::new(client.clone());
         let mut threads = Vec::new();
         threads.push(
             std::thread::Builder::new()
@@ -235,6 +239,7 @@ impl Fleet {
             threads: Mutex::new(threads),
             calls,
             acme_calls,
+            rate_calls,
         }))
     }
 
@@ -402,16 +407,20 @@ impl Directory for Fleet {
     }
 }
 
+impl netbore_control::rate::SharedRate for Fleet {
+    fn take(&self, client: std::net::IpAddr, rate: f64, burst: f64) -> Result<(), Duration> {
+        match self.rate_calls.take_rate(&client.to_string(), rate, burst) {
+            Ok(None) => Ok(()),
+            Ok(Some(wait)) => Err(wait),
+            // Redis away or busy: each node's own bucket still holds.
+            Err(_) => Ok(()),
+        }
+    }
+}
+
 impl netbore_control::Nodes for Fleet {
     fn others(&self) -> Vec<EdgeCandidate> {
-        let me = &self.shared.node;
-        let mut nodes: Vec<NodeInfo> = self
-            .live_nodes()
-            .into_iter()
-            .filter(|n| n.id != me.id && !n.draining)
-            .collect();
-        nodes.sort_by_key(|n| (n.region != me.region, n.load));
-        nodes
+        best_first(&self.shared.node, self.live_nodes())
             .into_iter()
             .map(|n| EdgeCandidate {
                 addr: n.agent_addr,
@@ -523,4 +532,51 @@ fn parse_nodes(records: HashMap<String, String>) -> Vec<NodeInfo> {
         .into_values()
         .filter_map(|info| serde_json::from_str(&info).ok())
         .collect()
+}
+
+/// The candidates `me` hands agents besides itself, best first: the live nodes that
+/// are not draining, `me`'s region first, then the least loaded (ties by id).
+fn best_first(me: &NodeInfo, live: Vec<NodeInfo>) -> Vec<NodeInfo> {
+    let mut nodes: Vec<NodeInfo> = live
+        .into_iter()
+        .filter(|n| n.id != me.id && !n.draining)
+        .collect();
+    nodes.sort_by(|a, b| {
+        (a.region != me.region, a.load, &a.id).cmp(&(b.region != me.region, b.load, &b.id))
+    });
+    nodes
+}
+
+#[cfg(test)]
+mod candidate_tests {
+    use super::*;
+
+    fn node(id: &str, region: &str, load: u64, draining: bool) -> NodeInfo {
+        NodeInfo {
+            id: id.into(),
+            region: region.into(),
+            load,
+            draining,
+            ..NodeInfo::default()
+        }
+    }
+
+    #[test]
+    fn candidates_are_the_own_region_first_then_the_least_loaded_without_draining_ones() {
+        let me = node("me", "eu", 0, false);
+        let live = vec![
+            node("us-idle", "us", 0, false),
+            node("eu-busy", "eu", 90, false),
+            me.clone(),
+            node("eu-idle", "eu", 3, false),
+            node("eu-draining", "eu", 0, true),
+            node("us-busy", "us", 50, false),
+            node("eu-idle-too", "eu", 3, false),
+        ];
+        let ids: Vec<String> = best_first(&me, live).into_iter().map(|n| n.id).collect();
+        assert_eq!(
+            ids,
+            ["eu-idle", "eu-idle-too", "eu-busy", "us-idle", "us-busy"]
+        );
+    }
 }

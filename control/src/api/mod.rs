@@ -96,10 +96,19 @@ async fn rate_limit(
     next: Next,
 ) -> Response {
     let client = control.client_ip(client, request.headers());
-    match control
+    let mut allowed = control
         .rate_limiter()
-        .check(client, std::time::Instant::now())
-    {
+        .check(client, std::time::Instant::now());
+    // In a fleet the client's requests also count at every other node; this node's
+    // own bucket first, so a flood from one client does not reach Redis.
+    if let (Ok(()), Some(shared)) = (allowed, control.shared_rate()) {
+        let (shared, config) = (shared.clone(), control.rate_limiter().config());
+        let key = crate::rate::client_key(client);
+        allowed = tokio::task::spawn_blocking(move || shared.take(key, config.rate, config.burst))
+            .await
+            .unwrap_or(Ok(()));
+    }
+    match allowed {
         Ok(()) => {
             // The route's template, not its path: ids stay out of the labels.
             let route = route_of(request.uri().path());
