@@ -209,3 +209,40 @@ async fn in_a_fleet_of_two_a_drain_promotes_the_standby_and_the_agent_comes_back
     );
     drop(agent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_given_several_servers_starts_on_the_next_when_the_first_is_down() {
+    let origin = web::start_origin().await;
+    let mut fleet = Fleet::start_n(2, &[]);
+    let (first, second) = (fleet.nodes[0].server.url(), fleet.nodes[1].server.url());
+    // The first --server is gone before the agent starts: nothing told the agent of
+    // the second but its own command line.
+    fleet.nodes[0].server.proc.kill();
+    let mut agent = common::Proc::spawn(&[
+        "http",
+        &origin.addr.to_string(),
+        "--server",
+        &first,
+        "--server",
+        &second,
+        "--name",
+        "several",
+        "--ha",
+        "1",
+    ]);
+    let online = agent.expect_event("online", Duration::from_secs(30));
+    assert_eq!(
+        online["public_url"],
+        format!("http://several.localhost:{}", fleet.http),
+        "{online}"
+    );
+    let r = web::get(
+        fleet.http_addr(1),
+        &format!("several.localhost:{}", fleet.http),
+        "/hello",
+    )
+    .await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hello /hello"));
+    assert_eq!(holders(&fleet, online["public_url"].as_str().unwrap()), [1]);
+    agent.kill();
+}

@@ -20,6 +20,7 @@ pub mod fleet;
 pub mod hello;
 pub mod pebble;
 pub mod redis;
+pub mod tls_origin;
 pub mod web;
 
 /// The binary under test.
