@@ -609,3 +609,52 @@ async fn the_api_rate_limit_counts_a_clients_requests_at_every_node() {
     );
     assert!(!refused.contains(&0), "{refused:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_anonymous_limit_per_address_counts_tunnels_online_at_every_node() {
+    let origin = web::start_origin().await;
+    let fleet = Fleet::start(&["--max-tunnels-per-anonymous-ip", "2"]);
+    // Two anonymous tunnels from this address, online at two different nodes.
+    let mut agents = Vec::new();
+    for (i, name) in [(0, "one"), (1, "two")] {
+        let agent = common::HttpAgent::spawn(
+            &fleet.nodes[i].server,
+            &origin.addr.to_string(),
+            &["--name", name, "--transport", "tcp", "--ha", "1"],
+        );
+        agent.expect_event("online", Duration::from_secs(20));
+        agents.push(agent);
+    }
+    // The third node holds none of them, and still refuses a third.
+    let refused = fleet.nodes[2].server.api(
+        "POST",
+        "/tunnels/create",
+        None,
+        Some(&serde_json::json!({"protocol": "http"})),
+    );
+    let message = refused.assert_error(403, "limit_reached");
+    assert!(message.contains("already hold 2 live tunnels"), "{message}");
+    // One goes offline: the address may have another, at any node.
+    agents[0].kill();
+    let start = Instant::now();
+    loop {
+        let made = fleet.nodes[2].server.api(
+            "POST",
+            "/tunnels/create",
+            None,
+            Some(&serde_json::json!({"protocol": "http"})),
+        );
+        if made.status == 200 {
+            break;
+        }
+        made.assert_error(403, "limit_reached");
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the limit still counted the tunnel whose agent was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for mut agent in agents {
+        agent.kill();
+    }
+}

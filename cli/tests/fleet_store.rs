@@ -245,3 +245,65 @@ fn the_store_is_reached_over_tls_and_plain_text_to_another_machine_is_refused() 
     );
     assert!(!message.contains("hunter2"), "{message}");
 }
+
+/// The `kid` a JWT's header names.
+fn kid(token: &str) -> String {
+    let header = token.split('.').next().unwrap();
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut json = Vec::new();
+    for c in header.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => panic!("not base64url: {header}"),
+        };
+        bits = (bits << 6) | u32::from(v);
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            json.push((bits >> n) as u8);
+        }
+    }
+    let header: Value = serde_json::from_slice(&json).unwrap();
+    header["kid"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_new_signing_key_is_trusted_by_its_kid_beside_its_old_one() {
+    use common::fleet::Fleet;
+    use common::hello::{create_token, hello};
+    use netbore_transport::proto::{ErrorCode, HelloReply};
+    use std::time::Instant;
+
+    let mut fleet = Fleet::start_n(2, &["--max-tunnels-per-anonymous-ip", "50"]);
+    let old = create_token(&fleet.nodes[0].server).await;
+    // Node 0 starts again with a new signing key: a fresh data directory, as when the
+    // operator deletes control-ed25519.pk8 to rotate it.
+    fleet.nodes[0].server.proc.kill();
+    fleet.restart(0);
+    let new = create_token(&fleet.nodes[0].server).await;
+    assert_ne!(kid(&old), kid(&new), "the new key has a kid of its own");
+    // Node 1 trusts the new key by its kid once it has read node 0's new record (at
+    // its next heartbeat); until then it refuses the token without using it up.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match hello(&fleet.nodes[1].server, vec![new.clone()]).await {
+            HelloReply::Ok { .. } => break,
+            HelloReply::Error(e) if e.code == ErrorCode::BadToken && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("node 1 refused the new key's token: {other:?}"),
+        }
+    }
+    // A token of the old key, minted before the rotation, still opens its tunnel
+    // elsewhere: a key is trusted by its kid for five minutes after a node stopped
+    // publishing it (tokens live a minute), `docs/protocols/fleet.md`.
+    match hello(&fleet.nodes[1].server, vec![old]).await {
+        HelloReply::Ok { tunnels } => assert_eq!(tunnels.len(), 1),
+        other => panic!("a token of the rotated key was refused at once: {other:?}"),
+    }
+}
