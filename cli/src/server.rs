@@ -491,19 +491,34 @@ async fn keep_store(
     store: std::sync::Arc<netbore_control::store::Remembering>,
     registry: Registry,
 ) {
+    // Failures are said once a minute at most: Redis away is the fleet worker's to
+    // report, and tunnels keep serving meanwhile.
+    let mut said: Option<std::time::Instant> = None;
     loop {
         tokio::time::sleep(STORE_CHECK).await;
-        let (s, held) = (store.clone(), registry.held_tunnel_ids());
-        let kept = tokio::task::spawn_blocking(move || s.keep(&held, std::time::Instant::now()));
-        match kept.await {
-            Ok(Ok(k)) if k.recovered || k.restored > 0 => tracing::error!(
-                restored = k.restored,
-                "Redis had lost the netbore store (flushed, or restarted without persistence), so it was written again with this node's tunnels; API keys and reserved names made before are gone: create them again with netbore key create, and run Redis with persistence"
-            ),
-            Ok(Ok(_)) => {}
-            // Redis unreachable: the fleet worker says so; tunnels keep serving.
-            Ok(Err(_)) => {}
-            Err(_) => return,
+        let (s, r) = (store.clone(), registry.clone());
+        let kept = tokio::task::spawn_blocking(move || {
+            s.keep(&|| r.held_tunnel_ids(), std::time::Instant::now())
+        })
+        .await;
+        let failed = match kept {
+            Ok(Ok(k)) => {
+                if k.recovered || k.restored > 0 {
+                    tracing::error!(
+                        restored = k.restored,
+                        "Redis had lost the netbore store (flushed, or restarted without persistence), so it was written again with this node's tunnels; API keys and reserved names made before are gone: create them again with netbore key create, and run Redis with persistence"
+                    );
+                }
+                (k.failed > 0).then(|| format!("{} tunnel records", k.failed))
+            }
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(format!("the check stopped: {e}")),
+        };
+        if let Some(why) = failed
+            && said.is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+        {
+            said = Some(std::time::Instant::now());
+            tracing::warn!(%why, "could not check or write back the shared store; trying again every second");
         }
     }
 }

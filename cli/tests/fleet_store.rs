@@ -249,25 +249,7 @@ fn the_store_is_reached_over_tls_and_plain_text_to_another_machine_is_refused() 
 /// The `kid` a JWT's header names.
 fn kid(token: &str) -> String {
     let header = token.split('.').next().unwrap();
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut json = Vec::new();
-    for c in header.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => panic!("not base64url: {header}"),
-        };
-        bits = (bits << 6) | u32::from(v);
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            json.push((bits >> n) as u8);
-        }
-    }
+    let json = netbore_test_support::webdriver::base64_decode(header).unwrap();
     let header: Value = serde_json::from_slice(&json).unwrap();
     header["kid"].as_str().unwrap().to_string()
 }

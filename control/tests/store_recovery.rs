@@ -24,8 +24,8 @@ fn record(id: &str, name: &str) -> TunnelRecord {
     }
 }
 
-fn held(ids: &[&str]) -> HashSet<String> {
-    ids.iter().map(|s| s.to_string()).collect()
+fn held(ids: &'static [&'static str]) -> impl Fn() -> HashSet<String> {
+    move || ids.iter().map(|s| s.to_string()).collect()
 }
 
 #[test]
@@ -111,4 +111,41 @@ fn redis_gone_is_an_error_and_the_write_back_waits_for_it() {
     let kept = store.keep(&held(&["tun_a"]), Instant::now()).unwrap();
     assert!(kept.recovered && kept.restored == 1, "{kept:?}");
     assert!(store.tunnel("tun_a").unwrap().is_some());
+}
+
+#[test]
+fn every_node_writes_back_its_own_tunnels_whoever_found_the_loss_first() {
+    let redis = RedisServer::start();
+    let open = || Remembering::new(Arc::new(RedisStore::open(&redis.url).unwrap()));
+    let (a, b) = (open(), open());
+    a.insert_tunnel(&record("tun_a", "shop")).unwrap();
+    b.insert_tunnel(&record("tun_b", "blog")).unwrap();
+    let () = redis::cmd("FLUSHALL")
+        .query(&mut redis.connection())
+        .unwrap();
+    // An operator's command opens the store first (`netbore key create --redis`):
+    // it writes the schema and a new epoch, and neither node found it missing.
+    RedisStore::open(&redis.url).unwrap();
+    let now = Instant::now();
+    let kept_a = a.keep(&held(&["tun_a"]), now).unwrap();
+    let kept_b = b.keep(&held(&["tun_b"]), now).unwrap();
+    assert!(kept_a.recovered && kept_a.restored == 1, "{kept_a:?}");
+    assert!(kept_b.recovered && kept_b.restored == 1, "{kept_b:?}");
+    assert!(a.tunnel("tun_b").unwrap().is_some());
+    assert!(b.tunnel("tun_a").unwrap().is_some());
+}
+
+#[test]
+fn a_tunnel_deleted_before_the_write_back_stays_deleted() {
+    let redis = RedisServer::start();
+    let store = Remembering::new(Arc::new(RedisStore::open(&redis.url).unwrap()));
+    store.insert_tunnel(&record("tun_a", "shop")).unwrap();
+    let () = redis::cmd("FLUSHALL")
+        .query(&mut redis.connection())
+        .unwrap();
+    // Deleted through the API while the store was empty (nothing to delete there).
+    assert!(!store.delete_tunnel("tun_a").unwrap());
+    let kept = store.keep(&held(&["tun_a"]), Instant::now()).unwrap();
+    assert!(kept.recovered && kept.restored == 0, "{kept:?}");
+    assert!(store.tunnel("tun_a").unwrap().is_none());
 }

@@ -16,13 +16,14 @@
 
 use std::time::{Duration, Instant};
 
-/// The p99 of a lookup from the replica the run exits non-zero above.
-const LOOKUP_P99_LIMIT: Duration = Duration::from_micros(10);
-
 use netbore_control::tokens::TrustedKeys;
 use netbore_edge::fleet::{Directory, RouteKey};
 use netbore_fleet::{Fleet, NodeInfo};
 use netbore_test_support::redis::RedisServer;
+
+/// The p99 of a lookup from the replica the run exits non-zero above (on a machine
+/// busy with other work, a run may cross it by chance).
+const LOOKUP_P99_LIMIT: Duration = Duration::from_micros(10);
 
 fn node(id: &str) -> NodeInfo {
     NodeInfo {
@@ -143,7 +144,7 @@ fn main() {
         republished.as_secs_f64()
     );
     drop((a, b));
-    // Issue 18's limit on the hot path's lookup: the run fails when it breaks.
+    // The hot path's lookup has a limit: the run fails when it breaks.
     if at(0.99) > LOOKUP_P99_LIMIT {
         eprintln!(
             "lookup p99 {:?} is over the limit of {LOOKUP_P99_LIMIT:?}",

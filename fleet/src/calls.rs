@@ -16,13 +16,19 @@ use std::time::{Duration, Instant};
 use netbore_edge::fleet::StoreUnavailable;
 use redis::{Client, Connection, RedisResult};
 
-use crate::{keys, random_hex, worker::connect};
+use crate::{keys, random_hex, worker::connect_within as connect};
 
 /// Most [`Calls::try_run`] calls under way or waiting at once.
 const MAX_WAITING: usize = 8;
 
 /// How long calls fail at once after Redis could not be reached.
 const BACK_OFF: Duration = Duration::from_secs(1);
+
+/// How long a [`Calls::quick`] call may take (connecting, then its answer) before it
+/// fails: the control API's requests wait for it.
+const QUICK_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long [`Calls::quick`] calls fail at once after one failed.
+const QUICK_BACK_OFF: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct State {
@@ -39,6 +45,12 @@ pub(crate) struct Calls {
     state: Mutex<State>,
     /// Calls of [`Calls::try_run`] under way or waiting.
     waiting: AtomicUsize,
+    /// How long connecting, and each read and write, may take.
+    timeout: Duration,
+    /// How long calls fail at once after Redis could not be reached.
+    back_off: Duration,
+    /// Whether a call that failed on a kept connection is tried again on a new one.
+    retry: bool,
 }
 
 impl std::fmt::Debug for Calls {
@@ -53,6 +65,21 @@ impl Calls {
             client,
             state: Mutex::default(),
             waiting: AtomicUsize::new(0),
+            timeout: crate::IO_TIMEOUT,
+            back_off: BACK_OFF,
+            retry: true,
+        }
+    }
+
+    /// Calls that requests wait for and that may not run twice: each fails after
+    /// [`QUICK_TIMEOUT`], is never tried again, and after a failure the next ones
+    /// fail at once for [`QUICK_BACK_OFF`].
+    pub(crate) fn quick(client: Client) -> Self {
+        Calls {
+            timeout: QUICK_TIMEOUT,
+            back_off: QUICK_BACK_OFF,
+            retry: false,
+            ..Self::new(client)
         }
     }
 
@@ -89,7 +116,8 @@ impl Calls {
 
     /// Takes one request of `client` from its fleet-wide bucket of `rate` a second
     /// and `burst`: `Some(wait)` when it is empty. Never queues behind other calls
-    /// ([`Self::try_run`]): a stranger's requests cause it.
+    /// ([`Self::try_run`]): a stranger's requests cause it. Made on [`Self::quick`]
+    /// calls: taken twice would count the request twice.
     pub(crate) fn take_rate(
         &self,
         client: &str,
@@ -149,12 +177,12 @@ impl Calls {
             return Err(StoreUnavailable(state.reason.clone()));
         }
         for _ in 0..2 {
-            let kept = state.conn.is_some();
+            let kept = state.conn.is_some() && self.retry;
             let conn = match state.conn.take() {
                 Some(conn) => conn,
-                None => match connect(&self.client) {
+                None => match connect(&self.client, self.timeout) {
                     Ok(conn) => conn,
-                    Err(e) => return Err(down(state, e)),
+                    Err(e) => return Err(down(state, e, self.back_off)),
                 },
             };
             let mut conn = conn;
@@ -174,7 +202,7 @@ impl Calls {
                     state.conn = Some(conn);
                     return Err(StoreUnavailable(e.to_string()));
                 }
-                Err(e) if !kept => return Err(down(state, e)),
+                Err(e) if !kept => return Err(down(state, e, self.back_off)),
                 Err(_) => {}
             }
         }
@@ -182,8 +210,8 @@ impl Calls {
     }
 }
 
-fn down(state: &mut State, e: redis::RedisError) -> StoreUnavailable {
+fn down(state: &mut State, e: redis::RedisError, back_off: Duration) -> StoreUnavailable {
     state.reason = e.to_string();
-    state.down_until = Some(Instant::now() + BACK_OFF);
+    state.down_until = Some(Instant::now() + back_off);
     StoreUnavailable(state.reason.clone())
 }

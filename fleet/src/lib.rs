@@ -172,7 +172,7 @@ pub struct Fleet {
     /// (a challenge fetched here): they never hold up the calls agents wait for.
     acme_calls: calls::Calls,
     /// A connection of its own for the control API's fleet-wide rate limit, which
-    /// any client causes.
+    /// any client causes and every API request waits for: quick to give up.
     rate_calls: calls::Calls,
 }
 
@@ -218,7 +218,7 @@ impl Fleet {
             })?;
         let calls = calls::Calls::new(client.clone());
         let acme_calls = calls::Calls::new(client.clone());
-        let rate_calls = calls::Calls::new(client.clone());
+        let rate_calls = calls::Calls::quick(client.clone());
         let mut threads = Vec::new();
         threads.push(
             std::thread::Builder::new()

@@ -91,9 +91,14 @@ pub(crate) struct Worker {
 }
 
 pub(crate) fn connect(client: &Client) -> RedisResult<Connection> {
-    let conn = client.get_connection_with_timeout(IO_TIMEOUT)?;
-    conn.set_read_timeout(Some(IO_TIMEOUT))?;
-    conn.set_write_timeout(Some(IO_TIMEOUT))?;
+    connect_within(client, IO_TIMEOUT)
+}
+
+/// A connection whose connecting, reads and writes each fail after `timeout`.
+pub(crate) fn connect_within(client: &Client, timeout: Duration) -> RedisResult<Connection> {
+    let conn = client.get_connection_with_timeout(timeout)?;
+    conn.set_read_timeout(Some(timeout))?;
+    conn.set_write_timeout(Some(timeout))?;
     Ok(conn)
 }
 

@@ -448,7 +448,8 @@ fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Standard base64 (with padding, whitespace ignored), as screenshots and the
-/// inspector's `raw` fields come.
+/// inspector's `raw` fields come; also its URL-safe alphabet without padding, as
+/// JWT segments come.
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len() / 4 * 3);
     let (mut acc, mut bits) = (0u32, 0u32);
@@ -457,8 +458,8 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
             b'A'..=b'Z' => c - b'A',
             b'a'..=b'z' => c - b'a' + 26,
             b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
             b'=' => break,
             b'\r' | b'\n' | b' ' => continue,
             _ => return None,

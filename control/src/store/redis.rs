@@ -64,6 +64,8 @@ pub struct RedisStore {
     url: String,
     /// `None` until the first call, and after a call found the connection broken.
     conn: Mutex<Option<Connection>>,
+    /// The store's epoch as this handle last read it ([`keys::epoch`]).
+    epoch: Mutex<String>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -195,9 +197,25 @@ impl RedisStore {
             client,
             url: shown,
             conn: Mutex::new(None),
+            epoch: Mutex::new(String::new()),
         };
-        let stored: String = store.run(Idempotent::Yes, |c| {
-            INIT.key(keys::schema()).arg(SCHEMA_VERSION).invoke(c)
+        let epoch = store.init()?;
+        *store.epoch.lock().unwrap_or_else(|p| p.into_inner()) = epoch;
+        Ok(store)
+    }
+
+    /// Writes the schema version and an epoch where they are missing, checks the
+    /// version, and answers the epoch.
+    fn init(&self) -> Result<String, StoreError> {
+        let fresh = crate::secrets::random_bytes(&ring::rand::SystemRandom::new(), 16)
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let fresh = crate::secrets::hex(&fresh);
+        let (stored, epoch): (String, String) = self.run(Idempotent::Yes, |c| {
+            INIT.key(keys::schema())
+                .key(keys::epoch())
+                .arg(SCHEMA_VERSION)
+                .arg(&fresh)
+                .invoke(c)
         })?;
         let version: u64 = number(&stored, "the store", "schema version")?;
         if version > SCHEMA_VERSION {
@@ -205,7 +223,7 @@ impl RedisStore {
                 "schema version {version} is newer than this netbore ({SCHEMA_VERSION}); run a newer netbore"
             )));
         }
-        Ok(store)
+        Ok(epoch)
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
@@ -617,17 +635,14 @@ impl Store for RedisStore {
     }
 
     fn recover(&self) -> Result<bool, StoreError> {
-        let present: bool = self.run(Idempotent::Yes, |c| {
-            redis::cmd("EXISTS").arg(keys::schema()).query(c)
-        })?;
-        if present {
+        // The first node (or `netbore key`) to find the store gone writes a new
+        // epoch; every node sees it differ from the one it read last.
+        let epoch = self.init()?;
+        let mut seen = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen == epoch {
             return Ok(false);
         }
-        // Writes the version only where it is missing: nodes that find the loss
-        // together write it once.
-        let _: String = self.run(Idempotent::Yes, |c| {
-            INIT.key(keys::schema()).arg(SCHEMA_VERSION).invoke(c)
-        })?;
+        *seen = epoch;
         Ok(true)
     }
 }
@@ -662,6 +677,7 @@ mod tests {
     fn every_key_carries_the_one_hash_tag() {
         let all = [
             keys::schema(),
+            keys::epoch(),
             keys::api_key("k_1"),
             keys::api_keys(),
             keys::keys_by_hash(),

@@ -6,7 +6,7 @@
 //! [`Remembering`] wraps the store: every record this node writes or reads is kept
 //! in memory, and the server's store task ([`Remembering::keep`]) forgets those of
 //! tunnels it no longer holds once they are [`SEEN_GRACE`] old, and after
-//! [`Store::recover`] wrote the schema again writes back those it still holds. API
+//! [`Store::recover`] found the data lost writes back those it still holds. API
 //! keys and reserved names are not kept: their loss is the operator's to mend
 //! (`docs/protocols/registry.md`).
 
@@ -25,19 +25,26 @@ pub const SEEN_GRACE: Duration = Duration::from_secs(60);
 pub struct Remembering {
     inner: Arc<dyn Store>,
     records: Mutex<HashMap<String, (TunnelRecord, Instant)>>,
-    /// The schema was written again and the records not all yet (Redis failed
-    /// again meanwhile): the next call writes them.
+    /// The store lost its data and the records are not all written back yet (Redis
+    /// failed again meanwhile): the next call writes them.
     restoring: AtomicBool,
+    /// When the records of tunnels no longer held were last looked for.
+    pruned: Mutex<Option<Instant>>,
 }
 
 /// What one [`Remembering::keep`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Kept {
-    /// The backend had lost its data and its schema was written again.
+    /// The backend had lost its data since the last call.
     pub recovered: bool,
     /// Records written back.
     pub restored: usize,
+    /// Records that could not be written back (tried again at the next call).
+    pub failed: usize,
 }
+
+/// How often the records of tunnels no longer held are looked for.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 impl Remembering {
     /// Wraps `inner`.
@@ -46,6 +53,7 @@ impl Remembering {
             inner,
             records: Mutex::new(HashMap::new()),
             restoring: AtomicBool::new(false),
+            pruned: Mutex::new(None),
         }
     }
 
@@ -65,39 +73,73 @@ impl Remembering {
         self.records().len()
     }
 
-    /// Forgets the records of tunnels not in `held` last seen over [`SEEN_GRACE`]
-    /// before `now`; when the backend lost its data, writes its schema again and then
-    /// the records of `held`. Blocking (it calls the store).
-    pub fn keep(&self, held: &HashSet<String>, now: Instant) -> Result<Kept, StoreError> {
-        self.records().retain(|id, (_, seen)| {
-            held.contains(id) || now.saturating_duration_since(*seen) < SEEN_GRACE
-        });
+    /// Every [`PRUNE_EVERY`], forgets the records of tunnels not in `held()` last
+    /// seen over [`SEEN_GRACE`] before `now`; when the backend lost its data since
+    /// the last call (or a write-back failed), writes back the records of `held()`.
+    /// `held` is asked only then. Blocking (it calls the store).
+    pub fn keep(
+        &self,
+        held: &dyn Fn() -> HashSet<String>,
+        now: Instant,
+    ) -> Result<Kept, StoreError> {
+        let mut ids = None;
+        let prune = {
+            let mut pruned = self.pruned.lock().unwrap_or_else(|p| p.into_inner());
+            let due = pruned.is_none_or(|at| now.saturating_duration_since(at) >= PRUNE_EVERY);
+            if due {
+                *pruned = Some(now);
+            }
+            due
+        };
+        if prune {
+            let held = ids.insert(held());
+            self.records().retain(|id, (_, seen)| {
+                held.contains(id) || now.saturating_duration_since(*seen) < SEEN_GRACE
+            });
+        }
         let recovered = self.inner.recover()?;
         if recovered {
             self.restoring.store(true, Ordering::Relaxed);
         } else if !self.restoring.load(Ordering::Relaxed) {
             return Ok(Kept::default());
         }
-        let lost: Vec<TunnelRecord> = self
+        let held = ids.get_or_insert_with(held);
+        let lost: Vec<String> = self
             .records()
-            .iter()
-            .filter(|(id, _)| held.contains(*id))
-            .map(|(_, (record, _))| record.clone())
+            .keys()
+            .filter(|id| held.contains(*id))
+            .cloned()
             .collect();
-        let mut restored = 0;
-        for record in &lost {
-            // Each tunnel is held by one node, which alone writes it back; one
-            // written since (its agent reclaimed it meanwhile) stays as it is.
-            if self.inner.tunnel(&record.tunnel_id)?.is_none() {
-                self.inner.insert_tunnel(record)?;
-                restored += 1;
+        let mut kept = Kept {
+            recovered,
+            ..Kept::default()
+        };
+        let mut first_error = None;
+        for id in lost {
+            // Deleted meanwhile (through the API, say): it stays deleted.
+            let Some(record) = self.records().get(&id).map(|(r, _)| r.clone()) else {
+                continue;
+            };
+            // Each tunnel is held by one node, which writes it back; one written since
+            // (by its agent's reclaim, or an earlier try) stays as it is.
+            match self.inner.insert_tunnel(&record) {
+                Ok(()) => kept.restored += 1,
+                Err(e) => match self.inner.tunnel(&id) {
+                    Ok(Some(_)) => {}
+                    _ => {
+                        kept.failed += 1;
+                        first_error.get_or_insert(e);
+                    }
+                },
             }
         }
-        self.restoring.store(false, Ordering::Relaxed);
-        Ok(Kept {
-            recovered,
-            restored,
-        })
+        match first_error {
+            Some(e) if kept.restored == 0 => Err(e),
+            _ => {
+                self.restoring.store(kept.failed > 0, Ordering::Relaxed);
+                Ok(kept)
+            }
+        }
     }
 }
 

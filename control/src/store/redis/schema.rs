@@ -22,6 +22,12 @@ pub(super) mod keys {
     pub(crate) fn schema() -> String {
         format!("{PREFIX}schema")
     }
+    /// String: random, written with the schema version where there is none: another
+    /// value than a node last read means the store lost its data and was written
+    /// again since.
+    pub(crate) fn epoch() -> String {
+        format!("{PREFIX}epoch")
+    }
     /// Hash: one API key.
     pub(crate) fn api_key(id: &str) -> String {
         key("key", id)
@@ -68,13 +74,15 @@ pub(super) mod keys {
     }
 }
 
-/// Writes the schema version unless one is there; answers the stored one.
+/// Writes the schema version and an epoch unless they are there; answers the stored
+/// ones.
 pub(super) static INIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: schema. ARGV: version.
+-- KEYS: schema, epoch. ARGV: version, a new random epoch.
 redis.call('SET', KEYS[1], ARGV[1], 'NX')
-return redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[2], ARGV[2], 'NX')
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
 ",
     )
 });
