@@ -687,3 +687,61 @@ async fn the_anonymous_limit_per_address_counts_tunnels_online_at_every_node() {
         agent.kill();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidates_name_each_node_by_its_id_and_put_its_region_first() {
+    let redis = common::redis::RedisServer::start();
+    let (control, agent, http) = (free_port(), free_port(), free_port());
+    // alpha and gamma in one region, beta in another; gamma advertises a name.
+    let flags: [&[&str]; 3] = [
+        &["--node-id", "alpha", "--region", "eu"],
+        &["--node-id", "beta", "--region", "us"],
+        &[
+            "--node-id",
+            "gamma",
+            "--region",
+            "eu",
+            "--advertise",
+            "gamma.example",
+        ],
+    ];
+    let nodes: Vec<_> = IPS
+        .iter()
+        .zip(flags)
+        .map(|(ip, f)| {
+            let mut args = vec!["--max-tunnels-per-anonymous-ip", "50"];
+            args.extend_from_slice(f);
+            common::fleet::start_node(&redis.url, ip, control, agent, http, &args)
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let edges = loop {
+        let made = nodes[0].api(
+            "POST",
+            "/tunnels/create",
+            None,
+            Some(&serde_json::json!({"protocol": "http"})),
+        );
+        assert_eq!(made.status, 200, "{made:?}");
+        let edges = made.body["edges"].as_array().unwrap().clone();
+        if edges.len() == 3 {
+            break edges;
+        }
+        assert!(Instant::now() < deadline, "{edges:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let ids: Vec<&str> = edges.iter().map(|e| e["node"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["alpha", "gamma", "beta"], "{edges:?}");
+    assert_eq!(
+        edges[1]["addr"],
+        format!("gamma.example:{agent}"),
+        "{edges:?}"
+    );
+    // Off this machine the control API is reached over TLS only.
+    assert_eq!(
+        edges[1]["control_url"],
+        format!("https://gamma.example:{control}"),
+        "{edges:?}"
+    );
+    assert_eq!(edges[2]["addr"], format!("127.0.0.3:{agent}"), "{edges:?}");
+}
