@@ -469,6 +469,10 @@ pub fn serving_nodes(url: &str) -> Result<HashMap<String, String>, FleetError> {
             .arg(now.saturating_sub(lease))
             .arg("+inf")
             .query(conn)?;
+        // No live node (the whole fleet down, or Redis just restarted): none serves.
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.hget(keys::node(id), "incarnation");

@@ -324,3 +324,19 @@ fn acme_state_is_shared_between_nodes() {
     b.put_failed("bad.example");
     assert!(a.failed_recently("bad.example"));
 }
+
+#[test]
+fn the_operators_listing_of_serving_nodes_answers_with_no_live_node() {
+    // The whole fleet down, or Redis just restarted: nothing serves, and saying so
+    // is an answer, not an error.
+    let redis = RedisServer::start();
+    assert!(netbore_fleet::serving_nodes(&redis.url).unwrap().is_empty());
+    let a = Fleet::join(&redis.url, node("a"), false, TrustedKeys::default()).unwrap();
+    a.publish(&RouteKey::Tcp(20_002), "t9", None);
+    eventually(Duration::from_secs(3), "a's route is listed", || {
+        netbore_fleet::serving_nodes(&redis.url)
+            .unwrap()
+            .get("t9")
+            .is_some_and(|n| n == "a")
+    });
+}

@@ -90,7 +90,8 @@ impl Fleet {
             .unwrap();
         assert!(
             out.status.success(),
-            "{}",
+            "netbore tunnels list: {}{}",
+            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
         let listed: serde_json::Value =
